@@ -1,0 +1,25 @@
+"""events: the envelope, the catalog of event types, and the bus (the one place that knows NATS)."""
+
+from events.bus import STREAM, Bus, BusUnavailable, Consumer, StreamPolicy
+from events.catalog import EVENT_TYPES, EventData
+from events.correlation import correlation_id
+from events.delivery import Backoff, Delivery, Reject, Retry
+from events.envelope import Event, InvalidEvent, nats_subject
+
+__all__ = [
+    "EVENT_TYPES",
+    "STREAM",
+    "Backoff",
+    "Bus",
+    "BusUnavailable",
+    "Consumer",
+    "Delivery",
+    "Event",
+    "EventData",
+    "InvalidEvent",
+    "Reject",
+    "Retry",
+    "StreamPolicy",
+    "correlation_id",
+    "nats_subject",
+]

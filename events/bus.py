@@ -1,0 +1,407 @@
+"""The event bus: the one place that talks to NATS.
+
+- `publish(event)`: durable types go to JetStream with `Nats-Msg-Id` = event id (a retried publish is
+  stored once); live types go to core NATS.
+- `consume(...)`: a durable pull consumer (`<function>__<handler>`), shared by every replica that
+  binds to it (pool semantics), running the ack policy of `events.delivery`.
+- `listen(...)`: a broadcast subscription on core NATS; every instance sees every matching event,
+  durable and live alike, from now on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import api
+
+from events.catalog import EventData, EventDeadLettered, data_class_for, durable_types
+from events.correlation import correlation_id
+from events.delivery import Backoff, Delivery, Reject, Retry
+from events.envelope import Event, InvalidEvent, nats_subject
+
+log = logging.getLogger("studio.events")
+
+STREAM = "STUDIO_EVENTS"
+
+ConsumerHandler = Callable[[Any, Delivery], Awaitable[None]]
+Listener = Callable[[Event], Awaitable[None]]
+
+
+class BusUnavailable(RuntimeError):
+    """NATS (or JetStream) cannot be reached right now."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPolicy:
+    """Retention of the durable stream. Power-loss safety is the server's `sync_interval`."""
+
+    max_age_s: float = 30 * 86400
+    max_bytes: int = 1 << 30
+    duplicate_window_s: float = 600.0
+
+    def config(self) -> api.StreamConfig:
+        return api.StreamConfig(
+            name=STREAM,
+            description="Local AI Studio durable events",
+            subjects=[nats_subject(t) for t in durable_types()],
+            retention=api.RetentionPolicy.LIMITS,
+            storage=api.StorageType.FILE,
+            discard=api.DiscardPolicy.OLD,
+            max_age=self.max_age_s,
+            max_bytes=self.max_bytes,
+            duplicate_window=self.duplicate_window_s,
+        )
+
+
+def decode(event: Event) -> EventData | Event:
+    """The typed data of a known event type, or the envelope itself for unknown types."""
+    cls = data_class_for(event.type)
+    return event if cls is None else cls.from_event(event)
+
+
+def type_pattern_subject(pattern: str) -> str:
+    """`purchase.*` / `*` / `install.completed` -> a NATS subject under the studio prefix."""
+    if pattern in ("*", ">", ""):
+        return nats_subject(">")
+    return nats_subject(pattern)
+
+
+class Bus:
+    def __init__(self, url: str, *, name: str, source: str) -> None:
+        self.url = url
+        self.name = name
+        self.source = source
+        self._nc: NatsClient | None = None
+        self._consumers: list[Consumer] = []
+        self._listeners: list[Any] = []
+        self.disconnected_since: float | None = None
+        self._closing = False
+
+    # -- connection ------------------------------------------------------------------------------
+
+    async def connect(self, *, timeout: float = 5.0) -> None:
+        """Connect, retrying until `timeout`; then keep reconnecting forever."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last_error: Exception | None = None
+        while True:
+            try:
+                self._nc = await nats.connect(
+                    self.url,
+                    name=self.name,
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    error_cb=self._on_error,
+                )
+                return
+            except (TimeoutError, OSError, nats.errors.Error) as exc:
+                last_error = exc
+                if loop.time() >= deadline:
+                    raise BusUnavailable(
+                        f"NATS at {self.url} does not answer ({type(last_error).__name__}: {last_error})"
+                    ) from None
+                await asyncio.sleep(0.25)
+
+    async def _on_disconnected(self) -> None:
+        if self._closing:
+            return
+        if self.disconnected_since is None:
+            self.disconnected_since = asyncio.get_running_loop().time()
+        log.warning("NATS connection lost; reconnecting", extra={"nats_url": self.url})
+
+    async def _on_reconnected(self) -> None:
+        self.disconnected_since = None
+        log.info("NATS connection restored", extra={"nats_url": self.url})
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("NATS client error: %s", exc)
+
+    @property
+    def nc(self) -> NatsClient:
+        if self._nc is None:
+            raise BusUnavailable("the bus is not connected")
+        return self._nc
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    async def ensure_stream(self, policy: StreamPolicy | None = None) -> api.StreamInfo:
+        """Create or update the durable stream; safe to run from every process at start-up."""
+        config = (policy or StreamPolicy()).config()
+        jsm = self.nc.jsm()
+        try:
+            info = await jsm.stream_info(STREAM)
+        except nats.js.errors.NotFoundError:
+            try:
+                return await jsm.add_stream(config)
+            except nats.js.errors.BadRequestError:  # another process created it first
+                info = await jsm.stream_info(STREAM)
+        current = info.config
+        if (
+            sorted(current.subjects or []) != sorted(config.subjects or [])
+            or current.max_age != config.max_age
+            or current.max_bytes != config.max_bytes
+            or current.duplicate_window != config.duplicate_window
+        ):
+            info = await jsm.update_stream(config)
+            log.info("updated stream %s", STREAM, extra={"subjects": config.subjects})
+        return info
+
+    async def jetstream_info(self, timeout: float = 1.0) -> dict[str, Any]:
+        """A small report for health checks; raises BusUnavailable."""
+        try:
+            info = await self.nc.jsm().stream_info(STREAM)
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BusUnavailable(f"JetStream did not answer: {type(exc).__name__}") from None
+        return {"stream": STREAM, "messages": info.state.messages, "bytes": info.state.bytes,
+                "consumers": info.state.consumer_count}
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    async def publish(self, event: Event, *, timeout: float = 5.0) -> None:
+        cls = data_class_for(event.type)
+        durable = cls.DURABLE if cls is not None else False
+        try:
+            if durable:
+                await self.nc.jetstream().publish(
+                    event.nats_subject, event.to_json(), timeout=timeout,
+                    headers={"Nats-Msg-Id": event.id},
+                )
+            else:
+                await self.nc.publish(event.nats_subject, event.to_json())
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BusUnavailable(f"could not publish {event.type}: {type(exc).__name__}") from None
+
+    async def publish_many(self, events: Iterable[Event], *, timeout: float = 5.0) -> None:
+        """Publish several events with their acknowledgements awaited together (pipelined)."""
+        await asyncio.gather(*(self.publish(e, timeout=timeout) for e in events))
+
+    # -- consuming -------------------------------------------------------------------------------
+
+    async def consume(
+        self,
+        name: str,
+        types: Iterable[str],
+        handler: ConsumerHandler,
+        *,
+        max_concurrency: int = 1,
+        max_attempts: int = 5,
+        ack_wait: float = 30.0,
+        backoff: Backoff | None = None,
+    ) -> Consumer:
+        subjects = [nats_subject(t) for t in types]
+        config = api.ConsumerConfig(
+            durable_name=name,
+            name=name,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=ack_wait,
+            max_deliver=max_attempts + 2,  # backstop: we terminate after max_attempts ourselves
+            max_ack_pending=max(max_concurrency * 2, 16),
+            **({"filter_subject": subjects[0]} if len(subjects) == 1 else {"filter_subjects": subjects}),
+        )
+        await self.nc.jsm().add_consumer(STREAM, config)
+        consumer = Consumer(
+            bus=self, name=name, handler=handler, max_concurrency=max_concurrency,
+            max_attempts=max_attempts, ack_wait=ack_wait, backoff=backoff or Backoff(),
+        )
+        await consumer.start()
+        self._consumers.append(consumer)
+        return consumer
+
+    async def listen(self, pattern: str, listener: Listener) -> Any:
+        """Broadcast: every event whose type matches `pattern` (NATS wildcards), from now on."""
+
+        async def on_message(msg: Msg) -> None:
+            try:
+                event = Event.from_json(msg.data)
+            except InvalidEvent as exc:
+                log.warning("ignored a malformed message on %s: %s", msg.subject, exc)
+                return
+            try:
+                await listener(event)
+            except Exception:
+                log.exception("listener failed on %s", event.type, extra={"event_id": event.id})
+
+        sub = await self.nc.subscribe(type_pattern_subject(pattern), cb=on_message)
+        self._listeners.append(sub)
+        return sub
+
+    async def dead_letter(self, event: Event, consumer: str, attempts: int, reason: str, error: str) -> None:
+        data = EventDeadLettered(
+            event_id=event.id, event_type=event.type, consumer=consumer, attempts=attempts,
+            reason=reason, error=error[:500],
+        )
+        await self.publish(Event(
+            type=data.TYPE, source=self.source, data=data.to_data(), subject=data.subject,
+            correlationid=event.correlationid or event.id,
+        ))
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    async def stop_consuming(self, grace: float = 10.0) -> None:
+        """Stop fetching; in-flight handlers get `grace` seconds, then their events are handed back."""
+        consumers, self._consumers = self._consumers, []
+        await asyncio.gather(*(c.stop(grace) for c in consumers), return_exceptions=True)
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop consuming (see `stop_consuming`), then drain the connection."""
+        await self.stop_consuming(grace)
+        self._closing = True
+        for sub in self._listeners:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._listeners.clear()
+        if self._nc is not None and not self._nc.is_closed:
+            try:
+                await asyncio.wait_for(self._nc.drain(), timeout=5)
+            except (TimeoutError, Exception):
+                with contextlib.suppress(Exception):
+                    await self._nc.close()
+        self._nc = None
+
+
+@dataclass(eq=False)
+class Consumer:
+    """The pull loop of one durable consumer in this process."""
+
+    bus: Bus
+    name: str
+    handler: ConsumerHandler
+    max_concurrency: int
+    max_attempts: int
+    ack_wait: float
+    backoff: Backoff
+    _task: asyncio.Task[None] | None = None
+    _inflight: set[asyncio.Task[None]] = field(default_factory=set)
+    _stopping: bool = False
+    _slot_free: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        self._psub = await self.bus.nc.jetstream().pull_subscribe_bind(durable=self.name, stream=STREAM)
+        self._task = asyncio.create_task(self._loop(), name=f"consumer:{self.name}")
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            free = self.max_concurrency - len(self._inflight)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            try:
+                msgs = await self._psub.fetch(batch=free, timeout=2.0)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+                if self._stopping:
+                    return
+                await asyncio.sleep(0.5)
+                continue
+            except (TimeoutError, nats.errors.Error, OSError) as exc:
+                log.debug("fetch on %s failed: %s", self.name, exc)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                task = asyncio.create_task(self._handle(msg))
+                self._inflight.add(task)
+                task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._slot_free.set()
+
+    async def _keep_lease(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _handle(self, msg: Msg) -> None:
+        attempt = msg.metadata.num_delivered
+        try:
+            event = Event.from_json(msg.data)
+            payload = decode(event)
+        except InvalidEvent as exc:
+            raw = Event(type="unknown", source="unknown", data={}, id=msg.header.get("Nats-Msg-Id", "?")
+                        if msg.header else "?")
+            await self._give_up(msg, raw, attempt, "rejected", str(exc))
+            return
+        token = correlation_id.set(event.correlationid or event.id)
+        lease = asyncio.create_task(self._keep_lease(msg))
+        delivery = Delivery(event=event, consumer=self.name, attempt=attempt,
+                            max_attempts=self.max_attempts, _msg=msg)
+        extra = {"event_id": event.id, "event_type": event.type, "consumer": self.name, "attempt": attempt}
+        try:
+            await self.handler(payload, delivery)
+        except Reject as exc:
+            log.error("rejected %s: %s", event.type, exc, extra=extra)
+            await self._give_up(msg, event, attempt, "rejected", str(exc))
+        except asyncio.CancelledError:
+            # Shutdown before the handler finished: hand the event back for another replica/restart.
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
+        except Exception as exc:
+            if isinstance(exc, Retry):
+                log.warning("retrying %s: %s", event.type, exc, extra=extra)
+            else:
+                log.exception("handler failed on %s", event.type, extra=extra)
+            if attempt >= self.max_attempts:
+                await self._give_up(msg, event, attempt, "exhausted", f"{type(exc).__name__}: {exc}")
+            else:
+                delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else None
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=delay if delay is not None else self.backoff.delay(attempt))
+        else:
+            with contextlib.suppress(Exception):
+                await msg.ack()
+        finally:
+            lease.cancel()
+            correlation_id.reset(token)
+
+    async def _give_up(self, msg: Msg, event: Event, attempt: int, reason: str, error: str) -> None:
+        """Dead-letter first, then terminate; if the dead letter cannot be published, retry later."""
+        try:
+            await self.bus.dead_letter(event, self.name, attempt, reason, error)
+        except Exception:
+            log.exception("could not publish the dead letter; will redeliver", extra={"event_id": event.id})
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=self.backoff.delay(attempt))
+            return
+        with contextlib.suppress(Exception):
+            await msg.term()
+
+    async def stop(self, grace: float) -> None:
+        self._stopping = True
+        self._slot_free.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._inflight:
+            _, pending = await asyncio.wait(set(self._inflight), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._psub.unsubscribe()

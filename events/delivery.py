@@ -1,0 +1,62 @@
+"""How an event is handed to a durable subscriber, and the one acknowledgement policy.
+
+A handler returns normally: the message is acknowledged. It raises `Retry` (an expected, transient
+failure) or any unexpected exception: the message is redelivered after a backoff, until its attempts
+are used up, then dead-lettered. It raises `Reject`: the message can never succeed (poison), it is
+terminated at once and dead-lettered. Handlers never ack by hand.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+    from events.envelope import Event
+
+
+class Reject(Exception):
+    """This event can never be handled (malformed, refers to nothing): do not retry it."""
+
+
+class Retry(Exception):
+    """A transient failure the handler expected: redeliver later (counts as an attempt)."""
+
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with jitter: base * 2**(attempt-1), capped, +-20%."""
+
+    base: float = 1.0
+    cap: float = 60.0
+
+    def delay(self, attempt: int) -> float:
+        raw = min(self.cap, self.base * 2 ** max(0, attempt - 1))
+        return raw * random.uniform(0.8, 1.2)
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One delivery of an event to a durable consumer."""
+
+    event: Event
+    consumer: str
+    attempt: int
+    max_attempts: int
+    _msg: Msg | None = field(default=None, repr=False)
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+    async def keep_alive(self) -> None:
+        """Extend the lease now (the runtime also does this on a timer while the handler runs)."""
+        if self._msg is not None:
+            await self._msg.in_progress()

@@ -1,0 +1,104 @@
+"""`localai-studio events tail`: replay recent durable events, then follow the live stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import nats.errors
+from nats.js import api
+
+from events.bus import STREAM, Bus
+from events.envelope import Event, InvalidEvent, nats_subject
+
+
+def matches(event: Event, pattern: str) -> bool:
+    return pattern in ("", "*", ">") or fnmatch.fnmatchcase(event.type, pattern)
+
+
+def format_human(event: Event, width: int = 160) -> str:
+    when = event.time[11:23] if len(event.time) >= 23 else event.time
+    data = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in event.data.items())
+    line = f"{when}  {event.type:<22} {event.subject or '-':<24} {data}"
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def format_json(event: Event) -> str:
+    return json.dumps(event.to_dict(), separators=(",", ":"))
+
+
+async def tail(
+    bus: Bus,
+    emit: Callable[[Event], None],
+    *,
+    pattern: str = "*",
+    since: timedelta | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Emit matching events: history first (durable events newer than `since`), then live ones."""
+    live: asyncio.Queue[Event] = asyncio.Queue()
+
+    async def on_live(msg: nats.aio.msg.Msg) -> None:
+        with contextlib.suppress(InvalidEvent):
+            live.put_nowait(Event.from_json(msg.data))
+
+    sub = await bus.nc.subscribe(nats_subject(">"), cb=on_live)
+    seen: set[str] = set()
+    try:
+        if since is not None:
+            for event in await replay(bus, datetime.now(UTC) - since):
+                seen.add(event.id)
+                if matches(event, pattern):
+                    emit(event)
+        stopper = asyncio.ensure_future(stop.wait()) if stop else asyncio.get_running_loop().create_future()
+        try:
+            while True:
+                getter = asyncio.ensure_future(live.get())
+                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    return
+                event = getter.result()
+                if event.id in seen:
+                    continue
+                if len(seen) > 100_000:
+                    seen.clear()
+                if matches(event, pattern):
+                    emit(event)
+        finally:
+            stopper.cancel()
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+async def replay(bus: Bus, start: datetime, limit: int = 100_000) -> list[Event]:
+    """Durable events stored since `start`, oldest first, read by an ephemeral consumer."""
+    js = bus.nc.jetstream()
+    info = await bus.nc.jsm().add_consumer(STREAM, api.ConsumerConfig(
+        deliver_policy=api.DeliverPolicy.BY_START_TIME, opt_start_time=start,
+        ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
+    ))
+    psub = await js.pull_subscribe_bind(consumer=info.name, stream=STREAM)
+    events: list[Event] = []
+    try:
+        pending = info.num_pending
+        while pending > 0 and len(events) < limit:
+            try:
+                msgs = await psub.fetch(batch=min(500, pending), timeout=2)
+            except nats.errors.TimeoutError:
+                break
+            for msg in msgs:
+                with contextlib.suppress(InvalidEvent):
+                    events.append(Event.from_json(msg.data))
+                pending = msg.metadata.num_pending
+    finally:
+        with contextlib.suppress(Exception):
+            await psub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await bus.nc.jsm().delete_consumer(STREAM, info.name)
+    return events

@@ -1,0 +1,25 @@
+"""functions: the studio's serverless-style functions, one package each, and their runtime.
+
+Each `functions/<name>/handler.py` declares `function = Function("<name>")` with its routes and
+subscriptions. Functions never import each other: they share `events/`, `functions/runtime/` and the
+client wrappers in `functions/clients/`, and talk through events.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from functions.runtime.function import Function
+
+# Every function of the studio, in start-up order (state owners before their observers).
+NAMES: tuple[str, ...] = ("health", "monitor")
+
+
+def load(name: str) -> Function:
+    """The `Function` declared by `functions/<name>/handler.py`."""
+    if name not in NAMES:
+        raise KeyError(f"unknown function {name!r}; known: {', '.join(NAMES)}")
+    module = importlib.import_module(f"functions.{name}.handler")
+    return module.function

@@ -1,0 +1,1 @@
+"""Thin wrappers around the systems the studio talks to, with domain verbs and domain errors."""

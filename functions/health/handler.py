@@ -1,0 +1,65 @@
+"""health: the studio's public health report.
+
+HTTP    GET /health   -> 200 {"status": "ok", "components": {...}} when every component is fine,
+                         503 with the same report naming what is wrong and how to fix it
+Events  listens  heartbeat.emitted (which function instances are alive)
+        emits    heartbeat.requested (at start-up, so the report is complete at once)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from events.catalog import HeartbeatEmitted, HeartbeatRequested
+from functions.clients.ollama import OllamaClient
+from functions.health.checks import Check, Liveness, check_database, check_disk, check_nats, check_ollama
+from functions.runtime.function import Function, Key
+
+function = Function("health", uses_database=True)
+
+OLLAMA = Key[OllamaClient]("ollama")
+LIVENESS = Key[Liveness]("liveness")
+
+
+@function.resource
+async def dependencies(fn: Function) -> AsyncIterator[None]:
+    fn[OLLAMA] = client = OllamaClient(fn.settings.ollama_url, request_timeout=2.0)
+    fn[LIVENESS] = Liveness(fn.settings.functions, fn.settings.heartbeat_s)
+    await fn.publish(HeartbeatRequested(requested_by=fn.name))
+    yield
+    await client.close()
+
+
+@function.listen(HeartbeatEmitted)
+async def record_heartbeat(beat: HeartbeatEmitted) -> None:
+    function[LIVENESS].saw(beat.function, beat.instance, time.monotonic())
+
+
+@function.route("GET", "/health")
+async def report_health(request: web.Request) -> web.Response:
+    report = await health_report()
+    return web.json_response(report, status=200 if report["status"] == "ok" else 503)
+
+
+async def health_report() -> dict[str, object]:
+    fn = function
+    checks: list[Check] = await asyncio.gather(
+        check_nats(fn.bus),
+        check_database(fn.db),
+        check_ollama(fn[OLLAMA]),
+        check_disk(fn.settings.data_dir, fn.settings.disk_min_free_mb),
+    )
+    components = {c.name: c.report for c in checks}
+    components["functions"] = fn[LIVENESS].report(time.monotonic())
+    failing = sorted(name for name, c in components.items() if c["status"] == "fail")
+    return {
+        "status": "fail" if failing else "ok",
+        "failing": failing,
+        "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "components": components,
+    }
+

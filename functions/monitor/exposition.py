@@ -1,0 +1,61 @@
+"""The monitor's observations as Prometheus metric families (text format via prometheus-client)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from functions.runtime.metrics import BUCKETS
+
+if TYPE_CHECKING:
+    from functions.monitor.observations import EventCounts, FunctionReports
+
+
+class StudioCollector(Collector):
+    def __init__(self, counts: EventCounts, reports: FunctionReports, heartbeat_s: float) -> None:
+        self.counts = counts
+        self.reports = reports
+        self.heartbeat_s = heartbeat_s
+
+    def collect(self) -> Iterator[Metric]:
+        now_wall, now = time.time(), time.monotonic()
+        events = CounterMetricFamily("studio_events", "Events seen on the bus, by type.", labels=["type"])
+        rate = GaugeMetricFamily("studio_event_rate_per_second", "Events per second, by type and window.",
+                                 labels=["type", "window"])
+        for event_type, total in sorted(self.counts.totals.items()):
+            events.add_metric([event_type], total)
+            rate.add_metric([event_type, "1m"], self.counts.rate(event_type, 60, now_wall))
+            rate.add_metric([event_type, "5m"], self.counts.rate(event_type, 300, now_wall))
+        yield events
+        yield rate
+
+        up = GaugeMetricFamily("studio_function_up", "1 if the instance sent a heartbeat recently.",
+                               labels=["function", "instance"])
+        uptime = GaugeMetricFamily("studio_function_uptime_seconds", "Instance uptime.",
+                                   labels=["function", "instance"])
+        requests = CounterMetricFamily("studio_http_requests", "HTTP requests handled by functions.",
+                                       labels=["function", "instance", "method", "route", "status"])
+        latency = HistogramMetricFamily("studio_http_request_duration_seconds",
+                                        "Time functions took to handle HTTP requests.",
+                                        labels=["function", "instance", "method", "route"])
+        bounds = [str(b) for b in BUCKETS] + ["+Inf"]
+        for rep in self.reports.current(now):
+            fi = [rep.function, rep.instance]
+            up.add_metric(fi, 1.0 if now - rep.seen_at <= 3 * self.heartbeat_s else 0.0)
+            uptime.add_metric(fi, rep.uptime_s)
+            for r in rep.http.get("requests", []):
+                requests.add_metric([*fi, r["method"], r["route"], str(r["status"])], r["count"])
+            for h in rep.http.get("latency", []):
+                cumulative, running = [], 0
+                for bound, count in zip(bounds, h["buckets"], strict=False):
+                    running += count
+                    cumulative.append((bound, running))
+                latency.add_metric([*fi, h["method"], h["route"]], cumulative, h["sum"])
+        yield up
+        yield uptime
+        yield requests
+        yield latency

@@ -1,0 +1,73 @@
+"""monitor: watches every event; counters, rates, a recent-events log and Prometheus metrics.
+
+HTTP    GET /metrics                      -> Prometheus text: events, rates, every function's HTTP
+                                             requests and latencies, instance liveness
+        GET /api/monitor/events?type=&limit=  -> the latest events, newest last (operator)
+        GET /api/monitor/stats            -> totals and rates per event type (operator)
+Events  listens  * (every event on the bus, durable and live)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from events.catalog import HeartbeatEmitted
+from events.envelope import Event
+from functions.monitor.exposition import StudioCollector
+from functions.monitor.observations import EventCounts, FunctionReports, RecentEvents
+from functions.runtime.errors import BadRequest
+from functions.runtime.function import Function, Key
+from functions.runtime.identity import require_admin
+
+function = Function("monitor")
+
+COUNTS = Key[EventCounts]("counts")
+RECENT = Key[RecentEvents]("recent")
+REPORTS = Key[FunctionReports]("reports")
+REGISTRY = Key[CollectorRegistry]("registry")
+
+
+@function.resource
+async def observations(fn: Function) -> AsyncIterator[None]:
+    fn[COUNTS], fn[RECENT], fn[REPORTS] = EventCounts(), RecentEvents(), FunctionReports()
+    fn[REGISTRY] = registry = CollectorRegistry(auto_describe=False)
+    registry.register(StudioCollector(fn[COUNTS], fn[REPORTS], fn.settings.heartbeat_s))
+    yield
+
+
+@function.listen("*", envelope=True)
+async def observe_event(event: Event) -> None:
+    function[COUNTS].add(event.type, time.time())
+    if event.type == HeartbeatEmitted.TYPE:
+        function[REPORTS].update(event.data, time.monotonic())
+    elif not event.type.startswith("heartbeat."):
+        function[RECENT].add(event)
+
+
+@function.route("GET", "/metrics")
+async def serve_metrics(request: web.Request) -> web.Response:
+    body = generate_latest(function[REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@function.route("GET", "/api/monitor/events")
+async def list_recent_events(request: web.Request) -> web.Response:
+    require_admin(request)
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        raise BadRequest("limit must be a whole number", code="invalid_limit") from None
+    if not 1 <= limit <= 1000:
+        raise BadRequest("limit must be between 1 and 1000", code="invalid_limit")
+    type_prefix = request.query.get("type", "").rstrip("*") or None
+    return web.json_response({"events": function[RECENT].latest(limit, type_prefix)})
+
+
+@function.route("GET", "/api/monitor/stats")
+async def event_stats(request: web.Request) -> web.Response:
+    require_admin(request)
+    return web.json_response({"events": function[COUNTS].summary(time.time())})

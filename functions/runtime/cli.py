@@ -1,0 +1,140 @@
+"""`localai-studio`: the one command operators use.
+
+    localai-studio up                         the whole studio in one process (embedded NATS)
+    localai-studio run <function>|gateway     one service alone, as its container runs it
+    localai-studio events tail [--since 10m] [--type 'purchase.*'] [--json]
+    localai-studio health [--url URL]         print the health report; exit 0 when healthy
+    localai-studio config [--markdown]        the configuration variables and their values
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import signal
+import sys
+from datetime import timedelta
+
+import aiohttp
+
+import functions
+from events.bus import Bus, BusUnavailable
+from events.tail import format_human, format_json, tail
+from functions.runtime.logs import configure
+from functions.runtime.settings import VARS, Settings, SettingsError, markdown_table
+from functions.runtime.studio import (
+    StartupError,
+    install_event_loop_policy,
+    run_embedded,
+    run_function,
+    run_gateway,
+)
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    m = _DURATION.fullmatch(text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30s, 10m, 2h or 1d")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="localai-studio", description="Local AI Studio")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the whole studio (NATS, every function, the gateway)")
+    run = sub.add_parser("run", help="run one function or the gateway alone")
+    run.add_argument("service", choices=[*functions.NAMES, "gateway"])
+    events = sub.add_parser("events", help="the event stream")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    tail_cmd = events_sub.add_parser("tail", help="follow events live")
+    tail_cmd.add_argument("--since", type=parse_duration, default=None,
+                          help="first replay stored events this old (e.g. 10m, 2h)")
+    tail_cmd.add_argument("--type", default="*", help="event types to show, e.g. 'purchase.*'")
+    tail_cmd.add_argument("--json", action="store_true", help="one CloudEvents JSON object a line")
+    health = sub.add_parser("health", help="print the health report; exit 0 when healthy")
+    health.add_argument("--url", default=None, help="the studio's URL (default from STUDIO_HOST/PORT)")
+    config = sub.add_parser("config", help="show the configuration")
+    config.add_argument("--markdown", action="store_true", help="the variables as a README table")
+    return parser
+
+
+async def events_tail(settings: Settings, args: argparse.Namespace) -> int:
+    bus = Bus(settings.effective_nats_url(), name="events-tail", source="/cli")
+    try:
+        await bus.connect(timeout=3)
+    except BusUnavailable as exc:
+        raise StartupError(f"{exc}: is the studio running? (set STUDIO_NATS_URL to its NATS)") from None
+    fmt = format_json if args.json else format_human
+
+    def emit(event: object) -> None:
+        print(fmt(event), flush=True)  # type: ignore[arg-type]
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await tail(bus, emit, pattern=args.type, since=args.since, stop=stop)
+    finally:
+        await bus.close(0)
+    return 0
+
+
+async def health(settings: Settings, args: argparse.Namespace) -> int:
+    url = (args.url or settings.url).rstrip("/") + "/health"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, \
+                session.get(url) as resp:
+            report = await resp.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
+        raise StartupError(f"no health report from {url} ({type(exc).__name__}): is the studio running?") from None
+    print(json.dumps(report, indent=2))
+    return 0 if resp.status == 200 else 1
+
+
+def show_config(settings: Settings, markdown: bool) -> int:
+    if markdown:
+        print(markdown_table())
+        return 0
+    for var in VARS:
+        value = getattr(settings, var.attr)
+        print(f"{var.env}={value!r}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"localai-studio: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "config":
+        return show_config(settings, args.markdown)
+    service = args.service if args.command == "run" else "studio" if args.command == "up" else "cli"
+    configure(settings.log_level, service)
+    install_event_loop_policy()
+    try:
+        if args.command == "up":
+            asyncio.run(run_embedded(settings))
+        elif args.command == "run":
+            asyncio.run(run_gateway(settings) if args.service == "gateway" else run_function(args.service, settings))
+        elif args.command == "events":
+            return asyncio.run(events_tail(settings, args))
+        elif args.command == "health":
+            return asyncio.run(health(settings, args))
+    except StartupError as exc:
+        print(f"localai-studio: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

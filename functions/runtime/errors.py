@@ -1,0 +1,139 @@
+"""One error mechanism for functions and gateway: raise a `StudioError`, get a JSON error response.
+
+Every error response is `{"error": {"code": "...", "message": "..."}}` (plus optional details).
+Anything unexpected becomes a logged 500 that leaks no internals.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+log = logging.getLogger("studio.http")
+
+
+class StudioError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None,
+                 **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.headers = headers or {}
+        self.details = details
+
+    def to_response(self) -> web.Response:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        body.update(self.details)
+        return error_response(self.status, body, self.headers)
+
+
+class BadRequest(StudioError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(StudioError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(StudioError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(StudioError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(StudioError):
+    status, code = 405, "method_not_allowed"
+
+
+class Conflict(StudioError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(StudioError):
+    status, code = 413, "payload_too_large"
+
+
+class TooManyRequests(StudioError):
+    status, code = 429, "rate_limited"
+
+
+class BadGateway(StudioError):
+    status, code = 502, "bad_gateway"
+
+
+class UpstreamUnavailable(StudioError):
+    status, code = 503, "unavailable"
+
+
+class GatewayTimeout(StudioError):
+    status, code = 504, "timeout"
+
+
+def error_response(status: int, error: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, body=json.dumps({"error": error}).encode(), content_type="application/json",
+        headers=headers,
+    )
+
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+               415: "unsupported_media_type", 429: "rate_limited"}
+
+
+def from_http_exception(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own exceptions (no route, wrong method, body too big) rendered the same way."""
+    message = exc.reason if exc.status != 413 else (exc.text or exc.reason)
+    if exc.status == 405:
+        message = f"method not allowed; allowed: {', '.join(sorted(exc.headers.get('Allow', '').split(',')))}"
+    if exc.status == 404:
+        message = "no such route"
+    headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "location")}
+    return error_response(exc.status, {"code": _HTTP_CODES.get(exc.status, "http_error"),
+                                       "message": message}, headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except StudioError as exc:
+        if exc.status >= 500:
+            log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
+        return exc.to_response()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return from_http_exception(exc)
+    except ConnectionResetError:  # the client left; nothing to answer
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, {"code": "internal_error",
+                                    "message": "internal error; the operator can find it in the logs"})
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object, or a 400 that says what is wrong with it."""
+    if request.content_type not in ("application/json", "") and not request.content_type.endswith("+json"):
+        raise BadRequest("send the body as JSON (Content-Type: application/json)", code="unsupported_media_type")
+    raw = await request.read()
+    if not raw:
+        raise BadRequest("the request body is empty; expected a JSON object", code="invalid_json")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_json")
+    return body

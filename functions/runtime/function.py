@@ -1,0 +1,221 @@
+"""`Function`: what a function module declares. The runtime (`Host`) brings it to life.
+
+A handler module creates one `Function`, then decorates its handlers:
+
+    function = Function("install", migrations=Path(__file__).parent / "migrations")
+
+    @function.route("POST", "/api/models/install")
+    async def request_install(request: web.Request) -> web.Response: ...
+
+    @function.subscribe(PurchaseCompleted, InstallRequested, max_concurrency=2)
+    async def install_model(event: PurchaseCompleted | InstallRequested, delivery: Delivery) -> None: ...
+
+    @function.listen("install.progressed")          # broadcast: every replica sees every event
+    async def remember_progress(event: Event) -> None: ...
+
+    @function.resource                               # a dependency with a lifetime (cleanup_ctx)
+    async def ollama(fn: Function) -> AsyncIterator[None]:
+        fn[OLLAMA] = client = OllamaClient(fn.settings.ollama_url); yield; await client.close()
+
+While running, `function.settings`, `.bus`, `.db` and the resources (`function[KEY]`) are bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from aiohttp import web
+
+from events.bus import Bus, BusUnavailable
+from events.catalog import EventData
+from events.correlation import correlation_id
+from events.delivery import Backoff
+from events.envelope import Event
+from functions.runtime.database import Database, Migrations
+from functions.runtime.errors import StudioError, UpstreamUnavailable
+from functions.runtime.logs import current_function
+from functions.runtime.metrics import RequestStats
+
+if TYPE_CHECKING:
+    from functions.runtime.settings import Settings
+
+T = TypeVar("T")
+HttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Resource = Callable[["Function"], AsyncIterator[None]]
+
+
+class Key(Generic[T]):
+    """A typed key for a function's resources: `OLLAMA = Key[OllamaClient]("ollama")`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Key({self.name!r})"
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    method: str
+    path: str
+    handler: HttpHandler
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    handler: Callable[..., Awaitable[None]]
+    types: tuple[str, ...]
+    broadcast: bool
+    max_concurrency: int = 1
+    max_attempts: int = 5
+    ack_wait: float = 30.0
+    backoff: Backoff = field(default_factory=Backoff)
+    envelope: bool = False
+
+    def consumer_name(self, function: str) -> str:
+        return f"{function}__{self.handler.__name__}"
+
+
+def _type_name(t: type[EventData] | str) -> str:
+    return t if isinstance(t, str) else t.TYPE
+
+
+class Function:
+    def __init__(self, name: str, *, migrations: Path | None = None, uses_database: bool = False) -> None:
+        self.name = name
+        self.source = f"/functions/{name}"
+        self.migrations = Migrations(name, migrations) if migrations is not None else None
+        self.uses_database = uses_database or migrations is not None
+        self.routes: list[RouteSpec] = []
+        self.subscriptions: list[SubscriptionSpec] = []
+        self.resources: list[Resource] = []
+        self.stats = RequestStats()
+        self.log = logging.getLogger(f"studio.functions.{name}")
+        self._values: dict[Key[Any], Any] = {}
+        self._settings: Settings | None = None
+        self._bus: Bus | None = None
+        self._db: Database | None = None
+
+    def __repr__(self) -> str:
+        return f"Function({self.name!r})"
+
+    # -- declaration -----------------------------------------------------------------------------
+
+    def route(self, method: str, path: str) -> Callable[[HttpHandler], HttpHandler]:
+        def register(handler: HttpHandler) -> HttpHandler:
+            self.routes.append(RouteSpec(method.upper(), path, handler))
+            return handler
+
+        return register
+
+    def subscribe(self, *types: type[EventData] | str, max_concurrency: int = 1, max_attempts: int = 5,
+                  ack_wait: float = 30.0, backoff: Backoff | None = None) -> Callable[[T], T]:
+        """A durable consumer shared by all replicas: each event is handled by one of them."""
+
+        def register(handler: T) -> T:
+            self.subscriptions.append(SubscriptionSpec(
+                handler=handler,  # type: ignore[arg-type]
+                types=tuple(_type_name(t) for t in types), broadcast=False,
+                max_concurrency=max_concurrency, max_attempts=max_attempts, ack_wait=ack_wait,
+                backoff=backoff or Backoff(),
+            ))
+            return handler
+
+        return register
+
+    def listen(self, *patterns: type[EventData] | str, envelope: bool = False) -> Callable[[T], T]:
+        """A broadcast subscription: every replica sees every matching event (live, not replayed).
+
+        The handler gets the event's typed data, or the whole `Event` with `envelope=True`.
+        """
+
+        def register(handler: T) -> T:
+            self.subscriptions.append(SubscriptionSpec(
+                handler=handler,  # type: ignore[arg-type]
+                types=tuple(_type_name(p) for p in patterns), broadcast=True, envelope=envelope,
+            ))
+            return handler
+
+        return register
+
+    def resource(self, ctx: Resource) -> Resource:
+        self.resources.append(ctx)
+        return ctx
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def bind(self, settings: Settings, bus: Bus, db: Database | None) -> None:
+        self._settings, self._bus, self._db = settings, bus, db
+
+    def unbind(self) -> None:
+        self._settings = self._bus = self._db = None
+        self._values.clear()
+        self.stats = RequestStats()
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            raise RuntimeError(f"function {self.name} is not running")
+        return self._settings
+
+    @property
+    def bus(self) -> Bus:
+        if self._bus is None:
+            raise RuntimeError(f"function {self.name} is not running")
+        return self._bus
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            raise RuntimeError(f"function {self.name} has no database (declare migrations= or uses_database)")
+        return self._db
+
+    def __getitem__(self, key: Key[T]) -> T:
+        return self._values[key]
+
+    def __setitem__(self, key: Key[T], value: T) -> None:
+        self._values[key] = value
+
+    def event(self, data: EventData) -> Event:
+        """The envelope for `data`, carrying the current correlation id."""
+        return Event(type=data.TYPE, source=self.source, data=data.to_data(), subject=data.subject,
+                     correlationid=correlation_id.get())
+
+    async def publish(self, data: EventData) -> Event:
+        """Publish now (not transactional: use `tx.publish(function.event(...))` for that)."""
+        event = self.event(data)
+        try:
+            await self.bus.publish(event)
+        except BusUnavailable as exc:
+            raise UpstreamUnavailable(
+                "the event bus is unavailable; try again in a moment", code="bus_unavailable",
+                headers={"Retry-After": "5"},
+            ) from exc
+        return event
+
+    def http_handler(self, spec: RouteSpec) -> HttpHandler:
+        """The route's handler wrapped with this function's log context and request metrics."""
+        inner, stats, name, path = spec.handler, self.stats, self.name, spec.path
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            token = current_function.set(name)
+            started = time.perf_counter()
+            status = 500
+            try:
+                response = await inner(request)
+                status = response.status
+                return response
+            except (StudioError, web.HTTPException) as exc:
+                status = exc.status
+                raise
+            finally:
+                stats.observe(request.method, path, status, time.perf_counter() - started)
+                current_function.reset(token)
+
+        handle.__name__ = inner.__name__
+        return handle

@@ -1,0 +1,172 @@
+"""`Host`: runs one or more functions in this process.
+
+It owns what they share: the NATS connection (`Bus`), the database and its outbox relay. For each
+function it binds settings/bus/db, enters its resources, starts its subscriptions and heartbeats,
+and announces it; `stop()` undoes all of that in reverse order, letting in-flight events finish
+(up to the grace period) or handing them back for redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+
+from events.bus import Bus, BusUnavailable, StreamPolicy, decode
+from events.catalog import FunctionStarted, FunctionStopped, HeartbeatEmitted, HeartbeatRequested
+from events.envelope import Event
+from functions.runtime.database import RUNTIME_MIGRATIONS, Database
+from functions.runtime.function import Function, SubscriptionSpec
+from functions.runtime.logs import current_function
+from functions.runtime.outbox import OutboxRelay
+from functions.runtime.settings import Settings
+
+log = logging.getLogger("studio.runtime")
+
+VERSION = "0.1.0"
+
+
+def instance_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Host:
+    def __init__(self, functions: Sequence[Function], settings: Settings, *, service: str = "studio") -> None:
+        self.functions = list(functions)
+        self.settings = settings
+        self.instance = instance_id()
+        self.bus = Bus(settings.effective_nats_url(), name=f"{service}@{self.instance}",
+                       source=f"/functions/{service}")
+        self.db: Database | None = None
+        self.relay: OutboxRelay | None = None
+        self.started_at = time.time()
+        self._stack = AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.running = False
+
+    async def start(self, *, connect_timeout: float | None = None) -> None:
+        s = self.settings
+        try:
+            await self.bus.connect(timeout=s.nats_connect_timeout_s if connect_timeout is None else connect_timeout)
+            await self.bus.ensure_stream(StreamPolicy(max_age_s=s.events_max_age_days * 86400))
+            if any(f.uses_database for f in self.functions):
+                self.db = Database(s.database_path)
+                await self.db.open()
+                await self.db.migrate(
+                    [RUNTIME_MIGRATIONS, *(f.migrations for f in self.functions if f.migrations)]
+                )
+                self.relay = OutboxRelay(self.db, self.bus)
+                self.relay.start()
+            for fn in self.functions:
+                await self._start_function(fn)
+            await self.bus.listen(HeartbeatRequested.TYPE, self._beat_all)
+        except BaseException:
+            await self.stop()
+            raise
+        self.running = True
+
+    async def _start_function(self, fn: Function) -> None:
+        fn.bind(self.settings, self.bus, self.db)
+        self._stack.callback(fn.unbind)
+        token = current_function.set(fn.name)
+        try:
+            for resource in fn.resources:
+                await self._stack.enter_async_context(contextlib.asynccontextmanager(resource)(fn))
+            for spec in fn.subscriptions:
+                await self._subscribe(fn, spec)
+        finally:
+            current_function.reset(token)
+        self._tasks.append(asyncio.create_task(self._heartbeats(fn), name=f"heartbeat:{fn.name}"))
+        with contextlib.suppress(BusUnavailable):
+            await fn.publish(FunctionStarted(function=fn.name, instance=self.instance, version=VERSION))
+        log.info("function started", extra={"function": fn.name, "instance": self.instance})
+
+    async def _subscribe(self, fn: Function, spec: SubscriptionSpec) -> None:
+        handler = spec.handler
+        name = fn.name
+
+        if spec.broadcast:
+            envelope = spec.envelope
+
+            async def on_event(event: Event) -> None:
+                token = current_function.set(name)
+                try:
+                    await handler(event if envelope else decode(event))
+                finally:
+                    current_function.reset(token)
+
+            for pattern in spec.types:
+                await self.bus.listen(pattern, on_event)
+            return
+
+        async def on_delivery(payload: object, delivery: object) -> None:
+            token = current_function.set(name)
+            try:
+                await handler(payload, delivery)
+            finally:
+                current_function.reset(token)
+
+        await self.bus.consume(
+            spec.consumer_name(fn.name), spec.types, on_delivery, max_concurrency=spec.max_concurrency,
+            max_attempts=spec.max_attempts, ack_wait=spec.ack_wait, backoff=spec.backoff,
+        )
+
+    # -- heartbeats ------------------------------------------------------------------------------
+
+    def heartbeat(self, fn: Function) -> HeartbeatEmitted:
+        return HeartbeatEmitted(
+            function=fn.name, instance=self.instance, pid=os.getpid(),
+            started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
+            uptime_s=round(time.time() - self.started_at, 3), inflight=fn.stats.inflight,
+            http=fn.stats.snapshot(),
+        )
+
+    async def _beat(self, fn: Function) -> None:
+        if fn._bus is None or not self.bus.connected:
+            return
+        with contextlib.suppress(Exception):
+            await fn.publish(self.heartbeat(fn))
+
+    async def _heartbeats(self, fn: Function) -> None:
+        while True:
+            await self._beat(fn)
+            await asyncio.sleep(self.settings.heartbeat_s)
+
+    async def _beat_all(self, event: Event) -> None:
+        for fn in self.functions:
+            await self._beat(fn)
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Graceful: consumers finish or hand back their events, then resources, relay, bus, db."""
+        self.running = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        grace = self.settings.shutdown_grace_s
+        await self.bus.stop_consuming(grace)
+        if self.bus.connected:
+            for fn in self.functions:
+                if fn._bus is not None:
+                    with contextlib.suppress(Exception):
+                        await fn.publish(FunctionStopped(function=fn.name, instance=self.instance,
+                                                         uptime_s=round(time.time() - self.started_at, 3)))
+        try:
+            await self._stack.aclose()
+        except Exception:
+            log.exception("a function resource failed to close")
+        if self.relay is not None:
+            await self.relay.stop()
+            self.relay = None
+        await self.bus.close(grace)
+        if self.db is not None:
+            await self.db.close()
+            self.db = None

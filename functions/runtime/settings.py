@@ -1,0 +1,242 @@
+"""Settings: every environment variable the studio reads, read once into a typed, frozen object.
+
+This is the only module that reads `os.environ`. Each variable is declared once below (name, type,
+default, meaning); README's configuration table is generated from the same list
+(`localai-studio config --markdown`). Secrets may also come from a file named by `<NAME>_FILE`
+(the way container secrets are mounted) and are masked in `repr`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A variable has a value the studio cannot use; the message names it and says what to do."""
+
+
+class Secret:
+    """A string that never shows in logs or reprs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and secrets.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+
+def _bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        value = kind(raw)
+        if value <= 0:
+            raise ValueError("must be greater than 0")
+        return value
+
+    return parse
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a port number 0-65535")
+    return value
+
+
+def _url(raw: str) -> str:
+    if "://" not in raw:
+        raise ValueError("must be a URL such as http://host:port")
+    return raw.rstrip("/")
+
+
+def _optional_url(raw: str) -> str | None:
+    return _url(raw) if raw.strip() else None
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in raw.split(",") if n.strip())
+
+
+def _upstreams(raw: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in _names(raw):
+        name, sep, url = item.partition("=")
+        if not sep:
+            raise ValueError(f"{item!r} is not name=url")
+        out[name.strip()] = _url(url.strip())
+    return out
+
+
+@dataclass(frozen=True)
+class Var:
+    env: str
+    attr: str
+    parse: Callable[[str], Any]
+    default: str
+    doc: str
+    secret: bool = False
+
+
+VARS: tuple[Var, ...] = (
+    Var("STUDIO_HOST", "host", str, "127.0.0.1", "Address the studio (or one service) listens on."),
+    Var("STUDIO_PORT", "port", _port, "8080", "HTTP port of the studio (or of one service with `run`)."),
+    Var("STUDIO_PUBLIC_URL", "public_url", _optional_url, "",
+        "URL visitors use (for Stripe return links); default `http://STUDIO_HOST:STUDIO_PORT`."),
+    Var("STUDIO_DATA_DIR", "data_dir", Path, "./data", "Runtime state: SQLite database, NATS store."),
+    Var("STUDIO_NATS_URL", "nats_url", _optional_url, "",
+        "An existing NATS server with JetStream; empty = `up` starts one (and `run` uses the local one)."),
+    Var("STUDIO_NATS_PORT", "nats_port", _port, "4222", "Port of the NATS server `up` starts."),
+    Var("STUDIO_OLLAMA_URL", "ollama_url", _url, "http://127.0.0.1:11434", "Ollama's API."),
+    Var("STUDIO_LOG_LEVEL", "log_level", str.upper, "INFO", "DEBUG, INFO, WARNING or ERROR."),
+    Var("STUDIO_FUNCTIONS", "functions", _names, "chat,purchase,install,webhook,health,monitor",
+        "Functions `up` runs and `/health` expects heartbeats from."),
+    Var("STUDIO_UPSTREAMS", "upstreams", _upstreams, "",
+        "Gateway (distributed): `name=url` pairs overriding STUDIO_UPSTREAM_TEMPLATE."),
+    Var("STUDIO_UPSTREAM_TEMPLATE", "upstream_template", str, "http://{function}:8000",
+        "Gateway (distributed): URL of each function's container."),
+    Var("STUDIO_MAX_BODY_BYTES", "max_body_bytes", _positive(int), "1048576",
+        "Largest request body the gateway accepts (routes may set less)."),
+    Var("STUDIO_FRONTEND_DIR", "frontend_dir", lambda s: Path(s) if s else None, "",
+        "Static site the embedded gateway serves; default the repository's `frontend/`."),
+    Var("STUDIO_HEARTBEAT_S", "heartbeat_s", _positive(float), "5", "Seconds between function heartbeats."),
+    Var("STUDIO_SHUTDOWN_GRACE_S", "shutdown_grace_s", _positive(float), "10",
+        "On SIGTERM, how long in-flight work may take before it is handed back for redelivery."),
+    Var("STUDIO_NATS_CONNECT_TIMEOUT_S", "nats_connect_timeout_s", _positive(float), "30",
+        "How long a service waits for NATS at start-up."),
+    Var("STUDIO_EVENTS_MAX_AGE_DAYS", "events_max_age_days", _positive(float), "30",
+        "How long durable events stay replayable."),
+    Var("STUDIO_DISK_MIN_FREE_MB", "disk_min_free_mb", _positive(int), "1024",
+        "Free space under the data dir below which `/health` fails."),
+    Var("STUDIO_ADMIN_TOKEN", "admin_token", Secret, "",
+        "Bearer token for operator routes; empty = operator routes closed.", secret=True),
+    Var("STUDIO_SECRET_KEY", "secret_key", Secret, "",
+        "Signs visitor cookies; empty = generated once into the data dir.", secret=True),
+)
+
+
+@dataclass(frozen=True, repr=True)
+class Settings:
+    host: str
+    port: int
+    public_url: str | None
+    data_dir: Path
+    nats_url: str | None
+    nats_port: int
+    ollama_url: str
+    log_level: str
+    functions: tuple[str, ...]
+    upstreams: dict[str, str]
+    upstream_template: str
+    max_body_bytes: int
+    frontend_dir: Path | None
+    heartbeat_s: float
+    shutdown_grace_s: float
+    nats_connect_timeout_s: float
+    events_max_age_days: float
+    disk_min_free_mb: int
+    admin_token: Secret
+    secret_key: Secret
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for var in VARS:
+            raw = env.get(var.env)
+            if raw is None and var.secret and env.get(var.env + "_FILE"):
+                file = Path(env[var.env + "_FILE"])
+                try:
+                    raw = file.read_text().strip()
+                except OSError as exc:
+                    raise SettingsError(f"{var.env}_FILE={file} cannot be read: {exc.strerror}") from None
+            try:
+                values[var.attr] = var.parse(var.default if raw is None else raw)
+            except (ValueError, TypeError) as exc:
+                raise SettingsError(f"{var.env}={raw!r} is not valid: {exc}. {var.doc}") from None
+        values.update(overrides)
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        current = {f.name: getattr(self, f.name) for f in fields(self)}
+        current.update(changes)
+        return Settings(**current)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def visitor_url(self) -> str:
+        return self.public_url or self.url
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "studio.db"
+
+    @property
+    def nats_store_dir(self) -> Path:
+        return self.data_dir / "nats"
+
+    def effective_nats_url(self) -> str:
+        return self.nats_url or f"nats://127.0.0.1:{self.nats_port}"
+
+    def upstream_url(self, function: str) -> str:
+        return self.upstreams.get(function) or self.upstream_template.format(function=function)
+
+    def cookie_key(self) -> bytes:
+        """The visitor-cookie signing key: configured, or generated once and kept in the data dir."""
+        if self.secret_key:
+            return self.secret_key.get().encode()
+        path = self.data_dir / "secret_key"
+        try:
+            return path.read_bytes().strip()
+        except FileNotFoundError:
+            key = secrets.token_urlsafe(32).encode()
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process of the studio wrote it first
+                return path.read_bytes().strip()
+            with os.fdopen(fd, "wb") as f:
+                f.write(key)
+            return key
+
+
+def markdown_table() -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for var in VARS:
+        default = f"`{var.default}`" if var.default else "(empty)"
+        rows.append(f"| `{var.env}` | {default} | {var.doc} |")
+    return "\n".join(rows)

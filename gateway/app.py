@@ -1,0 +1,138 @@
+"""The gateway's app factory: the front door behind nginx.
+
+Two ways to reach a function, chosen by who builds the app:
+- embedded (`localai-studio up`): the functions run in this process and their routes are mounted
+  right here, so a request costs no extra hop;
+- distributed (`localai-studio run gateway`): each function is a container, reached by URL
+  (`STUDIO_UPSTREAMS` / `STUDIO_UPSTREAM_TEMPLATE`) through `gateway.proxy`.
+
+Either way the same route table decides which function owns a URL, and the same edge policy
+(`gateway.edge`) applies. Without a route, GET serves the frontend's static files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from functions.runtime.errors import GatewayTimeout, error_middleware
+from functions.runtime.function import Function
+from functions.runtime.identity import identity
+from functions.runtime.settings import Settings
+from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, not_found
+from gateway.proxy import Upstreams
+from gateway.routes import ROUTES, Route, RouteTable
+from gateway.session import Sessions
+from gateway.static import StaticSite, default_frontend_dir
+
+DEADLINE_KEY = "gateway.deadline"
+UPSTREAMS = web.AppKey("upstreams", Upstreams)
+
+
+class RouteTableMismatch(RuntimeError):
+    pass
+
+
+def check_routes(table: RouteTable, functions: Sequence[Function]) -> None:
+    """Every route a function declares must belong to it in the route table (and the reverse)."""
+    problems = []
+    for fn in functions:
+        for spec in fn.routes:
+            route, _ = table.match(spec.path.split("{", 1)[0].rstrip("/") or "/", spec.method)
+            if route is None or route.function != fn.name:
+                owner = route.function if route else "nobody"
+                problems.append(f"{spec.method} {spec.path} is declared by {fn.name} but routed to {owner}")
+    if problems:
+        raise RouteTableMismatch("route table and functions disagree: " + "; ".join(problems))
+
+
+@web.middleware
+async def deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Embedded mode: the function must start answering within the route's timeout."""
+    route: Route | None = request.get(ROUTE_KEY)
+    if route is None:
+        return await handler(request)
+    try:
+        async with asyncio.timeout(route.timeout) as deadline:
+            request[DEADLINE_KEY] = deadline
+            try:
+                return await handler(request)
+            finally:
+                request[DEADLINE_KEY] = None
+    except TimeoutError:
+        if deadline.expired():
+            raise GatewayTimeout(f"the {route.function} function did not answer within {route.timeout:g} s",
+                                 code="upstream_timeout") from None
+        raise
+
+
+async def _lift_deadline(request: web.Request, response: web.StreamResponse) -> None:
+    """Once a response has started (a stream), the deadline no longer applies."""
+    deadline = request.get(DEADLINE_KEY)
+    if deadline is not None:
+        deadline.reschedule(None)
+
+
+def gateway_app(settings: Settings, *, functions: Sequence[Function] | None = None,
+                routes: tuple[Route, ...] = ROUTES) -> web.Application:
+    table = RouteTable(routes)
+    edge = Edge(settings, table, Sessions(settings.cookie_key()))
+    embedded = functions is not None
+    middlewares = [edge.outer, error_middleware, edge.policy]
+    if embedded:
+        middlewares.append(deadline_middleware)
+    biggest = max([settings.max_body_bytes, *(r.max_body or 0 for r in routes)])
+    app = web.Application(middlewares=middlewares, client_max_size=biggest)
+    app.on_response_prepare.append(edge.on_response_prepare)
+    if embedded:
+        app.on_response_prepare.append(_lift_deadline)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "service": "gateway",
+                                  "mode": "embedded" if embedded else "distributed"})
+
+    app.router.add_get("/healthz", healthz)
+
+    if embedded:
+        assert functions is not None
+        check_routes(table, functions)
+        for fn in functions:
+            for spec in fn.routes:
+                app.router.add_route(spec.method, spec.path, fn.http_handler(spec))
+    else:
+        app.cleanup_ctx.append(_upstreams(settings))
+
+    frontend = settings.frontend_dir or default_frontend_dir()
+    site = StaticSite(frontend) if frontend is not None and frontend.is_dir() else None
+
+    async def fallback(request: web.Request) -> web.StreamResponse:
+        route: Route | None = request[ROUTE_KEY]
+        if route is not None and not embedded:
+            return await request.app[UPSTREAMS].forward(request, route, identity(request), request[REQUEST_ID_KEY])
+        _, allowed = table.match(request.path, request.method)
+        if route is None and not allowed and site is not None and request.method in ("GET", "HEAD"):
+            page = site.response(request.path)
+            if page is not None:
+                return page
+            if not request.path.startswith("/api/"):
+                missing = site.not_found_page()
+                if missing is not None:
+                    return missing
+        raise not_found(request, allowed)
+
+    app.router.add_route("*", "/{tail:.*}", fallback)
+    return app
+
+
+def _upstreams(settings: Settings):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        upstreams = Upstreams(settings)
+        await upstreams.start()
+        app[UPSTREAMS] = upstreams
+        yield
+        await upstreams.close()
+
+    return ctx
