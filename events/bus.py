@@ -95,8 +95,11 @@ class Bus:
         deadline = loop.time() + timeout
         last_error: Exception | None = None
         while True:
+            remaining = max(0.5, deadline - loop.time())
             try:
-                self._nc = await nats.connect(
+                # nats-py retries an unanswered first connect forever when reconnects are unlimited,
+                # so the overall wait is bounded here.
+                self._nc = await asyncio.wait_for(nats.connect(
                     self.url,
                     name=self.name,
                     connect_timeout=2,
@@ -106,7 +109,7 @@ class Bus:
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
                     error_cb=self._on_error,
-                )
+                ), timeout=remaining)
                 return
             except (TimeoutError, OSError, nats.errors.Error) as exc:
                 last_error = exc

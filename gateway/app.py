@@ -12,13 +12,10 @@ Either way the same route table decides which function owns a URL, and the same 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
-from functions.runtime.errors import GatewayTimeout, error_middleware
 from functions.runtime.function import Function
 from functions.runtime.identity import identity
 from functions.runtime.settings import Settings
@@ -28,7 +25,6 @@ from gateway.routes import ROUTES, Route, RouteTable
 from gateway.session import Sessions
 from gateway.static import StaticSite, default_frontend_dir
 
-DEADLINE_KEY = "gateway.deadline"
 UPSTREAMS = web.AppKey("upstreams", Upstreams)
 
 
@@ -49,46 +45,14 @@ def check_routes(table: RouteTable, functions: Sequence[Function]) -> None:
         raise RouteTableMismatch("route table and functions disagree: " + "; ".join(problems))
 
 
-@web.middleware
-async def deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Embedded mode: the function must start answering within the route's timeout."""
-    route: Route | None = request.get(ROUTE_KEY)
-    if route is None:
-        return await handler(request)
-    try:
-        async with asyncio.timeout(route.timeout) as deadline:
-            request[DEADLINE_KEY] = deadline
-            try:
-                return await handler(request)
-            finally:
-                request[DEADLINE_KEY] = None
-    except TimeoutError:
-        if deadline.expired():
-            raise GatewayTimeout(f"the {route.function} function did not answer within {route.timeout:g} s",
-                                 code="upstream_timeout") from None
-        raise
-
-
-async def _lift_deadline(request: web.Request, response: web.StreamResponse) -> None:
-    """Once a response has started (a stream), the deadline no longer applies."""
-    deadline = request.get(DEADLINE_KEY)
-    if deadline is not None:
-        deadline.reschedule(None)
-
-
 def gateway_app(settings: Settings, *, functions: Sequence[Function] | None = None,
                 routes: tuple[Route, ...] = ROUTES) -> web.Application:
     table = RouteTable(routes)
-    edge = Edge(settings, table, Sessions(settings.cookie_key()))
     embedded = functions is not None
-    middlewares = [edge.outer, error_middleware, edge.policy]
-    if embedded:
-        middlewares.append(deadline_middleware)
+    edge = Edge(settings, table, Sessions(settings.cookie_key()), in_process=embedded)
     biggest = max([settings.max_body_bytes, *(r.max_body or 0 for r in routes)])
-    app = web.Application(middlewares=middlewares, client_max_size=biggest)
+    app = web.Application(middlewares=[edge.handle], client_max_size=biggest)
     app.on_response_prepare.append(edge.on_response_prepare)
-    if embedded:
-        app.on_response_prepare.append(_lift_deadline)
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "service": "gateway",
@@ -99,6 +63,7 @@ def gateway_app(settings: Settings, *, functions: Sequence[Function] | None = No
     if embedded:
         assert functions is not None
         check_routes(table, functions)
+        app.on_cleanup.append(lambda _: edge.deadlines.close())
         for fn in functions:
             for spec in fn.routes:
                 app.router.add_route(spec.method, spec.path, fn.http_handler(spec))

@@ -1,25 +1,25 @@
 """Distributed mode: the gateway forwards a request to its function's container over HTTP.
 
-One shared aiohttp session with keep-alive (measured: httpx's pool collapses under concurrency).
-Small bodies are read and sent whole; large or chunked ones are streamed both ways, and streamed
-responses (server-sent events, chunked) are relayed chunk by chunk, unbuffered. Upstream down ->
-502, no answer within the route's timeout -> 504, both as JSON errors.
+Requests go through `gateway.upstream` (a lean keep-alive HTTP/1.1 client). Small bodies are read
+and sent whole; large or chunked ones are streamed, counted against the route's limit. Responses
+with a known small length are relayed whole; streams (server-sent events, chunked) chunk by chunk,
+unbuffered. Upstream down -> 502, no answer within the route's timeout -> 504, both as JSON errors.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
-from functions.runtime.errors import BadGateway, GatewayTimeout, PayloadTooLarge
+from functions.runtime.errors import BadGateway, PayloadTooLarge
 from functions.runtime.identity import IDENTITY_HEADERS, Identity, to_headers
 from functions.runtime.settings import Settings
 from gateway.routes import Route
+from gateway.upstream import UpstreamConnectError, UpstreamError, UpstreamPool, UpstreamResponse
 
 HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
@@ -33,77 +33,77 @@ STREAM_IDLE_S = 600.0
 class Upstreams:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._session: aiohttp.ClientSession | None = None
+        self._pools: dict[str, UpstreamPool] = {}
 
     async def start(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=10),
-            auto_decompress=False,
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
+        pass
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for pool in self._pools.values():
+            await pool.close()
 
-    def url_for(self, route: Route, request: web.Request) -> str:
-        return self.settings.upstream_url(route.function) + request.rel_url.raw_path_qs
+    def pool_for(self, function: str) -> UpstreamPool:
+        pool = self._pools.get(function)
+        if pool is None:
+            url = URL(self.settings.upstream_url(function))
+            pool = self._pools[function] = UpstreamPool(url.host or "127.0.0.1", url.port or 80)
+        return pool
 
     async def forward(self, request: web.Request, route: Route, who: Identity,
                       request_id: str) -> web.StreamResponse:
-        assert self._session is not None
-        headers = CIMultiDict((k, v) for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED)
-        headers.update(to_headers(who))
-        headers["X-Request-Id"] = request_id
-        headers["X-Forwarded-For"] = request.remote or ""
-        headers.setdefault("X-Forwarded-Proto", request.scheme)
-        headers.setdefault("X-Forwarded-Host", request.host)
+        incoming = request.headers
+        headers = [(k, v) for k, v in incoming.items() if k.lower() not in NOT_FORWARDED]
+        headers.extend(to_headers(who).items())
+        headers.append(("X-Request-Id", request_id))
+        headers.append(("X-Forwarded-For", request.remote or ""))
+        if "X-Forwarded-Proto" not in incoming:
+            headers.append(("X-Forwarded-Proto", request.scheme))
+        if "X-Forwarded-Host" not in incoming:
+            headers.append(("X-Forwarded-Host", request.host))
 
         body = LimitedBody(request, route.max_body or self.settings.max_body_bytes)
         data: bytes | AsyncIterator[bytes] | None = None
         if request.body_exists:
             length = request.content_length
             data = await request.read() if length is not None and length <= WHOLE_BODY_LIMIT else body.stream()
-        upstream = self.url_for(route, request)
-        try:
-            async with asyncio.timeout(route.timeout):
-                resp = await self._session.request(
-                    request.method, upstream, headers=headers, data=data, allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=STREAM_IDLE_S),
-                )
-        except TimeoutError:
-            raise GatewayTimeout(f"the {route.function} function did not answer within {route.timeout:g} s",
-                                 code="upstream_timeout") from None
-        except aiohttp.ClientConnectorError:
+        pool = self.pool_for(route.function)
+        try:  # the route's deadline is kept by the edge (gateway.edge.Deadlines)
+            resp = await pool.request(request.method, request.rel_url.raw_path_qs, headers, data)
+        except PayloadTooLarge:
+            raise
+        except UpstreamConnectError:
             raise BadGateway(f"the {route.function} function is unreachable; is its service running?",
                              code="upstream_unreachable") from None
-        except (aiohttp.ClientError, PayloadTooLarge) as exc:
+        except (UpstreamError, ConnectionError) as exc:
             if body.exceeded:
                 raise PayloadTooLarge(f"the request body is larger than {body.limit} bytes",
                                       max_bytes=body.limit) from None
-            raise BadGateway(f"the {route.function} function failed to answer: {type(exc).__name__}",
+            raise BadGateway(f"the {route.function} function failed to answer: {exc}",
                              code="upstream_error") from None
         try:
             return await self._relay(request, resp)
         finally:
             resp.release()
 
-    async def _relay(self, request: web.Request, resp: aiohttp.ClientResponse) -> web.StreamResponse:
-        headers = CIMultiDict((k, v) for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP)
+    async def _relay(self, request: web.Request, resp: UpstreamResponse) -> web.StreamResponse:
+        headers = CIMultiDict((k, v) for k, v in resp.headers if k.lower() not in HOP_BY_HOP)
         length = resp.content_length
         streamed = length is None or length > WHOLE_BODY_LIMIT or \
-            resp.headers.get("Content-Type", "").startswith("text/event-stream")
+            (resp.header("Content-Type") or "").startswith("text/event-stream")
         if not streamed:
-            body = await resp.read()
+            try:
+                body = await resp.read()
+            except UpstreamError as exc:
+                raise BadGateway(f"the function broke off its answer: {exc}", code="upstream_error") from None
             return web.Response(status=resp.status, reason=resp.reason, body=body, headers=headers)
         out = web.StreamResponse(status=resp.status, reason=resp.reason, headers=headers)
         if length is not None:
             out.content_length = length
         await out.prepare(request)
         try:
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.chunks(idle_timeout=STREAM_IDLE_S):
                 await out.write(chunk)
-        except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError):
+        except UpstreamError:
             # The function broke off mid-stream; cut ours too so the client sees it was incomplete.
             if request.transport is not None:
                 request.transport.close()
@@ -127,5 +127,5 @@ class LimitedBody:
             seen += len(chunk)
             if seen > self.limit:
                 self.exceeded = True
-                raise PayloadTooLarge(f"the request body is larger than {self.limit} bytes")
+                raise PayloadTooLarge(f"the request body is larger than {self.limit} bytes", max_bytes=self.limit)
             yield chunk

@@ -22,8 +22,11 @@ class Route:
     admin: bool = False
     visitor: bool = True
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_below", self.prefix.rstrip("/") + "/")
+
     def covers(self, path: str) -> bool:
-        return path == self.prefix or path.startswith(self.prefix.rstrip("/") + "/")
+        return path == self.prefix or path.startswith(self._below)
 
 
 def methods(*names: str) -> frozenset[str]:

@@ -6,6 +6,7 @@ Anything unexpected becomes a logged 500 that leaks no internals.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -103,24 +104,30 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
                                        "message": message}, headers)
 
 
+def render(request: web.Request, exc: BaseException) -> web.Response | None:
+    """The JSON response for an exception raised by a handler; None if it must propagate."""
+    if isinstance(exc, StudioError):
+        if exc.status >= 500:
+            log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
+        return exc.to_response()
+    if isinstance(exc, web.HTTPException):
+        return from_http_exception(exc) if exc.status >= 400 else None
+    if isinstance(exc, ConnectionResetError | asyncio.CancelledError):  # the client left: nothing to answer
+        return None
+    log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    return error_response(500, {"code": "internal_error",
+                                "message": "internal error; the operator can find it in the logs"})
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except StudioError as exc:
-        if exc.status >= 500:
-            log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
-        return exc.to_response()
-    except web.HTTPException as exc:
-        if exc.status < 400:
+    except Exception as exc:
+        response = render(request, exc)
+        if response is None:
             raise
-        return from_http_exception(exc)
-    except ConnectionResetError:  # the client left; nothing to answer
-        raise
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(500, {"code": "internal_error",
-                                    "message": "internal error; the operator can find it in the logs"})
+        return response
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:

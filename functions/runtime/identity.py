@@ -16,7 +16,6 @@ from functions.runtime.errors import Forbidden, Unauthorized
 USER_HEADER = "X-Studio-User"
 ADMIN_HEADER = "X-Studio-Admin"
 IDENTITY_HEADERS = (USER_HEADER, ADMIN_HEADER)
-IDENTITY_KEY = "studio.identity"
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +25,7 @@ class Identity:
 
 
 ANONYMOUS = Identity()
+IDENTITY_KEY = web.RequestKey("identity", Identity)
 
 
 def identity(request: web.Request) -> Identity:

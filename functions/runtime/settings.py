@@ -84,6 +84,16 @@ def _names(raw: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in raw.split(",") if n.strip())
 
 
+def _function_names(raw: str) -> tuple[str, ...]:
+    from functions import NAMES
+
+    names = _names(raw) or NAMES
+    unknown = [n for n in names if n not in NAMES]
+    if unknown:
+        raise ValueError(f"unknown function(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
+    return names
+
+
 def _upstreams(raw: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in _names(raw):
@@ -115,8 +125,8 @@ VARS: tuple[Var, ...] = (
     Var("STUDIO_NATS_PORT", "nats_port", _port, "4222", "Port of the NATS server `up` starts."),
     Var("STUDIO_OLLAMA_URL", "ollama_url", _url, "http://127.0.0.1:11434", "Ollama's API."),
     Var("STUDIO_LOG_LEVEL", "log_level", str.upper, "INFO", "DEBUG, INFO, WARNING or ERROR."),
-    Var("STUDIO_FUNCTIONS", "functions", _names, "chat,purchase,install,webhook,health,monitor",
-        "Functions `up` runs and `/health` expects heartbeats from."),
+    Var("STUDIO_FUNCTIONS", "functions", _function_names, "",
+        "Functions `up` runs and `/health` expects heartbeats from; empty = all of them."),
     Var("STUDIO_UPSTREAMS", "upstreams", _upstreams, "",
         "Gateway (distributed): `name=url` pairs overriding STUDIO_UPSTREAM_TEMPLATE."),
     Var("STUDIO_UPSTREAM_TEMPLATE", "upstream_template", str, "http://{function}:8000",

@@ -1,0 +1,333 @@
+"""A lean HTTP/1.1 client for the gateway's hop to function containers.
+
+aiohttp's client costs more CPU per request than the whole function it calls (measured in
+tests/bench/gateway_bench.py), so the proxy speaks HTTP/1.1 itself: a keep-alive pool per
+upstream, requests written in one `write`, responses parsed by httptools (the C parser uvicorn
+uses), bodies relayed as they arrive with flow control both ways.
+
+Only what the gateway needs: no redirects, no cookies, no compression, no proxies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+from collections.abc import AsyncIterator
+
+import httptools
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+IDLE_TIMEOUT_S = 30.0  # below aiohttp servers' 75 s keep-alive, so the server rarely closes first
+HIGH_WATER = 256 * 1024  # pause reading from the upstream when this much body is waiting
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or broke the exchange."""
+
+
+class UpstreamConnectError(UpstreamError):
+    pass
+
+
+class UpstreamResponse:
+    """Status and headers as soon as they arrive; the body as a stream of chunks."""
+
+    def __init__(self, conn: _Connection, method: str) -> None:
+        self._conn = conn
+        self.method = method
+        self.status = 0
+        self.reason = ""
+        self.headers: list[tuple[str, str]] = []
+        self._headers_done: asyncio.Future[None] = conn.loop.create_future()
+        self._headers_done.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._wakeup: asyncio.Future[None] | None = None
+        self.complete = False
+        self.error: BaseException | None = None
+
+    # -- fed by the protocol ---------------------------------------------------------------------
+
+    def _feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered > HIGH_WATER:
+            self._conn.pause()
+        self._wake()
+
+    def _finish(self) -> None:
+        self.complete = True
+        self._wake()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.complete:
+            return
+        self.error = exc
+        if not self._headers_done.done():
+            self._headers_done.set_exception(exc)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    # -- read by the proxy -----------------------------------------------------------------------
+
+    async def wait_headers(self) -> None:
+        await self._headers_done
+
+    @property
+    def content_length(self) -> int | None:
+        for name, value in self.headers:
+            if name.lower() == "content-length":
+                with contextlib.suppress(ValueError):
+                    return int(value)
+        return None
+
+    def header(self, name: str) -> str | None:
+        low = name.lower()
+        return next((v for k, v in self.headers if k.lower() == low), None)
+
+    async def chunks(self, idle_timeout: float | None = None) -> AsyncIterator[bytes]:
+        while True:
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                self._buffered -= len(chunk)
+                if self._buffered <= HIGH_WATER // 4:
+                    self._conn.resume()
+                yield chunk
+                continue
+            if self.complete:
+                return
+            if self.error is not None:
+                raise UpstreamError(f"the upstream broke off the response: {self.error}") from None
+            self._wakeup = self._conn.loop.create_future()
+            try:
+                await asyncio.wait_for(self._wakeup, idle_timeout)
+            except TimeoutError:
+                raise UpstreamError(f"the upstream sent nothing for {idle_timeout:g} s") from None
+
+    async def read(self) -> bytes:
+        return b"".join([c async for c in self.chunks()])
+
+    def release(self) -> None:
+        """Done with the response: the connection goes back to the pool only if it was read to the end."""
+        self._conn.finished(reusable=self.complete and self.error is None)
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.response: UpstreamResponse | None = None
+        self.got_bytes = False  # for the current exchange
+        self.idle_since = 0.0
+        self.closed = False
+        self._paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._keep_alive = True
+        self._reason = b""
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.response is None:  # bytes while idle: the server is closing or misbehaving
+            self.close()
+            return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.response._fail(UpstreamError(f"malformed response: {exc}"))
+            self.close()
+
+    def eof_received(self) -> bool | None:
+        with contextlib.suppress(httptools.HttpParserError):
+            self.parser.feed_data(b"")  # a body delimited by close completes here
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.response is not None and not self.response.complete:
+            self.response._fail(exc or ConnectionResetError("connection closed by the upstream"))
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(ConnectionResetError("connection closed while sending"))
+        self.pool.forget(self)
+
+    def pause_writing(self) -> None:
+        self._drain = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.response is not None
+        self.response.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        response = self.response
+        assert response is not None
+        response.status = self.parser.get_status_code()
+        response.reason = self._reason.decode("latin-1")
+        self._keep_alive = self.parser.should_keep_alive()
+        if not response._headers_done.done():
+            response._headers_done.set_result(None)
+        if response.method == "HEAD" or response.status in (204, 304) or 100 <= response.status < 200:
+            response._finish()
+
+    def on_body(self, body: bytes) -> None:
+        assert self.response is not None
+        self.response._feed(body)
+
+    def on_message_complete(self) -> None:
+        assert self.response is not None
+        self.response._finish()
+
+    # -- used by the pool and the response -------------------------------------------------------
+
+    async def drain(self) -> None:
+        if self._drain is not None:
+            await self._drain
+
+    def pause(self) -> None:
+        if not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self._paused and self.transport is not None and not self.closed:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def finished(self, *, reusable: bool) -> None:
+        self.response = None
+        self._reason = b""
+        self.resume()
+        if reusable and self._keep_alive and not self.closed:
+            self.parser = httptools.HttpResponseParser(self)
+            self.got_bytes = False
+            self.idle_since = self.loop.time()
+            self.pool.put_back(self)
+        else:
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+
+class UpstreamPool:
+    """Keep-alive connections to one upstream (host, port)."""
+
+    def __init__(self, host: str, port: int, *, connect_timeout: float = 3.0, max_idle: int = 256) -> None:
+        self.host = host
+        self.port = port
+        self.connect_timeout = connect_timeout
+        self.max_idle = max_idle
+        self._idle: collections.deque[_Connection] = collections.deque()
+        self._all: set[_Connection] = set()
+        self.host_header = f"{host}:{port}".encode()
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _Connection(self), self.host, self.port), self.connect_timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
+        self._all.add(conn)
+        return conn
+
+    def _take_idle(self) -> _Connection | None:
+        now = asyncio.get_running_loop().time()
+        while self._idle:
+            conn = self._idle.pop()  # most recently used first: its peer most likely still has it open
+            if not conn.closed and now - conn.idle_since < IDLE_TIMEOUT_S:
+                return conn
+            conn.close()
+        return None
+
+    def put_back(self, conn: _Connection) -> None:
+        if len(self._idle) >= self.max_idle:
+            conn.close()
+        else:
+            self._idle.append(conn)
+
+    def forget(self, conn: _Connection) -> None:
+        self._all.discard(conn)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(conn)
+
+    async def request(self, method: str, target: str, headers: list[tuple[str, str]],
+                      body: bytes | AsyncIterator[bytes] | None) -> UpstreamResponse:
+        """Send the request and wait for the response's status and headers."""
+        conn = self._take_idle()
+        if conn is not None:
+            try:
+                return await self._exchange(conn, method, target, headers, body)
+            except (ConnectionError, UpstreamError):
+                # A kept-alive connection the server had closed meanwhile: retry once on a new one when safe.
+                replayable = not hasattr(body, "__aiter__")
+                if conn.got_bytes or not replayable or method not in IDEMPOTENT:
+                    raise
+        return await self._exchange(await self._connect(), method, target, headers, body)
+
+    async def _exchange(self, conn: _Connection, method: str, target: str, headers: list[tuple[str, str]],
+                        body: bytes | AsyncIterator[bytes] | None) -> UpstreamResponse:
+        try:
+            response = await self._send(conn, method, target, headers, body)
+            await response.wait_headers()
+            return response
+        except BaseException:  # broken, cancelled (timeout) or the body failed: never reuse this one
+            conn.close()
+            raise
+
+    async def _send(self, conn: _Connection, method: str, target: str, headers: list[tuple[str, str]],
+                    body: bytes | AsyncIterator[bytes] | None) -> UpstreamResponse:
+        if conn.closed or conn.transport is None:
+            raise UpstreamError("connection closed")
+        response = UpstreamResponse(conn, method)
+        conn.response = response
+        head = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1"), b"Host: ", self.host_header, b"\r\n"]
+        for name, value in headers:
+            head.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if isinstance(body, bytes | bytearray):
+            head.append(b"Content-Length: %d\r\n\r\n" % len(body))
+            conn.transport.write(b"".join(head) + body)
+        elif body is None:
+            if method in ("POST", "PUT", "PATCH"):
+                head.append(b"Content-Length: 0\r\n")
+            head.append(b"\r\n")
+            conn.transport.write(b"".join(head))
+        else:
+            head.append(b"Transfer-Encoding: chunked\r\n\r\n")
+            conn.transport.write(b"".join(head))
+            async for chunk in body:
+                if chunk:
+                    conn.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                    await conn.drain()
+                if conn.closed:
+                    raise UpstreamError("the upstream closed the connection while the body was sent")
+            conn.transport.write(b"0\r\n\r\n")
+        return response
+
+    async def close(self) -> None:
+        for conn in list(self._all):
+            conn.close()
+        self._all.clear()
+        self._idle.clear()

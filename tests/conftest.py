@@ -1,0 +1,77 @@
+"""Shared fixtures: a real nats-server with JetStream per test, a real SQLite file, settings."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from events.bus import Bus
+from events.server import NatsServer
+from functions.runtime.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # `tests.support` importable from every test module
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats", port=free_port())
+    await server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, nats_server: NatsServer) -> Settings:
+    return Settings.from_env(
+        {},
+        data_dir=tmp_path / "data",
+        nats_url=nats_server.url,
+        port=free_port(),
+        heartbeat_s=0.5,
+        shutdown_grace_s=3.0,
+        nats_connect_timeout_s=5.0,
+        ollama_url=f"http://127.0.0.1:{free_port()}",  # nothing listens unless a test starts a double
+    )
+
+
+@pytest.fixture
+async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
+    b = Bus(nats_server.url, name="test", source="/tests")
+    await b.connect()
+    await b.ensure_stream()
+    yield b
+    await b.close(1)
+
+
+@pytest.fixture
+async def embedded_studio(settings: Settings, aiohttp_client):
+    """Start functions in-process behind the embedded gateway: `client = await embedded_studio([fn, ...])`."""
+    from functions.runtime.host import Host
+    from gateway.app import gateway_app
+    from gateway.routes import ROUTES
+
+    hosts: list[Host] = []
+
+    async def start(fns, *, routes=ROUTES, settings_override: Settings | None = None):
+        s = settings_override or settings
+        host = Host(fns, s)
+        await host.start()
+        hosts.append(host)
+        client = await aiohttp_client(gateway_app(s, functions=fns, routes=routes))
+        client.host_runtime = host
+        return client
+
+    yield start
+    for host in reversed(hosts):
+        await host.stop()

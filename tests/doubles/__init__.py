@@ -1,0 +1,1 @@
+"""Test doubles: stand-ins for external services that the studio talks to over real HTTP."""

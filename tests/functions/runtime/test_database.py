@@ -1,0 +1,93 @@
+"""The database: migrations applied once (even when processes race), transactions with the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from events.envelope import Event
+from functions.runtime.database import RUNTIME_MIGRATIONS, Database, DatabaseError, Migrations, split_statements
+from tests.sample.handler import function as sample
+
+SAMPLE = Migrations("sample", Path(sample.migrations.directory))
+
+
+async def open_db(path: Path) -> Database:
+    db = Database(path)
+    await db.open()
+    return db
+
+
+async def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
+    db = await open_db(tmp_path / "studio.db")
+    try:
+        first = await db.migrate([RUNTIME_MIGRATIONS, SAMPLE])
+        again = await db.migrate([RUNTIME_MIGRATIONS, SAMPLE])
+        rows = await db.fetch_all("SELECT component, version, name FROM schema_migrations ORDER BY component")
+    finally:
+        await db.close()
+    assert first == ["runtime:0001_outbox", "sample:0001_notes"]
+    assert again == []
+    assert [tuple(r) for r in rows] == [("runtime", 1, "outbox"), ("sample", 1, "notes")]
+
+
+async def test_racing_processes_apply_each_migration_once(tmp_path: Path) -> None:
+    dbs = [await open_db(tmp_path / "studio.db") for _ in range(3)]
+    try:
+        results = await asyncio.gather(*(db.migrate([RUNTIME_MIGRATIONS, SAMPLE]) for db in dbs))
+        count = await dbs[0].fetch_one("SELECT COUNT(*) FROM schema_migrations")
+    finally:
+        for db in dbs:
+            await db.close()
+    assert sorted(m for r in results for m in r) == ["runtime:0001_outbox", "sample:0001_notes"]
+    assert count[0] == 2
+
+
+async def test_failed_migration_is_rolled_back_and_named(tmp_path: Path) -> None:
+    folder = tmp_path / "migrations"
+    folder.mkdir()
+    (folder / "0001_broken.sql").write_text("CREATE TABLE ok_table (x INTEGER);\nCREATE TABLE (;\n")
+    db = await open_db(tmp_path / "studio.db")
+    try:
+        with pytest.raises(DatabaseError, match=r"broken:0001_broken\.sql"):
+            await db.migrate([Migrations("broken", folder)])
+        tables = await db.fetch_all("SELECT name FROM sqlite_master WHERE name = 'ok_table'")
+    finally:
+        await db.close()
+    assert tables == [], "a failed migration leaves nothing behind"
+
+
+async def test_rolled_back_transaction_publishes_nothing(tmp_path: Path) -> None:
+    db = await open_db(tmp_path / "studio.db")
+    committed: list[list[Event]] = []
+    db.on_events_committed.append(committed.append)
+    try:
+        await db.migrate([RUNTIME_MIGRATIONS, SAMPLE])
+        with pytest.raises(RuntimeError):
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO sample_notes VALUES (1, 'x', 'now')")
+                await tx.publish(Event(type="sample.recorded", source="/t", data={"n": 1}))
+                raise RuntimeError("payment provider said no")
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO sample_notes VALUES (2, 'y', 'now')")
+            await tx.publish(Event(type="sample.recorded", source="/t", data={"n": 2}))
+        outbox = await db.fetch_all("SELECT event_type FROM outbox")
+        notes = await db.fetch_all("SELECT n FROM sample_notes")
+    finally:
+        await db.close()
+    assert [r[0] for r in notes] == [2]
+    assert len(outbox) == 1
+    assert [[e.data["n"] for e in batch] for batch in committed] == [[2]]
+
+
+def test_split_statements_keeps_triggers_whole() -> None:
+    script = """
+    -- a comment
+    CREATE TABLE a (x INTEGER);
+    CREATE TRIGGER t AFTER INSERT ON a BEGIN
+        UPDATE a SET x = 1;
+    END;
+    """
+    assert len(split_statements(script)) == 2

@@ -1,0 +1,80 @@
+"""sample: a function that exists only for tests of the runtime and the gateway.
+
+HTTP    GET  /api/sample/hello            -> {"user_id", "admin", "request_id"}
+        POST /api/sample/count            -> reads the body as a stream: {"bytes", "chunks"}
+        GET  /api/sample/sse?n=&delay=    -> n server-sent events, `delay` seconds apart
+        GET  /api/sample/slow?seconds=    -> answers after `seconds`
+        POST /api/sample/notes {"n", "note"} -> 201; the note and sample.recorded commit together
+Events  consumes sample.recorded (remembers which it saw)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from aiohttp import web
+
+from events.correlation import correlation_id
+from events.delivery import Delivery
+from functions.runtime.database import utcnow
+from functions.runtime.errors import BadRequest, json_body
+from functions.runtime.function import Function
+from functions.runtime.identity import identity
+from gateway.routes import Route
+from tests.support import SampleRecorded
+
+function = Function("sample", migrations=Path(__file__).parent / "migrations")
+ROUTE = Route("/api/sample", "sample", timeout=1.0, max_body=100_000)
+
+
+@function.route("GET", "/api/sample/hello")
+async def say_hello(request: web.Request) -> web.Response:
+    who = identity(request)
+    return web.json_response({"user_id": who.user_id, "admin": who.admin, "request_id": correlation_id.get()})
+
+
+@function.route("POST", "/api/sample/count")
+async def count_body(request: web.Request) -> web.Response:
+    size = chunks = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        chunks += 1
+    return web.json_response({"bytes": size, "chunks": chunks})
+
+
+@function.route("GET", "/api/sample/sse")
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    n, delay = int(request.query.get("n", "3")), float(request.query.get("delay", "0"))
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    for i in range(n):
+        await response.write(f"id: {i}\ndata: tick {i}\n\n".encode())
+        await asyncio.sleep(delay)
+    await response.write(b"event: done\ndata: {}\n\n")
+    return response
+
+
+@function.route("GET", "/api/sample/slow")
+async def answer_slowly(request: web.Request) -> web.Response:
+    await asyncio.sleep(float(request.query.get("seconds", "2")))
+    return web.json_response({"slow": True})
+
+
+@function.route("POST", "/api/sample/notes")
+async def record_note(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    if not isinstance(body.get("n"), int):
+        raise BadRequest("n must be an integer", code="invalid_n")
+    async with function.db.transaction() as tx:
+        await tx.execute("INSERT INTO sample_notes (n, note, created_at) VALUES (?, ?, ?)",
+                         (body["n"], str(body.get("note", "")), utcnow()))
+        await tx.publish(function.event(SampleRecorded(n=body["n"], note=str(body.get("note", "")))))
+    return web.json_response({"n": body["n"]}, status=201)
+
+
+@function.subscribe(SampleRecorded)
+async def remember_note(event: SampleRecorded, delivery: Delivery) -> None:
+    await function.db.execute(
+        "INSERT INTO sample_seen (n) VALUES (?) ON CONFLICT (n) DO UPDATE SET attempts = attempts + 1", (event.n,)
+    )
