@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from events.envelope import Event, InvalidEvent, nats_subject
 log = logging.getLogger("studio.events")
 
 STREAM = "STUDIO_EVENTS"
+QUERY_PREFIX = "rpc.studio."  # request/reply queries: not events, so outside the `studio.` event subjects
 
 ConsumerHandler = Callable[[Any, Delivery], Awaitable[None]]
 Listener = Callable[[Event], Awaitable[None]]
@@ -244,6 +246,35 @@ class Bus:
         sub = await self.nc.subscribe(type_pattern_subject(pattern), cb=on_message)
         self._listeners.append(sub)
         return sub
+
+    # -- queries (request/reply) ----------------------------------------------------------------
+
+    async def respond(self, name: str, answer: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> Any:
+        """Answer queries named `name`; replicas share them (one answers each)."""
+
+        async def on_request(msg: Msg) -> None:
+            try:
+                reply = await answer(json.loads(msg.data))
+            except Exception as exc:
+                log.exception("query %s failed", name)
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            with contextlib.suppress(Exception):
+                await msg.respond(json.dumps(reply, separators=(",", ":")).encode())
+
+        sub = await self.nc.subscribe(QUERY_PREFIX + name, queue=name, cb=on_request)
+        self._listeners.append(sub)
+        return sub
+
+    async def query(self, name: str, payload: dict[str, Any], *, timeout: float = 2.0) -> dict[str, Any]:
+        """Ask whichever replica answers `name`; raises BusUnavailable when nobody does in time."""
+        try:
+            msg = await self.nc.request(QUERY_PREFIX + name, json.dumps(payload).encode(), timeout=timeout)
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BusUnavailable(f"no answer to {name}: {type(exc).__name__}") from None
+        reply = json.loads(msg.data)
+        if "error" in reply:
+            raise BusUnavailable(f"{name} failed: {reply['error']}")
+        return reply
 
     async def dead_letter(self, event: Event, consumer: str, attempts: int, reason: str, error: str) -> None:
         data = EventDeadLettered(

@@ -163,3 +163,231 @@ class EventDeadLettered(EventData):
     attempts: int
     reason: str
     error: str
+
+
+# -- purchases and payments -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PurchaseCreated(EventData):
+    """A visitor started paying for a model (a Stripe Checkout Session is open)."""
+
+    TYPE = "purchase.created"
+    DURABLE = True
+    SUBJECT_FIELD = "purchase_id"
+    purchase_id: str
+    user_id: str
+    model: str
+    amount_cents: int
+    currency: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PurchaseCompleted(EventData):
+    """A visitor owns a model now (paid, test mode, or free): it must end up installed."""
+
+    TYPE = "purchase.completed"
+    DURABLE = True
+    SUBJECT_FIELD = "purchase_id"
+    purchase_id: str
+    user_id: str
+    model: str
+    kind: str  # free | test | stripe
+    amount_cents: int
+    currency: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PurchaseFailed(EventData):
+    """A pending purchase will not complete (payment failed, checkout expired)."""
+
+    TYPE = "purchase.failed"
+    DURABLE = True
+    SUBJECT_FIELD = "purchase_id"
+    purchase_id: str
+    user_id: str
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PurchaseRevoked(EventData):
+    """Ownership was taken back (a full refund)."""
+
+    TYPE = "purchase.revoked"
+    DURABLE = True
+    SUBJECT_FIELD = "purchase_id"
+    purchase_id: str
+    user_id: str
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentSucceeded(EventData):
+    """Stripe says a Checkout Session is paid (from a verified webhook)."""
+
+    TYPE = "payment.succeeded"
+    DURABLE = True
+    SUBJECT_FIELD = "session_id"
+    stripe_event_id: str
+    session_id: str
+    purchase_id: str | None
+    user_id: str | None
+    model: str | None
+    payment_intent: str | None
+    amount_cents: int
+    currency: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentFailed(EventData):
+    """Stripe says a Checkout Session will not be paid (async payment failed, or it expired)."""
+
+    TYPE = "payment.failed"
+    DURABLE = True
+    SUBJECT_FIELD = "session_id"
+    stripe_event_id: str
+    session_id: str
+    purchase_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentRefunded(EventData):
+    """Stripe says a charge was refunded (`full` when nothing of it is left)."""
+
+    TYPE = "payment.refunded"
+    DURABLE = True
+    SUBJECT_FIELD = "payment_intent"
+    stripe_event_id: str
+    charge_id: str
+    payment_intent: str | None
+    amount_cents: int
+    amount_refunded_cents: int
+    full: bool
+
+
+# -- installs --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallRequested(EventData):
+    """Install (again) a model: the owner retries a failed install, or the operator asks."""
+
+    TYPE = "install.requested"
+    DURABLE = True
+    SUBJECT_FIELD = "model"
+    install_id: str
+    model: str
+    requested_by: str
+    reason: str  # retry | operator
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallStarted(EventData):
+    TYPE = "install.started"
+    DURABLE = True
+    SUBJECT_FIELD = "model"
+    install_id: str
+    model: str
+    attempt: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallProgressed(EventData):
+    """Overall progress of a pull across layers; at most about two a second (live-only)."""
+
+    TYPE = "install.progressed"
+    DURABLE = False
+    SUBJECT_FIELD = "model"
+    install_id: str
+    model: str
+    phase: str  # manifest | downloading | verifying | writing
+    completed_bytes: int
+    total_bytes: int
+    percent: float
+    bytes_per_s: float
+    eta_s: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallCompleted(EventData):
+    """The model is in Ollama (seen in /api/tags with this digest)."""
+
+    TYPE = "install.completed"
+    DURABLE = True
+    SUBJECT_FIELD = "model"
+    install_id: str
+    model: str
+    digest: str
+    size_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallFailed(EventData):
+    TYPE = "install.failed"
+    DURABLE = True
+    SUBJECT_FIELD = "model"
+    install_id: str
+    model: str
+    reason: str
+    will_retry: bool
+    attempt: int
+    retry_in_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class InstallRemoved(EventData):
+    """The model is no longer in Ollama (the operator removed it, or it vanished)."""
+
+    TYPE = "install.removed"
+    DURABLE = True
+    SUBJECT_FIELD = "model"
+    model: str
+    reason: str
+
+
+# -- chat ------------------------------------------------------------------------------------------
+# Usage facts only: never the conversation's content.
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatCompleted(EventData):
+    TYPE = "chat.completed"
+    DURABLE = True
+    SUBJECT_FIELD = "model"
+    model: str
+    user_id: str
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_ms: float | None
+    duration_ms: float
+    tokens_per_s: float | None
+    done_reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatFailed(EventData):
+    TYPE = "chat.failed"
+    DURABLE = True
+    SUBJECT_FIELD = "model"
+    model: str
+    user_id: str
+    reason: str
+    completion_tokens: int
+    duration_ms: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatCancelled(EventData):
+    """The visitor stopped the answer (or left): generation was stopped."""
+
+    TYPE = "chat.cancelled"
+    DURABLE = True
+    SUBJECT_FIELD = "model"
+    model: str
+    user_id: str
+    completion_tokens: int
+    time_to_first_token_ms: float | None
+    duration_ms: float

@@ -94,6 +94,7 @@ class Function:
         self.routes: list[RouteSpec] = []
         self.subscriptions: list[SubscriptionSpec] = []
         self.resources: list[Resource] = []
+        self.queries: list[tuple[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]] = []
         self.stats = RequestStats()
         self.log = logging.getLogger(f"studio.functions.{name}")
         self._values: dict[Key[Any], Any] = {}
@@ -139,6 +140,15 @@ class Function:
                 handler=handler,  # type: ignore[arg-type]
                 types=tuple(_type_name(p) for p in patterns), broadcast=True, envelope=envelope,
             ))
+            return handler
+
+        return register
+
+    def answer(self, name: str) -> Callable[[T], T]:
+        """Answer a query (NATS request/reply) named `name`: `async def h(request: dict) -> dict`."""
+
+        def register(handler: T) -> T:
+            self.queries.append((name, handler))  # type: ignore[arg-type]
             return handler
 
         return register

@@ -80,6 +80,8 @@ class Host:
                 await self._stack.enter_async_context(contextlib.asynccontextmanager(resource)(fn))
             for spec in fn.subscriptions:
                 await self._subscribe(fn, spec)
+            for name, answer in fn.queries:
+                await self.bus.respond(name, answer)
         finally:
             current_function.reset(token)
         self._tasks.append(asyncio.create_task(self._heartbeats(fn), name=f"heartbeat:{fn.name}"))

@@ -144,6 +144,32 @@ VARS: tuple[Var, ...] = (
         "How long durable events stay replayable."),
     Var("STUDIO_DISK_MIN_FREE_MB", "disk_min_free_mb", _positive(int), "1024",
         "Free space under the data dir below which `/health` fails."),
+    Var("STUDIO_CATALOG", "catalog_path", lambda s: Path(s) if s else None, "",
+        "Your own catalog of models for sale (JSON); default the one shipped in functions/catalog/."),
+    Var("STUDIO_SKIP_PAYMENT", "skip_payment", _bool, "false",
+        "Test mode: paid models are \"bought\" without Stripe (never in production)."),
+    Var("STUDIO_STRIPE_API_BASE", "stripe_api_base", _url, "https://api.stripe.com",
+        "Stripe's API (tests point it at a local stand-in)."),
+    Var("STUDIO_CHAT_MAX_MESSAGE_CHARS", "chat_max_message_chars", _positive(int), "8000",
+        "Longest single chat message."),
+    Var("STUDIO_CHAT_MAX_MESSAGES", "chat_max_messages", _positive(int), "64", "Most messages in one chat request."),
+    Var("STUDIO_CHAT_MAX_TOKENS", "chat_max_tokens", _positive(int), "2048",
+        "Cap on tokens generated per answer (Ollama's num_predict)."),
+    Var("STUDIO_CHAT_CONCURRENT_PER_VISITOR", "chat_concurrent_per_visitor", _positive(int), "2",
+        "Answers one visitor may have generating at once."),
+    Var("STUDIO_CHAT_REQUESTS_PER_MINUTE", "chat_requests_per_minute", _positive(int), "20",
+        "Chat requests one visitor may start per minute."),
+    Var("STUDIO_CHAT_FIRST_TOKEN_TIMEOUT_S", "chat_first_token_timeout_s", _positive(float), "120",
+        "How long Ollama may take to start answering (loading a model can be slow)."),
+    Var("STUDIO_CHAT_TOKEN_TIMEOUT_S", "chat_token_timeout_s", _positive(float), "60",
+        "Longest silence allowed between two tokens."),
+    Var("STUDIO_ALERT_WEBHOOK_URL", "alert_webhook_url", _optional_url, "",
+        "Slack-compatible webhook the monitor and ops scripts post alerts to; empty = no alerts."),
+    Var("STRIPE_SECRET_KEY", "stripe_secret_key", Secret, "",
+        "Stripe API key (sk_test_... / sk_live_...); empty = paid models cannot be bought (unless test mode).",
+        secret=True),
+    Var("STRIPE_WEBHOOK_SECRET", "stripe_webhook_secret", Secret, "",
+        "Signing secret of the Stripe webhook endpoint (whsec_...); empty = webhooks refused.", secret=True),
     Var("STUDIO_ADMIN_TOKEN", "admin_token", Secret, "",
         "Bearer token for operator routes; empty = operator routes closed.", secret=True),
     Var("STUDIO_SECRET_KEY", "secret_key", Secret, "",
@@ -171,6 +197,19 @@ class Settings:
     nats_connect_timeout_s: float
     events_max_age_days: float
     disk_min_free_mb: int
+    catalog_path: Path | None
+    skip_payment: bool
+    stripe_api_base: str
+    chat_max_message_chars: int
+    chat_max_messages: int
+    chat_max_tokens: int
+    chat_concurrent_per_visitor: int
+    chat_requests_per_minute: int
+    chat_first_token_timeout_s: float
+    chat_token_timeout_s: float
+    alert_webhook_url: str | None
+    stripe_secret_key: Secret
+    stripe_webhook_secret: Secret
     admin_token: Secret
     secret_key: Secret
 

@@ -21,6 +21,7 @@ from aiohttp import web
 import functions
 from events.bus import BusUnavailable
 from events.server import NatsServer, NatsServerError, port_in_use
+from functions import catalog
 from functions.runtime.database import DatabaseError
 from functions.runtime.function import Function
 from functions.runtime.host import Host
@@ -54,6 +55,13 @@ def check_port(host: str, port: int, what: str, variable: str) -> None:
             f"port {port} on {host} is already in use, so {what} cannot listen there: stop the other "
             f"program or set {variable} to a free port"
         )
+
+
+def check_catalog(settings: Settings) -> None:
+    try:
+        catalog.cached(settings.catalog_path)
+    except catalog.CatalogError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def load_functions(names: tuple[str, ...]) -> list[Function]:
@@ -95,6 +103,7 @@ async def run_embedded(settings: Settings) -> None:
     """`localai-studio up`: NATS (unless given), every function and the gateway in one process."""
     check_data_dir(settings.data_dir)
     check_port(settings.host, settings.port, "the studio", "STUDIO_PORT")
+    check_catalog(settings)
     fns = load_functions(settings.functions)
     nats_server = None
     if settings.nats_url is None:
@@ -133,6 +142,7 @@ async def run_embedded(settings: Settings) -> None:
 async def run_function(name: str, settings: Settings) -> None:
     """`localai-studio run <function>`: one function with its own HTTP server, as in a container."""
     check_port(settings.host, settings.port, f"the {name} function", "STUDIO_PORT")
+    check_catalog(settings)
     (fn,) = load_functions((name,))
     if fn.uses_database:
         check_data_dir(settings.data_dir)

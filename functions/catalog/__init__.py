@@ -1,0 +1,147 @@
+"""The catalog: the models for sale. Shared by every function that needs to know what a model is.
+
+A JSON file (`models.json` beside this module, or the operator's own at STUDIO_CATALOG) with a list
+of entries; `id` is the Ollama library name with its tag. Loading validates every entry and stops
+start-up with a message naming the entry and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from functions.clients.ollama import SAFE_MODEL_NAME
+
+DEFAULT_PATH = Path(__file__).parent / "models.json"
+_CURRENCY = re.compile(r"[a-z]{3}")
+
+
+class CatalogError(ValueError):
+    """The catalog file cannot be used; the message names the entry and the field."""
+
+
+@dataclass(frozen=True)
+class CatalogModel:
+    id: str
+    name: str
+    description: str
+    family: str
+    parameter_size: str
+    download_bytes: int
+    ram_bytes: int
+    license: str
+    price_cents: int
+    currency: str
+    featured: bool = False
+
+    @property
+    def free(self) -> bool:
+        return self.price_cents == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "free": self.free}
+
+
+@dataclass(frozen=True)
+class Catalog:
+    path: Path
+    models: tuple[CatalogModel, ...]
+
+    def get(self, model_id: str) -> CatalogModel | None:
+        return self._by_id().get(model_id.strip().lower())
+
+    def _by_id(self) -> dict[str, CatalogModel]:
+        return _index(self)
+
+    def __contains__(self, model_id: str) -> bool:
+        return self.get(model_id) is not None
+
+    def __iter__(self):
+        return iter(self.models)
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+
+@lru_cache(maxsize=8)
+def _index(catalog: Catalog) -> dict[str, CatalogModel]:
+    return {m.id.lower(): m for m in catalog.models}
+
+
+_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str, "name": str, "description": str, "family": str, "parameter_size": str,
+    "download_bytes": int, "ram_bytes": int, "license": str, "price_cents": int, "currency": str,
+}
+
+
+def _entry(raw: Any, index: int, where: str) -> CatalogModel:
+    label = f"{where}: entry {index + 1}"
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{label} is not an object")
+    if isinstance(raw.get("id"), str):
+        label += f" ({raw['id']})"
+    for name, kind in _FIELDS.items():
+        if name not in raw:
+            raise CatalogError(f"{label}: field '{name}' is missing")
+        value = raw[name]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CatalogError(f"{label}: field '{name}' must be {'a whole number' if kind is int else 'text'}")
+        if kind is str and not value.strip():
+            raise CatalogError(f"{label}: field '{name}' is empty")
+    model_id = raw["id"]
+    last = model_id.rsplit("/", 1)[-1]
+    if not SAFE_MODEL_NAME.fullmatch(model_id) or ":" not in last:
+        raise CatalogError(f"{label}: field 'id' must be an Ollama library name with a tag, such as llama3.2:3b")
+    if raw["price_cents"] < 0:
+        raise CatalogError(f"{label}: field 'price_cents' must be 0 (free) or more")
+    if 0 < raw["price_cents"] < 50:
+        raise CatalogError(f"{label}: field 'price_cents' must be 0 (free) or at least 50 (Stripe's minimum)")
+    if not _CURRENCY.fullmatch(raw["currency"]):
+        raise CatalogError(f"{label}: field 'currency' must be a lower-case ISO code such as usd")
+    for name in ("download_bytes", "ram_bytes"):
+        if raw[name] <= 0:
+            raise CatalogError(f"{label}: field '{name}' must be greater than 0")
+    if "featured" in raw and not isinstance(raw["featured"], bool):
+        raise CatalogError(f"{label}: field 'featured' must be true or false")
+    unknown = set(raw) - set(_FIELDS) - {"featured"}
+    if unknown:
+        raise CatalogError(f"{label}: unknown field(s) {', '.join(sorted(unknown))}")
+    return CatalogModel(**{**raw, "id": model_id.lower()})
+
+
+def parse(text: str, where: str = "catalog") -> Catalog:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CatalogError(f"{where} is not valid JSON: {exc}") from None
+    entries = doc.get("models") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise CatalogError(f'{where} must be an object with a non-empty "models" list')
+    models = tuple(_entry(raw, i, where) for i, raw in enumerate(entries))
+    seen: set[str] = set()
+    for m in models:
+        if m.id in seen:
+            raise CatalogError(f"{where}: model {m.id} is listed twice")
+        seen.add(m.id)
+    return Catalog(Path(where), models)
+
+
+def load(path: Path | None = None) -> Catalog:
+    """The catalog at `path` (default: the one shipped with the studio), validated."""
+    path = Path(path) if path else DEFAULT_PATH
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CatalogError(f"the catalog {path} cannot be read: {exc.strerror}; check STUDIO_CATALOG") from None
+    catalog = parse(text, str(path))
+    return Catalog(path, catalog.models)
+
+
+@lru_cache(maxsize=4)
+def cached(path: Path | None = None) -> Catalog:
+    """`load`, once per path per process."""
+    return load(path)
