@@ -33,7 +33,16 @@ def methods(*names: str) -> frozenset[str]:
     return frozenset(names)
 
 
+KIB = 1024
+
 ROUTES: tuple[Route, ...] = (
+    Route("/api/models", "purchase", methods("GET")),
+    Route("/api/models/purchase", "purchase", methods("POST"), timeout=30, max_body=4 * KIB),
+    Route("/api/models/install", "purchase", methods("POST"), max_body=4 * KIB),
+    Route("/api/models", "install", methods("DELETE"), timeout=60, admin=True),
+    Route("/api/purchases", "purchase", methods("GET")),
+    Route("/api/webhooks/stripe", "webhook", methods("POST"), timeout=10, max_body=64 * KIB, visitor=False),
+    Route("/api/chat", "chat", methods("POST"), timeout=150, max_body=512 * KIB),
     Route("/health", "health", methods("GET", "HEAD"), timeout=10, visitor=False),
     Route("/metrics", "monitor", methods("GET"), timeout=10, admin=True, visitor=False),
     Route("/api/monitor", "monitor", methods("GET"), timeout=10, admin=True),
