@@ -16,16 +16,19 @@ from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
+from events.bus import Bus
 from functions.runtime.function import Function
 from functions.runtime.identity import identity
 from functions.runtime.settings import Settings
 from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, not_found
+from gateway.live import LiveFeed
 from gateway.proxy import Upstreams
 from gateway.routes import ROUTES, Route, RouteTable
 from gateway.session import Sessions
 from gateway.static import StaticSite, default_frontend_dir
 
 UPSTREAMS = web.AppKey("upstreams", Upstreams)
+LIVE = web.AppKey("live", LiveFeed)
 
 
 class RouteTableMismatch(RuntimeError):
@@ -46,7 +49,9 @@ def check_routes(table: RouteTable, functions: Sequence[Function]) -> None:
 
 
 def gateway_app(settings: Settings, *, functions: Sequence[Function] | None = None,
-                routes: tuple[Route, ...] = ROUTES) -> web.Application:
+                routes: tuple[Route, ...] = ROUTES, bus: Bus | None = None) -> web.Application:
+    """`functions` given: embedded (in-process); else distributed. `bus`: share this NATS connection
+    (the embedded studio's), else the gateway opens its own for the live event stream."""
     table = RouteTable(routes)
     embedded = functions is not None
     edge = Edge(settings, table, Sessions(settings.cookie_key()), in_process=embedded)
@@ -59,6 +64,13 @@ def gateway_app(settings: Settings, *, functions: Sequence[Function] | None = No
                                   "mode": "embedded" if embedded else "distributed"})
 
     app.router.add_get("/healthz", healthz)
+    app.cleanup_ctx.append(_live_feed(settings, bus))
+    app.on_shutdown.append(lambda app: app[LIVE].close())
+
+    async def live_events(request: web.Request) -> web.StreamResponse:
+        return await request.app[LIVE].stream(request)
+
+    app.router.add_get("/api/events", live_events)
 
     if embedded:
         assert functions is not None
@@ -90,6 +102,20 @@ def gateway_app(settings: Settings, *, functions: Sequence[Function] | None = No
 
     app.router.add_route("*", "/{tail:.*}", fallback)
     return app
+
+
+def _live_feed(settings: Settings, shared: Bus | None):
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        bus = shared or Bus(settings.effective_nats_url(), name="gateway", source="/gateway")
+        if shared is None:
+            await bus.connect(timeout=settings.nats_connect_timeout_s)
+        app[LIVE] = feed = LiveFeed(bus)
+        await feed.start()
+        yield
+        if shared is None:
+            await bus.close(1)
+
+    return ctx
 
 
 def _upstreams(settings: Settings):

@@ -68,7 +68,7 @@ async def embedded_studio(settings: Settings, aiohttp_client):
         host = Host(fns, s)
         await host.start()
         hosts.append(host)
-        client = await aiohttp_client(gateway_app(s, functions=fns, routes=routes))
+        client = await aiohttp_client(gateway_app(s, functions=fns, routes=routes, bus=host.bus))
         client.host_runtime = host
         return client
 

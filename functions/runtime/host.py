@@ -63,9 +63,9 @@ class Host:
                 )
                 self.relay = OutboxRelay(self.db, self.bus)
                 self.relay.start()
+            await self.bus.listen(HeartbeatRequested.TYPE, self._beat_all)  # before health asks at its start
             for fn in self.functions:
                 await self._start_function(fn)
-            await self.bus.listen(HeartbeatRequested.TYPE, self._beat_all)
         except BaseException:
             await self.stop()
             raise

@@ -122,7 +122,7 @@ async def run_embedded(settings: Settings) -> None:
         except DatabaseError as exc:
             raise StartupError(f"the database could not be prepared: {exc}") from None
         try:
-            app = gateway_app(settings, functions=fns)
+            app = gateway_app(settings, functions=fns, bus=host.bus)
         except RouteTableMismatch as exc:
             raise StartupError(str(exc)) from None
         runner = await serve(app, settings, f"Local AI Studio is running at {settings.url}  (Ctrl-C to stop)")

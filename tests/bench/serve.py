@@ -31,7 +31,7 @@ async def main(mode: str, port: int, nats_url: str, upstream: str | None) -> Non
     elif mode == "embedded":
         host = Host([ping], settings)
         await host.start()
-        app = gateway_app(settings, functions=[ping], routes=ROUTES_WITH_PING)
+        app = gateway_app(settings, functions=[ping], routes=ROUTES_WITH_PING, bus=host.bus)
     else:
         app = gateway_app(settings, routes=ROUTES_WITH_PING)
     runner = await serve(app, settings, f"ready {mode} {port}")

@@ -1,0 +1,156 @@
+"""A chat request, validated: which model, the messages, the sampling options, streamed or not.
+
+Two shapes are accepted (the seed's and the multi-turn one):
+
+    {"model": "tinyllama:latest", "message": "Hello"}
+    {"model": "...", "messages": [{"role": "system"|"user"|"assistant", "content": "..."}],
+     "options": {"temperature", "top_p", "top_k", "seed", "max_tokens", "stop"}, "stream": true}
+
+Anything else is a 400 whose code is `invalid_<field>` and whose message names the field. Limits come
+from the STUDIO_CHAT_* settings; `max_tokens` becomes Ollama's `num_predict`, never above
+STUDIO_CHAT_MAX_TOKENS (which also applies when no `max_tokens` is given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from functions.clients.ollama import normalise
+from functions.runtime.errors import BadRequest
+from functions.runtime.settings import Settings
+
+ROLES = ("system", "user", "assistant")
+FIELDS = ("model", "message", "messages", "options", "stream")
+MAX_MODEL_NAME = 200
+MAX_STOP_WORDS, MAX_STOP_CHARS = 8, 100
+
+
+@dataclass(frozen=True)
+class Conversation:
+    model: str  # normalised: lower case, with its tag
+    messages: list[dict[str, str]]
+    options: dict[str, Any] = field(default_factory=dict)  # in Ollama's names
+    stream: bool = False
+
+    def ollama_body(self) -> dict[str, Any]:
+        return {"model": self.model, "messages": self.messages, "options": self.options}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse(body: dict[str, Any], settings: Settings) -> Conversation:
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; a chat request has model, message or messages, "
+                         "options and stream", code="unknown_field")
+    return Conversation(model=_model(body.get("model")), messages=_messages(body, settings),
+                        options=_options(body.get("options"), settings), stream=_stream(body.get("stream")))
+
+
+def _model(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest("model is required: the id of a model from the marketplace, such as tinyllama:latest",
+                         code="invalid_model")
+    if len(value) > MAX_MODEL_NAME:
+        raise BadRequest(f"model is longer than {MAX_MODEL_NAME} characters", code="invalid_model")
+    return normalise(value)
+
+
+def _messages(body: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
+    limit = settings.chat_max_message_chars
+    if "message" in body and "messages" in body:
+        raise BadRequest("send either message (one question) or messages (a conversation), not both",
+                         code="invalid_messages")
+    if "message" in body:
+        text = body["message"]
+        if not isinstance(text, str) or not text.strip():
+            raise BadRequest("message must be a non-empty string", code="invalid_message")
+        if len(text) > limit:
+            raise BadRequest(f"message is {len(text)} characters long; the limit is {limit}",
+                             code="invalid_message")
+        return [{"role": "user", "content": text}]
+    raw = body.get("messages")
+    if not isinstance(raw, list) or not raw:
+        raise BadRequest("messages is required: a non-empty list of {role, content} (or send message)",
+                         code="invalid_messages")
+    if len(raw) > settings.chat_max_messages:
+        raise BadRequest(f"messages has {len(raw)} entries; the limit is {settings.chat_max_messages}",
+                         code="invalid_messages")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(item, dict):
+            raise BadRequest(f"{where} must be an object with role and content", code="invalid_messages")
+        extra = sorted(set(item) - {"role", "content"})
+        if extra:
+            raise BadRequest(f"{where}.{extra[0]} is not supported; a message has role and content",
+                             code="invalid_messages")
+        role, content = item.get("role"), item.get("content")
+        if role not in ROLES:
+            raise BadRequest(f"{where}.role must be one of {', '.join(ROLES)}", code="invalid_messages")
+        if not isinstance(content, str):
+            raise BadRequest(f"{where}.content must be a string", code="invalid_messages")
+        if len(content) > limit:
+            raise BadRequest(f"{where}.content is {len(content)} characters long; the limit is {limit}",
+                             code="invalid_messages")
+        out.append({"role": role, "content": content})
+    if not any(m["role"] == "user" and m["content"].strip() for m in out):
+        raise BadRequest("messages has no user message with content to answer", code="invalid_messages")
+    return out
+
+
+def _options(raw: Any, settings: Settings) -> dict[str, Any]:
+    cap = settings.chat_max_tokens
+    if raw is None:
+        return {"num_predict": cap}
+    if not isinstance(raw, dict):
+        raise BadRequest("options must be an object", code="invalid_options")
+    out: dict[str, Any] = {}
+    for name, value in raw.items():
+        where = f"options.{name}"
+        if name == "temperature":
+            if not _number(value) or not 0 <= value <= 2:
+                raise BadRequest(f"{where} must be a number from 0 to 2", code="invalid_options")
+            out["temperature"] = value
+        elif name == "top_p":
+            if not _number(value) or not 0 <= value <= 1:
+                raise BadRequest(f"{where} must be a number from 0 to 1", code="invalid_options")
+            out["top_p"] = value
+        elif name == "top_k":
+            if not _integer(value) or not 1 <= value <= 1000:
+                raise BadRequest(f"{where} must be a whole number from 1 to 1000", code="invalid_options")
+            out["top_k"] = value
+        elif name == "seed":
+            if not _integer(value) or not -(2**63) <= value < 2**63:
+                raise BadRequest(f"{where} must be a whole number", code="invalid_options")
+            out["seed"] = value
+        elif name == "max_tokens":
+            if not _integer(value) or value < 1:
+                raise BadRequest(f"{where} must be a whole number of at least 1", code="invalid_options")
+            out["num_predict"] = min(value, cap)
+        elif name == "stop":
+            if not isinstance(value, list) or len(value) > MAX_STOP_WORDS or not all(
+                    isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in value):
+                raise BadRequest(f"{where} must be a list of at most {MAX_STOP_WORDS} strings of 1 to "
+                                 f"{MAX_STOP_CHARS} characters", code="invalid_options")
+            out["stop"] = list(value)
+        else:
+            raise BadRequest(f"{where} is not supported; options are temperature, top_p, top_k, seed, "
+                             "max_tokens and stop", code="invalid_options")
+    out.setdefault("num_predict", cap)
+    return out
+
+
+def _stream(value: Any) -> bool:
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest("stream must be true or false", code="invalid_stream")
+    return value

@@ -1,0 +1,211 @@
+"""purchase: the marketplace. The catalog, who owns what, checkout, and asking for installs.
+
+HTTP    GET  /api/models                      -> the catalog with `owned` and the install state
+        POST /api/models/purchase/{model}     -> free/test: owned at once; else a Stripe Checkout URL
+        POST /api/models/install {"model"}    -> 202 {"install_id"}: the owner (re)installs, or the operator
+        GET  /api/purchases[/{purchase_id}]   -> the visitor's purchases (a pending checkout is re-checked)
+Events  consumes payment.succeeded, payment.failed, payment.refunded (settle the purchase)
+        consumes install.requested/started/completed/failed/removed (install states); listens install.progressed
+        emits    purchase.created, purchase.completed, purchase.failed, purchase.revoked, install.requested
+Query   models.snapshot {"user_id", "admin"} -> {"models": [...]} (the gateway's live stream starts with it)
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from events.catalog import (
+    InstallCompleted,
+    InstallFailed,
+    InstallProgressed,
+    InstallRemoved,
+    InstallRequested,
+    InstallStarted,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentSucceeded,
+)
+from events.delivery import Delivery
+from events.envelope import new_id
+from functions import catalog
+from functions.clients.stripe import PaymentsUnavailable, StripePayments
+from functions.purchase.installs import InstallBoard
+from functions.purchase.ledger import Ledger, Purchase, new_purchase_id
+from functions.purchase.settlement import settle, settle_checkout
+from functions.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, UpstreamUnavailable, json_body
+from functions.runtime.function import Function, Key
+from functions.runtime.identity import identity, require_visitor
+
+function = Function("purchase", migrations=Path(__file__).parent / "migrations")
+
+LEDGER = Key[Ledger]("ledger")
+BOARD = Key[InstallBoard]("installs")
+PAYMENTS = Key[StripePayments | None]("payments")
+IN_PROGRESS = ("queued", "pulling")
+
+
+@function.resource
+async def dependencies(fn: Function) -> AsyncIterator[None]:
+    fn[LEDGER], fn[BOARD] = Ledger(fn), InstallBoard()
+    key = fn.settings.stripe_secret_key
+    fn[PAYMENTS] = payments = StripePayments(key.get(), api_base=fn.settings.stripe_api_base) if key else None
+    yield
+    if payments is not None:
+        await payments.close()
+
+
+def find_model(model_id: str) -> catalog.CatalogModel:
+    model = catalog.cached(function.settings.catalog_path).get(model_id)
+    if model is None:
+        raise NotFound(f"{model_id!r} is not in the catalog", code="unknown_model")
+    return model
+
+
+def payment_mode() -> str:
+    s = function.settings
+    return "test" if s.skip_payment else "stripe" if s.stripe_secret_key else "disabled"
+
+
+async def model_list(user_id: str | None) -> list[dict[str, Any]]:
+    owned = await function[LEDGER].owned(user_id) if user_id else set()
+    states = await function[BOARD].states(function.db)
+    board = function[BOARD]
+    return [{**m.to_dict(), "owned": m.id in owned, "install": board.view(m.id, states.get(m.id))}
+            for m in catalog.cached(function.settings.catalog_path)]
+
+
+@function.route("GET", "/api/models")
+async def list_models(request: web.Request) -> web.Response:
+    models = await model_list(identity(request).user_id)
+    return web.json_response({"models": models, "payments": payment_mode()})
+
+
+@function.answer("models.snapshot")
+async def snapshot(query: dict[str, Any]) -> dict[str, Any]:
+    return {"models": await model_list(query.get("user_id"))}
+
+
+@function.route("POST", "/api/models/purchase/{model}")
+async def purchase_model(request: web.Request) -> web.Response:
+    user_id = require_visitor(request)
+    model = find_model(request.match_info["model"])
+    ledger = function[LEDGER]
+    kind = "free" if model.free else "test" if function.settings.skip_payment else "stripe"
+    if kind != "stripe":
+        purchase_id = new_purchase_id()
+        async with function.db.transaction() as tx:
+            if await ledger.owns_in(tx, user_id, model.id):
+                raise Conflict(f"you already own {model.id}", code="already_owned")
+            await ledger.record_paid(tx, purchase_id=purchase_id, user_id=user_id, model=model.id, kind=kind,
+                                     amount_cents=0 if kind == "free" else model.price_cents, currency=model.currency)
+        message = "Free model added to your library" if kind == "free" else "Test purchase successful"
+        return web.json_response({"status": "success", "message": message, "purchase_id": purchase_id,
+                                  "model": model.id, "owned": True})
+    return await open_checkout(user_id, model)
+
+
+async def open_checkout(user_id: str, model: catalog.CatalogModel) -> web.Response:
+    ledger, payments = function[LEDGER], function[PAYMENTS]
+    if payments is None:
+        raise UpstreamUnavailable("payments are not configured: the operator must set STRIPE_SECRET_KEY "
+                                  "(or STUDIO_SKIP_PAYMENT=true for test mode)", code="payments_not_configured")
+    if model.id in await ledger.owned(user_id):
+        raise Conflict(f"you already own {model.id}", code="already_owned")
+    existing = await ledger.open_checkout(user_id, model.id)
+    if existing is not None:
+        return checkout_answer(existing.id, model.id, existing.checkout_url)
+    purchase_id = new_purchase_id()
+    back = function.settings.visitor_url + "/marketplace"
+    try:
+        checkout = await payments.open_checkout(
+            purchase_id=purchase_id, user_id=user_id, model_id=model.id, model_name=model.name,
+            amount_cents=model.price_cents, currency=model.currency,
+            success_url=f"{back}?purchase={purchase_id}&session_id={{CHECKOUT_SESSION_ID}}",
+            cancel_url=f"{back}?purchase={purchase_id}&cancelled=1")
+    except PaymentsUnavailable as exc:
+        raise UpstreamUnavailable(f"{exc}; nothing was charged, try again in a minute",
+                                  code="payments_unavailable", headers={"Retry-After": "30"}) from None
+    async with function.db.transaction() as tx:
+        await ledger.record_pending(tx, purchase_id=purchase_id, user_id=user_id, model=model.id,
+                                    amount_cents=model.price_cents, currency=model.currency,
+                                    session_id=checkout.session_id, checkout_url=checkout.url)
+    return checkout_answer(purchase_id, model.id, checkout.url)
+
+
+def checkout_answer(purchase_id: str, model: str, url: str | None) -> web.Response:
+    return web.json_response({"status": "checkout", "checkout_url": url, "purchase_id": purchase_id, "model": model})
+
+
+@function.route("POST", "/api/models/install")
+async def request_install(request: web.Request) -> web.Response:
+    who = identity(request)
+    user_id = who.user_id if who.admin else require_visitor(request)
+    body = await json_body(request)
+    if not isinstance(body.get("model"), str):
+        raise BadRequest('"model" must be the catalog id of a model, e.g. "llama3.2:3b"', code="invalid_model")
+    model = find_model(body["model"])
+    owner = bool(user_id) and model.id in await function[LEDGER].owned(user_id or "")
+    if not (owner or who.admin):
+        raise Forbidden(f"you don't own {model.id}: buy it in the marketplace first", code="not_owner")
+    board = function[BOARD]
+    async with function.db.transaction() as tx:
+        row = await tx.fetch_one("SELECT state, install_id FROM install_states WHERE model = ?", (model.id,))
+        if row and row["state"] == "installed":
+            raise Conflict(f"{model.id} is already installed", code="already_installed")
+        if row and row["state"] in IN_PROGRESS:
+            return web.json_response({"install_id": row["install_id"], "model": model.id, "status": row["state"]},
+                                     status=202)
+        data = InstallRequested(install_id="ins_" + new_id()[:20], model=model.id,
+                                requested_by="operator" if who.admin and not owner else user_id or "operator",
+                                reason="retry" if owner else "operator")
+        event = function.event(data)
+        await tx.publish(event)
+        await board.record(tx, data, event.time)
+    return web.json_response({"install_id": data.install_id, "model": model.id, "status": "queued"}, status=202)
+
+
+@function.route("GET", "/api/purchases")
+async def list_purchases(request: web.Request) -> web.Response:
+    purchases = await function[LEDGER].of_user(require_visitor(request))
+    return web.json_response({"purchases": [p.public() for p in purchases]})
+
+
+@function.route("GET", "/api/purchases/{purchase_id}")
+async def show_purchase(request: web.Request) -> web.Response:
+    who = identity(request)
+    purchase = await function[LEDGER].get(request.match_info["purchase_id"])
+    if purchase is None or not (who.admin or purchase.user_id == who.user_id):
+        raise NotFound("no such purchase", code="unknown_purchase")
+    if purchase.status == "pending" and purchase.checkout_session_id and function[PAYMENTS] is not None:
+        purchase = await recheck(purchase)
+    return web.json_response(purchase.public())
+
+
+async def recheck(purchase: Purchase) -> Purchase:
+    """The visitor is back from Checkout before (or without) the webhook: ask Stripe directly."""
+    try:
+        checkout = await function[PAYMENTS].checkout(purchase.checkout_session_id)  # type: ignore[union-attr]
+    except PaymentsUnavailable:
+        return purchase  # the webhook will settle it
+    await settle_checkout(function, function[LEDGER], purchase, checkout)
+    return await function[LEDGER].get(purchase.id) or purchase
+
+
+@function.subscribe(PaymentSucceeded, PaymentFailed, PaymentRefunded, max_attempts=10)
+async def settle_payment(event: PaymentSucceeded | PaymentFailed | PaymentRefunded, delivery: Delivery) -> None:
+    await settle(function, function[LEDGER], event)
+
+
+@function.subscribe(InstallRequested, InstallStarted, InstallCompleted, InstallFailed, InstallRemoved,
+                    max_concurrency=4)
+async def record_install_state(event: Any, delivery: Delivery) -> None:
+    await function[BOARD].record(function.db, event, delivery.event.time)
+
+
+@function.listen(InstallProgressed)
+async def remember_progress(progress: InstallProgressed) -> None:
+    function[BOARD].remember_progress(progress)

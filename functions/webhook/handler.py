@@ -1,0 +1,59 @@
+"""webhook: Stripe talks to the studio here. Verified, recorded once, answered fast.
+
+HTTP    POST /api/webhooks/stripe   -> 200 {"received": true} (also for events the studio ignores);
+                                       400 for a missing, wrong or stale signature (nothing changes);
+                                       503 when STRIPE_WEBHOOK_SECRET is not set (Stripe retries later)
+Events  emits payment.succeeded, payment.failed, payment.refunded (the purchase function settles them)
+
+The signature is checked by the stripe library over the raw body. Each Stripe event id is recorded
+with the event it becomes in one transaction, so a delivery repeated (or three at once) counts once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from functions.clients.stripe import InvalidWebhook, verify_webhook
+from functions.runtime.database import utcnow
+from functions.runtime.errors import BadRequest, UpstreamUnavailable
+from functions.runtime.function import Function
+from functions.webhook.translation import translate
+
+function = Function("webhook", migrations=Path(__file__).parent / "migrations")
+
+
+@function.route("POST", "/api/webhooks/stripe")
+async def receive_stripe_event(request: web.Request) -> web.Response:
+    secret = function.settings.stripe_webhook_secret
+    if not secret:
+        raise UpstreamUnavailable("webhooks are not configured: the operator must set STRIPE_WEBHOOK_SECRET",
+                                  code="webhooks_not_configured")
+    payload = await request.read()
+    try:
+        stripe_event = verify_webhook(payload, request.headers.get("Stripe-Signature"), secret.get())
+    except InvalidWebhook as exc:
+        raise BadRequest(str(exc), code="invalid_signature") from None
+    try:
+        data = translate(stripe_event)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadRequest(f"the Stripe event lacks what its type needs: {exc!r}", code="invalid_event") from None
+    obj = stripe_event["data"]["object"]
+    async with function.db.transaction() as tx:
+        known = await tx.fetch_one("SELECT outcome FROM stripe_events WHERE event_id = ?", (stripe_event["id"],))
+        if known is not None:
+            return web.json_response({"received": True, "duplicate": True, "outcome": known["outcome"]})
+        outcome = data.TYPE if data is not None else "ignored"
+        await tx.execute(
+            "INSERT INTO stripe_events (event_id, type, object_id, livemode, outcome, received_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (stripe_event["id"], stripe_event["type"], obj.get("id"), int(bool(stripe_event.get("livemode"))),
+             outcome, utcnow()))
+        if data is not None:
+            await tx.publish(function.event(data))
+    function.log.info("stripe event received", extra={"stripe_event": stripe_event["id"],
+                                                      "stripe_type": stripe_event["type"], "outcome": outcome})
+    return web.json_response({"received": True, "outcome": outcome})
+
+
