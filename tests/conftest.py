@@ -75,3 +75,28 @@ async def embedded_studio(settings: Settings, aiohttp_client):
     yield start
     for host in reversed(hosts):
         await host.stop()
+
+
+@pytest.fixture
+async def ollama():
+    """The Ollama stand-in over real HTTP; pulls take a moment so progress can be watched."""
+    from tests.doubles.ollama import OllamaDouble
+
+    async with OllamaDouble(pull_speed=60_000, pull_interval=0.05) as double:
+        yield double
+
+
+@pytest.fixture
+async def stripe_api():
+    from tests.doubles.stripe import StripeDouble
+
+    async with StripeDouble() as double:
+        yield double
+
+
+@pytest.fixture
+async def studio(embedded_studio, settings, ollama, stripe_api, bus):
+    """Purchase, install and webhook behind the embedded gateway, with both stand-ins."""
+    from tests.functions.pipeline import start_studio
+
+    return await start_studio(embedded_studio, settings, ollama, stripe_api, bus)

@@ -43,7 +43,7 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
     await ollama.close()
 
 
-@function.subscribe(PurchaseCompleted, InstallRequested, max_concurrency=4, max_attempts=8)
+@function.subscribe(PurchaseCompleted, InstallRequested, max_concurrency=4, max_attempts=8, ack_wait=15)
 async def install_model(event: PurchaseCompleted | InstallRequested, delivery: Delivery) -> None:
     model = catalog.cached(function.settings.catalog_path).get(event.model)
     if model is None:

@@ -34,8 +34,8 @@ from functions.runtime.function import Function
 log = logging.getLogger("studio.functions.install")
 
 BACKOFF = Backoff(base=2.0, cap=60.0)
-LEASE_S = 60.0
-RENEW_EVERY_S = 10.0
+LEASE_S = 30.0  # a crashed replica's claim expires this long after its last renewal
+RENEW_EVERY_S = 8.0
 PERMANENT = {
     "file does not exist": "the model is not in Ollama's library (check the catalog entry)",
     "invalid model name": "Ollama refused the model name (check the catalog entry)",
@@ -86,7 +86,7 @@ class Installer:
             await self._installed(model, install_id, found, announce_always=False)
             return
         if not await self._claim(model, install_id):
-            raise Retry(f"another replica is pulling {model.id}", delay=15)
+            raise Retry(f"another replica is pulling {model.id}", delay=RENEW_EVERY_S)
         try:
             await self._started(model, install_id, delivery.attempt)
             await self._pull(model, install_id)
