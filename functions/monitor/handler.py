@@ -5,6 +5,7 @@ HTTP    GET /metrics                      -> Prometheus text: events, rates, eve
         GET /api/monitor/events?type=&limit=  -> the latest events, newest last (operator)
         GET /api/monitor/stats            -> totals and rates per event type (operator)
 Events  listens  * (every event on the bus, durable and live)
+        consumes install.failed, event.dead_lettered -> alerts to STUDIO_ALERT_WEBHOOK_URL (alerts.py)
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from events.catalog import HeartbeatEmitted
+from events.catalog import EventDeadLettered, HeartbeatEmitted, InstallFailed
+from events.delivery import Delivery
 from events.envelope import Event
+from functions.monitor.alerts import MAX_AGE_S, AlertWebhook, age_s, alert_text
 from functions.monitor.exposition import StudioCollector
 from functions.monitor.observations import EventCounts, FunctionReports, RecentEvents
 from functions.runtime.errors import BadRequest
@@ -29,6 +32,7 @@ COUNTS = Key[EventCounts]("counts")
 RECENT = Key[RecentEvents]("recent")
 REPORTS = Key[FunctionReports]("reports")
 REGISTRY = Key[CollectorRegistry]("registry")
+ALERTS = Key[AlertWebhook]("alerts")
 
 
 @function.resource
@@ -36,7 +40,9 @@ async def observations(fn: Function) -> AsyncIterator[None]:
     fn[COUNTS], fn[RECENT], fn[REPORTS] = EventCounts(), RecentEvents(), FunctionReports()
     fn[REGISTRY] = registry = CollectorRegistry(auto_describe=False)
     registry.register(StudioCollector(fn[COUNTS], fn[REPORTS], fn.settings.heartbeat_s))
+    fn[ALERTS] = webhook = AlertWebhook(fn.settings.alert_webhook_url)
     yield
+    await webhook.close()
 
 
 @function.listen("*", envelope=True)
@@ -46,6 +52,13 @@ async def observe_event(event: Event) -> None:
         function[REPORTS].update(event.data, time.monotonic())
     elif not event.type.startswith("heartbeat."):
         function[RECENT].add(event)
+
+
+@function.subscribe(InstallFailed, EventDeadLettered, max_attempts=8)  # one replica posts each alert
+async def send_alert(data: InstallFailed | EventDeadLettered, delivery: Delivery) -> None:
+    text = alert_text(data, function.settings.public_url or "Local AI Studio")
+    if text and age_s(delivery.event.time) <= MAX_AGE_S:
+        await function[ALERTS].post(text)
 
 
 @function.route("GET", "/metrics")

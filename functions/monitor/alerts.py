@@ -1,0 +1,77 @@
+"""Alerts: failure events the operator must hear about, posted to a Slack-compatible webhook.
+
+`STUDIO_ALERT_WEBHOOK_URL` receives `{"text": "..."}` (Slack incoming webhooks, Mattermost, Rocket.Chat,
+Discord's `/slack` endpoint and most chat tools accept it) for:
+
+- `install.failed` with `will_retry: false`: a model someone owns will not be installed until the
+  owner retries or the operator looks;
+- `event.dead_lettered`: a consumer gave up on an event (poison, or every attempt failed).
+
+A payment that fails or a checkout left to expire is the visitor's business, not an alert. The same
+webhook gets the ops scripts' alerts (compose/backup-and-monitor). Events older than `MAX_AGE_S`
+are not alerted (a new consumer replays the stream's history; a long outage is news already).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import aiohttp
+
+from events.catalog import EventDeadLettered, InstallFailed
+from events.delivery import Retry
+
+MAX_AGE_S = 3600.0
+ALERT_CONSUMER = "monitor__send_alert"  # the durable consumer that posts alerts (handler.py)
+
+
+def alert_text(data: InstallFailed | EventDeadLettered, where: str) -> str | None:
+    """The message for a failure event, or None when it is not worth waking anyone."""
+    if isinstance(data, InstallFailed):
+        if data.will_retry:
+            return None
+        return (f":x: [{where}] Installing {data.model} failed for good after {data.attempt} attempt(s): "
+                f"{data.reason}. Its owners cannot use it until it is installed again "
+                f"(the owner's retry, or POST /api/models/install). install_id {data.install_id}")
+    if data.consumer == ALERT_CONSUMER:
+        return None  # an alert that could not be posted: posting another one would fail the same way
+    return (f":warning: [{where}] {data.consumer} gave up on {data.event_type} {data.event_id} after "
+            f"{data.attempts} attempt(s) ({data.reason}): {data.error[:300]}. "
+            f"See: localai-studio events tail --since 1h --type 'event.*'")
+
+
+def age_s(event_time: str, now: datetime | None = None) -> float:
+    try:
+        when = datetime.fromisoformat(event_time.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    return ((now or datetime.now(UTC)) - when).total_seconds()
+
+
+class AlertWebhook:
+    """Posts `{"text": ...}` to the configured URL; nothing at all when none is configured."""
+
+    def __init__(self, url: str | None, *, timeout_s: float = 5.0) -> None:
+        self.url = url
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+        self.sent = 0
+
+    async def post(self, text: str) -> None:
+        """Deliver one alert; raises `Retry` when the webhook does not take it (redelivered later)."""
+        if not self.url:
+            return
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        try:
+            async with self._session.post(self.url, json={"text": text}) as resp:
+                if resp.status >= 300:
+                    raise Retry(f"the alert webhook answered {resp.status}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Retry(f"the alert webhook is unreachable: {type(exc).__name__}") from None
+        self.sent += 1
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
