@@ -5,6 +5,8 @@
     localai-studio events tail [--since 10m] [--type 'purchase.*'] [--json]
     localai-studio health [--url URL]         print the health report; exit 0 when healthy
     localai-studio config [--markdown]        the configuration variables and their values
+    localai-studio backup [--out DIR] [--file PATH ...] [--models]   a checked, consistent backup
+    localai-studio restore ARCHIVE [--check] [--force]                 put a backup back, checked
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import aiohttp
 import functions
 from events.bus import Bus, BusUnavailable
 from events.tail import format_human, format_json, tail
+from functions.runtime import ops
 from functions.runtime.logs import configure
 from functions.runtime.settings import VARS, Settings, SettingsError, markdown_table
 from functions.runtime.studio import (
@@ -60,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--url", default=None, help="the studio's URL (default from STUDIO_HOST/PORT)")
     config = sub.add_parser("config", help="show the configuration")
     config.add_argument("--markdown", action="store_true", help="the variables as a README table")
+    ops.add_commands(sub)  # backup, restore
     return parser
 
 
@@ -116,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "config":
         return show_config(settings, args.markdown)
+    if args.command in ("backup", "restore"):
+        return ops.run(settings, args)
     service = args.service if args.command == "run" else "studio" if args.command == "up" else "cli"
     configure(settings.log_level, service)
     install_event_loop_policy()
