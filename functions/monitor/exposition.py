@@ -9,17 +9,20 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from functions.monitor.observations import FIRST_TOKEN_BUCKETS
 from functions.runtime.metrics import BUCKETS
 
 if TYPE_CHECKING:
-    from functions.monitor.observations import EventCounts, FunctionReports
+    from functions.monitor.observations import ChatUsage, EventCounts, FunctionReports
 
 
 class StudioCollector(Collector):
-    def __init__(self, counts: EventCounts, reports: FunctionReports, heartbeat_s: float) -> None:
+    def __init__(self, counts: EventCounts, reports: FunctionReports, heartbeat_s: float,
+                 chat: ChatUsage | None = None) -> None:
         self.counts = counts
         self.reports = reports
         self.heartbeat_s = heartbeat_s
+        self.chat = chat
 
     def collect(self) -> Iterator[Metric]:
         now_wall, now = time.time(), time.monotonic()
@@ -59,3 +62,28 @@ class StudioCollector(Collector):
         yield uptime
         yield requests
         yield latency
+        if self.chat is not None:
+            yield from chat_metrics(self.chat)
+
+
+def chat_metrics(usage: ChatUsage) -> Iterator[Metric]:
+    answers = CounterMetricFamily("studio_chat_answers", "Chat answers by model and how they ended "
+                                  "(completed, failed, cancelled).", labels=["model", "outcome"])
+    for (model, outcome), n in sorted(usage.answers.items()):
+        answers.add_metric([model, outcome], n)
+    tokens = CounterMetricFamily("studio_chat_tokens", "Tokens read (prompt) and generated (completion) by model.",
+                                 labels=["model", "kind"])
+    for (model, kind), n in sorted(usage.tokens.items()):
+        tokens.add_metric([model, kind], n)
+    first = HistogramMetricFamily("studio_chat_time_to_first_token_seconds",
+                                  "Time from a chat request to its first token, by model.", labels=["model"])
+    bounds = [str(b) for b in FIRST_TOKEN_BUCKETS] + ["+Inf"]
+    for model, hist in sorted(usage.first_token.items()):
+        cumulative, running = [], 0.0
+        for bound, count in zip(bounds, hist[:-1], strict=True):
+            running += count
+            cumulative.append((bound, running))
+        first.add_metric([model], cumulative, hist[-1])
+    yield answers
+    yield tokens
+    yield first

@@ -1,7 +1,8 @@
 """monitor: watches every event; counters, rates, a recent-events log and Prometheus metrics.
 
 HTTP    GET /metrics                      -> Prometheus text: events, rates, every function's HTTP
-                                             requests and latencies, instance liveness
+                                             requests and latencies, instance liveness, chat usage
+                                             per model (answers, tokens, time to first token)
         GET /api/monitor/events?type=&limit=  -> the latest events, newest last (operator)
         GET /api/monitor/stats            -> totals and rates per event type (operator)
 Events  listens  * (every event on the bus, durable and live)
@@ -21,7 +22,7 @@ from events.delivery import Delivery
 from events.envelope import Event
 from functions.monitor.alerts import MAX_AGE_S, AlertWebhook, age_s, alert_text
 from functions.monitor.exposition import StudioCollector
-from functions.monitor.observations import EventCounts, FunctionReports, RecentEvents
+from functions.monitor.observations import ChatUsage, EventCounts, FunctionReports, RecentEvents
 from functions.runtime.errors import BadRequest
 from functions.runtime.function import Function, Key
 from functions.runtime.identity import require_admin
@@ -32,14 +33,15 @@ COUNTS = Key[EventCounts]("counts")
 RECENT = Key[RecentEvents]("recent")
 REPORTS = Key[FunctionReports]("reports")
 REGISTRY = Key[CollectorRegistry]("registry")
+CHAT = Key[ChatUsage]("chat")
 ALERTS = Key[AlertWebhook]("alerts")
 
 
 @function.resource
 async def observations(fn: Function) -> AsyncIterator[None]:
-    fn[COUNTS], fn[RECENT], fn[REPORTS] = EventCounts(), RecentEvents(), FunctionReports()
+    fn[COUNTS], fn[RECENT], fn[REPORTS], fn[CHAT] = EventCounts(), RecentEvents(), FunctionReports(), ChatUsage()
     fn[REGISTRY] = registry = CollectorRegistry(auto_describe=False)
-    registry.register(StudioCollector(fn[COUNTS], fn[REPORTS], fn.settings.heartbeat_s))
+    registry.register(StudioCollector(fn[COUNTS], fn[REPORTS], fn.settings.heartbeat_s, fn[CHAT]))
     fn[ALERTS] = webhook = AlertWebhook(fn.settings.alert_webhook_url)
     yield
     await webhook.close()
@@ -52,6 +54,8 @@ async def observe_event(event: Event) -> None:
         function[REPORTS].update(event.data, time.monotonic())
     elif not event.type.startswith("heartbeat."):
         function[RECENT].add(event)
+        if event.type.startswith("chat."):
+            function[CHAT].add(event.type, event.data)
 
 
 @function.subscribe(InstallFailed, EventDeadLettered, max_attempts=8)  # one replica posts each alert

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -87,3 +88,33 @@ class FunctionReports:
             if now - rep.seen_at > self.forget_after_s:
                 del self.instances[key]
         return list(self.instances.values())
+
+
+# Seconds; the last bucket is +Inf. A model loading from disk takes seconds, a loaded one milliseconds.
+FIRST_TOKEN_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+CHAT_OUTCOMES = {"chat.completed": "completed", "chat.failed": "failed", "chat.cancelled": "cancelled"}
+
+
+@dataclass
+class ChatUsage:
+    """Usage per model from the chat function's chat.* events: answers by outcome, tokens, time to first token."""
+
+    answers: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, outcome) -> answers
+    tokens: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, prompt|completion) -> tokens
+    first_token: dict[str, list[float]] = field(default_factory=dict)  # model -> [count per bucket..., sum]
+
+    def add(self, event_type: str, data: dict[str, Any]) -> None:
+        outcome = CHAT_OUTCOMES.get(event_type)
+        if outcome is None:
+            return
+        model = str(data.get("model") or "unknown")
+        self.answers[(model, outcome)] = self.answers.get((model, outcome), 0) + 1
+        for kind in ("prompt", "completion"):  # tokens generated before a stop or failure count too
+            n = data.get(f"{kind}_tokens")
+            if isinstance(n, int) and n > 0:
+                self.tokens[(model, kind)] = self.tokens.get((model, kind), 0) + n
+        ms = data.get("time_to_first_token_ms")
+        if isinstance(ms, int | float) and ms >= 0:
+            hist = self.first_token.setdefault(model, [0.0] * (len(FIRST_TOKEN_BUCKETS) + 2))
+            hist[bisect.bisect_left(FIRST_TOKEN_BUCKETS, ms / 1000)] += 1
+            hist[-1] += ms / 1000

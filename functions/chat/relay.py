@@ -1,0 +1,125 @@
+"""From Ollama's NDJSON lines to the visitor: server-sent events as they come, or one JSON answer.
+
+Streaming wire format (`text/event-stream`, never buffered by nginx or the gateway):
+
+    event: token    data: {"content": "<chunk>"}                  one per chunk Ollama sends
+    event: done     data: {"model", "done_reason", "prompt_tokens", "completion_tokens",
+                           "total_duration_ms", "load_duration_ms", "prompt_eval_duration_ms",
+                           "eval_duration_ms", "tokens_per_s", "time_to_first_token_ms"}
+    event: error    data: {"error": {"code", "message"}}          Ollama failed after the first token
+
+Producers yield to the event loop every few chunks: aiohttp's `write()` does not, so a fast stream
+would otherwise starve every other one (../shared/facts/performance.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from functions.chat.answer import Answer
+from functions.clients.ollama import ModelNotFound, OllamaBusy, OllamaError, OllamaUnavailable
+from functions.runtime.errors import BadGateway, Conflict, StudioError, UpstreamUnavailable
+
+log = logging.getLogger("studio.functions.chat")
+
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+YIELD_EVERY = 16  # chunks written between two yields to the event loop
+
+
+def token_event(content: str) -> bytes:
+    return b'event: token\ndata: {"content": ' + json.dumps(content, ensure_ascii=False).encode() + b"}\n\n"
+
+
+def done_event(totals: dict[str, Any]) -> bytes:
+    return b"event: done\ndata: " + json.dumps(totals).encode() + b"\n\n"
+
+
+def error_event(error: StudioError) -> bytes:
+    return b"event: error\ndata: " + json.dumps({"error": {"code": error.code, "message": error.message}}).encode() \
+        + b"\n\n"
+
+
+def ollama_failure(exc: OllamaError, model: str) -> StudioError:
+    """What the visitor is told when Ollama could not answer (the details go to the log)."""
+    log.warning("Ollama could not answer with %s: %s", model, exc.message,
+                extra={"model": model, "ollama_status": exc.status})
+    if isinstance(exc, ModelNotFound):
+        return Conflict(f"{model} is not installed on this server yet: install it (POST /api/models/install, or "
+                        "Install in the marketplace) and chat with it once the install has finished",
+                        code="not_installed")
+    if isinstance(exc, OllamaBusy):
+        return UpstreamUnavailable("Ollama is busy with other requests (its queue is full); try again in a few "
+                                   "seconds", code="ollama_busy", headers={"Retry-After": "5"})
+    if isinstance(exc, OllamaUnavailable):
+        return UpstreamUnavailable("Ollama, which runs the models, cannot be reached or stopped answering; "
+                                   "try again shortly", code="ollama_unavailable", headers={"Retry-After": "10"})
+    return BadGateway(f"the model failed to answer: {exc.message}", code="ollama_error")
+
+
+def _content(line: dict[str, Any]) -> str:
+    message = line.get("message")
+    return (message.get("content") or "") if isinstance(message, dict) else ""
+
+
+async def stream(request: web.Request, response: web.StreamResponse, first: dict[str, Any],
+                 lines: AsyncIterator[dict[str, Any]], answer: Answer) -> web.StreamResponse:
+    """Relay the answer as server-sent events on `response`; a visitor who leaves ends it."""
+    try:
+        await response.prepare(request)
+        line, written = first, 0
+        while not line.get("done"):
+            content = _content(line)
+            if content:
+                answer.token()
+                await response.write(token_event(content))
+                written += 1
+                if written % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            line = await anext(lines)
+        answer.complete(line)
+        await response.write(done_event(answer.totals()))
+    except ConnectionResetError:  # the visitor stopped the answer or went away
+        answer.cancel()
+        return response
+    except OllamaError as exc:
+        error = ollama_failure(exc, answer.model)
+        answer.fail(error.code)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(error_event(error))
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
+    return response
+
+
+async def collect(first: dict[str, Any], lines: AsyncIterator[dict[str, Any]], answer: Answer) -> web.Response:
+    """The whole answer as one JSON object; Ollama failing on the way is a JSON error."""
+    parts: list[str] = []
+    line = first
+    try:
+        while not line.get("done"):
+            content = _content(line)
+            if content:
+                answer.token()
+                parts.append(content)
+                if answer.chunks % (4 * YIELD_EVERY) == 0:
+                    await asyncio.sleep(0)
+            line = await anext(lines)
+    except OllamaError as exc:
+        error = ollama_failure(exc, answer.model)
+        answer.fail(error.code)
+        raise error from None
+    answer.complete(line)
+    t = answer.totals()
+    return web.json_response({
+        "response": "".join(parts), "model": answer.model, "done_reason": t["done_reason"],
+        "prompt_tokens": t["prompt_tokens"], "completion_tokens": t["completion_tokens"],
+        "total_duration_ms": t["total_duration_ms"], "tokens_per_s": t["tokens_per_s"],
+        "time_to_first_token_ms": t["time_to_first_token_ms"],
+    })

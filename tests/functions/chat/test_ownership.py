@@ -1,0 +1,31 @@
+"""The chat function's projection of who owns what, from purchase events: idempotent and order-safe."""
+
+from __future__ import annotations
+
+from functions.chat.entitlements import owns, record_purchase, revoke_purchase
+from functions.runtime.database import RUNTIME_MIGRATIONS, Database
+from tests.functions.chat.conftest import chat
+
+
+async def test_purchases_grant_revocations_take_back_and_redelivery_changes_nothing(tmp_path) -> None:
+    db = Database(tmp_path / "studio.db")
+    await db.open()
+    try:
+        await db.migrate([RUNTIME_MIGRATIONS, chat.migrations])
+
+        await record_purchase(db, "p1", "v_a", "Llama3.2:3b")
+        await record_purchase(db, "p1", "v_a", "llama3.2:3b")  # redelivered
+        assert await owns(db, "v_a", "llama3.2:3b") and not await owns(db, "v_b", "llama3.2:3b")
+
+        await revoke_purchase(db, "p1", "v_a", "llama3.2:3b")
+        await record_purchase(db, "p1", "v_a", "llama3.2:3b")  # a late redelivery cannot undo the refund
+        assert not await owns(db, "v_a", "llama3.2:3b")
+
+        await revoke_purchase(db, "p2", "v_a", "phi3:mini")  # the refund arrives before the purchase
+        await record_purchase(db, "p2", "v_a", "phi3:mini")
+        assert not await owns(db, "v_a", "phi3:mini")
+
+        await record_purchase(db, "p3", "v_a", "llama3.2:3b")  # bought again
+        assert await owns(db, "v_a", "llama3.2:3b")
+    finally:
+        await db.close()
