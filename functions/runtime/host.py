@@ -147,28 +147,40 @@ class Host:
     # -- shutdown --------------------------------------------------------------------------------
 
     async def stop(self) -> None:
-        """Graceful: consumers finish or hand back their events, then resources, relay, bus, db."""
+        """Graceful: consumers finish or hand back their events, then resources, relay, bus, db.
+
+        Every step runs even if an earlier one fails, so the process can always exit."""
         self.running = False
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         grace = self.settings.shutdown_grace_s
-        await self.bus.stop_consuming(grace)
-        if self.bus.connected:
-            for fn in self.functions:
-                if fn._bus is not None:
-                    with contextlib.suppress(Exception):
-                        await fn.publish(FunctionStopped(function=fn.name, instance=self.instance,
-                                                         uptime_s=round(time.time() - self.started_at, 3)))
-        try:
-            await self._stack.aclose()
-        except Exception:
-            log.exception("a function resource failed to close")
-        if self.relay is not None:
-            await self.relay.stop()
-            self.relay = None
-        await self.bus.close(grace)
-        if self.db is not None:
-            await self.db.close()
-            self.db = None
+        steps = [
+            ("stop consuming", lambda: self.bus.stop_consuming(grace)),
+            ("announce the stop", self._announce_stop),
+            ("close function resources", self._stack.aclose),
+            ("flush the outbox", self.relay.stop if self.relay else _nothing),
+            ("close the bus", lambda: self.bus.close(grace)),
+            ("close the database", self.db.close if self.db else _nothing),
+        ]
+        for what, step in steps:
+            try:
+                await step()
+            except Exception:
+                log.exception("shutdown step failed: %s", what)
+        self.relay = None
+        self.db = None
+
+    async def _announce_stop(self) -> None:
+        if not self.bus.connected:
+            return
+        for fn in self.functions:
+            if fn._bus is not None:
+                with contextlib.suppress(Exception):
+                    await fn.publish(FunctionStopped(function=fn.name, instance=self.instance,
+                                                     uptime_s=round(time.time() - self.started_at, 3)))
+
+
+async def _nothing() -> None:
+    return None

@@ -72,15 +72,19 @@ def load_functions(names: tuple[str, ...]) -> list[Function]:
 
 
 async def wait_for_signal() -> None:
+    """Until SIGINT or SIGTERM. The handlers stay installed through the shutdown that follows (a second
+    signal must not become a KeyboardInterrupt in the middle of it); closing the loop removes them."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            log.warning("already stopping (in-flight work gets %s); send SIGKILL to stop at once", sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+        loop.add_signal_handler(sig, on_signal, sig)
+    await stop.wait()
 
 
 async def serve(app: web.Application, settings: Settings, banner: str) -> web.AppRunner:
