@@ -107,10 +107,13 @@ def test_up_serves_health_tails_events_and_stops_cleanly(studio) -> None:
 
 
 def test_health_command_exits_non_zero_when_unhealthy(studio) -> None:
-    _, env, _ = studio
+    proc, env, _ = studio
     result = subprocess.run([CLI, "health"], env=env, capture_output=True, text=True, timeout=20)
     assert result.returncode == 1
     assert json.loads(result.stdout)["failing"] == ["ollama"]
+
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    assert proc.wait(20) == 0
 
 
 def run_up(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
