@@ -232,10 +232,15 @@ async function buy(id) {
       window.location.assign(url.href);
       return; // the page is leaving; keep the button busy
     }
-    expectInstall(id);
     store.markOwned(id);
-    say(id, `${answer.message}. The server is installing it now.`, "ok");
-    announce(announcer, `${answer.message}: ${model.name}. Installing it now.`);
+    const state = store.get(id).install.state;
+    if (state === "installed" || state === "failed") {
+      say(id, `${answer.message}.`, "ok"); // the install already ended (and was announced) before this answer
+    } else {
+      if (state === "not_installed") expectInstall(id);
+      say(id, `${answer.message}. The server is installing it now.`, "ok");
+      announce(announcer, `${answer.message}: ${model.name}. Installing it now.`);
+    }
   } catch (err) {
     if (err instanceof ApiError && err.code === "already_owned") store.markOwned(id);
     say(id, err.message, "error");

@@ -4,9 +4,9 @@ import { billions, bytes, memory, price } from "./format.js";
 import { h } from "./ui.js";
 
 export const SIZES = {
-  small: { label: "Small (under 2B)", test: (b) => b < 2 },
-  medium: { label: "Medium (2B to 5B)", test: (b) => b >= 2 && b <= 5 },
-  large: { label: "Large (over 5B)", test: (b) => b > 5 },
+  small: { label: "Under 2B", test: (b) => b < 2 },
+  medium: { label: "2B to 5B", test: (b) => b >= 2 && b <= 5 },
+  large: { label: "Over 5B", test: (b) => b > 5 },
 };
 
 export function sizeClass(model) {
