@@ -158,6 +158,10 @@ def test_keyboard_users_get_a_skip_link_visible_focus_and_labelled_controls(stud
     outline = page.evaluate("() => { const s = getComputedStyle(document.activeElement); "
                             "return [s.outlineStyle, parseFloat(s.outlineWidth)]; }")
     assert outline[0] != "none" and outline[1] >= 2, outline
+    bought = page.evaluate("() => document.activeElement.closest('article').dataset.model")
+    page.keyboard.press("Enter")  # buy it: the button is replaced, the focus stays in its card
+    expect(card(page, bought).locator(".badge.owned")).to_be_visible()
+    assert page.evaluate("() => document.activeElement.closest('article')?.dataset.model") == bought
 
     for path in PAGES:
         page.goto(studio.url + path)

@@ -392,14 +392,16 @@ function finish(g, stats, failure) {
   } else {
     view.article.remove();
   }
-  if (failure && !g.text) showError(failure, conversation);
+  if (failure && !g.text && conversation === current) showError(failure, conversation);
   else if (failure) announce(status, `The answer was cut short: ${failure.message}`);
   else if (g.stopped) announce(status, "Stopped.");
   else announce(status, "Answer complete.");
   picker.disabled = !available().length;
   updateComposer();
   if (conversation === current && nearBottom()) scrollToEnd();
-  if (!prompt.disabled && document.activeElement !== prompt && !thread.querySelector(".message.error")) prompt.focus();
+  // back to the message box, unless the visitor has moved on to something else (or an error wants reading)
+  const idle = document.activeElement === document.body || document.activeElement === stopButton;
+  if (!prompt.disabled && idle && !thread.querySelector(".message.error")) prompt.focus();
 }
 
 function showError(err, conversation) {

@@ -44,7 +44,7 @@ function createCard(model) {
   };
   parts.article = h(
     "article",
-    { class: "card model", id: anchor, "aria-labelledby": titleId, dataset: { model: model.id } },
+    { class: "card model", id: anchor, "aria-labelledby": titleId, tabindex: "-1", dataset: { model: model.id } },
     h("div", { class: "model-head" },
       h("div", {}, h("h2", { id: titleId }, model.name), h("p", { class: "model-id" }, model.id)),
       h("p", { class: `price${model.free ? " free" : ""}` }, priceLabel(model))),
@@ -77,11 +77,18 @@ function updateCard(id) {
     return;
   }
   parts.view = view;
+  const hadFocus = parts.actions.contains(document.activeElement);
   parts.article.dataset.install = model.install.state;
   parts.article.dataset.owned = String(Boolean(model.owned));
   renderBadges(parts, model);
   renderStatus(parts, model);
   renderActions(parts, model);
+  if (hadFocus && !parts.actions.contains(document.activeElement)) {
+    // the focused button was replaced (Buy -> Chat...): keep keyboard users in this card
+    const next = parts.actions.querySelector("button:not([disabled]), a[href]");
+    if (next) next.focus();
+    else parts.article.focus();
+  }
 }
 
 function renderBadges(parts, model) {
