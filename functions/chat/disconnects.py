@@ -3,8 +3,9 @@
 While tokens stream, a write to a closed connection fails by itself. The quiet stretches are the
 problem: waiting for the first token (a model loading, a long prompt being read) and collecting a
 non-streamed answer write nothing, and aiohttp does not cancel a handler whose client left. So one
-watchdog task per chat instance looks at every watched request's connection each `tick` and cancels
-the handler of any whose connection has closed (a timer per request would cost more than the check).
+watchdog task per chat instance looks at every watched connection each `tick` and cancels the handler
+of any whose connection has closed: well under a microsecond per stream and tick (a timer per request
+costs more).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from aiohttp import web
 
 
 class Watch:
-    __slots__ = ("left", "task")
+    __slots__ = ("left", "task", "transport")
 
-    def __init__(self, task: asyncio.Task[object]) -> None:
+    def __init__(self, task: asyncio.Task[object], transport: asyncio.BaseTransport | None) -> None:
         self.task = task
+        self.transport = transport  # the visitor's connection (None: already gone)
         self.left = False  # set just before the watchdog cancels `task`
 
     def owns(self, exc: BaseException) -> bool:
@@ -34,7 +36,7 @@ class Watch:
 class Disconnects:
     def __init__(self, tick: float = 0.05) -> None:
         self.tick = tick
-        self._watched: dict[Watch, web.BaseRequest] = {}
+        self._watched: set[Watch] = set()
         self._watchdog: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
@@ -42,14 +44,14 @@ class Disconnects:
         """While in the block, the current task is cancelled if the request's client disconnects."""
         task = asyncio.current_task()
         assert task is not None
-        watch = Watch(task)
-        self._watched[watch] = request
+        watch = Watch(task, request.transport)
+        self._watched.add(watch)
         if self._watchdog is None:
             self._watchdog = task.get_loop().create_task(self._run(), name="chat-disconnects")
         try:
             yield watch
         finally:
-            self._watched.pop(watch, None)
+            self._watched.discard(watch)
 
     def __len__(self) -> int:
         return len(self._watched)
@@ -57,12 +59,10 @@ class Disconnects:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self.tick)
-            for watch, request in list(self._watched.items()):
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    del self._watched[watch]
-                    watch.left = True
-                    watch.task.cancel()
+            for watch in [w for w in self._watched if w.transport is None or w.transport.is_closing()]:
+                self._watched.discard(watch)
+                watch.left = True
+                watch.task.cancel()
 
     async def close(self) -> None:
         if self._watchdog is not None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from functions.chat.answer import Answer
+from functions.chat.answer import COMPLETED, Answer
 from functions.clients.ollama import ModelNotFound, OllamaBusy, OllamaError, OllamaUnavailable
 from functions.runtime.errors import BadGateway, Conflict, StudioError, UpstreamUnavailable
 
@@ -31,6 +31,7 @@ log = logging.getLogger("studio.functions.chat")
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 YIELD_EVERY = 16  # chunks written between two yields to the event loop
+DRAIN_S = 1.0  # how long the end of Ollama's response may take to follow its `done` line
 
 
 def token_event(content: str) -> bytes:
@@ -61,6 +62,15 @@ def ollama_failure(exc: OllamaError, model: str) -> StudioError:
         return UpstreamUnavailable("Ollama, which runs the models, cannot be reached or stopped answering; "
                                    "try again shortly", code="ollama_unavailable", headers={"Retry-After": "10"})
     return BadGateway(f"the model failed to answer: {exc.message}", code="ollama_error")
+
+
+async def read_to_the_end(lines: AsyncIterator[dict[str, Any]]) -> None:
+    """After `done`, read Ollama's response to its end, so its connection goes back to the pool for the
+    next answer (leaving at `done` would close it: a new TCP connection to Ollama for every answer)."""
+    with contextlib.suppress(OllamaError, TimeoutError):
+        async with asyncio.timeout(DRAIN_S):
+            async for _ in lines:
+                pass
 
 
 def _content(line: dict[str, Any]) -> str:
@@ -95,6 +105,8 @@ async def stream(request: web.Request, response: web.StreamResponse, first: dict
             await response.write(error_event(error))
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
+    if answer.outcome == COMPLETED:
+        await read_to_the_end(lines)
     return response
 
 
@@ -116,6 +128,7 @@ async def collect(first: dict[str, Any], lines: AsyncIterator[dict[str, Any]], a
         answer.fail(error.code)
         raise error from None
     answer.complete(line)
+    await read_to_the_end(lines)
     t = answer.totals()
     return web.json_response({
         "response": "".join(parts), "model": answer.model, "done_reason": t["done_reason"],
