@@ -66,7 +66,7 @@ class InstallBoard:
         """What a visitor sees of one model's install."""
         if row is None:
             return {"state": "not_installed"}
-        out: dict[str, Any] = {"state": row["state"], "install_id": row["install_id"]}
+        out: dict[str, Any] = {"state": row["state"], "install_id": row["install_id"], "updated_at": row["event_time"]}
         if row["state"] == "failed":
             out.update(reason=row["reason"], will_retry=bool(row["will_retry"]), retry_in_s=row["retry_in_s"])
         elif row["state"] == "not_installed" and row["reason"]:
