@@ -51,11 +51,11 @@ class Catalog:
     path: Path
     models: tuple[CatalogModel, ...]
 
-    def get(self, model_id: str) -> CatalogModel | None:
-        return self._by_id().get(model_id.strip().lower())
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_id", {m.id.lower(): m for m in self.models})
 
-    def _by_id(self) -> dict[str, CatalogModel]:
-        return _index(self)
+    def get(self, model_id: str) -> CatalogModel | None:
+        return self._by_id.get(model_id.strip().lower())  # type: ignore[attr-defined]
 
     def __contains__(self, model_id: str) -> bool:
         return self.get(model_id) is not None
@@ -65,11 +65,6 @@ class Catalog:
 
     def __len__(self) -> int:
         return len(self.models)
-
-
-@lru_cache(maxsize=8)
-def _index(catalog: Catalog) -> dict[str, CatalogModel]:
-    return {m.id.lower(): m for m in catalog.models}
 
 
 _FIELDS: dict[str, type | tuple[type, ...]] = {

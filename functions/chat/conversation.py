@@ -4,7 +4,7 @@ Two shapes are accepted (the seed's and the multi-turn one):
 
     {"model": "tinyllama:latest", "message": "Hello"}
     {"model": "...", "messages": [{"role": "system"|"user"|"assistant", "content": "..."}],
-     "options": {"temperature", "top_p", "top_k", "seed", "max_tokens", "stop"}, "stream": true}
+     "options": {"temperature", "top_p", "top_k", "seed", "max_tokens" (or "num_predict"), "stop"}, "stream": true}
 
 Anything else is a 400 whose code is `invalid_<field>` and whose message names the field. Limits come
 from the STUDIO_CHAT_* settings; `max_tokens` becomes Ollama's `num_predict`, never above
@@ -131,7 +131,7 @@ def _options(raw: Any, settings: Settings) -> dict[str, Any]:
             if not _integer(value) or not -(2**63) <= value < 2**63:
                 raise BadRequest(f"{where} must be a whole number", code="invalid_options")
             out["seed"] = value
-        elif name == "max_tokens":
+        elif name in ("max_tokens", "num_predict"):  # num_predict: Ollama's own name for it
             if not _integer(value) or value < 1:
                 raise BadRequest(f"{where} must be a whole number of at least 1", code="invalid_options")
             out["num_predict"] = min(value, cap)
@@ -143,7 +143,7 @@ def _options(raw: Any, settings: Settings) -> dict[str, Any]:
             out["stop"] = list(value)
         else:
             raise BadRequest(f"{where} is not supported; options are temperature, top_p, top_k, seed, "
-                             "max_tokens and stop", code="invalid_options")
+                             "max_tokens (or num_predict) and stop", code="invalid_options")
     out.setdefault("num_predict", cap)
     return out
 

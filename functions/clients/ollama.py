@@ -196,19 +196,15 @@ class OllamaClient:
 
 
 async def _ndjson(resp: aiohttp.ClientResponse, base_url: str) -> AsyncIterator[dict[str, Any]]:
-    buffer = b""
+    rest = b""
     try:
         async for chunk in resp.content.iter_any():
-            buffer += chunk
-            while True:
-                nl = buffer.find(b"\n")
-                if nl < 0:
-                    break
-                raw, buffer = buffer[:nl], buffer[nl + 1:]
+            *lines, rest = (rest + chunk).split(b"\n")  # one split per chunk, not one slice per line
+            for raw in lines:
                 if raw.strip():
                     yield json.loads(raw)
-        if buffer.strip():
-            yield json.loads(buffer)
+        if rest.strip():
+            yield json.loads(rest)
     except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
         raise OllamaUnavailable(f"the stream from Ollama at {base_url} broke: {_describe(exc)}") from None
     except json.JSONDecodeError as exc:

@@ -216,6 +216,7 @@ class Function:
             token = current_function.set(name)
             started = time.perf_counter()
             status = 500
+            stats.inflight += 1
             try:
                 response = await inner(request)
                 status = response.status
@@ -224,6 +225,7 @@ class Function:
                 status = exc.status
                 raise
             finally:
+                stats.inflight -= 1
                 stats.observe(request.method, path, status, time.perf_counter() - started)
                 current_function.reset(token)
 

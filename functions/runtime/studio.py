@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import signal
 import sys
@@ -87,18 +88,23 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
-async def serve(app: web.Application, settings: Settings, banner: str) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=settings.shutdown_grace_s)
+async def serve(app: web.Application, settings: Settings, banner: str, *,
+                cancel_on_disconnect: bool = False) -> web.AppRunner:
+    """Serve `app`. `cancel_on_disconnect`: a handler is cancelled when its client leaves (the
+    distributed gateway: so the function behind it sees the disconnect too)."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_grace_s,
+                           handler_cancellation=cancel_on_disconnect)
     await runner.setup()
     try:
-        await web.TCPSite(runner, settings.host, settings.port, reuse_address=True).start()
+        # A deep accept queue: bursts of new connections must not be dropped while the loop is busy.
+        await web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=1024).start()
     except OSError as exc:
         await runner.cleanup()
         if exc.errno == errno.EADDRINUSE:
             raise StartupError(f"port {settings.port} on {settings.host} is already in use: stop the other "
                                "program or set STUDIO_PORT to a free port") from None
         raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
+    gc.freeze()  # start-up objects live for ever: keep them out of every later collection's work
     print(banner, flush=True)
     return runner
 
@@ -167,7 +173,8 @@ async def run_gateway(settings: Settings) -> None:
     """`localai-studio run gateway`: the front door, proxying to function containers by URL."""
     check_port(settings.host, settings.port, "the gateway", "STUDIO_PORT")
     check_data_dir(settings.data_dir)  # holds the generated cookie key when none is configured
-    runner = await serve(gateway_app(settings), settings, f"gateway listening on {settings.url}")
+    runner = await serve(gateway_app(settings), settings, f"gateway listening on {settings.url}",
+                         cancel_on_disconnect=True)
     try:
         await wait_for_signal()
     finally:
