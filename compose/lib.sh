@@ -31,16 +31,19 @@ load_env() {
     [ -n "${!key+set}" ] || export "$key=$value"
   done < "$file"
 }
-load_env "$ENV_FILE"
-export LOCALAI_ENV_FILE="$ENV_FILE"
-
-PROJECT=${LOCALAI_PROJECT:-localai-studio}
 abs_path() {  # relative paths in .env are relative to compose/, as in the compose file
   case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$COMPOSE_DIR/$1" ;; esac
 }
-DATA_DIR=$(abs_path "${LOCALAI_DATA_DIR:-../data}")
-BACKUP_DIR=$(abs_path "${LOCALAI_BACKUP_DIR:-/root/backups/localai}")
-IMAGE=${LOCALAI_IMAGE:-localai-studio:latest}
+# What the scripts derive from the settings (again after a restore brings .env back).
+derive_settings() {
+  PROJECT=${LOCALAI_PROJECT:-localai-studio}
+  DATA_DIR=$(abs_path "${LOCALAI_DATA_DIR:-../data}")
+  BACKUP_DIR=$(abs_path "${LOCALAI_BACKUP_DIR:-/root/backups/localai}")
+  IMAGE=${LOCALAI_IMAGE:-localai-studio:latest}
+}
+load_env "$ENV_FILE"
+export LOCALAI_ENV_FILE="$ENV_FILE"
+derive_settings
 
 if [ -z "${ENGINE:-}" ]; then
   if command -v docker >/dev/null 2>&1; then ENGINE=docker

@@ -329,8 +329,14 @@ async def test_backup_while_visitors_buy_then_restore_keeps_every_committed_purc
     archive = next(stack.backups.glob("localai_backup_*.tar.gz"))
     assert oct(archive.stat().st_mode & 0o777) == "0o600"
 
+    # As on a new VPS, there is no compose/.env: the restore takes the backup's.
+    env_file = Path(stack.env["LOCALAI_ENV_FILE"])
+    settings = env_file.read_text()
+    env_file.unlink()
     restored = await asyncio.to_thread(stack.script, "restore", str(archive), STUDIO_CLI="image")
     assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert "from the backup" in restored.stdout and env_file.read_text() == settings
+    assert oct(env_file.stat().st_mode & 0o777) == "0o600"
     assert "database: integrity ok" in restored.stdout and "/health: ok" in restored.stdout
 
     conn = sqlite3.connect(f"file:{stack.data / 'studio.db'}?mode=ro", uri=True)
