@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the ops scripts in compose/ (sourced, not run). Sets:
 #   ROOT         the repository (the checkout on the VPS)
 #   COMPOSE_DIR  compose/
