@@ -289,7 +289,7 @@ class InstallRequested(EventData):
     install_id: str
     model: str
     requested_by: str
-    reason: str  # retry | operator
+    reason: str  # retry | operator | restore
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -354,6 +354,7 @@ class InstallRemoved(EventData):
     SUBJECT_FIELD = "model"
     model: str
     reason: str
+    by_operator: bool = False  # False: it vanished (a restore onto an empty Ollama): owners get it back
 
 
 # -- chat ------------------------------------------------------------------------------------------

@@ -67,5 +67,5 @@ async def remove_model(request: web.Request) -> web.Response:
     except OllamaError as exc:
         raise UpstreamUnavailable(f"Ollama could not remove {model.id}: {exc.message}",
                                   code="ollama_unavailable") from None
-    await installer.removed(model, "removed by the operator")
+    await installer.removed(model, "removed by the operator", by_operator=True)
     return web.json_response({"model": model.id, "removed": existed})

@@ -167,12 +167,12 @@ class Installer:
         if will_retry:
             raise Retry(reason, delay=delay)
 
-    async def removed(self, model: CatalogModel, reason: str) -> None:
+    async def removed(self, model: CatalogModel, reason: str, *, by_operator: bool) -> None:
         async with self.fn.db.transaction() as tx:
             row = await tx.fetch_one("SELECT install_id FROM installs WHERE model = ?", (model.id,))
             await self._save(tx, model.id, "removed", row["install_id"] if row else "none", reason=reason,
                              digest=None, size_bytes=None)
-            await tx.publish(self.fn.event(InstallRemoved(model=model.id, reason=reason)))
+            await tx.publish(self.fn.event(InstallRemoved(model=model.id, reason=reason, by_operator=by_operator)))
 
     # -- start-up --------------------------------------------------------------------------------
 
@@ -187,7 +187,7 @@ class Installer:
                 await self._installed(model, row["install_id"] if row else "ins_found_in_ollama", found,
                                       announce_always=True)
             elif found is None and row is not None and row["state"] == "installed":
-                await self.removed(model, "not found in Ollama at start-up")
+                await self.removed(model, "not found in Ollama at start-up", by_operator=False)
 
     async def keep_reconciling(self, every_s: float = 15.0) -> None:
         """Reconcile at start-up, retrying until Ollama answers."""

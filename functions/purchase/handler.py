@@ -203,7 +203,27 @@ async def settle_payment(event: PaymentSucceeded | PaymentFailed | PaymentRefund
 @function.subscribe(InstallRequested, InstallStarted, InstallCompleted, InstallFailed, InstallRemoved,
                     max_concurrency=4)
 async def record_install_state(event: Any, delivery: Delivery) -> None:
-    await function[BOARD].record(function.db, event, delivery.event.time)
+    if isinstance(event, InstallRemoved) and not event.by_operator:
+        await reinstall_for_owners(event, delivery.event.time)
+    else:
+        await function[BOARD].record(function.db, event, delivery.event.time)
+
+
+async def reinstall_for_owners(removed: InstallRemoved, event_time: str) -> None:
+    """A model vanished from Ollama (say, the studio was restored onto a new server): owners get it back."""
+    board = function[BOARD]
+    async with function.db.transaction() as tx:
+        await board.record(tx, removed, event_time)
+        row = await tx.fetch_one("SELECT state FROM install_states WHERE model = ?", (removed.model,))
+        owned = await tx.fetch_one("SELECT 1 FROM purchases WHERE model = ? AND status = 'paid' LIMIT 1",
+                                   (removed.model,))
+        if row is None or row["state"] != "not_installed" or owned is None:
+            return  # a newer state already, or nobody to reinstall it for
+        data = InstallRequested(install_id="ins_" + new_id()[:20], model=removed.model, requested_by="studio",
+                                reason="restore")
+        event = function.event(data)
+        await tx.publish(event)
+        await board.record(tx, data, event.time)
 
 
 @function.listen(InstallProgressed)

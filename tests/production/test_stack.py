@@ -251,6 +251,9 @@ async def test_a_test_mode_purchase_installs_and_chat_answers(stack: Stack) -> N
             report = await resp.json()
             assert resp.status == 200 and report["status"] == "ok", report
             assert report["components"]["functions"]["functions"]["purchase"]["instances"] == 1
+        async with s.get(stack.site + "/marketplace") as page, s.get(stack.site + "/no/such/page") as missing:
+            assert page.status == 200 and "text/html" in page.headers["Content-Type"]
+            assert missing.status == 404 and "Page not found" in await missing.text()
 
 
 async def _state_is(s: aiohttp.ClientSession, site: str, model: str, state: str) -> bool:
@@ -348,8 +351,8 @@ async def test_backup_while_visitors_buy_then_restore_keeps_every_committed_purc
     assert before <= present, f"{len(before - present)} committed purchases missing after the restore"
     assert list(stack.data.glob("studio.db.before-restore-*")), "the replaced database is kept"
     # The stand-in Ollama forgot its models when the stack restarted, as a new VPS has none:
-    # the restore asks for every owned model again, and the restored studio installs them.
-    assert f"restore: installing {PAID} again" in restored.stdout, restored.stdout
+    # the restored studio finds owned models missing and installs them again by itself.
+    assert "owned models missing from Ollama are downloading again" in restored.stdout, restored.stdout
     async with visitor() as s:
         await eventually(lambda: _state_is(s, stack.site, PAID, "installed"), timeout=90, interval=1,
                          message=f"{PAID} installed again after the restore")

@@ -169,3 +169,30 @@ async def test_install_requests_are_checked(test_mode) -> None:
     operator = await studio.client.post("/api/models/install", json={"model": "mistral:7b"}, headers=OPERATOR)
     assert operator.status == 202
     await studio.wait_for_event("install.completed", "mistral:7b")
+
+
+async def test_owned_models_missing_after_a_restore_are_installed_again(embedded_studio, settings, ollama,
+                                                                       stripe_api, bus) -> None:
+    first = await start_studio(embedded_studio, settings, ollama, stripe_api, bus, skip_payment=True)
+    await buy(first, "tinyllama:latest")
+    await first.wait_for_event("install.completed", "tinyllama:latest")
+    await first.client.host_runtime.stop()  # the server is gone...
+    ollama.uninstall("tinyllama:latest")  # ...and the backup is restored next to an empty Ollama
+
+    restored = await start_studio(embedded_studio, settings, ollama, stripe_api, bus, skip_payment=True)
+
+    requested = await restored.wait_for_event("install.requested", "tinyllama:latest")
+    assert requested[0].data["reason"] == "restore"
+    await restored.wait_for_event("install.completed", "tinyllama:latest")
+    assert ollama.pull_count("tinyllama:latest") == 2
+
+
+async def test_a_model_the_operator_removed_stays_removed(test_mode) -> None:
+    studio = test_mode
+    await buy(studio, "tinyllama:latest")
+    await studio.wait_for_event("install.completed", "tinyllama:latest")
+    assert (await studio.client.delete("/api/models/tinyllama:latest", headers=OPERATOR)).status == 200
+    removed = await studio.wait_for_event("install.removed", "tinyllama:latest")
+    assert removed[0].data["by_operator"] is True
+    await eventually(lambda: _state(studio, "tinyllama:latest", "not_installed"), message="stays removed")
+    assert studio.of_type("install.requested", "tinyllama:latest") == []
