@@ -232,6 +232,10 @@ def test_deploy_brings_every_service_up_healthy_as_the_seed_asks(stack: Stack) -
     assert limits["gateway"] == (512 * MiB, 1_000_000_000)
     assert all(c["HostConfig"]["ReadonlyRootfs"] for s, c in containers.items() if s != "ollama")
     assert containers["ollama"]["Config"]["Env"].count("OLLAMA_NOPRUNE=1") == 1
+    env = {s: dict(e.split("=", 1) for e in c["Config"]["Env"]) for s, c in containers.items() if s != "ollama"}
+    assert env["gateway"]["STUDIO_ADMIN_TOKEN"] == "stack-op-token", "the gateway checks the operator's token"
+    for service in ("chat", "purchase", "install", "webhook", "health", "monitor", "nats"):
+        assert env[service].get("STUDIO_ADMIN_TOKEN", "") == "", f"{service} has no use for the operator token"
     net = json.loads(podman("network", "inspect", f"{stack.project}_localai-network"))[0]
     assert net["driver"] == "bridge"
     # the studio's state lives in the bind-mounted data dir
