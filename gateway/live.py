@@ -61,60 +61,16 @@ class Subscriber:
             self.overflowed = True
 
 
-INSTALL_STATE = {"install.requested": "queued", "install.started": "pulling", "install.progressed": "pulling",
-                 "install.completed": "installed", "install.failed": "failed", "install.removed": "not_installed"}
-PROGRESS = ("phase", "completed_bytes", "total_bytes", "percent", "bytes_per_s", "eta_s")
-
-
-class LatestInstalls:
-    """The newest install event of each model this gateway has seen.
-
-    The opening state comes from the purchase function's record of installs, which applies events a
-    moment after they are published; an event published just before a browser subscribed would be in
-    neither the state nor the stream. Laying these over the state closes that gap.
-    """
-
-    def __init__(self) -> None:
-        self.latest: dict[str, Event] = {}
-
-    def saw(self, event: Event) -> None:
-        model = event.data.get("model")
-        if model and event.type in INSTALL_STATE:
-            known = self.latest.get(model)
-            if known is None or event.time >= known.time:
-                self.latest[model] = event
-
-    def overlay(self, models: list[dict[str, Any]]) -> None:
-        for model in models:
-            event = self.latest.get(model["id"])
-            install = model.get("install") or {}
-            if event is None or event.time <= install.get("updated_at", ""):
-                continue
-            data = event.data
-            fresh: dict[str, Any] = {"state": INSTALL_STATE[event.type], "install_id": data.get("install_id"),
-                                     "updated_at": event.time}
-            if event.type == "install.progressed":
-                fresh.update({k: data.get(k) for k in PROGRESS})
-                if data.get("phase") in ("verifying", "writing"):
-                    fresh["state"] = "verifying"
-            elif event.type == "install.failed":
-                fresh.update(reason=data.get("reason"), will_retry=data.get("will_retry"),
-                             retry_in_s=data.get("retry_in_s"))
-            model["install"] = fresh
-
-
 class LiveFeed:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.subscribers: set[Subscriber] = set()
-        self.installs = LatestInstalls()
 
     async def start(self) -> None:
         for pattern in ("purchase.*", "install.*"):
             await self.bus.listen(pattern, self._dispatch)
 
     async def _dispatch(self, event: Event) -> None:
-        self.installs.saw(event)
         for sub in list(self.subscribers):
             if sub.wants(event):
                 sub.offer(event)
@@ -139,7 +95,6 @@ class LiveFeed:
                 raise UpstreamUnavailable("live updates are unavailable right now; the page will retry",
                                           code="live_unavailable", headers={"Retry-After": "3"}) from None
             sub.owned.update(m["id"] for m in state["models"] if m.get("owned"))
-            self.installs.overlay(state["models"])
             response = web.StreamResponse(headers={
                 "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             await response.prepare(request)

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from events.bus import decode
 from events.catalog import (
     InstallCompleted,
     InstallFailed,
@@ -30,10 +31,10 @@ from events.catalog import (
     PaymentSucceeded,
 )
 from events.delivery import Delivery
-from events.envelope import new_id
+from events.envelope import Event, new_id
 from functions import catalog
 from functions.clients.stripe import PaymentsUnavailable, StripePayments
-from functions.purchase.installs import InstallBoard
+from functions.purchase.installs import STATE_OF, InstallBoard
 from functions.purchase.ledger import Ledger, Purchase, new_purchase_id
 from functions.purchase.settlement import settle, settle_checkout
 from functions.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, UpstreamUnavailable, json_body
@@ -226,6 +227,10 @@ async def reinstall_for_owners(removed: InstallRemoved, event_time: str) -> None
         await board.record(tx, data, event.time)
 
 
-@function.listen(InstallProgressed)
-async def remember_progress(progress: InstallProgressed) -> None:
-    function[BOARD].remember_progress(progress)
+@function.listen("install.*", envelope=True)
+async def follow_installs_live(event: Event) -> None:
+    data = decode(event)
+    if isinstance(data, InstallProgressed):
+        function[BOARD].remember_progress(data)
+    elif type(data) in STATE_OF:
+        function[BOARD].saw(data, event.time)

@@ -108,24 +108,3 @@ async def test_reconnecting_mid_install_starts_from_the_current_progress(test_mo
         assert install["percent"] >= progress["data"]["percent"]
         assert install["total_bytes"] > 0
     await second.until("install.completed")
-
-
-def test_the_opening_state_includes_install_events_the_record_has_not_applied_yet() -> None:
-    from events.envelope import Event
-    from gateway.live import LatestInstalls
-
-    latest = LatestInstalls()
-    started = Event(type="install.started", source="/functions/install", time="2026-01-01T00:00:01.000Z",
-                    data={"install_id": "ins_1", "model": "llama3.2:3b", "attempt": 1})
-    completed = Event(type="install.completed", source="/functions/install", time="2026-01-01T00:00:05.000Z",
-                      data={"install_id": "ins_1", "model": "llama3.2:3b", "digest": "d", "size_bytes": 1})
-    for event in (completed, started):  # arrival order does not matter: the newest wins
-        latest.saw(event)
-    models = [{"id": "llama3.2:3b", "install": {"state": "pulling", "install_id": "ins_1",
-                                               "updated_at": "2026-01-01T00:00:01.000Z"}},
-              {"id": "tinyllama:latest", "install": {"state": "installed", "updated_at": "2026-01-01T00:00:09.000Z"}}]
-
-    latest.overlay(models)
-
-    assert models[0]["install"]["state"] == "installed"
-    assert models[1]["install"]["state"] == "installed"
