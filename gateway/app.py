@@ -58,6 +58,7 @@ def gateway_app(settings: Settings, *, functions: Sequence[Function] | None = No
     biggest = max([settings.max_body_bytes, *(r.max_body or 0 for r in routes)])
     app = web.Application(middlewares=[edge.handle], client_max_size=biggest)
     app.on_response_prepare.append(edge.on_response_prepare)
+    app.on_cleanup.append(lambda _: edge.deadlines.close())
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "service": "gateway",
@@ -75,7 +76,6 @@ def gateway_app(settings: Settings, *, functions: Sequence[Function] | None = No
     if embedded:
         assert functions is not None
         check_routes(table, functions)
-        app.on_cleanup.append(lambda _: edge.deadlines.close())
         for fn in functions:
             for spec in fn.routes:
                 app.router.add_route(spec.method, spec.path, fn.http_handler(spec))

@@ -17,7 +17,6 @@ is the hot path of every request (tests/bench/gateway_bench.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import itertools
 import logging
@@ -42,6 +41,7 @@ from functions.runtime.errors import (
 )
 from functions.runtime.identity import IDENTITY_KEY, Identity
 from functions.runtime.settings import Settings
+from functions.runtime.watchdog import Watchdog
 from gateway.routes import Route, RouteTable
 from gateway.session import COOKIE, MAX_AGE_S, Sessions
 
@@ -53,7 +53,6 @@ _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 ROUTE_KEY = web.RequestKey("route", Route | None)
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 NEW_COOKIE_KEY = web.RequestKey("new_cookie", str)
-EXPIRED_KEY = web.RequestKey("deadline_expired", bool)
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
        "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
@@ -81,50 +80,6 @@ class RequestIds:
         return f"{self._prefix}{next(self._counter):08x}"
 
 
-class Deadlines:
-    """A function must start answering within its route's timeout, else 504.
-
-    One watchdog task for every request (checking every `tick` seconds) instead of a timer per
-    request: `asyncio.timeout` costs ~7 us a request, a tenth of a light request's whole budget.
-    """
-
-    def __init__(self, tick: float = 0.05) -> None:
-        self.tick = tick
-        self._watched: dict[asyncio.Task[object], tuple[float, web.Request]] = {}
-        self._watchdog: asyncio.Task[None] | None = None
-
-    def watch(self, request: web.Request, seconds: float) -> asyncio.Task[object]:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = task.get_loop()
-        self._watched[task] = (loop.time() + seconds, request)
-        if self._watchdog is None:
-            self._watchdog = loop.create_task(self._expire(), name="gateway-deadlines")
-        return task
-
-    def release(self, task: asyncio.Task[object] | None) -> None:
-        if task is not None:
-            self._watched.pop(task, None)
-
-    async def _expire(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.tick)
-            now = loop.time()
-            for task, (at, request) in list(self._watched.items()):
-                if now >= at:
-                    del self._watched[task]
-                    request[EXPIRED_KEY] = True
-                    task.cancel()
-
-    async def close(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
-            self._watchdog = None
-
-
 def is_https(request: web.Request) -> bool:
     return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
 
@@ -136,7 +91,9 @@ class Edge:
         self.sessions = sessions
         self.in_process = in_process  # embedded: functions run here and read the request's own stream
         self.new_id = RequestIds()
-        self.deadlines = Deadlines()
+        # A function must start answering within its route's timeout, else 504: one watchdog for
+        # every request instead of a timer each (`asyncio.timeout` costs ~7 us, a tenth of a request).
+        self.deadlines = Watchdog("gateway-deadlines")
         self._visitors: dict[str, str] = {}  # Cookie header -> verified user id (HMAC once per visitor)
 
     @web.middleware
@@ -196,17 +153,17 @@ class Edge:
         return request
 
     async def _within_deadline(self, request: web.Request, handler: Handler, route: Route) -> web.StreamResponse:
-        task = self.deadlines.watch(request, route.timeout)
+        at = asyncio.get_running_loop().time() + route.timeout
+        watched = self.deadlines.watch(lambda: asyncio.get_running_loop().time() >= at)
         try:
             return await handler(request)
-        except asyncio.CancelledError:
-            if request.get(EXPIRED_KEY):
-                task.uncancel()
+        except asyncio.CancelledError as exc:
+            if watched.owns(exc):
                 raise GatewayTimeout(f"the {route.function} function did not answer within {route.timeout:g} s",
                                      code="upstream_timeout") from None
             raise
         finally:
-            self.deadlines.release(task)
+            self.deadlines.release(watched.task)
 
     def identify(self, request: web.Request, route: Route | None) -> Identity:
         headers = request.headers
