@@ -101,17 +101,20 @@ class Bus:
             try:
                 # nats-py retries an unanswered first connect forever when reconnects are unlimited,
                 # so the overall wait is bounded here.
-                self._nc = await asyncio.wait_for(nats.connect(
-                    self.url,
-                    name=self.name,
-                    connect_timeout=2,
-                    allow_reconnect=True,
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    error_cb=self._on_error,
-                ), timeout=remaining)
+                self._nc = await asyncio.wait_for(
+                    nats.connect(
+                        self.url,
+                        name=self.name,
+                        connect_timeout=2,
+                        allow_reconnect=True,
+                        max_reconnect_attempts=-1,
+                        reconnect_time_wait=0.5,
+                        disconnected_cb=self._on_disconnected,
+                        reconnected_cb=self._on_reconnected,
+                        error_cb=self._on_error,
+                    ),
+                    timeout=remaining,
+                )
                 return
             except (TimeoutError, OSError, nats.errors.Error) as exc:
                 last_error = exc
@@ -173,8 +176,12 @@ class Bus:
             info = await self.nc.jsm().stream_info(STREAM)
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             raise BusUnavailable(f"JetStream did not answer: {type(exc).__name__}") from None
-        return {"stream": STREAM, "messages": info.state.messages, "bytes": info.state.bytes,
-                "consumers": info.state.consumer_count}
+        return {
+            "stream": STREAM,
+            "messages": info.state.messages,
+            "bytes": info.state.bytes,
+            "consumers": info.state.consumer_count,
+        }
 
     # -- publishing ------------------------------------------------------------------------------
 
@@ -184,7 +191,9 @@ class Bus:
         try:
             if durable:
                 await self.nc.jetstream().publish(
-                    event.nats_subject, event.to_json(), timeout=timeout,
+                    event.nats_subject,
+                    event.to_json(),
+                    timeout=timeout,
                     headers={"Nats-Msg-Id": event.id},
                 )
             else:
@@ -222,8 +231,13 @@ class Bus:
         )
         await self.nc.jsm().add_consumer(STREAM, config)
         consumer = Consumer(
-            bus=self, name=name, handler=handler, max_concurrency=max_concurrency,
-            max_attempts=max_attempts, ack_wait=ack_wait, backoff=backoff or Backoff(),
+            bus=self,
+            name=name,
+            handler=handler,
+            max_concurrency=max_concurrency,
+            max_attempts=max_attempts,
+            ack_wait=ack_wait,
+            backoff=backoff or Backoff(),
         )
         await consumer.start()
         self._consumers.append(consumer)
@@ -278,13 +292,22 @@ class Bus:
 
     async def dead_letter(self, event: Event, consumer: str, attempts: int, reason: str, error: str) -> None:
         data = EventDeadLettered(
-            event_id=event.id, event_type=event.type, consumer=consumer, attempts=attempts,
-            reason=reason, error=error[:500],
+            event_id=event.id,
+            event_type=event.type,
+            consumer=consumer,
+            attempts=attempts,
+            reason=reason,
+            error=error[:500],
         )
-        await self.publish(Event(
-            type=data.TYPE, source=self.source, data=data.to_data(), subject=data.subject,
-            correlationid=event.correlationid or event.id,
-        ))
+        await self.publish(
+            Event(
+                type=data.TYPE,
+                source=self.source,
+                data=data.to_data(),
+                subject=data.subject,
+                correlationid=event.correlationid or event.id,
+            )
+        )
 
     # -- shutdown --------------------------------------------------------------------------------
 
@@ -375,14 +398,14 @@ class Consumer:
             event = Event.from_json(msg.data)
             payload = decode(event)
         except InvalidEvent as exc:
-            raw = Event(type="unknown", source="unknown", data={}, id=msg.header.get("Nats-Msg-Id", "?")
-                        if msg.header else "?")
+            raw = Event(
+                type="unknown", source="unknown", data={}, id=msg.header.get("Nats-Msg-Id", "?") if msg.header else "?"
+            )
             await self._give_up(msg, raw, attempt, "rejected", str(exc))
             return
         token = correlation_id.set(event.correlationid or event.id)
         lease = asyncio.create_task(self._keep_lease(msg))
-        delivery = Delivery(event=event, consumer=self.name, attempt=attempt,
-                            max_attempts=self.max_attempts, _msg=msg)
+        delivery = Delivery(event=event, consumer=self.name, attempt=attempt, max_attempts=self.max_attempts, _msg=msg)
         extra = {"event_id": event.id, "event_type": event.type, "consumer": self.name, "attempt": attempt}
         try:
             await self.handler(payload, delivery)

@@ -93,7 +93,9 @@ class NatsServer:
         with open(log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
                 [find_binary(), "-c", str(conf)],
-                stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -79,10 +79,16 @@ async def tail(
 async def replay(bus: Bus, start: datetime, limit: int = 100_000) -> list[Event]:
     """Durable events stored since `start`, oldest first, read by an ephemeral consumer."""
     js = bus.nc.jetstream()
-    info = await bus.nc.jsm().add_consumer(STREAM, api.ConsumerConfig(
-        deliver_policy=api.DeliverPolicy.BY_START_TIME, opt_start_time=start,
-        ack_policy=api.AckPolicy.NONE, inactive_threshold=30.0, mem_storage=True,
-    ))
+    info = await bus.nc.jsm().add_consumer(
+        STREAM,
+        api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_TIME,
+            opt_start_time=start,
+            ack_policy=api.AckPolicy.NONE,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        ),
+    )
     psub = await js.pull_subscribe_bind(consumer=info.name, stream=STREAM)
     events: list[Event] = []
     try:

@@ -1,8 +1,8 @@
-"""functions: the studio's serverless-style functions, one package each, and their runtime.
+"""functions: the studio's serverless-style functions, one package each, and nothing else.
 
 Each `functions/<name>/handler.py` declares `function = Function("<name>")` with its routes and
-subscriptions. Functions never import each other: they share `events/`, `functions/runtime/` and the
-client wrappers in `functions/clients/`, and talk through events.
+subscriptions. Functions never import each other: they share `events/` and the platform in
+`studio/` (runtime, catalog, client wrappers), and talk through events.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from functions.runtime.function import Function
+    from studio.runtime.function import Function
 
 # Every function of the studio, in start-up order (state owners before their observers).
 NAMES: tuple[str, ...] = ("chat", "purchase", "install", "webhook", "health", "monitor")

@@ -17,15 +17,15 @@ from collections.abc import AsyncIterator, Sequence
 from aiohttp import web
 
 from events.bus import Bus
-from functions.runtime.function import Function
-from functions.runtime.identity import identity
-from functions.runtime.settings import Settings
 from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, not_found
 from gateway.live import LiveFeed
 from gateway.proxy import Upstreams
 from gateway.routes import ROUTES, Route, RouteTable
 from gateway.session import Sessions
 from gateway.static import StaticSite, default_frontend_dir
+from studio.runtime.function import Function
+from studio.runtime.identity import identity
+from studio.runtime.settings import Settings
 
 UPSTREAMS = web.AppKey("upstreams", Upstreams)
 LIVE = web.AppKey("live", LiveFeed)
@@ -48,8 +48,13 @@ def check_routes(table: RouteTable, functions: Sequence[Function]) -> None:
         raise RouteTableMismatch("route table and functions disagree: " + "; ".join(problems))
 
 
-def gateway_app(settings: Settings, *, functions: Sequence[Function] | None = None,
-                routes: tuple[Route, ...] = ROUTES, bus: Bus | None = None) -> web.Application:
+def gateway_app(
+    settings: Settings,
+    *,
+    functions: Sequence[Function] | None = None,
+    routes: tuple[Route, ...] = ROUTES,
+    bus: Bus | None = None,
+) -> web.Application:
     """`functions` given: embedded (in-process); else distributed. `bus`: share this NATS connection
     (the embedded studio's), else the gateway opens its own for the live event stream."""
     table = RouteTable(routes)
@@ -61,8 +66,9 @@ def gateway_app(settings: Settings, *, functions: Sequence[Function] | None = No
     app.on_cleanup.append(lambda _: edge.deadlines.close())
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "service": "gateway",
-                                  "mode": "embedded" if embedded else "distributed"})
+        return web.json_response(
+            {"status": "ok", "service": "gateway", "mode": "embedded" if embedded else "distributed"}
+        )
 
     app.router.add_get("/healthz", healthz)
     app.cleanup_ctx.append(_live_feed(settings, bus))

@@ -29,7 +29,9 @@ from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
 from events.correlation import correlation_id
-from functions.runtime.errors import (
+from gateway.routes import Route, RouteTable
+from gateway.session import COOKIE, MAX_AGE_S, Sessions
+from studio.runtime.errors import (
     Forbidden,
     GatewayTimeout,
     MethodNotAllowed,
@@ -39,11 +41,9 @@ from functions.runtime.errors import (
     Unauthorized,
     render,
 )
-from functions.runtime.identity import IDENTITY_KEY, Identity
-from functions.runtime.settings import Settings
-from functions.runtime.watchdog import Watchdog
-from gateway.routes import Route, RouteTable
-from gateway.session import COOKIE, MAX_AGE_S, Sessions
+from studio.runtime.identity import IDENTITY_KEY, Identity
+from studio.runtime.settings import Settings
+from studio.runtime.watchdog import Watchdog
 
 access_log = logging.getLogger("studio.gateway.access")
 
@@ -54,8 +54,10 @@ ROUTE_KEY = web.RequestKey("route", Route | None)
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 NEW_COOKIE_KEY = web.RequestKey("new_cookie", str)
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
-       "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
@@ -125,10 +127,17 @@ class Edge:
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
-                    "%s %s %d", request.method, request.path, status,
-                    extra={"method": request.method, "path": request.path, "status": status,
-                           "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                           "function": route.function if route else None},
+                    "%s %s %d",
+                    request.method,
+                    request.path,
+                    status,
+                    extra={
+                        "method": request.method,
+                        "path": request.path,
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "function": route.function if route else None,
+                    },
                 )
             correlation_id.reset(token)
 
@@ -138,18 +147,23 @@ class Edge:
         if length is not None or request.body_exists:
             limit = (route.max_body if route and route.max_body else None) or self.settings.max_body_bytes
             if length is not None and length > limit:
-                raise PayloadTooLarge(f"the request body is {length} bytes; this route accepts at most {limit}",
-                                      max_bytes=limit)
+                raise PayloadTooLarge(
+                    f"the request body is {length} bytes; this route accepts at most {limit}", max_bytes=limit
+                )
             if length is None and self.in_process:
                 request = await bound_chunked_body(request, limit)
         who = self.identify(request, route)
         request[IDENTITY_KEY] = who
         if route is not None and route.admin and not who.admin:
             if not self.settings.admin_token:
-                raise Forbidden("operator routes are closed: set STUDIO_ADMIN_TOKEN to open them",
-                                code="admin_disabled")
-            raise Unauthorized("operator only: send Authorization: Bearer $STUDIO_ADMIN_TOKEN",
-                               code="admin_only", headers={"WWW-Authenticate": "Bearer"})
+                raise Forbidden(
+                    "operator routes are closed: set STUDIO_ADMIN_TOKEN to open them", code="admin_disabled"
+                )
+            raise Unauthorized(
+                "operator only: send Authorization: Bearer $STUDIO_ADMIN_TOKEN",
+                code="admin_only",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return request
 
     async def _within_deadline(self, request: web.Request, handler: Handler, route: Route) -> web.StreamResponse:
@@ -159,8 +173,9 @@ class Edge:
             return await handler(request)
         except asyncio.CancelledError as exc:
             if watched.owns(exc):
-                raise GatewayTimeout(f"the {route.function} function did not answer within {route.timeout:g} s",
-                                     code="upstream_timeout") from None
+                raise GatewayTimeout(
+                    f"the {route.function} function did not answer within {route.timeout:g} s", code="upstream_timeout"
+                ) from None
             raise
         finally:
             self.deadlines.release(watched.task)
@@ -173,8 +188,11 @@ class Edge:
             scheme, _, token = auth.partition(" ")
             expected = self.settings.admin_token.get()
             if scheme.lower() != "bearer" or not expected or not hmac.compare_digest(token.strip(), expected):
-                raise Unauthorized("the Authorization header does not carry the operator's token",
-                                   code="invalid_token", headers={"WWW-Authenticate": "Bearer"})
+                raise Unauthorized(
+                    "the Authorization header does not carry the operator's token",
+                    code="invalid_token",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
             admin = True
         raw_cookie = headers.get("Cookie")
         user_id = self._visitors.get(raw_cookie) if raw_cookie else None
@@ -204,8 +222,7 @@ class Edge:
         if cookie:
             # Headers are already serialised when this signal runs, so add the header itself.
             secure = "; Secure" if https else ""
-            headers.add("Set-Cookie", f"{COOKIE}={cookie}; Max-Age={MAX_AGE_S}; Path=/; HttpOnly; "
-                                      f"SameSite=Lax{secure}")
+            headers.add("Set-Cookie", f"{COOKIE}={cookie}; Max-Age={MAX_AGE_S}; Path=/; HttpOnly; SameSite=Lax{secure}")
 
 
 async def bound_chunked_body(request: web.Request, limit: int) -> web.Request:
@@ -228,6 +245,8 @@ async def bound_chunked_body(request: web.Request, limit: int) -> web.Request:
 
 def not_found(request: web.Request, allowed: frozenset[str] = frozenset()) -> StudioError:
     if allowed:
-        return MethodNotAllowed(f"{request.method} is not allowed on {request.path}; allowed: "
-                                f"{', '.join(sorted(allowed))}", headers={"Allow": ", ".join(sorted(allowed))})
+        return MethodNotAllowed(
+            f"{request.method} is not allowed on {request.path}; allowed: {', '.join(sorted(allowed))}",
+            headers={"Allow": ", ".join(sorted(allowed))},
+        )
     return NotFound(f"no such route: {request.method} {request.path}", code="no_route")

@@ -19,8 +19,8 @@ from aiohttp import web
 
 from events.bus import Bus, BusUnavailable
 from events.envelope import Event
-from functions.runtime.errors import Unauthorized, UpstreamUnavailable
-from functions.runtime.identity import Identity, identity
+from studio.runtime.errors import Unauthorized, UpstreamUnavailable
+from studio.runtime.identity import Identity, identity
 
 KEEPALIVE_S = 15.0
 QUEUE_SIZE = 512
@@ -89,14 +89,19 @@ class LiveFeed:
         self.subscribers.add(sub)  # before the snapshot, so nothing falls between the two
         try:
             try:
-                state = await self.bus.query("models.snapshot", {"user_id": who.user_id, "admin": who.admin},
-                                             timeout=3.0)
+                state = await self.bus.query(
+                    "models.snapshot", {"user_id": who.user_id, "admin": who.admin}, timeout=3.0
+                )
             except BusUnavailable:
-                raise UpstreamUnavailable("live updates are unavailable right now; the page will retry",
-                                          code="live_unavailable", headers={"Retry-After": "3"}) from None
+                raise UpstreamUnavailable(
+                    "live updates are unavailable right now; the page will retry",
+                    code="live_unavailable",
+                    headers={"Retry-After": "3"},
+                ) from None
             sub.owned.update(m["id"] for m in state["models"] if m.get("owned"))
-            response = web.StreamResponse(headers={
-                "Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            response = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+            )
             await response.prepare(request)
             await response.write(b"retry: 3000\n\n" + sse("state", state))
             await self._relay(sub, response)

@@ -15,16 +15,27 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from functions.runtime.errors import BadGateway, PayloadTooLarge
-from functions.runtime.identity import IDENTITY_HEADERS, Identity, to_headers
-from functions.runtime.settings import Settings
 from gateway.routes import Route
 from gateway.upstream import UpstreamConnectError, UpstreamError, UpstreamPool, UpstreamResponse
+from studio.runtime.errors import BadGateway, PayloadTooLarge
+from studio.runtime.identity import IDENTITY_HEADERS, Identity, to_headers
+from studio.runtime.settings import Settings
 
-HOP_BY_HOP = frozenset(h.lower() for h in (
-    "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
-    "Transfer-Encoding", "Upgrade", "Host", "Content-Length",
-))
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailer",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+        "Content-Length",
+    )
+)
 NOT_FORWARDED = HOP_BY_HOP | {h.lower() for h in (*IDENTITY_HEADERS, "Authorization", "X-Request-Id")}
 WHOLE_BODY_LIMIT = 64 * 1024  # bodies up to this size are read and sent in one piece
 STREAM_IDLE_S = 600.0
@@ -49,8 +60,7 @@ class Upstreams:
             pool = self._pools[function] = UpstreamPool(url.host or "127.0.0.1", url.port or 80)
         return pool
 
-    async def forward(self, request: web.Request, route: Route, who: Identity,
-                      request_id: str) -> web.StreamResponse:
+    async def forward(self, request: web.Request, route: Route, who: Identity, request_id: str) -> web.StreamResponse:
         incoming = request.headers
         headers = [(k, v) for k, v in incoming.items() if k.lower() not in NOT_FORWARDED]
         headers.extend(to_headers(who).items())
@@ -72,14 +82,15 @@ class Upstreams:
         except PayloadTooLarge:
             raise
         except UpstreamConnectError:
-            raise BadGateway(f"the {route.function} function is unreachable; is its service running?",
-                             code="upstream_unreachable") from None
+            raise BadGateway(
+                f"the {route.function} function is unreachable; is its service running?", code="upstream_unreachable"
+            ) from None
         except (UpstreamError, ConnectionError) as exc:
             if body.exceeded:
-                raise PayloadTooLarge(f"the request body is larger than {body.limit} bytes",
-                                      max_bytes=body.limit) from None
-            raise BadGateway(f"the {route.function} function failed to answer: {exc}",
-                             code="upstream_error") from None
+                raise PayloadTooLarge(
+                    f"the request body is larger than {body.limit} bytes", max_bytes=body.limit
+                ) from None
+            raise BadGateway(f"the {route.function} function failed to answer: {exc}", code="upstream_error") from None
         try:
             return await self._relay(request, resp)
         finally:
@@ -88,8 +99,11 @@ class Upstreams:
     async def _relay(self, request: web.Request, resp: UpstreamResponse) -> web.StreamResponse:
         headers = CIMultiDict((k, v) for k, v in resp.headers if k.lower() not in HOP_BY_HOP)
         length = resp.content_length
-        streamed = length is None or length > WHOLE_BODY_LIMIT or \
-            (resp.header("Content-Type") or "").startswith("text/event-stream")
+        streamed = (
+            length is None
+            or length > WHOLE_BODY_LIMIT
+            or (resp.header("Content-Type") or "").startswith("text/event-stream")
+        )
         if not streamed:
             try:
                 body = await resp.read()

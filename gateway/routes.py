@@ -59,9 +59,7 @@ class RouteTable:
         allowed: set[str] = set()
         for route in self.routes:
             if route.covers(path):
-                if route.methods is None or method in route.methods or (
-                    method == "HEAD" and "GET" in route.methods
-                ):
+                if route.methods is None or method in route.methods or (method == "HEAD" and "GET" in route.methods):
                     return route, frozenset()
                 allowed |= route.methods
         return None, frozenset(allowed)

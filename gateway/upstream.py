@@ -273,8 +273,9 @@ class UpstreamPool:
         with contextlib.suppress(ValueError):
             self._idle.remove(conn)
 
-    async def request(self, method: str, target: str, headers: list[tuple[str, str]],
-                      body: bytes | AsyncIterator[bytes] | None) -> UpstreamResponse:
+    async def request(
+        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes] | None
+    ) -> UpstreamResponse:
         """Send the request and wait for the response's status and headers."""
         conn = self._take_idle()
         if conn is not None:
@@ -287,8 +288,14 @@ class UpstreamPool:
                     raise
         return await self._exchange(await self._connect(), method, target, headers, body)
 
-    async def _exchange(self, conn: _Connection, method: str, target: str, headers: list[tuple[str, str]],
-                        body: bytes | AsyncIterator[bytes] | None) -> UpstreamResponse:
+    async def _exchange(
+        self,
+        conn: _Connection,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | AsyncIterator[bytes] | None,
+    ) -> UpstreamResponse:
         try:
             response = await self._send(conn, method, target, headers, body)
             await response.wait_headers()
@@ -297,8 +304,14 @@ class UpstreamPool:
             conn.close()
             raise
 
-    async def _send(self, conn: _Connection, method: str, target: str, headers: list[tuple[str, str]],
-                    body: bytes | AsyncIterator[bytes] | None) -> UpstreamResponse:
+    async def _send(
+        self,
+        conn: _Connection,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | AsyncIterator[bytes] | None,
+    ) -> UpstreamResponse:
         if conn.closed or conn.transport is None:
             raise UpstreamError("connection closed")
         response = UpstreamResponse(conn, method)

@@ -11,7 +11,7 @@ import pytest
 
 from events.bus import Bus
 from events.server import NatsServer
-from functions.runtime.settings import Settings
+from studio.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `tests.support` importable from every test module
@@ -57,9 +57,9 @@ async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
 @pytest.fixture
 async def embedded_studio(settings: Settings, aiohttp_client):
     """Start functions in-process behind the embedded gateway: `client = await embedded_studio([fn, ...])`."""
-    from functions.runtime.host import Host
     from gateway.app import gateway_app
     from gateway.routes import ROUTES
+    from studio.runtime.host import Host
 
     hosts: list[Host] = []
 

@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-async def eventually(check: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02,
-                     message: str = "condition") -> Any:
+async def eventually(
+    check: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"
+) -> Any:
     """Poll `check` (sync or async) until it returns something truthy; fail after `timeout`."""
     deadline = time.monotonic() + timeout
     last: Any = None
@@ -27,8 +28,9 @@ async def eventually(check: Callable[[], Any], *, timeout: float = 10.0, interva
         await asyncio.sleep(interval)
 
 
-def wait_sync(check: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02,
-              message: str = "condition") -> Any:
+def wait_sync(
+    check: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         last = check()

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from events.catalog import ChatCancelled, ChatCompleted, ChatFailed, EventData
-from functions.runtime.errors import UpstreamUnavailable
+from studio.runtime.errors import UpstreamUnavailable
 
 COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
 
@@ -87,16 +87,32 @@ class Answer:
         """The usage fact for the monitor, once the answer has ended."""
         if self.outcome == COMPLETED:
             t = self.totals()
-            return ChatCompleted(model=self.model, user_id=self.user_id, prompt_tokens=t["prompt_tokens"],
-                                 completion_tokens=t["completion_tokens"],
-                                 time_to_first_token_ms=t["time_to_first_token_ms"], duration_ms=self.duration_ms,
-                                 tokens_per_s=t["tokens_per_s"], done_reason=t["done_reason"])
+            return ChatCompleted(
+                model=self.model,
+                user_id=self.user_id,
+                prompt_tokens=t["prompt_tokens"],
+                completion_tokens=t["completion_tokens"],
+                time_to_first_token_ms=t["time_to_first_token_ms"],
+                duration_ms=self.duration_ms,
+                tokens_per_s=t["tokens_per_s"],
+                done_reason=t["done_reason"],
+            )
         if self.outcome == FAILED:
-            return ChatFailed(model=self.model, user_id=self.user_id, reason=self.reason,
-                              completion_tokens=self.chunks, duration_ms=self.duration_ms)
+            return ChatFailed(
+                model=self.model,
+                user_id=self.user_id,
+                reason=self.reason,
+                completion_tokens=self.chunks,
+                duration_ms=self.duration_ms,
+            )
         if self.outcome == CANCELLED:
-            return ChatCancelled(model=self.model, user_id=self.user_id, completion_tokens=self.chunks,
-                                 time_to_first_token_ms=self.time_to_first_token_ms, duration_ms=self.duration_ms)
+            return ChatCancelled(
+                model=self.model,
+                user_id=self.user_id,
+                completion_tokens=self.chunks,
+                time_to_first_token_ms=self.time_to_first_token_ms,
+                duration_ms=self.duration_ms,
+            )
         return None
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from functions.clients.ollama import normalise
-from functions.runtime.errors import BadRequest
-from functions.runtime.settings import Settings
+from studio.clients.ollama import normalise
+from studio.runtime.errors import BadRequest
+from studio.runtime.settings import Settings
 
 ROLES = ("system", "user", "assistant")
 FIELDS = ("model", "message", "messages", "options", "stream")
@@ -48,16 +48,23 @@ def _integer(value: Any) -> bool:
 def parse(body: dict[str, Any], settings: Settings) -> Conversation:
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
-        raise BadRequest(f"unknown field {unknown[0]!r}; a chat request has model, message or messages, "
-                         "options and stream", code="unknown_field")
-    return Conversation(model=_model(body.get("model")), messages=_messages(body, settings),
-                        options=_options(body.get("options"), settings), stream=_stream(body.get("stream")))
+        raise BadRequest(
+            f"unknown field {unknown[0]!r}; a chat request has model, message or messages, options and stream",
+            code="unknown_field",
+        )
+    return Conversation(
+        model=_model(body.get("model")),
+        messages=_messages(body, settings),
+        options=_options(body.get("options"), settings),
+        stream=_stream(body.get("stream")),
+    )
 
 
 def _model(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise BadRequest("model is required: the id of a model from the marketplace, such as tinyllama:latest",
-                         code="invalid_model")
+        raise BadRequest(
+            "model is required: the id of a model from the marketplace, such as tinyllama:latest", code="invalid_model"
+        )
     if len(value) > MAX_MODEL_NAME:
         raise BadRequest(f"model is longer than {MAX_MODEL_NAME} characters", code="invalid_model")
     return normalise(value)
@@ -66,23 +73,25 @@ def _model(value: Any) -> str:
 def _messages(body: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
     limit = settings.chat_max_message_chars
     if "message" in body and "messages" in body:
-        raise BadRequest("send either message (one question) or messages (a conversation), not both",
-                         code="invalid_messages")
+        raise BadRequest(
+            "send either message (one question) or messages (a conversation), not both", code="invalid_messages"
+        )
     if "message" in body:
         text = body["message"]
         if not isinstance(text, str) or not text.strip():
             raise BadRequest("message must be a non-empty string", code="invalid_message")
         if len(text) > limit:
-            raise BadRequest(f"message is {len(text)} characters long; the limit is {limit}",
-                             code="invalid_message")
+            raise BadRequest(f"message is {len(text)} characters long; the limit is {limit}", code="invalid_message")
         return [{"role": "user", "content": text}]
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
-        raise BadRequest("messages is required: a non-empty list of {role, content} (or send message)",
-                         code="invalid_messages")
+        raise BadRequest(
+            "messages is required: a non-empty list of {role, content} (or send message)", code="invalid_messages"
+        )
     if len(raw) > settings.chat_max_messages:
-        raise BadRequest(f"messages has {len(raw)} entries; the limit is {settings.chat_max_messages}",
-                         code="invalid_messages")
+        raise BadRequest(
+            f"messages has {len(raw)} entries; the limit is {settings.chat_max_messages}", code="invalid_messages"
+        )
     out = []
     for i, item in enumerate(raw):
         where = f"messages[{i}]"
@@ -90,16 +99,18 @@ def _messages(body: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
             raise BadRequest(f"{where} must be an object with role and content", code="invalid_messages")
         extra = sorted(set(item) - {"role", "content"})
         if extra:
-            raise BadRequest(f"{where}.{extra[0]} is not supported; a message has role and content",
-                             code="invalid_messages")
+            raise BadRequest(
+                f"{where}.{extra[0]} is not supported; a message has role and content", code="invalid_messages"
+            )
         role, content = item.get("role"), item.get("content")
         if role not in ROLES:
             raise BadRequest(f"{where}.role must be one of {', '.join(ROLES)}", code="invalid_messages")
         if not isinstance(content, str):
             raise BadRequest(f"{where}.content must be a string", code="invalid_messages")
         if len(content) > limit:
-            raise BadRequest(f"{where}.content is {len(content)} characters long; the limit is {limit}",
-                             code="invalid_messages")
+            raise BadRequest(
+                f"{where}.content is {len(content)} characters long; the limit is {limit}", code="invalid_messages"
+            )
         out.append({"role": role, "content": content})
     if not any(m["role"] == "user" and m["content"].strip() for m in out):
         raise BadRequest("messages has no user message with content to answer", code="invalid_messages")
@@ -136,14 +147,22 @@ def _options(raw: Any, settings: Settings) -> dict[str, Any]:
                 raise BadRequest(f"{where} must be a whole number of at least 1", code="invalid_options")
             out["num_predict"] = min(value, cap)
         elif name == "stop":
-            if not isinstance(value, list) or len(value) > MAX_STOP_WORDS or not all(
-                    isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in value):
-                raise BadRequest(f"{where} must be a list of at most {MAX_STOP_WORDS} strings of 1 to "
-                                 f"{MAX_STOP_CHARS} characters", code="invalid_options")
+            if (
+                not isinstance(value, list)
+                or len(value) > MAX_STOP_WORDS
+                or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in value)
+            ):
+                raise BadRequest(
+                    f"{where} must be a list of at most {MAX_STOP_WORDS} strings of 1 to {MAX_STOP_CHARS} characters",
+                    code="invalid_options",
+                )
             out["stop"] = list(value)
         else:
-            raise BadRequest(f"{where} is not supported; options are temperature, top_p, top_k, seed, "
-                             "max_tokens (or num_predict) and stop", code="invalid_options")
+            raise BadRequest(
+                f"{where} is not supported; options are temperature, top_p, top_k, seed, "
+                "max_tokens (or num_predict) and stop",
+                code="invalid_options",
+            )
     out.setdefault("num_predict", cap)
     return out
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 from aiohttp import web
 
-from functions.runtime.watchdog import Watchdog, Watched
+from studio.runtime.watchdog import Watchdog, Watched
 
 
 class Disconnects:

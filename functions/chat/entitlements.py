@@ -11,29 +11,34 @@ purchase id, revocations kept as tombstones), so it is idempotent under redelive
 
 from __future__ import annotations
 
-from functions.catalog import Catalog, CatalogModel
-from functions.clients.ollama import normalise
-from functions.runtime.database import Database, utcnow
-from functions.runtime.errors import Forbidden, NotFound
-from functions.runtime.identity import Identity
+from studio.catalog import Catalog, CatalogModel
+from studio.clients.ollama import normalise
+from studio.runtime.database import Database, utcnow
+from studio.runtime.errors import Forbidden, NotFound
+from studio.runtime.identity import Identity
 
 
 async def record_purchase(db: Database, purchase_id: str, user_id: str, model: str) -> None:
     await db.execute(
         "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at) VALUES (?, ?, ?, 0, ?) "
-        "ON CONFLICT (purchase_id) DO NOTHING", (purchase_id, user_id, normalise(model), utcnow()))
+        "ON CONFLICT (purchase_id) DO NOTHING",
+        (purchase_id, user_id, normalise(model), utcnow()),
+    )
 
 
 async def revoke_purchase(db: Database, purchase_id: str, user_id: str, model: str) -> None:
     await db.execute(
         "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at) VALUES (?, ?, ?, 1, ?) "
         "ON CONFLICT (purchase_id) DO UPDATE SET revoked = 1, updated_at = excluded.updated_at",
-        (purchase_id, user_id, normalise(model), utcnow()))
+        (purchase_id, user_id, normalise(model), utcnow()),
+    )
 
 
 async def owns(db: Database, user_id: str, model: str) -> bool:
-    row = await db.fetch_one("SELECT 1 FROM chat_ownership WHERE user_id = ? AND model = ? AND revoked = 0 LIMIT 1",
-                             (user_id, normalise(model)))
+    row = await db.fetch_one(
+        "SELECT 1 FROM chat_ownership WHERE user_id = ? AND model = ? AND revoked = 0 LIMIT 1",
+        (user_id, normalise(model)),
+    )
     return row is not None
 
 
@@ -41,11 +46,11 @@ async def chattable_model(catalog: Catalog, db: Database, who: Identity, model_i
     """The catalog entry `who` may chat with, or the 404/403 saying why not."""
     model = catalog.get(model_id)
     if model is None:
-        raise NotFound(f"{model_id} is not a model of this studio; pick one from the marketplace",
-                       code="unknown_model")
+        raise NotFound(f"{model_id} is not a model of this studio; pick one from the marketplace", code="unknown_model")
     if model.free or who.admin:
         return model
     if who.user_id and await owns(db, who.user_id, model.id):
         return model
-    raise Forbidden(f"you do not own {model.name} ({model.id}); buy it in the marketplace to chat with it",
-                    code="not_owned")
+    raise Forbidden(
+        f"you do not own {model.name} ({model.id}); buy it in the marketplace to chat with it", code="not_owned"
+    )

@@ -27,17 +27,17 @@ from aiohttp import web
 
 from events.catalog import PurchaseCompleted, PurchaseRevoked
 from events.delivery import Delivery
-from functions import catalog
 from functions.chat import relay
 from functions.chat.answer import Answer, UsageReports
 from functions.chat.conversation import Conversation, parse
 from functions.chat.disconnects import Disconnects
 from functions.chat.entitlements import chattable_model, record_purchase, revoke_purchase
 from functions.chat.limits import VisitorLimits
-from functions.clients.ollama import OllamaClient, OllamaError
-from functions.runtime.errors import GatewayTimeout, StudioError, json_body
-from functions.runtime.function import Function, Key
-from functions.runtime.identity import identity, require_visitor
+from studio import catalog
+from studio.clients.ollama import OllamaClient, OllamaError
+from studio.runtime.errors import GatewayTimeout, StudioError, json_body
+from studio.runtime.function import Function, Key
+from studio.runtime.identity import identity, require_visitor
 
 function = Function("chat", migrations=Path(__file__).parent / "migrations")
 
@@ -93,8 +93,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
             function[REPORTS].report(answer)
 
 
-async def generate(request: web.Request, conversation: Conversation, answer: Answer,
-                   response: web.StreamResponse | None) -> web.StreamResponse:
+async def generate(
+    request: web.Request, conversation: Conversation, answer: Answer, response: web.StreamResponse | None
+) -> web.StreamResponse:
     """Ask Ollama, wait for its first line (within the first-token timeout), then relay or collect.
 
     Leaving the `chat` block, however that happens, closes the request to Ollama: generation stops.
@@ -103,15 +104,18 @@ async def generate(request: web.Request, conversation: Conversation, answer: Ans
     wait = s.chat_first_token_timeout_s
     try:
         async with asyncio.timeout(wait) as first_token:
-            async with function[OLLAMA].chat(conversation.ollama_body(), first_token_timeout=wait,
-                                             idle_timeout=s.chat_token_timeout_s) as lines:
+            async with function[OLLAMA].chat(
+                conversation.ollama_body(), first_token_timeout=wait, idle_timeout=s.chat_token_timeout_s
+            ) as lines:
                 first = await anext(lines)
                 first_token.reschedule(None)
                 if response is not None:
                     return await relay.stream(request, response, first, lines, answer)
                 return await relay.collect(first, lines, answer)
     except TimeoutError:
-        raise GatewayTimeout(f"{answer.model} did not start answering within {wait:g} s; "
-                             "it may still be loading: try again in a moment", code="ollama_timeout") from None
+        raise GatewayTimeout(
+            f"{answer.model} did not start answering within {wait:g} s; it may still be loading: try again in a moment",
+            code="ollama_timeout",
+        ) from None
     except OllamaError as exc:
         raise relay.ollama_failure(exc, answer.model) from None

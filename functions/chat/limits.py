@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from functions.runtime.errors import TooManyRequests
+from studio.runtime.errors import TooManyRequests
 
 SWEEP_EVERY = 1024  # admissions between sweeps of idle visitors
 
@@ -47,11 +47,17 @@ class VisitorLimits:
         if v.generating >= self.concurrent:
             raise TooManyRequests(
                 f"you already have {v.generating} answers being generated (the limit is {self.concurrent}); "
-                "wait for one to finish or stop it", code="too_many_generations", headers={"Retry-After": "1"})
+                "wait for one to finish or stop it",
+                code="too_many_generations",
+                headers={"Retry-After": "1"},
+            )
         if v.tokens < 1:
             wait = math.ceil((1 - v.tokens) / self.rate)
-            raise TooManyRequests(f"too many chat requests: at most {self.per_minute} a minute; try again in "
-                                  f"{wait} s", code="rate_limited", headers={"Retry-After": str(wait)})
+            raise TooManyRequests(
+                f"too many chat requests: at most {self.per_minute} a minute; try again in {wait} s",
+                code="rate_limited",
+                headers={"Retry-After": str(wait)},
+            )
         v.tokens -= 1
         v.generating += 1
         self._admitted += 1

@@ -9,7 +9,7 @@ Streaming wire format (`text/event-stream`, never buffered by nginx or the gatew
     event: error    data: {"error": {"code", "message"}}          Ollama failed after the first token
 
 Producers yield to the event loop every few chunks: aiohttp's `write()` does not, so a fast stream
-would otherwise starve every other one (../shared/facts/performance.md).
+would otherwise starve every other one (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 from aiohttp import web
 
 from functions.chat.answer import COMPLETED, Answer
-from functions.clients.ollama import ModelNotFound, OllamaBusy, OllamaError, OllamaUnavailable
-from functions.runtime.errors import BadGateway, Conflict, StudioError, UpstreamUnavailable
+from studio.clients.ollama import ModelNotFound, OllamaBusy, OllamaError, OllamaUnavailable
+from studio.runtime.errors import BadGateway, Conflict, StudioError, UpstreamUnavailable
 
 log = logging.getLogger("studio.functions.chat")
 
@@ -43,24 +43,36 @@ def done_event(totals: dict[str, Any]) -> bytes:
 
 
 def error_event(error: StudioError) -> bytes:
-    return b"event: error\ndata: " + json.dumps({"error": {"code": error.code, "message": error.message}}).encode() \
+    return (
+        b"event: error\ndata: "
+        + json.dumps({"error": {"code": error.code, "message": error.message}}).encode()
         + b"\n\n"
+    )
 
 
 def ollama_failure(exc: OllamaError, model: str) -> StudioError:
     """What the visitor is told when Ollama could not answer (the details go to the log)."""
-    log.warning("Ollama could not answer with %s: %s", model, exc.message,
-                extra={"model": model, "ollama_status": exc.status})
+    log.warning(
+        "Ollama could not answer with %s: %s", model, exc.message, extra={"model": model, "ollama_status": exc.status}
+    )
     if isinstance(exc, ModelNotFound):
-        return Conflict(f"{model} is not installed on this server yet: install it (POST /api/models/install, or "
-                        "Install in the marketplace) and chat with it once the install has finished",
-                        code="not_installed")
+        return Conflict(
+            f"{model} is not installed on this server yet: install it (POST /api/models/install, or "
+            "Install in the marketplace) and chat with it once the install has finished",
+            code="not_installed",
+        )
     if isinstance(exc, OllamaBusy):
-        return UpstreamUnavailable("Ollama is busy with other requests (its queue is full); try again in a few "
-                                   "seconds", code="ollama_busy", headers={"Retry-After": "5"})
+        return UpstreamUnavailable(
+            "Ollama is busy with other requests (its queue is full); try again in a few seconds",
+            code="ollama_busy",
+            headers={"Retry-After": "5"},
+        )
     if isinstance(exc, OllamaUnavailable):
-        return UpstreamUnavailable("Ollama, which runs the models, cannot be reached or stopped answering; "
-                                   "try again shortly", code="ollama_unavailable", headers={"Retry-After": "10"})
+        return UpstreamUnavailable(
+            "Ollama, which runs the models, cannot be reached or stopped answering; try again shortly",
+            code="ollama_unavailable",
+            headers={"Retry-After": "10"},
+        )
     return BadGateway(f"the model failed to answer: {exc.message}", code="ollama_error")
 
 
@@ -78,8 +90,13 @@ def _content(line: dict[str, Any]) -> str:
     return (message.get("content") or "") if isinstance(message, dict) else ""
 
 
-async def stream(request: web.Request, response: web.StreamResponse, first: dict[str, Any],
-                 lines: AsyncIterator[dict[str, Any]], answer: Answer) -> web.StreamResponse:
+async def stream(
+    request: web.Request,
+    response: web.StreamResponse,
+    first: dict[str, Any],
+    lines: AsyncIterator[dict[str, Any]],
+    answer: Answer,
+) -> web.StreamResponse:
     """Relay the answer as server-sent events on `response`; a visitor who leaves ends it."""
     try:
         await response.prepare(request)
@@ -130,9 +147,15 @@ async def collect(first: dict[str, Any], lines: AsyncIterator[dict[str, Any]], a
     answer.complete(line)
     await read_to_the_end(lines)
     t = answer.totals()
-    return web.json_response({
-        "response": "".join(parts), "model": answer.model, "done_reason": t["done_reason"],
-        "prompt_tokens": t["prompt_tokens"], "completion_tokens": t["completion_tokens"],
-        "total_duration_ms": t["total_duration_ms"], "tokens_per_s": t["tokens_per_s"],
-        "time_to_first_token_ms": t["time_to_first_token_ms"],
-    })
+    return web.json_response(
+        {
+            "response": "".join(parts),
+            "model": answer.model,
+            "done_reason": t["done_reason"],
+            "prompt_tokens": t["prompt_tokens"],
+            "completion_tokens": t["completion_tokens"],
+            "total_duration_ms": t["total_duration_ms"],
+            "tokens_per_s": t["tokens_per_s"],
+            "time_to_first_token_ms": t["time_to_first_token_ms"],
+        }
+    )

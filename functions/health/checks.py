@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from events.bus import Bus, BusUnavailable
-from functions.clients.ollama import OllamaClient, OllamaError
-from functions.runtime.database import Database
+from studio.clients.ollama import OllamaClient, OllamaError
+from studio.runtime.database import Database
 
 INTEGRITY_TTL_S = 60.0
 
@@ -39,13 +39,18 @@ async def check_nats(bus: Bus) -> Check:
         down_for = ""
         if bus.disconnected_since is not None:
             down_for = f" for {asyncio.get_running_loop().time() - bus.disconnected_since:.0f} s"
-        return fail("nats", f"NATS at {bus.url} is unreachable{down_for}; the studio keeps retrying. "
-                            "Start nats-server (or check STUDIO_NATS_URL).", url=bus.url)
+        return fail(
+            "nats",
+            f"NATS at {bus.url} is unreachable{down_for}; the studio keeps retrying. "
+            "Start nats-server (or check STUDIO_NATS_URL).",
+            url=bus.url,
+        )
     try:
         js = await asyncio.wait_for(bus.jetstream_info(), timeout=1.5)
     except (TimeoutError, BusUnavailable) as exc:
-        return fail("nats", f"connected, but JetStream does not answer ({exc}); is nats-server run with -js?",
-                    url=bus.url)
+        return fail(
+            "nats", f"connected, but JetStream does not answer ({exc}); is nats-server run with -js?", url=bus.url
+        )
     return ok("nats", url=bus.url, jetstream=js)
 
 
@@ -64,8 +69,13 @@ async def check_database(db: Database) -> Check:
         return fail("database", f"the database at {db.path} cannot be read: {exc}", path=str(db.path))
     age = round(now - cached[0], 1)
     if cached[1] != "ok":
-        return fail("database", f"integrity check failed: {cached[1][:300]}; restore the latest backup",
-                    path=str(db.path), integrity=cached[1][:300], checked_s_ago=age)
+        return fail(
+            "database",
+            f"integrity check failed: {cached[1][:300]}; restore the latest backup",
+            path=str(db.path),
+            integrity=cached[1][:300],
+            checked_s_ago=age,
+        )
     return ok("database", path=str(db.path), integrity="ok", checked_s_ago=age)
 
 
@@ -73,8 +83,12 @@ async def check_ollama(client: OllamaClient) -> Check:
     try:
         version = await client.version()
     except OllamaError as exc:
-        return fail("ollama", f"Ollama is unreachable at {client.base_url} ({exc.message.split(': ')[-1]}); "
-                              "start Ollama or set STUDIO_OLLAMA_URL", url=client.base_url)
+        return fail(
+            "ollama",
+            f"Ollama is unreachable at {client.base_url} ({exc.message.split(': ')[-1]}); "
+            "start Ollama or set STUDIO_OLLAMA_URL",
+            url=client.base_url,
+        )
     return ok("ollama", url=client.base_url, version=version)
 
 
@@ -83,8 +97,11 @@ async def check_disk(path: Path, min_free_mb: int) -> Check:
     free_mb = usage.free // (1 << 20)
     facts = {"path": str(path), "free_mb": free_mb, "total_mb": usage.total // (1 << 20)}
     if free_mb < min_free_mb:
-        return fail("disk", f"only {free_mb} MB free under {path} (minimum {min_free_mb} MB); "
-                            "free space or move STUDIO_DATA_DIR", **facts)
+        return fail(
+            "disk",
+            f"only {free_mb} MB free under {path} (minimum {min_free_mb} MB); free space or move STUDIO_DATA_DIR",
+            **facts,
+        )
     if free_mb < 2 * min_free_mb:
         return warn("disk", f"{free_mb} MB free under {path}; getting low", **facts)
     return ok("disk", **facts)
@@ -111,11 +128,18 @@ class Liveness:
                 if now - at > 20 * stale_after:  # long gone: forget it
                     del instances[inst]
             alive = {i: round(now - at, 1) for i, at in instances.items() if now - at <= stale_after}
-            functions[name] = {"status": "ok" if alive else "fail", "instances": len(alive),
-                               "last_seen_s": min(alive.values()) if alive else None}
+            functions[name] = {
+                "status": "ok" if alive else "fail",
+                "instances": len(alive),
+                "last_seen_s": min(alive.values()) if alive else None,
+            }
             if not alive and name in self.expected:
                 missing.append(name)
         if missing:
-            return {"status": "fail", "message": f"no heartbeat in {stale_after:.0f} s from: {', '.join(missing)}; "
-                                                 "check those services' logs", "functions": functions}
+            return {
+                "status": "fail",
+                "message": f"no heartbeat in {stale_after:.0f} s from: {', '.join(missing)}; "
+                "check those services' logs",
+                "functions": functions,
+            }
         return {"status": "ok", "functions": functions}

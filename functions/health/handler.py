@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from events.catalog import HeartbeatEmitted, HeartbeatRequested
-from functions.clients.ollama import OllamaClient
 from functions.health.checks import Check, Liveness, check_database, check_disk, check_nats, check_ollama
-from functions.runtime.function import Function, Key
+from studio.clients.ollama import OllamaClient
+from studio.runtime.function import Function, Key
 
 function = Function("health", uses_database=True)
 
@@ -62,4 +62,3 @@ async def health_report() -> dict[str, object]:
         "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "components": components,
     }
-

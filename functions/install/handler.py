@@ -18,13 +18,13 @@ from aiohttp import web
 
 from events.catalog import InstallRequested, PurchaseCompleted
 from events.delivery import Delivery, Reject
-from functions import catalog
-from functions.clients.ollama import OllamaClient, OllamaError
 from functions.install.installer import Installer
-from functions.runtime.errors import Conflict, NotFound, UpstreamUnavailable
-from functions.runtime.function import Function, Key
-from functions.runtime.host import instance_id
-from functions.runtime.identity import require_admin
+from studio import catalog
+from studio.clients.ollama import OllamaClient, OllamaError
+from studio.runtime.errors import Conflict, NotFound, UpstreamUnavailable
+from studio.runtime.function import Function, Key
+from studio.runtime.host import instance_id
+from studio.runtime.identity import require_admin
 
 function = Function("install", migrations=Path(__file__).parent / "migrations")
 
@@ -60,12 +60,14 @@ async def remove_model(request: web.Request) -> web.Response:
         raise NotFound(f"{request.match_info['model']!r} is not in the catalog", code="unknown_model")
     installer = function[INSTALLER]
     if installer.pulling(model.id):
-        raise Conflict(f"{model.id} is being installed right now; remove it when that is done",
-                       code="install_in_progress")
+        raise Conflict(
+            f"{model.id} is being installed right now; remove it when that is done", code="install_in_progress"
+        )
     try:
         existed = await installer.ollama.delete(model.id)
     except OllamaError as exc:
-        raise UpstreamUnavailable(f"Ollama could not remove {model.id}: {exc.message}",
-                                  code="ollama_unavailable") from None
+        raise UpstreamUnavailable(
+            f"Ollama could not remove {model.id}: {exc.message}", code="ollama_unavailable"
+        ) from None
     await installer.removed(model, "removed by the operator", by_operator=True)
     return web.json_response({"model": model.id, "removed": existed})

@@ -25,11 +25,11 @@ from events.catalog import (
     InstallStarted,
 )
 from events.delivery import Backoff, Delivery, Retry
-from functions.catalog import Catalog, CatalogModel
-from functions.clients.ollama import InstalledModel, OllamaClient, OllamaError, OllamaUnavailable
 from functions.install.progress import PullProgress
-from functions.runtime.database import Transaction, utcnow
-from functions.runtime.function import Function
+from studio.catalog import Catalog, CatalogModel
+from studio.clients.ollama import InstalledModel, OllamaClient, OllamaError, OllamaUnavailable
+from studio.runtime.database import Transaction, utcnow
+from studio.runtime.function import Function
 
 log = logging.getLogger("studio.functions.install")
 
@@ -105,12 +105,15 @@ class Installer:
         async for line in self.ollama.pull(model.id):
             if progress.update(line):
                 with contextlib.suppress(BusUnavailable):
-                    await self.fn.bus.publish(self.fn.event(InstallProgressed(
-                        install_id=install_id, model=model.id, **progress.snapshot())))
+                    await self.fn.bus.publish(
+                        self.fn.event(InstallProgressed(install_id=install_id, model=model.id, **progress.snapshot()))
+                    )
             if time.monotonic() - renewed > RENEW_EVERY_S:
                 renewed = time.monotonic()
-                await self.fn.db.execute("UPDATE installs SET lease_until = ? WHERE model = ? AND lease_owner = ?",
-                                         (time.time() + LEASE_S, model.id, self.owner))
+                await self.fn.db.execute(
+                    "UPDATE installs SET lease_until = ? WHERE model = ? AND lease_owner = ?",
+                    (time.time() + LEASE_S, model.id, self.owner),
+                )
 
     # -- state changes, each with its event ------------------------------------------------------
 
@@ -121,13 +124,15 @@ class Installer:
             "VALUES (?, 'pulling', ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET lease_owner = excluded.lease_owner, "
             "lease_until = excluded.lease_until WHERE installs.lease_until IS NULL OR installs.lease_until < ? "
             "OR installs.lease_owner = excluded.lease_owner",
-            (model.id, install_id, self.owner, now + LEASE_S, utcnow(), now))
+            (model.id, install_id, self.owner, now + LEASE_S, utcnow(), now),
+        )
         return changed == 1
 
     async def _release(self, model: CatalogModel) -> None:
         await self.fn.db.execute(
             "UPDATE installs SET lease_owner = NULL, lease_until = NULL WHERE model = ? AND lease_owner = ?",
-            (model.id, self.owner))
+            (model.id, self.owner),
+        )
 
     async def _save(self, tx: Transaction, model: str, state: str, install_id: str, **fields: object) -> None:
         cols = {"state": state, "install_id": install_id, "updated_at": utcnow(), **fields}
@@ -135,43 +140,70 @@ class Installer:
         await tx.execute(
             f"INSERT INTO installs (model, {names}) VALUES (?, {', '.join('?' * len(cols))}) "
             f"ON CONFLICT (model) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols)}",
-            (model, *cols.values()))
+            (model, *cols.values()),
+        )
 
     async def _started(self, model: CatalogModel, install_id: str, attempt: int) -> None:
         async with self.fn.db.transaction() as tx:
             await self._save(tx, model.id, "pulling", install_id, attempt=attempt, reason=None)
             await tx.publish(self.fn.event(InstallStarted(install_id=install_id, model=model.id, attempt=attempt)))
 
-    async def _installed(self, model: CatalogModel, install_id: str, found: InstalledModel, *,
-                         announce_always: bool) -> None:
+    async def _installed(
+        self, model: CatalogModel, install_id: str, found: InstalledModel, *, announce_always: bool
+    ) -> None:
         async with self.fn.db.transaction() as tx:
             row = await tx.fetch_one("SELECT state, digest FROM installs WHERE model = ?", (model.id,))
             fresh = row is None or row["state"] != "installed" or row["digest"] != found.digest
-            await self._save(tx, model.id, "installed", install_id, digest=found.digest, size_bytes=found.size,
-                             reason=None)
+            await self._save(
+                tx, model.id, "installed", install_id, digest=found.digest, size_bytes=found.size, reason=None
+            )
             if fresh or announce_always:
-                await tx.publish(self.fn.event(InstallCompleted(
-                    install_id=install_id, model=model.id, digest=found.digest, size_bytes=found.size)))
+                await tx.publish(
+                    self.fn.event(
+                        InstallCompleted(
+                            install_id=install_id, model=model.id, digest=found.digest, size_bytes=found.size
+                        )
+                    )
+                )
 
-    async def _failed(self, model: CatalogModel, install_id: str, delivery: Delivery, reason: str,
-                      transient: bool) -> None:
+    async def _failed(
+        self, model: CatalogModel, install_id: str, delivery: Delivery, reason: str, transient: bool
+    ) -> None:
         will_retry = transient and not delivery.is_last_attempt
         delay = round(BACKOFF.delay(delivery.attempt), 1) if will_retry else None
         async with self.fn.db.transaction() as tx:
             await self._save(tx, model.id, "failed", install_id, attempt=delivery.attempt, reason=reason)
-            await tx.publish(self.fn.event(InstallFailed(
-                install_id=install_id, model=model.id, reason=reason, will_retry=will_retry,
-                attempt=delivery.attempt, retry_in_s=delay)))
-        log.warning("install failed", extra={"model": model.id, "reason": reason, "will_retry": will_retry,
-                                             "attempt": delivery.attempt})
+            await tx.publish(
+                self.fn.event(
+                    InstallFailed(
+                        install_id=install_id,
+                        model=model.id,
+                        reason=reason,
+                        will_retry=will_retry,
+                        attempt=delivery.attempt,
+                        retry_in_s=delay,
+                    )
+                )
+            )
+        log.warning(
+            "install failed",
+            extra={"model": model.id, "reason": reason, "will_retry": will_retry, "attempt": delivery.attempt},
+        )
         if will_retry:
             raise Retry(reason, delay=delay)
 
     async def removed(self, model: CatalogModel, reason: str, *, by_operator: bool) -> None:
         async with self.fn.db.transaction() as tx:
             row = await tx.fetch_one("SELECT install_id FROM installs WHERE model = ?", (model.id,))
-            await self._save(tx, model.id, "removed", row["install_id"] if row else "none", reason=reason,
-                             digest=None, size_bytes=None)
+            await self._save(
+                tx,
+                model.id,
+                "removed",
+                row["install_id"] if row else "none",
+                reason=reason,
+                digest=None,
+                size_bytes=None,
+            )
             await tx.publish(self.fn.event(InstallRemoved(model=model.id, reason=reason, by_operator=by_operator)))
 
     # -- start-up --------------------------------------------------------------------------------
@@ -184,8 +216,9 @@ class Installer:
             row, found = rows.get(model.id), present.get(model.id)
             leased = row is not None and row["lease_until"] is not None and row["lease_until"] > time.time()
             if found is not None and (row is None or row["state"] != "installed") and not leased:
-                await self._installed(model, row["install_id"] if row else "ins_found_in_ollama", found,
-                                      announce_always=True)
+                await self._installed(
+                    model, row["install_id"] if row else "ins_found_in_ollama", found, announce_always=True
+                )
             elif found is None and row is not None and row["state"] == "installed":
                 await self.removed(model, "not found in Ollama at start-up", by_operator=False)
 

@@ -78,5 +78,11 @@ class PullProgress:
     def snapshot(self) -> dict[str, Any]:
         remaining = max(0, self.total_bytes - self.completed_bytes)
         eta = round(remaining / self.bytes_per_s, 1) if self.bytes_per_s > 0 and self.phase == "downloading" else None
-        return {"phase": self.phase, "completed_bytes": self.completed_bytes, "total_bytes": self.total_bytes,
-                "percent": self.percent, "bytes_per_s": round(self.bytes_per_s, 1), "eta_s": eta}
+        return {
+            "phase": self.phase,
+            "completed_bytes": self.completed_bytes,
+            "total_bytes": self.total_bytes,
+            "percent": self.percent,
+            "bytes_per_s": round(self.bytes_per_s, 1),
+            "eta_s": eta,
+        }

@@ -30,14 +30,18 @@ def alert_text(data: InstallFailed | EventDeadLettered, where: str) -> str | Non
     if isinstance(data, InstallFailed):
         if data.will_retry:
             return None
-        return (f":x: [{where}] Installing {data.model} failed for good after {data.attempt} attempt(s): "
-                f"{data.reason}. Its owners cannot use it until it is installed again "
-                f"(the owner's retry, or POST /api/models/install). install_id {data.install_id}")
+        return (
+            f":x: [{where}] Installing {data.model} failed for good after {data.attempt} attempt(s): "
+            f"{data.reason}. Its owners cannot use it until it is installed again "
+            f"(the owner's retry, or POST /api/models/install). install_id {data.install_id}"
+        )
     if data.consumer == ALERT_CONSUMER:
         return None  # an alert that could not be posted: posting another one would fail the same way
-    return (f":warning: [{where}] {data.consumer} gave up on {data.event_type} {data.event_id} after "
-            f"{data.attempts} attempt(s) ({data.reason}): {data.error[:300]}. "
-            f"See: localai-studio events tail --since 1h --type 'event.*'")
+    return (
+        f":warning: [{where}] {data.consumer} gave up on {data.event_type} {data.event_id} after "
+        f"{data.attempts} attempt(s) ({data.reason}): {data.error[:300]}. "
+        f"See: localai-studio events tail --since 1h --type 'event.*'"
+    )
 
 
 def age_s(event_time: str, now: datetime | None = None) -> float:

@@ -10,15 +10,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from functions.monitor.observations import FIRST_TOKEN_BUCKETS
-from functions.runtime.metrics import BUCKETS
+from studio.runtime.metrics import BUCKETS
 
 if TYPE_CHECKING:
     from functions.monitor.observations import ChatUsage, EventCounts, FunctionReports
 
 
 class StudioCollector(Collector):
-    def __init__(self, counts: EventCounts, reports: FunctionReports, heartbeat_s: float,
-                 chat: ChatUsage | None = None) -> None:
+    def __init__(
+        self, counts: EventCounts, reports: FunctionReports, heartbeat_s: float, chat: ChatUsage | None = None
+    ) -> None:
         self.counts = counts
         self.reports = reports
         self.heartbeat_s = heartbeat_s
@@ -27,8 +28,9 @@ class StudioCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         now_wall, now = time.time(), time.monotonic()
         events = CounterMetricFamily("studio_events", "Events seen on the bus, by type.", labels=["type"])
-        rate = GaugeMetricFamily("studio_event_rate_per_second", "Events per second, by type and window.",
-                                 labels=["type", "window"])
+        rate = GaugeMetricFamily(
+            "studio_event_rate_per_second", "Events per second, by type and window.", labels=["type", "window"]
+        )
         for event_type, total in sorted(self.counts.totals.items()):
             events.add_metric([event_type], total)
             rate.add_metric([event_type, "1m"], self.counts.rate(event_type, 60, now_wall))
@@ -36,15 +38,22 @@ class StudioCollector(Collector):
         yield events
         yield rate
 
-        up = GaugeMetricFamily("studio_function_up", "1 if the instance sent a heartbeat recently.",
-                               labels=["function", "instance"])
-        uptime = GaugeMetricFamily("studio_function_uptime_seconds", "Instance uptime.",
-                                   labels=["function", "instance"])
-        requests = CounterMetricFamily("studio_http_requests", "HTTP requests handled by functions.",
-                                       labels=["function", "instance", "method", "route", "status"])
-        latency = HistogramMetricFamily("studio_http_request_duration_seconds",
-                                        "Time functions took to handle HTTP requests.",
-                                        labels=["function", "instance", "method", "route"])
+        up = GaugeMetricFamily(
+            "studio_function_up", "1 if the instance sent a heartbeat recently.", labels=["function", "instance"]
+        )
+        uptime = GaugeMetricFamily(
+            "studio_function_uptime_seconds", "Instance uptime.", labels=["function", "instance"]
+        )
+        requests = CounterMetricFamily(
+            "studio_http_requests",
+            "HTTP requests handled by functions.",
+            labels=["function", "instance", "method", "route", "status"],
+        )
+        latency = HistogramMetricFamily(
+            "studio_http_request_duration_seconds",
+            "Time functions took to handle HTTP requests.",
+            labels=["function", "instance", "method", "route"],
+        )
         bounds = [str(b) for b in BUCKETS] + ["+Inf"]
         for rep in self.reports.current(now):
             fi = [rep.function, rep.instance]
@@ -67,16 +76,23 @@ class StudioCollector(Collector):
 
 
 def chat_metrics(usage: ChatUsage) -> Iterator[Metric]:
-    answers = CounterMetricFamily("studio_chat_answers", "Chat answers by model and how they ended "
-                                  "(completed, failed, cancelled).", labels=["model", "outcome"])
+    answers = CounterMetricFamily(
+        "studio_chat_answers",
+        "Chat answers by model and how they ended (completed, failed, cancelled).",
+        labels=["model", "outcome"],
+    )
     for (model, outcome), n in sorted(usage.answers.items()):
         answers.add_metric([model, outcome], n)
-    tokens = CounterMetricFamily("studio_chat_tokens", "Tokens read (prompt) and generated (completion) by model.",
-                                 labels=["model", "kind"])
+    tokens = CounterMetricFamily(
+        "studio_chat_tokens", "Tokens read (prompt) and generated (completion) by model.", labels=["model", "kind"]
+    )
     for (model, kind), n in sorted(usage.tokens.items()):
         tokens.add_metric([model, kind], n)
-    first = HistogramMetricFamily("studio_chat_time_to_first_token_seconds",
-                                  "Time from a chat request to its first token, by model.", labels=["model"])
+    first = HistogramMetricFamily(
+        "studio_chat_time_to_first_token_seconds",
+        "Time from a chat request to its first token, by model.",
+        labels=["model"],
+    )
     bounds = [str(b) for b in FIRST_TOKEN_BUCKETS] + ["+Inf"]
     for model, hist in sorted(usage.first_token.items()):
         cumulative, running = [], 0.0

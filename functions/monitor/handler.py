@@ -23,9 +23,9 @@ from events.envelope import Event
 from functions.monitor.alerts import MAX_AGE_S, AlertWebhook, age_s, alert_text
 from functions.monitor.exposition import StudioCollector
 from functions.monitor.observations import ChatUsage, EventCounts, FunctionReports, RecentEvents
-from functions.runtime.errors import BadRequest
-from functions.runtime.function import Function, Key
-from functions.runtime.identity import require_admin
+from studio.runtime.errors import BadRequest
+from studio.runtime.function import Function, Key
+from studio.runtime.identity import require_admin
 
 function = Function("monitor")
 

@@ -79,8 +79,9 @@ class FunctionReports:
 
     def update(self, data: dict[str, Any], now: float) -> None:
         key = (data["function"], data["instance"])
-        self.instances[key] = InstanceReport(data["function"], data["instance"], float(data.get("uptime_s", 0)),
-                                             data.get("http") or {}, now)
+        self.instances[key] = InstanceReport(
+            data["function"], data["instance"], float(data.get("uptime_s", 0)), data.get("http") or {}, now
+        )
 
     def current(self, now: float | None = None) -> list[InstanceReport]:
         now = time.monotonic() if now is None else now

@@ -32,14 +32,14 @@ from events.catalog import (
 )
 from events.delivery import Delivery
 from events.envelope import Event, new_id
-from functions import catalog
-from functions.clients.stripe import PaymentsUnavailable, StripePayments
 from functions.purchase.installs import STATE_OF, InstallBoard
 from functions.purchase.ledger import Ledger, Purchase, new_purchase_id
 from functions.purchase.settlement import settle, settle_checkout
-from functions.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, UpstreamUnavailable, json_body
-from functions.runtime.function import Function, Key
-from functions.runtime.identity import identity, require_visitor
+from studio import catalog
+from studio.clients.stripe import PaymentsUnavailable, StripePayments
+from studio.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, UpstreamUnavailable, json_body
+from studio.runtime.function import Function, Key
+from studio.runtime.identity import identity, require_visitor
 
 function = Function("purchase", migrations=Path(__file__).parent / "migrations")
 
@@ -75,8 +75,10 @@ async def model_list(user_id: str | None) -> list[dict[str, Any]]:
     owned = await function[LEDGER].owned(user_id) if user_id else set()
     states = await function[BOARD].states(function.db)
     board = function[BOARD]
-    return [{**m.to_dict(), "owned": m.id in owned, "install": board.view(m.id, states.get(m.id))}
-            for m in catalog.cached(function.settings.catalog_path)]
+    return [
+        {**m.to_dict(), "owned": m.id in owned, "install": board.view(m.id, states.get(m.id))}
+        for m in catalog.cached(function.settings.catalog_path)
+    ]
 
 
 @function.route("GET", "/api/models")
@@ -101,19 +103,30 @@ async def purchase_model(request: web.Request) -> web.Response:
         async with function.db.transaction() as tx:
             if await ledger.owns_in(tx, user_id, model.id):
                 raise Conflict(f"you already own {model.id}", code="already_owned")
-            await ledger.record_paid(tx, purchase_id=purchase_id, user_id=user_id, model=model.id, kind=kind,
-                                     amount_cents=0 if kind == "free" else model.price_cents, currency=model.currency)
+            await ledger.record_paid(
+                tx,
+                purchase_id=purchase_id,
+                user_id=user_id,
+                model=model.id,
+                kind=kind,
+                amount_cents=0 if kind == "free" else model.price_cents,
+                currency=model.currency,
+            )
         message = "Free model added to your library" if kind == "free" else "Test purchase successful"
-        return web.json_response({"status": "success", "message": message, "purchase_id": purchase_id,
-                                  "model": model.id, "owned": True})
+        return web.json_response(
+            {"status": "success", "message": message, "purchase_id": purchase_id, "model": model.id, "owned": True}
+        )
     return await open_checkout(user_id, model)
 
 
 async def open_checkout(user_id: str, model: catalog.CatalogModel) -> web.Response:
     ledger, payments = function[LEDGER], function[PAYMENTS]
     if payments is None:
-        raise UpstreamUnavailable("payments are not configured: the operator must set STRIPE_SECRET_KEY "
-                                  "(or STUDIO_SKIP_PAYMENT=true for test mode)", code="payments_not_configured")
+        raise UpstreamUnavailable(
+            "payments are not configured: the operator must set STRIPE_SECRET_KEY "
+            "(or STUDIO_SKIP_PAYMENT=true for test mode)",
+            code="payments_not_configured",
+        )
     if model.id in await ledger.owned(user_id):
         raise Conflict(f"you already own {model.id}", code="already_owned")
     existing = await ledger.open_checkout(user_id, model.id)
@@ -123,17 +136,32 @@ async def open_checkout(user_id: str, model: catalog.CatalogModel) -> web.Respon
     back = function.settings.visitor_url + "/marketplace"
     try:
         checkout = await payments.open_checkout(
-            purchase_id=purchase_id, user_id=user_id, model_id=model.id, model_name=model.name,
-            amount_cents=model.price_cents, currency=model.currency,
+            purchase_id=purchase_id,
+            user_id=user_id,
+            model_id=model.id,
+            model_name=model.name,
+            amount_cents=model.price_cents,
+            currency=model.currency,
             success_url=f"{back}?purchase={purchase_id}&session_id={{CHECKOUT_SESSION_ID}}",
-            cancel_url=f"{back}?purchase={purchase_id}&cancelled=1")
+            cancel_url=f"{back}?purchase={purchase_id}&cancelled=1",
+        )
     except PaymentsUnavailable as exc:
-        raise UpstreamUnavailable(f"{exc}; nothing was charged, try again in a minute",
-                                  code="payments_unavailable", headers={"Retry-After": "30"}) from None
+        raise UpstreamUnavailable(
+            f"{exc}; nothing was charged, try again in a minute",
+            code="payments_unavailable",
+            headers={"Retry-After": "30"},
+        ) from None
     async with function.db.transaction() as tx:
-        await ledger.record_pending(tx, purchase_id=purchase_id, user_id=user_id, model=model.id,
-                                    amount_cents=model.price_cents, currency=model.currency,
-                                    session_id=checkout.session_id, checkout_url=checkout.url)
+        await ledger.record_pending(
+            tx,
+            purchase_id=purchase_id,
+            user_id=user_id,
+            model=model.id,
+            amount_cents=model.price_cents,
+            currency=model.currency,
+            session_id=checkout.session_id,
+            checkout_url=checkout.url,
+        )
     return checkout_answer(purchase_id, model.id, checkout.url)
 
 
@@ -158,11 +186,15 @@ async def request_install(request: web.Request) -> web.Response:
         if row and row["state"] == "installed":
             raise Conflict(f"{model.id} is already installed", code="already_installed")
         if row and row["state"] in IN_PROGRESS:
-            return web.json_response({"install_id": row["install_id"], "model": model.id, "status": row["state"]},
-                                     status=202)
-        data = InstallRequested(install_id="ins_" + new_id()[:20], model=model.id,
-                                requested_by="operator" if who.admin and not owner else user_id or "operator",
-                                reason="retry" if owner else "operator")
+            return web.json_response(
+                {"install_id": row["install_id"], "model": model.id, "status": row["state"]}, status=202
+            )
+        data = InstallRequested(
+            install_id="ins_" + new_id()[:20],
+            model=model.id,
+            requested_by="operator" if who.admin and not owner else user_id or "operator",
+            reason="retry" if owner else "operator",
+        )
         event = function.event(data)
         await tx.publish(event)
         await board.record(tx, data, event.time)
@@ -201,8 +233,9 @@ async def settle_payment(event: PaymentSucceeded | PaymentFailed | PaymentRefund
     await settle(function, function[LEDGER], event)
 
 
-@function.subscribe(InstallRequested, InstallStarted, InstallCompleted, InstallFailed, InstallRemoved,
-                    max_concurrency=4)
+@function.subscribe(
+    InstallRequested, InstallStarted, InstallCompleted, InstallFailed, InstallRemoved, max_concurrency=4
+)
 async def record_install_state(event: Any, delivery: Delivery) -> None:
     if isinstance(event, InstallRemoved) and not event.by_operator:
         await reinstall_for_owners(event, delivery.event.time)
@@ -216,12 +249,14 @@ async def reinstall_for_owners(removed: InstallRemoved, event_time: str) -> None
     async with function.db.transaction() as tx:
         await board.record(tx, removed, event_time)
         row = await tx.fetch_one("SELECT state FROM install_states WHERE model = ?", (removed.model,))
-        owned = await tx.fetch_one("SELECT 1 FROM purchases WHERE model = ? AND status = 'paid' LIMIT 1",
-                                   (removed.model,))
+        owned = await tx.fetch_one(
+            "SELECT 1 FROM purchases WHERE model = ? AND status = 'paid' LIMIT 1", (removed.model,)
+        )
         if row is None or row["state"] != "not_installed" or owned is None:
             return  # a newer state already, or nobody to reinstall it for
-        data = InstallRequested(install_id="ins_" + new_id()[:20], model=removed.model, requested_by="studio",
-                                reason="restore")
+        data = InstallRequested(
+            install_id="ins_" + new_id()[:20], model=removed.model, requested_by="studio", reason="restore"
+        )
         event = function.event(data)
         await tx.publish(event)
         await board.record(tx, data, event.time)

@@ -19,7 +19,7 @@ from events.catalog import (
     InstallRequested,
     InstallStarted,
 )
-from functions.runtime.database import Database, Row, Transaction
+from studio.runtime.database import Database, Row, Transaction
 
 STATE_OF: dict[type[EventData], str] = {
     InstallRequested: "queued",
@@ -62,7 +62,9 @@ class InstallBoard:
             "ON CONFLICT (model) DO UPDATE SET state = excluded.state, "
             "install_id = COALESCE(excluded.install_id, install_states.install_id), reason = excluded.reason, "
             "will_retry = excluded.will_retry, retry_in_s = excluded.retry_in_s, event_time = excluded.event_time "
-            "WHERE excluded.event_time >= install_states.event_time", fact)
+            "WHERE excluded.event_time >= install_states.event_time",
+            fact,
+        )
         self._remember(fact)
 
     def saw(self, data: EventData, event_time: str) -> None:
@@ -78,7 +80,8 @@ class InstallBoard:
 
     def remember_progress(self, progress: InstallProgressed) -> None:
         self._progress[progress.model] = {
-            **{k: getattr(progress, k) for k in PROGRESS_FIELDS}, "install_id": progress.install_id,
+            **{k: getattr(progress, k) for k in PROGRESS_FIELDS},
+            "install_id": progress.install_id,
             "at": time.monotonic(),
         }
 
@@ -93,8 +96,11 @@ class InstallBoard:
             fact = {**live, "install_id": live["install_id"] or (fact or {}).get("install_id")}
         if fact is None:
             return {"state": "not_installed"}
-        out: dict[str, Any] = {"state": fact["state"], "install_id": fact["install_id"],
-                               "updated_at": fact["event_time"]}
+        out: dict[str, Any] = {
+            "state": fact["state"],
+            "install_id": fact["install_id"],
+            "updated_at": fact["event_time"],
+        }
         if fact["state"] == "failed":
             out.update(reason=fact["reason"], will_retry=bool(fact["will_retry"]), retry_in_s=fact["retry_in_s"])
         elif fact["state"] == "not_installed" and fact["reason"]:

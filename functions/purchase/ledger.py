@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from events.catalog import PurchaseCompleted, PurchaseCreated, PurchaseFailed, PurchaseRevoked
-from functions.runtime.database import Database, Row, Transaction, utcnow
-from functions.runtime.function import Function
+from studio.runtime.database import Database, Row, Transaction, utcnow
+from studio.runtime.function import Function
 
 CHECKOUT_REUSE_S = 23 * 3600  # Stripe sessions live 24 h: reuse an open one, don't open another
 
@@ -42,10 +42,17 @@ class Purchase:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__})
 
     def public(self) -> dict[str, Any]:
-        return {"id": self.id, "model": self.model, "kind": self.kind, "status": self.status,
-                "amount_cents": self.amount_cents, "currency": self.currency,
-                "failure_reason": self.failure_reason, "created_at": self.created_at,
-                "completed_at": self.completed_at}
+        return {
+            "id": self.id,
+            "model": self.model,
+            "kind": self.kind,
+            "status": self.status,
+            "amount_cents": self.amount_cents,
+            "currency": self.currency,
+            "failure_reason": self.failure_reason,
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+        }
 
 
 class Ledger:
@@ -60,7 +67,8 @@ class Ledger:
 
     async def owned(self, user_id: str) -> set[str]:
         rows = await self.db.fetch_all(
-            "SELECT DISTINCT model FROM purchases WHERE user_id = ? AND status = 'paid'", (user_id,))
+            "SELECT DISTINCT model FROM purchases WHERE user_id = ? AND status = 'paid'", (user_id,)
+        )
         return {r["model"] for r in rows}
 
     async def get(self, purchase_id: str) -> Purchase | None:
@@ -69,74 +77,137 @@ class Ledger:
 
     async def of_user(self, user_id: str) -> list[Purchase]:
         rows = await self.db.fetch_all(
-            "SELECT * FROM purchases WHERE user_id = ? ORDER BY created_at DESC LIMIT 200", (user_id,))
+            "SELECT * FROM purchases WHERE user_id = ? ORDER BY created_at DESC LIMIT 200", (user_id,)
+        )
         return [Purchase.from_row(r) for r in rows]
 
     async def open_checkout(self, user_id: str, model: str) -> Purchase | None:
         row = await self.db.fetch_one(
             "SELECT * FROM purchases WHERE user_id = ? AND model = ? AND status = 'pending' AND kind = 'stripe' "
             "AND checkout_url IS NOT NULL AND created_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) "
-            "ORDER BY created_at DESC LIMIT 1", (user_id, model, f"-{CHECKOUT_REUSE_S} seconds"))
+            "ORDER BY created_at DESC LIMIT 1",
+            (user_id, model, f"-{CHECKOUT_REUSE_S} seconds"),
+        )
         return Purchase.from_row(row) if row else None
 
     # -- changes ---------------------------------------------------------------------------------
 
     async def owns_in(self, tx: Transaction, user_id: str, model: str) -> bool:
         row = await tx.fetch_one(
-            "SELECT 1 FROM purchases WHERE user_id = ? AND model = ? AND status = 'paid' LIMIT 1", (user_id, model))
+            "SELECT 1 FROM purchases WHERE user_id = ? AND model = ? AND status = 'paid' LIMIT 1", (user_id, model)
+        )
         return row is not None
 
-    async def record_paid(self, tx: Transaction, *, purchase_id: str, user_id: str, model: str, kind: str,
-                          amount_cents: int, currency: str, payment_intent: str | None = None,
-                          session_id: str | None = None) -> None:
+    async def record_paid(
+        self,
+        tx: Transaction,
+        *,
+        purchase_id: str,
+        user_id: str,
+        model: str,
+        kind: str,
+        amount_cents: int,
+        currency: str,
+        payment_intent: str | None = None,
+        session_id: str | None = None,
+    ) -> None:
         now = utcnow()
         await tx.execute(
             "INSERT INTO purchases (id, user_id, model, kind, status, amount_cents, currency, checkout_session_id, "
             "payment_intent, created_at, updated_at, completed_at) VALUES (?, ?, ?, ?, 'paid', ?, ?, ?, ?, ?, ?, ?)",
-            (purchase_id, user_id, model, kind, amount_cents, currency, session_id, payment_intent, now, now, now))
-        await tx.publish(self.fn.event(PurchaseCompleted(
-            purchase_id=purchase_id, user_id=user_id, model=model, kind=kind, amount_cents=amount_cents,
-            currency=currency)))
+            (purchase_id, user_id, model, kind, amount_cents, currency, session_id, payment_intent, now, now, now),
+        )
+        await tx.publish(
+            self.fn.event(
+                PurchaseCompleted(
+                    purchase_id=purchase_id,
+                    user_id=user_id,
+                    model=model,
+                    kind=kind,
+                    amount_cents=amount_cents,
+                    currency=currency,
+                )
+            )
+        )
 
-    async def record_pending(self, tx: Transaction, *, purchase_id: str, user_id: str, model: str,
-                             amount_cents: int, currency: str, session_id: str, checkout_url: str | None) -> None:
+    async def record_pending(
+        self,
+        tx: Transaction,
+        *,
+        purchase_id: str,
+        user_id: str,
+        model: str,
+        amount_cents: int,
+        currency: str,
+        session_id: str,
+        checkout_url: str | None,
+    ) -> None:
         now = utcnow()
         await tx.execute(
             "INSERT INTO purchases (id, user_id, model, kind, status, amount_cents, currency, checkout_session_id, "
             "checkout_url, created_at, updated_at) VALUES (?, ?, ?, 'stripe', 'pending', ?, ?, ?, ?, ?, ?)",
-            (purchase_id, user_id, model, amount_cents, currency, session_id, checkout_url, now, now))
-        await tx.publish(self.fn.event(PurchaseCreated(
-            purchase_id=purchase_id, user_id=user_id, model=model, amount_cents=amount_cents, currency=currency)))
+            (purchase_id, user_id, model, amount_cents, currency, session_id, checkout_url, now, now),
+        )
+        await tx.publish(
+            self.fn.event(
+                PurchaseCreated(
+                    purchase_id=purchase_id, user_id=user_id, model=model, amount_cents=amount_cents, currency=currency
+                )
+            )
+        )
 
     async def mark_paid(self, tx: Transaction, purchase: Purchase, payment_intent: str | None) -> None:
         now = utcnow()
         await tx.execute(
             "UPDATE purchases SET status = 'paid', payment_intent = COALESCE(?, payment_intent), "
             "failure_reason = NULL, updated_at = ?, completed_at = ? WHERE id = ?",
-            (payment_intent, now, now, purchase.id))
-        await tx.publish(self.fn.event(PurchaseCompleted(
-            purchase_id=purchase.id, user_id=purchase.user_id, model=purchase.model, kind=purchase.kind,
-            amount_cents=purchase.amount_cents, currency=purchase.currency)))
+            (payment_intent, now, now, purchase.id),
+        )
+        await tx.publish(
+            self.fn.event(
+                PurchaseCompleted(
+                    purchase_id=purchase.id,
+                    user_id=purchase.user_id,
+                    model=purchase.model,
+                    kind=purchase.kind,
+                    amount_cents=purchase.amount_cents,
+                    currency=purchase.currency,
+                )
+            )
+        )
 
     async def mark_failed(self, tx: Transaction, purchase: Purchase, reason: str) -> None:
-        await tx.execute("UPDATE purchases SET status = 'failed', failure_reason = ?, updated_at = ? WHERE id = ?",
-                         (reason, utcnow(), purchase.id))
-        await tx.publish(self.fn.event(PurchaseFailed(
-            purchase_id=purchase.id, user_id=purchase.user_id, model=purchase.model, reason=reason)))
+        await tx.execute(
+            "UPDATE purchases SET status = 'failed', failure_reason = ?, updated_at = ? WHERE id = ?",
+            (reason, utcnow(), purchase.id),
+        )
+        await tx.publish(
+            self.fn.event(
+                PurchaseFailed(purchase_id=purchase.id, user_id=purchase.user_id, model=purchase.model, reason=reason)
+            )
+        )
 
     async def mark_refunded(self, tx: Transaction, purchase: Purchase) -> None:
-        await tx.execute("UPDATE purchases SET status = 'refunded', updated_at = ? WHERE id = ?",
-                         (utcnow(), purchase.id))
-        await tx.publish(self.fn.event(PurchaseRevoked(
-            purchase_id=purchase.id, user_id=purchase.user_id, model=purchase.model, reason="refunded")))
+        await tx.execute(
+            "UPDATE purchases SET status = 'refunded', updated_at = ? WHERE id = ?", (utcnow(), purchase.id)
+        )
+        await tx.publish(
+            self.fn.event(
+                PurchaseRevoked(
+                    purchase_id=purchase.id, user_id=purchase.user_id, model=purchase.model, reason="refunded"
+                )
+            )
+        )
 
     async def current(self, tx: Transaction, purchase_id: str | None, session_id: str | None) -> Purchase | None:
         row = await tx.fetch_one(
             "SELECT * FROM purchases WHERE id = ? OR (? IS NOT NULL AND checkout_session_id = ?) LIMIT 1",
-            (purchase_id, session_id, session_id))
+            (purchase_id, session_id, session_id),
+        )
         return Purchase.from_row(row) if row else None
 
     async def paid_by_intent(self, tx: Transaction, payment_intent: str) -> list[Purchase]:
-        rows = await tx.fetch_all("SELECT * FROM purchases WHERE payment_intent = ? AND status = 'paid'",
-                                  (payment_intent,))
+        rows = await tx.fetch_all(
+            "SELECT * FROM purchases WHERE payment_intent = ? AND status = 'paid'", (payment_intent,)
+        )
         return [Purchase.from_row(r) for r in rows]

@@ -15,11 +15,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from functions.clients.stripe import InvalidWebhook, verify_webhook
-from functions.runtime.database import utcnow
-from functions.runtime.errors import BadRequest, UpstreamUnavailable
-from functions.runtime.function import Function
 from functions.webhook.translation import translate
+from studio.clients.stripe import InvalidWebhook, verify_webhook
+from studio.runtime.database import utcnow
+from studio.runtime.errors import BadRequest, UpstreamUnavailable
+from studio.runtime.function import Function
 
 function = Function("webhook", migrations=Path(__file__).parent / "migrations")
 
@@ -28,8 +28,9 @@ function = Function("webhook", migrations=Path(__file__).parent / "migrations")
 async def receive_stripe_event(request: web.Request) -> web.Response:
     secret = function.settings.stripe_webhook_secret
     if not secret:
-        raise UpstreamUnavailable("webhooks are not configured: the operator must set STRIPE_WEBHOOK_SECRET",
-                                  code="webhooks_not_configured")
+        raise UpstreamUnavailable(
+            "webhooks are not configured: the operator must set STRIPE_WEBHOOK_SECRET", code="webhooks_not_configured"
+        )
     payload = await request.read()
     try:
         stripe_event = verify_webhook(payload, request.headers.get("Stripe-Signature"), secret.get())
@@ -48,12 +49,19 @@ async def receive_stripe_event(request: web.Request) -> web.Response:
         await tx.execute(
             "INSERT INTO stripe_events (event_id, type, object_id, livemode, outcome, received_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (stripe_event["id"], stripe_event["type"], obj.get("id"), int(bool(stripe_event.get("livemode"))),
-             outcome, utcnow()))
+            (
+                stripe_event["id"],
+                stripe_event["type"],
+                obj.get("id"),
+                int(bool(stripe_event.get("livemode"))),
+                outcome,
+                utcnow(),
+            ),
+        )
         if data is not None:
             await tx.publish(function.event(data))
-    function.log.info("stripe event received", extra={"stripe_event": stripe_event["id"],
-                                                      "stripe_type": stripe_event["type"], "outcome": outcome})
+    function.log.info(
+        "stripe event received",
+        extra={"stripe_event": stripe_event["id"], "stripe_type": stripe_event["type"], "outcome": outcome},
+    )
     return web.json_response({"received": True, "outcome": outcome})
-
-

@@ -39,8 +39,8 @@ from pathlib import Path
 import aiohttp
 
 from events.server import NatsServer
-from functions.clients.ollama import OllamaClient
-from functions.runtime.studio import install_event_loop_policy
+from studio.clients.ollama import OllamaClient
+from studio.runner import install_event_loop_policy
 from tests.bench.common import free_port, process
 
 MODEL = "tinyllama:latest"
@@ -114,7 +114,7 @@ async def read_sse(session: aiohttp.ClientSession, url: str, headers: dict[str, 
             window = tail + chunk
             tokens += window.count(pattern)
             done = done or b"event: done" in window
-            tail = window[-(len(pattern) - 1):]
+            tail = window[-(len(pattern) - 1) :]
     assert done, "the stream ended without its done event"
     return Stream(first - t0, tokens, time.perf_counter() - first)
 
@@ -180,8 +180,9 @@ class Double:
         self.url, self.session = url, session
 
     async def configure(self, tokens_per_s: float, reply: str) -> None:
-        async with self.session.post(self.url + "/_double/config",
-                                     json={"tokens_per_s": tokens_per_s, "reply": reply}) as resp:
+        async with self.session.post(
+            self.url + "/_double/config", json={"tokens_per_s": tokens_per_s, "reply": reply}
+        ) as resp:
             assert resp.status == 200
         async with self.session.post(self.url + "/_double/reset", json={}) as resp:
             assert resp.status == 200
@@ -252,19 +253,24 @@ async def compare_clients(double: Double, url: str, rounds: int) -> list[str]:
         await official.close()
     med = {name: {k: statistics.median(v) for k, v in r.items()} for name, r in results.items()}
     base = med["aiohttp (OllamaClient)"]
-    out = [f"1. Ollama clients, straight from the stand-in (medians of {rounds} rounds)",
-           f"{'client':<26}{'1 stream':>12}{'ratio':>7}{'10 flat out':>13}{'ttft p50':>10}{'ttft max':>10}"
-           f"{'100 @30/s ttft p50':>20}{'p99':>9}",
-           f"{'':<26}{'tok/s':>12}{'':>7}{'tok/s total':>13}{'':>10}{'':>10}{'':>20}{'':>9}"]
+    out = [
+        f"1. Ollama clients, straight from the stand-in (medians of {rounds} rounds)",
+        f"{'client':<26}{'1 stream':>12}{'ratio':>7}{'10 flat out':>13}{'ttft p50':>10}{'ttft max':>10}"
+        f"{'100 @30/s ttft p50':>20}{'p99':>9}",
+        f"{'':<26}{'tok/s':>12}{'':>7}{'tok/s total':>13}{'':>10}{'':>10}{'':>20}{'':>9}",
+    ]
     for name, m in med.items():
-        out.append(f"{name:<26}{m['one']:>12,.0f}{m['one'] / base['one']:>7.2f}{m['ten_rate']:>13,.0f}"
-                   f"{m['ten_ttft'] * 1000:>8.1f}ms{m['ten_ttft_max'] * 1000:>8.1f}ms"
-                   f"{m['hundred_p50'] * 1000:>18.1f}ms{m['hundred_p99'] * 1000:>7.1f}ms")
+        out.append(
+            f"{name:<26}{m['one']:>12,.0f}{m['one'] / base['one']:>7.2f}{m['ten_rate']:>13,.0f}"
+            f"{m['ten_ttft'] * 1000:>8.1f}ms{m['ten_ttft_max'] * 1000:>8.1f}ms"
+            f"{m['hundred_p50'] * 1000:>18.1f}ms{m['hundred_p99'] * 1000:>7.1f}ms"
+        )
     return out
 
 
-async def time_to_first_token(double: Double, targets: dict[str, Callable[[], Awaitable[Stream]]],
-                              n: int) -> dict[str, dict[str, float]]:
+async def time_to_first_token(
+    double: Double, targets: dict[str, Callable[[], Awaitable[Stream]]], n: int
+) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {name: {} for name in targets}
     for rate, label in ((30, "30"), (0, "max")):
         await double.configure(rate, SHORT_REPLY)
@@ -278,8 +284,13 @@ async def time_to_first_token(double: Double, targets: dict[str, Callable[[], Aw
     return out
 
 
-async def one_stream_rate(double: Double, targets: dict[str, Callable[[], Awaitable[Stream]]],
-                          pids: dict[str, list[int]], rounds: int, tokens: int) -> dict[str, dict[str, float]]:
+async def one_stream_rate(
+    double: Double,
+    targets: dict[str, Callable[[], Awaitable[Stream]]],
+    pids: dict[str, list[int]],
+    rounds: int,
+    tokens: int,
+) -> dict[str, dict[str, float]]:
     await double.configure(0, reply_of(tokens))
     rates: dict[str, list[float]] = {name: [] for name in targets}
     cpu: dict[str, list[float]] = {name: [] for name in targets}
@@ -289,8 +300,7 @@ async def one_stream_rate(double: Double, targets: dict[str, Callable[[], Awaita
             s = await one()
             rates[name].append(s.tokens / s.seconds)
             cpu[name].append((cpu_s(pids[name]) - before) / s.tokens * 1e6)
-    return {name: {"rate": statistics.median(rates[name]), "cpu_us": statistics.median(cpu[name])}
-            for name in targets}
+    return {name: {"rate": statistics.median(rates[name]), "cpu_us": statistics.median(cpu[name])} for name in targets}
 
 
 def listen_overflows() -> int:
@@ -308,8 +318,16 @@ def cpu_of_everyone(pids: list[int], double_pid: int) -> tuple[float, float, flo
     return cpu_s(pids) if pids else 0.0, cpu_s([double_pid]), time.process_time()
 
 
-async def hold_streams(double: Double, one: Callable[[], Awaitable[Stream]], pids: list[int], double_pid: int,
-                       streams: int, rate: float, seconds: float, ramp_s: float) -> dict[str, float]:
+async def hold_streams(
+    double: Double,
+    one: Callable[[], Awaitable[Stream]],
+    pids: list[int],
+    double_pid: int,
+    streams: int,
+    rate: float,
+    seconds: float,
+    ramp_s: float,
+) -> dict[str, float]:
     await double.configure(rate, reply_of(int(rate * seconds)))
     idle = rss_mb(pids) if pids else 0.0
     cpu_before = cpu_of_everyone(pids, double_pid)
@@ -328,19 +346,24 @@ async def hold_streams(double: Double, one: Callable[[], Awaitable[Stream]], pid
     wall = time.perf_counter() - t0
     if sampler:
         sampler.cancel()
-    cpu = [(after - before) / wall for before, after in zip(cpu_before, cpu_of_everyone(pids, double_pid),
-                                                            strict=True)]
+    cpu = [(after - before) / wall for before, after in zip(cpu_before, cpu_of_everyone(pids, double_pid), strict=True)]
     ok = [s for s in done if isinstance(s, Stream)]
     expected = max((s.tokens for s in ok), default=0)
     at_pace = [s for s in ok if s.tokens == expected and s.tokens / s.seconds >= 0.9 * rate]
     tokens = sum(s.tokens for s in ok)
     return {
-        "completed": len(ok), "at_pace": len(at_pace), "peak": peak_concurrency(ok),
+        "completed": len(ok),
+        "at_pace": len(at_pace),
+        "peak": peak_concurrency(ok),
         "ttft_p50": statistics.median(s.ttft for s in ok) if ok else float("nan"),
         "ttft_p99": pct([s.ttft for s in ok], 0.99) if ok else float("nan"),
-        "tokens_per_s_total": tokens / wall, "peak_mb": peak, "per_stream_kb": (peak - idle) * 1024 / streams,
+        "tokens_per_s_total": tokens / wall,
+        "peak_mb": peak,
+        "per_stream_kb": (peak - idle) * 1024 / streams,
         "cpu_us_per_token": cpu[0] * wall / tokens * 1e6 if pids and tokens else float("nan"),
-        "cpu_studio": cpu[0], "cpu_double": cpu[1], "cpu_client": cpu[2],
+        "cpu_studio": cpu[0],
+        "cpu_double": cpu[1],
+        "cpu_client": cpu[2],
         "dropped": listen_overflows() - overflows,
     }
 
@@ -356,15 +379,22 @@ async def visitor_cookie(session: aiohttp.ClientSession, url: str) -> dict[str, 
         return {"Cookie": resp.headers["Set-Cookie"].split(";", 1)[0]}
 
 
-async def bench(args: argparse.Namespace, double_url: str, double_pid: int, urls: dict[str, str],
-                function_url: str, pids: dict[str, list[int]]) -> None:
+async def bench(
+    args: argparse.Namespace,
+    double_url: str,
+    double_pid: int,
+    urls: dict[str, str],
+    function_url: str,
+    pids: dict[str, list[int]],
+) -> None:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
         double = Double(double_url, session)
         await double.configure(0, SHORT_REPLY)
         headers = {name: await visitor_cookie(session, url) for name, url in urls.items()}
-        targets: dict[str, Callable[[], Awaitable[Stream]]] = {"straight from Ollama": lambda: read_ndjson(session,
-                                                                                                       double_url)}
+        targets: dict[str, Callable[[], Awaitable[Stream]]] = {
+            "straight from Ollama": lambda: read_ndjson(session, double_url)
+        }
         for name, url in urls.items():
             targets[name] = (lambda u, h: lambda: read_sse(session, u, h))(url, headers[name])
         bench_user = {"X-Studio-User": "v_bench"}  # what the gateway would assert
@@ -378,40 +408,61 @@ async def bench(args: argparse.Namespace, double_url: str, double_pid: int, urls
         held: list[tuple[str, int, float, dict[str, float]]] = []
         for streams, rate in args.loads:
             for name, one in targets.items():
-                held.append((name, streams, rate, await hold_streams(double, one, pids[name], double_pid, streams,
-                                                                     rate, args.seconds, args.ramp)))
+                held.append(
+                    (
+                        name,
+                        streams,
+                        rate,
+                        await hold_streams(double, one, pids[name], double_pid, streams, rate, args.seconds, args.ramp),
+                    )
+                )
 
     base_ttft, base_rate = ttft["straight from Ollama"], one_rate["straight from Ollama"]
     print()
     print("\n".join(lines))
-    print(f"\n2. One stream: time to first token ({args.ttft_requests} requests each, interleaved) and tokens/s "
-          f"({args.tokens:,} tokens flat out, median of {args.rounds})")
-    print(f"{'target':<26}{'ttft @30/s p50':>15}{'p99':>9}{'added':>9}{'ttft @max p50':>15}{'p99':>9}{'added':>9}"
-          f"{'tok/s':>10}{'ratio':>7}{'CPU/token':>11}")
+    print(
+        f"\n2. One stream: time to first token ({args.ttft_requests} requests each, interleaved) and tokens/s "
+        f"({args.tokens:,} tokens flat out, median of {args.rounds})"
+    )
+    print(
+        f"{'target':<26}{'ttft @30/s p50':>15}{'p99':>9}{'added':>9}{'ttft @max p50':>15}{'p99':>9}{'added':>9}"
+        f"{'tok/s':>10}{'ratio':>7}{'CPU/token':>11}"
+    )
     for name in alone:
         t, r = ttft[name], one_rate[name]
-        print(f"{name:<26}{t['ttft_30_p50'] * 1e3:>13.2f}ms{t['ttft_30_p99'] * 1e3:>7.2f}ms"
-              f"{(t['ttft_30_p50'] - base_ttft['ttft_30_p50']) * 1e3:>+7.2f}ms"
-              f"{t['ttft_max_p50'] * 1e3:>13.2f}ms{t['ttft_max_p99'] * 1e3:>7.2f}ms"
-              f"{(t['ttft_max_p50'] - base_ttft['ttft_max_p50']) * 1e3:>+7.2f}ms"
-              f"{r['rate']:>10,.0f}{r['rate'] / base_rate['rate']:>7.2f}{r['cpu_us']:>9.1f}us")
-    print(f"\n3. Concurrent streams of {args.seconds:g} s of tokens, arriving evenly over {args.ramp:g} s; "
-          "CPU in cores (1.00 = one core busy) of the serving process(es), the Ollama stand-in and this client")
-    print(f"{'target':<26}{'streams':>8}{'tok/s':>6}{'done':>6}{'at pace':>8}{'at once':>8}{'ttft p50':>10}{'p99':>9}"
-          f"{'tok/s total':>12}{'RSS peak':>9}{'/stream':>9}{'CPU/token':>10}{'CPU studio':>11}{'Ollama':>7}"
-          f"{'client':>7}{'SYN drops':>10}")
+        print(
+            f"{name:<26}{t['ttft_30_p50'] * 1e3:>13.2f}ms{t['ttft_30_p99'] * 1e3:>7.2f}ms"
+            f"{(t['ttft_30_p50'] - base_ttft['ttft_30_p50']) * 1e3:>+7.2f}ms"
+            f"{t['ttft_max_p50'] * 1e3:>13.2f}ms{t['ttft_max_p99'] * 1e3:>7.2f}ms"
+            f"{(t['ttft_max_p50'] - base_ttft['ttft_max_p50']) * 1e3:>+7.2f}ms"
+            f"{r['rate']:>10,.0f}{r['rate'] / base_rate['rate']:>7.2f}{r['cpu_us']:>9.1f}us"
+        )
+    print(
+        f"\n3. Concurrent streams of {args.seconds:g} s of tokens, arriving evenly over {args.ramp:g} s; "
+        "CPU in cores (1.00 = one core busy) of the serving process(es), the Ollama stand-in and this client"
+    )
+    print(
+        f"{'target':<26}{'streams':>8}{'tok/s':>6}{'done':>6}{'at pace':>8}{'at once':>8}{'ttft p50':>10}{'p99':>9}"
+        f"{'tok/s total':>12}{'RSS peak':>9}{'/stream':>9}{'CPU/token':>10}{'CPU studio':>11}{'Ollama':>7}"
+        f"{'client':>7}{'SYN drops':>10}"
+    )
     for name, streams, rate, h in held:
-        print(f"{name:<26}{streams:>8,}{rate:>6g}{h['completed']:>6,}{h['at_pace']:>8,}{h['peak']:>8,}"
-              f"{h['ttft_p50'] * 1e3:>8.1f}ms"
-              f"{h['ttft_p99'] * 1e3:>7.0f}ms{h['tokens_per_s_total']:>12,.0f}{h['peak_mb']:>7.0f}MB"
-              f"{h['per_stream_kb']:>7.0f}KB{h['cpu_us_per_token']:>8.1f}us{h['cpu_studio']:>11.2f}"
-              f"{h['cpu_double']:>7.2f}{h['cpu_client']:>7.2f}{h['dropped']:>10,}")
-    print("\n(at pace: every token arrived, at >= 90 % of the stand-in's rate; at once: the most streams open at one "
-          "instant. CPU/token and memory are the serving "
-          "process(es)': the studio embedded; gateway + chat function proxied; none straight from Ollama. "
-          "SYN drops: new connections the kernel dropped (a full accept queue), each costing its client 1 s or more.)")
-    print("goals: added time to first token < 2 ms; one stream >= 20,000 tokens/s through the studio; "
-          "1,000 streams held")
+        print(
+            f"{name:<26}{streams:>8,}{rate:>6g}{h['completed']:>6,}{h['at_pace']:>8,}{h['peak']:>8,}"
+            f"{h['ttft_p50'] * 1e3:>8.1f}ms"
+            f"{h['ttft_p99'] * 1e3:>7.0f}ms{h['tokens_per_s_total']:>12,.0f}{h['peak_mb']:>7.0f}MB"
+            f"{h['per_stream_kb']:>7.0f}KB{h['cpu_us_per_token']:>8.1f}us{h['cpu_studio']:>11.2f}"
+            f"{h['cpu_double']:>7.2f}{h['cpu_client']:>7.2f}{h['dropped']:>10,}"
+        )
+    print(
+        "\n(at pace: every token arrived, at >= 90 % of the stand-in's rate; at once: the most streams open at one "
+        "instant. CPU/token and memory are the serving "
+        "process(es)': the studio embedded; gateway + chat function proxied; none straight from Ollama. "
+        "SYN drops: new connections the kernel dropped (a full accept queue), each costing its client 1 s or more.)"
+    )
+    print(
+        "goals: added time to first token < 2 ms; one stream >= 20,000 tokens/s through the studio; 1,000 streams held"
+    )
 
 
 def load(text: str) -> tuple[int, float]:
@@ -421,8 +472,14 @@ def load(text: str) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--loads", type=load, nargs="+", default=[load(x) for x in ("250", "500", "1000", "1000@3")],
-                        metavar="STREAMS[@TOKENS_PER_S]", help="concurrent streams (at 30 tokens/s unless given)")
+    parser.add_argument(
+        "--loads",
+        type=load,
+        nargs="+",
+        default=[load(x) for x in ("250", "500", "1000", "1000@3")],
+        metavar="STREAMS[@TOKENS_PER_S]",
+        help="concurrent streams (at 30 tokens/s unless given)",
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each of those streams")
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which those streams arrive")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the throughput measurements")
@@ -437,16 +494,24 @@ def main() -> None:
         dport, fport, eport, pport = free_port(), free_port(), free_port(), free_port()
         double_url = f"http://127.0.0.1:{dport}"
         serve = ("-m", "tests.bench.chat_serve")
-        with process(*serve, "ollama", str(dport), ready="ready") as double_proc, \
-                process(*serve, "function", str(fport), nats.url, double_url, ready="ready") as function_proc, \
-                process(*serve, "proxied", str(pport), nats.url, double_url, f"http://127.0.0.1:{fport}",
-                        ready="ready") as gateway_proc, \
-                process(*serve, "embedded", str(eport), nats.url, double_url, ready="ready") as embedded_proc:
-            urls = {"embedded gateway + chat": f"http://127.0.0.1:{eport}",
-                    "proxied gateway -> chat": f"http://127.0.0.1:{pport}"}
-            pids = {"straight from Ollama": [], "embedded gateway + chat": [embedded_proc.pid],
-                    "proxied gateway -> chat": [gateway_proc.pid, function_proc.pid],
-                    "chat function alone": [function_proc.pid]}
+        with (
+            process(*serve, "ollama", str(dport), ready="ready") as double_proc,
+            process(*serve, "function", str(fport), nats.url, double_url, ready="ready") as function_proc,
+            process(
+                *serve, "proxied", str(pport), nats.url, double_url, f"http://127.0.0.1:{fport}", ready="ready"
+            ) as gateway_proc,
+            process(*serve, "embedded", str(eport), nats.url, double_url, ready="ready") as embedded_proc,
+        ):
+            urls = {
+                "embedded gateway + chat": f"http://127.0.0.1:{eport}",
+                "proxied gateway -> chat": f"http://127.0.0.1:{pport}",
+            }
+            pids = {
+                "straight from Ollama": [],
+                "embedded gateway + chat": [embedded_proc.pid],
+                "proxied gateway -> chat": [gateway_proc.pid, function_proc.pid],
+                "chat function alone": [function_proc.pid],
+            }
             print(f"Ollama stand-in pid {double_proc.pid}; {os.cpu_count()} CPUs; Python {sys.version.split()[0]}")
             asyncio.run(bench(args, double_url, double_proc.pid, urls, f"http://127.0.0.1:{fport}", pids))
     finally:

@@ -9,7 +9,7 @@ benchmark visitor can hold a thousand streams.
     python -m tests.bench.chat_serve ollama PORT
 
 The Ollama stand-in with its control API (`/_double/config` sets the token rate and the reply).
-The studio is served exactly as `localai-studio up` / `run` serve it (runtime.studio.serve).
+The studio is served exactly as `localai-studio up` / `run` serve it (studio.runner.serve).
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from pathlib import Path
 from aiohttp import web
 
 from functions import load
-from functions.runtime.host import Host
-from functions.runtime.logs import configure
-from functions.runtime.server import function_app
-from functions.runtime.settings import Settings
-from functions.runtime.studio import install_event_loop_policy, serve, wait_for_signal
 from gateway.app import gateway_app
+from studio.runner import install_event_loop_policy, serve, wait_for_signal
+from studio.runtime.host import Host
+from studio.runtime.logs import configure
+from studio.runtime.server import function_app
+from studio.runtime.settings import Settings
 from tests.doubles import ollama as ollama_double
 from tests.doubles.ollama import OllamaDouble, create_app
 
@@ -47,9 +47,17 @@ async def serve_ollama(port: int) -> None:
 
 async def main(mode: str, port: int, nats_url: str, ollama_url: str, upstream: str | None) -> None:
     settings = Settings.from_env(
-        {}, port=port, nats_url=nats_url, ollama_url=ollama_url, data_dir=Path(tempfile.mkdtemp()),
-        log_level="WARNING", functions=("chat",), upstreams={"chat": upstream} if upstream else {},
-        chat_max_tokens=10_000_000, chat_concurrent_per_visitor=1_000_000, chat_requests_per_minute=100_000_000,
+        {},
+        port=port,
+        nats_url=nats_url,
+        ollama_url=ollama_url,
+        data_dir=Path(tempfile.mkdtemp()),
+        log_level="WARNING",
+        functions=("chat",),
+        upstreams={"chat": upstream} if upstream else {},
+        chat_max_tokens=10_000_000,
+        chat_concurrent_per_visitor=1_000_000,
+        chat_requests_per_minute=100_000_000,
     )
     configure(settings.log_level, f"bench-chat-{mode}")
     chat = load("chat")
@@ -74,5 +82,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "ollama":
         asyncio.run(serve_ollama(int(sys.argv[2])))
     else:
-        asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4],
-                         sys.argv[5] if len(sys.argv) > 5 else None))
+        asyncio.run(
+            main(sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] if len(sys.argv) > 5 else None)
+        )

@@ -30,8 +30,13 @@ def measure(url: str, seconds: float, headers: dict[str, str]) -> dict[str, floa
     loaded = wrk(url, connections=50, seconds=seconds, headers=headers)
     single = wrk(url, connections=1, seconds=max(2.0, seconds / 2), headers=headers)
     assert loaded.errors == 0 and single.errors == 0, f"{url}: errors during the run"
-    return {"rps": loaded.rps, "p50_50c": loaded.p50_ms, "p99_50c": loaded.p99_ms,
-            "p50_1c": single.p50_ms, "p99_1c": single.p99_ms}
+    return {
+        "rps": loaded.rps,
+        "p50_50c": loaded.p50_ms,
+        "p99_50c": loaded.p99_ms,
+        "p50_1c": single.p50_ms,
+        "p99_1c": single.p99_ms,
+    }
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -50,9 +55,11 @@ def main() -> None:
     try:
         fport, eport, pport = free_port(), free_port(), free_port()
         serve = ("-m", "tests.bench.serve")
-        with process(*serve, "function", str(fport), nats.url, ready="ready"), \
-                process(*serve, "proxied", str(pport), nats.url, f"http://127.0.0.1:{fport}", ready="ready"), \
-                process(*serve, "embedded", str(eport), nats.url, ready="ready"):
+        with (
+            process(*serve, "function", str(fport), nats.url, ready="ready"),
+            process(*serve, "proxied", str(pport), nats.url, f"http://127.0.0.1:{fport}", ready="ready"),
+            process(*serve, "embedded", str(eport), nats.url, ready="ready"),
+        ):
             targets = {
                 "direct": (f"http://127.0.0.1:{fport}/api/ping", {}),
                 "embedded gateway": (url := f"http://127.0.0.1:{eport}/api/ping", {"Cookie": visitor_cookie(url)}),
@@ -69,12 +76,16 @@ def main() -> None:
     results = {name: median_of(r) for name, r in runs.items()}
     base = results["direct"]
     print(f"\nmedians of {args.rounds} interleaved rounds, {args.seconds:g} s each")
-    print(f"{'target':<18}{'req/s @50':>11}{'ratio':>8}{'p50 @50':>10}{'p99 @50':>10}"
-          f"{'p50 @1':>9}{'p99 @1':>9}{'+p50 @1':>9}")
+    print(
+        f"{'target':<18}{'req/s @50':>11}{'ratio':>8}{'p50 @50':>10}{'p99 @50':>10}"
+        f"{'p50 @1':>9}{'p99 @1':>9}{'+p50 @1':>9}"
+    )
     for name, r in results.items():
-        print(f"{name:<18}{r['rps']:>11,.0f}{r['rps'] / base['rps']:>8.2f}{r['p50_50c']:>8.2f}ms"
-              f"{r['p99_50c']:>8.2f}ms{r['p50_1c']:>7.3f}ms{r['p99_1c']:>7.3f}ms"
-              f"{r['p50_1c'] - base['p50_1c']:>+7.3f}ms")
+        print(
+            f"{name:<18}{r['rps']:>11,.0f}{r['rps'] / base['rps']:>8.2f}{r['p50_50c']:>8.2f}ms"
+            f"{r['p99_50c']:>8.2f}ms{r['p50_1c']:>7.3f}ms{r['p99_1c']:>7.3f}ms"
+            f"{r['p50_1c'] - base['p50_1c']:>+7.3f}ms"
+        )
     print("\ngoals: embedded >= 0.85 of direct, proxied >= 0.50, added p50 at 1 connection < 0.3 ms")
 
 

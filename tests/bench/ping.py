@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from functions.runtime.function import Function
 from gateway.routes import ROUTES, Route
+from studio.runtime.function import Function
 
 function = Function("ping")
 ROUTES_WITH_PING = (*ROUTES, Route("/api/ping", "ping", timeout=5))

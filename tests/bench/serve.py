@@ -11,19 +11,25 @@ import sys
 import tempfile
 from pathlib import Path
 
-from functions.runtime.host import Host
-from functions.runtime.logs import configure
-from functions.runtime.server import function_app
-from functions.runtime.settings import Settings
-from functions.runtime.studio import install_event_loop_policy, serve, wait_for_signal
 from gateway.app import gateway_app
+from studio.runner import install_event_loop_policy, serve, wait_for_signal
+from studio.runtime.host import Host
+from studio.runtime.logs import configure
+from studio.runtime.server import function_app
+from studio.runtime.settings import Settings
 from tests.bench.ping import ROUTES_WITH_PING
 from tests.bench.ping import function as ping
 
 
 async def main(mode: str, port: int, nats_url: str, upstream: str | None) -> None:
-    settings = Settings.from_env({}, port=port, nats_url=nats_url, data_dir=Path(tempfile.mkdtemp()),
-                                 log_level="WARNING", upstreams={"ping": upstream} if upstream else {})
+    settings = Settings.from_env(
+        {},
+        port=port,
+        nats_url=nats_url,
+        data_dir=Path(tempfile.mkdtemp()),
+        log_level="WARNING",
+        upstreams={"ping": upstream} if upstream else {},
+    )
     configure(settings.log_level, f"bench-{mode}")
     host = None
     if mode == "function":

@@ -1,6 +1,6 @@
 """A faithful stand-in for the Ollama server, spoken to over real HTTP.
 
-Wire behaviour follows /work/shared/facts/ollama-api.md (Go server around v0.32/0.33): NDJSON streams,
+Wire behaviour follows docs/ollama-api.md (Go server around v0.32/0.33): NDJSON streams,
 `{"error": ...}` bodies with a real status before the first streamed byte and as a final line under HTTP 200
 after it, Go's JSON escaping of `<>&`, integer-nanosecond metrics with zero values omitted, gin's plain-text
 404/405 pages, the loopback Host guard.
@@ -204,8 +204,12 @@ def parse_name(raw: str) -> ModelName | None:
     else:
         model = s
     tag = tag or "latest"
-    if not (_HOST_RE.fullmatch(host) and _NAMESPACE_RE.fullmatch(namespace)
-            and _PART_RE.fullmatch(model) and _PART_RE.fullmatch(tag)):
+    if not (
+        _HOST_RE.fullmatch(host)
+        and _NAMESPACE_RE.fullmatch(namespace)
+        and _PART_RE.fullmatch(model)
+        and _PART_RE.fullmatch(tag)
+    ):
         return None
     return ModelName(host, namespace, model, tag, scheme.lower())
 
@@ -266,14 +270,27 @@ class RegistryModel:
         return _sha("manifest", *(f"{la.digest}:{la.size}:{la.media_type}" for la in self.layers))
 
     def details(self) -> dict[str, Any]:
-        return {"parent_model": "", "format": "gguf", "family": self.family, "families": [self.family],
-                "parameter_size": self.parameter_size, "quantization_level": self.quantization_level}
+        return {
+            "parent_model": "",
+            "format": "gguf",
+            "family": self.family,
+            "families": [self.family],
+            "parameter_size": self.parameter_size,
+            "quantization_level": self.quantization_level,
+        }
 
     def model_info(self) -> dict[str, Any]:
         f = self.family
-        return {"general.architecture": f, "general.file_type": 2, "general.parameter_count": self.parameter_count,
-                "general.quantization_version": 2, f"{f}.context_length": self.context_length,
-                f"{f}.embedding_length": 2048, f"{f}.block_count": 22, "tokenizer.ggml.model": "gpt2"}
+        return {
+            "general.architecture": f,
+            "general.file_type": 2,
+            "general.parameter_count": self.parameter_count,
+            "general.quantization_version": 2,
+            f"{f}.context_length": self.context_length,
+            f"{f}.embedding_length": 2048,
+            f"{f}.block_count": 22,
+            "tokenizer.ggml.model": "gpt2",
+        }
 
 
 def make_model(name: str, sizes: int | Sequence[int] = 50_000, *, seed: str = "", **meta: Any) -> RegistryModel:
@@ -302,13 +319,31 @@ def make_model(name: str, sizes: int | Sequence[int] = 50_000, *, seed: str = ""
 # name, real model-blob bytes, family, parameter size/count, quantization, context, capabilities, aliases
 _CATALOG: tuple[tuple[Any, ...], ...] = (
     ("tinyllama:latest", 637_699_456, "llama", "1B", 1_100_048_384, "Q4_0", 2048, ("completion",), ()),
-    ("llama3.2:3b", 2_019_377_376, "llama", "3.2B", 3_212_749_888, "Q4_K_M", 131072, ("completion", "tools"),
-     ("llama3.2:latest",)),
+    (
+        "llama3.2:3b",
+        2_019_377_376,
+        "llama",
+        "3.2B",
+        3_212_749_888,
+        "Q4_K_M",
+        131072,
+        ("completion", "tools"),
+        ("llama3.2:latest",),
+    ),
     ("llama3.2:1b", 1_321_082_688, "llama", "1.2B", 1_235_814_432, "Q8_0", 131072, ("completion", "tools"), ()),
     ("qwen2.5:0.5b", 397_807_936, "qwen2", "494.03M", 494_032_768, "Q4_K_M", 32768, ("completion", "tools"), ()),
     ("phi3:mini", 2_176_177_120, "phi3", "3.8B", 3_821_079_552, "Q4_0", 4096, ("completion",), ("phi3:latest",)),
-    ("mistral:7b", 4_113_289_376, "llama", "7.2B", 7_248_023_552, "Q4_K_M", 32768, ("completion", "tools"),
-     ("mistral:latest",)),
+    (
+        "mistral:7b",
+        4_113_289_376,
+        "llama",
+        "7.2B",
+        7_248_023_552,
+        "Q4_K_M",
+        32768,
+        ("completion", "tools"),
+        ("mistral:latest",),
+    ),
     ("gemma2:2b", 1_629_509_152, "gemma2", "2.6B", 2_614_341_888, "Q4_0", 8192, ("completion",), ()),
 )
 
@@ -317,8 +352,16 @@ def default_registry(size_scale: float = 1e-4) -> dict[str, RegistryModel]:
     """The default catalog. The model blob is scaled by `size_scale` (1e-4: tens of KB, 1.0: real sizes)."""
     out: dict[str, RegistryModel] = {}
     for name, blob, family, psize, pcount, quant, ctx, caps, aliases in _CATALOG:
-        m = make_model(name, max(1, round(blob * size_scale)), family=family, parameter_size=psize,
-                       parameter_count=pcount, quantization_level=quant, context_length=ctx, capabilities=caps)
+        m = make_model(
+            name,
+            max(1, round(blob * size_scale)),
+            family=family,
+            parameter_size=psize,
+            parameter_count=pcount,
+            quantization_level=quant,
+            context_length=ctx,
+            capabilities=caps,
+        )
         out[m.name] = m
         for alias in aliases:
             out[alias] = RegistryModel(**{**m.__dict__, "name": alias})
@@ -418,6 +461,7 @@ def _parse_keep_alive(v: Any) -> float:
 
 
 # -- the controller -----------------------------------------------------------------------------------------------
+
 
 class OllamaDouble:
     """State, configuration, fault injection and observations of the stand-in; `start()` serves it over HTTP."""
@@ -575,8 +619,9 @@ class OllamaDouble:
 
     # -- registry and installed models -------------------------------------------------------------------
 
-    def add_model(self, name: str, sizes: RegistryModel | int | Sequence[int] = 50_000, *, seed: str = "",
-                  **meta: Any) -> RegistryModel:
+    def add_model(
+        self, name: str, sizes: RegistryModel | int | Sequence[int] = 50_000, *, seed: str = "", **meta: Any
+    ) -> RegistryModel:
         """Put a model in the fake registry (replacing one of the same name). See make_model() for `sizes`."""
         if isinstance(sizes, RegistryModel):
             display = parse_name(name)
@@ -639,8 +684,7 @@ class OllamaDouble:
 
     # -- faults ----------------------------------------------------------------------------------------------
 
-    def fail_next_pulls(self, model: str | None = None, n: int | None = 1, *,
-                        error: str = DEFAULT_PULL_ERROR) -> None:
+    def fail_next_pulls(self, model: str | None = None, n: int | None = 1, *, error: str = DEFAULT_PULL_ERROR) -> None:
         """The next `n` pulls (of `model`, or of any model) stop half-way through the first layer they
         download with `{"error": error}` under HTTP 200 (500 with stream:false). n=None: until cleared."""
         self._faults.append(_Fault("fail_pull", normalize(model) if model else None, n, error))
@@ -649,8 +693,9 @@ class OllamaDouble:
         """The next `n` pulls stop at the same point by closing the connection: no `success`, no `error`."""
         self._faults.append(_Fault("cut_pull", normalize(model) if model else None, n))
 
-    def fail_next_chats(self, n: int | None = 1, *, after_tokens: int = 0, error: str = DEFAULT_CHAT_ERROR,
-                        model: str | None = None) -> None:
+    def fail_next_chats(
+        self, n: int | None = 1, *, after_tokens: int = 0, error: str = DEFAULT_CHAT_ERROR, model: str | None = None
+    ) -> None:
         """The next `n` chat/generate requests emit `{"error": error}` after `after_tokens` content chunks
         (HTTP 200). With after_tokens=0, or stream:false, the error is a 500 before any byte."""
         self._faults.append(_Fault("chat_error", normalize(model) if model else None, n, error, after_tokens))
@@ -711,43 +756,56 @@ class OllamaDouble:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fut, min(remaining, 0.25))
 
-    async def wait_for_disconnect(self, timeout: float = 5.0, *, kind: str | None = None,
-                                  count: int = 1) -> StreamRecord:
+    async def wait_for_disconnect(
+        self, timeout: float = 5.0, *, kind: str | None = None, count: int = 1
+    ) -> StreamRecord:
         """Wait until `count` streams (of `kind`: chat/generate/pull) were closed by the client; the last one."""
-        await self.wait_for(lambda: len(self.disconnects(kind)) >= count, timeout,
-                            f"{count} client disconnect(s) of {kind or 'any'} streams")
+        await self.wait_for(
+            lambda: len(self.disconnects(kind)) >= count,
+            timeout,
+            f"{count} client disconnect(s) of {kind or 'any'} streams",
+        )
         return self.disconnects(kind)[count - 1]
 
-    async def wait_for_stream(self, timeout: float = 5.0, *, kind: str = "chat", tokens: int = 0,
-                              count: int = 1) -> StreamRecord:
+    async def wait_for_stream(
+        self, timeout: float = 5.0, *, kind: str = "chat", tokens: int = 0, count: int = 1
+    ) -> StreamRecord:
         """Wait until the `count`-th stream of `kind` exists and has sent at least `tokens` content chunks."""
+
         def check() -> StreamRecord | None:
             recs = [r for r in self.streams if r.kind == kind]
             if len(recs) >= count and recs[count - 1].tokens_sent >= tokens:
                 return recs[count - 1]
             return None
+
         return await self.wait_for(check, timeout, f"{kind} stream #{count} with {tokens} token(s)")
 
-    async def wait_for_stream_end(self, timeout: float = 5.0, *, kind: str | None = None,
-                                  count: int = 1) -> StreamRecord:
+    async def wait_for_stream_end(
+        self, timeout: float = 5.0, *, kind: str | None = None, count: int = 1
+    ) -> StreamRecord:
         """Wait until the `count`-th stream (of `kind`) has finished, whatever the outcome."""
+
         def check() -> StreamRecord | None:
             recs = [r for r in self.streams if kind is None or r.kind == kind]
             return recs[count - 1] if len(recs) >= count and recs[count - 1].finished else None
+
         return await self.wait_for(check, timeout, f"end of {kind or 'any'} stream #{count}")
 
     async def wait_for_pulls(self, name: str, count: int = 1, timeout: float = 5.0) -> int:
-        return await self.wait_for(lambda: self.pull_count(name) >= count and self.pull_count(name), timeout,
-                                   f"{count} pull(s) of {name}")
+        return await self.wait_for(
+            lambda: self.pull_count(name) >= count and self.pull_count(name), timeout, f"{count} pull(s) of {name}"
+        )
 
     async def wait_for_chat_requests(self, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
         await self.wait_for(lambda: len(self.chat_requests) >= count, timeout, f"{count} chat request(s)")
         return self.chat_requests
 
-    async def wait_for_requests(self, path: str, count: int = 1, timeout: float = 5.0, method: str | None = None
-                                ) -> int:
+    async def wait_for_requests(
+        self, path: str, count: int = 1, timeout: float = 5.0, method: str | None = None
+    ) -> int:
         def n() -> int:
             return sum(1 for m, p in self.requests if p == path and (method is None or m == method))
+
         return await self.wait_for(lambda: n() >= count and n(), timeout, f"{count} request(s) to {path}")
 
     def _notify(self) -> None:
@@ -823,6 +881,7 @@ class OllamaDouble:
 
 # -- HTTP ----------------------------------------------------------------------------------------------------
 
+
 def _json(obj: Any, status: int = 200, content_type: str = JSON_CT) -> web.Response:
     return web.Response(body=go_json(obj), status=status, headers={"Content-Type": content_type})
 
@@ -887,8 +946,15 @@ def _decode_error(text: str, exc: json.JSONDecodeError) -> str:
 _STRING, _BOOL, _LIST = "string", "bool", "[]"
 _FIELDS: dict[str, dict[str, str]] = {
     "ChatRequest": {"model": _STRING, "stream": _BOOL, "messages": _LIST, "tools": _LIST},
-    "GenerateRequest": {"model": _STRING, "prompt": _STRING, "system": _STRING, "suffix": _STRING,
-                        "stream": _BOOL, "raw": _BOOL, "images": _LIST},
+    "GenerateRequest": {
+        "model": _STRING,
+        "prompt": _STRING,
+        "system": _STRING,
+        "suffix": _STRING,
+        "stream": _BOOL,
+        "raw": _BOOL,
+        "images": _LIST,
+    },
     "PullRequest": {"model": _STRING, "name": _STRING, "stream": _BOOL, "insecure": _BOOL},
     "ShowRequest": {"model": _STRING, "name": _STRING},
     "DeleteRequest": {"model": _STRING, "name": _STRING},
@@ -915,11 +981,19 @@ async def _read_body(request: web.Request, go_type: str) -> dict[str, Any] | web
         value = obj.get(name)
         if value is None:
             continue
-        ok = (isinstance(value, str) if kind == _STRING else
-              isinstance(value, bool) if kind == _BOOL else isinstance(value, list))
+        ok = (
+            isinstance(value, str)
+            if kind == _STRING
+            else isinstance(value, bool)
+            if kind == _BOOL
+            else isinstance(value, list)
+        )
         if not ok:
-            return _error(400, f"json: cannot unmarshal {_go_kind(value)} into Go struct field "
-                               f"{go_type}.{name} of type {_GO_TYPES[kind]}")
+            return _error(
+                400,
+                f"json: cannot unmarshal {_go_kind(value)} into Go struct field "
+                f"{go_type}.{name} of type {_GO_TYPES[kind]}",
+            )
     return obj
 
 
@@ -927,8 +1001,9 @@ def create_app(double: OllamaDouble) -> web.Application:
     """The aiohttp application serving `double`'s state."""
 
     @web.middleware
-    async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                         ) -> web.StreamResponse:
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         double._record(double.requests, (request.method, request.path))
         if double.host_guard and not double._host_allowed(request):
             return web.Response(status=403)
@@ -983,21 +1058,44 @@ class _Handlers:
 
     async def tags(self, request: web.Request) -> web.Response:
         models = sorted(self.d.installed.values(), key=lambda m: m.modified_ns, reverse=True)
-        return _json({"models": [
-            {"name": m.name, "model": m.name, "modified_at": local_time(m.modified_ns), "size": m.model.size,
-             "digest": m.digest, "details": m.model.details()}
-            for m in models]})
+        return _json(
+            {
+                "models": [
+                    {
+                        "name": m.name,
+                        "model": m.name,
+                        "modified_at": local_time(m.modified_ns),
+                        "size": m.model.size,
+                        "digest": m.digest,
+                        "details": m.model.details(),
+                    }
+                    for m in models
+                ]
+            }
+        )
 
     async def ps(self, request: web.Request) -> web.Response:
         now = time.time_ns()
         for key in [k for k, v in self.d.loaded.items() if v.expires_ns <= now]:
             del self.d.loaded[key]
         items = sorted(self.d.loaded.values(), key=lambda v: v.expires_ns, reverse=True)
-        return _json({"models": [
-            {"name": v.name, "model": v.name, "size": v.model.size, "digest": v.model.digest,
-             "details": v.model.details(), "expires_at": local_time(v.expires_ns), "size_vram": v.model.size,
-             "context_length": v.model.context_length}
-            for v in items]})
+        return _json(
+            {
+                "models": [
+                    {
+                        "name": v.name,
+                        "model": v.name,
+                        "size": v.model.size,
+                        "digest": v.model.digest,
+                        "details": v.model.details(),
+                        "expires_at": local_time(v.expires_ns),
+                        "size_vram": v.model.size,
+                        "context_length": v.model.context_length,
+                    }
+                    for v in items
+                ]
+            }
+        )
 
     async def show(self, request: web.Request) -> web.Response:
         body = await _read_body(request, "ShowRequest")
@@ -1014,12 +1112,22 @@ class _Handlers:
             return _error(404, f"model '{name.display}' not found")
         m = inst.model
         config = next((la for la in m.layers if la.media_type == MEDIA_MODEL), m.layers[0])
-        modelfile = (f'# Modelfile generated by "ollama show"\n# To build a new Modelfile based on this, replace '
-                     f'FROM with:\n# FROM {inst.name}\n\nFROM /root/.ollama/models/blobs/sha256-{config.hex}\n'
-                     f'TEMPLATE """{m.template}"""\nPARAMETER {m.parameters}\n')
-        return _json({"modelfile": modelfile, "parameters": m.parameters, "template": m.template,
-                      "details": m.details(), "model_info": m.model_info(), "capabilities": list(m.capabilities),
-                      "modified_at": local_time(inst.modified_ns)})
+        modelfile = (
+            f'# Modelfile generated by "ollama show"\n# To build a new Modelfile based on this, replace '
+            f"FROM with:\n# FROM {inst.name}\n\nFROM /root/.ollama/models/blobs/sha256-{config.hex}\n"
+            f'TEMPLATE """{m.template}"""\nPARAMETER {m.parameters}\n'
+        )
+        return _json(
+            {
+                "modelfile": modelfile,
+                "parameters": m.parameters,
+                "template": m.template,
+                "details": m.details(),
+                "model_info": m.model_info(),
+                "capabilities": list(m.capabilities),
+                "modified_at": local_time(inst.modified_ns),
+            }
+        )
 
     async def delete(self, request: web.Request) -> web.Response:
         body = await _read_body(request, "DeleteRequest")
@@ -1204,10 +1312,18 @@ class _Handlers:
             reason = "unload" if keep_alive == 0 else "load"
             self._set_loaded(name, inst, keep_alive)
             if chat:
-                return _json({"model": raw, "created_at": created_at(),
-                              "message": {"role": "assistant", "content": ""}, "done_reason": reason, "done": True})
-            return _json({"model": raw, "created_at": created_at(), "response": "", "done": True,
-                          "done_reason": reason})
+                return _json(
+                    {
+                        "model": raw,
+                        "created_at": created_at(),
+                        "message": {"role": "assistant", "content": ""},
+                        "done_reason": reason,
+                        "done": True,
+                    }
+                )
+            return _json(
+                {"model": raw, "created_at": created_at(), "response": "", "done": True, "done_reason": reason}
+            )
 
         stream = body.get("stream") is not False
         rec = d._start_record("chat" if chat else "generate", raw, body, stream)
@@ -1227,7 +1343,7 @@ class _Handlers:
             tokens, done_reason = tokens[:num_predict], "length"
         fault = d._take_fault(("chat_error",), name.key)
         if fault is not None:
-            tokens = tokens[:fault.after_tokens]
+            tokens = tokens[: fault.after_tokens]
         if chat:
             prompt_text = "".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
             prompt_count = len(tokenize(prompt_text)) + 4 * len(messages)
@@ -1250,10 +1366,16 @@ class _Handlers:
                 out.update(response=content, done=True, done_reason=done_reason)
                 if not body.get("raw"):
                     out["context"] = [zlib.crc32(t.encode()) % 128_000 for t in tokenize(prompt)] + [
-                        zlib.crc32(t.encode()) % 128_000 for t in tokens[:sent]]
-            metrics = {"total_duration": now - t_request, "load_duration": max(1, t_loaded - t_request),
-                       "prompt_eval_count": prompt_count, "prompt_eval_duration": max(1, t_eval - t_loaded),
-                       "eval_count": sent, "eval_duration": max(1, now - t_eval)}
+                        zlib.crc32(t.encode()) % 128_000 for t in tokens[:sent]
+                    ]
+            metrics = {
+                "total_duration": now - t_request,
+                "load_duration": max(1, t_loaded - t_request),
+                "prompt_eval_count": prompt_count,
+                "prompt_eval_duration": max(1, t_eval - t_loaded),
+                "eval_count": sent,
+                "eval_duration": max(1, now - t_eval),
+            }
             out.update((k, v) for k, v in metrics.items() if v)  # zero values are omitted
             return out
 
@@ -1298,8 +1420,16 @@ class _Handlers:
         await _finish(resp)
         return resp
 
-    async def _stream_tokens(self, request: web.Request, resp: web.StreamResponse, rec: StreamRecord,
-                             encoded: list[bytes], head: bytes, mid: bytes, tail: bytes) -> int:
+    async def _stream_tokens(
+        self,
+        request: web.Request,
+        resp: web.StreamResponse,
+        rec: StreamRecord,
+        encoded: list[bytes],
+        head: bytes,
+        mid: bytes,
+        tail: bytes,
+    ) -> int:
         """Write one chunk per token; the number written, or -1 when the client went away."""
         d = self.d
         n = len(encoded)
@@ -1307,7 +1437,7 @@ class _Handlers:
         if rate <= 0:
             i = 0
             while i < n:
-                batch = encoded[i:i + _FAST_BATCH]
+                batch = encoded[i : i + _FAST_BATCH]
                 data = b"".join([b"".join((head, created_at().encode(), mid, tok, tail)) for tok in batch])
                 if not await _write(request, resp, data):
                     return -1
@@ -1353,18 +1483,26 @@ class _Handlers:
 
     async def control_state(self, request: web.Request) -> web.Response:
         d = self.d
-        return _json({
-            "installed": d.installed_names(),
-            "registry": sorted(d.registry),
-            "pull_counts": dict(d.pull_counts),
-            "chat_requests": d.chat_requests,
-            "generate_requests": len(d.generate_requests),
-            "streams": [{"kind": r.kind, "model": r.model, "state": r.state, "tokens_sent": r.tokens_sent}
-                        for r in d.streams],
-            "config": {"pull_speed": d.pull_speed, "pull_interval": d.pull_interval,
-                       "tokens_per_s": d.tokens_per_s, "load_delay": d.load_delay,
-                       "reply": d.reply if isinstance(d.reply, str) else None},
-        })
+        return _json(
+            {
+                "installed": d.installed_names(),
+                "registry": sorted(d.registry),
+                "pull_counts": dict(d.pull_counts),
+                "chat_requests": d.chat_requests,
+                "generate_requests": len(d.generate_requests),
+                "streams": [
+                    {"kind": r.kind, "model": r.model, "state": r.state, "tokens_sent": r.tokens_sent}
+                    for r in d.streams
+                ],
+                "config": {
+                    "pull_speed": d.pull_speed,
+                    "pull_interval": d.pull_interval,
+                    "tokens_per_s": d.tokens_per_s,
+                    "load_delay": d.load_delay,
+                    "reply": d.reply if isinstance(d.reply, str) else None,
+                },
+            }
+        )
 
     async def control_config(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -1381,8 +1519,12 @@ class _Handlers:
         elif kind == "cut_pull":
             self.d.cut_next_pulls(model, n)
         elif kind == "chat_error":
-            self.d.fail_next_chats(n, after_tokens=int(body.get("after_tokens", 0)),
-                                   error=body.get("error", DEFAULT_CHAT_ERROR), model=model)
+            self.d.fail_next_chats(
+                n,
+                after_tokens=int(body.get("after_tokens", 0)),
+                error=body.get("error", DEFAULT_CHAT_ERROR),
+                model=model,
+            )
         elif kind == "busy":
             self.d.busy_next_chats(n, model=model)
         else:
@@ -1423,6 +1565,7 @@ class _Handlers:
 
 # -- standalone process --------------------------------------------------------------------------------------
 
+
 def _parse_model_arg(text: str) -> tuple[str, list[int]]:
     name, _, sizes = text.partition("=")
     return name, [int(s) for s in sizes.split(",")] if sizes else [50_000]
@@ -1438,8 +1581,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--reply", default=DEFAULT_REPLY, help="the text every chat/generate answers")
     p.add_argument("--load-delay", type=float, default=0.0, help="seconds before the first token of a cold model")
     p.add_argument("--size-scale", type=float, default=1e-4, help="scale of the default catalog's model blobs")
-    p.add_argument("--model", action="append", default=[], metavar="NAME[=SIZE,...]",
-                   help="add a model to the registry (repeatable)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME[=SIZE,...]",
+        help="add a model to the registry (repeatable)",
+    )
     p.add_argument("--preinstall", action="append", default=[], metavar="NAME", help="install at start (repeatable)")
     p.add_argument("--version-string", default=DEFAULT_VERSION, help="what /api/version reports")
     p.add_argument("--no-host-guard", action="store_true", help="skip the loopback Host-header check")
@@ -1449,11 +1597,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def run() -> None:
-        double = OllamaDouble(pull_speed=args.pull_speed, pull_interval=args.pull_interval,
-                              tokens_per_s=args.tokens_per_s, reply=args.reply, load_delay=args.load_delay,
-                              version=args.version_string, size_scale=args.size_scale,
-                              host_guard=not args.no_host_guard, control=args.control,
-                              history_limit=args.history_limit)
+        double = OllamaDouble(
+            pull_speed=args.pull_speed,
+            pull_interval=args.pull_interval,
+            tokens_per_s=args.tokens_per_s,
+            reply=args.reply,
+            load_delay=args.load_delay,
+            version=args.version_string,
+            size_scale=args.size_scale,
+            host_guard=not args.no_host_guard,
+            control=args.control,
+            history_limit=args.history_limit,
+        )
         for spec in args.model:
             double.add_model(*_parse_model_arg(spec))
         double.preinstall(*args.preinstall)
@@ -1469,6 +1624,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         import uvloop
+
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
     except ImportError:  # pragma: no cover
         loop_factory = None

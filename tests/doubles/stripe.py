@@ -81,8 +81,9 @@ class StripeDouble:
         if self.failing:
             return web.json_response({"error": {"type": "api_error", "message": "Stripe is down"}}, status=500)
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return web.json_response({"error": {"type": "invalid_request_error",
-                                                "message": "Invalid API Key provided"}}, status=401)
+            return web.json_response(
+                {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}, status=401
+            )
         return None
 
     async def _create(self, request: web.Request) -> web.Response:
@@ -98,12 +99,21 @@ class StripeDouble:
         sid = f"cs_test_{n:06d}"
         amount = sum(int(li["price_data"]["unit_amount"]) * int(li.get("quantity", 1)) for li in params["line_items"])
         session = {
-            "id": sid, "object": "checkout.session", "status": "open", "payment_status": "unpaid",
-            "mode": params["mode"], "url": f"https://checkout.stripe.test/c/pay/{sid}",
-            "client_reference_id": params.get("client_reference_id"), "metadata": params.get("metadata", {}),
-            "amount_total": amount, "currency": params["line_items"][0]["price_data"]["currency"],
-            "payment_intent": None, "success_url": params["success_url"], "cancel_url": params["cancel_url"],
-            "created": int(time.time()), "livemode": False,
+            "id": sid,
+            "object": "checkout.session",
+            "status": "open",
+            "payment_status": "unpaid",
+            "mode": params["mode"],
+            "url": f"https://checkout.stripe.test/c/pay/{sid}",
+            "client_reference_id": params.get("client_reference_id"),
+            "metadata": params.get("metadata", {}),
+            "amount_total": amount,
+            "currency": params["line_items"][0]["price_data"]["currency"],
+            "payment_intent": None,
+            "success_url": params["success_url"],
+            "cancel_url": params["cancel_url"],
+            "created": int(time.time()),
+            "livemode": False,
         }
         self.sessions[sid] = session
         self._replies[key] = session
@@ -114,8 +124,9 @@ class StripeDouble:
             return refused
         session = self.sessions.get(request.match_info["sid"])
         if session is None:
-            return web.json_response({"error": {"type": "invalid_request_error",
-                                                "message": "No such checkout.session"}}, status=404)
+            return web.json_response(
+                {"error": {"type": "invalid_request_error", "message": "No such checkout.session"}}, status=404
+            )
         return web.json_response(session)
 
     # -- playing the visitor and Stripe --------------------------------------------------------
@@ -131,23 +142,37 @@ class StripeDouble:
         return session
 
     def event(self, event_type: str, obj: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
-        return {"id": event_id or f"evt_{next(self._ids):08d}", "object": "event", "type": event_type,
-                "api_version": "2026-10-28.endive", "created": int(time.time()), "livemode": False,
-                "data": {"object": obj}}
+        return {
+            "id": event_id or f"evt_{next(self._ids):08d}",
+            "object": "event",
+            "type": event_type,
+            "api_version": "2026-10-28.endive",
+            "created": int(time.time()),
+            "livemode": False,
+            "data": {"object": obj},
+        }
 
     def refund_event(self, session_id: str, *, amount_refunded: int | None = None) -> dict[str, Any]:
         session = self.sessions[session_id]
         amount = session["amount_total"]
         refunded = amount if amount_refunded is None else amount_refunded
-        charge = {"id": f"ch_{session_id[8:]}", "object": "charge", "amount": amount, "amount_refunded": refunded,
-                  "refunded": refunded >= amount, "payment_intent": session["payment_intent"]}
+        charge = {
+            "id": f"ch_{session_id[8:]}",
+            "object": "charge",
+            "amount": amount,
+            "amount_refunded": refunded,
+            "refunded": refunded >= amount,
+            "payment_intent": session["payment_intent"],
+        }
         return self.event("charge.refunded", charge)
 
-    def signed(self, event: dict[str, Any], *, secret: str | None = None,
-               timestamp: int | None = None) -> tuple[bytes, dict[str, str]]:
+    def signed(
+        self, event: dict[str, Any], *, secret: str | None = None, timestamp: int | None = None
+    ) -> tuple[bytes, dict[str, str]]:
         body = json.dumps(event)
-        header = stripe.WebhookSignature.generate_signature_header(body, secret or self.webhook_secret,
-                                                                   timestamp=timestamp)
+        header = stripe.WebhookSignature.generate_signature_header(
+            body, secret or self.webhook_secret, timestamp=timestamp
+        )
         return body.encode(), {"Stripe-Signature": header, "Content-Type": "application/json"}
 
     async def send(self, url: str, event: dict[str, Any], *, times: int = 1, **sign: Any) -> list[int]:

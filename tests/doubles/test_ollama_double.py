@@ -1,4 +1,4 @@
-"""The Ollama double against /work/shared/facts/ollama-api.md, over real HTTP: plain aiohttp and ollama-python."""
+"""The Ollama double against docs/ollama-api.md, over real HTTP: plain aiohttp and ollama-python."""
 
 from __future__ import annotations
 
@@ -34,8 +34,14 @@ ROOT = Path(__file__).resolve().parents[2]
 HEX64 = re.compile(r"[0-9a-f]{64}")
 CREATED_AT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{0,8}[1-9])?Z")
 LOCAL_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{0,8}[1-9])?(Z|[+-]\d\d:\d\d)")
-METRICS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count",
-           "eval_duration")
+METRICS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
 USER_HI = [{"role": "user", "content": "hi"}]
 
 
@@ -76,10 +82,14 @@ async def post_lines(http, url, body) -> tuple[aiohttp.ClientResponse, list[dict
 
 # -- transport ---------------------------------------------------------------------------------------------
 
+
 async def test_root_version_and_content_types(double, http):
     async with http.get(double.url + "/") as r:
         assert (r.status, await r.text(), r.headers["Content-Type"]) == (
-            200, "Ollama is running", "text/plain; charset=utf-8")
+            200,
+            "Ollama is running",
+            "text/plain; charset=utf-8",
+        )
     async with http.head(double.url + "/") as r:
         assert r.status == 200
     async with http.get(double.url + "/api/version") as r:
@@ -109,10 +119,15 @@ async def test_bodies_are_bound_like_gin(double, http):
     assert (await err("/api/pull", b"{x}"))[0] == 400
     assert await err("/api/chat", b"[1]") == (400, "json: cannot unmarshal array into Go value of type api.ChatRequest")
     assert await err("/api/chat", b'{"model":5}') == (
-        400, "json: cannot unmarshal number into Go struct field ChatRequest.model of type string")
+        400,
+        "json: cannot unmarshal number into Go struct field ChatRequest.model of type string",
+    )
     # any Content-Type, unknown fields ignored, only the first JSON value is read
-    async with http.post(double.url + "/api/chat", headers={"Content-Type": "text/plain"},
-                         data=b'{"model":"tinyllama","messages":[],"x":1} trailing') as r:
+    async with http.post(
+        double.url + "/api/chat",
+        headers={"Content-Type": "text/plain"},
+        data=b'{"model":"tinyllama","messages":[],"x":1} trailing',
+    ) as r:
         assert r.status == 200 and (await r.json())["done_reason"] == "load"
 
 
@@ -132,22 +147,43 @@ async def test_works_under_the_aiohttp_client_fixture(aiohttp_client):
 
 # -- names --------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("raw", "display"), [
-    ("llama3.2", "llama3.2:latest"),
-    ("  TinyLlama ", "TinyLlama:latest"),
-    ("qwen2.5:0.5b", "qwen2.5:0.5b"),
-    ("library/qwen2.5:0.5b", "qwen2.5:0.5b"),
-    ("registry.ollama.ai/library/phi3:mini", "phi3:mini"),
-    ("https://registry.ollama.ai/library/phi3:mini", "phi3:mini"),
-    ("someone/model", "someone/model:latest"),
-    ("10.0.0.5:6379/a/b", "10.0.0.5:6379/a/b:latest"),
-])
+
+@pytest.mark.parametrize(
+    ("raw", "display"),
+    [
+        ("llama3.2", "llama3.2:latest"),
+        ("  TinyLlama ", "TinyLlama:latest"),
+        ("qwen2.5:0.5b", "qwen2.5:0.5b"),
+        ("library/qwen2.5:0.5b", "qwen2.5:0.5b"),
+        ("registry.ollama.ai/library/phi3:mini", "phi3:mini"),
+        ("https://registry.ollama.ai/library/phi3:mini", "phi3:mini"),
+        ("someone/model", "someone/model:latest"),
+        ("10.0.0.5:6379/a/b", "10.0.0.5:6379/a/b:latest"),
+    ],
+)
 def test_parse_name_valid(raw, display):
     assert parse_name(raw).display == display
 
 
-@pytest.mark.parametrize("raw", ["", " ", "a b", "m:", ":t", "ns/", "/m", "a@sha256:1", "evil.com/x",
-                                 "host:5000/x", "a/b/c/d", "-x", "x" * 81, "m:t:u"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        " ",
+        "a b",
+        "m:",
+        ":t",
+        "ns/",
+        "/m",
+        "a@sha256:1",
+        "evil.com/x",
+        "host:5000/x",
+        "a/b/c/d",
+        "-x",
+        "x" * 81,
+        "m:t:u",
+    ],
+)
 def test_parse_name_invalid(raw):
     assert parse_name(raw) is None
 
@@ -159,6 +195,7 @@ def test_tokenize_joins_back():
 
 
 # -- tags / show / delete / copy / ps ---------------------------------------------------------------------------
+
 
 async def test_tags_shape_and_order(double, http):
     async with http.get(double.url + "/api/tags") as r:
@@ -173,8 +210,14 @@ async def test_tags_shape_and_order(double, http):
     assert HEX64.fullmatch(qwen["digest"]) and not qwen["digest"].startswith("sha256:")
     assert LOCAL_TIME.fullmatch(qwen["modified_at"])
     assert qwen["size"] == double.registry["qwen2.5:0.5b"].size > 0
-    assert qwen["details"] == {"parent_model": "", "format": "gguf", "family": "qwen2", "families": ["qwen2"],
-                               "parameter_size": "494.03M", "quantization_level": "Q4_K_M"}
+    assert qwen["details"] == {
+        "parent_model": "",
+        "format": "gguf",
+        "family": "qwen2",
+        "families": ["qwen2"],
+        "parameter_size": "494.03M",
+        "quantization_level": "Q4_K_M",
+    }
 
 
 async def test_show(double, http):
@@ -228,6 +271,7 @@ async def test_ps_follows_chat_and_keep_alive(double, http):
 
 # -- pull ---------------------------------------------------------------------------------------------------
 
+
 async def test_pull_streams_the_documented_sequence(double, http):
     resp, lines = await post_lines(http, double.url + "/api/pull", {"model": "tinyllama"})
     assert resp.status == 200 and resp.headers["Content-Type"] == "application/x-ndjson"
@@ -269,7 +313,11 @@ async def test_pull_of_a_present_model_is_quick_with_one_line_per_layer(double, 
     assert len(progress) == len(double.registry["qwen2.5:0.5b"].layers)
     assert all(x["completed"] == x["total"] for x in progress)
     assert [x["status"] for x in lines if "digest" not in x] == [
-        "pulling manifest", "verifying sha256 digest", "writing manifest", "success"]
+        "pulling manifest",
+        "verifying sha256 digest",
+        "writing manifest",
+        "success",
+    ]
 
 
 async def test_repull_of_an_updated_model_removes_unused_layers(double, http):
@@ -295,7 +343,10 @@ async def test_pull_unknown_model(double, http):
 async def test_pull_stream_false_answers_once(double, http):
     resp, body = await post_lines(http, double.url + "/api/pull", {"name": "phi3:mini", "stream": False})
     assert (resp.status, body, resp.headers["Content-Type"]) == (
-        200, [{"status": "success"}], "application/json; charset=utf-8")
+        200,
+        [{"status": "success"}],
+        "application/json; charset=utf-8",
+    )
     assert double.is_installed("phi3:mini")
 
 
@@ -306,8 +357,9 @@ async def test_pull_invalid_name(double, http, name):
 
 
 async def test_pull_plain_http_needs_insecure(double, http):
-    resp, body = await post_lines(http, double.url + "/api/pull",
-                                  {"model": "http://registry.ollama.ai/library/tinyllama", "insecure": False})
+    resp, body = await post_lines(
+        http, double.url + "/api/pull", {"model": "http://registry.ollama.ai/library/tinyllama", "insecure": False}
+    )
     assert (resp.status, body) == (500, [{"error": "insecure protocol http"}])
 
 
@@ -353,6 +405,7 @@ async def test_pull_cut_closes_the_connection(double, http):
 
 # -- chat / generate ------------------------------------------------------------------------------------------
 
+
 async def test_chat_stream_shape(double, http):
     double.preinstall("tinyllama")
     resp, lines = await post_lines(http, double.url + "/api/chat", {"model": "tinyllama", "messages": USER_HI})
@@ -386,32 +439,38 @@ async def test_chat_escapes_html_like_go_and_takes_a_reply_callable(double, http
 async def test_chat_stream_false_and_num_predict(double, http):
     double.preinstall("tinyllama")
     double.reply = "one two three four five"
-    resp, (body,) = await post_lines(http, double.url + "/api/chat",
-                                     {"model": "tinyllama", "messages": USER_HI, "stream": False})
+    resp, (body,) = await post_lines(
+        http, double.url + "/api/chat", {"model": "tinyllama", "messages": USER_HI, "stream": False}
+    )
     assert resp.headers["Content-Type"] == "application/json; charset=utf-8"
     assert body["message"] == {"role": "assistant", "content": "one two three four five"}
     assert body["done"] is True and body["done_reason"] == "stop" and body["eval_count"] == 5
-    _, (body,) = await post_lines(http, double.url + "/api/chat", {
-        "model": "tinyllama", "messages": USER_HI, "stream": False, "options": {"num_predict": 2}})
+    _, (body,) = await post_lines(
+        http,
+        double.url + "/api/chat",
+        {"model": "tinyllama", "messages": USER_HI, "stream": False, "options": {"num_predict": 2}},
+    )
     assert body["message"]["content"] == "one two" and body["done_reason"] == "length" and body["eval_count"] == 2
-    _, lines = await post_lines(http, double.url + "/api/chat",
-                                {"model": "tinyllama", "messages": USER_HI, "options": {"num_predict": 3}})
+    _, lines = await post_lines(
+        http, double.url + "/api/chat", {"model": "tinyllama", "messages": USER_HI, "options": {"num_predict": 3}}
+    )
     assert len(lines) == 4 and lines[-1]["done_reason"] == "length"
 
 
 async def test_chat_and_generate_errors(double, http):
     double.preinstall("tinyllama")
     for path in ("/api/chat", "/api/generate"):
-        resp, body = await post_lines(http, double.url + path, {"model": "Mistral", "messages": USER_HI,
-                                                                 "prompt": "x"})
+        resp, body = await post_lines(http, double.url + path, {"model": "Mistral", "messages": USER_HI, "prompt": "x"})
         assert (resp.status, body) == (404, [{"error": "model 'Mistral' not found"}])
         resp, body = await post_lines(http, double.url + path, {"messages": USER_HI})
         assert (resp.status, body) == (400, [{"error": "model is required"}])
-    resp, body = await post_lines(http, double.url + "/api/chat",
-                                  {"model": "tinyllama", "messages": USER_HI, "think": True})
+    resp, body = await post_lines(
+        http, double.url + "/api/chat", {"model": "tinyllama", "messages": USER_HI, "think": True}
+    )
     assert (resp.status, body) == (400, [{"error": '"tinyllama" does not support thinking'}])
-    resp, body = await post_lines(http, double.url + "/api/generate",
-                                  {"model": "tinyllama", "prompt": "x", "keep_alive": "-1"})
+    resp, body = await post_lines(
+        http, double.url + "/api/generate", {"model": "tinyllama", "prompt": "x", "keep_alive": "-1"}
+    )
     assert (resp.status, body) == (400, [{"error": 'time: missing unit in duration "-1"'}])
 
 
@@ -419,8 +478,9 @@ async def test_busy_answers_503_before_any_byte(double, http):
     double.preinstall("tinyllama")
     double.busy_next_chats(n=2)
     for path in ("/api/chat", "/api/generate"):
-        resp, body = await post_lines(http, double.url + path, {"model": "tinyllama", "messages": USER_HI,
-                                                                 "prompt": "x"})
+        resp, body = await post_lines(
+            http, double.url + path, {"model": "tinyllama", "messages": USER_HI, "prompt": "x"}
+        )
         assert (resp.status, body) == (503, [{"error": BUSY_ERROR}])
     resp, _ = await post_lines(http, double.url + "/api/chat", {"model": "tinyllama", "messages": USER_HI})
     assert resp.status == 200
@@ -440,8 +500,9 @@ async def test_chat_error_mid_stream_and_before_first_byte(double, http):
 async def test_generate(double, http):
     double.preinstall("qwen2.5:0.5b")
     double.reply = "Paris."
-    resp, lines = await post_lines(http, double.url + "/api/generate",
-                                   {"model": "qwen2.5:0.5b", "prompt": "Capital of France?"})
+    resp, lines = await post_lines(
+        http, double.url + "/api/generate", {"model": "qwen2.5:0.5b", "prompt": "Capital of France?"}
+    )
     *chunks, last = lines
     assert [list(c) for c in chunks] == [["model", "created_at", "response", "done"]] * 2
     assert "".join(c["response"] for c in chunks) == "Paris."
@@ -481,10 +542,12 @@ async def test_client_leaving_a_pull_is_seen_and_the_partial_kept(double, http):
 async def test_load_delay_applies_to_a_cold_model_only(double, http):
     double.preinstall("tinyllama")
     double.load_delay = 0.05
-    _, (cold,) = await post_lines(http, double.url + "/api/chat",
-                                  {"model": "tinyllama", "messages": USER_HI, "stream": False})
-    _, (warm,) = await post_lines(http, double.url + "/api/chat",
-                                  {"model": "tinyllama", "messages": USER_HI, "stream": False})
+    _, (cold,) = await post_lines(
+        http, double.url + "/api/chat", {"model": "tinyllama", "messages": USER_HI, "stream": False}
+    )
+    _, (warm,) = await post_lines(
+        http, double.url + "/api/chat", {"model": "tinyllama", "messages": USER_HI, "stream": False}
+    )
     assert cold["load_duration"] >= 50_000_000 > warm["load_duration"]
     assert cold["total_duration"] >= cold["load_duration"]
 
@@ -540,6 +603,7 @@ async def test_token_rate_is_respected(double, http):
 
 # -- down and back -------------------------------------------------------------------------------------------
 
+
 async def test_go_down_and_come_back_on_the_same_port(double, http):
     double.preinstall("tinyllama")
     double.tokens_per_s = 100
@@ -578,6 +642,7 @@ async def test_wait_for_times_out_with_a_message(double):
 
 
 # -- the official client -----------------------------------------------------------------------------------------
+
 
 async def test_ollama_client_happy_path(double, client):
     assert (await client.list()).models == []
@@ -649,6 +714,7 @@ async def test_ollama_client_errors(double, client):
 
 # -- control endpoints and the standalone process -------------------------------------------------------------------
 
+
 async def test_control_endpoints():
     async with OllamaDouble(control=True) as d, aiohttp.ClientSession() as http:
         await http.post(d.url + "/_double/preinstall", json={"models": ["tinyllama"]})
@@ -674,10 +740,25 @@ def free_port() -> int:
 async def test_standalone_process_serves_and_exits_cleanly_on_sigterm(http):
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.doubles.ollama", "--host", "0.0.0.0", "--port", str(port),
-        "--pull-speed", "100000000", "--tokens-per-s", "0", "--reply", "from the process",
-        "--preinstall", "tinyllama", cwd=ROOT, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+        sys.executable,
+        "-m",
+        "tests.doubles.ollama",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+        "--pull-speed",
+        "100000000",
+        "--tokens-per-s",
+        "0",
+        "--reply",
+        "from the process",
+        "--preinstall",
+        "tinyllama",
+        cwd=ROOT,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         line = await asyncio.wait_for(proc.stderr.readline(), 10)
         assert f":{port}" in line.decode()

@@ -54,8 +54,9 @@ async def test_failing_handler_is_retried_with_backoff_then_dead_lettered(bus: B
         attempts.append((delivery.attempt, asyncio.get_running_loop().time()))
         raise RuntimeError("database is on fire")
 
-    await bus.consume("tests__always_fails", [SampleRecorded.TYPE], always_fails, max_attempts=4,
-                      backoff=Backoff(base=0.1, cap=2))
+    await bus.consume(
+        "tests__always_fails", [SampleRecorded.TYPE], always_fails, max_attempts=4, backoff=Backoff(base=0.1, cap=2)
+    )
     await bus.publish(sample(3))
 
     await eventually(lambda: len(dead) == 1, message="dead letter", timeout=15)
@@ -159,8 +160,10 @@ async def test_broadcast_listeners_each_see_durable_and_live_events(bus: Bus, na
         await bus.publish(Event(type=SampleTicked.TYPE, source="/tests", data={"n": 2}))
 
         for seen in (first, second):
-            await eventually(lambda s=seen: {e.type for e in s.items} >= {"sample.recorded", "sample.ticked"},
-                             message="both events at each observer")
+            await eventually(
+                lambda s=seen: {e.type for e in s.items} >= {"sample.recorded", "sample.ticked"},
+                message="both events at each observer",
+            )
     finally:
         await other.close(1)
 

@@ -2,7 +2,7 @@
 
 The studio (nats-server, the purchase, install, webhook and chat functions behind the embedded gateway,
 the Ollama and Stripe stand-ins) runs in a thread with its own event loop: sync Playwright owns the main
-thread and would clash with asyncio there (../shared/recipes/browser-and-nginx-tests.md). For the same
+thread and would clash with asyncio there (docs/browser-and-nginx-tests.md). For the same
 reason these tests run after every asyncio test (`pytest_collection_modifyitems` below).
 
 Every page a test opens is watched: a console error, an uncaught exception or a Content-Security-Policy
@@ -25,9 +25,9 @@ from aiohttp import web
 
 from events.server import NatsServer
 from functions import load
-from functions.runtime.host import Host
-from functions.runtime.settings import Secret, Settings
 from gateway.app import gateway_app
+from studio.runtime.host import Host
+from studio.runtime.settings import Secret, Settings
 from tests.conftest import free_port
 from tests.doubles.ollama import OllamaDouble, tokenize
 from tests.doubles.stripe import StripeDouble
@@ -35,9 +35,17 @@ from tests.doubles.stripe import StripeDouble
 HERE = Path(__file__).resolve().parent
 FUNCTIONS = ("chat", "purchase", "install", "webhook")
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or next(
-    (p for p in ("/usr/bin/chromium", "/usr/lib/chromium/chromium") if os.path.exists(p)), None)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+    (p for p in ("/usr/bin/chromium", "/usr/lib/chromium/chromium") if os.path.exists(p)), None
+)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
 
@@ -45,7 +53,7 @@ XSS_REPLY = 'Here you go: <script>window.__xss = 1; alert(1)</script> and <img s
 MARKDOWN_REPLY = (
     "Sure! Here is **a short answer** with *emphasis* and `inline code`.\n\n"
     "- first point\n- second point\n\n"
-    "```python\ndef greet(name):\n    return f\"Hello, {name}!\"\n```\n\n"
+    '```python\ndef greet(name):\n    return f"Hello, {name}!"\n```\n\n'
     "That's all."
 )
 LONG_REPLY = " ".join(["This answer goes on and on, word after word, so that it can be stopped."] * 40)
@@ -63,11 +71,13 @@ def studio_reply(body: dict[str, Any]) -> list[str]:
 
 # -- the studio, in its own thread --------------------------------------------------------------------------
 
+
 class LiveStudio:
     """The studio on http://127.0.0.1:<port>, its event loop in a background thread."""
 
-    def __init__(self, root: Path, *, skip_payment: bool = True, pull_speed: float = 0.0,
-                 tokens_per_s: float = 40.0) -> None:
+    def __init__(
+        self, root: Path, *, skip_payment: bool = True, pull_speed: float = 0.0, tokens_per_s: float = 40.0
+    ) -> None:
         self.root = root
         self.skip_payment = skip_payment
         self.pull_speed = pull_speed
@@ -87,9 +97,11 @@ class LiveStudio:
 
     def call(self, fn: Callable[[], Any], timeout: float = 30) -> Any:
         """Run `fn` on the studio's loop (awaited if it returns a coroutine) and return its result."""
+
         async def wrapper() -> Any:
             result = fn()
             return await result if asyncio.iscoroutine(result) else result
+
         return asyncio.run_coroutine_threadsafe(wrapper(), self.loop).result(timeout)
 
     def start(self) -> LiveStudio:
@@ -100,19 +112,29 @@ class LiveStudio:
     async def _start(self) -> None:
         self.nats = NatsServer(self.root / "nats", port=free_port())
         await self.nats.start()
-        self.ollama = OllamaDouble(pull_speed=self.pull_speed, pull_interval=0.05, tokens_per_s=self.tokens_per_s,
-                                   reply=studio_reply)
+        self.ollama = OllamaDouble(
+            pull_speed=self.pull_speed, pull_interval=0.05, tokens_per_s=self.tokens_per_s, reply=studio_reply
+        )
         await self.ollama.start()
         self.stripe = StripeDouble()
         await self.stripe.start()
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         settings = Settings.from_env({}).replace(
-            data_dir=self.root / "data", port=port, nats_url=self.nats.url, ollama_url=self.ollama.url,
-            heartbeat_s=0.5, shutdown_grace_s=2.0, nats_connect_timeout_s=5.0, functions=FUNCTIONS,
-            skip_payment=self.skip_payment, stripe_api_base=self.stripe.url,
-            stripe_secret_key=Secret(self.stripe.api_key), stripe_webhook_secret=Secret(self.stripe.webhook_secret),
-            public_url=self.url)
+            data_dir=self.root / "data",
+            port=port,
+            nats_url=self.nats.url,
+            ollama_url=self.ollama.url,
+            heartbeat_s=0.5,
+            shutdown_grace_s=2.0,
+            nats_connect_timeout_s=5.0,
+            functions=FUNCTIONS,
+            skip_payment=self.skip_payment,
+            stripe_api_base=self.stripe.url,
+            stripe_secret_key=Secret(self.stripe.api_key),
+            stripe_webhook_secret=Secret(self.stripe.webhook_secret),
+            public_url=self.url,
+        )
         fns = [load(name) for name in FUNCTIONS]
         self.host = Host(fns, settings)
         await self.host.start()
@@ -141,9 +163,11 @@ class LiveStudio:
 
     def configure_ollama(self, **attrs: Any) -> None:
         """Change the Ollama stand-in (pull_speed, tokens_per_s, reply...) from a test."""
+
         def apply() -> None:
             for name, value in attrs.items():
                 setattr(self.ollama, name, value)
+
         self.call(apply)
 
 
@@ -157,6 +181,7 @@ def studio(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 
 # -- the browser -----------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
@@ -233,6 +258,7 @@ def page(context: Any) -> Any:
 
 
 # -- run last ---------------------------------------------------------------------------------------------
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Browser tests after everything else: sync Playwright leaves the main thread looking like it runs an

@@ -27,7 +27,9 @@ def wait_for_percent(page: Any, model: str, above: float, timeout: float = 20_00
              const bar = document.querySelector(`article[data-model="${model}"] progress[value]`);
              return bar && bar.value > above;
            }""",
-        arg=[model, above], timeout=timeout)
+        arg=[model, above],
+        timeout=timeout,
+    )
     return percent(page, model)
 
 

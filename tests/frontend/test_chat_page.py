@@ -135,24 +135,44 @@ def test_an_error_in_the_middle_of_an_answer_keeps_what_was_written(studio, inst
 
 
 API_ERRORS = [  # (status, code, message as the chat function words it, headers, what the page adds)
-    (403, "not_owned", "you do not own Llama 3.2 3B (llama3.2:3b); buy it in the marketplace to chat with it", {},
-     "Buy it in the marketplace"),
-    (409, "not_installed", "llama3.2:3b is not installed on this server yet: install it and chat with it once the "
-     "install has finished", {}, "Install it in the marketplace"),
-    (429, "rate_limited", "too many chat requests: at most 20 a minute; try again in 7 s", {"Retry-After": "7"},
-     "Try again in 7 s"),
-    (503, "ollama_busy", "Ollama is busy with other requests (its queue is full); try again in a few seconds",
-     {"Retry-After": "5"}, "Try again"),
+    (
+        403,
+        "not_owned",
+        "you do not own Llama 3.2 3B (llama3.2:3b); buy it in the marketplace to chat with it",
+        {},
+        "Buy it in the marketplace",
+    ),
+    (
+        409,
+        "not_installed",
+        "llama3.2:3b is not installed on this server yet: install it and chat with it once the install has finished",
+        {},
+        "Install it in the marketplace",
+    ),
+    (
+        429,
+        "rate_limited",
+        "too many chat requests: at most 20 a minute; try again in 7 s",
+        {"Retry-After": "7"},
+        "Try again in 7 s",
+    ),
+    (
+        503,
+        "ollama_busy",
+        "Ollama is busy with other requests (its queue is full); try again in a few seconds",
+        {"Retry-After": "5"},
+        "Try again",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("status", "code", "message", "headers", "action"), API_ERRORS,
-                         ids=[e[1] for e in API_ERRORS])
-def test_each_chat_error_gets_a_clear_message(studio, installed, page, watch, status, code, message, headers,
-                                              action):
+@pytest.mark.parametrize(("status", "code", "message", "headers", "action"), API_ERRORS, ids=[e[1] for e in API_ERRORS])
+def test_each_chat_error_gets_a_clear_message(studio, installed, page, watch, status, code, message, headers, action):
     watch.allow(rf"status of {status}")
-    page.route("**/api/chat", lambda route: route.fulfill(
-        status=status, json={"error": {"code": code, "message": message}}, headers=headers))
+    page.route(
+        "**/api/chat",
+        lambda route: route.fulfill(status=status, json={"error": {"code": code, "message": message}}, headers=headers),
+    )
     page.goto(studio.url + "/chat")
     expect(page.get_by_role("heading", name="Chat with TinyLlama")).to_be_visible()
     send(page, "Hello?")

@@ -30,8 +30,10 @@ def checkout(studio, page):
         session = studio.call(lambda: dict(studio.stripe.sessions[sid]))
         Checkout.sessions.append(sid)
         pay = session["success_url"].replace("{CHECKOUT_SESSION_ID}", sid)
-        body = (f"<!doctype html><title>Stripe Checkout</title><h1>Pay {session['amount_total'] / 100:.2f}</h1>"
-                f'<a href="{html.escape(pay)}">Pay</a> <a href="{html.escape(session["cancel_url"])}">Back</a>')
+        body = (
+            f"<!doctype html><title>Stripe Checkout</title><h1>Pay {session['amount_total'] / 100:.2f}</h1>"
+            f'<a href="{html.escape(pay)}">Pay</a> <a href="{html.escape(session["cancel_url"])}">Back</a>'
+        )
         route.fulfill(status=200, content_type="text/html", body=body)
 
     page.route("https://checkout.stripe.test/**", fake_page)

@@ -68,7 +68,8 @@ def test_the_landing_page_gets_the_featured_free_model_in_one_click(studio, page
 
     page.goto(studio.url + "/")
     expect(featured.get_by_role("link", name="Chat with TinyLlama")).to_have_attribute(
-        "href", "/chat?model=tinyllama%3Alatest")
+        "href", "/chat?model=tinyllama%3Alatest"
+    )
 
 
 def test_search_and_filters_narrow_the_models_and_survive_a_reload(studio, page):
@@ -155,8 +156,10 @@ def test_keyboard_users_get_a_skip_link_visible_focus_and_labelled_controls(stud
         page.keyboard.press("Tab")
         if page.evaluate("() => document.activeElement.matches('article.model button')"):
             break
-    outline = page.evaluate("() => { const s = getComputedStyle(document.activeElement); "
-                            "return [s.outlineStyle, parseFloat(s.outlineWidth)]; }")
+    outline = page.evaluate(
+        "() => { const s = getComputedStyle(document.activeElement); "
+        "return [s.outlineStyle, parseFloat(s.outlineWidth)]; }"
+    )
     assert outline[0] != "none" and outline[1] >= 2, outline
     bought = page.evaluate("() => document.activeElement.closest('article').dataset.model")
     page.keyboard.press("Enter")  # buy it: the button is replaced, the focus stays in its card

@@ -81,8 +81,10 @@ def test_a_new_visitor_buys_a_model_watches_it_install_and_chats_with_it(studio,
     page.get_by_role("button", name="Stop").click()
     expect(long_answer.locator(".meta")).to_contain_text("Stopped")
     expect(page.get_by_role("button", name="Send")).to_be_visible()
-    wait_sync(lambda: studio.call(lambda: len(studio.ollama.disconnects("chat"))) >= 1,
-              message="Ollama's chat stream closed by the studio")
+    wait_sync(
+        lambda: studio.call(lambda: len(studio.ollama.disconnects("chat"))) >= 1,
+        message="Ollama's chat stream closed by the studio",
+    )
     assert len(long_answer.locator(".bubble").inner_text()) < len(LONG_REPLY) / 2
 
     # a model that writes HTML gets it shown as text, never run

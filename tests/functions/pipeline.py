@@ -12,7 +12,7 @@ import aiohttp
 from events.bus import STREAM, Bus
 from events.envelope import Event
 from functions import load
-from functions.runtime.settings import Secret, Settings
+from studio.runtime.settings import Secret, Settings
 from tests.doubles.ollama import OllamaDouble
 from tests.doubles.stripe import StripeDouble
 from tests.support import Recorder, eventually
@@ -23,10 +23,18 @@ OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
 
 
 def pipeline_settings(settings: Settings, ollama: OllamaDouble, stripe_api: StripeDouble, **changes: Any) -> Settings:
-    return settings.replace(**{
-        "ollama_url": ollama.url, "stripe_api_base": stripe_api.url, "stripe_secret_key": Secret(stripe_api.api_key),
-        "stripe_webhook_secret": Secret(stripe_api.webhook_secret), "admin_token": Secret(OPERATOR_TOKEN),
-        "functions": PIPELINE, "public_url": "https://studio.test", **changes})
+    return settings.replace(
+        **{
+            "ollama_url": ollama.url,
+            "stripe_api_base": stripe_api.url,
+            "stripe_secret_key": Secret(stripe_api.api_key),
+            "stripe_webhook_secret": Secret(stripe_api.webhook_secret),
+            "admin_token": Secret(OPERATOR_TOKEN),
+            "functions": PIPELINE,
+            "public_url": "https://studio.test",
+            **changes,
+        }
+    )
 
 
 @dataclass
@@ -47,13 +55,18 @@ class Studio:
             yield session
 
     def of_type(self, event_type: str, model: str | None = None) -> list[Event]:
-        return [e for e in self.events.items
-                if e.type == event_type and (model is None or e.data.get("model") == model)]
+        return [
+            e for e in self.events.items if e.type == event_type and (model is None or e.data.get("model") == model)
+        ]
 
-    async def wait_for_event(self, event_type: str, model: str | None = None, count: int = 1,
-                             timeout: float = 15) -> list[Event]:
-        await eventually(lambda: len(self.of_type(event_type, model)) >= count, timeout=timeout,
-                         message=f"{count} x {event_type} {model or ''}")
+    async def wait_for_event(
+        self, event_type: str, model: str | None = None, count: int = 1, timeout: float = 15
+    ) -> list[Event]:
+        await eventually(
+            lambda: len(self.of_type(event_type, model)) >= count,
+            timeout=timeout,
+            message=f"{count} x {event_type} {model or ''}",
+        )
         return self.of_type(event_type, model)
 
     async def model(self, model_id: str, visitor: Any = None) -> dict[str, Any]:
@@ -71,8 +84,9 @@ class Studio:
         return counts
 
 
-async def start_studio(embedded_studio, settings: Settings, ollama: OllamaDouble, stripe_api: StripeDouble,
-                       bus: Bus, **changes: Any) -> Studio:
+async def start_studio(
+    embedded_studio, settings: Settings, ollama: OllamaDouble, stripe_api: StripeDouble, bus: Bus, **changes: Any
+) -> Studio:
     s = pipeline_settings(settings, ollama, stripe_api, **changes)
     client = await embedded_studio([load(n) for n in PIPELINE], settings_override=s)
     studio = Studio(client=client, bus=bus, ollama=ollama, stripe=stripe_api)

@@ -7,12 +7,12 @@ import time
 
 import pytest
 
-from functions.runtime.errors import GatewayTimeout
-from functions.runtime.server import function_app
-from functions.runtime.settings import Secret
 from gateway.app import RouteTableMismatch, check_routes, gateway_app
 from gateway.edge import SECURITY_HEADERS
 from gateway.routes import ROUTES, Route, RouteTable
+from studio.runtime.errors import GatewayTimeout
+from studio.runtime.server import function_app
+from studio.runtime.settings import Secret
 from tests.conftest import free_port
 from tests.sample.handler import ROUTE
 from tests.sample.handler import function as sample
@@ -113,8 +113,9 @@ async def test_slow_function_gets_504(gateway) -> None:
 
 
 async def test_body_over_the_route_limit_gets_413_and_never_reaches_the_function(gateway) -> None:
-    declared = await gateway.post("/api/sample/notes", data=b"x" * 200_000,
-                                  headers={"Content-Type": "application/json"})
+    declared = await gateway.post(
+        "/api/sample/notes", data=b"x" * 200_000, headers={"Content-Type": "application/json"}
+    )
 
     async def endless():
         for _ in range(300):
@@ -173,9 +174,13 @@ def test_route_table_must_agree_with_the_functions() -> None:
 
 
 def test_longest_prefix_and_method_decide_the_route() -> None:
-    table = RouteTable((Route("/api/models", "purchase", frozenset({"GET"})),
-                        Route("/api/models", "install", frozenset({"DELETE"})),
-                        Route("/api/models/install", "install", frozenset({"POST"}))))
+    table = RouteTable(
+        (
+            Route("/api/models", "purchase", frozenset({"GET"})),
+            Route("/api/models", "install", frozenset({"DELETE"})),
+            Route("/api/models/install", "install", frozenset({"POST"})),
+        )
+    )
     assert table.match("/api/models", "GET")[0].function == "purchase"
     assert table.match("/api/models/llama3.2:3b", "DELETE")[0].function == "install"
     assert table.match("/api/models/install", "POST")[0].function == "install"

@@ -57,10 +57,29 @@ def make_certificate(d: Path) -> Path:
     """A self-signed certificate for localhost and 127.0.0.1, laid out as Let's Encrypt does."""
     d.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(d / "privkey.pem"), "-out", str(d / "fullchain.pem")],
-        check=True, capture_output=True)
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(d / "privkey.pem"),
+            "-out",
+            str(d / "fullchain.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return d
 
 
@@ -75,8 +94,11 @@ class Nginx:
         return f"{scheme}://127.0.0.1:{self.ports[name]}{path}"
 
     def log(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:] for p in (self.prefix / "error.log",
-                                                                         self.prefix / "stderr.log") if p.exists())
+        return "\n".join(
+            p.read_text(errors="replace")[-3000:]
+            for p in (self.prefix / "error.log", self.prefix / "stderr.log")
+            if p.exists()
+        )
 
     def stop(self) -> None:
         for sig in (signal.SIGQUIT, signal.SIGTERM, signal.SIGKILL):  # our own master PID only
@@ -95,8 +117,9 @@ HOST_HTTP_EXTRAS = """    gzip on;
 """
 
 
-def start(prefix: Path, site_conf: str, ports: dict[str, int], *, listens: list[tuple[str, int]],
-          extra: str = "") -> Nginx:
+def start(
+    prefix: Path, site_conf: str, ports: dict[str, int], *, listens: list[tuple[str, int]], extra: str = ""
+) -> Nginx:
     """Run nginx with `site_conf` inside a minimal main config; wait until every listen is open."""
     (prefix / "tmp").mkdir(parents=True, exist_ok=True)
     site = prefix / "site.conf"
@@ -110,8 +133,9 @@ def start(prefix: Path, site_conf: str, ports: dict[str, int], *, listens: list[
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     nginx = Nginx(prefix, proc, ports)
     try:
-        wait_sync(lambda: proc.poll() is not None or all(port_open(h, p) for h, p in listens),
-                  message="nginx to listen")
+        wait_sync(
+            lambda: proc.poll() is not None or all(port_open(h, p) for h, p in listens), message="nginx to listen"
+        )
         assert proc.poll() is None
     except AssertionError:
         nginx.stop()
@@ -132,12 +156,23 @@ def start_host(prefix: Path, *, frontend_port: int, gateway_port: int) -> Nginx:
     (acme / ".well-known" / "acme-challenge").mkdir(parents=True)
     http, https = free_port(), free_port()
     conf = render_host_config(
-        DOMAIN="localhost", FRONTEND_PORT=str(frontend_port), GATEWAY_PORT=str(gateway_port),
-        LISTEN_HTTP=f"127.0.0.1:{http}", LISTEN6_HTTP=f"[::1]:{http}",
-        LISTEN_HTTPS=f"127.0.0.1:{https}", LISTEN6_HTTPS=f"[::1]:{https}",
-        CERT_DIR=str(cert), ACME_ROOT=str(acme))
-    return start(prefix, conf, {"http": http, "https": https},
-                 listens=[("127.0.0.1", http), ("127.0.0.1", https), ("::1", https)], extra=HOST_HTTP_EXTRAS)
+        DOMAIN="localhost",
+        FRONTEND_PORT=str(frontend_port),
+        GATEWAY_PORT=str(gateway_port),
+        LISTEN_HTTP=f"127.0.0.1:{http}",
+        LISTEN6_HTTP=f"[::1]:{http}",
+        LISTEN_HTTPS=f"127.0.0.1:{https}",
+        LISTEN6_HTTPS=f"[::1]:{https}",
+        CERT_DIR=str(cert),
+        ACME_ROOT=str(acme),
+    )
+    return start(
+        prefix,
+        conf,
+        {"http": http, "https": https},
+        listens=[("127.0.0.1", http), ("127.0.0.1", https), ("::1", https)],
+        extra=HOST_HTTP_EXTRAS,
+    )
 
 
 def frontend_config(prefix: Path, port: int, gateway_port: int, site_root: Path) -> str:
@@ -164,9 +199,9 @@ def frontend_config(prefix: Path, port: int, gateway_port: int, site_root: Path)
         assert text.count(old) == 1, f"{FRONTEND_CONF} no longer has {old!r}"
         text = text.replace(old, new)
     # The http block's content goes into the test's main config (one http block per nginx).
-    body = text[text.index("http {") + len("http {"):text.rindex("}")]
+    body = text[text.index("http {") + len("http {") : text.rindex("}")]
     events_start = text.index("events {")
-    assert "worker_connections" in text[events_start:text.index("}", events_start)]
+    assert "worker_connections" in text[events_start : text.index("}", events_start)]
     return body
 
 

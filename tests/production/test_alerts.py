@@ -50,21 +50,32 @@ def event(data, **envelope) -> Event:
 
 
 def install_failed(model: str, *, will_retry: bool) -> InstallFailed:
-    return InstallFailed(install_id=f"ins_{model}", model=model, reason="pull failed: unexpected EOF",
-                         will_retry=will_retry, attempt=3)
+    return InstallFailed(
+        install_id=f"ins_{model}", model=model, reason="pull failed: unexpected EOF", will_retry=will_retry, attempt=3
+    )
 
 
-async def test_final_install_failure_and_dead_letter_are_alerted_once(embedded_studio, settings, bus,
-                                                                      receiver) -> None:
+async def test_final_install_failure_and_dead_letter_are_alerted_once(embedded_studio, settings, bus, receiver) -> None:
     rec, url = await receiver()
-    await embedded_studio([load("monitor")], settings_override=settings.replace(
-        alert_webhook_url=url, public_url="https://studio.example"))
+    await embedded_studio(
+        [load("monitor")],
+        settings_override=settings.replace(alert_webhook_url=url, public_url="https://studio.example"),
+    )
 
-    await bus.publish(event(install_failed("qwen2.5:0.5b", will_retry=True)))    # retried: no alert
+    await bus.publish(event(install_failed("qwen2.5:0.5b", will_retry=True)))  # retried: no alert
     await bus.publish(event(install_failed("llama3.2:1b", will_retry=False)))
-    await bus.publish(event(EventDeadLettered(event_id="evt_1", event_type="purchase.completed",
-                                              consumer="install__install_purchased_model", attempts=5,
-                                              reason="attempts_exhausted", error="OllamaError: boom")))
+    await bus.publish(
+        event(
+            EventDeadLettered(
+                event_id="evt_1",
+                event_type="purchase.completed",
+                consumer="install__install_purchased_model",
+                attempts=5,
+                reason="attempts_exhausted",
+                error="OllamaError: boom",
+            )
+        )
+    )
 
     await eventually(lambda: len(rec.bodies) >= 2, message="two alerts")
     texts = sorted(b["text"] for b in rec.bodies)
@@ -84,8 +95,7 @@ async def test_alert_is_retried_until_the_webhook_takes_it(embedded_studio, sett
     assert rec.refused == 2 and len(rec.bodies) == 1 and "gemma2:2b" in rec.bodies[0]["text"]
 
 
-async def test_old_events_replayed_from_the_stream_are_not_alerted(embedded_studio, settings, bus,
-                                                                    receiver) -> None:
+async def test_old_events_replayed_from_the_stream_are_not_alerted(embedded_studio, settings, bus, receiver) -> None:
     rec, url = await receiver()
     old = (datetime.now(UTC) - timedelta(hours=5)).isoformat().replace("+00:00", "Z")
     await bus.publish(event(install_failed("phi3:mini", will_retry=False), time=old))

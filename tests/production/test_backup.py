@@ -24,8 +24,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from functions.runtime import ops
-from functions.runtime.settings import Settings
+from studio import ops
+from studio.runtime.settings import Settings
 from tests.conftest import free_port
 from tests.doubles.ollama import OllamaDouble
 from tests.support import eventually
@@ -36,11 +36,17 @@ MODELS = ("llama3.2:1b", "tinyllama:latest", "llama3.2:3b", "qwen2.5:0.5b")  # p
 
 def studio_env(data_dir: Path, ollama_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
-    env.update({
-        "STUDIO_DATA_DIR": str(data_dir), "STUDIO_PORT": str(free_port()), "STUDIO_NATS_PORT": str(free_port()),
-        "STUDIO_OLLAMA_URL": ollama_url, "STUDIO_SKIP_PAYMENT": "true", "STUDIO_HEARTBEAT_S": "0.5",
-        "STUDIO_LOG_LEVEL": "WARNING",
-    })
+    env.update(
+        {
+            "STUDIO_DATA_DIR": str(data_dir),
+            "STUDIO_PORT": str(free_port()),
+            "STUDIO_NATS_PORT": str(free_port()),
+            "STUDIO_OLLAMA_URL": ollama_url,
+            "STUDIO_SKIP_PAYMENT": "true",
+            "STUDIO_HEARTBEAT_S": "0.5",
+            "STUDIO_LOG_LEVEL": "WARNING",
+        }
+    )
     env.update(extra)
     return env
 
@@ -67,8 +73,9 @@ async def run_studio(tmp_path: Path) -> AsyncIterator:
 
     async def start(data_dir: Path, ollama_url: str) -> Studio:
         env = studio_env(data_dir, ollama_url)
-        proc = await asyncio.create_subprocess_exec(CLI, "up", env=env, stdout=subprocess.DEVNULL,
-                                                    stderr=open(tmp_path / f"studio-{len(started)}.log", "wb"))
+        proc = await asyncio.create_subprocess_exec(
+            CLI, "up", env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"studio-{len(started)}.log", "wb")
+        )
         studio = Studio(env, proc)
         started.append(studio)
 
@@ -126,14 +133,16 @@ def rows(db: Path, sql: str) -> list[tuple]:
 
 
 async def cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(CLI, *args, env=env, cwd=cwd, stdout=subprocess.PIPE,
-                                                stderr=subprocess.PIPE)
+    proc = await asyncio.create_subprocess_exec(
+        CLI, *args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     out, err = await proc.communicate()
     return proc.returncode, out.decode(), err.decode()
 
 
 async def test_backup_while_purchases_are_written_restores_every_committed_purchase(
-        tmp_path: Path, ollama_double: OllamaDouble, run_studio) -> None:
+    tmp_path: Path, ollama_double: OllamaDouble, run_studio
+) -> None:
     live = await run_studio(tmp_path / "live", ollama_double.url)
     buyers = Buyers(live.url)
     workers = [asyncio.create_task(buyers.buy(i)) for i in range(4)]
@@ -143,13 +152,16 @@ async def test_backup_while_purchases_are_written_restores_every_committed_purch
     (checkout / "compose").mkdir(parents=True)
     (checkout / "compose" / ".env").write_text("STUDIO_ADMIN_TOKEN=op-secret\n")
     backup_started = time.monotonic()
-    code, out, err = await cli("backup", "--out", str(tmp_path / "backups"), "--file", "compose/.env",
-                               env=live.env, cwd=checkout)
+    code, out, err = await cli(
+        "backup", "--out", str(tmp_path / "backups"), "--file", "compose/.env", env=live.env, cwd=checkout
+    )
     backup_ended = time.monotonic()
     during = sum(1 for _, at in buyers.committed if backup_started <= at <= backup_ended)
-    await eventually(lambda: len(buyers.committed) >= 50 + len([1 for _, at in buyers.committed
-                                                               if at <= backup_ended]),
-                     timeout=30, message="purchases after the backup")
+    await eventually(
+        lambda: len(buyers.committed) >= 50 + len([1 for _, at in buyers.committed if at <= backup_ended]),
+        timeout=30,
+        message="purchases after the backup",
+    )
     buyers.stop.set()
     await asyncio.gather(*workers)
     assert code == 0, err
@@ -170,8 +182,10 @@ async def test_backup_while_purchases_are_written_restores_every_committed_purch
     assert before <= restored, f"{len(before - restored)} committed purchases missing"
     assert restored <= {pid for pid, _ in buyers.committed}
     # One instant, whole transactions: every purchase has its purchase.completed in the outbox.
-    outboxed = {json.loads(p)["data"]["purchase_id"]
-                for (p,) in rows(db, "SELECT payload FROM outbox WHERE event_type = 'purchase.completed'")}
+    outboxed = {
+        json.loads(p)["data"]["purchase_id"]
+        for (p,) in rows(db, "SELECT payload FROM outbox WHERE event_type = 'purchase.completed'")
+    }
     assert restored == outboxed
     manifest = ops.read_manifest(archive)
     assert manifest["database"]["tables"]["purchases"] == len(restored)
@@ -181,9 +195,12 @@ async def test_backup_while_purchases_are_written_restores_every_committed_purch
     # A studio on the restored data dir knows a visitor who bought before the backup.
     visitor = sorted(before)[0]
     restored_studio = await run_studio(fresh, ollama_double.url)
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session, session.get(
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session,
+        session.get(
             restored_studio.url + "/api/purchases", headers={"Cookie": f"studio_visitor={buyers.cookies[visitor]}"}
-    ) as resp:
+        ) as resp,
+    ):
         assert resp.status == 200
         assert visitor in json.dumps(await resp.json())
 
@@ -278,8 +295,11 @@ def test_backups_older_than_the_retention_are_removed_but_never_the_newest(tmp_p
     result = ops.create_backup(settings, out, root=tmp_path, keep_days=7, now=now)
 
     assert sorted(p.name for p in out.iterdir()) == [
-        "localai_backup_20260314_020000.tar.gz", "localai_backup_20260317_020000.tar.gz",
-        "localai_backup_20260320_020000.tar.gz", "notes.txt"]
+        "localai_backup_20260314_020000.tar.gz",
+        "localai_backup_20260317_020000.tar.gz",
+        "localai_backup_20260320_020000.tar.gz",
+        "notes.txt",
+    ]
     assert len(result.removed) == 2
     old_only = tmp_path / "old"
     ops.create_backup(settings, old_only, root=tmp_path, keep_days=None, now=now - timedelta(days=40))

@@ -19,9 +19,9 @@ import pytest
 import stripe
 
 from functions import load
-from functions.runtime.settings import Secret
 from gateway.edge import CSP, HSTS
 from gateway.routes import ROUTES
+from studio.runtime.settings import Secret
 from tests.conftest import free_port
 from tests.production import nginx
 from tests.sample.handler import ROUTE as SAMPLE_ROUTE
@@ -42,9 +42,15 @@ SECURITY = {
 async def site(tmp_path: Path, embedded_studio, settings):
     """The gateway (embedded, real functions), the frontend's nginx, the host nginx in front."""
     client = await embedded_studio(
-        [load("purchase"), load("webhook"), load("health"), sample], routes=(*ROUTES, SAMPLE_ROUTE),
-        settings_override=settings.replace(skip_payment=True, stripe_webhook_secret=Secret(WEBHOOK_SECRET),
-                                           admin_token=Secret("op-token"), functions=("purchase", "webhook")))
+        [load("purchase"), load("webhook"), load("health"), sample],
+        routes=(*ROUTES, SAMPLE_ROUTE),
+        settings_override=settings.replace(
+            skip_payment=True,
+            stripe_webhook_secret=Secret(WEBHOOK_SECRET),
+            admin_token=Secret("op-token"),
+            functions=("purchase", "webhook"),
+        ),
+    )
     pages = tmp_path / "pages"
     pages.mkdir()
     (pages / "index.html").write_text("<!doctype html><title>Local AI Studio</title><h1>Local AI Studio</h1>")
@@ -90,8 +96,15 @@ async def test_https_answers_with_the_security_headers_on_every_status(site) -> 
             assert resp.headers["X-Request-Id"]  # the gateway answered, through TLS
             assert resp.cookies["studio_visitor"]["secure"]  # it knows the visitor came over HTTPS
         seen = set()
-        for path, status in [("/", 200), ("/marketplace", 200), ("/api/sample/hello", 200), ("/api/models", 200),
-                             ("/no-such-page", 404), ("/api/no-such-thing", 404), ("/metrics", 401)]:
+        for path, status in [
+            ("/", 200),
+            ("/marketplace", 200),
+            ("/api/sample/hello", 200),
+            ("/api/models", 200),
+            ("/no-such-page", 404),
+            ("/api/no-such-thing", 404),
+            ("/metrics", 401),
+        ]:
             async with s.get(site.url("https", path)) as resp:
                 assert resp.status == status, (path, await resp.text())
                 assert_security_headers(resp, path)
@@ -154,14 +167,23 @@ async def test_pages_are_limited_to_30_per_second_with_a_burst_then_429(site) ->
 
 
 def signed_stripe_event(n: int) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps({"id": f"evt_nginx_{n}", "object": "event", "type": "customer.created", "livemode": False,
-                       "created": int(time.time()), "data": {"object": {"id": f"cus_{n}", "object": "customer"}}})
+    body = json.dumps(
+        {
+            "id": f"evt_nginx_{n}",
+            "object": "event",
+            "type": "customer.created",
+            "livemode": False,
+            "created": int(time.time()),
+            "data": {"object": {"id": f"cus_{n}", "object": "customer"}},
+        }
+    )
     header = stripe.WebhookSignature.generate_signature_header(body, WEBHOOK_SECRET)
     return body.encode(), {"Stripe-Signature": header, "Content-Type": "application/json"}
 
 
 async def test_stripe_webhooks_get_through_while_the_api_is_flooded(site) -> None:
     async with session(site) as s:
+
         async def post_webhook(n: int) -> int:
             body, headers = signed_stripe_event(n)
             async with s.post(site.url("https", "/api/webhooks/stripe"), data=body, headers=headers) as resp:
@@ -223,8 +245,7 @@ async def test_the_frontend_container_serves_pages_and_passes_the_api_to_the_gat
             assert resp.status == 200 and "Marketplace" in await resp.text()
         async with s.get(frontend.url("http", "/app.css")) as resp:
             assert resp.headers["Cache-Control"] == "public, max-age=300"
-        async with s.get(frontend.url("http", "/api/sample/hello"),
-                         headers={"X-Forwarded-Proto": "https"}) as resp:
+        async with s.get(frontend.url("http", "/api/sample/hello"), headers={"X-Forwarded-Proto": "https"}) as resp:
             assert resp.status == 200 and resp.headers["X-Request-Id"]
             assert resp.cookies["studio_visitor"]["secure"]  # the host nginx's scheme is passed on
         async with s.get(frontend.url("http", "/health")) as resp:

@@ -34,8 +34,9 @@ from tests.support import eventually, wait_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
-PODMAN_COMPOSE = os.environ.get("PODMAN_COMPOSE") or str(COMPOSE_DIR / "build" / "venv-compose" / "bin" /
-                                                         "podman-compose")
+PODMAN_COMPOSE = os.environ.get("PODMAN_COMPOSE") or str(
+    COMPOSE_DIR / "build" / "venv-compose" / "bin" / "podman-compose"
+)
 BASE_IMAGES = ("localhost/localbase/python:3.11", "localhost/localbase/nginx:bookworm")
 SERVICES = ("chat", "frontend", "gateway", "health", "install", "monitor", "nats", "ollama", "purchase", "webhook")
 PAID, SLOW_PAID, FREE, CHAT_MODEL = "llama3.2:1b", "llama3.2:3b", "qwen2.5:0.5b", "tinyllama:latest"
@@ -84,8 +85,14 @@ class Stack:
 
     def script(self, name: str, *args: str, timeout: float = 600, **extra_env: str) -> subprocess.CompletedProcess:
         started = time.monotonic()
-        done = subprocess.run([str(COMPOSE_DIR / name), *args], env={**self.env, **extra_env}, cwd=ROOT,
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [str(COMPOSE_DIR / name), *args],
+            env={**self.env, **extra_env},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         self.timings[f"{name} {' '.join(args)}".strip()] = round(time.monotonic() - started, 1)
         with open(self.log, "a") as log:
             log.write(f"$ compose/{name} {' '.join(args)}  (rc {done.returncode})\n{done.stdout}\n{done.stderr}\n")
@@ -135,25 +142,29 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     bridge_ip = subnet.rsplit(".", 1)[0] + ".1"
     gateway_port, frontend_port = free_port(), free_port()
     env_file = tmp / "studio.env"
-    env_file.write_text("\n".join([
-        "# the test stack's compose/.env",
-        "STUDIO_SKIP_PAYMENT=true",
-        "STUDIO_ADMIN_TOKEN=stack-op-token",
-        "STUDIO_HEARTBEAT_S=2",
-        f"STUDIO_ALERT_WEBHOOK_URL=http://{bridge_ip}:{alerts.server_port}/hooks/alerts",
-        f"LOCALAI_PROJECT={project}",
-        f"LOCALAI_DATA_DIR={data}",
-        f"LOCALAI_BACKUP_DIR={backups}",
-        f"LOCALAI_SUBNET={subnet}",
-        f"LOCALAI_GATEWAY_PORT={gateway_port}",
-        f"LOCALAI_FRONTEND_PORT={frontend_port}",
-        "LOCALAI_IMAGE=localai-studio:stacktest",
-        "LOCALAI_FRONTEND_IMAGE=localai-studio-frontend:stacktest",
-        f"BASE_IMAGE={BASE_IMAGES[0]}",
-        f"NGINX_IMAGE={BASE_IMAGES[1]}",
-        "PIP_OFFLINE=true",
-        "",
-    ]))
+    env_file.write_text(
+        "\n".join(
+            [
+                "# the test stack's compose/.env",
+                "STUDIO_SKIP_PAYMENT=true",
+                "STUDIO_ADMIN_TOKEN=stack-op-token",
+                "STUDIO_HEARTBEAT_S=2",
+                f"STUDIO_ALERT_WEBHOOK_URL=http://{bridge_ip}:{alerts.server_port}/hooks/alerts",
+                f"LOCALAI_PROJECT={project}",
+                f"LOCALAI_DATA_DIR={data}",
+                f"LOCALAI_BACKUP_DIR={backups}",
+                f"LOCALAI_SUBNET={subnet}",
+                f"LOCALAI_GATEWAY_PORT={gateway_port}",
+                f"LOCALAI_FRONTEND_PORT={frontend_port}",
+                "LOCALAI_IMAGE=localai-studio:stacktest",
+                "LOCALAI_FRONTEND_IMAGE=localai-studio-frontend:stacktest",
+                f"BASE_IMAGE={BASE_IMAGES[0]}",
+                f"NGINX_IMAGE={BASE_IMAGES[1]}",
+                "PIP_OFFLINE=true",
+                "",
+            ]
+        )
+    )
     # The one change from production: the `ollama` service is the Ollama double, run from the
     # studio image (it needs only aiohttp) with the checkout's tests/ mounted. Pulls take seconds.
     override = tmp / "ollama-double.yml"
@@ -172,9 +183,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
       timeout: 5s
       retries: 3
 """)
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"), "ENGINE": "podman",
-           "COMPOSE": PODMAN_COMPOSE, "LOCALAI_ENV_FILE": str(env_file), "COMPOSE_OVERRIDE": str(override),
-           "PYTHON": sys.executable}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "ENGINE": "podman",
+        "COMPOSE": PODMAN_COMPOSE,
+        "LOCALAI_ENV_FILE": str(env_file),
+        "COMPOSE_OVERRIDE": str(override),
+        "PYTHON": sys.executable,
+    }
     st = Stack(project, env, data, backups, gateway_port, frontend_port, alerts, tmp / "ops.log")
     try:
         done = st.script("deploy", "--no-pull", "--timeout", "240")
@@ -182,10 +199,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         assert done.returncode == 0, st.deploy_output[-5000:]
         yield st
     finally:
-        subprocess.run(["bash", "-c", 'source compose/lib.sh && compose down -t 5'], env=env, cwd=ROOT,
-                       capture_output=True, timeout=300)
-        leftovers = podman("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}",
-                           check=False).split()
+        subprocess.run(
+            ["bash", "-c", "source compose/lib.sh && compose down -t 5"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            timeout=300,
+        )
+        leftovers = podman("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}", check=False).split()
         if leftovers:
             podman("rm", "-f", "-t", "0", *leftovers, check=False)
         podman("network", "rm", "-f", f"{project}_localai-network", check=False)
@@ -223,8 +244,10 @@ def test_deploy_brings_every_service_up_healthy_as_the_seed_asks(stack: Stack) -
             assert [b["HostIp"] for bs in published.values() for b in bs] == ["127.0.0.1"], service
         else:
             assert not published, f"{service} must not be reachable from outside"
-    limits = {s: (c["HostConfig"]["Memory"], c["HostConfig"]["NanoCpus"] or c["HostConfig"]["CpuQuota"] * 10_000)
-              for s, c in containers.items()}
+    limits = {
+        s: (c["HostConfig"]["Memory"], c["HostConfig"]["NanoCpus"] or c["HostConfig"]["CpuQuota"] * 10_000)
+        for s, c in containers.items()
+    }
     assert limits["ollama"] == (8192 * MiB, 4_000_000_000)
     assert limits["frontend"] == (256 * MiB, 500_000_000)
     assert limits["purchase"] == (256 * MiB, 1_000_000_000)
@@ -245,8 +268,9 @@ def test_deploy_brings_every_service_up_healthy_as_the_seed_asks(stack: Stack) -
 async def test_a_test_mode_purchase_installs_and_chat_answers(stack: Stack) -> None:
     async with visitor() as s:
         await buy(s, stack.site, PAID)
-        await eventually(lambda: _state_is(s, stack.site, PAID, "installed"), timeout=60, interval=0.5,
-                         message=f"{PAID} installed")
+        await eventually(
+            lambda: _state_is(s, stack.site, PAID, "installed"), timeout=60, interval=0.5, message=f"{PAID} installed"
+        )
         async with s.post(stack.site + "/api/chat", json={"message": "Hello", "model": CHAT_MODEL}) as resp:
             answer = await resp.json()
         assert resp.status == 200, answer
@@ -267,8 +291,13 @@ async def _state_is(s: aiohttp.ClientSession, site: str, model: str, state: str)
 def test_health_check_is_green_and_the_services_idle_well_inside_their_limits(stack: Stack) -> None:
     done = stack.script("health-check")
     assert done.returncode == 0, done.stdout + done.stderr
-    for what in ("container purchase: healthy", "endpoint site: 200", "/health ok", "database integrity ok",
-                 "logs: 0 error line(s)"):
+    for what in (
+        "container purchase: healthy",
+        "endpoint site: 200",
+        "/health ok",
+        "database integrity ok",
+        "logs: 0 error line(s)",
+    ):
         assert what in done.stdout, done.stdout
     stats = json.loads(podman("stats", "--no-stream", "--format", "json"))
     used = {s["name"].split("_")[1]: s for s in stats if s["name"].startswith(stack.project + "_")}
@@ -288,8 +317,12 @@ def _megabytes(text: str) -> float:
 async def test_a_killed_function_container_loses_nothing(stack: Stack) -> None:
     async with visitor() as s:
         await buy(s, stack.site, SLOW_PAID)
-        await eventually(lambda: _state_is(s, stack.site, SLOW_PAID, "pulling"), timeout=30, interval=0.2,
-                         message=f"{SLOW_PAID} pulling")
+        await eventually(
+            lambda: _state_is(s, stack.site, SLOW_PAID, "pulling"),
+            timeout=30,
+            interval=0.2,
+            message=f"{SLOW_PAID} pulling",
+        )
         install = stack.containers()["install"]["Name"]
         podman("kill", install)  # SIGKILL mid-pull; a killed container stays down
         await buy(s, stack.site, FREE)  # bought while nobody installs
@@ -358,8 +391,12 @@ async def test_backup_while_visitors_buy_then_restore_keeps_every_committed_purc
     # the restored studio finds owned models missing and installs them again by itself.
     assert "owned models missing from Ollama are downloading again" in restored.stdout, restored.stdout
     async with visitor() as s:
-        await eventually(lambda: _state_is(s, stack.site, PAID, "installed"), timeout=90, interval=1,
-                         message=f"{PAID} installed again after the restore")
+        await eventually(
+            lambda: _state_is(s, stack.site, PAID, "installed"),
+            timeout=90,
+            interval=1,
+            message=f"{PAID} installed again after the restore",
+        )
 
 
 def test_the_dev_compose_file_runs_the_whole_studio_in_one_container(stack: Stack, tmp_path: Path) -> None:
@@ -367,13 +404,21 @@ def test_the_dev_compose_file_runs_the_whole_studio_in_one_container(stack: Stac
     data = tmp_path / "data"
     (data / "ollama").mkdir(parents=True)
     shutil.chown(data, 1000, 1000)
-    env = {**stack.env, "LOCALAI_PROJECT": project, "LOCALAI_DATA_DIR": str(data), "LOCALAI_STUDIO_PORT": str(port),
-           "LOCALAI_OLLAMA_PORT": str(free_port()), "LOCALAI_IMAGE": "localai-studio:stacktest",
-           "COMPOSE_FILE": str(COMPOSE_DIR / "docker-compose.dev.yml"), "LOCALAI_ENV_FILE": str(tmp_path / "none.env")}
+    env = {
+        **stack.env,
+        "LOCALAI_PROJECT": project,
+        "LOCALAI_DATA_DIR": str(data),
+        "LOCALAI_STUDIO_PORT": str(port),
+        "LOCALAI_OLLAMA_PORT": str(free_port()),
+        "LOCALAI_IMAGE": "localai-studio:stacktest",
+        "COMPOSE_FILE": str(COMPOSE_DIR / "docker-compose.dev.yml"),
+        "LOCALAI_ENV_FILE": str(tmp_path / "none.env"),
+    }
     compose = ["bash", "-c", 'source compose/lib.sh && compose "$@"', "compose"]
     try:
-        up = subprocess.run([*compose, "up", "-d", "--no-build"], env=env, cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+        up = subprocess.run(
+            [*compose, "up", "-d", "--no-build"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
         assert up.returncode == 0, up.stderr[-3000:]
 
         def healthy() -> bool:

@@ -17,11 +17,11 @@ from aiohttp import web
 
 from events.correlation import correlation_id
 from events.delivery import Delivery
-from functions.runtime.database import utcnow
-from functions.runtime.errors import BadRequest, json_body
-from functions.runtime.function import Function
-from functions.runtime.identity import identity
 from gateway.routes import Route
+from studio.runtime.database import utcnow
+from studio.runtime.errors import BadRequest, json_body
+from studio.runtime.function import Function
+from studio.runtime.identity import identity
 from tests.support import SampleRecorded
 
 function = Function("sample", migrations=Path(__file__).parent / "migrations")
@@ -67,8 +67,10 @@ async def record_note(request: web.Request) -> web.Response:
     if not isinstance(body.get("n"), int):
         raise BadRequest("n must be an integer", code="invalid_n")
     async with function.db.transaction() as tx:
-        await tx.execute("INSERT INTO sample_notes (n, note, created_at) VALUES (?, ?, ?)",
-                         (body["n"], str(body.get("note", "")), utcnow()))
+        await tx.execute(
+            "INSERT INTO sample_notes (n, note, created_at) VALUES (?, ?, ?)",
+            (body["n"], str(body.get("note", "")), utcnow()),
+        )
         await tx.publish(function.event(SampleRecorded(n=body["n"], note=str(body.get("note", "")))))
     return web.json_response({"n": body["n"]}, status=201)
 

@@ -15,10 +15,10 @@ from events.catalog import PurchaseCompleted, PurchaseRevoked
 from events.envelope import Event
 from functions import load
 from functions.chat.entitlements import owns
-from functions.runtime.server import function_app
-from functions.runtime.settings import Secret, Settings
 from gateway.app import gateway_app
 from gateway.session import COOKIE, Sessions
+from studio.runtime.server import function_app
+from studio.runtime.settings import Secret, Settings
 from tests.doubles.ollama import OllamaDouble
 from tests.support import Recorder, eventually
 
@@ -71,20 +71,32 @@ class Visitor:
 
     async def post(self, body: Any, headers: dict[str, str] | None = None) -> ClientResponse:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return await self.studio.client.post("/api/chat", data=data, headers={
-            **self.headers, "Content-Type": "application/json", **(headers or {})})
+        return await self.studio.client.post(
+            "/api/chat", data=data, headers={**self.headers, "Content-Type": "application/json", **(headers or {})}
+        )
 
     async def buy(self, model: str) -> str:
         """Own `model` the way the purchase function announces it, and wait until chat knows."""
         purchase_id = "p_" + uuid.uuid4().hex[:12]
-        await publish(self.studio.bus, PurchaseCompleted(purchase_id=purchase_id, user_id=self.user_id, model=model,
-                                                         kind="test", amount_cents=499, currency="usd"))
+        await publish(
+            self.studio.bus,
+            PurchaseCompleted(
+                purchase_id=purchase_id,
+                user_id=self.user_id,
+                model=model,
+                kind="test",
+                amount_cents=499,
+                currency="usd",
+            ),
+        )
         await eventually(lambda: owns(chat.db, self.user_id, model), message=f"chat to learn {model} is owned")
         return purchase_id
 
     async def refund(self, purchase_id: str, model: str) -> None:
-        await publish(self.studio.bus, PurchaseRevoked(purchase_id=purchase_id, user_id=self.user_id, model=model,
-                                                       reason="refunded"))
+        await publish(
+            self.studio.bus,
+            PurchaseRevoked(purchase_id=purchase_id, user_id=self.user_id, model=model, reason="refunded"),
+        )
         await eventually(lambda: _not(owns(chat.db, self.user_id, model)), message="chat to learn of the refund")
 
     def events(self) -> list[Event]:
@@ -99,8 +111,9 @@ async def publish(bus: Bus, data: Any) -> None:
     await bus.publish(Event(type=data.TYPE, source="/tests", data=data.to_data(), subject=data.subject))
 
 
-async def start_studio(mode: str, chat_settings: Settings, bus: Bus, embedded_studio, aiohttp_client,
-                       aiohttp_server) -> Studio:
+async def start_studio(
+    mode: str, chat_settings: Settings, bus: Bus, embedded_studio, aiohttp_client, aiohttp_server
+) -> Studio:
     if mode == "embedded":
         client = await embedded_studio([chat], settings_override=chat_settings)
     else:
@@ -123,8 +136,9 @@ def make_studio(chat_settings, bus, aiohttp_server, embedded_studio, aiohttp_cli
     """
 
     async def make(mode: str = "embedded", **overrides: Any) -> Studio:
-        return await start_studio(mode, chat_settings.replace(**overrides), bus, embedded_studio, aiohttp_client,
-                                  aiohttp_server)
+        return await start_studio(
+            mode, chat_settings.replace(**overrides), bus, embedded_studio, aiohttp_client, aiohttp_server
+        )
 
     return make
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from functions.runtime.server import function_app
+from studio.runtime.server import function_app
 from tests.functions.chat.conftest import FREE, MODES, PAID, chat, read_events
 from tests.support import eventually
 
@@ -90,8 +90,9 @@ async def test_too_many_answers_at_once_is_a_429_with_retry_after(mode, make_stu
     resp = await visitor.chat(model=FREE, message="Hi", stream=True)
     status, error = await error_of(resp)
     assert status == 429 and error["code"] == "too_many_generations" and resp.headers["Retry-After"] == "1"
-    assert (await studio.visitor().chat(model=FREE, message="Hi", options={"max_tokens": 2})).status == 200, \
+    assert (await studio.visitor().chat(model=FREE, message="Hi", options={"max_tokens": 2})).status == 200, (
         "another visitor is not limited"
+    )
 
     streams[0].close()
     await double.wait_for_disconnect(kind="chat")
@@ -123,20 +124,29 @@ async def test_too_many_requests_a_minute_is_a_429_with_retry_after(make_studio)
 # -- bad requests ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("body", "code", "names"), [
-    ({"message": "Hi"}, "invalid_model", "model"),
-    ({"model": FREE}, "invalid_messages", "messages"),
-    ({"model": FREE, "message": "x" * 8001}, "invalid_message", "8000"),
-    ({"model": FREE, "messages": [{"role": "user", "content": "x"}] * 65}, "invalid_messages", "64"),
-    ({"model": FREE, "messages": [{"role": "user", "content": "Hi"}, {"role": "robot", "content": "x"}]},
-     "invalid_messages", "messages[1].role"),
-    ({"model": FREE, "messages": [{"role": "user", "content": "Hi", "images": ["..."]}]},
-     "invalid_messages", "messages[0].images"),
-    ({"model": FREE, "message": "Hi", "options": {"temperature": 5}}, "invalid_options", "options.temperature"),
-    ({"model": FREE, "message": "Hi", "options": {"num_ctx": 100000}}, "invalid_options", "options.num_ctx"),
-    ({"model": FREE, "message": "Hi", "stream": "yes"}, "invalid_stream", "stream"),
-    ({"model": FREE, "message": "Hi", "temperature": 0.5}, "unknown_field", "temperature"),
-])
+@pytest.mark.parametrize(
+    ("body", "code", "names"),
+    [
+        ({"message": "Hi"}, "invalid_model", "model"),
+        ({"model": FREE}, "invalid_messages", "messages"),
+        ({"model": FREE, "message": "x" * 8001}, "invalid_message", "8000"),
+        ({"model": FREE, "messages": [{"role": "user", "content": "x"}] * 65}, "invalid_messages", "64"),
+        (
+            {"model": FREE, "messages": [{"role": "user", "content": "Hi"}, {"role": "robot", "content": "x"}]},
+            "invalid_messages",
+            "messages[1].role",
+        ),
+        (
+            {"model": FREE, "messages": [{"role": "user", "content": "Hi", "images": ["..."]}]},
+            "invalid_messages",
+            "messages[0].images",
+        ),
+        ({"model": FREE, "message": "Hi", "options": {"temperature": 5}}, "invalid_options", "options.temperature"),
+        ({"model": FREE, "message": "Hi", "options": {"num_ctx": 100000}}, "invalid_options", "options.num_ctx"),
+        ({"model": FREE, "message": "Hi", "stream": "yes"}, "invalid_stream", "stream"),
+        ({"model": FREE, "message": "Hi", "temperature": 0.5}, "unknown_field", "temperature"),
+    ],
+)
 async def test_bad_requests_are_400s_naming_the_field(embedded, double, body, code, names) -> None:
     status, error = await error_of(await embedded.visitor().chat(**body))
 

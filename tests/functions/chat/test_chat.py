@@ -56,8 +56,14 @@ async def test_multi_turn_conversation_and_options_reach_ollama(embedded, double
     assert (await resp.json())["response"] == "You said 'And 3+3?' after 4 messages."
     sent = double.chat_requests[-1]
     assert sent["model"] == FREE and sent["messages"] == conversation and sent["stream"] is True
-    assert sent["options"] == {"temperature": 0.2, "top_p": 0.9, "top_k": 40, "seed": 7,
-                               "num_predict": embedded.settings.chat_max_tokens, "stop": ["\n\n"]}
+    assert sent["options"] == {
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "top_k": 40,
+        "seed": 7,
+        "num_predict": embedded.settings.chat_max_tokens,
+        "stop": ["\n\n"],
+    }
 
 
 async def test_max_tokens_becomes_num_predict_and_the_operator_cap_applies_anyway(embedded, double) -> None:
@@ -85,9 +91,18 @@ async def test_streamed_answer_arrives_token_by_token_then_the_totals(studio, do
     assert names == ["token"] * len(REPLY_TOKENS) + ["done"]
     assert [data["content"] for _, data in events[:-1]] == REPLY_TOKENS
     done = events[-1][1]
-    assert set(done) == {"model", "done_reason", "prompt_tokens", "completion_tokens", "total_duration_ms",
-                         "load_duration_ms", "prompt_eval_duration_ms", "eval_duration_ms", "tokens_per_s",
-                         "time_to_first_token_ms"}
+    assert set(done) == {
+        "model",
+        "done_reason",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_duration_ms",
+        "load_duration_ms",
+        "prompt_eval_duration_ms",
+        "eval_duration_ms",
+        "tokens_per_s",
+        "time_to_first_token_ms",
+    }
     assert done["model"] == FREE and done["done_reason"] == "stop"
     assert done["completion_tokens"] == len(REPLY_TOKENS) and done["prompt_tokens"] > 0
     assert 0 < done["tokens_per_s"] <= 400 and done["eval_duration_ms"] > 0

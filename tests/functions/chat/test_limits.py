@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from functions.chat.limits import SWEEP_EVERY, VisitorLimits
-from functions.runtime.errors import TooManyRequests
+from studio.runtime.errors import TooManyRequests
 
 
 class Clock:

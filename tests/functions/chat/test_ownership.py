@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functions.chat.entitlements import owns, record_purchase, revoke_purchase
-from functions.runtime.database import RUNTIME_MIGRATIONS, Database
+from studio.runtime.database import RUNTIME_MIGRATIONS, Database
 from tests.functions.chat.conftest import chat
 
 

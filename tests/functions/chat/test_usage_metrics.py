@@ -10,8 +10,11 @@ from tests.support import eventually
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def test_answers_tokens_and_time_to_first_token_per_model(chat_settings, embedded_studio, double) -> None:
@@ -21,8 +24,9 @@ async def test_answers_tokens_and_time_to_first_token_per_model(chat_settings, e
         resp = await client.post("/api/chat", json={"model": FREE, "message": "Hello"}, headers=operator)
         assert resp.status == 200
     double.fail_next_chats(after_tokens=2)
-    assert (await client.post("/api/chat", json={"model": PAID, "message": "Hi", "stream": True},
-                              headers=operator)).status == 200
+    assert (
+        await client.post("/api/chat", json={"model": PAID, "message": "Hi", "stream": True}, headers=operator)
+    ).status == 200
 
     async def scrape():
         metrics = samples(await (await client.get("/metrics", headers=operator)).text())
@@ -31,8 +35,9 @@ async def test_answers_tokens_and_time_to_first_token_per_model(chat_settings, e
         return metrics if done == 2 and failed == 1 else None
 
     metrics = await eventually(scrape, message="chat usage in /metrics")
-    reply_tokens = (await (await client.post("/api/chat", json={"model": FREE, "message": "Hi"},
-                                             headers=operator)).json())["completion_tokens"]
+    reply_tokens = (
+        await (await client.post("/api/chat", json={"model": FREE, "message": "Hi"}, headers=operator)).json()
+    )["completion_tokens"]
     assert metrics[("studio_chat_tokens_total", (("kind", "completion"), ("model", FREE)))] == 2 * reply_tokens
     assert metrics[("studio_chat_tokens_total", (("kind", "prompt"), ("model", FREE)))] > 0
     assert metrics[("studio_chat_tokens_total", (("kind", "completion"), ("model", PAID)))] == 2

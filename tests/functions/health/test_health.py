@@ -29,7 +29,12 @@ async def test_healthy_studio_answers_200_with_every_component(embedded_studio, 
     assert status == 200, body
     components = body["components"]
     assert {k: v["status"] for k, v in components.items()} == {
-        "nats": "ok", "database": "ok", "ollama": "ok", "disk": "ok", "functions": "ok"}
+        "nats": "ok",
+        "database": "ok",
+        "ollama": "ok",
+        "disk": "ok",
+        "functions": "ok",
+    }
     assert components["ollama"]["version"] == "0.33.0"
     assert components["database"]["integrity"] == "ok"
     assert components["functions"]["functions"]["monitor"]["instances"] == 1

@@ -8,8 +8,9 @@ import pytest
 
 from events.delivery import Delivery
 from events.envelope import Event
-from functions import catalog, load
+from functions import load
 from functions.install.handler import INSTALLER
+from studio import catalog
 from tests.functions.pipeline import OPERATOR, start_studio
 from tests.support import eventually
 
@@ -152,8 +153,9 @@ async def test_install_requests_are_checked(test_mode) -> None:
     not_owner = await studio.client.post("/api/models/install", json={"model": "mistral:7b"})
     unknown = await studio.client.post("/api/models/install", json={"model": "nope:1b"})
     no_model = await studio.client.post("/api/models/install", json={"name": "mistral:7b"})
-    not_json = await studio.client.post("/api/models/install", data=b"model=x",
-                                        headers={"Content-Type": "application/json"})
+    not_json = await studio.client.post(
+        "/api/models/install", data=b"model=x", headers={"Content-Type": "application/json"}
+    )
 
     assert not_owner.status == 403 and (await not_owner.json())["error"]["code"] == "not_owner"
     assert unknown.status == 404
@@ -171,8 +173,9 @@ async def test_install_requests_are_checked(test_mode) -> None:
     await studio.wait_for_event("install.completed", "mistral:7b")
 
 
-async def test_owned_models_missing_after_a_restore_are_installed_again(embedded_studio, settings, ollama,
-                                                                       stripe_api, bus) -> None:
+async def test_owned_models_missing_after_a_restore_are_installed_again(
+    embedded_studio, settings, ollama, stripe_api, bus
+) -> None:
     first = await start_studio(embedded_studio, settings, ollama, stripe_api, bus, skip_payment=True)
     await buy(first, "tinyllama:latest")
     await first.wait_for_event("install.completed", "tinyllama:latest")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from functions import load
-from functions.runtime.settings import Secret
 from gateway.routes import ROUTES
+from studio.runtime.settings import Secret
 from tests.sample.handler import ROUTE
 from tests.sample.handler import function as sample
 from tests.support import eventually
@@ -15,8 +15,9 @@ OPERATOR = {"Authorization": "Bearer op"}
 
 
 async def start(embedded_studio, settings):
-    return await embedded_studio([load("monitor"), sample], routes=(*ROUTES, ROUTE),
-                                 settings_override=settings.replace(admin_token=Secret("op")))
+    return await embedded_studio(
+        [load("monitor"), sample], routes=(*ROUTES, ROUTE), settings_override=settings.replace(admin_token=Secret("op"))
+    )
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -40,9 +41,14 @@ async def test_metrics_count_events_and_every_functions_requests(embedded_studio
     assert (await client.get("/api/sample/hello")).status == 200
 
     def notes_requests(metrics):
-        return [v for (name, labels), v in metrics.items() if name == "studio_http_requests_total"
-                and ("function", "sample") in labels and ("route", "/api/sample/notes") in labels
-                and ("status", "201") in labels]
+        return [
+            v
+            for (name, labels), v in metrics.items()
+            if name == "studio_http_requests_total"
+            and ("function", "sample") in labels
+            and ("route", "/api/sample/notes") in labels
+            and ("status", "201") in labels
+        ]
 
     def counted(metrics):  # requests arrive with the next heartbeat
         return metrics.get(("studio_events_total", (("type", "sample.recorded"),))) == 3 and notes_requests(metrics)
@@ -50,8 +56,10 @@ async def test_metrics_count_events_and_every_functions_requests(embedded_studio
     metrics = await eventually(lambda: _scrape_if(client, counted), message="events and requests counted")
     assert notes_requests(metrics) == [3.0]
     assert any(name == "studio_http_request_duration_seconds_bucket" for name, _ in metrics)
-    assert any(name == "studio_function_up" and ("function", "monitor") in labels and v == 1.0
-               for (name, labels), v in metrics.items())
+    assert any(
+        name == "studio_function_up" and ("function", "monitor") in labels and v == 1.0
+        for (name, labels), v in metrics.items()
+    )
 
 
 async def _scrape_if(client, predicate):

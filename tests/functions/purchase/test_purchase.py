@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from functions import catalog
+from studio import catalog
 from tests.functions.pipeline import OPERATOR, start_studio
 from tests.support import eventually
 
@@ -78,8 +78,7 @@ async def test_stripe_checkout_then_signed_webhook_installs(studio) -> None:
     assert again["checkout_url"] == body["checkout_url"], "an open checkout is reused"
 
     studio.stripe.pay(session_id)
-    statuses = await studio.stripe.deliver(studio.url("/api/webhooks/stripe"), "checkout.session.completed",
-                                           session_id)
+    statuses = await studio.stripe.deliver(studio.url("/api/webhooks/stripe"), "checkout.session.completed", session_id)
 
     assert statuses == [200]
     await studio.wait_for_event("install.completed", "llama3.2:3b")
@@ -145,7 +144,7 @@ async def test_stripe_down_is_503_and_records_nothing(studio) -> None:
 
 
 async def test_paid_models_need_stripe_or_test_mode(embedded_studio, settings, ollama, stripe_api, bus) -> None:
-    from functions.runtime.settings import Secret
+    from studio.runtime.settings import Secret
 
     studio = await start_studio(embedded_studio, settings, ollama, stripe_api, bus, stripe_secret_key=Secret(""))
     resp = await studio.client.post("/api/models/purchase/mistral:7b")
@@ -159,8 +158,9 @@ async def test_expired_checkout_fails_the_purchase(studio) -> None:
     session_id = body["checkout_url"].rsplit("/", 1)[1]
     studio.stripe.expire(session_id)
 
-    assert await studio.stripe.deliver(studio.url("/api/webhooks/stripe"), "checkout.session.expired",
-                                       session_id) == [200]
+    assert await studio.stripe.deliver(studio.url("/api/webhooks/stripe"), "checkout.session.expired", session_id) == [
+        200
+    ]
 
     failed = await studio.wait_for_event("purchase.failed")
     assert failed[0].data["reason"] == "checkout expired"

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from functions.runtime.settings import Secret
+from studio.runtime.settings import Secret
 from tests.functions.pipeline import start_studio
 
 
@@ -27,8 +27,10 @@ async def post_hook(studio, body: bytes, headers: dict[str, str]):
 async def test_bad_signatures_are_400_and_change_nothing(studio, paid_session, tamper) -> None:
     event = studio.stripe.event("checkout.session.completed", dict(studio.stripe.sessions[paid_session]))
     body, headers = studio.stripe.signed(
-        event, secret="whsec_someone_else" if tamper == "wrong_secret" else None,
-        timestamp=int(time.time()) - 600 if tamper == "stale" else None)
+        event,
+        secret="whsec_someone_else" if tamper == "wrong_secret" else None,
+        timestamp=int(time.time()) - 600 if tamper == "stale" else None,
+    )
     if tamper == "missing":
         headers.pop("Stripe-Signature")
     elif tamper == "changed_body":
@@ -53,8 +55,11 @@ async def test_signed_but_not_an_event_is_400(studio) -> None:
 
 async def test_oversized_body_is_413_before_anything_is_read(studio) -> None:
     before = await studio.db_counts()
-    resp = await studio.client.post("/api/webhooks/stripe", data=b"{" + b" " * 70_000 + b"}",
-                                    headers={"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=x"})
+    resp = await studio.client.post(
+        "/api/webhooks/stripe",
+        data=b"{" + b" " * 70_000 + b"}",
+        headers={"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=x"},
+    )
     assert resp.status == 413 and (await resp.json())["error"]["code"] == "payload_too_large"
     assert await studio.db_counts() == before
 
@@ -92,8 +97,9 @@ async def test_unpaid_completion_waits_for_the_async_payment(studio) -> None:
     await studio.wait_for_event("purchase.completed", "phi3:mini")
 
 
-async def test_without_a_webhook_secret_stripe_is_told_to_retry(embedded_studio, settings, ollama, stripe_api,
-                                                                bus) -> None:
+async def test_without_a_webhook_secret_stripe_is_told_to_retry(
+    embedded_studio, settings, ollama, stripe_api, bus
+) -> None:
     studio = await start_studio(embedded_studio, settings, ollama, stripe_api, bus, stripe_webhook_secret=Secret(""))
     body, headers = studio.stripe.signed(studio.stripe.event("customer.created", {"id": "cus_1"}))
     status, answer = await post_hook(studio, body, headers)

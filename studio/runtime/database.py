@@ -6,7 +6,7 @@
 - Migrations are `NNNN_name.sql` files in a component's `migrations/` folder, applied in order at
   start-up, each in its own transaction, recorded in `schema_migrations` per component.
 - `tx.publish(event)` writes the event to the outbox table in the same transaction as the state
-  change it describes; the outbox relay (`functions.runtime.outbox`) moves it to JetStream.
+  change it describes; the outbox relay (`studio.runtime.outbox`) moves it to JetStream.
 """
 
 from __future__ import annotations
@@ -68,9 +68,7 @@ def split_statements(script: str) -> list[str]:
             if current.strip():
                 statements.append(current.strip())
             current = ""
-    if current.strip() and not all(
-        ln.strip().startswith("--") or not ln.strip() for ln in current.splitlines()
-    ):
+    if current.strip() and not all(ln.strip().startswith("--") or not ln.strip() for ln in current.splitlines()):
         raise DatabaseError(f"unterminated SQL statement: {current.strip()[:80]}")
     return statements
 
@@ -107,7 +105,8 @@ class Transaction:
     async def publish(self, event: Event) -> None:
         """Record `event` for publication once (and only if) this transaction commits."""
         await _run(
-            self._conn, "INSERT INTO outbox (event_id, event_type, payload, created_at) VALUES (?, ?, ?, ?)",
+            self._conn,
+            "INSERT INTO outbox (event_id, event_type, payload, created_at) VALUES (?, ?, ?, ?)",
             (event.id, event.type, event.to_json(), utcnow()),
         )
         self.events.append(event)
@@ -156,7 +155,7 @@ class Database:
                 self.writer,
                 "CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT NOT NULL, "
                 "version INTEGER NOT NULL, name TEXT NOT NULL, applied_at TEXT NOT NULL, "
-                "PRIMARY KEY (component, version))"
+                "PRIMARY KEY (component, version))",
             )
             for migrations in components:
                 for version, name, path in migrations.files():
@@ -179,7 +178,8 @@ class Database:
             for statement in split_statements(path.read_text()):
                 await _run(conn, statement)
             await _run(
-                conn, "INSERT INTO schema_migrations (component, version, name, applied_at) VALUES (?, ?, ?, ?)",
+                conn,
+                "INSERT INTO schema_migrations (component, version, name, applied_at) VALUES (?, ?, ?, ?)",
                 (component, version, name, utcnow()),
             )
             await _run(conn, "COMMIT")

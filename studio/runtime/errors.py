@@ -21,8 +21,9 @@ class StudioError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None,
-                 **details: Any) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None, **details: Any
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code:
@@ -82,14 +83,24 @@ class GatewayTimeout(StudioError):
 
 def error_response(status: int, error: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
-        status=status, body=json.dumps({"error": error}).encode(), content_type="application/json",
+        status=status,
+        body=json.dumps({"error": error}).encode(),
+        content_type="application/json",
         headers=headers,
     )
 
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-               415: "unsupported_media_type", 429: "rate_limited"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
 
 
 def from_http_exception(exc: web.HTTPException) -> web.Response:
@@ -100,8 +111,7 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
     if exc.status == 404:
         message = "no such route"
     headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after", "location")}
-    return error_response(exc.status, {"code": _HTTP_CODES.get(exc.status, "http_error"),
-                                       "message": message}, headers)
+    return error_response(exc.status, {"code": _HTTP_CODES.get(exc.status, "http_error"), "message": message}, headers)
 
 
 def render(request: web.Request, exc: BaseException) -> web.Response | None:
@@ -115,8 +125,9 @@ def render(request: web.Request, exc: BaseException) -> web.Response | None:
     if isinstance(exc, ConnectionResetError | asyncio.CancelledError):  # the client left: nothing to answer
         return None
     log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
-    return error_response(500, {"code": "internal_error",
-                                "message": "internal error; the operator can find it in the logs"})
+    return error_response(
+        500, {"code": "internal_error", "message": "internal error; the operator can find it in the logs"}
+    )
 
 
 @web.middleware

@@ -14,7 +14,7 @@ import logging
 
 from events.bus import Bus, BusUnavailable
 from events.envelope import Event, InvalidEvent
-from functions.runtime.database import Database, utcnow
+from studio.runtime.database import Database, utcnow
 
 log = logging.getLogger("studio.outbox")
 
@@ -64,8 +64,12 @@ class OutboxRelay:
             except BusUnavailable as exc:
                 failures += 1
                 delay = min(10.0, 0.25 * 2 ** min(failures, 6))
-                log.warning("outbox waiting for NATS: %s (%d events pending)", exc, self.backlog,
-                            extra={"retry_in_s": round(delay, 2)})
+                log.warning(
+                    "outbox waiting for NATS: %s (%d events pending)",
+                    exc,
+                    self.backlog,
+                    extra={"retry_in_s": round(delay, 2)},
+                )
                 await asyncio.sleep(delay)
                 self._wake.set()
             except Exception:
@@ -76,7 +80,8 @@ class OutboxRelay:
                 with contextlib.suppress(Exception):
                     await self.db.execute(
                         "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < "
-                        "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)", (f"-{KEEP_PUBLISHED_S} seconds",)
+                        "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
+                        (f"-{KEEP_PUBLISHED_S} seconds",),
                     )
 
     async def flush(self) -> int:

@@ -37,9 +37,7 @@ class RequestStats:
 
     def snapshot(self) -> dict[str, Any]:
         return {
-            "requests": [
-                {"method": m, "route": r, "status": s, "count": c} for (m, r, s), c in self.requests.items()
-            ],
+            "requests": [{"method": m, "route": r, "status": s, "count": c} for (m, r, s), c in self.requests.items()],
             "latency": [
                 {"method": m, "route": r, "buckets": h.counts, "sum": h.total, "count": h.n}
                 for (m, r), h in self.latency.items()

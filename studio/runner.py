@@ -22,13 +22,13 @@ from aiohttp import web
 import functions
 from events.bus import BusUnavailable
 from events.server import NatsServer, NatsServerError, port_in_use
-from functions import catalog
-from functions.runtime.database import DatabaseError
-from functions.runtime.function import Function
-from functions.runtime.host import Host
-from functions.runtime.server import function_app
-from functions.runtime.settings import Settings
 from gateway.app import RouteTableMismatch, gateway_app
+from studio import catalog
+from studio.runtime.database import DatabaseError
+from studio.runtime.function import Function
+from studio.runtime.host import Host
+from studio.runtime.server import function_app
+from studio.runtime.settings import Settings
 
 log = logging.getLogger("studio.runtime")
 
@@ -88,12 +88,18 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
-async def serve(app: web.Application, settings: Settings, banner: str, *,
-                cancel_on_disconnect: bool = False) -> web.AppRunner:
+async def serve(
+    app: web.Application, settings: Settings, banner: str, *, cancel_on_disconnect: bool = False
+) -> web.AppRunner:
     """Serve `app`. `cancel_on_disconnect`: a handler is cancelled when its client leaves (the
     distributed gateway: so the function behind it sees the disconnect too)."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_grace_s,
-                           handler_cancellation=cancel_on_disconnect)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_grace_s,
+        handler_cancellation=cancel_on_disconnect,
+    )
     await runner.setup()
     try:
         # A deep accept queue: bursts of new connections must not be dropped while the loop is busy.
@@ -101,8 +107,10 @@ async def serve(app: web.Application, settings: Settings, banner: str, *,
     except OSError as exc:
         await runner.cleanup()
         if exc.errno == errno.EADDRINUSE:
-            raise StartupError(f"port {settings.port} on {settings.host} is already in use: stop the other "
-                               "program or set STUDIO_PORT to a free port") from None
+            raise StartupError(
+                f"port {settings.port} on {settings.host} is already in use: stop the other "
+                "program or set STUDIO_PORT to a free port"
+            ) from None
         raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
     gc.freeze()  # start-up objects live for ever: keep them out of every later collection's work
     print(banner, flush=True)
@@ -136,8 +144,9 @@ async def run_embedded(settings: Settings) -> None:
         except RouteTableMismatch as exc:
             raise StartupError(str(exc)) from None
         runner = await serve(app, settings, f"Local AI Studio is running at {settings.url}  (Ctrl-C to stop)")
-        log.info("studio started", extra={"url": settings.url, "functions": list(settings.functions),
-                                          "nats": host.bus.url})
+        log.info(
+            "studio started", extra={"url": settings.url, "functions": list(settings.functions), "nats": host.bus.url}
+        )
         await wait_for_signal()
         log.info("stopping the studio")
     finally:
@@ -173,8 +182,9 @@ async def run_gateway(settings: Settings) -> None:
     """`localai-studio run gateway`: the front door, proxying to function containers by URL."""
     check_port(settings.host, settings.port, "the gateway", "STUDIO_PORT")
     check_data_dir(settings.data_dir)  # holds the generated cookie key when none is configured
-    runner = await serve(gateway_app(settings), settings, f"gateway listening on {settings.url}",
-                         cancel_on_disconnect=True)
+    runner = await serve(
+        gateway_app(settings), settings, f"gateway listening on {settings.url}", cancel_on_disconnect=True
+    )
     try:
         await wait_for_signal()
     finally:

@@ -1,6 +1,6 @@
 """Stripe behind domain verbs: open a checkout for a purchase, look a checkout up, verify a webhook.
 
-Facts this follows (../shared/facts/stripe.md): `StripeClient` does not retry unless told to
+Facts this follows (docs/stripe.md): `StripeClient` does not retry unless told to
 (`max_network_retries=2`); async calls go through aiohttp only when asked (`AIOHTTPClient`); Stripe
 objects are not dicts; an idempotency key replays its first answer for 24 h, so a checkout's key
 is the purchase id (a retried request for one purchase gets the same session); signatures are
@@ -44,9 +44,13 @@ def _checkout(session: Any) -> Checkout:
     if isinstance(pi, dict):
         pi = pi.get("id")
     return Checkout(
-        session_id=doc["id"], url=doc.get("url"), status=doc.get("status") or "open",
-        payment_status=doc.get("payment_status") or "unpaid", payment_intent=pi,
-        metadata=dict(doc.get("metadata") or {}), amount_total=doc.get("amount_total"),
+        session_id=doc["id"],
+        url=doc.get("url"),
+        status=doc.get("status") or "open",
+        payment_status=doc.get("payment_status") or "unpaid",
+        payment_intent=pi,
+        metadata=dict(doc.get("metadata") or {}),
+        amount_total=doc.get("amount_total"),
         currency=doc.get("currency"),
     )
 
@@ -55,21 +59,40 @@ class StripePayments:
     def __init__(self, secret_key: str, *, api_base: str = "https://api.stripe.com") -> None:
         self._http = stripe.AIOHTTPClient(timeout=20)
         self._client = stripe.StripeClient(
-            secret_key, http_client=self._http, max_network_retries=2, base_addresses={"api": api_base},
+            secret_key,
+            http_client=self._http,
+            max_network_retries=2,
+            base_addresses={"api": api_base},
         )
 
     async def close(self) -> None:
         await self._http.close_async()
 
-    async def open_checkout(self, *, purchase_id: str, user_id: str, model_id: str, model_name: str,
-                            amount_cents: int, currency: str, success_url: str, cancel_url: str) -> Checkout:
+    async def open_checkout(
+        self,
+        *,
+        purchase_id: str,
+        user_id: str,
+        model_id: str,
+        model_name: str,
+        amount_cents: int,
+        currency: str,
+        success_url: str,
+        cancel_url: str,
+    ) -> Checkout:
         metadata = {"purchase_id": purchase_id, "user_id": user_id, "model": model_id}
         params: dict[str, Any] = {
             "mode": "payment",
-            "line_items": [{"quantity": 1, "price_data": {
-                "currency": currency, "unit_amount": amount_cents,
-                "product_data": {"name": f"{model_name} ({model_id}) for Local AI Studio"},
-            }}],
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": currency,
+                        "unit_amount": amount_cents,
+                        "product_data": {"name": f"{model_name} ({model_id}) for Local AI Studio"},
+                    },
+                }
+            ],
             "success_url": success_url,
             "cancel_url": cancel_url,
             "client_reference_id": purchase_id,
@@ -78,7 +101,8 @@ class StripePayments:
         }
         try:
             session = await self._client.v1.checkout.sessions.create_async(
-                params, {"idempotency_key": f"checkout-{purchase_id}"},
+                params,
+                {"idempotency_key": f"checkout-{purchase_id}"},
             )
         except stripe.StripeError as exc:
             raise PaymentsUnavailable(_describe(exc)) from None
@@ -105,8 +129,12 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict[s
         event = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # signed, but not JSON
         raise InvalidWebhook(f"the body is not JSON: {exc}") from None
-    if not isinstance(event, dict) or not isinstance(event.get("id"), str) or not isinstance(event.get("type"), str) \
-            or not isinstance((event.get("data") or {}).get("object"), dict):
+    if (
+        not isinstance(event, dict)
+        or not isinstance(event.get("id"), str)
+        or not isinstance(event.get("type"), str)
+        or not isinstance((event.get("data") or {}).get("object"), dict)
+    ):
         raise InvalidWebhook("the body is not a Stripe event (id, type, data.object)")
     return event
 

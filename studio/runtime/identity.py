@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from functions.runtime.errors import Forbidden, Unauthorized
+from studio.runtime.errors import Forbidden, Unauthorized
 
 USER_HEADER = "X-Studio-User"
 ADMIN_HEADER = "X-Studio-Admin"
@@ -33,8 +33,7 @@ def identity(request: web.Request) -> Identity:
 
 
 def from_headers(request: web.Request) -> Identity:
-    return Identity(user_id=request.headers.get(USER_HEADER) or None,
-                    admin=request.headers.get(ADMIN_HEADER) == "1")
+    return Identity(user_id=request.headers.get(USER_HEADER) or None, admin=request.headers.get(ADMIN_HEADER) == "1")
 
 
 def to_headers(who: Identity) -> dict[str, str]:

@@ -39,9 +39,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from functions import catalog
-from functions.runtime.host import VERSION
-from functions.runtime.settings import Settings
+from studio import catalog
+from studio.runtime.host import VERSION
+from studio.runtime.settings import Settings
 
 FORMAT = 1
 ARCHIVE_NAME = re.compile(r"^localai_backup_(\d{8}_\d{6})\.tar\.gz$")
@@ -68,13 +68,21 @@ def inspect_database(path: Path) -> DatabaseReport:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         integrity = "; ".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check"))
-        names = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            )
+        ]
         tables = {name: conn.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0] for name in names}
         migrations: list[str] = []
         if "schema_migrations" in tables:
-            migrations = [f"{c}:{v:04d}_{n}" for c, v, n in conn.execute(
-                "SELECT component, version, name FROM schema_migrations ORDER BY component, version")]
+            migrations = [
+                f"{c}:{v:04d}_{n}"
+                for c, v, n in conn.execute(
+                    "SELECT component, version, name FROM schema_migrations ORDER BY component, version"
+                )
+            ]
         return DatabaseReport(integrity, tables, migrations)
     finally:
         conn.close()
@@ -99,8 +107,10 @@ def snapshot_database(source: Path, target: Path) -> DatabaseReport:
         src.close()
     report = inspect_database(target)
     if report.integrity != "ok":
-        raise OpsError(f"the snapshot of {source} fails its integrity check ({report.integrity[:300]}); "
-                       "the live database may be damaged: restore the latest good backup")
+        raise OpsError(
+            f"the snapshot of {source} fails its integrity check ({report.integrity[:300]}); "
+            "the live database may be damaged: restore the latest good backup"
+        )
     return report
 
 
@@ -136,8 +146,16 @@ class BackupResult:
     removed: list[Path]
 
 
-def create_backup(settings: Settings, out_dir: Path, *, files: list[Path] | None = None, root: Path | None = None,
-                  models: bool = False, keep_days: float | None = 7, now: datetime | None = None) -> BackupResult:
+def create_backup(
+    settings: Settings,
+    out_dir: Path,
+    *,
+    files: list[Path] | None = None,
+    root: Path | None = None,
+    models: bool = False,
+    keep_days: float | None = 7,
+    now: datetime | None = None,
+) -> BackupResult:
     now = now or datetime.now(UTC)
     root = root or Path.cwd()
     data_dir = settings.data_dir
@@ -181,7 +199,8 @@ def create_backup(settings: Settings, out_dir: Path, *, files: list[Path] | None
             "catalog": {"source": str(catalog_path), "path": f"catalog/{catalog_path.name}"},
             "files": [
                 {"path": arc, "source": str(src), "bytes": src.stat().st_size, "sha256": sha256_file(src)}
-                for src, arc in entries[1:] if arc.startswith("files/")
+                for src, arc in entries[1:]
+                if arc.startswith("files/")
             ],
             "models": models,
         }
@@ -216,8 +235,9 @@ def backup_time(path: Path) -> datetime | None:
 
 def prune_backups(out_dir: Path, keep_days: float, now: datetime) -> list[Path]:
     """Delete backups older than `keep_days` (by the time in their name); the newest always stays."""
-    dated = sorted(((t, p) for p in out_dir.glob("localai_backup_*.tar.gz") if (t := backup_time(p))),
-                   key=lambda tp: tp[0])
+    dated = sorted(
+        ((t, p) for p in out_dir.glob("localai_backup_*.tar.gz") if (t := backup_time(p))), key=lambda tp: tp[0]
+    )
     cutoff = now - timedelta(days=keep_days)
     removed = []
     for when, path in dated[:-1]:
@@ -281,9 +301,11 @@ def verify_database(path: Path, expected: dict[str, Any]) -> DatabaseReport:
     if report.integrity != "ok":
         raise OpsError(f"the backed-up database fails its integrity check: {report.integrity[:300]}")
     if report.tables != expected["tables"]:
-        diff = {t: (expected["tables"].get(t), report.tables.get(t))
-                for t in sorted(set(expected["tables"]) | set(report.tables))
-                if expected["tables"].get(t) != report.tables.get(t)}
+        diff = {
+            t: (expected["tables"].get(t), report.tables.get(t))
+            for t in sorted(set(expected["tables"]) | set(report.tables))
+            if expected["tables"].get(t) != report.tables.get(t)
+        }
         raise OpsError(f"row counts differ from the manifest (table: (manifest, found)): {diff}")
     return report
 
@@ -310,14 +332,23 @@ def _take_owner(path: Path, owner: tuple[int, int] | None) -> None:
             os.chown(path, *owner)
 
 
-def restore_backup(settings: Settings, archive: Path, *, root: Path | None = None, check_only: bool = False,
-                   force: bool = False, overwrite_files: bool = False) -> RestoreResult:
+def restore_backup(
+    settings: Settings,
+    archive: Path,
+    *,
+    root: Path | None = None,
+    check_only: bool = False,
+    force: bool = False,
+    overwrite_files: bool = False,
+) -> RestoreResult:
     root = root or Path.cwd()
     data_dir = settings.data_dir
     target_db = settings.database_path
     if not check_only and target_db.exists() and not force:
-        raise OpsError(f"a database is already at {target_db}: stop the studio first (compose/restore does), "
-                       "then pass --force to replace it (the current one is kept beside it)")
+        raise OpsError(
+            f"a database is already at {target_db}: stop the studio first (compose/restore does), "
+            "then pass --force to replace it (the current one is kept beside it)"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     # Unpack next to the data dir, so the database moves into place with one rename.
     with tempfile.TemporaryDirectory(prefix=".restore-", dir=data_dir) as tmp:
@@ -373,24 +404,44 @@ def restore_backup(settings: Settings, archive: Path, *, root: Path | None = Non
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     backup = sub.add_parser("backup", help="back up the database (online), catalog and settings into one archive")
-    backup.add_argument("--out", type=Path, default=Path("backups"),
-                        help="folder for localai_backup_YYYYMMDD_HHMMSS.tar.gz (default ./backups)")
-    backup.add_argument("--keep-days", type=float, default=7,
-                        help="delete backups older than this from --out (default 7; the newest always stays)")
-    backup.add_argument("--file", type=Path, action="append", default=[],
-                        help="also keep this file (e.g. compose/.env); repeatable")
-    backup.add_argument("--root", type=Path, default=None,
-                        help="--file paths are stored relative to this folder (default: the current one)")
+    backup.add_argument(
+        "--out",
+        type=Path,
+        default=Path("backups"),
+        help="folder for localai_backup_YYYYMMDD_HHMMSS.tar.gz (default ./backups)",
+    )
+    backup.add_argument(
+        "--keep-days",
+        type=float,
+        default=7,
+        help="delete backups older than this from --out (default 7; the newest always stays)",
+    )
+    backup.add_argument(
+        "--file", type=Path, action="append", default=[], help="also keep this file (e.g. compose/.env); repeatable"
+    )
+    backup.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="--file paths are stored relative to this folder (default: the current one)",
+    )
     backup.add_argument("--models", action="store_true", help="include the Ollama models (data dir's ollama/)")
     backup.add_argument("--json", action="store_true", help="print the manifest as JSON")
     restore = sub.add_parser("restore", help="check a backup and put it back (the studio must be stopped)")
     restore.add_argument("archive", type=Path, help="a localai_backup_*.tar.gz")
     restore.add_argument("--check", action="store_true", help="only check the archive; change nothing")
     restore.add_argument("--force", action="store_true", help="replace the database that is there now")
-    restore.add_argument("--overwrite-files", action="store_true",
-                         help="also replace files (.env, compose files) that differ from the backup's")
-    restore.add_argument("--root", type=Path, default=None,
-                         help="put backed-up files back relative to this folder (default: the current one)")
+    restore.add_argument(
+        "--overwrite-files",
+        action="store_true",
+        help="also replace files (.env, compose files) that differ from the backup's",
+    )
+    restore.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="put backed-up files back relative to this folder (default: the current one)",
+    )
 
 
 def _counts(tables: dict[str, int]) -> str:
@@ -400,8 +451,9 @@ def _counts(tables: dict[str, int]) -> str:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         if args.command == "backup":
-            result = create_backup(settings, args.out, files=args.file, root=args.root, models=args.models,
-                                   keep_days=args.keep_days)
+            result = create_backup(
+                settings, args.out, files=args.file, root=args.root, models=args.models, keep_days=args.keep_days
+            )
             if args.json:
                 print(json.dumps({"archive": str(result.archive), **result.manifest}, indent=2))
             else:
@@ -413,8 +465,14 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 for old in result.removed:
                     print(f"  removed old backup: {old.name}")
             return 0
-        result = restore_backup(settings, args.archive, root=args.root, check_only=args.check, force=args.force,
-                                overwrite_files=args.overwrite_files)
+        result = restore_backup(
+            settings,
+            args.archive,
+            root=args.root,
+            check_only=args.check,
+            force=args.force,
+            overwrite_files=args.overwrite_files,
+        )
         m = result.manifest
         verb = "checked" if args.check else "restored"
         print(f"{verb}: {args.archive} (taken {m['created_at']}, studio {m['studio_version']})")

@@ -41,9 +41,7 @@ async def test_request_id_becomes_the_correlation_id_of_caused_events(embedded_s
     assert seen.items[0].correlationid == "req-abc-123"
 
 
-async def test_function_rides_out_a_nats_restart_and_loses_nothing(
-    embedded_studio, nats_server: NatsServer
-) -> None:
+async def test_function_rides_out_a_nats_restart_and_loses_nothing(embedded_studio, nats_server: NatsServer) -> None:
     health = load("health")
     client = await embedded_studio([health, sample], routes=ROUTES_WITH_SAMPLE)
     assert (await client.post("/api/sample/notes", json={"n": 1})).status == 201

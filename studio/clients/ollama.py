@@ -4,7 +4,7 @@ Built on aiohttp's client (one shared session, keep-alive): measured here, it re
 several times faster than httpx (on which the official `ollama` client rides) and keeps its time to
 first byte flat under concurrency (see tests/bench/chat_bench.py).
 
-Facts this follows (../shared/facts/ollama-api.md): streams are NDJSON; an error that happens after
+Facts this follows (docs/ollama-api.md): streams are NDJSON; an error that happens after
 the stream started arrives as a final `{"error": ...}` line under HTTP 200; a stream that ends with
 neither `success`/`done` nor an error was cut; `/api/tags` digests have no `sha256:` prefix; a model
 name with a host part makes Ollama pull from that host, so only public-registry names are accepted.
@@ -77,8 +77,9 @@ class InstalledModel:
 
 
 class OllamaClient:
-    def __init__(self, base_url: str, *, connect_timeout: float = 3.0, request_timeout: float = 30.0,
-                 read_timeout: float = 300.0) -> None:
+    def __init__(
+        self, base_url: str, *, connect_timeout: float = 3.0, request_timeout: float = 30.0, read_timeout: float = 300.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
@@ -101,13 +102,15 @@ class OllamaClient:
             self._session = None
 
     def _timeout(self, total: float | None = None, sock_read: float | None = None) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=total, connect=self.connect_timeout, sock_connect=self.connect_timeout,
-                                     sock_read=sock_read)
+        return aiohttp.ClientTimeout(
+            total=total, connect=self.connect_timeout, sock_connect=self.connect_timeout, sock_read=sock_read
+        )
 
     async def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:
-            async with self.session.request(method, self.base_url + path, json=body,
-                                            timeout=self._timeout(total=self.request_timeout)) as resp:
+            async with self.session.request(
+                method, self.base_url + path, json=body, timeout=self._timeout(total=self.request_timeout)
+            ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
                     raise _error_for(resp.status, raw)
@@ -154,15 +157,17 @@ class OllamaClient:
                 raise OllamaUnavailable("the pull stream ended before success (connection cut)")
 
     @asynccontextmanager
-    async def chat(self, body: dict[str, Any], *, first_token_timeout: float = 120.0,
-                   idle_timeout: float = 60.0) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+    async def chat(
+        self, body: dict[str, Any], *, first_token_timeout: float = 120.0, idle_timeout: float = 60.0
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         """Open a streamed `/api/chat`; leaving the block closes the connection (Ollama stops generating).
 
         Errors before the first byte raise here (ModelNotFound, OllamaBusy, OllamaUnavailable);
         an error line mid-stream raises OllamaError from the iterator.
         """
-        async with self._stream("/api/chat", {**body, "stream": True}, idle_timeout,
-                                first_byte_timeout=first_token_timeout) as lines:
+        async with self._stream(
+            "/api/chat", {**body, "stream": True}, idle_timeout, first_byte_timeout=first_token_timeout
+        ) as lines:
 
             async def checked() -> AsyncIterator[dict[str, Any]]:
                 done = False
@@ -177,8 +182,9 @@ class OllamaClient:
             yield checked()
 
     @asynccontextmanager
-    async def _stream(self, path: str, body: dict[str, Any], idle_timeout: float,
-                      first_byte_timeout: float | None = None) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+    async def _stream(
+        self, path: str, body: dict[str, Any], idle_timeout: float, first_byte_timeout: float | None = None
+    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
         url = self.base_url + path
         try:
             resp = await asyncio.wait_for(

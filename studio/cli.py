@@ -1,12 +1,12 @@
 """`localai-studio`: the one command operators use.
 
-    localai-studio up                         the whole studio in one process (embedded NATS)
-    localai-studio run <function>|gateway     one service alone, as its container runs it
-    localai-studio events tail [--since 10m] [--type 'purchase.*'] [--json]
-    localai-studio health [--url URL]         print the health report; exit 0 when healthy
-    localai-studio config [--markdown]        the configuration variables and their values
-    localai-studio backup [--out DIR] [--file PATH ...] [--models]   a checked, consistent backup
-    localai-studio restore ARCHIVE [--check] [--force]                 put a backup back, checked
+localai-studio up                         the whole studio in one process (embedded NATS)
+localai-studio run <function>|gateway     one service alone, as its container runs it
+localai-studio events tail [--since 10m] [--type 'purchase.*'] [--json]
+localai-studio health [--url URL]         print the health report; exit 0 when healthy
+localai-studio config [--markdown]        the configuration variables and their values
+localai-studio backup [--out DIR] [--file PATH ...] [--models]   a checked, consistent backup
+localai-studio restore ARCHIVE [--check] [--force]                 put a backup back, checked
 """
 
 from __future__ import annotations
@@ -25,16 +25,16 @@ import aiohttp
 import functions
 from events.bus import Bus, BusUnavailable
 from events.tail import format_human, format_json, tail
-from functions.runtime import ops
-from functions.runtime.logs import configure
-from functions.runtime.settings import VARS, Settings, SettingsError, markdown_table
-from functions.runtime.studio import (
+from studio import ops
+from studio.runner import (
     StartupError,
     install_event_loop_policy,
     run_embedded,
     run_function,
     run_gateway,
 )
+from studio.runtime.logs import configure
+from studio.runtime.settings import VARS, Settings, SettingsError, markdown_table
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     events = sub.add_parser("events", help="the event stream")
     events_sub = events.add_subparsers(dest="events_command", required=True)
     tail_cmd = events_sub.add_parser("tail", help="follow events live")
-    tail_cmd.add_argument("--since", type=parse_duration, default=None,
-                          help="first replay stored events this old (e.g. 10m, 2h)")
+    tail_cmd.add_argument(
+        "--since", type=parse_duration, default=None, help="first replay stored events this old (e.g. 10m, 2h)"
+    )
     tail_cmd.add_argument("--type", default="*", help="event types to show, e.g. 'purchase.*'")
     tail_cmd.add_argument("--json", action="store_true", help="one CloudEvents JSON object a line")
     health = sub.add_parser("health", help="print the health report; exit 0 when healthy")
@@ -93,8 +94,7 @@ async def events_tail(settings: Settings, args: argparse.Namespace) -> int:
 async def health(settings: Settings, args: argparse.Namespace) -> int:
     url = (args.url or settings.url).rstrip("/") + "/health"
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, \
-                session.get(url) as resp:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, session.get(url) as resp:
             report = await resp.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
         raise StartupError(f"no health report from {url} ({type(exc).__name__}): is the studio running?") from None

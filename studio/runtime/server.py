@@ -12,11 +12,11 @@ from aiohttp.typedefs import Handler
 
 from events.correlation import correlation_id
 from events.envelope import new_id
-from functions.runtime.errors import error_middleware
-from functions.runtime.function import Function
-from functions.runtime.host import Host
-from functions.runtime.identity import IDENTITY_KEY, from_headers
-from functions.runtime.settings import Settings
+from studio.runtime.errors import error_middleware
+from studio.runtime.function import Function
+from studio.runtime.host import Host
+from studio.runtime.identity import IDENTITY_KEY, from_headers
+from studio.runtime.settings import Settings
 
 HOST_KEY = web.AppKey("host", Host)
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -37,8 +37,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def function_app(function: Function, settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[context_middleware, error_middleware],
-                          client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[context_middleware, error_middleware], client_max_size=settings.max_body_bytes)
     for spec in function.routes:
         app.router.add_route(spec.method, spec.path, function.http_handler(spec))
 
@@ -46,8 +45,12 @@ def function_app(function: Function, settings: Settings) -> web.Application:
         host = request.app[HOST_KEY]
         ok = host.running
         return web.json_response(
-            {"status": "ok" if ok else "starting", "function": function.name, "instance": host.instance,
-             "nats_connected": host.bus.connected},
+            {
+                "status": "ok" if ok else "starting",
+                "function": function.name,
+                "instance": host.instance,
+                "nats_connected": host.bus.connected,
+            },
             status=200 if ok else 503,
         )
 

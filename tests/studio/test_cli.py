@@ -23,13 +23,15 @@ CLI = str(Path(sys.executable).parent / "localai-studio")
 
 def studio_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
-    env.update({
-        "STUDIO_DATA_DIR": str(tmp_path / "data"),
-        "STUDIO_PORT": str(free_port()),
-        "STUDIO_NATS_PORT": str(free_port()),
-        "STUDIO_HEARTBEAT_S": "0.5",
-        "STUDIO_OLLAMA_URL": f"http://127.0.0.1:{free_port()}",
-    })
+    env.update(
+        {
+            "STUDIO_DATA_DIR": str(tmp_path / "data"),
+            "STUDIO_PORT": str(free_port()),
+            "STUDIO_NATS_PORT": str(free_port()),
+            "STUDIO_HEARTBEAT_S": "0.5",
+            "STUDIO_OLLAMA_URL": f"http://127.0.0.1:{free_port()}",
+        }
+    )
     env.update(extra)
     return env
 
@@ -57,8 +59,11 @@ def studio(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, st
     out = Lines(proc.stdout)
     Lines(proc.stderr)
     try:
-        wait_sync(lambda: out.find(lambda ln: "running at" in ln) or proc.poll() is not None, timeout=30,
-                  message="the studio to start")
+        wait_sync(
+            lambda: out.find(lambda ln: "running at" in ln) or proc.poll() is not None,
+            timeout=30,
+            message="the studio to start",
+        )
         assert proc.poll() is None, "the studio exited at start-up"
         yield proc, env, out
     finally:
@@ -85,14 +90,21 @@ def test_up_serves_health_tails_events_and_stops_cleanly(studio) -> None:
     assert report["components"]["nats"]["status"] == "ok"
     assert report["components"]["functions"]["status"] == "ok"
 
-    tail = subprocess.Popen([CLI, "events", "tail", "--json", "--since", "10m"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tail = subprocess.Popen(
+        [CLI, "events", "tail", "--json", "--since", "10m"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     tail_out = Lines(tail.stdout)
     try:
-        wait_sync(lambda: tail_out.find(lambda ln: '"function.started"' in ln), timeout=15,
-                  message="replayed function.started")
-        wait_sync(lambda: tail_out.find(lambda ln: '"heartbeat.emitted"' in ln), timeout=15,
-                  message="live heartbeats")
+        wait_sync(
+            lambda: tail_out.find(lambda ln: '"function.started"' in ln),
+            timeout=15,
+            message="replayed function.started",
+        )
+        wait_sync(lambda: tail_out.find(lambda ln: '"heartbeat.emitted"' in ln), timeout=15, message="live heartbeats")
         event = json.loads(tail_out.find(lambda ln: '"function.started"' in ln))
         assert event["specversion"] == "1.0" and event["source"].startswith("/functions/")
     finally:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from functions.clients.ollama import SAFE_MODEL_NAME
+from studio.clients.ollama import SAFE_MODEL_NAME
 
 DEFAULT_PATH = Path(__file__).parent / "models.json"
 _CURRENCY = re.compile(r"[a-z]{3}")
@@ -68,8 +68,16 @@ class Catalog:
 
 
 _FIELDS: dict[str, type | tuple[type, ...]] = {
-    "id": str, "name": str, "description": str, "family": str, "parameter_size": str,
-    "download_bytes": int, "ram_bytes": int, "license": str, "price_cents": int, "currency": str,
+    "id": str,
+    "name": str,
+    "description": str,
+    "family": str,
+    "parameter_size": str,
+    "download_bytes": int,
+    "ram_bytes": int,
+    "license": str,
+    "price_cents": int,
+    "currency": str,
 }
 
 

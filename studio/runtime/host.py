@@ -21,11 +21,11 @@ from contextlib import AsyncExitStack
 from events.bus import Bus, BusUnavailable, StreamPolicy, decode
 from events.catalog import FunctionStarted, FunctionStopped, HeartbeatEmitted, HeartbeatRequested
 from events.envelope import Event
-from functions.runtime.database import RUNTIME_MIGRATIONS, Database
-from functions.runtime.function import Function, SubscriptionSpec
-from functions.runtime.logs import current_function
-from functions.runtime.outbox import OutboxRelay
-from functions.runtime.settings import Settings
+from studio.runtime.database import RUNTIME_MIGRATIONS, Database
+from studio.runtime.function import Function, SubscriptionSpec
+from studio.runtime.logs import current_function
+from studio.runtime.outbox import OutboxRelay
+from studio.runtime.settings import Settings
 
 log = logging.getLogger("studio.runtime")
 
@@ -41,8 +41,7 @@ class Host:
         self.functions = list(functions)
         self.settings = settings
         self.instance = instance_id()
-        self.bus = Bus(settings.effective_nats_url(), name=f"{service}@{self.instance}",
-                       source=f"/functions/{service}")
+        self.bus = Bus(settings.effective_nats_url(), name=f"{service}@{self.instance}", source=f"/functions/{service}")
         self.db: Database | None = None
         self.relay: OutboxRelay | None = None
         self.started_at = time.time()
@@ -58,9 +57,7 @@ class Host:
             if any(f.uses_database for f in self.functions):
                 self.db = Database(s.database_path)
                 await self.db.open()
-                await self.db.migrate(
-                    [RUNTIME_MIGRATIONS, *(f.migrations for f in self.functions if f.migrations)]
-                )
+                await self.db.migrate([RUNTIME_MIGRATIONS, *(f.migrations for f in self.functions if f.migrations)])
                 self.relay = OutboxRelay(self.db, self.bus)
                 self.relay.start()
             await self.bus.listen(HeartbeatRequested.TYPE, self._beat_all)  # before health asks at its start
@@ -115,17 +112,25 @@ class Host:
                 current_function.reset(token)
 
         await self.bus.consume(
-            spec.consumer_name(fn.name), spec.types, on_delivery, max_concurrency=spec.max_concurrency,
-            max_attempts=spec.max_attempts, ack_wait=spec.ack_wait, backoff=spec.backoff,
+            spec.consumer_name(fn.name),
+            spec.types,
+            on_delivery,
+            max_concurrency=spec.max_concurrency,
+            max_attempts=spec.max_attempts,
+            ack_wait=spec.ack_wait,
+            backoff=spec.backoff,
         )
 
     # -- heartbeats ------------------------------------------------------------------------------
 
     def heartbeat(self, fn: Function) -> HeartbeatEmitted:
         return HeartbeatEmitted(
-            function=fn.name, instance=self.instance, pid=os.getpid(),
+            function=fn.name,
+            instance=self.instance,
+            pid=os.getpid(),
             started_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
-            uptime_s=round(time.time() - self.started_at, 3), inflight=fn.stats.inflight,
+            uptime_s=round(time.time() - self.started_at, 3),
+            inflight=fn.stats.inflight,
             http=fn.stats.snapshot(),
         )
 
@@ -178,8 +183,11 @@ class Host:
         for fn in self.functions:
             if fn._bus is not None:
                 with contextlib.suppress(Exception):
-                    await fn.publish(FunctionStopped(function=fn.name, instance=self.instance,
-                                                     uptime_s=round(time.time() - self.started_at, 3)))
+                    await fn.publish(
+                        FunctionStopped(
+                            function=fn.name, instance=self.instance, uptime_s=round(time.time() - self.started_at, 3)
+                        )
+                    )
 
 
 async def _nothing() -> None:

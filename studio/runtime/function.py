@@ -36,13 +36,13 @@ from events.catalog import EventData
 from events.correlation import correlation_id
 from events.delivery import Backoff
 from events.envelope import Event
-from functions.runtime.database import Database, Migrations
-from functions.runtime.errors import StudioError, UpstreamUnavailable
-from functions.runtime.logs import current_function
-from functions.runtime.metrics import RequestStats
+from studio.runtime.database import Database, Migrations
+from studio.runtime.errors import StudioError, UpstreamUnavailable
+from studio.runtime.logs import current_function
+from studio.runtime.metrics import RequestStats
 
 if TYPE_CHECKING:
-    from functions.runtime.settings import Settings
+    from studio.runtime.settings import Settings
 
 T = TypeVar("T")
 HttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -114,17 +114,28 @@ class Function:
 
         return register
 
-    def subscribe(self, *types: type[EventData] | str, max_concurrency: int = 1, max_attempts: int = 5,
-                  ack_wait: float = 30.0, backoff: Backoff | None = None) -> Callable[[T], T]:
+    def subscribe(
+        self,
+        *types: type[EventData] | str,
+        max_concurrency: int = 1,
+        max_attempts: int = 5,
+        ack_wait: float = 30.0,
+        backoff: Backoff | None = None,
+    ) -> Callable[[T], T]:
         """A durable consumer shared by all replicas: each event is handled by one of them."""
 
         def register(handler: T) -> T:
-            self.subscriptions.append(SubscriptionSpec(
-                handler=handler,  # type: ignore[arg-type]
-                types=tuple(_type_name(t) for t in types), broadcast=False,
-                max_concurrency=max_concurrency, max_attempts=max_attempts, ack_wait=ack_wait,
-                backoff=backoff or Backoff(),
-            ))
+            self.subscriptions.append(
+                SubscriptionSpec(
+                    handler=handler,  # type: ignore[arg-type]
+                    types=tuple(_type_name(t) for t in types),
+                    broadcast=False,
+                    max_concurrency=max_concurrency,
+                    max_attempts=max_attempts,
+                    ack_wait=ack_wait,
+                    backoff=backoff or Backoff(),
+                )
+            )
             return handler
 
         return register
@@ -136,10 +147,14 @@ class Function:
         """
 
         def register(handler: T) -> T:
-            self.subscriptions.append(SubscriptionSpec(
-                handler=handler,  # type: ignore[arg-type]
-                types=tuple(_type_name(p) for p in patterns), broadcast=True, envelope=envelope,
-            ))
+            self.subscriptions.append(
+                SubscriptionSpec(
+                    handler=handler,  # type: ignore[arg-type]
+                    types=tuple(_type_name(p) for p in patterns),
+                    broadcast=True,
+                    envelope=envelope,
+                )
+            )
             return handler
 
         return register
@@ -193,8 +208,13 @@ class Function:
 
     def event(self, data: EventData) -> Event:
         """The envelope for `data`, carrying the current correlation id."""
-        return Event(type=data.TYPE, source=self.source, data=data.to_data(), subject=data.subject,
-                     correlationid=correlation_id.get())
+        return Event(
+            type=data.TYPE,
+            source=self.source,
+            data=data.to_data(),
+            subject=data.subject,
+            correlationid=correlation_id.get(),
+        )
 
     async def publish(self, data: EventData) -> Event:
         """Publish now (not transactional: use `tx.publish(function.event(...))` for that)."""
@@ -203,7 +223,8 @@ class Function:
             await self.bus.publish(event)
         except BusUnavailable as exc:
             raise UpstreamUnavailable(
-                "the event bus is unavailable; try again in a moment", code="bus_unavailable",
+                "the event bus is unavailable; try again in a moment",
+                code="bus_unavailable",
                 headers={"Retry-After": "5"},
             ) from exc
         return event

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from events.envelope import Event
-from functions.runtime.database import RUNTIME_MIGRATIONS, Database, DatabaseError, Migrations, split_statements
+from studio.runtime.database import RUNTIME_MIGRATIONS, Database, DatabaseError, Migrations, split_statements
 from tests.sample.handler import function as sample
 
 SAMPLE = Migrations("sample", Path(sample.migrations.directory))
