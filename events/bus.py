@@ -43,6 +43,13 @@ class BusUnavailable(RuntimeError):
     """NATS (or JetStream) cannot be reached right now."""
 
 
+class StreamRefused(RuntimeError):
+    """JetStream will not create or resize the event stream (e.g. not enough storage for its limits)."""
+
+
+INSUFFICIENT_STORAGE = 10047  # JetStream's err_code for a stream larger than the storage it has
+
+
 @dataclass(frozen=True, slots=True)
 class StreamPolicy:
     """Retention of the durable stream. Power-loss safety is the server's `sync_interval`."""
@@ -153,22 +160,42 @@ class Bus:
         config = (policy or StreamPolicy()).config()
         jsm = self.nc.jsm()
         try:
-            info = await jsm.stream_info(STREAM)
-        except nats.js.errors.NotFoundError:
             try:
-                return await jsm.add_stream(config)
-            except nats.js.errors.BadRequestError:  # another process created it first
                 info = await jsm.stream_info(STREAM)
-        current = info.config
-        if (
-            sorted(current.subjects or []) != sorted(config.subjects or [])
-            or current.max_age != config.max_age
-            or current.max_bytes != config.max_bytes
-            or current.duplicate_window != config.duplicate_window
-        ):
-            info = await jsm.update_stream(config)
-            log.info("updated stream %s", STREAM, extra={"subjects": config.subjects})
+            except nats.js.errors.NotFoundError:
+                try:
+                    return await jsm.add_stream(config)
+                except nats.js.errors.BadRequestError as exc:  # another process created it first
+                    if exc.err_code == INSUFFICIENT_STORAGE:
+                        raise
+                    info = await jsm.stream_info(STREAM)
+            current = info.config
+            if (
+                sorted(current.subjects or []) != sorted(config.subjects or [])
+                or current.max_age != config.max_age
+                or current.max_bytes != config.max_bytes
+                or current.duplicate_window != config.duplicate_window
+            ):
+                info = await jsm.update_stream(config)
+                log.info(
+                    "updated stream %s", STREAM, extra={"subjects": config.subjects, "max_bytes": config.max_bytes}
+                )
+        except nats.js.errors.APIError as exc:
+            if exc.err_code != INSUFFICIENT_STORAGE:
+                raise
+            raise StreamRefused(
+                f"JetStream has not enough storage for the event stream's {config.max_bytes} bytes "
+                f"({exc.description}): free disk space where NATS stores its data, or lower STUDIO_EVENTS_MAX_BYTES"
+            ) from None
         return info
+
+    async def stream_bytes(self) -> int:
+        """Bytes the event stream holds now (0 before it exists)."""
+        try:
+            info = await self.nc.jsm().stream_info(STREAM)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return info.state.bytes
 
     async def jetstream_info(self, timeout: float = 1.0) -> dict[str, Any]:
         """A small report for health checks; raises BusUnavailable."""
@@ -180,6 +207,7 @@ class Bus:
             "stream": STREAM,
             "messages": info.state.messages,
             "bytes": info.state.bytes,
+            "max_bytes": info.config.max_bytes,
             "consumers": info.state.consumer_count,
         }
 

@@ -139,6 +139,34 @@ class HeartbeatRequested(EventData):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ResourceExhausted(EventData):
+    """A process is short of a resource (disk low or full, open files): the operator must act.
+
+    Live-only on purpose: with the disk full, JetStream could not store it. Announced at most once a
+    minute per kind and process, with how often it happened since the last announcement."""
+
+    TYPE = "resource.exhausted"
+    DURABLE = False
+    SUBJECT_FIELD = "kind"
+    kind: str  # disk_low | disk_full | out_of_files | live_streams_full
+    message: str
+    count: int = 1
+    instance: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourceRecovered(EventData):
+    """A shortage announced by `resource.exhausted` is over."""
+
+    TYPE = "resource.recovered"
+    DURABLE = False
+    SUBJECT_FIELD = "kind"
+    kind: str
+    message: str
+    instance: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class FunctionStarted(EventData):
     TYPE = "function.started"
     DURABLE = True

@@ -63,6 +63,7 @@ class NatsServer:
         self.host = host
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
 
     @property
     def url(self) -> str:
@@ -90,6 +91,7 @@ class NatsServer:
             )
         conf = self._write_config()
         log_path = self.store_dir / "nats-server.log"
+        self._log_offset = log_path.stat().st_size if log_path.exists() else 0
         with open(log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
                 [find_binary(), "-c", str(conf)],
@@ -108,6 +110,27 @@ class NatsServer:
             await asyncio.sleep(0.02)
         self.stop()
         raise NatsServerError(f"nats-server did not listen on {self.url} within {timeout:.0f} s")
+
+    # Lines nats-server logs when JetStream could not write (a full disk): after them it keeps refusing
+    # writes, or has disabled JetStream, until it is restarted, even once space is free again.
+    STORAGE_FAILURES = (b"Critical write error", b"out of File resources", b"no space left on device")
+
+    def storage_failed(self) -> bool:
+        """Whether nats-server logged a JetStream write failure since the last call."""
+        log_path = self.store_dir / "nats-server.log"
+        try:
+            with open(log_path, "rb") as f:
+                f.seek(self._log_offset)
+                new = f.read()
+        except OSError:
+            return False
+        self._log_offset += len(new)
+        return any(marker in new for marker in self.STORAGE_FAILURES)
+
+    async def restart(self, timeout: float = 10.0) -> None:
+        """Stop and start again on the same port and store (clients reconnect by themselves)."""
+        self.stop(timeout)
+        await self.start(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         proc = self.proc

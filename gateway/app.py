@@ -12,6 +12,7 @@ Either way the same route table decides which function owns a URL, and the same 
 
 from __future__ import annotations
 
+import resource
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
@@ -25,6 +26,7 @@ from gateway.session import Sessions
 from gateway.static import StaticSite, default_frontend_dir
 from studio.runtime.function import Function
 from studio.runtime.identity import identity
+from studio.runtime.resources import live_streams_cap
 from studio.runtime.settings import Settings
 
 UPSTREAMS = web.AppKey("upstreams", Upstreams)
@@ -115,7 +117,8 @@ def _live_feed(settings: Settings, shared: Bus | None):
         bus = shared or Bus(settings.effective_nats_url(), name="gateway", source="/gateway")
         if shared is None:
             await bus.connect(timeout=settings.nats_connect_timeout_s)
-        app[LIVE] = feed = LiveFeed(bus)
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        app[LIVE] = feed = LiveFeed(bus, max_streams=live_streams_cap(settings.live_streams_max, soft_limit))
         await feed.start()
         yield
         if shared is None:

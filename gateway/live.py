@@ -21,6 +21,7 @@ from events.bus import Bus, BusUnavailable
 from events.envelope import Event
 from studio.runtime.errors import Unauthorized, UpstreamUnavailable
 from studio.runtime.identity import Identity, identity
+from studio.runtime.shortages import SHORTAGES
 
 KEEPALIVE_S = 15.0
 QUEUE_SIZE = 512
@@ -62,8 +63,9 @@ class Subscriber:
 
 
 class LiveFeed:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, *, max_streams: int = 1 << 16) -> None:
         self.bus = bus
+        self.max_streams = max_streams  # each stream holds a file handle: never let them take the last ones
         self.subscribers: set[Subscriber] = set()
 
     async def start(self) -> None:
@@ -85,6 +87,17 @@ class LiveFeed:
         who = identity(request)
         if not who.user_id and not who.admin:
             raise Unauthorized("no visitor session; load the site first to get one", code="no_session")
+        if len(self.subscribers) >= self.max_streams:
+            SHORTAGES.report(
+                "live_streams_full",
+                f"{len(self.subscribers)} live streams are open, the most this process keeps "
+                "(STUDIO_LIVE_STREAMS_MAX, or derived from the open-files limit); new ones get 503",
+            )
+            raise UpstreamUnavailable(
+                "too many live streams are open on this server right now; the page keeps working and retries",
+                code="live_streams_full",
+                headers={"Retry-After": "30"},
+            )
         sub = Subscriber(who)
         self.subscribers.add(sub)  # before the snapshot, so nothing falls between the two
         try:
@@ -108,6 +121,8 @@ class LiveFeed:
             return response
         finally:
             self.subscribers.discard(sub)
+            if len(self.subscribers) < self.max_streams * 0.9:
+                SHORTAGES.recovered("live_streams_full", f"{len(self.subscribers)} live streams open: room again")
 
     async def _relay(self, sub: Subscriber, response: web.StreamResponse) -> None:
         with contextlib.suppress(ConnectionResetError):

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import gc
 import logging
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -20,17 +21,22 @@ from pathlib import Path
 from aiohttp import web
 
 import functions
-from events.bus import BusUnavailable
+from events.bus import BusUnavailable, StreamRefused
 from events.server import NatsServer, NatsServerError, port_in_use
 from gateway.app import RouteTableMismatch, gateway_app
 from studio import catalog
 from studio.runtime.database import DatabaseError
 from studio.runtime.function import Function
 from studio.runtime.host import Host
+from studio.runtime.resources import STREAM_FLOOR_BYTES, NotEnoughDisk, free_bytes, raise_open_files_limit
 from studio.runtime.server import function_app
 from studio.runtime.settings import Settings
+from studio.runtime.shortages import SHORTAGES, is_out_of_files
 
 log = logging.getLogger("studio.runtime")
+
+
+RESTART_FREE_BYTES = STREAM_FLOOR_BYTES  # room the disk needs before a stuck JetStream is restarted
 
 
 class StartupError(RuntimeError):
@@ -88,6 +94,36 @@ async def wait_for_signal() -> None:
     await stop.wait()
 
 
+def open_files_limit() -> int:
+    """Raise the soft open-files limit to the hard one and log both; returns the soft limit now."""
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    soft, hard = raise_open_files_limit()
+    log.info("open-files limit", extra={"soft_before": before, "soft": soft, "hard": hard})
+    return soft
+
+
+def watch_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Out of file handles when accepting: counted and logged once a minute, and alerted (instead of
+    asyncio's traceback for every attempt, or nothing at all)."""
+    default = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, BaseException) and is_out_of_files(exc):
+            SHORTAGES.report(
+                "out_of_files",
+                f"new connections fail: out of file handles ({exc}); raise the open-files limit (ulimit -n, "
+                "compose ulimits.nofile) or lower STUDIO_LIVE_STREAMS_MAX",
+            )
+            return
+        if default is not None:
+            default(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
 async def serve(
     app: web.Application, settings: Settings, banner: str, *, cancel_on_disconnect: bool = False
 ) -> web.AppRunner:
@@ -101,6 +137,7 @@ async def serve(
         handler_cancellation=cancel_on_disconnect,
     )
     await runner.setup()
+    watch_accept_errors(asyncio.get_running_loop())
     try:
         # A deep accept queue: bursts of new connections must not be dropped while the loop is busy.
         await web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=1024).start()
@@ -119,6 +156,7 @@ async def serve(
 
 async def run_embedded(settings: Settings) -> None:
     """`localai-studio up`: NATS (unless given), every function and the gateway in one process."""
+    open_files_limit()
     check_data_dir(settings.data_dir)
     check_port(settings.host, settings.port, "the studio", "STUDIO_PORT")
     check_catalog(settings)
@@ -132,6 +170,7 @@ async def run_embedded(settings: Settings) -> None:
             raise StartupError(str(exc)) from None
     host = Host(fns, settings, service="studio")
     runner = None
+    healer: asyncio.Task[None] | None = None
     try:
         try:
             await host.start(connect_timeout=5 if settings.nats_url else 10)
@@ -139,17 +178,23 @@ async def run_embedded(settings: Settings) -> None:
             raise StartupError(f"{exc}: check STUDIO_NATS_URL, or unset it to let the studio start its own") from None
         except DatabaseError as exc:
             raise StartupError(f"the database could not be prepared: {exc}") from None
+        except (NotEnoughDisk, StreamRefused) as exc:
+            raise StartupError(str(exc)) from None
         try:
             app = gateway_app(settings, functions=fns, bus=host.bus)
         except RouteTableMismatch as exc:
             raise StartupError(str(exc)) from None
         runner = await serve(app, settings, f"Local AI Studio is running at {settings.url}  (Ctrl-C to stop)")
+        if nats_server is not None:
+            healer = asyncio.create_task(keep_jetstream_writable(nats_server), name="jetstream-healer")
         log.info(
             "studio started", extra={"url": settings.url, "functions": list(settings.functions), "nats": host.bus.url}
         )
         await wait_for_signal()
         log.info("stopping the studio")
     finally:
+        if healer is not None:
+            healer.cancel()
         if runner is not None:
             await runner.cleanup()
         await host.stop()
@@ -158,8 +203,30 @@ async def run_embedded(settings: Settings) -> None:
     log.info("studio stopped")
 
 
+async def keep_jetstream_writable(server: NatsServer, interval_s: float = 2.0) -> None:
+    """The embedded nats-server after a full disk: JetStream stops writing for good (it refuses or
+    times out every publish, or disables itself) until it is restarted. Once the disk has room again,
+    restart it; the outbox and the consumers carry on where they were, nothing acknowledged is lost."""
+    broken = False
+    while True:
+        await asyncio.sleep(interval_s)
+        broken = broken or server.storage_failed()
+        if broken and await asyncio.to_thread(free_bytes, server.store_dir) >= RESTART_FREE_BYTES:
+            log.warning(
+                "restarting the embedded NATS: JetStream could not write while the disk was full, and only a "
+                "restart lets it write again (the disk has room now)"
+            )
+            try:
+                await server.restart()
+            except NatsServerError as exc:
+                log.error("the embedded NATS did not come back: %s; restart the studio", exc)
+                continue
+            broken = False
+
+
 async def run_function(name: str, settings: Settings) -> None:
     """`localai-studio run <function>`: one function with its own HTTP server, as in a container."""
+    open_files_limit()
     check_port(settings.host, settings.port, f"the {name} function", "STUDIO_PORT")
     check_catalog(settings)
     (fn,) = load_functions((name,))
@@ -172,6 +239,8 @@ async def run_function(name: str, settings: Settings) -> None:
         raise StartupError(f"{exc}: start NATS or set STUDIO_NATS_URL") from None
     except DatabaseError as exc:
         raise StartupError(f"the database could not be prepared: {exc}") from None
+    except (NotEnoughDisk, StreamRefused) as exc:
+        raise StartupError(str(exc)) from None
     try:
         await wait_for_signal()
     finally:
@@ -180,6 +249,7 @@ async def run_function(name: str, settings: Settings) -> None:
 
 async def run_gateway(settings: Settings) -> None:
     """`localai-studio run gateway`: the front door, proxying to function containers by URL."""
+    open_files_limit()
     check_port(settings.host, settings.port, "the gateway", "STUDIO_PORT")
     check_data_dir(settings.data_dir)  # holds the generated cookie key when none is configured
     runner = await serve(

@@ -7,6 +7,9 @@ Discord's `/slack` endpoint and most chat tools accept it) for:
   owner retries or the operator looks;
 - `event.dead_lettered`: a consumer gave up on an event (poison, or every attempt failed).
 
+- `resource.exhausted` (disk low or full, out of file handles, live streams at their cap): once per
+  kind every `SHORTAGE_REPEAT_S` while it lasts, and `resource.recovered` when it is over.
+
 A payment that fails or a checkout left to expire is the visitor's business, not an alert. The same
 webhook gets the ops scripts' alerts (compose/backup-and-monitor). Events older than `MAX_AGE_S`
 are not alerted (a new consumer replays the stream's history; a long outage is news already).
@@ -18,7 +21,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from events.catalog import EventDeadLettered, InstallFailed
+from events.catalog import EventDeadLettered, InstallFailed, ResourceExhausted, ResourceRecovered
 from events.delivery import Retry
 
 MAX_AGE_S = 3600.0
@@ -42,6 +45,37 @@ def alert_text(data: InstallFailed | EventDeadLettered, where: str) -> str | Non
         f"{data.attempts} attempt(s) ({data.reason}): {data.error[:300]}. "
         f"See: localai-studio events tail --since 1h --type 'event.*'"
     )
+
+
+SHORTAGE_REPEAT_S = 900.0
+_SHORTAGE_ADVICE = {
+    "disk_low": "free disk space under the data dir before it is full",
+    "disk_full": "purchases answer 503 disk_full until disk space is freed (nothing answered 200 is lost)",
+    "out_of_files": "new connections are refused: raise the open-files limit (ulimit -n, compose ulimits.nofile)",
+    "live_streams_full": "new live streams get 503 (pages keep working): raise the open-files limit or add a server",
+}
+
+
+class ShortageAlerts:
+    """Which shortages were alerted and when: one alert per kind every SHORTAGE_REPEAT_S, then its end."""
+
+    def __init__(self, repeat_s: float = SHORTAGE_REPEAT_S) -> None:
+        self.repeat_s = repeat_s
+        self._alerted: dict[str, float] = {}
+
+    def text(self, data: ResourceExhausted | ResourceRecovered, where: str, now: float) -> str | None:
+        if isinstance(data, ResourceRecovered):
+            if self._alerted.pop(data.kind, None) is None:
+                return None
+            return f":white_check_mark: [{where}] Resolved: {data.kind}: {data.message}"
+        last = self._alerted.get(data.kind)
+        if last is not None and now - last < self.repeat_s:
+            return None
+        self._alerted[data.kind] = now
+        advice = _SHORTAGE_ADVICE.get(data.kind, "see the studio's logs")
+        return (
+            f":rotating_light: [{where}] {data.kind} on {data.instance or 'a studio process'}: {data.message}. {advice}"
+        )
 
 
 def age_s(event_time: str, now: datetime | None = None) -> float:

@@ -7,20 +7,22 @@ HTTP    GET /metrics                      -> Prometheus text: events, rates, eve
         GET /api/monitor/stats            -> totals and rates per event type (operator)
 Events  listens  * (every event on the bus, durable and live)
         consumes install.failed, event.dead_lettered -> alerts to STUDIO_ALERT_WEBHOOK_URL (alerts.py)
+        listens  resource.exhausted, resource.recovered -> alerts too (live: a full disk cannot store them)
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from events.catalog import EventDeadLettered, HeartbeatEmitted, InstallFailed
-from events.delivery import Delivery
+from events.catalog import EventDeadLettered, HeartbeatEmitted, InstallFailed, ResourceExhausted, ResourceRecovered
+from events.delivery import Delivery, Retry
 from events.envelope import Event
-from functions.monitor.alerts import MAX_AGE_S, AlertWebhook, age_s, alert_text
+from functions.monitor.alerts import MAX_AGE_S, AlertWebhook, ShortageAlerts, age_s, alert_text
 from functions.monitor.exposition import StudioCollector
 from functions.monitor.observations import ChatUsage, EventCounts, FunctionReports, RecentEvents
 from studio.runtime.errors import BadRequest
@@ -28,6 +30,7 @@ from studio.runtime.function import Function, Key
 from studio.runtime.identity import require_admin
 
 function = Function("monitor")
+log = logging.getLogger("studio.functions.monitor")
 
 COUNTS = Key[EventCounts]("counts")
 RECENT = Key[RecentEvents]("recent")
@@ -35,6 +38,7 @@ REPORTS = Key[FunctionReports]("reports")
 REGISTRY = Key[CollectorRegistry]("registry")
 CHAT = Key[ChatUsage]("chat")
 ALERTS = Key[AlertWebhook]("alerts")
+SHORTAGES = Key[ShortageAlerts]("shortages")
 
 
 @function.resource
@@ -43,6 +47,7 @@ async def observations(fn: Function) -> AsyncIterator[None]:
     fn[REGISTRY] = registry = CollectorRegistry(auto_describe=False)
     registry.register(StudioCollector(fn[COUNTS], fn[REPORTS], fn.settings.heartbeat_s, fn[CHAT]))
     fn[ALERTS] = webhook = AlertWebhook(fn.settings.alert_webhook_url)
+    fn[SHORTAGES] = ShortageAlerts()
     yield
     await webhook.close()
 
@@ -63,6 +68,16 @@ async def send_alert(data: InstallFailed | EventDeadLettered, delivery: Delivery
     text = alert_text(data, function.settings.public_url or "Local AI Studio")
     if text and age_s(delivery.event.time) <= MAX_AGE_S:
         await function[ALERTS].post(text)
+
+
+@function.listen(ResourceExhausted, ResourceRecovered)  # every replica: the disk may be full, nothing is stored
+async def alert_shortage(data: ResourceExhausted | ResourceRecovered) -> None:
+    text = function[SHORTAGES].text(data, function.settings.public_url or "Local AI Studio", time.monotonic())
+    if text:
+        try:
+            await function[ALERTS].post(text)
+        except Retry as exc:
+            log.warning("could not post a shortage alert: %s", exc, extra={"kind": data.kind})
 
 
 @function.route("GET", "/metrics")

@@ -14,6 +14,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from studio.runtime.shortages import SHORTAGES, is_disk_full
+
 log = logging.getLogger("studio.http")
 
 
@@ -81,6 +83,16 @@ class GatewayTimeout(StudioError):
     status, code = 504, "timeout"
 
 
+class DiskFull(StudioError):
+    status, code = 503, "disk_full"
+    MESSAGE = (
+        "the studio cannot take purchases or save anything right now (its disk is full); try again in a few minutes"
+    )
+
+    def __init__(self, message: str = MESSAGE) -> None:
+        super().__init__(message, headers={"Retry-After": "60"})
+
+
 def error_response(status: int, error: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         status=status,
@@ -117,13 +129,20 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
 def render(request: web.Request, exc: BaseException) -> web.Response | None:
     """The JSON response for an exception raised by a handler; None if it must propagate."""
     if isinstance(exc, StudioError):
-        if exc.status >= 500:
+        if exc.status >= 500 and not isinstance(exc, DiskFull):
             log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
         return exc.to_response()
     if isinstance(exc, web.HTTPException):
         return from_http_exception(exc) if exc.status >= 400 else None
     if isinstance(exc, ConnectionResetError | asyncio.CancelledError):  # the client left: nothing to answer
         return None
+    if is_disk_full(exc):  # counted and logged once a minute, not a traceback a request
+        SHORTAGES.report(
+            "disk_full",
+            f"writes fail because the disk is full ({type(exc).__name__}: {exc}): free space under the data dir; "
+            "until then requests that write answer 503 disk_full",
+        )
+        return DiskFull().to_response()
     log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
     return error_response(
         500, {"code": "internal_error", "message": "internal error; the operator can find it in the logs"}

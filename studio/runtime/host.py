@@ -19,13 +19,23 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 
 from events.bus import Bus, BusUnavailable, StreamPolicy, decode
-from events.catalog import FunctionStarted, FunctionStopped, HeartbeatEmitted, HeartbeatRequested
+from events.catalog import (
+    EventData,
+    FunctionStarted,
+    FunctionStopped,
+    HeartbeatEmitted,
+    HeartbeatRequested,
+    ResourceExhausted,
+    ResourceRecovered,
+)
 from events.envelope import Event
 from studio.runtime.database import RUNTIME_MIGRATIONS, Database
 from studio.runtime.function import Function, SubscriptionSpec
 from studio.runtime.logs import current_function
 from studio.runtime.outbox import OutboxRelay
+from studio.runtime.resources import DiskWatch, StreamBudget, stream_budget
 from studio.runtime.settings import Settings
+from studio.runtime.shortages import SHORTAGES
 
 log = logging.getLogger("studio.runtime")
 
@@ -47,19 +57,30 @@ class Host:
         self.started_at = time.time()
         self._stack = AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
+        self._announcements: set[asyncio.Task[None]] = set()
+        self.stream_budget: StreamBudget | None = None
         self.running = False
 
     async def start(self, *, connect_timeout: float | None = None) -> None:
         s = self.settings
         try:
             await self.bus.connect(timeout=s.nats_connect_timeout_s if connect_timeout is None else connect_timeout)
-            await self.bus.ensure_stream(StreamPolicy(max_age_s=s.events_max_age_days * 86400))
+            self.stream_budget = stream_budget(
+                s.data_dir, s.events_max_bytes, already_stored=await self.bus.stream_bytes()
+            )
+            log.info(self.stream_budget.describe(), extra={"max_bytes": self.stream_budget.max_bytes})
+            await self.bus.ensure_stream(
+                StreamPolicy(max_age_s=s.events_max_age_days * 86400, max_bytes=self.stream_budget.max_bytes)
+            )
+            SHORTAGES.listeners.append(self._announce_shortage)
             if any(f.uses_database for f in self.functions):
                 self.db = Database(s.database_path)
                 await self.db.open()
                 await self.db.migrate([RUNTIME_MIGRATIONS, *(f.migrations for f in self.functions if f.migrations)])
                 self.relay = OutboxRelay(self.db, self.bus)
                 self.relay.start()
+                watch = DiskWatch(s.data_dir, s.disk_min_free_mb)
+                self._tasks.append(asyncio.create_task(watch.run(), name="disk-watch"))
             await self.bus.listen(HeartbeatRequested.TYPE, self._beat_all)  # before health asks at its start
             for fn in self.functions:
                 await self._start_function(fn)
@@ -121,6 +142,24 @@ class Host:
             backoff=spec.backoff,
         )
 
+    # -- shortages -------------------------------------------------------------------------------
+
+    def _announce_shortage(self, kind: str, message: str, count: int | None) -> None:
+        """`resource.exhausted` / `resource.recovered`, live: with the disk full JetStream could not store it."""
+        data: EventData = (
+            ResourceRecovered(kind=kind, message=message, instance=self.instance)
+            if count is None
+            else ResourceExhausted(kind=kind, message=message, count=count, instance=self.instance)
+        )
+        event = Event(type=data.TYPE, source=self.bus.source, data=data.to_data(), subject=data.subject)
+        task = asyncio.get_running_loop().create_task(self._publish_quietly(event))
+        self._announcements.add(task)
+        task.add_done_callback(self._announcements.discard)
+
+    async def _publish_quietly(self, event: Event) -> None:
+        with contextlib.suppress(BusUnavailable):
+            await self.bus.publish(event)
+
     # -- heartbeats ------------------------------------------------------------------------------
 
     def heartbeat(self, fn: Function) -> HeartbeatEmitted:
@@ -156,6 +195,8 @@ class Host:
 
         Every step runs even if an earlier one fails, so the process can always exit."""
         self.running = False
+        with contextlib.suppress(ValueError):
+            SHORTAGES.listeners.remove(self._announce_shortage)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -15,6 +15,7 @@ import logging
 from events.bus import Bus, BusUnavailable
 from events.envelope import Event, InvalidEvent
 from studio.runtime.database import Database, utcnow
+from studio.runtime.shortages import SHORTAGES, is_disk_full
 
 log = logging.getLogger("studio.outbox")
 
@@ -72,8 +73,11 @@ class OutboxRelay:
                 )
                 await asyncio.sleep(delay)
                 self._wake.set()
-            except Exception:
-                log.exception("outbox relay failed; retrying")
+            except Exception as exc:
+                if is_disk_full(exc):  # the events wait in the outbox; counted, not a traceback a second
+                    SHORTAGES.report("disk_full", "the outbox cannot mark events published: the disk is full")
+                else:
+                    log.exception("outbox relay failed; retrying")
                 await asyncio.sleep(1)
             if loop.time() - last_cleanup > 3600:
                 last_cleanup = loop.time()

@@ -53,6 +53,16 @@ def _bool(raw: str) -> bool:
     raise ValueError("expected true or false")
 
 
+def _non_negative(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(raw: str) -> Any:
+        value = kind(raw)
+        if value < 0:
+            raise ValueError("must be 0 or more")
+        return value
+
+    return parse
+
+
 def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse(raw: str) -> Any:
         value = kind(raw)
@@ -197,7 +207,21 @@ VARS: tuple[Var, ...] = (
         "disk_min_free_mb",
         _positive(int),
         "1024",
-        "Free space under the data dir below which `/health` fails.",
+        "Free space under the data dir below which `/health` fails and the monitor alerts.",
+    ),
+    Var(
+        "STUDIO_EVENTS_MAX_BYTES",
+        "events_max_bytes",
+        _positive(int),
+        str(1 << 30),
+        "Most disk the event stream may use; less when the disk has less (half its free space, at least 64 MB).",
+    ),
+    Var(
+        "STUDIO_LIVE_STREAMS_MAX",
+        "live_streams_max",
+        _non_negative(int),
+        "0",
+        "Live event streams (`/api/events`) one process keeps open; 0 = derived from the open-file limit.",
     ),
     Var(
         "STUDIO_CATALOG",
@@ -325,6 +349,8 @@ class Settings:
     nats_connect_timeout_s: float
     events_max_age_days: float
     disk_min_free_mb: int
+    events_max_bytes: int
+    live_streams_max: int
     catalog_path: Path | None
     skip_payment: bool
     stripe_api_base: str

@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -34,6 +35,7 @@ from tests.support import eventually, wait_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
+NOFILE = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 65536)  # podman: at most the hard limit
 PODMAN_COMPOSE = os.environ.get("PODMAN_COMPOSE") or str(
     COMPOSE_DIR / "build" / "venv-compose" / "bin" / "podman-compose"
 )
@@ -154,6 +156,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
                 f"LOCALAI_DATA_DIR={data}",
                 f"LOCALAI_BACKUP_DIR={backups}",
                 f"LOCALAI_SUBNET={subnet}",
+                f"LOCALAI_NOFILE={NOFILE}",
                 f"LOCALAI_GATEWAY_PORT={gateway_port}",
                 f"LOCALAI_FRONTEND_PORT={frontend_port}",
                 "LOCALAI_IMAGE=localai-studio:stacktest",
@@ -189,6 +192,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         "ENGINE": "podman",
         "COMPOSE": PODMAN_COMPOSE,
         "LOCALAI_ENV_FILE": str(env_file),
+        "LOCALAI_NOFILE": str(NOFILE),
         "COMPOSE_OVERRIDE": str(override),
         "PYTHON": sys.executable,
     }
