@@ -28,7 +28,13 @@ from studio import catalog
 from studio.runtime.database import DatabaseError
 from studio.runtime.function import Function
 from studio.runtime.host import Host
-from studio.runtime.resources import STREAM_FLOOR_BYTES, NotEnoughDisk, free_bytes, raise_open_files_limit
+from studio.runtime.resources import (
+    STREAM_FLOOR_BYTES,
+    FilesWatch,
+    NotEnoughDisk,
+    free_bytes,
+    raise_open_files_limit,
+)
 from studio.runtime.server import function_app
 from studio.runtime.settings import Settings
 from studio.runtime.shortages import SHORTAGES, is_out_of_files
@@ -102,6 +108,12 @@ def open_files_limit() -> int:
     return soft
 
 
+async def _cancel(*tasks: asyncio.Task[None]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def watch_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
     """Out of file handles when accepting: counted and logged once a minute, and alerted (instead of
     asyncio's traceback for every attempt, or nothing at all)."""
@@ -136,8 +148,11 @@ async def serve(
         shutdown_timeout=settings.shutdown_grace_s,
         handler_cancellation=cancel_on_disconnect,
     )
+    watches: list[asyncio.Task[None]] = []
+    app.on_cleanup.append(lambda _: _cancel(*watches))
     await runner.setup()
     watch_accept_errors(asyncio.get_running_loop())
+    watches.append(asyncio.create_task(FilesWatch().run(), name="files-watch"))
     try:
         # A deep accept queue: bursts of new connections must not be dropped while the loop is busy.
         await web.TCPSite(runner, settings.host, settings.port, reuse_address=True, backlog=1024).start()

@@ -12,6 +12,7 @@ Events  listens  * (every event on the bus, durable and live)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -39,6 +40,7 @@ REGISTRY = Key[CollectorRegistry]("registry")
 CHAT = Key[ChatUsage]("chat")
 ALERTS = Key[AlertWebhook]("alerts")
 SHORTAGES = Key[ShortageAlerts]("shortages")
+RETRIES = Key[set]("alert_retries")
 
 
 @function.resource
@@ -48,7 +50,10 @@ async def observations(fn: Function) -> AsyncIterator[None]:
     registry.register(StudioCollector(fn[COUNTS], fn[REPORTS], fn.settings.heartbeat_s, fn[CHAT]))
     fn[ALERTS] = webhook = AlertWebhook(fn.settings.alert_webhook_url)
     fn[SHORTAGES] = ShortageAlerts()
+    fn[RETRIES] = retries = set()
     yield
+    for task in list(retries):
+        task.cancel()
     await webhook.close()
 
 
@@ -74,10 +79,22 @@ async def send_alert(data: InstallFailed | EventDeadLettered, delivery: Delivery
 async def alert_shortage(data: ResourceExhausted | ResourceRecovered) -> None:
     text = function[SHORTAGES].text(data, function.settings.public_url or "Local AI Studio", time.monotonic())
     if text:
+        retries = function[RETRIES]
+        task = asyncio.create_task(_post_until_delivered(text, data.kind))  # out of files: posts fail for a while
+        retries.add(task)
+        task.add_done_callback(retries.discard)
+
+
+async def _post_until_delivered(text: str, kind: str, *, every_s: float = 5.0, tries: int = 120) -> None:
+    for attempt in range(tries):
         try:
             await function[ALERTS].post(text)
+            return
         except Retry as exc:
-            log.warning("could not post a shortage alert: %s", exc, extra={"kind": data.kind})
+            if attempt == 0:
+                log.warning("could not post a shortage alert yet: %s; retrying", exc, extra={"kind": kind})
+            await asyncio.sleep(every_s)
+    log.error("gave up posting a shortage alert", extra={"kind": kind, "text": text})
 
 
 @function.route("GET", "/metrics")

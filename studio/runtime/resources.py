@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.runtime.shortages import SHORTAGES, Shortages
+from studio.runtime.shortages import OUT_OF_FILES_ERRNOS, SHORTAGES, Shortages
 
 log = logging.getLogger("studio.resources")
 
@@ -95,6 +96,45 @@ def live_streams_cap(configured: int, soft_limit: int) -> int:
     if configured:
         return configured
     return max(8, int((soft_limit - FILES_RESERVE) * STREAMS_SHARE_OF_FILES))
+
+
+def open_files() -> int | None:
+    """File handles this process holds now (Linux), or None where the system does not say."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError as exc:
+        if exc.errno in OUT_OF_FILES_ERRNOS:  # not even one more to look: all of them are in use
+            return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return None
+
+
+class FilesWatch:
+    """Near the open-files limit, new connections are dropped without a word (libuv accepts and
+    closes them; asyncio logs a traceback a try): seen from the count of open files, every `interval_s`."""
+
+    NEAR = 0.97
+
+    def __init__(self, *, interval_s: float = 2.0, shortages: Shortages = SHORTAGES) -> None:
+        self.interval_s = interval_s
+        self.shortages = shortages
+
+    def check(self) -> None:
+        used, limit = open_files(), resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if used is None or limit == resource.RLIM_INFINITY:
+            return
+        if used >= limit * self.NEAR - 2:
+            self.shortages.report(
+                "out_of_files",
+                f"{used} of {limit} file handles in use: new connections are dropped; raise the open-files "
+                "limit (ulimit -n, LimitNOFILE=, compose ulimits.nofile) or lower STUDIO_LIVE_STREAMS_MAX",
+            )
+        elif used < limit * 0.8:
+            self.shortages.recovered("out_of_files", f"{used} of {limit} file handles in use: room again")
+
+    async def run(self) -> None:
+        while True:
+            self.check()
+            await asyncio.sleep(self.interval_s)
 
 
 class DiskWatch:

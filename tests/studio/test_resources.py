@@ -356,6 +356,46 @@ async def test_at_a_hard_limit_of_256_files_extra_streams_get_503_while_the_site
         await studio.stop()
 
 
+async def test_out_of_file_handles_is_logged_once_a_minute_and_alerted_while_the_studio_recovers_by_itself(
+    tmp_path: Path, alerts: tuple[str, list[str]]
+) -> None:
+    hook, texts = alerts
+    env = env_on(tmp_path / "data", tmp_path, STUDIO_ALERT_WEBHOOK_URL=hook, STUDIO_LIVE_STREAMS_MAX="1000")
+    studio = Studio(env, preexec=limit_open_files(256, 256))  # a stream cap above the limit: files run out
+    try:
+        await studio.start()
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.CookieJar(unsafe=True)
+        )
+        streams: list[aiohttp.ClientResponse] = []
+
+        async def one() -> None:
+            with contextlib.suppress(aiohttp.ClientError):
+                resp = await session.get(studio.url + "/api/events", timeout=aiohttp.ClientTimeout(sock_read=None))
+                streams.append(resp)
+
+        try:
+            await asyncio.gather(*(one() for _ in range(300)))
+            await eventually(
+                lambda: [r for r in studio.logged() if r.get("shortage") == "out_of_files"],
+                timeout=15,
+                message="the out-of-files log line",
+            )
+        finally:
+            for resp in streams:
+                resp.close()
+            await session.close()
+        # The alert could not be posted while no file was left (embedded: the monitor shares the process):
+        # it goes out once the streams are gone, and the studio serves again without a restart.
+        await eventually(lambda: any("out_of_files" in t for t in texts), timeout=20, message="the alert")
+        why = [r for r in studio.logged() if r.get("shortage") == "out_of_files"]
+        assert [r["level"] for r in why] == ["error", "info"], why  # once, then its end
+        assert "file handles in use" in why[0]["message"] and "room again" in why[1]["message"]
+        await browse_and_buy(studio.url)
+    finally:
+        await studio.stop()
+
+
 def test_the_open_files_reserve_leaves_room_for_the_database_nats_ollama_and_requests() -> None:
     from studio.runtime.resources import FILES_RESERVE, live_streams_cap
 
