@@ -16,6 +16,7 @@ import logging
 import resource
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from aiohttp import web
@@ -47,6 +48,19 @@ RESTART_FREE_BYTES = STREAM_FLOOR_BYTES  # room the disk needs before a stuck Je
 
 class StartupError(RuntimeError):
     """A start-up failure the operator can fix; the message says how."""
+
+
+@contextlib.contextmanager
+def explained_startup_failures(nats_hint: str) -> Iterator[None]:
+    """The failures of starting a host that the operator can fix, each as one line saying how."""
+    try:
+        yield
+    except BusUnavailable as exc:
+        raise StartupError(f"{exc}: {nats_hint}") from None
+    except DatabaseError as exc:
+        raise StartupError(f"the database could not be prepared: {exc}") from None
+    except (NotEnoughDisk, StreamRefused) as exc:
+        raise StartupError(str(exc)) from None
 
 
 def check_data_dir(path: Path) -> None:
@@ -187,14 +201,8 @@ async def run_embedded(settings: Settings) -> None:
     runner = None
     healer: asyncio.Task[None] | None = None
     try:
-        try:
+        with explained_startup_failures("check STUDIO_NATS_URL, or unset it to let the studio start its own"):
             await host.start(connect_timeout=5 if settings.nats_url else 10)
-        except BusUnavailable as exc:
-            raise StartupError(f"{exc}: check STUDIO_NATS_URL, or unset it to let the studio start its own") from None
-        except DatabaseError as exc:
-            raise StartupError(f"the database could not be prepared: {exc}") from None
-        except (NotEnoughDisk, StreamRefused) as exc:
-            raise StartupError(str(exc)) from None
         try:
             app = gateway_app(settings, functions=fns, bus=host.bus)
         except RouteTableMismatch as exc:
@@ -248,14 +256,8 @@ async def run_function(name: str, settings: Settings) -> None:
     if fn.uses_database:
         check_data_dir(settings.data_dir)
     app = function_app(fn, settings)
-    try:
+    with explained_startup_failures("start NATS or set STUDIO_NATS_URL"):
         runner = await serve(app, settings, f"function {name} listening on {settings.url}")
-    except BusUnavailable as exc:
-        raise StartupError(f"{exc}: start NATS or set STUDIO_NATS_URL") from None
-    except DatabaseError as exc:
-        raise StartupError(f"the database could not be prepared: {exc}") from None
-    except (NotEnoughDisk, StreamRefused) as exc:
-        raise StartupError(str(exc)) from None
     try:
         await wait_for_signal()
     finally:

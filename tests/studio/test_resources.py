@@ -276,6 +276,18 @@ def limit_open_files(soft: int, hard: int):
     return apply
 
 
+@contextlib.asynccontextmanager
+async def streams(url: str, n: int) -> AsyncIterator[tuple[list[aiohttp.ClientResponse], list[int]]]:
+    """`n` live streams held open while the block runs: the open ones and the statuses of the refused."""
+    opened, refused, session = await open_streams(url, n)
+    try:
+        yield opened, refused
+    finally:
+        for resp in opened:
+            resp.close()
+        await session.close()
+
+
 async def open_streams(url: str, n: int) -> tuple[list[aiohttp.ClientResponse], list[int], aiohttp.ClientSession]:
     """`n` live streams from one browser each (cookie first); the open ones and the refused statuses."""
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), cookie_jar=aiohttp.CookieJar(unsafe=True))
@@ -319,14 +331,9 @@ async def test_a_low_soft_open_files_limit_is_raised_so_400_live_streams_and_bro
         await studio.start()
         said = next(r for r in studio.logged() if r.get("message") == "open-files limit")
         assert said["soft_before"] == 256 and said["soft"] == hard
-        opened, refused, session = await open_streams(studio.url, 400)
-        try:
+        async with streams(studio.url, 400) as (opened, refused):
             assert len(opened) == 400 and refused == []
             await browse_and_buy(studio.url)
-        finally:
-            for resp in opened:
-                resp.close()
-            await session.close()
     finally:
         await studio.stop()
 
@@ -340,18 +347,13 @@ async def test_at_a_hard_limit_of_256_files_extra_streams_get_503_while_the_site
     )
     try:
         await studio.start()
-        opened, refused, session = await open_streams(studio.url, 220)
-        try:
+        async with streams(studio.url, 220) as (opened, refused):
             assert opened and refused, (len(opened), refused)
             assert set(refused) == {503}
             await browse_and_buy(studio.url)  # the marketplace and purchases still answer
             why = [r for r in studio.logged() if r.get("shortage") == "live_streams_full"]
             assert len(why) == 1 and "STUDIO_LIVE_STREAMS_MAX" in why[0]["message"], why
             await eventually(lambda: any("live_streams_full" in t for t in texts), timeout=15, message="the alert")
-        finally:
-            for resp in opened:
-                resp.close()
-            await session.close()
     finally:
         await studio.stop()
 
