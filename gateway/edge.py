@@ -50,7 +50,7 @@ access_log = logging.getLogger("studio.gateway.access")
 REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
-ROUTE_KEY = web.RequestKey("route", Route | None)
+ROUTE_KEY: web.RequestKey[Route | None] = web.RequestKey("route")
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 NEW_COOKIE_KEY = web.RequestKey("new_cookie", str)
 
@@ -119,11 +119,11 @@ class Edge:
             status = response.status
             return response
         except Exception as exc:
-            response = render(request, exc)
-            if response is None:
+            rendered = render(request, exc)
+            if rendered is None:
                 raise
-            status = response.status
-            return response
+            status = rendered.status
+            return rendered
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(

@@ -181,9 +181,14 @@ def test_longest_prefix_and_method_decide_the_route() -> None:
             Route("/api/models/install", "install", frozenset({"POST"})),
         )
     )
-    assert table.match("/api/models", "GET")[0].function == "purchase"
-    assert table.match("/api/models/llama3.2:3b", "DELETE")[0].function == "install"
-    assert table.match("/api/models/install", "POST")[0].function == "install"
+
+    def function_for(path: str, method: str) -> str | None:
+        route, _ = table.match(path, method)
+        return route.function if route else None
+
+    assert function_for("/api/models", "GET") == "purchase"
+    assert function_for("/api/models/llama3.2:3b", "DELETE") == "install"
+    assert function_for("/api/models/install", "POST") == "install"
     assert table.match("/api/modelsx", "GET") == (None, frozenset())
     assert table.match("/api/models/x", "PUT") == (None, frozenset({"GET", "DELETE"}))
 
