@@ -92,6 +92,14 @@ async def test_request_body_streams_through(gateway) -> None:
     assert (await resp.json())["bytes"] == 50_000
 
 
+async def test_a_client_expecting_100_continue_gets_the_functions_answer(gateway) -> None:
+    # curl sends `Expect: 100-continue` with any body over 1 KiB; the gateway answers the 100 itself.
+    resp = await gateway.post("/api/sample/count", data=b"x" * 5000, expect100=True)
+
+    assert resp.status == 200
+    assert (await resp.json())["bytes"] == 5000
+
+
 async def test_server_sent_events_pass_through_unbuffered(gateway) -> None:
     started = time.monotonic()
     resp = await gateway.get("/api/sample/sse?n=3&delay=0.4")
