@@ -6,11 +6,12 @@ The watched code catches the cancellation and asks `owns(exc)` whether it was th
 
 Why not `asyncio.timeout` for the deadlines: tests/bench/deadline_bench.py times both around the
 same handler, 50 requests in flight, on uvloop. Here (2 cores, shared, medians of 7 rounds):
-asyncio.timeout adds 9.4 us per request, the watchdog 4.4 us; the 5 us saved is ~12 % of an embedded
-gateway request (~40 us of CPU at 25,000 req/s). An A/B of the embedded gateway under wrk (the
-deadline swapped for asyncio.timeout, 50 connections, 6 runs of 4 s each way) agreed in direction,
-~6,000 vs ~4,500 req/s, with the machine too loaded that day for a firm ratio. The price is a
-deadline that fires up to `tick` (50 ms) late.
+asyncio.timeout adds 9.4 us per request, the watchdog 4.4 us. The 5 us saved is 4-12 % of an
+embedded gateway request: ~40 us of CPU on an idle machine (25,000 req/s), ~115 us measured on the
+loaded one. An A/B of the embedded gateway under wrk (the deadline swapped for asyncio.timeout,
+tests/bench/serve.py, 6 runs of 4 s each way, server CPU time per request) agreed in direction:
+119 vs 134 us median, too noisy that day for a firmer ratio. The price is a deadline that fires
+up to `tick` (50 ms) late.
 """
 
 from __future__ import annotations
