@@ -1,8 +1,10 @@
 """A lean HTTP/1.1 client for the gateway's hop to function containers.
 
-aiohttp's client costs more CPU per request than the whole function it calls (measured in
-tests/bench/gateway_bench.py), so the proxy speaks HTTP/1.1 itself: a keep-alive pool per
-upstream, requests written in one `write`, responses parsed by httptools (the C parser uvicorn
+aiohttp's client costs more CPU per request than the whole function it calls, so the proxy speaks
+HTTP/1.1 itself. tests/bench/upstream_bench.py measures the client's CPU per GET against the ping
+function: 65 us with this module vs 163 us with one shared aiohttp ClientSession at 50 in flight
+(0.40x), 77 vs 274 us one at a time (0.28x); 2 cores, loaded, medians of 3 rounds. A keep-alive
+pool per upstream, requests written in one `write`, responses parsed by httptools (the C parser uvicorn
 uses), bodies relayed as they arrive with flow control both ways.
 
 Only what the gateway needs: no redirects, no cookies, no compression, no proxies, no pipelining
