@@ -313,7 +313,7 @@ class Bus:
             msg = await self.nc.request(QUERY_PREFIX + name, json.dumps(payload).encode(), timeout=timeout)
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             raise BusUnavailable(f"no answer to {name}: {type(exc).__name__}") from None
-        reply = json.loads(msg.data)
+        reply: dict[str, Any] = json.loads(msg.data)
         if "error" in reply:
             raise BusUnavailable(f"{name} failed: {reply['error']}")
         return reply

@@ -38,7 +38,7 @@ class Backoff:
     cap: float = 60.0
 
     def delay(self, attempt: int) -> float:
-        raw = min(self.cap, self.base * 2 ** max(0, attempt - 1))
+        raw: float = min(self.cap, self.base * 2.0 ** max(0, attempt - 1))
         return raw * random.uniform(0.8, 1.2)
 
 

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import nats.aio.msg
 import nats.errors
 from nats.js import api
 
@@ -92,7 +93,7 @@ async def replay(bus: Bus, start: datetime, limit: int = 100_000) -> list[Event]
     psub = await js.pull_subscribe_bind(consumer=info.name, stream=STREAM)
     events: list[Event] = []
     try:
-        pending = info.num_pending
+        pending = info.num_pending or 0
         while pending > 0 and len(events) < limit:
             try:
                 msgs = await psub.fetch(batch=min(500, pending), timeout=2)

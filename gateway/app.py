@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 from aiohttp import web
 
 from events.bus import Bus
+from functions import NAMES, load
 from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, not_found
 from gateway.live import LiveFeed
 from gateway.proxy import Upstreams
@@ -38,16 +39,50 @@ class RouteTableMismatch(RuntimeError):
 
 
 def check_routes(table: RouteTable, functions: Sequence[Function]) -> None:
-    """Every route a function declares must belong to it in the route table (and the reverse)."""
+    """The route table and the routes `functions` declare (`@function.route`) agree exactly, both ways:
+
+    - every route a function declares is routed to that function;
+    - every table entry is where some route of its function lands: an entry no declared route
+      reaches, or one naming a function not among `functions`, is dead policy and fails too.
+    """
     problems = []
+    reached: set[Route] = set()
     for fn in functions:
         for spec in fn.routes:
             route, _ = table.match(spec.path.split("{", 1)[0].rstrip("/") or "/", spec.method)
             if route is None or route.function != fn.name:
                 owner = route.function if route else "nobody"
                 problems.append(f"{spec.method} {spec.path} is declared by {fn.name} but routed to {owner}")
+            else:
+                reached.add(route)
+    names = {fn.name for fn in functions}
+    for route in table.routes:
+        if route in reached:
+            continue
+        verbs = ",".join(sorted(route.methods)) if route.methods else "*"
+        if route.function not in names:
+            problems.append(f"{verbs} {route.prefix} is routed to {route.function}, which is not a function here")
+        else:
+            problems.append(f"{verbs} {route.prefix} is routed to {route.function}, which declares no route there")
     if problems:
         raise RouteTableMismatch("route table and functions disagree: " + "; ".join(problems))
+
+
+def functions_to_check(
+    table: RouteTable, hosted: Sequence[Function] | None, behind: Sequence[Function] | None
+) -> list[Function]:
+    """The declarations the route table is checked against, in either mode.
+
+    Embedded: the functions hosted here, and the declarations of any other studio function the
+    table names (a test may host a few of them behind the whole table). Distributed: the functions
+    behind the gateway, by default every studio function (`functions.NAMES`); their declarations
+    are imported, not run, so the gateway knows the routes it must send to them.
+    """
+    if hosted is None:
+        return list(behind) if behind is not None else [load(name) for name in NAMES]
+    here = {fn.name for fn in hosted}
+    named = {route.function for route in table.routes}
+    return [*hosted, *(load(name) for name in NAMES if name in named and name not in here)]
 
 
 def gateway_app(
@@ -56,10 +91,14 @@ def gateway_app(
     functions: Sequence[Function] | None = None,
     routes: tuple[Route, ...] = ROUTES,
     bus: Bus | None = None,
+    behind: Sequence[Function] | None = None,
 ) -> web.Application:
     """`functions` given: embedded (in-process); else distributed. `bus`: share this NATS connection
-    (the embedded studio's), else the gateway opens its own for the live event stream."""
+    (the embedded studio's), else the gateway opens its own for the live event stream. `behind`:
+    distributed, the functions the upstreams run (default: every studio function), for the check
+    that the route table and their routes agree (`check_routes`, in both modes)."""
     table = RouteTable(routes)
+    check_routes(table, functions_to_check(table, functions, behind))
     embedded = functions is not None
     edge = Edge(settings, table, Sessions(settings.cookie_key()), in_process=embedded)
     biggest = max([settings.max_body_bytes, *(r.max_body or 0 for r in routes)])
@@ -83,7 +122,6 @@ def gateway_app(
 
     if embedded:
         assert functions is not None
-        check_routes(table, functions)
         for fn in functions:
             for spec in fn.routes:
                 app.router.add_route(spec.method, spec.path, fn.http_handler(spec))

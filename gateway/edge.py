@@ -10,8 +10,10 @@
   on every response, errors and streams included;
 - errors rendered as JSON, and one JSON access-log line per request.
 
-All of it is one middleware: each aiohttp middleware layer costs a coroutine per request, and this
-is the hot path of every request (tests/bench/gateway_bench.py).
+All of it is one middleware, `Edge.handle`, which reads as those steps in order, each a named
+method: one aiohttp middleware layer per job would cost a coroutine per layer per request, and this
+is the hot path of every request (tests/bench/gateway_bench.py). The response's headers are set in
+`on_response_prepare`, the one place that sees streams and errors alike.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ access_log = logging.getLogger("studio.gateway.access")
 REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
-ROUTE_KEY = web.RequestKey("route", Route | None)
+ROUTE_KEY: web.RequestKey[Route | None] = web.RequestKey("route")
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 NEW_COOKIE_KEY = web.RequestKey("new_cookie", str)
 
@@ -94,24 +96,23 @@ class Edge:
         self.in_process = in_process  # embedded: functions run here and read the request's own stream
         self.new_id = RequestIds()
         # A function must start answering within its route's timeout, else 504: one watchdog for
-        # every request instead of a timer each (`asyncio.timeout` costs ~7 us, a tenth of a request).
+        # every request instead of a timer each (tests/bench/deadline_bench.py: half the cost of
+        # `asyncio.timeout`, ~5 us of a ~40 us request; studio/runtime/watchdog.py has the figures).
         self.deadlines = Watchdog("gateway-deadlines")
         self._visitors: dict[str, str] = {}  # Cookie header -> verified user id (HMAC once per visitor)
 
     @web.middleware
     async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        headers = request.headers
-        sent = headers.get(REQUEST_ID_HEADER)
-        request_id = sent if sent and _SANE_ID.fullmatch(sent) else self.new_id()
-        request[REQUEST_ID_KEY] = request_id
-        token = correlation_id.set(request_id)
+        token = correlation_id.set(self.tag(request))
         started = time.perf_counter()
         route: Route | None = None
         status = 500
         try:
             route, _ = self.table.match(request.path, request.method)
             request[ROUTE_KEY] = route
-            request = await self._admit(request, route)
+            request = await self.limit_body(request, route)
+            request[IDENTITY_KEY] = who = self.identify(request, route)
+            self.require_operator(route, who)
             if route is not None:
                 response = await self._within_deadline(request, handler, route)
             else:
@@ -119,30 +120,23 @@ class Edge:
             status = response.status
             return response
         except Exception as exc:
-            response = render(request, exc)
-            if response is None:
+            rendered = render(request, exc)
+            if rendered is None:
                 raise
-            status = response.status
-            return response
+            status = rendered.status
+            return rendered
         finally:
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %d",
-                    request.method,
-                    request.path,
-                    status,
-                    extra={
-                        "method": request.method,
-                        "path": request.path,
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                        "function": route.function if route else None,
-                    },
-                )
+            log_access(request, route, status, started)
             correlation_id.reset(token)
 
-    async def _admit(self, request: web.Request, route: Route | None) -> web.Request:
-        """Body limit, identity and operator-only routes; may return a request with a bounded body."""
+    def tag(self, request: web.Request) -> str:
+        """The request id: the client's if sane, else a new one."""
+        sent = request.headers.get(REQUEST_ID_HEADER)
+        request[REQUEST_ID_KEY] = request_id = sent if sent and _SANE_ID.fullmatch(sent) else self.new_id()
+        return request_id
+
+    async def limit_body(self, request: web.Request, route: Route | None) -> web.Request:
+        """413 past the route's body limit; in-process, a chunked body is read here and bounded."""
         length = request.content_length
         if length is not None or request.body_exists:
             limit = (route.max_body if route and route.max_body else None) or self.settings.max_body_bytes
@@ -152,8 +146,9 @@ class Edge:
                 )
             if length is None and self.in_process:
                 request = await bound_chunked_body(request, limit)
-        who = self.identify(request, route)
-        request[IDENTITY_KEY] = who
+        return request
+
+    def require_operator(self, route: Route | None, who: Identity) -> None:
         if route is not None and route.admin and not who.admin:
             if not self.settings.admin_token:
                 raise Forbidden(
@@ -164,7 +159,6 @@ class Edge:
                 code="admin_only",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        return request
 
     async def _within_deadline(self, request: web.Request, handler: Handler, route: Route) -> web.StreamResponse:
         at = asyncio.get_running_loop().time() + route.timeout
@@ -223,6 +217,23 @@ class Edge:
             # Headers are already serialised when this signal runs, so add the header itself.
             secure = "; Secure" if https else ""
             headers.add("Set-Cookie", f"{COOKIE}={cookie}; Max-Age={MAX_AGE_S}; Path=/; HttpOnly; SameSite=Lax{secure}")
+
+
+def log_access(request: web.Request, route: Route | None, status: int, started: float) -> None:
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "%s %s %d",
+            request.method,
+            request.path,
+            status,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "function": route.function if route else None,
+            },
+        )
 
 
 async def bound_chunked_body(request: web.Request, limit: int) -> web.Request:

@@ -36,7 +36,8 @@ HOP_BY_HOP = frozenset(
         "Content-Length",
     )
 )
-NOT_FORWARDED = HOP_BY_HOP | {h.lower() for h in (*IDENTITY_HEADERS, "Authorization", "X-Request-Id")}
+# Expect: the gateway's server already answered the client's 100-continue; the body is on its way.
+NOT_FORWARDED = HOP_BY_HOP | {h.lower() for h in (*IDENTITY_HEADERS, "Authorization", "X-Request-Id", "Expect")}
 WHOLE_BODY_LIMIT = 64 * 1024  # bodies up to this size are read and sent in one piece
 STREAM_IDLE_S = 600.0
 

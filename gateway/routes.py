@@ -9,7 +9,7 @@ visitor cookie (machines such as Stripe or Prometheus have no session).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class Route:
     max_body: int | None = None  # None: STUDIO_MAX_BODY_BYTES
     admin: bool = False
     visitor: bool = True
+    _below: str = field(init=False, repr=False, compare=False)  # prefix + "/", computed once
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_below", self.prefix.rstrip("/") + "/")

@@ -402,7 +402,7 @@ def restore_backup(
 # -- the CLI -------------------------------------------------------------------------------------
 
 
-def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction) -> None:
     backup = sub.add_parser("backup", help="back up the database (online), catalog and settings into one archive")
     backup.add_argument(
         "--out",
@@ -465,7 +465,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
                 for old in result.removed:
                     print(f"  removed old backup: {old.name}")
             return 0
-        result = restore_backup(
+        restored = restore_backup(
             settings,
             args.archive,
             root=args.root,
@@ -473,16 +473,16 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             force=args.force,
             overwrite_files=args.overwrite_files,
         )
-        m = result.manifest
+        m = restored.manifest
         verb = "checked" if args.check else "restored"
         print(f"{verb}: {args.archive} (taken {m['created_at']}, studio {m['studio_version']})")
-        print(f"  database: integrity {result.report.integrity}; rows: {_counts(result.report.tables)}")
-        for path in result.set_aside:
+        print(f"  database: integrity {restored.report.integrity}; rows: {_counts(restored.report.tables)}")
+        for path in restored.set_aside:
             print(f"  previous database kept as {path}")
-        for path in result.placed:
+        for path in restored.placed:
             print(f"  put back: {path}")
-        for path in result.kept:
-            print(f"  kept the current {path} (differs from the backup's; --overwrite-files takes the backup's)")
+        for kept in restored.kept:
+            print(f"  kept the current {kept} (differs from the backup's; --overwrite-files takes the backup's)")
         return 0
     except OpsError as exc:
         print(f"localai-studio {args.command}: {exc}", file=sys.stderr)

@@ -269,9 +269,11 @@ async def run_gateway(settings: Settings) -> None:
     open_files_limit()
     check_port(settings.host, settings.port, "the gateway", "STUDIO_PORT")
     check_data_dir(settings.data_dir)  # holds the generated cookie key when none is configured
-    runner = await serve(
-        gateway_app(settings), settings, f"gateway listening on {settings.url}", cancel_on_disconnect=True
-    )
+    try:
+        app = gateway_app(settings)
+    except RouteTableMismatch as exc:
+        raise StartupError(str(exc)) from None
+    runner = await serve(app, settings, f"gateway listening on {settings.url}", cancel_on_disconnect=True)
     try:
         await wait_for_signal()
     finally:

@@ -1,4 +1,8 @@
-"""Shared fixtures: a real nats-server with JetStream per test, a real SQLite file, settings."""
+"""Shared fixtures: a real nats-server with JetStream per test, a real SQLite file, settings.
+
+Also the test tiers (README, "Tests and benchmarks"): tests that need a heavy system part are marked by
+folder here, so `-m "not browser"` and friends select without anyone remembering to decorate a test.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,39 @@ from studio.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `tests.support` importable from every test module
+
+
+# marker -> the test files it covers (relative to tests/); `slow` is set in the test files themselves.
+TIERS = {
+    "browser": ("frontend/",),
+    "nginx": ("production/test_nginx.py",),
+    "stack": ("production/test_stack.py",),
+}
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--system-needs",
+        metavar="FILE",
+        help="write to FILE the tiers (browser, nginx, stack) the selected tests need; tests/run reads it",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        where = item.path.relative_to(HERE).as_posix() if item.path.is_relative_to(HERE) else ""
+        for marker, prefixes in TIERS.items():
+            if where.startswith(prefixes):
+                item.add_marker(marker)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    target = session.config.getoption("--system-needs")
+    if target:
+        needed = {marker for item in session.items for marker in TIERS if item.get_closest_marker(marker)}
+        Path(target).write_text("".join(f"{marker}\n" for marker in sorted(needed)))
 
 
 def free_port() -> int:

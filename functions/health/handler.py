@@ -47,7 +47,7 @@ async def report_health(request: web.Request) -> web.Response:
 
 async def health_report() -> dict[str, object]:
     fn = function
-    checks: list[Check] = await asyncio.gather(
+    checks: tuple[Check, ...] = await asyncio.gather(
         check_nats(fn.bus),
         check_database(fn.db),
         check_ollama(fn[OLLAMA]),

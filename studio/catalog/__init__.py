@@ -93,7 +93,7 @@ def _entry(raw: Any, index: int, where: str) -> CatalogModel:
         value = raw[name]
         if not isinstance(value, kind) or isinstance(value, bool):
             raise CatalogError(f"{label}: field '{name}' must be {'a whole number' if kind is int else 'text'}")
-        if kind is str and not value.strip():
+        if isinstance(value, str) and not value.strip():
             raise CatalogError(f"{label}: field '{name}' is empty")
     model_id = raw["id"]
     last = model_id.rsplit("/", 1)[-1]

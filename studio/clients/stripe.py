@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import stripe
+from stripe.params.checkout import SessionCreateParams
 
 WEBHOOK_TOLERANCE_S = 300
 
@@ -81,7 +82,7 @@ class StripePayments:
         cancel_url: str,
     ) -> Checkout:
         metadata = {"purchase_id": purchase_id, "user_id": user_id, "model": model_id}
-        params: dict[str, Any] = {
+        params: SessionCreateParams = {
             "mode": "payment",
             "line_items": [
                 {

@@ -201,7 +201,8 @@ class Function:
         return self._db
 
     def __getitem__(self, key: Key[T]) -> T:
-        return self._values[key]
+        value: T = self._values[key]
+        return value
 
     def __setitem__(self, key: Key[T], value: T) -> None:
         self._values[key] = value

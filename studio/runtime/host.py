@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 
 from events.bus import Bus, BusUnavailable, StreamPolicy, decode
@@ -202,7 +202,7 @@ class Host:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         grace = self.settings.shutdown_grace_s
-        steps = [
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("stop consuming", lambda: self.bus.stop_consuming(grace)),
             ("announce the stop", self._announce_stop),
             ("close function resources", self._stack.aclose),

@@ -29,7 +29,8 @@ IDENTITY_KEY = web.RequestKey("identity", Identity)
 
 
 def identity(request: web.Request) -> Identity:
-    return request.get(IDENTITY_KEY, ANONYMOUS)
+    found: Identity = request.get(IDENTITY_KEY, ANONYMOUS)
+    return found
 
 
 def from_headers(request: web.Request) -> Identity:

@@ -56,6 +56,13 @@ class WrkResult:
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
+def _figure(pattern: str, out: str) -> str:
+    found = re.search(pattern, out, re.MULTILINE)
+    if found is None:
+        raise RuntimeError(f"wrk printed no figure for {pattern!r}:\n{out}")
+    return found.group(1)
+
+
 def _ms(text: str) -> float:
     m = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
     assert m, text
@@ -69,9 +76,9 @@ def wrk(url: str, *, connections: int, seconds: float, headers: dict[str, str] |
     for k, v in (headers or {}).items():
         cmd += ["-H", f"{k}: {v}"]
     out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1))
-    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1))
+    rps = float(_figure(r"Requests/sec:\s+([\d.]+)", out))
+    p50 = _ms(_figure(r"^\s+50%\s+(\S+)", out))
+    p99 = _ms(_figure(r"^\s+99%\s+(\S+)", out))
     errors = 0
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if m:

@@ -11,6 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from functions import NAMES, load
 from gateway.app import gateway_app
 from studio.runner import install_event_loop_policy, serve, wait_for_signal
 from studio.runtime.host import Host
@@ -39,7 +40,7 @@ async def main(mode: str, port: int, nats_url: str, upstream: str | None) -> Non
         await host.start()
         app = gateway_app(settings, functions=[ping], routes=ROUTES_WITH_PING, bus=host.bus)
     else:
-        app = gateway_app(settings, routes=ROUTES_WITH_PING)
+        app = gateway_app(settings, routes=ROUTES_WITH_PING, behind=[*(load(n) for n in NAMES), ping])
     runner = await serve(app, settings, f"ready {mode} {port}")
     await wait_for_signal()
     await runner.cleanup()

@@ -38,7 +38,7 @@ import sys
 import time
 import zlib
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -517,7 +517,7 @@ class OllamaDouble:
         self._bind_host = "127.0.0.1"
         self._port = 0
         self._bound_loopback: bool | None = None
-        self._active: set[asyncio.BaseTransport] = set()
+        self._active: set[asyncio.Transport] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         for name in installed:
             self.preinstall(name)
@@ -843,7 +843,7 @@ class OllamaDouble:
         if bound_loopback is None:  # served by something else (aiohttp's TestServer): look at the socket
             sock = request.transport.get_extra_info("sockname") if request.transport else None
             try:
-                bound_loopback = bool(sock) and ipaddress.ip_address(sock[0]).is_loopback
+                bound_loopback = sock is not None and ipaddress.ip_address(sock[0]).is_loopback
             except ValueError:
                 bound_loopback = False
         if not bound_loopback:
@@ -1215,7 +1215,7 @@ class _Handlers:
         await _finish(resp)
         return resp
 
-    async def _pull_lines(self, name: ModelName, fault: _Fault | None) -> AsyncIterator[Any]:
+    async def _pull_lines(self, name: ModelName, fault: _Fault | None) -> AsyncGenerator[Any]:
         d = self.d
         yield {"status": "pulling manifest"}
         model = d.registry_model(name.key)

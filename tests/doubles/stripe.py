@@ -35,7 +35,7 @@ def unflatten(form: dict[str, str]) -> dict[str, Any]:
         parts = [head, *_BRACKETS.findall(key)]
         node: Any = root
         for part, nxt in itertools.pairwise(parts):
-            container = [] if nxt.isdigit() else {}
+            container: Any = [] if nxt.isdigit() else {}
             if isinstance(node, list):
                 idx = int(part)
                 while len(node) <= idx:

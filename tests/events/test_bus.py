@@ -160,10 +160,11 @@ async def test_broadcast_listeners_each_see_durable_and_live_events(bus: Bus, na
         await bus.publish(Event(type=SampleTicked.TYPE, source="/tests", data={"n": 2}))
 
         for seen in (first, second):
-            await eventually(
-                lambda s=seen: {e.type for e in s.items} >= {"sample.recorded", "sample.ticked"},
-                message="both events at each observer",
-            )
+
+            def has_both(s: Recorder = seen) -> bool:
+                return {e.type for e in s.items} >= {"sample.recorded", "sample.ticked"}
+
+            await eventually(has_both, message="both events at each observer")
     finally:
         await other.close(1)
 

@@ -207,7 +207,7 @@ class PageWatch:
         self.allowed.append(re.compile(pattern))
 
     def attach(self, page: Any) -> Any:
-        page.on("console", lambda msg: msg.type == "error" and self.problems.append(f"console: {msg.text}"))
+        page.on("console", lambda msg: self.problems.append(f"console: {msg.text}") if msg.type == "error" else None)
         page.on("pageerror", lambda exc: self.problems.append(f"uncaught: {exc}"))
         page.on("dialog", self._dialog)
         return page

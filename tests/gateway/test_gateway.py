@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
+from functions import NAMES, load
 from gateway.app import RouteTableMismatch, check_routes, gateway_app
 from gateway.edge import SECURITY_HEADERS
-from gateway.routes import ROUTES, Route, RouteTable
+from gateway.routes import ROUTES, Route, RouteTable, methods
 from studio.runtime.errors import GatewayTimeout
 from studio.runtime.server import function_app
-from studio.runtime.settings import Secret
+from studio.runtime.settings import Secret, Settings
 from tests.conftest import free_port
 from tests.sample.handler import ROUTE
 from tests.sample.handler import function as sample
 
 ROUTES_WITH_SAMPLE = (*ROUTES, ROUTE)
+STUDIO_WITH_SAMPLE = [*(load(name) for name in NAMES), sample]  # the functions behind a distributed gateway
 
 
 @pytest.fixture(params=["embedded", "distributed"])
@@ -28,7 +31,7 @@ async def gateway(request, settings, embedded_studio, aiohttp_client, aiohttp_se
         return await embedded_studio([sample], routes=ROUTES_WITH_SAMPLE, settings_override=settings)
     function_server = await aiohttp_server(function_app(sample, settings))
     gw_settings = settings.replace(upstreams={"sample": str(function_server.make_url("")).rstrip("/")})
-    return await aiohttp_client(gateway_app(gw_settings, routes=ROUTES_WITH_SAMPLE))
+    return await aiohttp_client(gateway_app(gw_settings, routes=ROUTES_WITH_SAMPLE, behind=STUDIO_WITH_SAMPLE))
 
 
 def assert_security_headers(resp) -> None:
@@ -87,6 +90,14 @@ async def test_request_body_streams_through(gateway) -> None:
 
     assert resp.status == 200
     assert (await resp.json())["bytes"] == 50_000
+
+
+async def test_a_client_expecting_100_continue_gets_the_functions_answer(gateway) -> None:
+    # curl sends `Expect: 100-continue` with any body over 1 KiB; the gateway answers the 100 itself.
+    resp = await gateway.post("/api/sample/count", data=b"x" * 5000, expect100=True)
+
+    assert resp.status == 200
+    assert (await resp.json())["bytes"] == 5000
 
 
 async def test_server_sent_events_pass_through_unbuffered(gateway) -> None:
@@ -158,7 +169,7 @@ async def test_operator_routes_are_closed_without_a_configured_token(settings, e
 
 async def test_unreachable_function_gets_502(settings, aiohttp_client) -> None:
     gw_settings = settings.replace(upstreams={"sample": f"http://127.0.0.1:{free_port()}"})
-    client = await aiohttp_client(gateway_app(gw_settings, routes=ROUTES_WITH_SAMPLE))
+    client = await aiohttp_client(gateway_app(gw_settings, routes=ROUTES_WITH_SAMPLE, behind=STUDIO_WITH_SAMPLE))
 
     resp = await client.get("/api/sample/hello")
 
@@ -173,6 +184,38 @@ def test_route_table_must_agree_with_the_functions() -> None:
         check_routes(RouteTable(ROUTES), [sample])
 
 
+def test_the_studio_route_table_matches_its_functions_exactly() -> None:
+    check_routes(RouteTable(ROUTES), [load(name) for name in NAMES])
+
+
+EXTRA = Route("/api/models/discount", "purchase", methods("POST"))  # purchase declares no such route
+GHOST = Route("/api/ghost", "ghost")  # no function has that name
+
+
+@pytest.mark.parametrize("extra", [EXTRA, GHOST], ids=["unreached", "no-such-function"])
+def test_an_extra_route_table_entry_fails_in_distributed_mode(tmp_path: Path, extra: Route) -> None:
+    settings = Settings.from_env({}, data_dir=tmp_path)
+    with pytest.raises(RouteTableMismatch, match=f"{extra.prefix} is routed to {extra.function}"):
+        gateway_app(settings, routes=(*ROUTES, extra))
+
+
+@pytest.mark.parametrize("extra", [EXTRA, GHOST], ids=["unreached", "no-such-function"])
+def test_an_extra_route_table_entry_fails_in_embedded_mode(tmp_path: Path, extra: Route) -> None:
+    settings = Settings.from_env({}, data_dir=tmp_path)
+    # Hosting one function checks the table against the declarations of every function it names.
+    with pytest.raises(RouteTableMismatch, match=f"{extra.prefix} is routed to {extra.function}"):
+        gateway_app(settings, functions=[sample], routes=(*ROUTES_WITH_SAMPLE, extra))
+
+
+def test_a_function_route_missing_from_the_table_fails_in_both_modes(tmp_path: Path) -> None:
+    settings = Settings.from_env({}, data_dir=tmp_path)
+    without_chat = tuple(r for r in ROUTES if r.function != "chat")
+    with pytest.raises(RouteTableMismatch, match="POST /api/chat is declared by chat but routed to nobody"):
+        gateway_app(settings, routes=without_chat)
+    with pytest.raises(RouteTableMismatch, match="POST /api/chat is declared by chat but routed to nobody"):
+        gateway_app(settings, functions=[load("chat")], routes=(*without_chat,))
+
+
 def test_longest_prefix_and_method_decide_the_route() -> None:
     table = RouteTable(
         (
@@ -181,9 +224,14 @@ def test_longest_prefix_and_method_decide_the_route() -> None:
             Route("/api/models/install", "install", frozenset({"POST"})),
         )
     )
-    assert table.match("/api/models", "GET")[0].function == "purchase"
-    assert table.match("/api/models/llama3.2:3b", "DELETE")[0].function == "install"
-    assert table.match("/api/models/install", "POST")[0].function == "install"
+
+    def function_for(path: str, method: str) -> str | None:
+        route, _ = table.match(path, method)
+        return route.function if route else None
+
+    assert function_for("/api/models", "GET") == "purchase"
+    assert function_for("/api/models/llama3.2:3b", "DELETE") == "install"
+    assert function_for("/api/models/install", "POST") == "install"
     assert table.match("/api/modelsx", "GET") == (None, frozenset())
     assert table.match("/api/models/x", "PUT") == (None, frozenset({"GET", "DELETE"}))
 

@@ -88,6 +88,8 @@ class Nginx:
     prefix: Path
     proc: subprocess.Popen[bytes]
     ports: dict[str, int]
+    frontend: Nginx | None = None  # the host nginx's frontend one, when a test starts both
+    db: Path | None = None  # the studio database behind it, when a test needs it
 
     def url(self, name: str, path: str = "") -> str:
         scheme = "https" if name == "https" else "http"

@@ -137,6 +137,7 @@ async def cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str
         CLI, *args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     out, err = await proc.communicate()
+    assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
 
@@ -223,7 +224,7 @@ def rewrite(archive: Path, target: Path, change) -> None:
     """Copy `archive` to `target`, passing each (TarInfo, bytes) through `change`."""
     with tarfile.open(archive, "r:gz") as src, tarfile.open(target, "w:gz") as dst:
         for member in src.getmembers():
-            data = src.extractfile(member).read() if member.isfile() else b""
+            data = src.extractfile(member).read() if member.isfile() else b""  # type: ignore[union-attr]
             member, data = change(member, data)
             member.size = len(data)
             dst.addfile(member, io.BytesIO(data))

@@ -116,7 +116,7 @@ def podman(*args: str, check: bool = True) -> str:
 
 def free_subnet() -> str:
     """A /24 no podman network here uses (another test run's, a real stack's)."""
-    taken = set()
+    taken: set[str] = set()
     for name in podman("network", "ls", "--format", "{{.Name}}").split():
         for net in json.loads(podman("network", "inspect", name)):
             taken.update(s["subnet"] for s in net.get("subnets") or [])

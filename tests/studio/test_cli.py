@@ -105,7 +105,7 @@ def test_up_serves_health_tails_events_and_stops_cleanly(studio) -> None:
             message="replayed function.started",
         )
         wait_sync(lambda: tail_out.find(lambda ln: '"heartbeat.emitted"' in ln), timeout=15, message="live heartbeats")
-        event = json.loads(tail_out.find(lambda ln: '"function.started"' in ln))
+        event = json.loads(tail_out.find(lambda ln: '"function.started"' in ln) or "null")
         assert event["specversion"] == "1.0" and event["source"].startswith("/functions/")
     finally:
         tail.send_signal(signal.SIGINT)

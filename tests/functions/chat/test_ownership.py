@@ -11,6 +11,7 @@ async def test_purchases_grant_revocations_take_back_and_redelivery_changes_noth
     db = Database(tmp_path / "studio.db")
     await db.open()
     try:
+        assert chat.migrations is not None
         await db.migrate([RUNTIME_MIGRATIONS, chat.migrations])
 
         await record_purchase(db, "p1", "v_a", "Llama3.2:3b")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import free_port
 from tests.studio.test_cli import CLI, Lines, studio_env
@@ -33,6 +34,7 @@ def install_state(client: httpx.Client, url: str, model: str) -> dict:
     return next(m for m in models if m["id"] == model)
 
 
+@pytest.mark.slow  # ~40 s: the restarted consumer waits out the killed one's lease
 def test_studio_killed_mid_pull_finishes_the_install_after_restart(tmp_path: Path) -> None:
     ollama_port = free_port()
     ollama = subprocess.Popen(

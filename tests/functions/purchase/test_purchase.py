@@ -69,7 +69,8 @@ async def test_stripe_checkout_then_signed_webhook_installs(studio) -> None:
     sent = studio.stripe.create_requests[0]
     assert sent["metadata"]["purchase_id"] == body["purchase_id"]
     assert sent["metadata"]["model"] == "llama3.2:3b" and sent["metadata"]["user_id"].startswith("v_")
-    assert sent["line_items"][0]["price_data"]["unit_amount"] == str(catalog.load().get("llama3.2:3b").price_cents)
+    model = catalog.load().get("llama3.2:3b")
+    assert model is not None and sent["line_items"][0]["price_data"]["unit_amount"] == str(model.price_cents)
     assert sent["success_url"].startswith("https://studio.test/marketplace?purchase=")
     assert studio.stripe.idempotency_keys == [f"checkout-{body['purchase_id']}"]
     assert (await studio.model("llama3.2:3b"))["owned"] is False, "pending until Stripe says paid"

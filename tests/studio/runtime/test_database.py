@@ -9,9 +9,8 @@ import pytest
 
 from events.envelope import Event
 from studio.runtime.database import RUNTIME_MIGRATIONS, Database, DatabaseError, Migrations, split_statements
-from tests.sample.handler import function as sample
 
-SAMPLE = Migrations("sample", Path(sample.migrations.directory))
+SAMPLE = Migrations("sample", Path(__file__).resolve().parents[2] / "sample" / "migrations")
 
 
 async def open_db(path: Path) -> Database:
@@ -42,7 +41,7 @@ async def test_racing_processes_apply_each_migration_once(tmp_path: Path) -> Non
         for db in dbs:
             await db.close()
     assert sorted(m for r in results for m in r) == ["runtime:0001_outbox", "sample:0001_notes"]
-    assert count[0] == 2
+    assert count is not None and count[0] == 2
 
 
 async def test_failed_migration_is_rolled_back_and_named(tmp_path: Path) -> None:
