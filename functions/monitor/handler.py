@@ -40,7 +40,7 @@ REGISTRY = Key[CollectorRegistry]("registry")
 CHAT = Key[ChatUsage]("chat")
 ALERTS = Key[AlertWebhook]("alerts")
 SHORTAGES = Key[ShortageAlerts]("shortages")
-RETRIES = Key[set]("alert_retries")
+RETRIES = Key[set[asyncio.Task[None]]]("alert_retries")
 
 
 @function.resource
@@ -50,7 +50,7 @@ async def observations(fn: Function) -> AsyncIterator[None]:
     registry.register(StudioCollector(fn[COUNTS], fn[REPORTS], fn.settings.heartbeat_s, fn[CHAT]))
     fn[ALERTS] = webhook = AlertWebhook(fn.settings.alert_webhook_url)
     fn[SHORTAGES] = ShortageAlerts()
-    fn[RETRIES] = retries = set()
+    fn[RETRIES] = retries = set[asyncio.Task[None]]()
     yield
     for task in list(retries):
         task.cancel()

@@ -14,6 +14,7 @@ import resource
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from functools import partial
 from pathlib import Path
 
 import aiohttp
@@ -77,11 +78,12 @@ class Studio:
             stderr=asyncio.subprocess.PIPE,
             preexec_fn=self.preexec,
         )
-        assert self.proc.stdout and self.proc.stderr
-        self._readers = [asyncio.create_task(self._read(s)) for s in (self.proc.stdout, self.proc.stderr)]
+        proc = self.proc
+        assert proc.stdout and proc.stderr
+        self._readers = [asyncio.create_task(self._read(s)) for s in (proc.stdout, proc.stderr)]
         if wait:
             await eventually(
-                lambda: any("running at" in ln for ln in self.lines) or self.proc.returncode is not None,
+                lambda: any("running at" in ln for ln in self.lines) or proc.returncode is not None,
                 timeout=30,
                 message="the studio to start",
             )
@@ -248,10 +250,10 @@ async def test_a_full_disk_answers_503_disk_full_logs_little_alerts_keeps_chat_a
             ballast.unlink()  # space freed: no restart
             retried = [s for s, a in zip(buyers, answers, strict=True) if a[0] == 503]
             for s in retried:
-                await eventually(lambda s=s: _bought(s, studio.url), timeout=15, message="a purchase after the disk")
+                await eventually(partial(_bought, s, studio.url), timeout=15, message="a purchase after the disk")
             for s in buyers:  # every purchase answered 200, before or after, is owned and installed
                 await eventually(
-                    lambda s=s: _installed(s, studio.url, PAID_MODEL), timeout=30, message="owned and installed"
+                    partial(_installed, s, studio.url, PAID_MODEL), timeout=30, message="owned and installed"
                 )
         finally:
             for s in sessions:
