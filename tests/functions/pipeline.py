@@ -77,7 +77,7 @@ class Studio:
     async def db_counts(self) -> dict[str, int]:
         purchase = load("purchase")
         counts = {}
-        for table in ("purchases", "outbox", "stripe_events", "installs", "install_states"):
+        for table in ("purchases", "outbox", "stripe_events", "installs"):
             row = await purchase.db.fetch_one(f"SELECT COUNT(*) FROM {table}")
             counts[table] = row[0]
         counts["stream"] = (await self.bus.nc.jsm().stream_info(STREAM)).state.messages
