@@ -3,7 +3,7 @@
 // so a reload or a second tab shows the same progress. A progress event touches only its own card's bar.
 
 import { ApiError, getPurchase, install, purchase } from "./api.js";
-import { ModelStore } from "./events.js";
+import { ModelStore } from "./model-store.js";
 import { billions, bytes, count, eta, speed } from "./format.js";
 import { chattable, priceLabel, SIZES, sizeClass, specList } from "./models.js";
 import { announce, h, modelAnchor } from "./ui.js";
@@ -218,9 +218,8 @@ function say(id, text, tone = "") {
 
 // -- buying and installing --------------------------------------------------------------------------------
 
-function expectInstall(id) {
+function showStarting(id) {
   starting.set(id, Date.now());
-  store.expectInstall(id);
   setTimeout(() => updateCard(id), STARTING_MS + 50); // no install event by then: offer the Install button
 }
 
@@ -244,7 +243,7 @@ async function buy(id) {
     if (state === "installed" || state === "failed") {
       say(id, `${answer.message}.`, "ok"); // the install already ended (and was announced) before this answer
     } else {
-      if (state === "not_installed") expectInstall(id);
+      if (state === "not_installed") showStarting(id);
       say(id, `${answer.message}. The server is installing it now.`, "ok");
       announce(announcer, `${answer.message}: ${model.name}. Installing it now.`);
     }
@@ -420,7 +419,7 @@ store.addEventListener("change", (e) => {
 store.addEventListener("purchase", (e) => {
   const { type, data } = e.detail;
   if (type === "purchase.completed" && store.get(data.model) && store.get(data.model).install.state === "not_installed") {
-    expectInstall(data.model);
+    showStarting(data.model);
     updateCard(data.model);
   }
   if (followed && data.purchase_id === followed.id) followed.check();
@@ -488,7 +487,7 @@ function followPurchase(id, cancelled) {
         banner("ok", "Payment received", `${nameOf(p.model)} is yours. The server is installing it now. `, link);
         announce(announcer, `Payment received. ${nameOf(p.model)} is installing.`);
         store.markOwned(p.model);
-        if (store.get(p.model) && store.get(p.model).install.state === "not_installed") expectInstall(p.model);
+        if (store.get(p.model) && store.get(p.model).install.state === "not_installed") showStarting(p.model);
         updateCard(p.model);
         finish();
         return;
