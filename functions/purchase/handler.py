@@ -67,7 +67,7 @@ async def model_list(user_id: str | None, *, strict: bool) -> list[dict[str, Any
     otherwise the catalog is still served, each install state "unknown"."""
     owned = await function[LEDGER].owned(user_id) if user_id else set()
     try:
-        installs = (await function.bus.query("installs.states", {}, timeout=3.0))["installs"]
+        installs = (await function.bus.query("installs.states", {}, timeout=2.0))["installs"]
     except BusUnavailable:
         if strict:
             raise
