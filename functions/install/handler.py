@@ -131,12 +131,10 @@ async def remove_model(request: web.Request) -> web.Response:
         raise Conflict(
             f"{model.id} is being installed right now; remove it when that is done", code="install_in_progress"
         )
-    installer = function[INSTALLER]
     try:
-        existed = await installer.ollama.delete(model.id)
+        existed = await function[INSTALLER].remove(model)
     except OllamaError as exc:
         raise UpstreamUnavailable(
             f"Ollama could not remove {model.id}: {exc.message}", code="ollama_unavailable"
         ) from None
-    await installer.removed(model, "removed by the operator", by_operator=True)
     return web.json_response({"model": model.id, "removed": existed})

@@ -171,6 +171,12 @@ class Installer:
         if will_retry:
             raise Retry(reason, delay=delay)
 
+    async def remove(self, model: CatalogModel) -> bool:
+        """The operator's removal: out of Ollama, then recorded with install.removed. Whether Ollama had it."""
+        existed = await self.ollama.delete(model.id)
+        await self.removed(model, "removed by the operator", by_operator=True)
+        return existed
+
     async def removed(self, model: CatalogModel, reason: str, *, by_operator: bool) -> None:
         async with self.fn.db.transaction() as tx:
             known = await self.store.get(tx, model.id)
