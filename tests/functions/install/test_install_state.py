@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from events.envelope import Event
 from functions import load
+from studio.runtime.database import Database, Migrations
 from tests.functions.pipeline import OPERATOR, start_studio
 from tests.gateway.test_live import open_stream
 from tests.support import eventually
@@ -155,3 +159,36 @@ async def test_a_visitor_install_request_needs_purchase_to_answer_for_ownership(
     assert resp.status == 503 and resp.headers["Retry-After"] == "3"
     assert (await resp.json())["error"]["code"] == "ownership_unavailable"
     assert await installs(client.host_runtime.bus) == {}, "nothing was queued"
+
+
+async def test_an_existing_database_moves_its_install_states_to_install_alone(tmp_path) -> None:
+    functions_dir = Path(__file__).parents[3] / "functions"
+    first = {}
+    for name in ("install", "purchase"):
+        first[name] = tmp_path / name
+        first[name].mkdir()
+        shutil.copy(next((functions_dir / name / "migrations").glob("0001_*.sql")), first[name])
+    db = Database(tmp_path / "studio.db")
+    await db.open()
+    try:
+        await db.migrate([Migrations(n, d) for n, d in first.items()])  # the studio before this change
+        await db.execute(
+            "INSERT INTO installs (model, state, install_id, attempt, digest, updated_at) "
+            "VALUES ('tinyllama:latest', 'installed', 'ins_1', 1, 'sha256:1', '2026-01-01T00:00:00.000Z')"
+        )
+        now = [Migrations(n, functions_dir / n / "migrations") for n in first]
+
+        applied = await db.migrate(now)
+
+        assert sorted(applied) == ["install:0002_install_states", "purchase:0002_drop_install_states"]
+        tables = {r["name"] for r in await db.fetch_all("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "install_states" not in tables
+        row = await db.fetch_one("SELECT * FROM installs WHERE model = 'tinyllama:latest'")
+        assert (row["state"], row["install_id"], row["digest"], row["will_retry"]) == (
+            "installed",
+            "ins_1",
+            "sha256:1",
+            0,
+        )
+    finally:
+        await db.close()
