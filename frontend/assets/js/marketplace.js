@@ -395,25 +395,30 @@ function renderPaymentsNote() {
 
 const previous = new Map(); // model id -> install state, to announce transitions
 
+/** Tell of an install that ended since the page last knew its state (by an event, or in a new `state`). */
+function noticeTransition(model) {
+  const before = previous.get(model.id);
+  previous.set(model.id, model.install.state);
+  if (model.install.state !== "not_installed") starting.delete(model.id);
+  if (before === undefined || before === model.install.state) return;
+  if (["installed", "failed"].includes(model.install.state)) say(model.id, "");
+  if (!model.owned) return;
+  if (model.install.state === "installed") announce(announcer, `${model.name} is installed. You can chat with it now.`);
+  if (model.install.state === "failed") announce(announcer, `${model.name} failed to install: ${model.install.reason}`);
+}
+
 store.addEventListener("change", (e) => {
   const { kind, model: id } = e.detail;
   if (kind === "reset") {
+    for (const m of store.list()) noticeTransition(m);
     renderAll();
-    for (const m of store.list()) previous.set(m.id, m.install.state);
     return;
   }
   const model = store.get(id);
   if (!model) return;
-  if (model.install.state !== "not_installed") starting.delete(id);
+  noticeTransition(model);
   updateCard(id);
   if (kind === "owned") applyFilters();
-  const before = previous.get(id);
-  previous.set(id, model.install.state);
-  if (before !== model.install.state && ["installed", "failed"].includes(model.install.state)) say(id, "");
-  if (model.owned && before !== model.install.state) {
-    if (model.install.state === "installed") announce(announcer, `${model.name} is installed. You can chat with it now.`);
-    if (model.install.state === "failed") announce(announcer, `${model.name} failed to install: ${model.install.reason}`);
-  }
 });
 
 store.addEventListener("purchase", (e) => {
