@@ -2,10 +2,13 @@
 
 One NATS subscription per gateway fans out to every connected browser. A visitor sees their own
 purchases and the install events of the models they own; the operator sees all of them. A stream
-starts with `event: state` (every model with `owned` and its install state, from the purchase
-function), so a reload or a reconnect never loses progress; a keep-alive comment every 15 s keeps
-proxies from closing an idle stream. A browser too slow to keep up gets `event: resync` and its
-stream is closed; EventSource reconnects and starts again from the state.
+starts with `event: state` (the `models.snapshot` query: every model with `owned`, from purchase, and
+its install state, which purchase asks of install, its one owner). The subscriber is registered before
+that query, and install writes each state in the transaction that publishes its event, so nothing
+falls between the state and the events after it: a reload or a reconnect never loses progress, and
+the browser needs no polling. A keep-alive comment every 15 s keeps proxies from closing an idle
+stream. A browser too slow to keep up gets `event: resync` and its stream is closed; EventSource
+reconnects and starts again from the state.
 """
 
 from __future__ import annotations

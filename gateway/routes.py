@@ -39,7 +39,7 @@ KIB = 1024
 ROUTES: tuple[Route, ...] = (
     Route("/api/models", "purchase", methods("GET")),
     Route("/api/models/purchase", "purchase", methods("POST"), timeout=30, max_body=4 * KIB),
-    Route("/api/models/install", "purchase", methods("POST"), max_body=4 * KIB),
+    Route("/api/models/install", "install", methods("POST"), max_body=4 * KIB),
     Route("/api/models", "install", methods("DELETE"), timeout=60, admin=True),
     Route("/api/purchases", "purchase", methods("GET")),
     Route("/api/webhooks/stripe", "webhook", methods("POST"), timeout=10, max_body=64 * KIB, visitor=False),

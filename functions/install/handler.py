@@ -1,9 +1,12 @@
-"""install: pulls owned models into Ollama and reports progress.
+"""install: pulls owned models into Ollama, and is the one owner of every model's install state.
 
-HTTP    DELETE /api/models/{model}   (operator) -> 200 {"model", "removed"}: out of Ollama, ownership stays
-Events  consumes purchase.completed, install.requested
-        emits    install.started, install.progressed (live), install.completed, install.failed,
-                 install.removed
+HTTP    POST   /api/models/install {"model"}  -> 202 {"install_id"}: the owner (re)installs, or the operator
+        DELETE /api/models/{model}   (operator) -> 200 {"model", "removed"}: out of Ollama, ownership stays
+Events  consumes purchase.completed, install.requested; listens install.progressed (the live percentage)
+        emits    install.requested, install.started, install.progressed (live), install.completed,
+                 install.failed, install.removed
+Query   installs.states {} -> {"installs": {model: state}} (from the installs table, written with each event)
+Asks    purchases.owned {"user_id"} (purchase owns ownership) before a visitor's install request
 At start-up the stored install states are reconciled with Ollama's `/api/tags`.
 """
 
@@ -13,34 +16,57 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from events.catalog import InstallRequested, PurchaseCompleted
+from events.bus import BusUnavailable
+from events.catalog import InstallProgressed, InstallRequested, PurchaseCompleted
 from events.delivery import Delivery, Reject
+from events.envelope import new_id
 from functions.install.installer import Installer
+from functions.install.store import InstallStore
 from studio import catalog
 from studio.clients.ollama import OllamaClient, OllamaError
-from studio.runtime.errors import Conflict, NotFound, UpstreamUnavailable
+from studio.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, UpstreamUnavailable, json_body
 from studio.runtime.function import Function, Key
 from studio.runtime.host import instance_id
-from studio.runtime.identity import require_admin
+from studio.runtime.identity import identity, require_admin, require_visitor
 
 function = Function("install", migrations=Path(__file__).parent / "migrations")
 
+STORE = Key[InstallStore]("installs")
 INSTALLER = Key[Installer]("installer")
 
 
 @function.resource
 async def dependencies(fn: Function) -> AsyncIterator[None]:
     ollama = OllamaClient(fn.settings.ollama_url, request_timeout=15)
-    fn[INSTALLER] = installer = Installer(fn, ollama, catalog.cached(fn.settings.catalog_path), instance_id())
+    fn[STORE] = store = InstallStore(fn.db)
+    fn[INSTALLER] = installer = Installer(fn, store, ollama, catalog.cached(fn.settings.catalog_path), instance_id())
     reconciling = asyncio.create_task(installer.keep_reconciling())
     yield
     reconciling.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await reconciling
     await ollama.close()
+
+
+def find_model(model_id: str) -> catalog.CatalogModel:
+    model = catalog.cached(function.settings.catalog_path).get(model_id)
+    if model is None:
+        raise NotFound(f"{model_id!r} is not in the catalog", code="unknown_model")
+    return model
+
+
+@function.answer("installs.states")
+async def install_states(query: dict[str, Any]) -> dict[str, Any]:
+    return {"installs": await function[STORE].views()}
+
+
+@function.listen(InstallProgressed)
+async def follow_progress(event: InstallProgressed) -> None:
+    function[STORE].progressed(event)
 
 
 @function.subscribe(PurchaseCompleted, InstallRequested, max_concurrency=4, max_attempts=8, ack_wait=15)
@@ -52,22 +78,63 @@ async def install_model(event: PurchaseCompleted | InstallRequested, delivery: D
     await function[INSTALLER].install(model, install_id, delivery)
 
 
+@function.route("POST", "/api/models/install")
+async def request_install(request: web.Request) -> web.Response:
+    who = identity(request)
+    user_id = who.user_id if who.admin else require_visitor(request)
+    body = await json_body(request)
+    if not isinstance(body.get("model"), str):
+        raise BadRequest('"model" must be the catalog id of a model, e.g. "llama3.2:3b"', code="invalid_model")
+    model = find_model(body["model"])
+    owner = bool(user_id) and await owns(user_id or "", model.id)
+    if not (owner or who.admin):
+        raise Forbidden(f"you don't own {model.id}: buy it in the marketplace first", code="not_owner")
+    store = function[STORE]
+    async with function.db.transaction() as tx:
+        current = await store.get(tx, model.id)
+        if current is not None and current.state == "installed":
+            raise Conflict(f"{model.id} is already installed", code="already_installed")
+        if current is not None and current.in_progress:
+            return web.json_response(
+                {"install_id": current.install_id, "model": model.id, "status": current.state}, status=202
+            )
+        data = InstallRequested(
+            install_id="ins_" + new_id()[:20],
+            model=model.id,
+            requested_by=user_id if owner and user_id else "operator",
+            reason="retry" if owner else "operator",
+        )
+        await store.queue(tx, model.id, data.install_id)
+        await tx.publish(function.event(data))
+    return web.json_response({"install_id": data.install_id, "model": model.id, "status": "queued"}, status=202)
+
+
+async def owns(user_id: str, model: str) -> bool:
+    """Ownership is purchase's: ask it."""
+    try:
+        answer = await function.bus.query("purchases.owned", {"user_id": user_id}, timeout=3.0)
+    except BusUnavailable:
+        raise UpstreamUnavailable(
+            "cannot check what you own right now; try again in a moment",
+            code="ownership_unavailable",
+            headers={"Retry-After": "3"},
+        ) from None
+    return model in answer["models"]
+
+
 @function.route("DELETE", "/api/models/{model}")
 async def remove_model(request: web.Request) -> web.Response:
     require_admin(request)
-    model = catalog.cached(function.settings.catalog_path).get(request.match_info["model"])
-    if model is None:
-        raise NotFound(f"{request.match_info['model']!r} is not in the catalog", code="unknown_model")
-    installer = function[INSTALLER]
-    if installer.pulling(model.id):
+    model = find_model(request.match_info["model"])
+    current = await function[STORE].get(function.db, model.id)
+    if current is not None and current.in_progress:  # the stored state changes with its event: no gap
         raise Conflict(
             f"{model.id} is being installed right now; remove it when that is done", code="install_in_progress"
         )
     try:
-        existed = await installer.ollama.delete(model.id)
+        existed = await function[INSTALLER].remove(model)
     except OllamaError as exc:
         raise UpstreamUnavailable(
             f"Ollama could not remove {model.id}: {exc.message}", code="ollama_unavailable"
         ) from None
-    await installer.removed(model, "removed by the operator", by_operator=True)
     return web.json_response({"model": model.id, "removed": existed})

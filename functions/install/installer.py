@@ -26,15 +26,14 @@ from events.catalog import (
 )
 from events.delivery import Backoff, Delivery, Retry
 from functions.install.progress import PullProgress
+from functions.install.store import InstallStore
 from studio.catalog import Catalog, CatalogModel
 from studio.clients.ollama import InstalledModel, OllamaClient, OllamaError, OllamaUnavailable
-from studio.runtime.database import Transaction, utcnow
 from studio.runtime.function import Function
 
 log = logging.getLogger("studio.functions.install")
 
 BACKOFF = Backoff(base=2.0, cap=60.0)
-LEASE_S = 30.0  # a crashed replica's claim expires this long after its last renewal
 RENEW_EVERY_S = 8.0
 PERMANENT = {
     "file does not exist": "the model is not in Ollama's library (check the catalog entry)",
@@ -54,11 +53,12 @@ def explain(exc: OllamaError) -> tuple[str, bool]:
 
 
 class Installer:
-    def __init__(self, fn: Function, ollama: OllamaClient, catalog: Catalog, owner: str) -> None:
+    def __init__(self, fn: Function, store: InstallStore, ollama: OllamaClient, catalog: Catalog, owner: str) -> None:
         self.fn = fn
         self.ollama = ollama
         self.catalog = catalog
         self.owner = owner
+        self.store = store
         self._pulls: dict[str, asyncio.Task[None]] = {}
 
     async def install(self, model: CatalogModel, install_id: str, delivery: Delivery) -> None:
@@ -73,9 +73,6 @@ class Installer:
         finally:
             self._pulls.pop(model.id, None)
 
-    def pulling(self, model_id: str) -> bool:
-        return model_id in self._pulls
-
     async def _install(self, model: CatalogModel, install_id: str, delivery: Delivery) -> None:
         try:
             found = (await self.ollama.installed()).get(model.id)
@@ -85,7 +82,7 @@ class Installer:
         if found is not None:
             await self._installed(model, install_id, found, announce_always=False)
             return
-        if not await self._claim(model, install_id):
+        if not await self.store.claim(model.id, install_id, self.owner):
             raise Retry(f"another replica is pulling {model.id}", delay=RENEW_EVERY_S)
         try:
             await self._started(model, install_id, delivery.attempt)
@@ -97,64 +94,37 @@ class Installer:
         except OllamaError as exc:
             await self._failed(model, install_id, delivery, *explain(exc))
         finally:
-            await self._release(model)
+            await self.store.release(model.id, self.owner)
 
     async def _pull(self, model: CatalogModel, install_id: str) -> None:
         progress = PullProgress()
         renewed = time.monotonic()
         async for line in self.ollama.pull(model.id):
             if progress.update(line):
+                event = InstallProgressed(install_id=install_id, model=model.id, **progress.snapshot())
+                self.store.progressed(event)
                 with contextlib.suppress(BusUnavailable):
-                    await self.fn.bus.publish(
-                        self.fn.event(InstallProgressed(install_id=install_id, model=model.id, **progress.snapshot()))
-                    )
+                    await self.fn.bus.publish(self.fn.event(event))
             if time.monotonic() - renewed > RENEW_EVERY_S:
                 renewed = time.monotonic()
-                await self.fn.db.execute(
-                    "UPDATE installs SET lease_until = ? WHERE model = ? AND lease_owner = ?",
-                    (time.time() + LEASE_S, model.id, self.owner),
-                )
+                await self.store.renew(model.id, self.owner)
 
     # -- state changes, each with its event ------------------------------------------------------
 
-    async def _claim(self, model: CatalogModel, install_id: str) -> bool:
-        now = time.time()
-        changed = await self.fn.db.execute(
-            "INSERT INTO installs (model, state, install_id, lease_owner, lease_until, updated_at) "
-            "VALUES (?, 'pulling', ?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET lease_owner = excluded.lease_owner, "
-            "lease_until = excluded.lease_until WHERE installs.lease_until IS NULL OR installs.lease_until < ? "
-            "OR installs.lease_owner = excluded.lease_owner",
-            (model.id, install_id, self.owner, now + LEASE_S, utcnow(), now),
-        )
-        return changed == 1
-
-    async def _release(self, model: CatalogModel) -> None:
-        await self.fn.db.execute(
-            "UPDATE installs SET lease_owner = NULL, lease_until = NULL WHERE model = ? AND lease_owner = ?",
-            (model.id, self.owner),
-        )
-
-    async def _save(self, tx: Transaction, model: str, state: str, install_id: str, **fields: object) -> None:
-        cols = {"state": state, "install_id": install_id, "updated_at": utcnow(), **fields}
-        names = ", ".join(cols)
-        await tx.execute(
-            f"INSERT INTO installs (model, {names}) VALUES (?, {', '.join('?' * len(cols))}) "
-            f"ON CONFLICT (model) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols)}",
-            (model, *cols.values()),
-        )
-
     async def _started(self, model: CatalogModel, install_id: str, attempt: int) -> None:
         async with self.fn.db.transaction() as tx:
-            await self._save(tx, model.id, "pulling", install_id, attempt=attempt, reason=None)
+            await self.store.save(
+                tx, model.id, "pulling", install_id, attempt=attempt, reason=None, will_retry=0, retry_in_s=None
+            )
             await tx.publish(self.fn.event(InstallStarted(install_id=install_id, model=model.id, attempt=attempt)))
 
     async def _installed(
         self, model: CatalogModel, install_id: str, found: InstalledModel, *, announce_always: bool
     ) -> None:
         async with self.fn.db.transaction() as tx:
-            row = await tx.fetch_one("SELECT state, digest FROM installs WHERE model = ?", (model.id,))
-            fresh = row is None or row["state"] != "installed" or row["digest"] != found.digest
-            await self._save(
+            known = await self.store.get(tx, model.id)
+            fresh = known is None or known.state != "installed" or known.digest != found.digest
+            await self.store.save(
                 tx, model.id, "installed", install_id, digest=found.digest, size_bytes=found.size, reason=None
             )
             if fresh or announce_always:
@@ -172,7 +142,16 @@ class Installer:
         will_retry = transient and not delivery.is_last_attempt
         delay = round(BACKOFF.delay(delivery.attempt), 1) if will_retry else None
         async with self.fn.db.transaction() as tx:
-            await self._save(tx, model.id, "failed", install_id, attempt=delivery.attempt, reason=reason)
+            await self.store.save(
+                tx,
+                model.id,
+                "failed",
+                install_id,
+                attempt=delivery.attempt,
+                reason=reason,
+                will_retry=int(will_retry),
+                retry_in_s=delay,
+            )
             await tx.publish(
                 self.fn.event(
                     InstallFailed(
@@ -192,14 +171,20 @@ class Installer:
         if will_retry:
             raise Retry(reason, delay=delay)
 
+    async def remove(self, model: CatalogModel) -> bool:
+        """The operator's removal: out of Ollama, then recorded with install.removed. Whether Ollama had it."""
+        existed = await self.ollama.delete(model.id)
+        await self.removed(model, "removed by the operator", by_operator=True)
+        return existed
+
     async def removed(self, model: CatalogModel, reason: str, *, by_operator: bool) -> None:
         async with self.fn.db.transaction() as tx:
-            row = await tx.fetch_one("SELECT install_id FROM installs WHERE model = ?", (model.id,))
-            await self._save(
+            known = await self.store.get(tx, model.id)
+            await self.store.save(
                 tx,
                 model.id,
                 "removed",
-                row["install_id"] if row else "none",
+                known.install_id if known else "none",
                 reason=reason,
                 digest=None,
                 size_bytes=None,
@@ -211,15 +196,14 @@ class Installer:
     async def reconcile(self) -> None:
         """Make the stored states agree with what Ollama has (it may have changed while we were down)."""
         present = await self.ollama.installed()
-        rows = {r["model"]: r for r in await self.fn.db.fetch_all("SELECT * FROM installs")}
+        known = await self.store.all()
         for model in self.catalog:
-            row, found = rows.get(model.id), present.get(model.id)
-            leased = row is not None and row["lease_until"] is not None and row["lease_until"] > time.time()
-            if found is not None and (row is None or row["state"] != "installed") and not leased:
+            row, found = known.get(model.id), present.get(model.id)
+            if found is not None and (row is None or row.state != "installed") and not (row and row.leased):
                 await self._installed(
-                    model, row["install_id"] if row else "ins_found_in_ollama", found, announce_always=True
+                    model, row.install_id if row else "ins_found_in_ollama", found, announce_always=True
                 )
-            elif found is None and row is not None and row["state"] == "installed":
+            elif found is None and row is not None and row.state == "installed":
                 await self.removed(model, "not found in Ollama at start-up", by_operator=False)
 
     async def keep_reconciling(self, every_s: float = 15.0) -> None:

@@ -1,13 +1,14 @@
-"""purchase: the marketplace. The catalog, who owns what, checkout, and asking for installs.
+"""purchase: the marketplace. The catalog, who owns what, and checkout.
 
-HTTP    GET  /api/models                      -> the catalog with `owned` and the install state
+HTTP    GET  /api/models                      -> the catalog with `owned` and each model's install state (install's)
         POST /api/models/purchase/{model}     -> free/test: owned at once; else a Stripe Checkout URL
-        POST /api/models/install {"model"}    -> 202 {"install_id"}: the owner (re)installs, or the operator
         GET  /api/purchases[/{purchase_id}]   -> the visitor's purchases (a pending checkout is re-checked)
 Events  consumes payment.succeeded, payment.failed, payment.refunded (settle the purchase)
-        consumes install.requested/started/completed/failed/removed (install states); listens install.progressed
+        consumes install.removed (a model gone from Ollama is installed again for its owners)
         emits    purchase.created, purchase.completed, purchase.failed, purchase.revoked, install.requested
 Query   models.snapshot {"user_id", "admin"} -> {"models": [...]} (the gateway's live stream starts with it)
+        purchases.owned {"user_id"} -> {"models": [...]} (install asks before a visitor's install request)
+Asks    installs.states (install owns install state; purchase keeps no copy of it)
 """
 
 from __future__ import annotations
@@ -18,40 +19,28 @@ from typing import Any
 
 from aiohttp import web
 
-from events.bus import decode
-from events.catalog import (
-    InstallCompleted,
-    InstallFailed,
-    InstallProgressed,
-    InstallRemoved,
-    InstallRequested,
-    InstallStarted,
-    PaymentFailed,
-    PaymentRefunded,
-    PaymentSucceeded,
-)
+from events.bus import BusUnavailable
+from events.catalog import InstallRemoved, InstallRequested, PaymentFailed, PaymentRefunded, PaymentSucceeded
 from events.delivery import Delivery
-from events.envelope import Event, new_id
-from functions.purchase.installs import STATE_OF, InstallBoard
-from functions.purchase.ledger import Ledger, Purchase, new_purchase_id
-from functions.purchase.settlement import settle, settle_checkout
+from events.envelope import new_id
+from functions.purchase.checkout import open_checkout, recheck
+from functions.purchase.ledger import Ledger, new_purchase_id
+from functions.purchase.settlement import settle
 from studio import catalog
-from studio.clients.stripe import PaymentsUnavailable, StripePayments
-from studio.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, UpstreamUnavailable, json_body
+from studio.clients.stripe import StripePayments
+from studio.runtime.errors import Conflict, NotFound
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity, require_visitor
 
 function = Function("purchase", migrations=Path(__file__).parent / "migrations")
 
 LEDGER = Key[Ledger]("ledger")
-BOARD = Key[InstallBoard]("installs")
 PAYMENTS = Key[StripePayments | None]("payments")
-IN_PROGRESS = ("queued", "pulling")
 
 
 @function.resource
 async def dependencies(fn: Function) -> AsyncIterator[None]:
-    fn[LEDGER], fn[BOARD] = Ledger(fn), InstallBoard()
+    fn[LEDGER] = Ledger(fn)
     key = fn.settings.stripe_secret_key
     fn[PAYMENTS] = payments = StripePayments(key.get(), api_base=fn.settings.stripe_api_base) if key else None
     yield
@@ -71,25 +60,39 @@ def payment_mode() -> str:
     return "test" if s.skip_payment else "stripe" if s.stripe_secret_key else "disabled"
 
 
-async def model_list(user_id: str | None) -> list[dict[str, Any]]:
+async def model_list(user_id: str | None, *, strict: bool) -> list[dict[str, Any]]:
+    """The catalog, what this visitor owns (ours) and every install state (install's, asked now).
+
+    Without an answer from install, `strict` fails (the live stream must start from the truth);
+    otherwise the catalog is still served, each install state "unknown"."""
     owned = await function[LEDGER].owned(user_id) if user_id else set()
-    states = await function[BOARD].states(function.db)
-    board = function[BOARD]
+    try:
+        installs = (await function.bus.query("installs.states", {}, timeout=2.0))["installs"]
+    except BusUnavailable:
+        if strict:
+            raise
+        installs = {m.id: {"state": "unknown"} for m in catalog.cached(function.settings.catalog_path)}
     return [
-        {**m.to_dict(), "owned": m.id in owned, "install": board.view(m.id, states.get(m.id))}
+        {**m.to_dict(), "owned": m.id in owned, "install": installs.get(m.id) or {"state": "not_installed"}}
         for m in catalog.cached(function.settings.catalog_path)
     ]
 
 
 @function.route("GET", "/api/models")
 async def list_models(request: web.Request) -> web.Response:
-    models = await model_list(identity(request).user_id)
+    models = await model_list(identity(request).user_id, strict=False)
     return web.json_response({"models": models, "payments": payment_mode()})
 
 
 @function.answer("models.snapshot")
 async def snapshot(query: dict[str, Any]) -> dict[str, Any]:
-    return {"models": await model_list(query.get("user_id"))}
+    return {"models": await model_list(query.get("user_id"), strict=True)}
+
+
+@function.answer("purchases.owned")
+async def owned_models(query: dict[str, Any]) -> dict[str, Any]:
+    user_id = query.get("user_id")
+    return {"models": sorted(await function[LEDGER].owned(user_id)) if isinstance(user_id, str) else []}
 
 
 @function.route("POST", "/api/models/purchase/{model}")
@@ -98,107 +101,26 @@ async def purchase_model(request: web.Request) -> web.Response:
     model = find_model(request.match_info["model"])
     ledger = function[LEDGER]
     kind = "free" if model.free else "test" if function.settings.skip_payment else "stripe"
-    if kind != "stripe":
-        purchase_id = new_purchase_id()
-        async with function.db.transaction() as tx:
-            if await ledger.owns_in(tx, user_id, model.id):
-                raise Conflict(f"you already own {model.id}", code="already_owned")
-            await ledger.record_paid(
-                tx,
-                purchase_id=purchase_id,
-                user_id=user_id,
-                model=model.id,
-                kind=kind,
-                amount_cents=0 if kind == "free" else model.price_cents,
-                currency=model.currency,
-            )
-        message = "Free model added to your library" if kind == "free" else "Test purchase successful"
-        return web.json_response(
-            {"status": "success", "message": message, "purchase_id": purchase_id, "model": model.id, "owned": True}
-        )
-    return await open_checkout(user_id, model)
-
-
-async def open_checkout(user_id: str, model: catalog.CatalogModel) -> web.Response:
-    ledger, payments = function[LEDGER], function[PAYMENTS]
-    if payments is None:
-        raise UpstreamUnavailable(
-            "payments are not configured: the operator must set STRIPE_SECRET_KEY "
-            "(or STUDIO_SKIP_PAYMENT=true for test mode)",
-            code="payments_not_configured",
-        )
-    if model.id in await ledger.owned(user_id):
-        raise Conflict(f"you already own {model.id}", code="already_owned")
-    existing = await ledger.open_checkout(user_id, model.id)
-    if existing is not None:
-        return checkout_answer(existing.id, model.id, existing.checkout_url)
+    if kind == "stripe":
+        return await open_checkout(function, ledger, function[PAYMENTS], user_id, model)
     purchase_id = new_purchase_id()
-    back = function.settings.visitor_url + "/marketplace"
-    try:
-        checkout = await payments.open_checkout(
-            purchase_id=purchase_id,
-            user_id=user_id,
-            model_id=model.id,
-            model_name=model.name,
-            amount_cents=model.price_cents,
-            currency=model.currency,
-            success_url=f"{back}?purchase={purchase_id}&session_id={{CHECKOUT_SESSION_ID}}",
-            cancel_url=f"{back}?purchase={purchase_id}&cancelled=1",
-        )
-    except PaymentsUnavailable as exc:
-        raise UpstreamUnavailable(
-            f"{exc}; nothing was charged, try again in a minute",
-            code="payments_unavailable",
-            headers={"Retry-After": "30"},
-        ) from None
     async with function.db.transaction() as tx:
-        await ledger.record_pending(
+        if await ledger.owns_in(tx, user_id, model.id):
+            raise Conflict(f"you already own {model.id}", code="already_owned")
+        amount = 0 if kind == "free" else model.price_cents
+        await ledger.record_paid(
             tx,
             purchase_id=purchase_id,
             user_id=user_id,
             model=model.id,
-            amount_cents=model.price_cents,
+            kind=kind,
+            amount_cents=amount,
             currency=model.currency,
-            session_id=checkout.session_id,
-            checkout_url=checkout.url,
         )
-    return checkout_answer(purchase_id, model.id, checkout.url)
-
-
-def checkout_answer(purchase_id: str, model: str, url: str | None) -> web.Response:
-    return web.json_response({"status": "checkout", "checkout_url": url, "purchase_id": purchase_id, "model": model})
-
-
-@function.route("POST", "/api/models/install")
-async def request_install(request: web.Request) -> web.Response:
-    who = identity(request)
-    user_id = who.user_id if who.admin else require_visitor(request)
-    body = await json_body(request)
-    if not isinstance(body.get("model"), str):
-        raise BadRequest('"model" must be the catalog id of a model, e.g. "llama3.2:3b"', code="invalid_model")
-    model = find_model(body["model"])
-    owner = bool(user_id) and model.id in await function[LEDGER].owned(user_id or "")
-    if not (owner or who.admin):
-        raise Forbidden(f"you don't own {model.id}: buy it in the marketplace first", code="not_owner")
-    board = function[BOARD]
-    async with function.db.transaction() as tx:
-        row = await tx.fetch_one("SELECT state, install_id FROM install_states WHERE model = ?", (model.id,))
-        if row and row["state"] == "installed":
-            raise Conflict(f"{model.id} is already installed", code="already_installed")
-        if row and row["state"] in IN_PROGRESS:
-            return web.json_response(
-                {"install_id": row["install_id"], "model": model.id, "status": row["state"]}, status=202
-            )
-        data = InstallRequested(
-            install_id="ins_" + new_id()[:20],
-            model=model.id,
-            requested_by="operator" if who.admin and not owner else user_id or "operator",
-            reason="retry" if owner else "operator",
-        )
-        event = function.event(data)
-        await tx.publish(event)
-        await board.record(tx, data, event.time)
-    return web.json_response({"install_id": data.install_id, "model": model.id, "status": "queued"}, status=202)
+    message = "Free model added to your library" if kind == "free" else "Test purchase successful"
+    return web.json_response(
+        {"status": "success", "message": message, "purchase_id": purchase_id, "model": model.id, "owned": True}
+    )
 
 
 @function.route("GET", "/api/purchases")
@@ -213,19 +135,10 @@ async def show_purchase(request: web.Request) -> web.Response:
     purchase = await function[LEDGER].get(request.match_info["purchase_id"])
     if purchase is None or not (who.admin or purchase.user_id == who.user_id):
         raise NotFound("no such purchase", code="unknown_purchase")
-    if purchase.status == "pending" and purchase.checkout_session_id and function[PAYMENTS] is not None:
-        purchase = await recheck(purchase)
+    payments = function[PAYMENTS]
+    if purchase.status == "pending" and purchase.checkout_session_id and payments is not None:
+        purchase = await recheck(function, function[LEDGER], payments, purchase)
     return web.json_response(purchase.public())
-
-
-async def recheck(purchase: Purchase) -> Purchase:
-    """The visitor is back from Checkout before (or without) the webhook: ask Stripe directly."""
-    try:
-        checkout = await function[PAYMENTS].checkout(purchase.checkout_session_id)  # type: ignore[union-attr]
-    except PaymentsUnavailable:
-        return purchase  # the webhook will settle it
-    await settle_checkout(function, function[LEDGER], purchase, checkout)
-    return await function[LEDGER].get(purchase.id) or purchase
 
 
 @function.subscribe(PaymentSucceeded, PaymentFailed, PaymentRefunded, max_attempts=10)
@@ -233,39 +146,15 @@ async def settle_payment(event: PaymentSucceeded | PaymentFailed | PaymentRefund
     await settle(function, function[LEDGER], event)
 
 
-@function.subscribe(
-    InstallRequested, InstallStarted, InstallCompleted, InstallFailed, InstallRemoved, max_concurrency=4
-)
-async def record_install_state(event: Any, delivery: Delivery) -> None:
-    if isinstance(event, InstallRemoved) and not event.by_operator:
-        await reinstall_for_owners(event, delivery.event.time)
-    else:
-        await function[BOARD].record(function.db, event, delivery.event.time)
-
-
-async def reinstall_for_owners(removed: InstallRemoved, event_time: str) -> None:
-    """A model vanished from Ollama (say, the studio was restored onto a new server): owners get it back."""
-    board = function[BOARD]
+@function.subscribe(InstallRemoved)
+async def reinstall_for_owners(event: InstallRemoved, delivery: Delivery) -> None:
+    """A model vanished from Ollama (say, the studio was restored onto a new server): owners get it back.
+    What the operator removed stays removed (owners reinstall it themselves, for free)."""
+    if event.by_operator:
+        return
     async with function.db.transaction() as tx:
-        await board.record(tx, removed, event_time)
-        row = await tx.fetch_one("SELECT state FROM install_states WHERE model = ?", (removed.model,))
-        owned = await tx.fetch_one(
-            "SELECT 1 FROM purchases WHERE model = ? AND status = 'paid' LIMIT 1", (removed.model,)
-        )
-        if row is None or row["state"] != "not_installed" or owned is None:
-            return  # a newer state already, or nobody to reinstall it for
-        data = InstallRequested(
-            install_id="ins_" + new_id()[:20], model=removed.model, requested_by="studio", reason="restore"
-        )
-        event = function.event(data)
-        await tx.publish(event)
-        await board.record(tx, data, event.time)
-
-
-@function.listen("install.*", envelope=True)
-async def follow_installs_live(event: Event) -> None:
-    data = decode(event)
-    if isinstance(data, InstallProgressed):
-        function[BOARD].remember_progress(data)
-    elif type(data) in STATE_OF:
-        function[BOARD].saw(data, event.time)
+        if await function[LEDGER].anyone_owns(tx, event.model):
+            restore = InstallRequested(
+                install_id="ins_" + new_id()[:20], model=event.model, requested_by="studio", reason="restore"
+            )
+            await tx.publish(function.event(restore))

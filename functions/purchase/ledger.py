@@ -98,6 +98,10 @@ class Ledger:
         )
         return row is not None
 
+    async def anyone_owns(self, tx: Transaction, model: str) -> bool:
+        row = await tx.fetch_one("SELECT 1 FROM purchases WHERE model = ? AND status = 'paid' LIMIT 1", (model,))
+        return row is not None
+
     async def record_paid(
         self,
         tx: Transaction,

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from functions.webhook.stripe_events import StripeEvents
 from functions.webhook.translation import translate
 from studio.clients.stripe import InvalidWebhook, verify_webhook
-from studio.runtime.database import utcnow
 from studio.runtime.errors import BadRequest, UpstreamUnavailable
 from studio.runtime.function import Function
 
@@ -40,24 +40,13 @@ async def receive_stripe_event(request: web.Request) -> web.Response:
         data = translate(stripe_event)
     except (KeyError, TypeError, ValueError) as exc:
         raise BadRequest(f"the Stripe event lacks what its type needs: {exc!r}", code="invalid_event") from None
-    obj = stripe_event["data"]["object"]
+    received = StripeEvents()
     async with function.db.transaction() as tx:
-        known = await tx.fetch_one("SELECT outcome FROM stripe_events WHERE event_id = ?", (stripe_event["id"],))
+        known = await received.outcome(tx, stripe_event["id"])
         if known is not None:
-            return web.json_response({"received": True, "duplicate": True, "outcome": known["outcome"]})
+            return web.json_response({"received": True, "duplicate": True, "outcome": known})
         outcome = data.TYPE if data is not None else "ignored"
-        await tx.execute(
-            "INSERT INTO stripe_events (event_id, type, object_id, livemode, outcome, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                stripe_event["id"],
-                stripe_event["type"],
-                obj.get("id"),
-                int(bool(stripe_event.get("livemode"))),
-                outcome,
-                utcnow(),
-            ),
-        )
+        await received.record(tx, stripe_event, outcome)
         if data is not None:
             await tx.publish(function.event(data))
     function.log.info(

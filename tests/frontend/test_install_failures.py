@@ -3,9 +3,11 @@ server retries by itself says so and then recovers on its own."""
 
 from __future__ import annotations
 
+import httpx
 from playwright.sync_api import expect
 
 from tests.frontend.support import card
+from tests.support import wait_sync
 
 STUDIO = {"skip_payment": True}
 
@@ -43,3 +45,24 @@ def test_a_failure_the_server_retries_says_so_and_recovers(studio, page):
     expect(model.locator(".install-error")).to_contain_text("The install failed:")
     expect(model.locator(".install-note")).to_contain_text("The server will try again in about")
     expect(model.locator(".badge.installed")).to_be_visible(timeout=30_000)
+
+
+def test_an_install_that_ends_while_the_page_is_offline_is_told_when_it_reconnects(studio, page, watch):
+    model_id = "deepseek-r1:7b"  # not in the stand-in's library: its install fails for good
+    watch.allow("ERR_FAILED")  # the live stream refused below
+    page.route("**/api/events", lambda route: route.abort())  # the page gets no live updates...
+    page.goto(studio.url + "/marketplace")
+    model = card(page, model_id)
+    model.get_by_role("button", name="Buy for $7.99 DeepSeek-R1 7B").click()
+    expect(model.locator(".badge.owned")).to_be_visible()
+
+    def failed() -> bool:  # ...while the server tries the install and fails
+        with httpx.Client(base_url=studio.url, timeout=10) as client:
+            models = client.get("/api/models").json()["models"]
+        return next(m for m in models if m["id"] == model_id)["install"]["state"] == "failed"
+
+    wait_sync(failed, timeout=30, interval=0.1, message="the install failed on the server")
+    page.unroute("**/api/events")  # back online: the stream's first message is the state of every install
+
+    expect(model.locator(".install-error")).to_contain_text("not in Ollama's library", timeout=30_000)
+    expect(page.locator("#announcer")).to_contain_text("DeepSeek-R1 7B failed to install:")

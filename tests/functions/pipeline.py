@@ -77,7 +77,7 @@ class Studio:
     async def db_counts(self) -> dict[str, int]:
         purchase = load("purchase")
         counts = {}
-        for table in ("purchases", "outbox", "stripe_events", "installs", "install_states"):
+        for table in ("purchases", "outbox", "stripe_events", "installs"):
             row = await purchase.db.fetch_one(f"SELECT COUNT(*) FROM {table}")
             counts[table] = row[0]
         counts["stream"] = (await self.bus.nc.jsm().stream_info(STREAM)).state.messages
@@ -88,10 +88,11 @@ async def start_studio(
     embedded_studio, settings: Settings, ollama: OllamaDouble, stripe_api: StripeDouble, bus: Bus, **changes: Any
 ) -> Studio:
     s = pipeline_settings(settings, ollama, stripe_api, **changes)
-    client = await embedded_studio([load(n) for n in PIPELINE], settings_override=s)
-    studio = Studio(client=client, bus=bus, ollama=ollama, stripe=stripe_api)
+    events = Recorder()  # listening before the studio starts: what it does at start-up is seen too
     for pattern in ("purchase.*", "install.*", "payment.*", "event.*"):
-        await bus.listen(pattern, studio.events)
+        await bus.listen(pattern, events)
     await bus.nc.flush()
+    client = await embedded_studio([load(n) for n in PIPELINE], settings_override=s)
+    studio = Studio(client=client, bus=bus, ollama=ollama, stripe=stripe_api, events=events)
     assert (await client.get("/")).status in (200, 404)  # first visit: the visitor cookie
     return studio

@@ -4,7 +4,7 @@
 
 import { ApiError, request } from "./api.js";
 import { Conversations, titleFrom } from "./conversations.js";
-import { ModelStore } from "./events.js";
+import { ModelStore } from "./model-store.js";
 import { ago } from "./format.js";
 import { renderInto } from "./markdown.js";
 import { chattable } from "./models.js";

@@ -3,7 +3,7 @@
 // so a reload or a second tab shows the same progress. A progress event touches only its own card's bar.
 
 import { ApiError, getPurchase, install, purchase } from "./api.js";
-import { ModelStore } from "./events.js";
+import { ModelStore } from "./model-store.js";
 import { billions, bytes, count, eta, speed } from "./format.js";
 import { chattable, priceLabel, SIZES, sizeClass, specList } from "./models.js";
 import { announce, h, modelAnchor } from "./ui.js";
@@ -218,9 +218,8 @@ function say(id, text, tone = "") {
 
 // -- buying and installing --------------------------------------------------------------------------------
 
-function expectInstall(id) {
+function showStarting(id) {
   starting.set(id, Date.now());
-  store.expectInstall(id);
   setTimeout(() => updateCard(id), STARTING_MS + 50); // no install event by then: offer the Install button
 }
 
@@ -244,7 +243,7 @@ async function buy(id) {
     if (state === "installed" || state === "failed") {
       say(id, `${answer.message}.`, "ok"); // the install already ended (and was announced) before this answer
     } else {
-      if (state === "not_installed") expectInstall(id);
+      if (state === "not_installed") showStarting(id);
       say(id, `${answer.message}. The server is installing it now.`, "ok");
       announce(announcer, `${answer.message}: ${model.name}. Installing it now.`);
     }
@@ -396,31 +395,36 @@ function renderPaymentsNote() {
 
 const previous = new Map(); // model id -> install state, to announce transitions
 
+/** Tell of an install that ended since the page last knew its state (by an event, or in a new `state`). */
+function noticeTransition(model) {
+  const before = previous.get(model.id);
+  previous.set(model.id, model.install.state);
+  if (model.install.state !== "not_installed") starting.delete(model.id);
+  if (before === undefined || before === model.install.state) return;
+  if (["installed", "failed"].includes(model.install.state)) say(model.id, "");
+  if (!model.owned) return;
+  if (model.install.state === "installed") announce(announcer, `${model.name} is installed. You can chat with it now.`);
+  if (model.install.state === "failed") announce(announcer, `${model.name} failed to install: ${model.install.reason}`);
+}
+
 store.addEventListener("change", (e) => {
   const { kind, model: id } = e.detail;
   if (kind === "reset") {
+    for (const m of store.list()) noticeTransition(m);
     renderAll();
-    for (const m of store.list()) previous.set(m.id, m.install.state);
     return;
   }
   const model = store.get(id);
   if (!model) return;
-  if (model.install.state !== "not_installed") starting.delete(id);
+  noticeTransition(model);
   updateCard(id);
   if (kind === "owned") applyFilters();
-  const before = previous.get(id);
-  previous.set(id, model.install.state);
-  if (before !== model.install.state && ["installed", "failed"].includes(model.install.state)) say(id, "");
-  if (model.owned && before !== model.install.state) {
-    if (model.install.state === "installed") announce(announcer, `${model.name} is installed. You can chat with it now.`);
-    if (model.install.state === "failed") announce(announcer, `${model.name} failed to install: ${model.install.reason}`);
-  }
 });
 
 store.addEventListener("purchase", (e) => {
   const { type, data } = e.detail;
   if (type === "purchase.completed" && store.get(data.model) && store.get(data.model).install.state === "not_installed") {
-    expectInstall(data.model);
+    showStarting(data.model);
     updateCard(data.model);
   }
   if (followed && data.purchase_id === followed.id) followed.check();
@@ -488,7 +492,7 @@ function followPurchase(id, cancelled) {
         banner("ok", "Payment received", `${nameOf(p.model)} is yours. The server is installing it now. `, link);
         announce(announcer, `Payment received. ${nameOf(p.model)} is installing.`);
         store.markOwned(p.model);
-        if (store.get(p.model) && store.get(p.model).install.state === "not_installed") expectInstall(p.model);
+        if (store.get(p.model) && store.get(p.model).install.state === "not_installed") showStarting(p.model);
         updateCard(p.model);
         finish();
         return;

@@ -1,18 +1,17 @@
 // The model store: every model with `owned` and its install state, kept live by the studio's event stream.
 //
-// All install UI derives from here: `GET /api/models` for a quick first paint, then `/api/events`, whose
-// first message (`state`) is the whole truth again on every (re)connect. So a reload, a second tab or a
-// dropped connection never shows stale progress.
-//
-// The `state` is read from the purchase function's record of installs, which follows the events a moment
-// behind: an event sent just before this page subscribed can be missing from both. So the store looks
-// again (GET /api/models) shortly after each `state`, and whenever an install it waits for has gone quiet.
+// All install UI derives from here. `GET /api/models` gives a quick first paint (and the payments mode);
+// then `/api/events`, whose first message (`state`) is the whole truth on every (re)connect: the catalog
+// and ownership from the purchase function, each install state from the install function's own record,
+// which is written together with the event that announces it. Everything after the `state` is an event
+// applied in order, so nothing needs looking up again: no timers, no polling. A reload, a second tab or a
+// dropped connection (EventSource reconnects, and the server sends `state` again) never shows stale progress.
 //
 //   const store = new ModelStore();
 //   store.addEventListener("change", (e) => e.detail);   // {kind: "reset"} or {kind, model, event}
 //   store.addEventListener("connection", ...);           // store.connection: "connecting" | "live" | "retrying"
 //   store.addEventListener("purchase", ...);             // purchase.* events of this visitor
-//   await store.load(); store.connect();
+//   store.connect(); await store.load();
 
 import { getModels } from "./api.js";
 
@@ -23,10 +22,6 @@ const EVENT_TYPES = [
   "install.removed",
 ];
 const MAX_BACKOFF_MS = 15000;
-const SETTLE_MS = 1500; // after a `state`, look once more: events sent just before it may be missing from it
-const STALE_MS = 6000; // an install the stream has said nothing about for this long is read again
-const WATCH_MS = 2000;
-const EXPECT_MS = 30000; // how long a model just bought is expected to start installing
 
 export function isBusy(install) {
   return ["queued", "pulling", "verifying"].includes(install && install.state);
@@ -44,11 +39,6 @@ export class ModelStore extends EventTarget {
     this._source = null;
     this._backoff = 1000;
     this._retryTimer = null;
-    this._heard = new Map(); // model id -> when the stream (or the API) last said something about it
-    this._expected = new Map(); // model id -> until when an install of it is expected to start
-    this._settleTimer = null;
-    this._refreshing = false;
-    setInterval(() => this._recheck(false), WATCH_MS);
     window.addEventListener("pagehide", () => this.close());
     window.addEventListener("pageshow", (e) => {
       if (e.persisted) this.connect(); // back from the back/forward cache with a closed stream
@@ -72,28 +62,6 @@ export class ModelStore extends EventTarget {
     return this;
   }
 
-  /** Read every model again from the API (the stream stays as it is). */
-  async refresh() {
-    if (this._refreshing) return;
-    this._refreshing = true;
-    try {
-      const data = await getModels();
-      this.payments = data.payments;
-      this._replace(data.models);
-    } catch {
-      // the next look, or the stream, will do
-    } finally {
-      this._refreshing = false;
-    }
-  }
-
-  /** An install of `id` should start soon (it was just bought): look again if the stream stays quiet. */
-  expectInstall(id) {
-    const now = Date.now();
-    this._expected.set(id, now + EXPECT_MS);
-    this._heard.set(id, now);
-  }
-
   connect() {
     this.close();
     clearTimeout(this._retryTimer);
@@ -108,8 +76,6 @@ export class ModelStore extends EventTarget {
       this._live = true;
       this._replace(data.models);
       this._setConnection("live");
-      clearTimeout(this._settleTimer);
-      this._settleTimer = setTimeout(() => this._recheck(true), SETTLE_MS);
     });
     source.addEventListener("resync", () => this.connect()); // the server dropped us: start again from the state
     for (const type of EVENT_TYPES) {
@@ -156,38 +122,12 @@ export class ModelStore extends EventTarget {
   _replace(list) {
     this.models = new Map(list.map((m) => [m.id, { ...m, install: m.install || { state: "not_installed" } }]));
     this.ready = true;
-    const now = Date.now();
-    for (const m of this.models.values()) {
-      this._heard.set(m.id, now);
-      // owned but never installed: its purchase's install is probably on its way (maybe sent before we looked)
-      if (m.owned && m.install.state === "not_installed" && !m.install.reason && !this._expected.has(m.id)) {
-        this._expected.set(m.id, now + EXPECT_MS);
-      }
-    }
     this._emit("change", { kind: "reset" });
   }
 
-  /** Is the page waiting for news of this model's install? */
-  _waiting(model, now) {
-    if (!model.owned) return false;
-    if (isBusy(model.install)) return true;
-    return model.install.state === "not_installed" && (this._expected.get(model.id) || 0) > now;
-  }
-
-  _recheck(settling) {
-    if (this._refreshing || !this.ready || document.visibilityState === "hidden") return;
-    const now = Date.now();
-    const due = this.list().some((m) => this._waiting(m, now) && (settling || now - (this._heard.get(m.id) || 0) > STALE_MS));
-    if (due) this.refresh();
-  }
-
   _apply(type, data, event) {
-    if (this.models.has(data.model)) this._heard.set(data.model, Date.now());
     if (type.startsWith("purchase.")) {
-      if (type === "purchase.completed") {
-        this.expectInstall(data.model);
-        this._setOwned(data.model, true);
-      }
+      if (type === "purchase.completed") this._setOwned(data.model, true);
       if (type === "purchase.revoked") this._setOwned(data.model, false);
       this._emit("purchase", { type, data, event });
       return;
