@@ -79,6 +79,7 @@ class Studio:
         counts = {}
         for table in ("purchases", "outbox", "stripe_events", "installs"):
             row = await purchase.db.fetch_one(f"SELECT COUNT(*) FROM {table}")
+            assert row is not None
             counts[table] = row[0]
         counts["stream"] = (await self.bus.nc.jsm().stream_info(STREAM)).state.messages
         return counts

@@ -88,6 +88,7 @@ async def test_the_last_attempt_leaves_a_failed_state_instead_of_retrying(test_m
     studio = test_mode
     install = load("install")
     model = catalog.load().get("mistral:7b")
+    assert model is not None
     event = Event(type="purchase.completed", source="/tests", data={})
     last = Delivery(event=event, consumer="install__install_model", attempt=8, max_attempts=8)
 

@@ -184,6 +184,7 @@ async def test_an_existing_database_moves_its_install_states_to_install_alone(tm
         tables = {r["name"] for r in await db.fetch_all("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert "install_states" not in tables
         row = await db.fetch_one("SELECT * FROM installs WHERE model = 'tinyllama:latest'")
+        assert row is not None
         assert (row["state"], row["install_id"], row["digest"], row["will_retry"]) == (
             "installed",
             "ins_1",
