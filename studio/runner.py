@@ -15,6 +15,7 @@ import gc
 import logging
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
@@ -23,6 +24,7 @@ import functions
 from events.bus import BusUnavailable
 from events.server import NatsServer, NatsServerError, port_in_use
 from gateway.app import RouteTableMismatch, gateway_app
+from gateway.connections import EdgeRunner
 from studio import catalog
 from studio.runtime.database import DatabaseError
 from studio.runtime.function import Function
@@ -89,11 +91,18 @@ async def wait_for_signal() -> None:
 
 
 async def serve(
-    app: web.Application, settings: Settings, banner: str, *, cancel_on_disconnect: bool = False
+    app: web.Application,
+    settings: Settings,
+    banner: str,
+    *,
+    cancel_on_disconnect: bool = False,
+    edge: bool = False,
 ) -> web.AppRunner:
     """Serve `app`. `cancel_on_disconnect`: a handler is cancelled when its client leaves (the
-    distributed gateway: so the function behind it sees the disconnect too)."""
-    runner = web.AppRunner(
+    distributed gateway: so the function behind it sees the disconnect too). `edge`: the gateway,
+    facing clients: its connections cut slow request heads and answer aiohttp's own 400s as JSON."""
+    runner_class = partial(EdgeRunner, head_timeout=settings.client_timeout_s) if edge else web.AppRunner
+    runner = runner_class(
         app,
         access_log=None,
         handle_signals=False,
@@ -143,7 +152,9 @@ async def run_embedded(settings: Settings) -> None:
             app = gateway_app(settings, functions=fns, bus=host.bus)
         except RouteTableMismatch as exc:
             raise StartupError(str(exc)) from None
-        runner = await serve(app, settings, f"Local AI Studio is running at {settings.url}  (Ctrl-C to stop)")
+        runner = await serve(
+            app, settings, f"Local AI Studio is running at {settings.url}  (Ctrl-C to stop)", edge=True
+        )
         log.info(
             "studio started", extra={"url": settings.url, "functions": list(settings.functions), "nats": host.bus.url}
         )
@@ -183,7 +194,7 @@ async def run_gateway(settings: Settings) -> None:
     check_port(settings.host, settings.port, "the gateway", "STUDIO_PORT")
     check_data_dir(settings.data_dir)  # holds the generated cookie key when none is configured
     runner = await serve(
-        gateway_app(settings), settings, f"gateway listening on {settings.url}", cancel_on_disconnect=True
+        gateway_app(settings), settings, f"gateway listening on {settings.url}", cancel_on_disconnect=True, edge=True
     )
     try:
         await wait_for_signal()

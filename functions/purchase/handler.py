@@ -12,6 +12,7 @@ Query   models.snapshot {"user_id", "admin"} -> {"models": [...]} (the gateway's
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,15 @@ function = Function("purchase", migrations=Path(__file__).parent / "migrations")
 LEDGER = Key[Ledger]("ledger")
 BOARD = Key[InstallBoard]("installs")
 PAYMENTS = Key[StripePayments | None]("payments")
+RECHECKED = Key[dict[str, float]]("rechecked")  # purchase id -> when Stripe was last asked about it
+RECHECK_EVERY_S = 5.0  # a visitor reloading a pending purchase costs at most one Stripe call per 5 s
 IN_PROGRESS = ("queued", "pulling")
 
 
 @function.resource
 async def dependencies(fn: Function) -> AsyncIterator[None]:
     fn[LEDGER], fn[BOARD] = Ledger(fn), InstallBoard()
+    fn[RECHECKED] = {}
     key = fn.settings.stripe_secret_key
     fn[PAYMENTS] = payments = StripePayments(key.get(), api_base=fn.settings.stripe_api_base) if key else None
     yield
@@ -219,7 +223,14 @@ async def show_purchase(request: web.Request) -> web.Response:
 
 
 async def recheck(purchase: Purchase) -> Purchase:
-    """The visitor is back from Checkout before (or without) the webhook: ask Stripe directly."""
+    """The visitor is back from Checkout before (or without) the webhook: ask Stripe directly,
+    at most once every RECHECK_EVERY_S per purchase (the webhook settles it in any case)."""
+    rechecked, now = function[RECHECKED], time.monotonic()
+    if now - rechecked.get(purchase.id, -RECHECK_EVERY_S) < RECHECK_EVERY_S:
+        return purchase
+    if len(rechecked) >= 10_000:
+        rechecked.clear()
+    rechecked[purchase.id] = now
     try:
         checkout = await function[PAYMENTS].checkout(purchase.checkout_session_id)  # type: ignore[union-attr]
     except PaymentsUnavailable:
