@@ -140,6 +140,8 @@ class Edge:
             response = render(request, exc)
             if response is None:
                 raise
+            if isinstance(exc, RequestTimeout):
+                response.force_close()  # the rest of a stalled body is not worth waiting for
             status = response.status
             return response
         finally:
