@@ -268,7 +268,7 @@ def document() -> dict[str, Any]:
                             ("received",),
                         ),
                     ),
-                    **errors(400),
+                    **errors(400, 503),
                 },
             }
         },
