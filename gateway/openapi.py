@@ -245,7 +245,7 @@ def document() -> dict[str, Any]:
         "/api/purchases/{purchase_id}": {
             "get": {
                 "summary": "One purchase of the visitor's (a pending Checkout is re-checked with Stripe, "
-                "at most every 5 s)",
+                "at most every 2 s)",
                 "security": [*VISITOR, *OPERATOR],
                 "parameters": [{"name": "purchase_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {**ok("The purchase", ref("Purchase")), **errors(404)},

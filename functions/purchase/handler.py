@@ -48,7 +48,7 @@ LEDGER = Key[Ledger]("ledger")
 BOARD = Key[InstallBoard]("installs")
 PAYMENTS = Key[StripePayments | None]("payments")
 RECHECKED = Key[dict[str, float]]("rechecked")  # purchase id -> when Stripe was last asked about it
-RECHECK_EVERY_S = 5.0  # a visitor reloading a pending purchase costs at most one Stripe call per 5 s
+RECHECK_EVERY_S = 2.0  # a page polling a pending purchase (every 1.5 s) costs at most one Stripe call per 2 s
 IN_PROGRESS = ("queued", "pulling")
 
 
