@@ -5,9 +5,9 @@ print one table (README's "Reliability figures" are this table, rerun):
     .venv/bin/python -m tests.reliability.run [--rounds 5]
 
 - faults: the studio SIGKILLed at a random moment during a stream of purchases (each round), then
-  restarted: every purchase it answered 200 is there, paid, once; nats-server killed and restarted
-  mid-purchases: every purchase's events reach the bus once; the same Stripe webhook 3x at once:
-  one payment settled;
+  restarted: every purchase it answered 200 is there, paid, once, with one purchase.completed;
+  nats-server killed and restarted mid-purchases: every purchase answered 200 is there and the
+  outbox drains onto the bus; the same Stripe webhook 3x at once: one purchase.completed;
 - bad inputs: schemathesis with the contract (tests/gateway/test_contract.py), outcomes counted;
 - load through nginx: one address opens many event streams while another asks /health.
 
@@ -37,6 +37,7 @@ import schemathesis
 
 from events.server import NatsServer
 from gateway.openapi import document
+from studio import catalog
 from tests.conftest import free_port
 from tests.doubles.stripe import StripeDouble
 from tests.production import nginx
@@ -45,7 +46,7 @@ from tests.support import wait_sync
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "localai-studio")
 TOKEN = "op-reliability"
-FREE_MODELS = ("tinyllama:latest", "qwen2.5:0.5b", "llama3.2:1b")
+FREE_MODELS = tuple(m.id for m in catalog.cached(None) if m.free)
 
 
 class Studio:
@@ -245,6 +246,7 @@ async def flood_through_nginx(studio: Studio, prefix: Path) -> list[tuple[str, s
     context = nginx_context(host)
     statuses: list[int] = []
     latencies: list[float] = []
+    answered: list[bool] = []
     try:
         async with AsyncExitStack() as held:
             attacker = await held.enter_async_context(
@@ -261,8 +263,9 @@ async def flood_through_nginx(studio: Studio, prefix: Path) -> list[tuple[str, s
                     started = time.perf_counter()
                     async with other.get(f"https://[::1]:{host.ports['https']}/health") as health:
                         await health.read()
-                        assert health.status in (200, 503)
+                        answered.append(health.status in (200, 503))
                     latencies.append((time.perf_counter() - started) * 1000)
+                    await asyncio.sleep(0.04)  # a monitor's pace, under the pages' 30 r/s
                 async with other.get(f"https://[::1]:{host.ports['https']}/api/models") as models:
                     others_served = models.status == 200
     finally:
@@ -279,7 +282,7 @@ async def flood_through_nginx(studio: Studio, prefix: Path) -> list[tuple[str, s
             "load",
             "another address meanwhile",
             f"catalog {'served' if others_served else 'NOT served'}; /health p50 "
-            f"{statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms (200 requests)",
+            f"{statistics.median(latencies):.1f} ms, p99 {p99:.1f} ms, {sum(answered)}/200 answered",
         ),
     ]
 
