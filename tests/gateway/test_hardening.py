@@ -20,6 +20,7 @@ from gateway.edge import SECURITY_HEADERS
 from gateway.routes import ROUTES
 from studio.runner import serve
 from studio.runtime.host import Host
+from studio.runtime.server import function_app
 from tests.sample.handler import ROUTE
 from tests.sample.handler import function as sample
 from tests.support import eventually
@@ -272,3 +273,18 @@ async def test_a_body_that_stalls_is_a_408(served) -> None:
     assert status == 408
     assert json.loads(body)["error"]["code"] == "body_timeout"
     assert headers["X-Frame-Options"] == "DENY"
+
+
+async def test_the_distributed_gateway_applies_the_same_guards(settings, aiohttp_client, aiohttp_server) -> None:
+    function_server = await aiohttp_server(function_app(sample, settings))
+    gw = settings.replace(
+        upstreams={"sample": str(function_server.make_url("")).rstrip("/")}, writes_per_address_per_minute=2
+    )
+    client = await aiohttp_client(gateway_app(gw, routes=ROUTES_WITH_SAMPLE))
+    refused = await client.post("/api/sample/count", json={}, headers={"Origin": "https://evil.example"})
+    await assert_error(refused, 403, "cross_site")
+    for _ in range(2):  # the refused one was not counted
+        assert (
+            await client.post("/api/sample/count", json={}, headers={"Sec-Fetch-Site": "same-origin"})
+        ).status == 200
+    await assert_error(await client.post("/api/sample/count", json={}), 429, "rate_limited")
