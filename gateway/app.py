@@ -21,6 +21,7 @@ from events.bus import Bus
 from functions import NAMES, load
 from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, not_found
 from gateway.live import LiveFeed
+from gateway.openapi import document
 from gateway.proxy import Upstreams
 from gateway.routes import ROUTES, Route, RouteTable
 from gateway.session import Sessions
@@ -112,6 +113,13 @@ def gateway_app(
         )
 
     app.router.add_get("/healthz", healthz)
+
+    contract = web.json_response(document()).body  # the same bytes for every request
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.Response(body=contract, content_type="application/json")
+
+    app.router.add_get("/api/openapi.json", openapi)
     app.cleanup_ctx.append(_live_feed(settings, bus))
     app.on_shutdown.append(lambda app: app[LIVE].close())
 

@@ -6,6 +6,9 @@
   embedded mode the deadline for the function to start answering (504);
 - identity: the admin bearer token, or the visitor's signed cookie (issued on the first visit);
   identity headers a client sent are never trusted;
+- the hostile visitor's guards (`gateway.guards`): per-address stream and write limits (429),
+  cross-site state changes (403), state changes without a session on session routes (401), and in
+  embedded mode a body that trickles slower than one read per STUDIO_CLIENT_TIMEOUT_S (408);
 - security headers (the seed's: CSP, HSTS behind HTTPS, nosniff, frame denial, referrer policy)
   on every response, errors and streams included;
 - errors rendered as JSON, and one JSON access-log line per request.
@@ -31,6 +34,14 @@ from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
 from events.correlation import correlation_id
+from gateway.guards import (
+    AddressLimits,
+    changes_state,
+    client_address,
+    is_stream,
+    refuse_cross_site,
+    refuse_without_session,
+)
 from gateway.routes import Route, RouteTable
 from gateway.session import COOKIE, MAX_AGE_S, Sessions
 from studio.runtime.errors import (
@@ -39,6 +50,7 @@ from studio.runtime.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     StudioError,
     Unauthorized,
     render,
@@ -100,6 +112,7 @@ class Edge:
         # `asyncio.timeout`, ~5 us of a ~40 us request; studio/runtime/watchdog.py has the figures).
         self.deadlines = Watchdog("gateway-deadlines")
         self._visitors: dict[str, str] = {}  # Cookie header -> verified user id (HMAC once per visitor)
+        self.limits = AddressLimits(settings.streams_per_address, settings.writes_per_address_per_minute)
 
     @web.middleware
     async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -110,19 +123,29 @@ class Edge:
         try:
             route, _ = self.table.match(request.path, request.method)
             request[ROUTE_KEY] = route
-            request = await self.limit_body(request, route)
+            limit = self.limit_body(request, route)
             request[IDENTITY_KEY] = who = self.identify(request, route)
             self.require_operator(route, who)
-            if route is not None:
-                response = await self._within_deadline(request, handler, route)
-            else:
-                response = await handler(request)
+            self.guard(request, route, who)
+            if self.in_process and (request.content_length or request.body_exists):
+                request = await read_body(request, limit, self.settings.client_timeout_s)
+            release = self.open_stream(request, route)
+            try:
+                if route is not None:
+                    response = await self._within_deadline(request, handler, route)
+                else:
+                    response = await handler(request)
+            finally:
+                if release is not None:
+                    release()
             status = response.status
             return response
         except Exception as exc:
             rendered = render(request, exc)
             if rendered is None:
                 raise
+            if isinstance(exc, RequestTimeout):
+                rendered.force_close()  # the rest of a stalled body is not worth waiting for
             status = rendered.status
             return rendered
         finally:
@@ -135,18 +158,15 @@ class Edge:
         request[REQUEST_ID_KEY] = request_id = sent if sent and _SANE_ID.fullmatch(sent) else self.new_id()
         return request_id
 
-    async def limit_body(self, request: web.Request, route: Route | None) -> web.Request:
-        """413 past the route's body limit; in-process, a chunked body is read here and bounded."""
+    def limit_body(self, request: web.Request, route: Route | None) -> int:
+        """The route's body limit; 413 at once when the declared length is past it."""
         length = request.content_length
-        if length is not None or request.body_exists:
-            limit = (route.max_body if route and route.max_body else None) or self.settings.max_body_bytes
-            if length is not None and length > limit:
-                raise PayloadTooLarge(
-                    f"the request body is {length} bytes; this route accepts at most {limit}", max_bytes=limit
-                )
-            if length is None and self.in_process:
-                request = await bound_chunked_body(request, limit)
-        return request
+        limit = (route.max_body if route and route.max_body else None) or self.settings.max_body_bytes
+        if length is not None and length > limit:
+            raise PayloadTooLarge(
+                f"the request body is {length} bytes; this route accepts at most {limit}", max_bytes=limit
+            )
+        return limit
 
     def require_operator(self, route: Route | None, who: Identity) -> None:
         if route is not None and route.admin and not who.admin:
@@ -159,6 +179,24 @@ class Edge:
                 code="admin_only",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+
+    def guard(self, request: web.Request, route: Route | None, who: Identity) -> None:
+        """Cross-site state changes (403), state changes without a session (401), writes per address (429)."""
+        if not changes_state(request):
+            return
+        refuse_cross_site(request, route, self.settings)
+        try:
+            refuse_without_session(request, route, NEW_COOKIE_KEY in request, who.admin)
+        except Unauthorized:
+            del request[NEW_COOKIE_KEY]  # refused: no visitor is minted for it either
+            raise
+        self.limits.count_write(client_address(request, self.settings.trusted_proxies))
+
+    def open_stream(self, request: web.Request, route: Route | None):
+        """A stream (live events, chat) takes one of its address's slots until it ends (429 when none is left)."""
+        if not is_stream(request, route):
+            return None
+        return self.limits.open_stream(client_address(request, self.settings.trusted_proxies))
 
     async def _within_deadline(self, request: web.Request, handler: Handler, route: Route) -> web.StreamResponse:
         at = asyncio.get_running_loop().time() + route.timeout
@@ -236,14 +274,26 @@ def log_access(request: web.Request, route: Route | None, status: int, started: 
         )
 
 
-async def bound_chunked_body(request: web.Request, limit: int) -> web.Request:
-    """Embedded mode, chunked body: read it (up to `limit`, else 413) so the function reads a bounded copy.
+async def read_body(request: web.Request, limit: int, timeout: float) -> web.Request:
+    """Embedded mode: read the body (up to `limit`, else 413; each read within `timeout`, else 408)
+    so the function reads a bounded copy that is already here.
 
     Over HTTP the proxy counts bytes as it streams them; in-process the function would read the
-    socket's stream itself, past any limit, so the body is taken off the wire here first.
+    socket's stream itself, past any limit and for as long as a slow client cares to trickle it
+    (nginx's client_body_timeout is the model), so the body is taken off the wire here first.
     """
     buffered = bytearray()
-    async for chunk in request.content.iter_any():
+    content = request.content
+    while True:
+        try:
+            async with asyncio.timeout(timeout):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body stalled: nothing arrived for {timeout:g} s", code="body_timeout"
+            ) from None
+        if not chunk:
+            break
         buffered += chunk
         if len(buffered) > limit:
             raise PayloadTooLarge(f"the request body is larger than {limit} bytes", max_bytes=limit)

@@ -4,7 +4,9 @@ Longest prefix wins; a prefix matches the path itself and anything below it (`/a
 `/api/models/x`, not `/api/modelsx`). `methods=None` means any method. `timeout` is how long the
 function may take to start answering (streams then run as long as they need); `max_body` caps the
 request body; `admin` closes the route to everyone but the operator; `visitor=False` skips the
-visitor cookie (machines such as Stripe or Prometheus have no session).
+visitor cookie (machines such as Stripe or Prometheus have no session); `needs_session` refuses a
+state-changing request without an existing visitor session (401: a cookie-less client must not mint a
+visitor per request); `stream` counts the route's requests against the per-address stream cap.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ class Route:
     max_body: int | None = None  # None: STUDIO_MAX_BODY_BYTES
     admin: bool = False
     visitor: bool = True
+    needs_session: bool = False
+    stream: bool = False
     _below: str = field(init=False, repr=False, compare=False)  # prefix + "/", computed once
 
     def __post_init__(self) -> None:
@@ -38,12 +42,12 @@ KIB = 1024
 
 ROUTES: tuple[Route, ...] = (
     Route("/api/models", "purchase", methods("GET")),
-    Route("/api/models/purchase", "purchase", methods("POST"), timeout=30, max_body=4 * KIB),
-    Route("/api/models/install", "install", methods("POST"), max_body=4 * KIB),
+    Route("/api/models/purchase", "purchase", methods("POST"), timeout=30, max_body=4 * KIB, needs_session=True),
+    Route("/api/models/install", "install", methods("POST"), max_body=4 * KIB, needs_session=True),
     Route("/api/models", "install", methods("DELETE"), timeout=60, admin=True),
     Route("/api/purchases", "purchase", methods("GET")),
     Route("/api/webhooks/stripe", "webhook", methods("POST"), timeout=10, max_body=64 * KIB, visitor=False),
-    Route("/api/chat", "chat", methods("POST"), timeout=150, max_body=512 * KIB),
+    Route("/api/chat", "chat", methods("POST"), timeout=150, max_body=512 * KIB, stream=True),
     Route("/health", "health", methods("GET", "HEAD"), timeout=10, visitor=False),
     Route("/metrics", "monitor", methods("GET"), timeout=10, admin=True, visitor=False),
     Route("/api/monitor", "monitor", methods("GET"), timeout=10, admin=True),

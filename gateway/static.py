@@ -10,6 +10,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from studio.runtime.errors import BadRequest
+
 HTML_CACHE = "no-cache"
 ASSET_CACHE = "public, max-age=300"
 
@@ -24,6 +26,8 @@ class StaticSite:
         self.root = root.resolve()
 
     def resolve(self, path: str) -> Path | None:
+        if "\x00" in path:  # no file has one; the OS would refuse it ("embedded null byte")
+            raise BadRequest("the path contains a NUL byte", code="invalid_path")
         rel = path.lstrip("/") or "index.html"
         if "." not in rel.rsplit("/", 1)[-1]:
             rel += ".html"

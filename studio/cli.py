@@ -93,8 +93,13 @@ async def events_tail(settings: Settings, args: argparse.Namespace) -> int:
 
 async def health(settings: Settings, args: argparse.Namespace) -> int:
     url = (args.url or settings.url).rstrip("/") + "/health"
+    token = settings.admin_token.get()
+    operator = {"Authorization": f"Bearer {token}"} if token else {}  # the details are the operator's
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session, session.get(url) as resp:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+            session.get(url, headers=operator) as resp,
+        ):
             report = await resp.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
         raise StartupError(f"no health report from {url} ({type(exc).__name__}): is the studio running?") from None

@@ -17,6 +17,7 @@ import resource
 import signal
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
@@ -25,6 +26,7 @@ import functions
 from events.bus import BusUnavailable, StreamRefused
 from events.server import NatsServer, NatsServerError, port_in_use
 from gateway.app import RouteTableMismatch, gateway_app
+from gateway.connections import EdgeRunner
 from studio import catalog
 from studio.runtime.database import DatabaseError
 from studio.runtime.function import Function
@@ -151,11 +153,18 @@ def watch_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def serve(
-    app: web.Application, settings: Settings, banner: str, *, cancel_on_disconnect: bool = False
+    app: web.Application,
+    settings: Settings,
+    banner: str,
+    *,
+    cancel_on_disconnect: bool = False,
+    edge: bool = False,
 ) -> web.AppRunner:
     """Serve `app`. `cancel_on_disconnect`: a handler is cancelled when its client leaves (the
-    distributed gateway: so the function behind it sees the disconnect too)."""
-    runner = web.AppRunner(
+    distributed gateway: so the function behind it sees the disconnect too). `edge`: the gateway,
+    facing clients: its connections cut slow request heads and answer aiohttp's own 400s as JSON."""
+    runner_class = partial(EdgeRunner, head_timeout=settings.client_timeout_s) if edge else web.AppRunner
+    runner = runner_class(
         app,
         access_log=None,
         handle_signals=False,
@@ -207,7 +216,9 @@ async def run_embedded(settings: Settings) -> None:
             app = gateway_app(settings, functions=fns, bus=host.bus)
         except RouteTableMismatch as exc:
             raise StartupError(str(exc)) from None
-        runner = await serve(app, settings, f"Local AI Studio is running at {settings.url}  (Ctrl-C to stop)")
+        runner = await serve(
+            app, settings, f"Local AI Studio is running at {settings.url}  (Ctrl-C to stop)", edge=True
+        )
         if nats_server is not None:
             healer = asyncio.create_task(keep_jetstream_writable(nats_server), name="jetstream-healer")
         log.info(
@@ -273,7 +284,7 @@ async def run_gateway(settings: Settings) -> None:
         app = gateway_app(settings)
     except RouteTableMismatch as exc:
         raise StartupError(str(exc)) from None
-    runner = await serve(app, settings, f"gateway listening on {settings.url}", cancel_on_disconnect=True)
+    runner = await serve(app, settings, f"gateway listening on {settings.url}", cancel_on_disconnect=True, edge=True)
     try:
         await wait_for_signal()
     finally:

@@ -1,7 +1,9 @@
 """health: the studio's public health report.
 
-HTTP    GET /health   -> 200 {"status": "ok", "components": {...}} when every component is fine,
-                         503 with the same report naming what is wrong and how to fix it
+HTTP    GET /health   -> 200 {"status": "ok", "failing": [], "components": {name: {"status"}}} when every
+                         component is fine, 503 naming the failing ones. That is all anyone sees; the
+                         operator (Authorization: Bearer $STUDIO_ADMIN_TOKEN) gets each component's
+                         details too (paths, URLs, versions, function instances, how to fix it).
 Events  listens  heartbeat.emitted (which function instances are alive)
         emits    heartbeat.requested (at start-up, so the report is complete at once)
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -18,6 +21,7 @@ from events.catalog import HeartbeatEmitted, HeartbeatRequested
 from functions.health.checks import Check, Liveness, check_database, check_disk, check_nats, check_ollama
 from studio.clients.ollama import OllamaClient
 from studio.runtime.function import Function, Key
+from studio.runtime.identity import identity
 
 function = Function("health", uses_database=True)
 
@@ -42,10 +46,24 @@ async def record_heartbeat(beat: HeartbeatEmitted) -> None:
 @function.route("GET", "/health")
 async def report_health(request: web.Request) -> web.Response:
     report = await health_report()
-    return web.json_response(report, status=200 if report["status"] == "ok" else 503)
+    status = 200 if report["status"] == "ok" else 503
+    if not identity(request).admin:
+        report = public(report)
+    return web.json_response(report, status=status)
 
 
-async def health_report() -> dict[str, object]:
+def public(report: dict[str, Any]) -> dict[str, Any]:
+    """What a visitor may know: the status, and which component fails; no paths, URLs or names."""
+    components = {name: {"status": c["status"]} for name, c in report["components"].items()}
+    return {
+        "status": report["status"],
+        "failing": report["failing"],
+        "checked_at": report["checked_at"],
+        "components": components,
+    }
+
+
+async def health_report() -> dict[str, Any]:
     fn = function
     checks: tuple[Check, ...] = await asyncio.gather(
         check_nats(fn.bus),

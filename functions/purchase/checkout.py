@@ -3,6 +3,8 @@ Stripe directly when the visitor is back before (or without) the webhook."""
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from functions.purchase.ledger import Ledger, Purchase, new_purchase_id
@@ -62,6 +64,25 @@ async def open_checkout(
 
 def checkout_answer(purchase_id: str, model: str, url: str | None) -> web.Response:
     return web.json_response({"status": "checkout", "checkout_url": url, "purchase_id": purchase_id, "model": model})
+
+
+class RecheckThrottle:
+    """Stripe is asked about one pending purchase at most once every `every_s`: a page polling it
+    (every 1.5 s) or a script costs one Stripe call per 2 s; the webhook settles it in any case."""
+
+    def __init__(self, every_s: float = 2.0, remember: int = 10_000) -> None:
+        self.every_s = every_s
+        self.remember = remember
+        self._asked: dict[str, float] = {}
+
+    def allow(self, purchase_id: str) -> bool:
+        now = time.monotonic()
+        if now - self._asked.get(purchase_id, -self.every_s) < self.every_s:
+            return False
+        if len(self._asked) >= self.remember:
+            self._asked.clear()
+        self._asked[purchase_id] = now
+        return True
 
 
 async def recheck(fn: Function, ledger: Ledger, payments: StripePayments, purchase: Purchase) -> Purchase:

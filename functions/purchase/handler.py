@@ -23,7 +23,7 @@ from events.bus import BusUnavailable
 from events.catalog import InstallRemoved, InstallRequested, PaymentFailed, PaymentRefunded, PaymentSucceeded
 from events.delivery import Delivery
 from events.envelope import new_id
-from functions.purchase.checkout import open_checkout, recheck
+from functions.purchase.checkout import RecheckThrottle, open_checkout, recheck
 from functions.purchase.ledger import Ledger, new_purchase_id
 from functions.purchase.settlement import settle
 from studio import catalog
@@ -36,11 +36,12 @@ function = Function("purchase", migrations=Path(__file__).parent / "migrations")
 
 LEDGER = Key[Ledger]("ledger")
 PAYMENTS = Key[StripePayments | None]("payments")
+RECHECKS = Key[RecheckThrottle]("rechecks")
 
 
 @function.resource
 async def dependencies(fn: Function) -> AsyncIterator[None]:
-    fn[LEDGER] = Ledger(fn)
+    fn[LEDGER], fn[RECHECKS] = Ledger(fn), RecheckThrottle()
     key = fn.settings.stripe_secret_key
     fn[PAYMENTS] = payments = StripePayments(key.get(), api_base=fn.settings.stripe_api_base) if key else None
     yield
@@ -137,7 +138,8 @@ async def show_purchase(request: web.Request) -> web.Response:
         raise NotFound("no such purchase", code="unknown_purchase")
     payments = function[PAYMENTS]
     if purchase.status == "pending" and purchase.checkout_session_id and payments is not None:
-        purchase = await recheck(function, function[LEDGER], payments, purchase)
+        if function[RECHECKS].allow(purchase.id):
+            purchase = await recheck(function, function[LEDGER], payments, purchase)
     return web.json_response(purchase.public())
 
 

@@ -59,6 +59,10 @@ class MethodNotAllowed(StudioError):
     status, code = 405, "method_not_allowed"
 
 
+class RequestTimeout(StudioError):
+    status, code = 408, "request_timeout"
+
+
 class Conflict(StudioError):
     status, code = 409, "conflict"
 
@@ -108,6 +112,7 @@ _HTTP_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
@@ -171,6 +176,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # nested deeper than Python's parser can follow: no request needs that
+        raise BadRequest("the body's JSON is nested too deep", code="invalid_json") from None
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", code="invalid_json")
     return body

@@ -8,12 +8,15 @@ default, meaning); README's configuration table is generated from the same list
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SettingsError(ValueError):
@@ -114,6 +117,10 @@ def _upstreams(raw: str) -> dict[str, str]:
     return out
 
 
+def _networks(raw: str) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(n, strict=False) for n in _names(raw))
+
+
 @dataclass(frozen=True)
 class Var:
     env: str
@@ -172,6 +179,34 @@ VARS: tuple[Var, ...] = (
         _positive(int),
         "1048576",
         "Largest request body the gateway accepts (routes may set less).",
+    ),
+    Var(
+        "STUDIO_CLIENT_TIMEOUT_S",
+        "client_timeout_s",
+        _positive(float),
+        "15",
+        "How long a client may take to send a request's headers, and between two reads of its body (nginx's 15 s).",
+    ),
+    Var(
+        "STUDIO_STREAMS_PER_ADDRESS",
+        "streams_per_address",
+        _positive(int),
+        "20",
+        "Event and chat streams one client address may hold open at once (beyond: 429).",
+    ),
+    Var(
+        "STUDIO_WRITES_PER_ADDRESS_PER_MINUTE",
+        "writes_per_address_per_minute",
+        _positive(int),
+        "120",
+        "State-changing requests (POST, DELETE...) one client address may send per minute (beyond: 429).",
+    ),
+    Var(
+        "STUDIO_TRUSTED_PROXIES",
+        "trusted_proxies",
+        _networks,
+        "127.0.0.1,::1",
+        "Addresses or networks of the proxies (nginx) whose X-Forwarded-For / X-Real-IP name the client.",
     ),
     Var(
         "STUDIO_FRONTEND_DIR",
@@ -343,6 +378,10 @@ class Settings:
     upstreams: dict[str, str]
     upstream_template: str
     max_body_bytes: int
+    client_timeout_s: float
+    streams_per_address: int
+    writes_per_address_per_minute: int
+    trusted_proxies: tuple[IPNetwork, ...]
     frontend_dir: Path | None
     heartbeat_s: float
     shutdown_grace_s: float

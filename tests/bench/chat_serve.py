@@ -58,6 +58,7 @@ async def main(mode: str, port: int, nats_url: str, ollama_url: str, upstream: s
         chat_max_tokens=10_000_000,
         chat_concurrent_per_visitor=1_000_000,
         chat_requests_per_minute=100_000_000,
+        streams_per_address=1_000_000,  # the bench is one address holding every stream
     )
     configure(settings.log_level, f"bench-chat-{mode}")
     chat = load("chat")
@@ -70,7 +71,7 @@ async def main(mode: str, port: int, nats_url: str, ollama_url: str, upstream: s
         app = gateway_app(settings, functions=[chat], bus=host.bus)
     else:
         app = gateway_app(settings)
-    runner = await serve(app, settings, f"ready {mode} {port}")
+    runner = await serve(app, settings, f"ready {mode} {port}", edge=mode != "function")
     await wait_for_signal()
     await runner.cleanup()
     if host:

@@ -41,7 +41,7 @@ async def main(mode: str, port: int, nats_url: str, upstream: str | None) -> Non
         app = gateway_app(settings, functions=[ping], routes=ROUTES_WITH_PING, bus=host.bus)
     else:
         app = gateway_app(settings, routes=ROUTES_WITH_PING, behind=[*(load(n) for n in NAMES), ping])
-    runner = await serve(app, settings, f"ready {mode} {port}")
+    runner = await serve(app, settings, f"ready {mode} {port}", edge=mode != "function")
     await wait_for_signal()
     await runner.cleanup()
     if host:

@@ -62,6 +62,7 @@ class StripeDouble:
         self.webhook_secret = webhook_secret
         self.sessions: dict[str, dict[str, Any]] = {}
         self.create_requests: list[dict[str, Any]] = []
+        self.retrieve_requests: list[str] = []  # session ids asked about
         self.idempotency_keys: list[str] = []
         self._replies: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
@@ -122,6 +123,7 @@ class StripeDouble:
     async def _retrieve(self, request: web.Request) -> web.Response:
         if (refused := self._auth(request)) is not None:
             return refused
+        self.retrieve_requests.append(request.match_info["sid"])
         session = self.sessions.get(request.match_info["sid"])
         if session is None:
             return web.json_response(

@@ -50,8 +50,10 @@ class Studio:
 
     @contextlib.asynccontextmanager
     async def visitor(self):
-        """Another visitor: a fresh cookie jar."""
+        """Another visitor: a fresh cookie jar, and a first page visit for the session cookie."""
         async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+            async with session.get(self.url("/api/models")) as first:
+                assert first.status == 200
             yield session
 
     def of_type(self, event_type: str, model: str | None = None) -> list[Event]:

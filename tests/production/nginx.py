@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NGINX = "/usr/sbin/nginx"
 RENDER = ROOT / "compose" / "nginx" / "render"
 FRONTEND_CONF = ROOT / "compose" / "frontend" / "nginx.conf"
+HOST_MAIN_CONF = ROOT / "compose" / "nginx" / "nginx.conf"
 
 MAIN = """worker_processes 1;
 pid {d}/nginx.pid;
@@ -119,15 +120,50 @@ HOST_HTTP_EXTRAS = """    gzip on;
 """
 
 
+def host_main_config(d: Path, site: Path, extra: str) -> str:
+    """compose/nginx/nginx.conf (the shipped main config, with its sizing) with the host's paths
+    moved into the prefix; every rewrite must apply, so the file cannot drift unseen."""
+    text = HOST_MAIN_CONF.read_text()
+    temp = "".join(f"    {kind}_temp_path {d}/tmp/{kind};\n" for kind in ("proxy", "fastcgi", "uwsgi", "scgi"))
+    rewrites = [
+        ("user www-data;", user_line()),
+        ("worker_processes auto;", "worker_processes 1;"),
+        ("pid /run/nginx.pid;", f"pid {d}/nginx.pid;"),
+        ("error_log /var/log/nginx/error.log;", f"error_log {d}/error.log info;"),
+        ("include /etc/nginx/modules-enabled/*.conf;", ""),
+        (
+            "access_log /var/log/nginx/access.log;",
+            f"access_log {d}/access.log;\n    client_body_temp_path {d}/tmp/body;\n{temp}",
+        ),
+        ("    gzip on;\n", extra),
+        ("include /etc/nginx/conf.d/*.conf;", ""),
+        ("include /etc/nginx/sites-enabled/*;", f"include {site};"),
+    ]
+    for old, new in rewrites:
+        assert text.count(old) == 1, f"{HOST_MAIN_CONF} no longer has {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
 def start(
-    prefix: Path, site_conf: str, ports: dict[str, int], *, listens: list[tuple[str, int]], extra: str = ""
+    prefix: Path,
+    site_conf: str,
+    ports: dict[str, int],
+    *,
+    listens: list[tuple[str, int]],
+    extra: str = "",
+    shipped_main: bool = False,
 ) -> Nginx:
-    """Run nginx with `site_conf` inside a minimal main config; wait until every listen is open."""
+    """Run nginx with `site_conf` inside a main config (the shipped host one, or a minimal one);
+    wait until every listen is open."""
     (prefix / "tmp").mkdir(parents=True, exist_ok=True)
     site = prefix / "site.conf"
     site.write_text(site_conf)
     conf = prefix / "nginx.conf"
-    conf.write_text(MAIN.format(d=prefix, site=site, user=user_line(), extra=extra))
+    if shipped_main:
+        conf.write_text(host_main_config(prefix, site, extra))
+    else:
+        conf.write_text(MAIN.format(d=prefix, site=site, user=user_line(), extra=extra))
     cmd = [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log"), "-g", "daemon off;"]
     check = subprocess.run([*cmd, "-t", "-q"], capture_output=True, text=True)
     assert check.returncode == 0, f"nginx -t failed:\n{check.stderr}\n{site_conf}"
@@ -174,6 +210,7 @@ def start_host(prefix: Path, *, frontend_port: int, gateway_port: int) -> Nginx:
         {"http": http, "https": https},
         listens=[("127.0.0.1", http), ("127.0.0.1", https), ("::1", https)],
         extra=HOST_HTTP_EXTRAS,
+        shipped_main=True,
     )
 
 

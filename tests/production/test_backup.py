@@ -45,6 +45,7 @@ def studio_env(data_dir: Path, ollama_url: str, **extra: str) -> dict[str, str]:
             "STUDIO_SKIP_PAYMENT": "true",
             "STUDIO_HEARTBEAT_S": "0.5",
             "STUDIO_LOG_LEVEL": "WARNING",
+            "STUDIO_WRITES_PER_ADDRESS_PER_MINUTE": "100000",  # every buyer here is one address
         }
     )
     env.update(extra)
@@ -111,17 +112,20 @@ class Buyers:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def buy(self, worker: int) -> None:
-        jar = aiohttp.DummyCookieJar()  # no cookie sent: every purchase is a new visitor
+        jar = aiohttp.DummyCookieJar()  # cookies by hand: every purchase is a new visitor
         async with aiohttp.ClientSession(cookie_jar=jar) as session:
             n = 0
             while not self.stop.is_set():
                 model = MODELS[(worker + n) % len(MODELS)]
                 n += 1
-                async with session.post(f"{self.url}/api/models/purchase/{model}") as resp:
+                async with session.get(f"{self.url}/api/models") as page:  # the visit sets the session
+                    cookie = page.cookies["studio_visitor"].value
+                headers = {"Cookie": f"studio_visitor={cookie}"}
+                async with session.post(f"{self.url}/api/models/purchase/{model}", headers=headers) as resp:
                     body = await resp.json()
                     assert resp.status == 200 and body["status"] == "success", body
                     self.committed.append((body["purchase_id"], time.monotonic()))
-                    self.cookies[body["purchase_id"]] = resp.cookies["studio_visitor"].value
+                    self.cookies[body["purchase_id"]] = cookie
 
 
 def rows(db: Path, sql: str) -> list[tuple]:

@@ -7,7 +7,9 @@ unbuffered, and Stripe's webhook getting through while the API is flooded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import re
 import sqlite3
 import ssl
 import time
@@ -264,3 +266,57 @@ async def test_the_frontend_container_serves_pages_and_passes_the_api_to_the_gat
             assert resp.status in (200, 503) and "components" in await resp.json()
         async with s.get(frontend.url("http", "/healthz")) as resp:
             assert resp.status == 200
+
+
+def other_address(host: nginx.Nginx) -> aiohttp.ClientSession:
+    """Another client: over IPv6 loopback, a different address to nginx (the test certificate names
+    127.0.0.1 and localhost, so the name is not checked here; the certificate still is)."""
+    context = tls_context(host)
+    context.check_hostname = False
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, force_close=True))
+
+
+async def test_one_address_holds_at_most_20_streams_and_everyone_else_is_served(site) -> None:
+    async with session(site) as s, contextlib.AsyncExitStack() as held:
+        for n in range(20):
+            events = await held.enter_async_context(s.get(site.url("https", "/api/events")))
+            assert events.status == 200, n
+            await read_until(events.content, b"event: state", timeout=3)
+        async with s.get(site.url("https", "/api/events")) as refused:
+            assert refused.status == 429
+            assert "X-Request-Id" not in refused.headers  # nginx's own answer, not the gateway's
+            assert_security_headers(refused, "429 streams")
+        assert 'limiting connections by zone "localai_streams"' in (site.prefix / "error.log").read_text()
+
+        async with other_address(site) as other:
+            ipv6 = f"https://[::1]:{site.ports['https']}"
+            async with other.get(ipv6 + "/api/events") as theirs:
+                assert theirs.status == 200
+                await read_until(theirs.content, b"event: state", timeout=3)
+            async with other.get(ipv6 + "/health") as health:
+                assert health.status in (200, 503) and "components" in await health.json()
+            async with other.get(ipv6 + "/") as page:
+                assert page.status == 200
+
+
+def test_the_shipped_main_config_sizes_connections_and_open_files() -> None:
+    text = nginx.HOST_MAIN_CONF.read_text()
+    connections_line = re.search(r"worker_connections (\d+);", text)
+    files_line = re.search(r"worker_rlimit_nofile (\d+);", text)
+    assert connections_line and files_line
+    connections, files = int(connections_line.group(1)), int(files_line.group(1))
+    assert connections >= 4096 and files >= 2 * connections + 1024  # two per proxied request, and spare
+    site_conf = nginx.render_host_config(
+        DOMAIN="x",
+        FRONTEND_PORT="1",
+        GATEWAY_PORT="2",
+        LISTEN_HTTP="80",
+        LISTEN6_HTTP="[::]:80",
+        LISTEN_HTTPS="443",
+        LISTEN6_HTTPS="[::]:443",
+        CERT_DIR="/c",
+        ACME_ROOT="/a",
+    )
+    for location in ("location = /api/events {", "location /api/chat {"):
+        block = site_conf[site_conf.index(location) : site_conf.index("}", site_conf.index(location))]
+        assert "limit_conn localai_streams 20;" in block and "limit_conn localai_conn 100;" in block, location

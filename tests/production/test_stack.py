@@ -230,6 +230,7 @@ async def install_states(s: aiohttp.ClientSession, site: str) -> dict[str, str]:
 
 
 async def buy(s: aiohttp.ClientSession, site: str, model: str) -> str:
+    await install_states(s, site)  # the marketplace page first: it sets the visitor's session cookie
     async with s.post(f"{site}/api/models/purchase/{model}") as resp:
         body = await resp.json()
         assert resp.status == 200 and body["status"] == "success", body
@@ -279,7 +280,7 @@ async def test_a_test_mode_purchase_installs_and_chat_answers(stack: Stack) -> N
             answer = await resp.json()
         assert resp.status == 200, answer
         assert answer["model"] == CHAT_MODEL and answer["response"].startswith("Hello! I am a stand-in")
-        async with s.get(stack.site + "/health") as resp:
+        async with s.get(stack.site + "/health", headers={"Authorization": "Bearer stack-op-token"}) as resp:
             report = await resp.json()
             assert resp.status == 200 and report["status"] == "ok", report
             assert report["components"]["functions"]["functions"]["purchase"]["instances"] == 1

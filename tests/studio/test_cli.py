@@ -30,6 +30,7 @@ def studio_env(tmp_path: Path, **extra: str) -> dict[str, str]:
             "STUDIO_NATS_PORT": str(free_port()),
             "STUDIO_HEARTBEAT_S": "0.5",
             "STUDIO_OLLAMA_URL": f"http://127.0.0.1:{free_port()}",
+            "STUDIO_ADMIN_TOKEN": "op-cli",
         }
     )
     env.update(extra)
@@ -82,7 +83,9 @@ def test_up_serves_health_tails_events_and_stops_cleanly(studio) -> None:
     url = f"http://127.0.0.1:{env['STUDIO_PORT']}"
     assert f"running at {url}" in out.find(lambda ln: "running at" in ln)
 
-    resp = httpx.get(url + "/health", timeout=10)
+    public = httpx.get(url + "/health", timeout=10).json()
+    assert public["failing"] == ["ollama"] and "message" not in public["components"]["ollama"]
+    resp = httpx.get(url + "/health", timeout=10, headers={"Authorization": "Bearer op-cli"})
     report = resp.json()
     assert resp.status_code == 503, "no Ollama here, so not healthy"
     assert report["failing"] == ["ollama"]
@@ -122,7 +125,9 @@ def test_health_command_exits_non_zero_when_unhealthy(studio) -> None:
     proc, env, _ = studio
     result = subprocess.run([CLI, "health"], env=env, capture_output=True, text=True, timeout=20)
     assert result.returncode == 1
-    assert json.loads(result.stdout)["failing"] == ["ollama"]
+    report = json.loads(result.stdout)
+    assert report["failing"] == ["ollama"]
+    assert "unreachable" in report["components"]["ollama"]["message"]  # the operator's CLI sees the details
 
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     assert proc.wait(20) == 0

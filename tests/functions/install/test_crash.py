@@ -50,6 +50,7 @@ def test_studio_killed_mid_pull_finishes_the_install_after_restart(tmp_path: Pat
     try:
         studio, _ = start_up(env)
         with httpx.Client() as visitor:
+            assert visitor.get(url + "/api/models", timeout=10).status_code == 200  # the session cookie
             assert visitor.post(url + "/api/models/purchase/llama3.2:3b", timeout=10).status_code == 200
             wait_sync(
                 lambda: install_state(visitor, url, "llama3.2:3b")["install"]["state"] == "pulling",

@@ -6,6 +6,7 @@ from events.bus import Bus
 from events.server import NatsServer
 from functions import load
 from gateway.routes import ROUTES
+from studio.runtime.settings import Secret
 from tests.sample.handler import ROUTE
 from tests.sample.handler import function as sample
 from tests.support import Recorder, SampleRecorded, eventually
@@ -41,9 +42,12 @@ async def test_request_id_becomes_the_correlation_id_of_caused_events(embedded_s
     assert seen.items[0].correlationid == "req-abc-123"
 
 
-async def test_function_rides_out_a_nats_restart_and_loses_nothing(embedded_studio, nats_server: NatsServer) -> None:
+async def test_function_rides_out_a_nats_restart_and_loses_nothing(
+    embedded_studio, settings, nats_server: NatsServer
+) -> None:
     health = load("health")
-    client = await embedded_studio([health, sample], routes=ROUTES_WITH_SAMPLE)
+    operator = settings.replace(admin_token=Secret("op"))  # /health's details are the operator's
+    client = await embedded_studio([health, sample], routes=ROUTES_WITH_SAMPLE, settings_override=operator)
     assert (await client.post("/api/sample/notes", json={"n": 1})).status == 201
     await eventually(lambda: seen_notes(), message="first note handled")
 
@@ -63,7 +67,7 @@ async def test_function_rides_out_a_nats_restart_and_loses_nothing(embedded_stud
 
 
 async def _nats_status(client, status: str):
-    resp = await client.get("/health")
+    resp = await client.get("/health", headers={"Authorization": "Bearer op"})
     report = await resp.json()
     return report if report["components"]["nats"]["status"] == status else None
 

@@ -1,0 +1,401 @@
+"""The studio's public contract: an OpenAPI 3.1 description of every route, served at /api/openapi.json.
+
+Written by hand next to the route table and kept true by tests: tests/gateway/test_openapi.py
+compares its paths with the routes the functions declare and the gateway's own, and
+tests/gateway/test_contract.py fuzzes the running studio with it (schemathesis): no 5xx, no answer
+outside its schema, no database change from a refused request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+VERSION = "1.0.0"
+
+ERROR = {"$ref": "#/components/responses/Error"}
+VISITOR: list[dict[str, list[str]]] = [{"visitorCookie": []}]
+OPERATOR: list[dict[str, list[str]]] = [{"operatorToken": []}]
+ANYONE: list[dict[str, list[str]]] = [{}]
+
+
+def obj(properties: dict[str, Any], required: tuple[str, ...] = (), **more: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(required), **more}
+
+
+def json_content(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def ok(description: str, schema: dict[str, Any], status: str = "200") -> dict[str, Any]:
+    return {status: {"description": description, "content": json_content(schema)}}
+
+
+def errors(*statuses: int) -> dict[str, Any]:
+    """The statuses a route answers with the error shape; `default` covers the rest (413, 429, 5xx...)."""
+    return {**{str(s): ERROR for s in statuses}, "default": ERROR}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+MODEL_PARAM = {
+    "name": "model",
+    "in": "path",
+    "required": True,
+    "description": "A catalog model id, e.g. llama3.2:1b",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": obj(
+        {
+            "error": obj(
+                {"code": {"type": "string"}, "message": {"type": "string"}},
+                ("code", "message"),
+            )
+        },
+        ("error",),
+    ),
+    "Install": obj(
+        {
+            "state": {"type": "string", "description": "not_installed, queued, pulling, verifying, installed, failed"},
+            "install_id": {"type": ["string", "null"]},
+            "updated_at": {"type": ["string", "null"]},
+        },
+        ("state",),
+    ),
+    "Model": obj(
+        {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "family": {"type": "string"},
+            "parameter_size": {"type": "string"},
+            "download_bytes": {"type": "integer"},
+            "ram_bytes": {"type": "integer"},
+            "license": {"type": "string"},
+            "price_cents": {"type": "integer", "minimum": 0},
+            "currency": {"type": "string"},
+            "featured": {"type": "boolean"},
+            "free": {"type": "boolean"},
+            "owned": {"type": "boolean"},
+            "install": ref("Install"),
+        },
+        ("id", "name", "price_cents", "currency", "free", "owned", "install"),
+    ),
+    "Purchase": obj(
+        {
+            "id": {"type": "string"},
+            "model": {"type": "string"},
+            "kind": {"type": "string", "enum": ["free", "test", "stripe"]},
+            "status": {"type": "string", "enum": ["pending", "paid", "failed", "refunded"]},
+            "amount_cents": {"type": "integer"},
+            "currency": {"type": "string"},
+            "failure_reason": {"type": ["string", "null"]},
+            "created_at": {"type": "string"},
+            "completed_at": {"type": ["string", "null"]},
+        },
+        ("id", "model", "kind", "status", "amount_cents", "currency"),
+    ),
+    "PurchaseAnswer": obj(
+        {
+            "status": {"type": "string", "enum": ["success", "checkout"]},
+            "purchase_id": {"type": "string"},
+            "model": {"type": "string"},
+            "checkout_url": {"type": ["string", "null"]},
+            "owned": {"type": "boolean"},
+            "message": {"type": "string"},
+        },
+        ("status", "purchase_id", "model"),
+    ),
+    "InstallRequest": obj({"model": {"type": "string", "minLength": 1}}, ("model",)),
+    "InstallAccepted": obj(
+        {"install_id": {"type": "string"}, "model": {"type": "string"}, "status": {"type": "string"}},
+        ("install_id", "model", "status"),
+    ),
+    "ChatMessage": obj(
+        {"role": {"type": "string", "enum": ["system", "user", "assistant"]}, "content": {"type": "string"}},
+        ("role", "content"),
+        additionalProperties=False,
+    ),
+    "ChatRequest": obj(
+        {
+            "model": {"type": "string", "minLength": 1, "maxLength": 200},
+            "message": {"type": "string", "minLength": 1},
+            "messages": {"type": "array", "items": ref("ChatMessage"), "minItems": 1},
+            "options": obj(
+                {
+                    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+                    "top_k": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    "seed": {"type": "integer"},
+                    "max_tokens": {"type": "integer", "minimum": 1},
+                    "num_predict": {"type": "integer", "minimum": 1},
+                    "stop": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 100}},
+                },
+                additionalProperties=False,
+            ),
+            "stream": {"type": "boolean", "description": "true (the default): text/event-stream"},
+        },
+        ("model",),
+        additionalProperties=False,
+    ),
+    "ChatAnswer": obj(
+        {
+            "response": {"type": "string"},
+            "model": {"type": "string"},
+            "done_reason": {"type": ["string", "null"]},
+            "prompt_tokens": {"type": ["integer", "null"]},
+            "completion_tokens": {"type": ["integer", "null"]},
+            "total_duration_ms": {"type": ["number", "null"]},
+            "tokens_per_s": {"type": ["number", "null"]},
+            "time_to_first_token_ms": {"type": ["number", "null"]},
+        },
+        ("response", "model"),
+    ),
+    "Health": obj(
+        {
+            "status": {"type": "string", "enum": ["ok", "fail"]},
+            "failing": {"type": "array", "items": {"type": "string"}},
+            "checked_at": {"type": "string"},
+            "components": {
+                "type": "object",
+                "additionalProperties": obj(
+                    {"status": {"type": "string", "enum": ["ok", "warn", "fail"]}},
+                    ("status",),
+                ),
+            },
+        },
+        ("status", "failing", "components"),
+    ),
+}
+
+
+def document() -> dict[str, Any]:
+    event_stream = {"text/event-stream": {"schema": {"type": "string"}}}
+    paths: dict[str, Any] = {
+        "/api/models": {
+            "get": {
+                "summary": "The catalog, with what the visitor owns and each model's install state",
+                "security": [*VISITOR, {}],
+                "responses": {
+                    **ok(
+                        "The catalog",
+                        obj(
+                            {
+                                "models": {"type": "array", "items": ref("Model")},
+                                "payments": {"type": "string", "enum": ["stripe", "test", "disabled"]},
+                            },
+                            ("models", "payments"),
+                        ),
+                    ),
+                    **errors(),
+                },
+            }
+        },
+        "/api/models/purchase/{model}": {
+            "post": {
+                "summary": "Buy a model: free and test purchases at once, else a Stripe Checkout URL",
+                "description": "Needs an existing visitor session (401 otherwise) and a same-site request "
+                "(403 cross_site). An open Checkout for the same visitor and model is reused.",
+                "security": VISITOR,
+                "parameters": [MODEL_PARAM],
+                "responses": {**ok("Owned, or a Checkout to pay", ref("PurchaseAnswer")), **errors(401, 403, 404, 409)},
+            }
+        },
+        "/api/models/install": {
+            "post": {
+                "summary": "(Re)install an owned model (the operator: any model)",
+                "security": [*VISITOR, *OPERATOR],
+                "requestBody": {"required": True, "content": json_content(ref("InstallRequest"))},
+                "responses": {
+                    **ok("Install queued (or already under way)", ref("InstallAccepted"), "202"),
+                    **errors(400, 401, 403, 404, 409),
+                },
+            }
+        },
+        "/api/models/{model}": {
+            "delete": {
+                "summary": "Remove a model from Ollama (operator only)",
+                "security": OPERATOR,
+                "parameters": [MODEL_PARAM],
+                "responses": {
+                    **ok(
+                        "Removed (or was not there)",
+                        obj({"model": {"type": "string"}, "removed": {"type": "boolean"}}, ("model", "removed")),
+                    ),
+                    **errors(401, 403, 404),
+                },
+            }
+        },
+        "/api/purchases": {
+            "get": {
+                "summary": "The visitor's purchases",
+                "security": VISITOR,
+                "responses": {
+                    **ok(
+                        "Purchases",
+                        obj({"purchases": {"type": "array", "items": ref("Purchase")}}, ("purchases",)),
+                    ),
+                    **errors(401),
+                },
+            }
+        },
+        "/api/purchases/{purchase_id}": {
+            "get": {
+                "summary": "One purchase of the visitor's (a pending Checkout is re-checked with Stripe, "
+                "at most every 2 s)",
+                "security": [*VISITOR, *OPERATOR],
+                "parameters": [{"name": "purchase_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {**ok("The purchase", ref("Purchase")), **errors(404)},
+            }
+        },
+        "/api/webhooks/stripe": {
+            "post": {
+                "summary": "Stripe's signed events (no session, no origin check: the signature is the proof)",
+                "security": [{"stripeSignature": []}],
+                "requestBody": {"required": True, "content": json_content({"type": "object"})},
+                "responses": {
+                    **ok(
+                        "Received",
+                        obj(
+                            {
+                                "received": {"type": "boolean"},
+                                "outcome": {"type": "string"},
+                                "duplicate": {"type": "boolean"},
+                            },
+                            ("received",),
+                        ),
+                    ),
+                    **errors(400, 503),
+                },
+            }
+        },
+        "/api/chat": {
+            "post": {
+                "summary": "Chat with an owned (or free) installed model",
+                "description": "Send `message` (one question) or `messages` (a conversation). "
+                "`stream` true (the default): server-sent events `token`, then `done` or `error`.",
+                "security": VISITOR,
+                "requestBody": {"required": True, "content": json_content(ref("ChatRequest"))},
+                "responses": {
+                    "200": {
+                        "description": "The answer (JSON), or its stream",
+                        "content": {**json_content(ref("ChatAnswer")), **event_stream},
+                    },
+                    **errors(400, 401, 403, 404, 409, 429, 502, 503, 504),
+                },
+            }
+        },
+        "/api/events": {
+            "get": {
+                "summary": "The visitor's purchase and install events, live (server-sent events; "
+                "at most STUDIO_STREAMS_PER_ADDRESS open per client address)",
+                "security": [*VISITOR, {}],
+                "responses": {"200": {"description": "`state`, then events", "content": event_stream}, **errors(429)},
+            }
+        },
+        "/api/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": ANYONE,
+                "responses": ok("OpenAPI 3.1", {"type": "object"}),
+            }
+        },
+        "/health": {
+            "get": {
+                "summary": "Is the studio well? Anyone: the status and which components fail; the operator: "
+                "each component's details",
+                "security": [{}, *OPERATOR],
+                "responses": {
+                    **ok("Every component is fine", ref("Health")),
+                    "503": {"description": "A component fails", "content": json_content(ref("Health"))},
+                    "default": ERROR,
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "The gateway process is up (container health check)",
+                "security": ANYONE,
+                "responses": ok(
+                    "Up",
+                    obj(
+                        {"status": {"type": "string"}, "service": {"type": "string"}, "mode": {"type": "string"}},
+                        ("status",),
+                    ),
+                ),
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics (operator only)",
+                "security": OPERATOR,
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **errors(401, 403),
+                },
+            }
+        },
+        "/api/monitor/events": {
+            "get": {
+                "summary": "The latest events on the bus (operator only)",
+                "security": OPERATOR,
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                    },
+                    {"name": "type", "in": "query", "schema": {"type": "string"}, "description": "a type prefix"},
+                ],
+                "responses": {
+                    **ok("Events", obj({"events": {"type": "array", "items": {"type": "object"}}}, ("events",))),
+                    **errors(400, 401, 403),
+                },
+            }
+        },
+        "/api/monitor/stats": {
+            "get": {
+                "summary": "Event counts by type (operator only)",
+                "security": OPERATOR,
+                "responses": {**ok("Counts", obj({"events": {}}, ("events",))), **errors(401, 403)},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Local AI Studio",
+            "version": VERSION,
+            "description": "A self-hosted store for local Ollama models. Every error is "
+            '`{"error": {"code", "message"}}` with a 4xx or 5xx status. State-changing requests from '
+            "another site are refused (403 cross_site); per client address, streams and state changes "
+            "are limited (429, Retry-After).",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": {
+                "Error": {"description": "An error", "content": json_content(ref("Error"))},
+            },
+            "securitySchemes": {
+                "visitorCookie": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "studio_visitor",
+                    "description": "Set on the first visit (any page or GET); signed, HttpOnly, SameSite=Lax.",
+                },
+                "operatorToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "STUDIO_ADMIN_TOKEN",
+                },
+                "stripeSignature": {"type": "apiKey", "in": "header", "name": "Stripe-Signature"},
+            },
+        },
+    }
