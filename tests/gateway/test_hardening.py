@@ -14,7 +14,7 @@ import time
 import aiohttp
 import pytest
 
-from functions import load
+from functions import NAMES, load
 from gateway.app import gateway_app
 from gateway.edge import SECURITY_HEADERS
 from gateway.routes import ROUTES
@@ -27,6 +27,8 @@ from tests.support import eventually
 
 ROUTES_WITH_SAMPLE = (*ROUTES, ROUTE)
 DEEP = b"[" * 1000 + b"]" * 1000
+
+STUDIO_WITH_SAMPLE = [*(load(name) for name in NAMES), sample]  # the functions behind a distributed gateway
 
 
 def assert_security_headers(resp) -> None:
@@ -44,8 +46,8 @@ async def assert_error(resp, status: int, code: str) -> None:
 @pytest.fixture
 async def served(settings):
     """The embedded gateway (sample + purchase) served as `up` serves it: the real runner and connections."""
-    s = settings.replace(client_timeout_s=0.5, skip_payment=True, functions=("sample", "purchase"))
-    fns = [sample, load("purchase")]
+    s = settings.replace(client_timeout_s=0.5, skip_payment=True, functions=("sample", "purchase", "install"))
+    fns = [sample, load("purchase"), load("install")]
     host = Host(fns, s)
     await host.start()
     runner = await serve(gateway_app(s, functions=fns, routes=ROUTES_WITH_SAMPLE, bus=host.bus), s, "test", edge=True)
@@ -60,8 +62,10 @@ async def served(settings):
 
 
 async def test_one_address_holds_at_most_its_share_of_streams(embedded_studio, settings) -> None:
-    s = settings.replace(streams_per_address=3, functions=("sample", "purchase"))
-    client = await embedded_studio([sample, load("purchase")], routes=ROUTES_WITH_SAMPLE, settings_override=s)
+    s = settings.replace(streams_per_address=3, functions=("sample", "purchase", "install"))
+    client = await embedded_studio(
+        [sample, load("purchase"), load("install")], routes=ROUTES_WITH_SAMPLE, settings_override=s
+    )
     streams = [await client.get("/api/events") for _ in range(3)]
     assert [r.status for r in streams] == [200, 200, 200]
 
@@ -89,8 +93,10 @@ async def _opens(client):
 
 
 async def test_forwarded_addresses_are_believed_only_from_a_trusted_proxy(embedded_studio, settings) -> None:
-    s = settings.replace(streams_per_address=1, trusted_proxies=(), functions=("sample", "purchase"))
-    client = await embedded_studio([sample, load("purchase")], routes=ROUTES_WITH_SAMPLE, settings_override=s)
+    s = settings.replace(streams_per_address=1, trusted_proxies=(), functions=("sample", "purchase", "install"))
+    client = await embedded_studio(
+        [sample, load("purchase"), load("install")], routes=ROUTES_WITH_SAMPLE, settings_override=s
+    )
     first = await client.get("/api/events", headers={"X-Forwarded-For": "203.0.113.1", "X-Real-IP": "203.0.113.1"})
     assert first.status == 200
     spoofed = await client.get("/api/events", headers={"X-Forwarded-For": "203.0.113.2", "X-Real-IP": "203.0.113.2"})
@@ -280,7 +286,7 @@ async def test_the_distributed_gateway_applies_the_same_guards(settings, aiohttp
     gw = settings.replace(
         upstreams={"sample": str(function_server.make_url("")).rstrip("/")}, writes_per_address_per_minute=2
     )
-    client = await aiohttp_client(gateway_app(gw, routes=ROUTES_WITH_SAMPLE))
+    client = await aiohttp_client(gateway_app(gw, routes=ROUTES_WITH_SAMPLE, behind=STUDIO_WITH_SAMPLE))
     refused = await client.post("/api/sample/count", json={}, headers={"Origin": "https://evil.example"})
     await assert_error(refused, 403, "cross_site")
     for _ in range(2):  # the refused one was not counted

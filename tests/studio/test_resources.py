@@ -158,6 +158,8 @@ def env_on(data_dir: Path, tmp_path: Path, **extra: str) -> dict[str, str]:
         STUDIO_ADMIN_TOKEN=ADMIN,
         STUDIO_SKIP_PAYMENT="true",
         STUDIO_DISK_MIN_FREE_MB="4",
+        STUDIO_STREAMS_PER_ADDRESS="100000",  # every client here is 127.0.0.1: the per-address caps are not
+        STUDIO_WRITES_PER_ADDRESS_PER_MINUTE="100000",  # what these tests are about
         **extra,
     )
 
