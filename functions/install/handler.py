@@ -43,7 +43,8 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
     await ollama.close()
 
 
-@function.subscribe(PurchaseCompleted, InstallRequested, max_concurrency=4, max_attempts=8, ack_wait=15)
+# Many at once: most requests are no-ops (the model is installed or pulling); pulls are limited apart.
+@function.subscribe(PurchaseCompleted, InstallRequested, max_concurrency=64, max_attempts=8, ack_wait=15)
 async def install_model(event: PurchaseCompleted | InstallRequested, delivery: Delivery) -> None:
     model = catalog.cached(function.settings.catalog_path).get(event.model)
     if model is None:

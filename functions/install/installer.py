@@ -1,8 +1,13 @@
 """Installing a model into Ollama: one pull per model at a time, reported, verified, retried.
 
-- In this process, a second request for a model already being pulled waits for that pull.
-  Across replicas, a lease row (renewed while pulling) lets one pull and the others retry later.
-- A model Ollama already has is not pulled again (Ollama would re-contact the registry).
+- In this process, a second request for a model already being pulled is done at once: that pull
+  reports the outcome (and, if it fails, its own event is redelivered). Across replicas, a lease
+  row (renewed while pulling) lets one pull and the others retry later. At most `PULLS_AT_ONCE`
+  pulls run at once, so the consumer can take many requests at a time: the no-op ones (a model
+  pulling or installed already: a burst of purchases) never queue a real pull behind them.
+- A model Ollama already has is not pulled again (Ollama would re-contact the registry); requests
+  arriving together share one look at Ollama's list, and an unchanged installed state is not
+  written again.
 - `install.completed` is published only once `/api/tags` lists the model with a digest.
 - Transient failures (Ollama down, a cut stream, a registry hiccup) publish `install.failed`
   with `will_retry` and are retried with backoff by redelivery; permanent ones (unknown model,
@@ -36,6 +41,7 @@ log = logging.getLogger("studio.functions.install")
 BACKOFF = Backoff(base=2.0, cap=60.0)
 LEASE_S = 30.0  # a crashed replica's claim expires this long after its last renewal
 RENEW_EVERY_S = 8.0
+PULLS_AT_ONCE = 4
 PERMANENT = {
     "file does not exist": "the model is not in Ollama's library (check the catalog entry)",
     "invalid model name": "Ollama refused the model name (check the catalog entry)",
@@ -60,11 +66,11 @@ class Installer:
         self.catalog = catalog
         self.owner = owner
         self._pulls: dict[str, asyncio.Task[None]] = {}
+        self._pull_slots = asyncio.Semaphore(PULLS_AT_ONCE)
+        self._listing: asyncio.Future[dict[str, InstalledModel]] | None = None
 
     async def install(self, model: CatalogModel, install_id: str, delivery: Delivery) -> None:
-        running = self._pulls.get(model.id)
-        if running is not None:  # this model is being pulled here already: share that pull
-            await asyncio.shield(running)
+        if model.id in self._pulls:  # this model is being pulled here already: that pull reports
             return
         task = asyncio.ensure_future(self._install(model, install_id, delivery))
         self._pulls[model.id] = task
@@ -76,15 +82,32 @@ class Installer:
     def pulling(self, model_id: str) -> bool:
         return model_id in self._pulls
 
+    async def _installed_models(self) -> dict[str, InstalledModel]:
+        """Ollama's list; callers arriving while a look is under way share it (a burst asks once)."""
+        if self._listing is None:
+            self._listing = asyncio.ensure_future(self.ollama.installed())
+            self._listing.add_done_callback(self._listed)
+        return await asyncio.shield(self._listing)
+
+    def _listed(self, listing: asyncio.Future[dict[str, InstalledModel]]) -> None:
+        if self._listing is listing:
+            self._listing = None
+        if not listing.cancelled():
+            listing.exception()  # retrieved here, raised to every waiter
+
     async def _install(self, model: CatalogModel, install_id: str, delivery: Delivery) -> None:
         try:
-            found = (await self.ollama.installed()).get(model.id)
+            found = (await self._installed_models()).get(model.id)
         except OllamaError as exc:
             await self._failed(model, install_id, delivery, *explain(exc))
             return
         if found is not None:
             await self._installed(model, install_id, found, announce_always=False)
             return
+        async with self._pull_slots:
+            await self._claimed_pull(model, install_id, delivery)
+
+    async def _claimed_pull(self, model: CatalogModel, install_id: str, delivery: Delivery) -> None:
         if not await self._claim(model, install_id):
             raise Retry(f"another replica is pulling {model.id}", delay=RENEW_EVERY_S)
         try:
@@ -151,6 +174,10 @@ class Installer:
     async def _installed(
         self, model: CatalogModel, install_id: str, found: InstalledModel, *, announce_always: bool
     ) -> None:
+        if not announce_always:  # a no-op request: nothing to write when the stored state says so already
+            row = await self.fn.db.fetch_one("SELECT state, digest FROM installs WHERE model = ?", (model.id,))
+            if row is not None and row["state"] == "installed" and row["digest"] == found.digest:
+                return
         async with self.fn.db.transaction() as tx:
             row = await tx.fetch_one("SELECT state, digest FROM installs WHERE model = ?", (model.id,))
             fresh = row is None or row["state"] != "installed" or row["digest"] != found.digest

@@ -8,6 +8,7 @@ Events  consumes payment.succeeded, payment.failed, payment.refunded (settle the
         consumes install.requested/started/completed/failed/removed (install states); listens install.progressed
         emits    purchase.created, purchase.completed, purchase.failed, purchase.revoked, install.requested
 Query   models.snapshot {"user_id", "admin"} -> {"models": [...]} (the gateway's live stream starts with it)
+        purchases.owns {"user_id", "model"} -> {"owns": bool} (chat asks before a paid model answers)
 """
 
 from __future__ import annotations
@@ -90,6 +91,15 @@ async def list_models(request: web.Request) -> web.Response:
 @function.answer("models.snapshot")
 async def snapshot(query: dict[str, Any]) -> dict[str, Any]:
     return {"models": await model_list(query.get("user_id"))}
+
+
+@function.answer("purchases.owns")
+async def answer_ownership(query: dict[str, Any]) -> dict[str, Any]:
+    """The ledger's word on ownership: what a 200 or a recorded refund changed counts at once."""
+    user_id, model = query.get("user_id"), query.get("model")
+    if not (isinstance(user_id, str) and isinstance(model, str)):
+        raise ValueError('purchases.owns needs "user_id" and "model" strings')
+    return {"owns": await function[LEDGER].owns(user_id, model)}
 
 
 @function.route("POST", "/api/models/purchase/{model}")

@@ -10,6 +10,9 @@ A handler module creates one `Function`, then decorates its handlers:
     @function.subscribe(PurchaseCompleted, InstallRequested, max_concurrency=2)
     async def install_model(event: PurchaseCompleted | InstallRequested, delivery: Delivery) -> None: ...
 
+    @function.subscribe(PurchaseCompleted, PurchaseRevoked, batch=True)   # a projection: many events, one commit
+    async def track_ownership(deliveries: list[Delivery]) -> None: ...
+
     @function.listen("install.progressed")          # broadcast: every replica sees every event
     async def remember_progress(event: Event) -> None: ...
 
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 HttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Resource = Callable[["Function"], AsyncIterator[None]]
+BATCH_SIZE = 256  # events a batch handler gets at most at once (JetStream fetch + one transaction)
 
 
 class Key(Generic[T]):
@@ -76,6 +80,7 @@ class SubscriptionSpec:
     ack_wait: float = 30.0
     backoff: Backoff = field(default_factory=Backoff)
     envelope: bool = False
+    batch_size: int = 0  # > 0: the handler takes a list of deliveries (up to this many)
 
     def consumer_name(self, function: str) -> str:
         return f"{function}__{self.handler.__name__}"
@@ -121,8 +126,16 @@ class Function:
         max_attempts: int = 5,
         ack_wait: float = 30.0,
         backoff: Backoff | None = None,
+        batch: bool | int = False,
     ) -> Callable[[T], T]:
-        """A durable consumer shared by all replicas: each event is handled by one of them."""
+        """A durable consumer shared by all replicas: each event is handled by one of them.
+
+        `batch=True` (or a size): the handler takes `list[Delivery]`, up to `BATCH_SIZE` events that
+        were waiting (each `delivery.data` typed), and handles them together, typically in one
+        transaction; they are acknowledged when it returns. If it raises, the runtime hands it the
+        events one at a time, so one poison event is retried or dead-lettered alone.
+        """
+        batch_size = 0 if batch is False else BATCH_SIZE if batch is True else int(batch)
 
         def register(handler: T) -> T:
             self.subscriptions.append(
@@ -134,6 +147,7 @@ class Function:
                     max_attempts=max_attempts,
                     ack_wait=ack_wait,
                     backoff=backoff or Backoff(),
+                    batch_size=batch_size,
                 )
             )
             return handler

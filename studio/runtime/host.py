@@ -111,14 +111,22 @@ class Host:
             finally:
                 current_function.reset(token)
 
+        async def on_batch(deliveries: list[object]) -> None:
+            token = current_function.set(name)
+            try:
+                await handler(deliveries)
+            finally:
+                current_function.reset(token)
+
         await self.bus.consume(
             spec.consumer_name(fn.name),
             spec.types,
-            on_delivery,
+            on_batch if spec.batch_size else on_delivery,
             max_concurrency=spec.max_concurrency,
             max_attempts=spec.max_attempts,
             ack_wait=spec.ack_wait,
             backoff=spec.backoff,
+            batch_size=spec.batch_size,
         )
 
     # -- heartbeats ------------------------------------------------------------------------------
