@@ -256,6 +256,13 @@ class Bus:
         self._consumers.append(consumer)
         return consumer
 
+    def consumer(self, name: str) -> Consumer:
+        """This process's pull loop of the durable consumer `name` (to pause or resume it)."""
+        for consumer in self._consumers:
+            if consumer.name == name:
+                return consumer
+        raise KeyError(f"no consumer {name!r} runs in this process")
+
     async def listen(self, pattern: str, listener: Listener) -> Any:
         """Broadcast: every event whose type matches `pattern` (NATS wildcards), from now on."""
 
@@ -363,9 +370,11 @@ class Consumer:
     _inflight: set[asyncio.Task[None]] = field(default_factory=set)
     _stopping: bool = False
     _slot_free: asyncio.Event = field(default_factory=asyncio.Event)
+    _fetching: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         self._psub = await self.bus.nc.jetstream().pull_subscribe_bind(durable=self.name, stream=STREAM)
+        self._fetching.set()
         self._task = asyncio.create_task(self._loop(), name=f"consumer:{self.name}")
 
     @property
@@ -387,8 +396,18 @@ class Consumer:
             await asyncio.sleep(0.5)
             return []
 
+    def pause(self) -> None:
+        """Stop fetching (events wait in JetStream; what is in flight finishes) until `resume()`."""
+        self._fetching.clear()
+
+    def resume(self) -> None:
+        self._fetching.set()
+
     async def _loop(self) -> None:
         while not self._stopping:
+            await self._fetching.wait()
+            if self._stopping:
+                return
             if self.batch_size:
                 msgs = await self._fetch(self.batch_size)
                 if msgs:  # one batch at a time, in stream order; the task lets `stop` wait for it
@@ -530,6 +549,7 @@ class Consumer:
     async def stop(self, grace: float) -> None:
         self._stopping = True
         self._slot_free.set()
+        self._fetching.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -1,7 +1,8 @@
 """health: the studio's public health report.
 
 HTTP    GET /health   -> 200 {"status": "ok", "components": {...}} when every component is fine,
-                         503 with the same report naming what is wrong and how to fix it
+                         503 with the same report naming what is wrong and how to fix it;
+                         the operator (admin token) also sees every durable consumer's lag
 Events  listens  heartbeat.emitted (which function instances are alive)
         emits    heartbeat.requested (at start-up, so the report is complete at once)
 """
@@ -15,9 +16,18 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from events.catalog import HeartbeatEmitted, HeartbeatRequested
-from functions.health.checks import Check, Liveness, check_database, check_disk, check_nats, check_ollama
+from functions.health.checks import (
+    Check,
+    Liveness,
+    check_consumers,
+    check_database,
+    check_disk,
+    check_nats,
+    check_ollama,
+)
 from studio.clients.ollama import OllamaClient
 from studio.runtime.function import Function, Key
+from studio.runtime.identity import identity
 
 function = Function("health", uses_database=True)
 
@@ -41,14 +51,15 @@ async def record_heartbeat(beat: HeartbeatEmitted) -> None:
 
 @function.route("GET", "/health")
 async def report_health(request: web.Request) -> web.Response:
-    report = await health_report()
+    report = await health_report(operator=identity(request).admin)
     return web.json_response(report, status=200 if report["status"] == "ok" else 503)
 
 
-async def health_report() -> dict[str, object]:
+async def health_report(*, operator: bool = False) -> dict[str, object]:
     fn = function
     checks: list[Check] = await asyncio.gather(
         check_nats(fn.bus),
+        check_consumers(fn.bus, fn.settings.events_lag_alert_s, detail=operator),
         check_database(fn.db),
         check_ollama(fn[OLLAMA]),
         check_disk(fn.settings.data_dir, fn.settings.disk_min_free_mb),

@@ -193,6 +193,20 @@ VARS: tuple[Var, ...] = (
         "How long durable events stay replayable.",
     ),
     Var(
+        "STUDIO_EVENTS_LAG_ALERT_S",
+        "events_lag_alert_s",
+        _positive(float),
+        "30",
+        "The monitor alerts when a consumer's oldest unacknowledged event is older than this (seconds).",
+    ),
+    Var(
+        "STUDIO_OUTBOX_KEEP_DAYS",
+        "outbox_keep_days",
+        _positive(float),
+        "7",
+        "Published outbox rows and processed Stripe event ids older than this are pruned (Stripe retries 3 days).",
+    ),
+    Var(
         "STUDIO_DISK_MIN_FREE_MB",
         "disk_min_free_mb",
         _positive(int),
@@ -324,6 +338,8 @@ class Settings:
     shutdown_grace_s: float
     nats_connect_timeout_s: float
     events_max_age_days: float
+    events_lag_alert_s: float
+    outbox_keep_days: float
     disk_min_free_mb: int
     catalog_path: Path | None
     skip_payment: bool
