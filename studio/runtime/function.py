@@ -43,6 +43,7 @@ from studio.runtime.database import Database, Migrations
 from studio.runtime.errors import StudioError, UpstreamUnavailable
 from studio.runtime.logs import current_function
 from studio.runtime.metrics import RequestStats
+from studio.runtime.retention import Retention
 
 if TYPE_CHECKING:
     from studio.runtime.settings import Settings
@@ -100,6 +101,7 @@ class Function:
         self.subscriptions: list[SubscriptionSpec] = []
         self.resources: list[Resource] = []
         self.queries: list[tuple[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]] = []
+        self.retained: list[Retention] = []
         self.stats = RequestStats()
         self.log = logging.getLogger(f"studio.functions.{name}")
         self._values: dict[Key[Any], Any] = {}
@@ -181,6 +183,10 @@ class Function:
             return handler
 
         return register
+
+    def retain(self, table: str, *, time_column: str, key: str) -> None:
+        """Rows of `table` older than STUDIO_OUTBOX_KEEP_DAYS (by `time_column`, ISO-8601 UTC) are pruned."""
+        self.retained.append(Retention(table, time_column, key))
 
     def resource(self, ctx: Resource) -> Resource:
         self.resources.append(ctx)

@@ -25,6 +25,7 @@ from studio.runtime.database import RUNTIME_MIGRATIONS, Database
 from studio.runtime.function import Function, SubscriptionSpec
 from studio.runtime.logs import current_function
 from studio.runtime.outbox import OutboxRelay
+from studio.runtime.retention import OUTBOX, Pruner
 from studio.runtime.settings import Settings
 
 log = logging.getLogger("studio.runtime")
@@ -44,6 +45,7 @@ class Host:
         self.bus = Bus(settings.effective_nats_url(), name=f"{service}@{self.instance}", source=f"/functions/{service}")
         self.db: Database | None = None
         self.relay: OutboxRelay | None = None
+        self.pruner: Pruner | None = None
         self.started_at = time.time()
         self._stack = AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
@@ -60,6 +62,9 @@ class Host:
                 await self.db.migrate([RUNTIME_MIGRATIONS, *(f.migrations for f in self.functions if f.migrations)])
                 self.relay = OutboxRelay(self.db, self.bus)
                 self.relay.start()
+                retained = [OUTBOX, *(r for f in self.functions for r in f.retained)]
+                self.pruner = Pruner(self.db, retained, keep_s=s.outbox_keep_days * 86400)
+                self._tasks.append(asyncio.create_task(self.pruner.run(), name="pruner"))
             await self.bus.listen(HeartbeatRequested.TYPE, self._beat_all)  # before health asks at its start
             for fn in self.functions:
                 await self._start_function(fn)
