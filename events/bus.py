@@ -409,14 +409,8 @@ class Consumer:
             if self._stopping:
                 return
             if self.batch_size:
-                msgs = await self._fetch(self.batch_size)
-                if msgs:  # one batch at a time, in stream order; the task lets `stop` wait for it
-                    task = asyncio.create_task(self._handle_batch(msgs))
-                    self._inflight.add(task)
-                    task.add_done_callback(self._done)
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await asyncio.shield(task)
-                continue
+                await self._batch_loop()
+                return
             free = self.max_concurrency - len(self._inflight)
             if free <= 0:
                 self._slot_free.clear()
@@ -426,6 +420,24 @@ class Consumer:
                 task = asyncio.create_task(self._handle(msg))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
+
+    async def _batch_loop(self) -> None:
+        """One batch handled at a time, in stream order, while the next one is being fetched
+        (the handler's transaction runs in the database thread, so the fetch costs nothing)."""
+        handling: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping:
+                await self._fetching.wait()
+                msgs = await self._fetch(self.batch_size) if not self._stopping else []
+                if handling is not None:
+                    await asyncio.shield(handling)
+                    handling = None
+                if msgs:
+                    handling = asyncio.create_task(self._handle_batch(msgs))
+                    self._inflight.add(handling)  # `stop` lets it finish within the grace period
+                    handling.add_done_callback(self._done)
+        except asyncio.CancelledError:
+            return
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)

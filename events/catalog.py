@@ -57,7 +57,7 @@ class EventData:
     def from_data(cls, data: dict[str, Any]) -> Self:
         kwargs: dict[str, Any] = {}
         hints = _hints(cls)
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        for f in _fields(cls):
             if f.name in data:
                 value = data[f.name]
                 if not _matches(value, hints[f.name]):
