@@ -31,7 +31,7 @@ from studio.runtime.identity import Identity
 log = logging.getLogger("studio.functions.chat")
 
 OWNER_QUERY = "purchases.owns"  # answered by the purchase function: {"user_id", "model"} -> {"owns": bool}
-OWNER_TIMEOUT_S = 1.0
+OWNER_TIMEOUT_S = 5.0  # purchase down: NATS says "no responders" at once; alive but busy: worth the wait
 
 GRANT = (
     "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at) VALUES (?, ?, ?, 0, ?) "
