@@ -87,6 +87,18 @@ async def _lags(bus: Bus) -> list[ConsumerLag]:
     return sorted(out, key=lambda lag: lag.consumer)
 
 
+async def remove_consumer(bus: Bus, name: str) -> None:
+    """Delete a durable consumer (one a renamed or removed handler left, whose backlog only grows).
+    Raises LookupError when there is none by that name. A running handler would recreate it from the
+    start of the stream, so remove only what no function declares."""
+    try:
+        await bus.nc.jsm().delete_consumer(STREAM, name)
+    except nats.js.errors.NotFoundError:
+        raise LookupError(f"no consumer named {name!r} on {STREAM}; see localai-studio events consumers") from None
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
+        raise BusUnavailable(f"JetStream did not remove {name}: {type(exc).__name__}") from None
+
+
 def table(lags: list[ConsumerLag]) -> str:
     """The lags as a plain-text table for people."""
 

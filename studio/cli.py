@@ -4,6 +4,7 @@ localai-studio up                         the whole studio in one process (embed
 localai-studio run <function>|gateway     one service alone, as its container runs it
 localai-studio events tail [--since 10m] [--type 'purchase.*'] [--json]
 localai-studio events consumers [--json]  each durable consumer's backlog and lag
+localai-studio events consumers --remove NAME   delete a durable consumer no handler uses any more
 localai-studio health [--url URL]         print the health report; exit 0 when healthy
 localai-studio config [--markdown]        the configuration variables and their values
 localai-studio backup [--out DIR] [--file PATH ...] [--models]   a checked, consistent backup
@@ -25,7 +26,7 @@ import aiohttp
 
 import functions
 from events.bus import Bus, BusUnavailable
-from events.lag import consumer_lags, table
+from events.lag import consumer_lags, remove_consumer, table
 from events.tail import format_human, format_json, tail
 from studio import ops
 from studio.runner import (
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
         "consumers", help="each durable consumer: pending, ack pending, redelivered, oldest pending age, last active"
     )
     consumers_cmd.add_argument("--json", action="store_true", help="one JSON object a consumer")
+    consumers_cmd.add_argument(
+        "--remove", metavar="NAME", default=None, help="delete this durable consumer (one a renamed handler left)"
+    )
     health = sub.add_parser("health", help="print the health report; exit 0 when healthy")
     health.add_argument("--url", default=None, help="the studio's URL (default from STUDIO_HOST/PORT)")
     config = sub.add_parser("config", help="show the configuration")
@@ -87,8 +91,12 @@ async def connect_cli(settings: Settings, name: str) -> Bus:
 async def events_consumers(settings: Settings, args: argparse.Namespace) -> int:
     bus = await connect_cli(settings, "events-consumers")
     try:
+        if args.remove:
+            await remove_consumer(bus, args.remove)
+            print(f"removed {args.remove}")
+            return 0
         lags = await consumer_lags(bus)
-    except BusUnavailable as exc:
+    except (BusUnavailable, LookupError) as exc:
         raise StartupError(str(exc)) from None
     finally:
         await bus.close(0)

@@ -43,13 +43,19 @@ def gauge(metrics: dict, name: str, consumer: str) -> float | None:
     return metrics.get((name, (("consumer", consumer),)))
 
 
-async def events_consumers(nats_url: str) -> str:
+async def events_consumers(nats_url: str, *args: str, status: int = 0) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
     proc = await asyncio.create_subprocess_exec(
-        CLI, "events", "consumers", env={**env, "STUDIO_NATS_URL": nats_url}, stdout=asyncio.subprocess.PIPE
+        CLI,
+        "events",
+        "consumers",
+        *args,
+        env={**env, "STUDIO_NATS_URL": nats_url},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0
+    assert proc.returncode == status, out.decode()
     return out.decode()
 
 
@@ -112,6 +118,20 @@ async def test_a_paused_consumer_shows_in_metrics_health_and_the_command_and_ale
     )
     assert gauge(metrics, "studio_events_consumer_oldest_pending_seconds", LAGGING) == 0
     assert gauge(metrics, "studio_events_consumer_behind", LAGGING) == 0
+
+
+async def test_a_consumer_no_handler_uses_any_more_can_be_removed(bus: Bus, nats_server) -> None:
+    left_behind = await bus.consume("tests__renamed_handler", [SampleRecorded.TYPE], Recorder())
+    await left_behind.stop(1)
+    assert "tests__renamed_handler" in await events_consumers(nats_server.url)
+
+    assert "removed tests__renamed_handler" in await events_consumers(
+        nats_server.url, "--remove", "tests__renamed_handler"
+    )
+
+    assert "tests__renamed_handler" not in await events_consumers(nats_server.url)
+    refused = await events_consumers(nats_server.url, "--remove", "tests__renamed_handler", status=1)
+    assert "no consumer named 'tests__renamed_handler'" in refused
 
 
 async def _scrape_if(client, predicate):
