@@ -18,6 +18,7 @@ than `OWNER_TIMEOUT_S`): chat keeps working through a purchase outage, as of the
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from events.bus import Bus, BusUnavailable
@@ -31,6 +32,7 @@ from studio.runtime.identity import Identity
 log = logging.getLogger("studio.functions.chat")
 
 OWNER_QUERY = "purchases.owns"  # answered by the purchase function: {"user_id", "model"} -> {"owns": bool}
+WARN_EVERY_S = 60.0
 OWNER_TIMEOUT_S = 5.0  # purchase down: NATS says "no responders" at once; alive but busy: worth the wait
 
 GRANT = (
@@ -48,6 +50,7 @@ class Ownership:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.warned_at = float("-inf")  # when chat last said it answers from the projection
 
     async def apply(self, changes: Sequence[PurchaseCompleted | PurchaseRevoked]) -> None:
         """Record grants and revocations in one transaction (their order does not matter: a revocation
@@ -99,7 +102,10 @@ async def owner_says(bus: Bus, ownership: Ownership, user_id: str, model: str) -
         answer = await bus.query(OWNER_QUERY, {"user_id": user_id, "model": model}, timeout=OWNER_TIMEOUT_S)
         return answer["owns"] is True
     except (BusUnavailable, KeyError) as exc:
-        log.warning("the purchase function did not answer (%s); using chat's projection of purchases", exc)
+        now = time.monotonic()
+        if now - ownership.warned_at > WARN_EVERY_S:  # a purchase outage: say so, not once a request
+            ownership.warned_at = now
+            log.warning("the purchase function did not answer (%s); using chat's projection of purchases", exc)
         return await ownership.owns(user_id, model)
 
 
