@@ -433,6 +433,7 @@ class Consumer:
         """One batch handled at a time, in stream order, while the next one is being fetched
         (the handler's transaction runs in the database thread, so the fetch costs nothing)."""
         handling: asyncio.Task[None] | None = None
+        msgs: list[Msg] = []
         try:
             while not self._stopping:
                 await self._fetching.wait()
@@ -444,7 +445,11 @@ class Consumer:
                     handling = asyncio.create_task(self._handle_batch(msgs))
                     self._inflight.add(handling)  # `stop` lets it finish within the grace period
                     handling.add_done_callback(self._done)
+                    msgs = []
         except asyncio.CancelledError:
+            for msg in msgs:  # fetched, never started: hand them back now, not after the ack wait
+                with contextlib.suppress(Exception):
+                    await msg.nak()
             return
 
     def _done(self, task: asyncio.Task[None]) -> None:
