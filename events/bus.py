@@ -3,7 +3,11 @@
 - `publish(event)`: durable types go to JetStream with `Nats-Msg-Id` = event id (a retried publish is
   stored once); live types go to core NATS.
 - `consume(...)`: a durable pull consumer (`<function>__<handler>`), shared by every replica that
-  binds to it (pool semantics), running the ack policy of `events.delivery`.
+  binds to it (pool semantics), running the ack policy of `events.delivery`. It fetches what is
+  available in batches: a per-event handler runs up to `max_concurrency` events at once; a batch
+  handler (`batch_size`) gets up to that many events in one call (a projection writes them in one
+  transaction) and each is acknowledged after it returns. When a batch fails, its events are
+  handled one by one, so a poison event is retried or dead-lettered alone and the others go on.
 - `listen(...)`: a broadcast subscription on core NATS; every instance sees every matching event,
   durable and live alike, from now on.
 """
@@ -33,9 +37,11 @@ from events.envelope import Event, InvalidEvent, nats_subject
 log = logging.getLogger("studio.events")
 
 STREAM = "STUDIO_EVENTS"
+GATHER_S = 1.0  # at most this long to gather the messages a fetch's first one says are waiting
 QUERY_PREFIX = "rpc.studio."  # request/reply queries: not events, so outside the `studio.` event subjects
 
 ConsumerHandler = Callable[[Any, Delivery], Awaitable[None]]
+BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
 Listener = Callable[[Event], Awaitable[None]]
 
 
@@ -239,14 +245,21 @@ class Bus:
         self,
         name: str,
         types: Iterable[str],
-        handler: ConsumerHandler,
+        handler: ConsumerHandler | BatchHandler,
         *,
         max_concurrency: int = 1,
         max_attempts: int = 5,
         ack_wait: float = 30.0,
         backoff: Backoff | None = None,
+        batch_size: int = 0,
     ) -> Consumer:
+        """Bind to (creating or updating) the durable consumer `name` and start pulling.
+
+        `batch_size` 0: `handler(data, delivery)` per event, up to `max_concurrency` at once.
+        `batch_size` n: `handler(deliveries)` with up to n events (`delivery.data` is each one's data).
+        """
         subjects = [nats_subject(t) for t in types]
+        in_flight = batch_size * 2 if batch_size else max(max_concurrency * 2, 16)
         config = api.ConsumerConfig(
             durable_name=name,
             name=name,
@@ -254,15 +267,16 @@ class Bus:
             deliver_policy=api.DeliverPolicy.ALL,
             ack_wait=ack_wait,
             max_deliver=max_attempts + 2,  # backstop: we terminate after max_attempts ourselves
-            max_ack_pending=max(max_concurrency * 2, 16),
+            max_ack_pending=in_flight,
             **({"filter_subject": subjects[0]} if len(subjects) == 1 else {"filter_subjects": subjects}),
         )
-        await self.nc.jsm().add_consumer(STREAM, config)
+        await self.nc.jsm().add_consumer(STREAM, config)  # creates, or updates a changed config
         consumer = Consumer(
             bus=self,
             name=name,
             handler=handler,
             max_concurrency=max_concurrency,
+            batch_size=batch_size,
             max_attempts=max_attempts,
             ack_wait=ack_wait,
             backoff=backoff or Backoff(),
@@ -270,6 +284,13 @@ class Bus:
         await consumer.start()
         self._consumers.append(consumer)
         return consumer
+
+    def consumer(self, name: str) -> Consumer:
+        """This process's pull loop of the durable consumer `name` (to pause or resume it)."""
+        for consumer in self._consumers:
+            if consumer.name == name:
+                return consumer
+        raise KeyError(f"no consumer {name!r} runs in this process")
 
     async def listen(self, pattern: str, listener: Listener) -> Any:
         """Broadcast: every event whose type matches `pattern` (NATS wildcards), from now on."""
@@ -367,60 +388,111 @@ class Consumer:
 
     bus: Bus
     name: str
-    handler: ConsumerHandler
+    handler: ConsumerHandler | BatchHandler
     max_concurrency: int
     max_attempts: int
     ack_wait: float
     backoff: Backoff
+    batch_size: int = 0
+    handled: int = 0  # events acknowledged or dead-lettered by this process
     _task: asyncio.Task[None] | None = None
     _inflight: set[asyncio.Task[None]] = field(default_factory=set)
     _stopping: bool = False
     _slot_free: asyncio.Event = field(default_factory=asyncio.Event)
+    _fetching: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
         self._psub = await self.bus.nc.jetstream().pull_subscribe_bind(durable=self.name, stream=STREAM)
+        self._fetching.set()
         self._task = asyncio.create_task(self._loop(), name=f"consumer:{self.name}")
 
     @property
     def inflight(self) -> int:
         return len(self._inflight)
 
+    async def _fetch(self, n: int) -> list[Msg]:
+        """Up to `n` messages: the first as soon as there is one (waiting up to 2 s), then as many of
+        those waiting behind it (its `num_pending`) as fit. (One `fetch(n)` would hold the first
+        message until n came or its whole timeout passed: seconds of lag at a trickle.)"""
+        try:
+            msgs = await self._psub.fetch(batch=1, timeout=2.0)
+        except nats.errors.TimeoutError:
+            return []
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
+            if not self._stopping:
+                await asyncio.sleep(0.5)
+            return []
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            log.debug("fetch on %s failed: %s", self.name, exc)
+            await asyncio.sleep(0.5)
+            return []
+        waiting = min(n - len(msgs), msgs[-1].metadata.num_pending) if msgs else 0
+        if waiting > 0:  # there now: this returns as soon as they came (unless a replica took some)
+            with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
+                msgs += await self._psub.fetch(batch=waiting, timeout=GATHER_S)
+        return msgs
+
+    def pause(self) -> None:
+        """Stop fetching (events wait in JetStream; what is in flight finishes) until `resume()`."""
+        self._fetching.clear()
+
+    def resume(self) -> None:
+        self._fetching.set()
+
     async def _loop(self) -> None:
         while not self._stopping:
+            await self._fetching.wait()
+            if self._stopping:
+                return
+            if self.batch_size:
+                await self._batch_loop()
+                return
             free = self.max_concurrency - len(self._inflight)
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            try:
-                msgs = await self._psub.fetch(batch=free, timeout=2.0)
-            except nats.errors.TimeoutError:
-                continue
-            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
-                if self._stopping:
-                    return
-                await asyncio.sleep(0.5)
-                continue
-            except (TimeoutError, nats.errors.Error, OSError) as exc:
-                log.debug("fetch on %s failed: %s", self.name, exc)
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
+            for msg in await self._fetch(free):
                 task = asyncio.create_task(self._handle(msg))
                 self._inflight.add(task)
                 task.add_done_callback(self._done)
+
+    async def _batch_loop(self) -> None:
+        """One batch handled at a time, in stream order, while the next one is being fetched
+        (the handler's transaction runs in the database thread, so the fetch costs nothing)."""
+        handling: asyncio.Task[None] | None = None
+        msgs: list[Msg] = []
+        try:
+            while not self._stopping:
+                await self._fetching.wait()
+                msgs = await self._fetch(self.batch_size) if not self._stopping else []
+                if handling is not None:
+                    await asyncio.shield(handling)
+                    handling = None
+                if msgs:
+                    handling = asyncio.create_task(self._handle_batch(msgs))
+                    self._inflight.add(handling)  # `stop` lets it finish within the grace period
+                    handling.add_done_callback(self._done)
+                    msgs = []
+        except asyncio.CancelledError:
+            for msg in msgs:  # fetched, never started: hand them back now, not after the ack wait
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+            return
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._slot_free.set()
 
-    async def _keep_lease(self, msg: Msg) -> None:
+    async def _keep_lease(self, msgs: list[Msg]) -> None:
         while True:
             await asyncio.sleep(self.ack_wait / 3)
-            with contextlib.suppress(Exception):
-                await msg.in_progress()
+            for msg in msgs:
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _delivery(self, msg: Msg) -> Delivery | None:
+        """The delivery of `msg`, or None when it is malformed (then it is dead-lettered at once)."""
         attempt = msg.metadata.num_delivered
         try:
             event = Event.from_json(msg.data)
@@ -430,13 +502,25 @@ class Consumer:
                 type="unknown", source="unknown", data={}, id=msg.header.get("Nats-Msg-Id", "?") if msg.header else "?"
             )
             await self._give_up(msg, raw, attempt, "rejected", str(exc))
-            return
+            return None
+        return Delivery(
+            event=event, consumer=self.name, attempt=attempt, max_attempts=self.max_attempts, _msg=msg, data=payload
+        )
+
+    async def _handle(self, msg: Msg) -> None:
+        delivery = await self._delivery(msg)
+        if delivery is not None:
+            await self._run_one(delivery, self.handler)  # type: ignore[arg-type]
+
+    async def _run_one(self, delivery: Delivery, handler: ConsumerHandler) -> None:
+        """Handle one event under the ack policy: ack, redeliver with backoff, or dead-letter."""
+        msg, event, attempt = delivery._msg, delivery.event, delivery.attempt
+        assert msg is not None
         token = correlation_id.set(event.correlationid or event.id)
-        lease = asyncio.create_task(self._keep_lease(msg))
-        delivery = Delivery(event=event, consumer=self.name, attempt=attempt, max_attempts=self.max_attempts, _msg=msg)
+        lease = asyncio.create_task(self._keep_lease([msg]))
         extra = {"event_id": event.id, "event_type": event.type, "consumer": self.name, "attempt": attempt}
         try:
-            await self.handler(payload, delivery)
+            await handler(delivery.data, delivery)
         except Reject as exc:
             log.error("rejected %s: %s", event.type, exc, extra=extra)
             await self._give_up(msg, event, attempt, "rejected", str(exc))
@@ -457,11 +541,50 @@ class Consumer:
                 with contextlib.suppress(Exception):
                     await msg.nak(delay=delay if delay is not None else self.backoff.delay(attempt))
         else:
+            self.handled += 1
             with contextlib.suppress(Exception):
                 await msg.ack()
         finally:
             lease.cancel()
             correlation_id.reset(token)
+
+    async def _handle_batch(self, msgs: list[Msg]) -> None:
+        """The whole batch in one call, acked after it returns; if it raises, one event at a time."""
+        deliveries = [d for d in [await self._delivery(m) for m in msgs] if d is not None]
+        if not deliveries:
+            return
+        handler: BatchHandler = self.handler  # type: ignore[assignment]
+        if len(deliveries) > 1:
+            lease = asyncio.create_task(self._keep_lease([m for m in msgs]))
+            try:
+                await handler(deliveries)
+            except asyncio.CancelledError:
+                for d in deliveries:
+                    with contextlib.suppress(Exception):
+                        await d._msg.nak()  # type: ignore[union-attr]
+                raise
+            except Exception as exc:
+                log.warning(
+                    "a batch of %d failed (%s: %s); handling its events one by one",
+                    len(deliveries),
+                    type(exc).__name__,
+                    exc,
+                    extra={"consumer": self.name},
+                )
+            else:
+                self.handled += len(deliveries)
+                for d in deliveries:
+                    with contextlib.suppress(Exception):
+                        await d._msg.ack()  # type: ignore[union-attr]
+                return
+            finally:
+                lease.cancel()
+
+        async def alone(data: Any, delivery: Delivery) -> None:
+            await handler([delivery])
+
+        for d in deliveries:
+            await self._run_one(d, alone)
 
     async def _give_up(self, msg: Msg, event: Event, attempt: int, reason: str, error: str) -> None:
         """Dead-letter first, then terminate; if the dead letter cannot be published, retry later."""
@@ -472,12 +595,14 @@ class Consumer:
             with contextlib.suppress(Exception):
                 await msg.nak(delay=self.backoff.delay(attempt))
             return
+        self.handled += 1
         with contextlib.suppress(Exception):
             await msg.term()
 
     async def stop(self, grace: float) -> None:
         self._stopping = True
         self._slot_free.set()
+        self._fetching.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

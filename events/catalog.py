@@ -57,7 +57,7 @@ class EventData:
     def from_data(cls, data: dict[str, Any]) -> Self:
         kwargs: dict[str, Any] = {}
         hints = _hints(cls)
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        for f in _fields(cls):
             if f.name in data:
                 value = data[f.name]
                 if not _matches(value, hints[f.name]):
@@ -199,6 +199,33 @@ class EventDeadLettered(EventData):
     attempts: int
     reason: str
     error: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsumerFellBehind(EventData):
+    """A durable consumer's oldest unacknowledged event is older than the lag alert threshold."""
+
+    TYPE = "consumer.fell_behind"
+    DURABLE = True
+    SUBJECT_FIELD = "consumer"
+    consumer: str
+    pending: int
+    ack_pending: int
+    oldest_pending_s: float
+    threshold_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsumerCaughtUp(EventData):
+    """A consumer that fell behind is back under the lag alert threshold."""
+
+    TYPE = "consumer.caught_up"
+    DURABLE = True
+    SUBJECT_FIELD = "consumer"
+    consumer: str
+    behind_for_s: float
+    oldest_pending_s: float
+    threshold_s: float
 
 
 # -- purchases and payments -----------------------------------------------------------------------

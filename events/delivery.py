@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
@@ -44,13 +44,14 @@ class Backoff:
 
 @dataclass(slots=True)
 class Delivery:
-    """One delivery of an event to a durable consumer."""
+    """One delivery of an event to a durable consumer (`data`: the event's typed data)."""
 
     event: Event
     consumer: str
     attempt: int
     max_attempts: int
     _msg: Msg | None = field(default=None, repr=False)
+    data: Any = None
 
     @property
     def is_last_attempt(self) -> bool:

@@ -3,6 +3,8 @@
 localai-studio up                         the whole studio in one process (embedded NATS)
 localai-studio run <function>|gateway     one service alone, as its container runs it
 localai-studio events tail [--since 10m] [--type 'purchase.*'] [--json]
+localai-studio events consumers [--json]  each durable consumer's backlog and lag
+localai-studio events consumers --remove NAME   delete a durable consumer no handler uses any more
 localai-studio health [--url URL]         print the health report; exit 0 when healthy
 localai-studio config [--markdown]        the configuration variables and their values
 localai-studio backup [--out DIR] [--file PATH ...] [--models]   a checked, consistent backup
@@ -24,6 +26,7 @@ import aiohttp
 
 import functions
 from events.bus import Bus, BusUnavailable
+from events.lag import consumer_lags, remove_consumer, table
 from events.tail import format_human, format_json, tail
 from studio import ops
 from studio.runner import (
@@ -61,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tail_cmd.add_argument("--type", default="*", help="event types to show, e.g. 'purchase.*'")
     tail_cmd.add_argument("--json", action="store_true", help="one CloudEvents JSON object a line")
+    consumers_cmd = events_sub.add_parser(
+        "consumers", help="each durable consumer: pending, ack pending, redelivered, oldest pending age, last active"
+    )
+    consumers_cmd.add_argument("--json", action="store_true", help="one JSON object a consumer")
+    consumers_cmd.add_argument(
+        "--remove", metavar="NAME", default=None, help="delete this durable consumer (one a renamed handler left)"
+    )
     health = sub.add_parser("health", help="print the health report; exit 0 when healthy")
     health.add_argument("--url", default=None, help="the studio's URL (default from STUDIO_HOST/PORT)")
     config = sub.add_parser("config", help="show the configuration")
@@ -69,12 +79,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def events_tail(settings: Settings, args: argparse.Namespace) -> int:
-    bus = Bus(settings.effective_nats_url(), name="events-tail", source="/cli")
+async def connect_cli(settings: Settings, name: str) -> Bus:
+    bus = Bus(settings.effective_nats_url(), name=name, source="/cli")
     try:
         await bus.connect(timeout=3)
     except BusUnavailable as exc:
         raise StartupError(f"{exc}: is the studio running? (set STUDIO_NATS_URL to its NATS)") from None
+    return bus
+
+
+async def events_consumers(settings: Settings, args: argparse.Namespace) -> int:
+    bus = await connect_cli(settings, "events-consumers")
+    try:
+        if args.remove:
+            await remove_consumer(bus, args.remove)
+            print(f"removed {args.remove}")
+            return 0
+        lags = await consumer_lags(bus)
+    except (BusUnavailable, LookupError) as exc:
+        raise StartupError(str(exc)) from None
+    finally:
+        await bus.close(0)
+    if args.json:
+        for lag in lags:
+            print(json.dumps(lag.to_dict()))
+    else:
+        print(table(lags) if lags else "no durable consumers yet")
+    return 0
+
+
+async def events_tail(settings: Settings, args: argparse.Namespace) -> int:
+    bus = await connect_cli(settings, "events-tail")
     fmt = format_json if args.json else format_human
 
     def emit(event: object) -> None:
@@ -137,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_embedded(settings))
         elif args.command == "run":
             asyncio.run(run_gateway(settings) if args.service == "gateway" else run_function(args.service, settings))
+        elif args.command == "events" and args.events_command == "consumers":
+            return asyncio.run(events_consumers(settings, args))
         elif args.command == "events":
             return asyncio.run(events_tail(settings, args))
         elif args.command == "health":

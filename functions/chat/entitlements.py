@@ -1,55 +1,124 @@
-"""Who may chat with which model: the catalog, the chat function's own projection of purchases, the operator.
+"""Who may chat with which model: the catalog, the owner of purchases, the operator.
 
 - a model outside the catalog: 404 `unknown_model`;
 - a free model (price 0): anyone;
 - the operator (admin token): any catalog model;
 - a paid model: only a visitor with a purchase of it that was not revoked, else 403 `not_owned`.
 
-Ownership is projected from `purchase.completed` / `purchase.revoked` into `chat_ownership` (one row per
-purchase id, revocations kept as tombstones), so it is idempotent under redelivery and order-safe.
+The purchase function owns purchases, so chat asks it (`purchases.owns`, NATS request/reply, ~0.3 ms
+beside an answer that takes seconds): a purchase answered 200, or a refund the purchase function
+recorded, counts on the very next request, on any replica, however far behind any consumer is.
+
+Chat also keeps its own projection, `chat_ownership`, fed by `purchase.completed` / `purchase.revoked`
+in batches (one row per purchase id, revocations kept as tombstones, so it is idempotent under
+redelivery and order-safe). It answers only while the purchase function does not (down, or slower
+than `OWNER_TIMEOUT_S`): chat keeps working through a purchase outage, as of the events it has seen.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Sequence
+
+from events.bus import Bus, BusUnavailable
+from events.catalog import PurchaseCompleted, PurchaseRevoked
 from studio.catalog import Catalog, CatalogModel
 from studio.clients.ollama import normalise
 from studio.runtime.database import Database, utcnow
 from studio.runtime.errors import Forbidden, NotFound
 from studio.runtime.identity import Identity
 
+log = logging.getLogger("studio.functions.chat")
+
+OWNER_QUERY = "purchases.owns"  # answered by the purchase function: {"user_id", "model"} -> {"owns": bool}
+WARN_EVERY_S = 60.0
+OWNER_TIMEOUT_S = 5.0  # purchase down: NATS says "no responders" at once; alive but busy: worth the wait
+
+GRANT = (
+    "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at) VALUES (?, ?, ?, 0, ?) "
+    "ON CONFLICT (purchase_id) DO NOTHING"
+)
+REVOKE = (
+    "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at) VALUES (?, ?, ?, 1, ?) "
+    "ON CONFLICT (purchase_id) DO UPDATE SET revoked = 1, updated_at = excluded.updated_at"
+)
+
+
+class Ownership:
+    """The chat function's projection of purchases (table chat_ownership)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.warned_at = float("-inf")  # when chat last said it answers from the projection
+
+    async def apply(self, changes: Sequence[PurchaseCompleted | PurchaseRevoked]) -> None:
+        """Record grants and revocations in one transaction (their order does not matter: a revocation
+        is a tombstone a later grant of the same purchase cannot undo)."""
+        now = utcnow()
+        grants = [
+            (c.purchase_id, c.user_id, normalise(c.model), now) for c in changes if isinstance(c, PurchaseCompleted)
+        ]
+        revokes = [
+            (c.purchase_id, c.user_id, normalise(c.model), now) for c in changes if isinstance(c, PurchaseRevoked)
+        ]
+        async with self.db.transaction() as tx:
+            if grants:
+                await tx.execute_many(GRANT, grants)
+            if revokes:
+                await tx.execute_many(REVOKE, revokes)
+
+    async def owns(self, user_id: str, model: str) -> bool:
+        row = await self.db.fetch_one(
+            "SELECT 1 FROM chat_ownership WHERE user_id = ? AND model = ? AND revoked = 0 LIMIT 1",
+            (user_id, normalise(model)),
+        )
+        return row is not None
+
 
 async def record_purchase(db: Database, purchase_id: str, user_id: str, model: str) -> None:
-    await db.execute(
-        "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at) VALUES (?, ?, ?, 0, ?) "
-        "ON CONFLICT (purchase_id) DO NOTHING",
-        (purchase_id, user_id, normalise(model), utcnow()),
+    await Ownership(db).apply(
+        [
+            PurchaseCompleted(
+                purchase_id=purchase_id, user_id=user_id, model=model, kind="free", amount_cents=0, currency="usd"
+            )
+        ]
     )
 
 
 async def revoke_purchase(db: Database, purchase_id: str, user_id: str, model: str) -> None:
-    await db.execute(
-        "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at) VALUES (?, ?, ?, 1, ?) "
-        "ON CONFLICT (purchase_id) DO UPDATE SET revoked = 1, updated_at = excluded.updated_at",
-        (purchase_id, user_id, normalise(model), utcnow()),
+    await Ownership(db).apply(
+        [PurchaseRevoked(purchase_id=purchase_id, user_id=user_id, model=model, reason="refunded")]
     )
 
 
 async def owns(db: Database, user_id: str, model: str) -> bool:
-    row = await db.fetch_one(
-        "SELECT 1 FROM chat_ownership WHERE user_id = ? AND model = ? AND revoked = 0 LIMIT 1",
-        (user_id, normalise(model)),
-    )
-    return row is not None
+    return await Ownership(db).owns(user_id, model)
 
 
-async def chattable_model(catalog: Catalog, db: Database, who: Identity, model_id: str) -> CatalogModel:
+async def owner_says(bus: Bus, ownership: Ownership, user_id: str, model: str) -> bool:
+    """Whether `user_id` owns `model`: the purchase function's answer, else (it is unreachable) the projection's."""
+    try:
+        answer = await bus.query(OWNER_QUERY, {"user_id": user_id, "model": model}, timeout=OWNER_TIMEOUT_S)
+        return answer["owns"] is True
+    except (BusUnavailable, KeyError) as exc:
+        now = time.monotonic()
+        if now - ownership.warned_at > WARN_EVERY_S:  # a purchase outage: say so, not once a request
+            ownership.warned_at = now
+            log.warning("the purchase function did not answer (%s); using chat's projection of purchases", exc)
+        return await ownership.owns(user_id, model)
+
+
+async def chattable_model(
+    catalog: Catalog, bus: Bus, ownership: Ownership, who: Identity, model_id: str
+) -> CatalogModel:
     """The catalog entry `who` may chat with, or the 404/403 saying why not."""
     model = catalog.get(model_id)
     if model is None:
         raise NotFound(f"{model_id} is not a model of this studio; pick one from the marketplace", code="unknown_model")
     if model.free or who.admin:
         return model
-    if who.user_id and await owns(db, who.user_id, model.id):
+    if who.user_id and await owner_says(bus, ownership, who.user_id, model.id):
         return model
     raise Forbidden(
         f"you do not own {model.name} ({model.id}); buy it in the marketplace to chat with it", code="not_owned"

@@ -8,8 +8,9 @@ HTTP    POST /api/chat  {"model", "message"}  or  {"model", "messages": [{"role"
           400 invalid_<field> / unknown_field    401 no_session    403 not_owned    404 unknown_model
           409 not_installed    429 rate_limited / too_many_generations (Retry-After)    502 ollama_error
           503 ollama_unavailable / ollama_busy (Retry-After)    504 ollama_timeout (no first token in time)
-Events  consumes purchase.completed, purchase.revoked (who owns which model: table chat_ownership)
+Events  consumes purchase.completed, purchase.revoked, in batches (who owns which model: table chat_ownership)
         emits    chat.completed | chat.failed | chat.cancelled, one per answer: usage, never content
+Query   asks purchases.owns (the purchase function) whether a visitor owns a paid model (entitlements.py)
 
 A visitor who stops (closes the connection) ends the Ollama request at once, so generation stops.
 Limits: STUDIO_CHAT_* (message size and count, max tokens, answers at once and requests a minute per
@@ -31,7 +32,7 @@ from functions.chat import relay
 from functions.chat.answer import Answer, UsageReports
 from functions.chat.conversation import Conversation, parse
 from functions.chat.disconnects import Disconnects
-from functions.chat.entitlements import chattable_model, record_purchase, revoke_purchase
+from functions.chat.entitlements import Ownership, chattable_model
 from functions.chat.limits import VisitorLimits
 from studio import catalog
 from studio.clients.ollama import OllamaClient, OllamaError
@@ -46,6 +47,7 @@ OLLAMA = Key[OllamaClient]("ollama")
 LIMITS = Key[VisitorLimits]("limits")
 DISCONNECTS = Key[Disconnects]("disconnects")
 REPORTS = Key[UsageReports]("reports")
+OWNERSHIP = Key[Ownership]("ownership")
 
 
 @function.resource
@@ -56,18 +58,16 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
     fn[LIMITS] = VisitorLimits(concurrent=s.chat_concurrent_per_visitor, per_minute=s.chat_requests_per_minute)
     fn[DISCONNECTS] = disconnects = Disconnects()
     fn[REPORTS] = reports = UsageReports(fn.publish, fn.log)
+    fn[OWNERSHIP] = Ownership(fn.db)
     yield
     await disconnects.close()
     await reports.drain()
     await ollama.close()
 
 
-@function.subscribe(PurchaseCompleted, PurchaseRevoked)
-async def track_ownership(event: PurchaseCompleted | PurchaseRevoked, delivery: Delivery) -> None:
-    if isinstance(event, PurchaseCompleted):
-        await record_purchase(function.db, event.purchase_id, event.user_id, event.model)
-    else:
-        await revoke_purchase(function.db, event.purchase_id, event.user_id, event.model)
+@function.subscribe(PurchaseCompleted, PurchaseRevoked, batch=True)
+async def track_ownership(deliveries: list[Delivery]) -> None:
+    await function[OWNERSHIP].apply([d.data for d in deliveries])
 
 
 @function.route("POST", "/api/chat")
@@ -75,7 +75,9 @@ async def chat(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     user_id = require_visitor(request)
     conversation = parse(await json_body(request), function.settings)
-    model = await chattable_model(function[CATALOG], function.db, identity(request), conversation.model)
+    model = await chattable_model(
+        function[CATALOG], function.bus, function[OWNERSHIP], identity(request), conversation.model
+    )
     answer = Answer(model.id, user_id, started)
     response = web.StreamResponse(headers=relay.SSE_HEADERS) if conversation.stream else None
     with function[LIMITS].admit(user_id), function[DISCONNECTS].watch(request) as watch:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from events.bus import Bus, BusUnavailable
+from events.lag import consumer_lags
 from studio.clients.ollama import OllamaClient, OllamaError
 from studio.runtime.database import Database
 
@@ -52,6 +53,28 @@ async def check_nats(bus: Bus) -> Check:
             "nats", f"connected, but JetStream does not answer ({exc}); is nats-server run with -js?", url=bus.url
         )
     return ok("nats", url=bus.url, jetstream=js)
+
+
+async def check_consumers(bus: Bus, threshold_s: float, *, detail: bool) -> Check:
+    """Each durable consumer's lag; `warn` (not `fail`: the studio still serves) when one is behind."""
+    try:
+        lags = await consumer_lags(bus, timeout=1.5)
+    except BusUnavailable as exc:
+        return warn("consumers", f"consumer lags unavailable: {exc}")
+    behind = [lag for lag in lags if lag.oldest_pending_s > threshold_s]
+    facts: dict[str, Any] = {"count": len(lags), "behind": [lag.consumer for lag in behind]}
+    if detail:  # the operator's view: every consumer's figures
+        facts["consumers"] = {lag.consumer: {k: v for k, v in lag.to_dict().items() if k != "consumer"} for lag in lags}
+    if behind:
+        worst = max(behind, key=lambda lag: lag.oldest_pending_s)
+        return warn(
+            "consumers",
+            f"{len(behind)} consumer(s) more than {threshold_s:g} s behind (worst: {worst.consumer}, "
+            f"{worst.oldest_pending_s:.0f} s, {worst.pending + worst.ack_pending} events); "
+            "see localai-studio events consumers",
+            **facts,
+        )
+    return ok("consumers", **facts)
 
 
 _integrity: dict[str, tuple[float, str]] = {}

@@ -3,7 +3,8 @@
 HTTP    GET /health   -> 200 {"status": "ok", "failing": [], "components": {name: {"status"}}} when every
                          component is fine, 503 naming the failing ones. That is all anyone sees; the
                          operator (Authorization: Bearer $STUDIO_ADMIN_TOKEN) gets each component's
-                         details too (paths, URLs, versions, function instances, how to fix it).
+                         details too (paths, URLs, versions, function instances, every durable
+                         consumer's lag, how to fix it).
 Events  listens  heartbeat.emitted (which function instances are alive)
         emits    heartbeat.requested (at start-up, so the report is complete at once)
 """
@@ -18,7 +19,15 @@ from typing import Any
 from aiohttp import web
 
 from events.catalog import HeartbeatEmitted, HeartbeatRequested
-from functions.health.checks import Check, Liveness, check_database, check_disk, check_nats, check_ollama
+from functions.health.checks import (
+    Check,
+    Liveness,
+    check_consumers,
+    check_database,
+    check_disk,
+    check_nats,
+    check_ollama,
+)
 from studio.clients.ollama import OllamaClient
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity
@@ -45,9 +54,10 @@ async def record_heartbeat(beat: HeartbeatEmitted) -> None:
 
 @function.route("GET", "/health")
 async def report_health(request: web.Request) -> web.Response:
-    report = await health_report()
+    operator = identity(request).admin
+    report = await health_report(operator=operator)
     status = 200 if report["status"] == "ok" else 503
-    if not identity(request).admin:
+    if not operator:
         report = public(report)
     return web.json_response(report, status=status)
 
@@ -63,10 +73,11 @@ def public(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def health_report() -> dict[str, Any]:
+async def health_report(*, operator: bool = False) -> dict[str, Any]:
     fn = function
     checks: tuple[Check, ...] = await asyncio.gather(
         check_nats(fn.bus),
+        check_consumers(fn.bus, fn.settings.events_lag_alert_s, detail=operator),
         check_database(fn.db),
         check_ollama(fn[OLLAMA]),
         check_disk(fn.settings.data_dir, fn.settings.disk_min_free_mb),

@@ -6,7 +6,7 @@ Events  consumes purchase.completed, install.requested; listens install.progress
         emits    install.requested, install.started, install.progressed (live), install.completed,
                  install.failed, install.removed
 Query   installs.states {} -> {"installs": {model: state}} (from the installs table, written with each event)
-Asks    purchases.owned {"user_id"} (purchase owns ownership) before a visitor's install request
+Asks    purchases.owns {"user_id", "model"} (purchase owns ownership) before a visitor's install request
 At start-up the stored install states are reconciled with Ollama's `/api/tags`.
 """
 
@@ -69,7 +69,8 @@ async def follow_progress(event: InstallProgressed) -> None:
     function[STORE].progressed(event)
 
 
-@function.subscribe(PurchaseCompleted, InstallRequested, max_concurrency=4, max_attempts=8, ack_wait=15)
+# Many at once: most requests are no-ops (the model is installed or pulling); pulls are limited apart.
+@function.subscribe(PurchaseCompleted, InstallRequested, max_concurrency=64, max_attempts=8, ack_wait=15)
 async def install_model(event: PurchaseCompleted | InstallRequested, delivery: Delivery) -> None:
     model = catalog.cached(function.settings.catalog_path).get(event.model)
     if model is None:
@@ -112,14 +113,14 @@ async def request_install(request: web.Request) -> web.Response:
 async def owns(user_id: str, model: str) -> bool:
     """Ownership is purchase's: ask it."""
     try:
-        answer = await function.bus.query("purchases.owned", {"user_id": user_id}, timeout=3.0)
+        answer = await function.bus.query("purchases.owns", {"user_id": user_id, "model": model}, timeout=3.0)
     except BusUnavailable:
         raise UpstreamUnavailable(
             "cannot check what you own right now; try again in a moment",
             code="ownership_unavailable",
             headers={"Retry-After": "3"},
         ) from None
-    return model in answer["models"]
+    return bool(answer["owns"])
 
 
 @function.route("DELETE", "/api/models/{model}")

@@ -1,8 +1,13 @@
 """Installing a model into Ollama: one pull per model at a time, reported, verified, retried.
 
-- In this process, a second request for a model already being pulled waits for that pull.
-  Across replicas, a lease row (renewed while pulling) lets one pull and the others retry later.
-- A model Ollama already has is not pulled again (Ollama would re-contact the registry).
+- In this process, a second request for a model already being pulled is done at once: that pull
+  reports the outcome (and, if it fails, its own event is redelivered). Across replicas, a lease
+  row (renewed while pulling) lets one pull and the others retry later. At most `PULLS_AT_ONCE`
+  pulls run at once, so the consumer can take many requests at a time: the no-op ones (a model
+  pulling or installed already: a burst of purchases) never queue a real pull behind them.
+- A model Ollama already has is not pulled again (Ollama would re-contact the registry); requests
+  arriving together share one look at Ollama's list, and an unchanged installed state is not
+  written again.
 - `install.completed` is published only once `/api/tags` lists the model with a digest.
 - Transient failures (Ollama down, a cut stream, a registry hiccup) publish `install.failed`
   with `will_retry` and are retried with backoff by redelivery; permanent ones (unknown model,
@@ -35,6 +40,7 @@ log = logging.getLogger("studio.functions.install")
 
 BACKOFF = Backoff(base=2.0, cap=60.0)
 RENEW_EVERY_S = 8.0
+PULLS_AT_ONCE = 4
 PERMANENT = {
     "file does not exist": "the model is not in Ollama's library (check the catalog entry)",
     "invalid model name": "Ollama refused the model name (check the catalog entry)",
@@ -60,11 +66,11 @@ class Installer:
         self.owner = owner
         self.store = store
         self._pulls: dict[str, asyncio.Task[None]] = {}
+        self._pull_slots = asyncio.Semaphore(PULLS_AT_ONCE)
+        self._listing: asyncio.Future[dict[str, InstalledModel]] | None = None
 
     async def install(self, model: CatalogModel, install_id: str, delivery: Delivery) -> None:
-        running = self._pulls.get(model.id)
-        if running is not None:  # this model is being pulled here already: share that pull
-            await asyncio.shield(running)
+        if model.id in self._pulls:  # this model is being pulled here already: that pull reports
             return
         task = asyncio.ensure_future(self._install(model, install_id, delivery))
         self._pulls[model.id] = task
@@ -73,15 +79,32 @@ class Installer:
         finally:
             self._pulls.pop(model.id, None)
 
+    async def _installed_models(self) -> dict[str, InstalledModel]:
+        """Ollama's list; callers arriving while a look is under way share it (a burst asks once)."""
+        if self._listing is None:
+            self._listing = asyncio.ensure_future(self.ollama.installed())
+            self._listing.add_done_callback(self._listed)
+        return await asyncio.shield(self._listing)
+
+    def _listed(self, listing: asyncio.Future[dict[str, InstalledModel]]) -> None:
+        if self._listing is listing:
+            self._listing = None
+        if not listing.cancelled():
+            listing.exception()  # retrieved here, raised to every waiter
+
     async def _install(self, model: CatalogModel, install_id: str, delivery: Delivery) -> None:
         try:
-            found = (await self.ollama.installed()).get(model.id)
+            found = (await self._installed_models()).get(model.id)
         except OllamaError as exc:
             await self._failed(model, install_id, delivery, *explain(exc))
             return
         if found is not None:
             await self._installed(model, install_id, found, announce_always=False)
             return
+        async with self._pull_slots:
+            await self._claimed_pull(model, install_id, delivery)
+
+    async def _claimed_pull(self, model: CatalogModel, install_id: str, delivery: Delivery) -> None:
         if not await self.store.claim(model.id, install_id, self.owner):
             raise Retry(f"another replica is pulling {model.id}", delay=RENEW_EVERY_S)
         try:
@@ -121,6 +144,10 @@ class Installer:
     async def _installed(
         self, model: CatalogModel, install_id: str, found: InstalledModel, *, announce_always: bool
     ) -> None:
+        if not announce_always:  # a no-op request: nothing to write when the stored state says so already
+            stored = await self.store.get(self.fn.db, model.id)
+            if stored is not None and stored.state == "installed" and stored.digest == found.digest:
+                return
         async with self.fn.db.transaction() as tx:
             known = await self.store.get(tx, model.id)
             fresh = known is None or known.state != "installed" or known.digest != found.digest

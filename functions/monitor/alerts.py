@@ -5,7 +5,9 @@ Discord's `/slack` endpoint and most chat tools accept it) for:
 
 - `install.failed` with `will_retry: false`: a model someone owns will not be installed until the
   owner retries or the operator looks;
-- `event.dead_lettered`: a consumer gave up on an event (poison, or every attempt failed).
+- `event.dead_lettered`: a consumer gave up on an event (poison, or every attempt failed);
+- `consumer.fell_behind` / `consumer.caught_up`: a durable consumer's oldest unacknowledged event is
+  older than `STUDIO_EVENTS_LAG_ALERT_S`, and the all-clear once it is back under it.
 
 - `resource.exhausted` (disk low or full, out of file handles, live streams at their cap): once per
   kind every `SHORTAGE_REPEAT_S` while it lasts, and `resource.recovered` when it is over.
@@ -21,15 +23,35 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from events.catalog import EventDeadLettered, InstallFailed, ResourceExhausted, ResourceRecovered
+from events.catalog import (
+    ConsumerCaughtUp,
+    ConsumerFellBehind,
+    EventDeadLettered,
+    InstallFailed,
+    ResourceExhausted,
+    ResourceRecovered,
+)
 from events.delivery import Retry
 
 MAX_AGE_S = 3600.0
 ALERT_CONSUMER = "monitor__send_alert"  # the durable consumer that posts alerts (handler.py)
 
 
-def alert_text(data: InstallFailed | EventDeadLettered, where: str) -> str | None:
+def alert_text(
+    data: InstallFailed | EventDeadLettered | ConsumerFellBehind | ConsumerCaughtUp, where: str
+) -> str | None:
     """The message for a failure event, or None when it is not worth waking anyone."""
+    if isinstance(data, ConsumerFellBehind):
+        return (
+            f":hourglass: [{where}] {data.consumer} is {data.oldest_pending_s:.0f} s behind "
+            f"(alert at {data.threshold_s:g} s): {data.pending} event(s) waiting, {data.ack_pending} in hand. "
+            f"See: localai-studio events consumers"
+        )
+    if isinstance(data, ConsumerCaughtUp):
+        return (
+            f":white_check_mark: [{where}] resolved: {data.consumer} caught up "
+            f"(was behind for {data.behind_for_s:.0f} s; now {data.oldest_pending_s:.1f} s)"
+        )
     if isinstance(data, InstallFailed):
         if data.will_retry:
             return None

@@ -13,17 +13,24 @@ from functions.monitor.observations import FIRST_TOKEN_BUCKETS
 from studio.runtime.metrics import BUCKETS
 
 if TYPE_CHECKING:
+    from functions.monitor.consumers import ConsumerWatch
     from functions.monitor.observations import ChatUsage, EventCounts, FunctionReports
 
 
 class StudioCollector(Collector):
     def __init__(
-        self, counts: EventCounts, reports: FunctionReports, heartbeat_s: float, chat: ChatUsage | None = None
+        self,
+        counts: EventCounts,
+        reports: FunctionReports,
+        heartbeat_s: float,
+        chat: ChatUsage | None = None,
+        consumers: ConsumerWatch | None = None,
     ) -> None:
         self.counts = counts
         self.reports = reports
         self.heartbeat_s = heartbeat_s
         self.chat = chat
+        self.consumers = consumers
 
     def collect(self) -> Iterator[Metric]:
         now_wall, now = time.time(), time.monotonic()
@@ -73,6 +80,49 @@ class StudioCollector(Collector):
         yield latency
         if self.chat is not None:
             yield from chat_metrics(self.chat)
+        if self.consumers is not None:
+            yield from consumer_metrics(self.consumers)
+
+
+def consumer_metrics(watch: ConsumerWatch) -> Iterator[Metric]:
+    families = {
+        "pending": GaugeMetricFamily(
+            "studio_events_consumer_pending", "Events stored but not yet delivered, by consumer.", labels=["consumer"]
+        ),
+        "ack_pending": GaugeMetricFamily(
+            "studio_events_consumer_ack_pending",
+            "Events delivered but not yet acknowledged, by consumer.",
+            labels=["consumer"],
+        ),
+        "redelivered": GaugeMetricFamily(
+            "studio_events_consumer_redelivered",
+            "Events delivered more than once and not yet acknowledged, by consumer.",
+            labels=["consumer"],
+        ),
+        "oldest_pending_s": GaugeMetricFamily(
+            "studio_events_consumer_oldest_pending_seconds",
+            "Age of the oldest event the consumer has not acknowledged (0 when caught up): its lag.",
+            labels=["consumer"],
+        ),
+        "last_active_s": GaugeMetricFamily(
+            "studio_events_consumer_last_active_seconds",
+            "Seconds since the consumer last fetched or acknowledged an event.",
+            labels=["consumer"],
+        ),
+    }
+    behind = GaugeMetricFamily(
+        "studio_events_consumer_behind",
+        "1 while the consumer is more than STUDIO_EVENTS_LAG_ALERT_S behind (alert raised).",
+        labels=["consumer"],
+    )
+    for lag in watch.lags:
+        for attr, family in families.items():
+            value = getattr(lag, attr)
+            if value is not None:
+                family.add_metric([lag.consumer], value)
+        behind.add_metric([lag.consumer], 1.0 if lag.consumer in watch.behind_since else 0.0)
+    yield from families.values()
+    yield behind
 
 
 def chat_metrics(usage: ChatUsage) -> Iterator[Metric]:

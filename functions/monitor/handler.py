@@ -2,17 +2,21 @@
 
 HTTP    GET /metrics                      -> Prometheus text: events, rates, every function's HTTP
                                              requests and latencies, instance liveness, chat usage
-                                             per model (answers, tokens, time to first token)
+                                             per model (answers, tokens, time to first token),
+                                             each durable consumer's lag (consumers.py)
         GET /api/monitor/events?type=&limit=  -> the latest events, newest last (operator)
         GET /api/monitor/stats            -> totals and rates per event type (operator)
 Events  listens  * (every event on the bus, durable and live)
-        consumes install.failed, event.dead_lettered -> alerts to STUDIO_ALERT_WEBHOOK_URL (alerts.py)
+        consumes install.failed, event.dead_lettered, consumer.fell_behind, consumer.caught_up
+                 -> alerts to STUDIO_ALERT_WEBHOOK_URL (alerts.py)
         listens  resource.exhausted, resource.recovered -> alerts too (live: a full disk cannot store them)
+        emits    consumer.fell_behind, consumer.caught_up (STUDIO_EVENTS_LAG_ALERT_S)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -20,10 +24,19 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from events.catalog import EventDeadLettered, HeartbeatEmitted, InstallFailed, ResourceExhausted, ResourceRecovered
+from events.catalog import (
+    ConsumerCaughtUp,
+    ConsumerFellBehind,
+    EventDeadLettered,
+    HeartbeatEmitted,
+    InstallFailed,
+    ResourceExhausted,
+    ResourceRecovered,
+)
 from events.delivery import Delivery, Retry
 from events.envelope import Event
 from functions.monitor.alerts import MAX_AGE_S, AlertWebhook, ShortageAlerts, age_s, alert_text
+from functions.monitor.consumers import ConsumerWatch
 from functions.monitor.exposition import StudioCollector
 from functions.monitor.observations import ChatUsage, EventCounts, FunctionReports, RecentEvents
 from studio.runtime.errors import BadRequest
@@ -41,17 +54,23 @@ CHAT = Key[ChatUsage]("chat")
 ALERTS = Key[AlertWebhook]("alerts")
 SHORTAGES = Key[ShortageAlerts]("shortages")
 RETRIES = Key[set[asyncio.Task[None]]]("alert_retries")
+CONSUMERS = Key[ConsumerWatch]("consumers")
 
 
 @function.resource
 async def observations(fn: Function) -> AsyncIterator[None]:
     fn[COUNTS], fn[RECENT], fn[REPORTS], fn[CHAT] = EventCounts(), RecentEvents(), FunctionReports(), ChatUsage()
+    fn[CONSUMERS] = watch = ConsumerWatch(fn.bus, fn.settings.events_lag_alert_s, fn.publish)
     fn[REGISTRY] = registry = CollectorRegistry(auto_describe=False)
-    registry.register(StudioCollector(fn[COUNTS], fn[REPORTS], fn.settings.heartbeat_s, fn[CHAT]))
+    registry.register(StudioCollector(fn[COUNTS], fn[REPORTS], fn.settings.heartbeat_s, fn[CHAT], watch))
     fn[ALERTS] = webhook = AlertWebhook(fn.settings.alert_webhook_url)
     fn[SHORTAGES] = ShortageAlerts()
     fn[RETRIES] = retries = set[asyncio.Task[None]]()
+    watching = asyncio.create_task(watch.run(every_s=fn.settings.heartbeat_s), name="monitor:consumer-lag")
     yield
+    watching.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watching
     for task in list(retries):
         task.cancel()
     await webhook.close()
@@ -68,8 +87,12 @@ async def observe_event(event: Event) -> None:
             function[CHAT].add(event.type, event.data)
 
 
-@function.subscribe(InstallFailed, EventDeadLettered, max_attempts=8)  # one replica posts each alert
-async def send_alert(data: InstallFailed | EventDeadLettered, delivery: Delivery) -> None:
+@function.subscribe(  # one replica posts each alert
+    InstallFailed, EventDeadLettered, ConsumerFellBehind, ConsumerCaughtUp, max_attempts=8
+)
+async def send_alert(
+    data: InstallFailed | EventDeadLettered | ConsumerFellBehind | ConsumerCaughtUp, delivery: Delivery
+) -> None:
     text = alert_text(data, function.settings.public_url or "Local AI Studio")
     if text and age_s(delivery.event.time) <= MAX_AGE_S:
         await function[ALERTS].post(text)

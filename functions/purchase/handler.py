@@ -7,7 +7,8 @@ Events  consumes payment.succeeded, payment.failed, payment.refunded (settle the
         consumes install.removed (a model gone from Ollama is installed again for its owners)
         emits    purchase.created, purchase.completed, purchase.failed, purchase.revoked, install.requested
 Query   models.snapshot {"user_id", "admin"} -> {"models": [...]} (the gateway's live stream starts with it)
-        purchases.owned {"user_id"} -> {"models": [...]} (install asks before a visitor's install request)
+        purchases.owns {"user_id", "model"} -> {"owns": bool} (chat and install ask before a paid model
+                                                answers or an owner's install request)
 Asks    installs.states (install owns install state; purchase keeps no copy of it)
 """
 
@@ -90,10 +91,13 @@ async def snapshot(query: dict[str, Any]) -> dict[str, Any]:
     return {"models": await model_list(query.get("user_id"), strict=True)}
 
 
-@function.answer("purchases.owned")
-async def owned_models(query: dict[str, Any]) -> dict[str, Any]:
-    user_id = query.get("user_id")
-    return {"models": sorted(await function[LEDGER].owned(user_id)) if isinstance(user_id, str) else []}
+@function.answer("purchases.owns")
+async def answer_ownership(query: dict[str, Any]) -> dict[str, Any]:
+    """The ledger's word on ownership: what a 200 or a recorded refund changed counts at once."""
+    user_id, model = query.get("user_id"), query.get("model")
+    if not (isinstance(user_id, str) and isinstance(model, str)):
+        raise ValueError('purchases.owns needs "user_id" and "model" strings')
+    return {"owns": await function[LEDGER].owns(user_id, model)}
 
 
 @function.route("POST", "/api/models/purchase/{model}")

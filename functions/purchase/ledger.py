@@ -71,6 +71,12 @@ class Ledger:
         )
         return {r["model"] for r in rows}
 
+    async def owns(self, user_id: str, model: str) -> bool:
+        row = await self.db.fetch_one(
+            "SELECT 1 FROM purchases WHERE user_id = ? AND model = ? AND status = 'paid' LIMIT 1", (user_id, model)
+        )
+        return row is not None
+
     async def get(self, purchase_id: str) -> Purchase | None:
         row = await self.db.fetch_one("SELECT * FROM purchases WHERE id = ?", (purchase_id,))
         return Purchase.from_row(row) if row else None

@@ -7,6 +7,7 @@ Events  emits payment.succeeded, payment.failed, payment.refunded (the purchase 
 
 The signature is checked by the stripe library over the raw body. Each Stripe event id is recorded
 with the event it becomes in one transaction, so a delivery repeated (or three at once) counts once.
+The ids are kept for STUDIO_OUTBOX_KEEP_DAYS (Stripe retries for 3 days), then pruned.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from studio.runtime.errors import BadRequest, UpstreamUnavailable
 from studio.runtime.function import Function
 
 function = Function("webhook", migrations=Path(__file__).parent / "migrations")
+function.retain("stripe_events", time_column="received_at", key="event_id")
 
 
 @function.route("POST", "/api/webhooks/stripe")

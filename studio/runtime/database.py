@@ -91,6 +91,11 @@ class Transaction:
         """Run one statement; returns the number of rows it changed."""
         return await _run(self._conn, sql, params)
 
+    async def execute_many(self, sql: str, rows: Iterable[Sequence[Any] | dict[str, Any]]) -> int:
+        """Run one statement for each row, in one call (one thread hand-off for the lot)."""
+        async with self._conn.executemany(sql, rows) as cursor:
+            return cursor.rowcount
+
     async def insert(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int | None:
         async with self._conn.execute(sql, params) as cursor:
             return cursor.lastrowid

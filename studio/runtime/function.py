@@ -10,6 +10,9 @@ A handler module creates one `Function`, then decorates its handlers:
     @function.subscribe(PurchaseCompleted, InstallRequested, max_concurrency=2)
     async def install_model(event: PurchaseCompleted | InstallRequested, delivery: Delivery) -> None: ...
 
+    @function.subscribe(PurchaseCompleted, PurchaseRevoked, batch=True)   # a projection: many events, one commit
+    async def track_ownership(deliveries: list[Delivery]) -> None: ...
+
     @function.listen("install.progressed")          # broadcast: every replica sees every event
     async def remember_progress(event: Event) -> None: ...
 
@@ -40,6 +43,7 @@ from studio.runtime.database import Database, Migrations
 from studio.runtime.errors import StudioError, UpstreamUnavailable
 from studio.runtime.logs import current_function
 from studio.runtime.metrics import RequestStats
+from studio.runtime.retention import Retention
 
 if TYPE_CHECKING:
     from studio.runtime.settings import Settings
@@ -47,6 +51,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 HttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Resource = Callable[["Function"], AsyncIterator[None]]
+BATCH_SIZE = 256  # events a batch handler gets at most at once (JetStream fetch + one transaction)
 
 
 class Key(Generic[T]):
@@ -76,6 +81,7 @@ class SubscriptionSpec:
     ack_wait: float = 30.0
     backoff: Backoff = field(default_factory=Backoff)
     envelope: bool = False
+    batch_size: int = 0  # > 0: the handler takes a list of deliveries (up to this many)
 
     def consumer_name(self, function: str) -> str:
         return f"{function}__{self.handler.__name__}"
@@ -95,6 +101,7 @@ class Function:
         self.subscriptions: list[SubscriptionSpec] = []
         self.resources: list[Resource] = []
         self.queries: list[tuple[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]] = []
+        self.retained: list[Retention] = []
         self.stats = RequestStats()
         self.log = logging.getLogger(f"studio.functions.{name}")
         self._values: dict[Key[Any], Any] = {}
@@ -121,8 +128,16 @@ class Function:
         max_attempts: int = 5,
         ack_wait: float = 30.0,
         backoff: Backoff | None = None,
+        batch: bool | int = False,
     ) -> Callable[[T], T]:
-        """A durable consumer shared by all replicas: each event is handled by one of them."""
+        """A durable consumer shared by all replicas: each event is handled by one of them.
+
+        `batch=True` (or a size): the handler takes `list[Delivery]`, up to `BATCH_SIZE` events that
+        were waiting (each `delivery.data` typed), and handles them together, typically in one
+        transaction; they are acknowledged when it returns. If it raises, the runtime hands it the
+        events one at a time, so one poison event is retried or dead-lettered alone.
+        """
+        batch_size = 0 if batch is False else BATCH_SIZE if batch is True else int(batch)
 
         def register(handler: T) -> T:
             self.subscriptions.append(
@@ -134,6 +149,7 @@ class Function:
                     max_attempts=max_attempts,
                     ack_wait=ack_wait,
                     backoff=backoff or Backoff(),
+                    batch_size=batch_size,
                 )
             )
             return handler
@@ -167,6 +183,10 @@ class Function:
             return handler
 
         return register
+
+    def retain(self, table: str, *, time_column: str, key: str) -> None:
+        """Rows of `table` older than STUDIO_OUTBOX_KEEP_DAYS (by `time_column`, ISO-8601 UTC) are pruned."""
+        self.retained.append(Retention(table, time_column, key))
 
     def resource(self, ctx: Resource) -> Resource:
         self.resources.append(ctx)

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from typing import Any
 
 from events.bus import Bus, BusUnavailable, StreamPolicy, decode
 from events.catalog import (
@@ -28,12 +29,14 @@ from events.catalog import (
     ResourceExhausted,
     ResourceRecovered,
 )
+from events.delivery import Delivery
 from events.envelope import Event
 from studio.runtime.database import RUNTIME_MIGRATIONS, Database
 from studio.runtime.function import Function, SubscriptionSpec
 from studio.runtime.logs import current_function
 from studio.runtime.outbox import OutboxRelay
 from studio.runtime.resources import DiskWatch, StreamBudget, stream_budget
+from studio.runtime.retention import OUTBOX, Pruner
 from studio.runtime.settings import Settings
 from studio.runtime.shortages import SHORTAGES
 
@@ -54,6 +57,7 @@ class Host:
         self.bus = Bus(settings.effective_nats_url(), name=f"{service}@{self.instance}", source=f"/functions/{service}")
         self.db: Database | None = None
         self.relay: OutboxRelay | None = None
+        self.pruner: Pruner | None = None
         self.started_at = time.time()
         self._stack = AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
@@ -81,6 +85,9 @@ class Host:
                 self.relay.start()
                 watch = DiskWatch(s.data_dir, s.disk_min_free_mb)
                 self._tasks.append(asyncio.create_task(watch.run(), name="disk-watch"))
+                retained = [OUTBOX, *(r for f in self.functions for r in f.retained)]
+                self.pruner = Pruner(self.db, retained, keep_s=s.outbox_keep_days * 86400)
+                self._tasks.append(asyncio.create_task(self.pruner.run(), name="pruner"))
             await self.bus.listen(HeartbeatRequested.TYPE, self._beat_all)  # before health asks at its start
             for fn in self.functions:
                 await self._start_function(fn)
@@ -125,21 +132,29 @@ class Host:
                 await self.bus.listen(pattern, on_event)
             return
 
-        async def on_delivery(payload: object, delivery: object) -> None:
+        async def on_delivery(payload: Any, delivery: Delivery) -> None:
             token = current_function.set(name)
             try:
                 await handler(payload, delivery)
             finally:
                 current_function.reset(token)
 
+        async def on_batch(deliveries: list[Delivery]) -> None:
+            token = current_function.set(name)
+            try:
+                await handler(deliveries)
+            finally:
+                current_function.reset(token)
+
         await self.bus.consume(
             spec.consumer_name(fn.name),
             spec.types,
-            on_delivery,
+            on_batch if spec.batch_size else on_delivery,
             max_concurrency=spec.max_concurrency,
             max_attempts=spec.max_attempts,
             ack_wait=spec.ack_wait,
             backoff=spec.backoff,
+            batch_size=spec.batch_size,
         )
 
     # -- shortages -------------------------------------------------------------------------------

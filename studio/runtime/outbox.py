@@ -3,7 +3,8 @@
 A state change and its event are committed in one transaction (`tx.publish`). The relay publishes
 unpublished rows in order with `Nats-Msg-Id` = event id (so a re-publish after a crash is stored
 once), then marks them published. While NATS is down, rows wait and the relay retries with backoff;
-nothing is lost and nothing is published for a transaction that rolled back.
+nothing is lost and nothing is published for a transaction that rolled back. Published rows are
+pruned after `STUDIO_OUTBOX_KEEP_DAYS` (studio.runtime.retention).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from studio.runtime.shortages import SHORTAGES, is_disk_full
 log = logging.getLogger("studio.outbox")
 
 BATCH = 100
-KEEP_PUBLISHED_S = 7 * 86400
 
 
 class OutboxRelay:
@@ -52,8 +52,6 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         failures = 0
-        last_cleanup = 0.0
-        loop = asyncio.get_running_loop()
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
@@ -79,14 +77,6 @@ class OutboxRelay:
                 else:
                     log.exception("outbox relay failed; retrying")
                 await asyncio.sleep(1)
-            if loop.time() - last_cleanup > 3600:
-                last_cleanup = loop.time()
-                with contextlib.suppress(Exception):
-                    await self.db.execute(
-                        "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < "
-                        "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)",
-                        (f"-{KEEP_PUBLISHED_S} seconds",),
-                    )
 
     async def flush(self) -> int:
         """Publish one batch of pending events; returns how many were published."""

@@ -238,6 +238,20 @@ VARS: tuple[Var, ...] = (
         "How long durable events stay replayable.",
     ),
     Var(
+        "STUDIO_EVENTS_LAG_ALERT_S",
+        "events_lag_alert_s",
+        _positive(float),
+        "30",
+        "The monitor alerts when a consumer's oldest unacknowledged event is older than this (seconds).",
+    ),
+    Var(
+        "STUDIO_OUTBOX_KEEP_DAYS",
+        "outbox_keep_days",
+        _positive(float),
+        "7",
+        "Published outbox rows and processed Stripe event ids older than this are pruned (Stripe retries 3 days).",
+    ),
+    Var(
         "STUDIO_DISK_MIN_FREE_MB",
         "disk_min_free_mb",
         _positive(int),
@@ -249,7 +263,7 @@ VARS: tuple[Var, ...] = (
         "events_max_bytes",
         _positive(int),
         str(1 << 30),
-        "Most disk the event stream may use; less when the disk has less (half its free space, at least 64 MB).",
+        "Most disk the event stream may use; less when the disk has less (half its free space, at least 16 MB).",
     ),
     Var(
         "STUDIO_LIVE_STREAMS_MAX",
@@ -387,6 +401,8 @@ class Settings:
     shutdown_grace_s: float
     nats_connect_timeout_s: float
     events_max_age_days: float
+    events_lag_alert_s: float
+    outbox_keep_days: float
     disk_min_free_mb: int
     events_max_bytes: int
     live_streams_max: int

@@ -35,6 +35,7 @@ async def test_healthy_studio_answers_200_with_every_component(embedded_studio, 
     components = body["components"]
     assert {k: v["status"] for k, v in components.items()} == {
         "nats": "ok",
+        "consumers": "ok",
         "database": "ok",
         "ollama": "ok",
         "disk": "ok",
