@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from aiohttp import web
 
 from events.bus import Bus
+from gateway.credentials import Credentials
 from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, not_found
 from gateway.live import LiveFeed
 from gateway.proxy import Upstreams
@@ -59,7 +60,8 @@ def gateway_app(
     (the embedded studio's), else the gateway opens its own for the live event stream."""
     table = RouteTable(routes)
     embedded = functions is not None
-    edge = Edge(settings, table, Sessions(settings.cookie_key()), in_process=embedded)
+    credentials = Credentials(None)  # bound to the gateway's NATS connection when the app starts
+    edge = Edge(settings, table, Sessions(settings.cookie_key()), in_process=embedded, credentials=credentials)
     biggest = max([settings.max_body_bytes, *(r.max_body or 0 for r in routes)])
     app = web.Application(middlewares=[edge.handle], client_max_size=biggest)
     app.on_response_prepare.append(edge.on_response_prepare)
@@ -71,7 +73,7 @@ def gateway_app(
         )
 
     app.router.add_get("/healthz", healthz)
-    app.cleanup_ctx.append(_live_feed(settings, bus))
+    app.cleanup_ctx.append(_live_feed(settings, bus, credentials))
     app.on_shutdown.append(lambda app: app[LIVE].close())
 
     async def live_events(request: web.Request) -> web.StreamResponse:
@@ -110,13 +112,15 @@ def gateway_app(
     return app
 
 
-def _live_feed(settings: Settings, shared: Bus | None):
+def _live_feed(settings: Settings, shared: Bus | None, credentials: Credentials):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         bus = shared or Bus(settings.effective_nats_url(), name="gateway", source="/gateway")
         if shared is None:
             await bus.connect(timeout=settings.nats_connect_timeout_s)
         app[LIVE] = feed = LiveFeed(bus)
         await feed.start()
+        credentials.bus = bus
+        await credentials.start()
         yield
         if shared is None:
             await bus.close(1)

@@ -4,7 +4,9 @@ Longest prefix wins; a prefix matches the path itself and anything below it (`/a
 `/api/models/x`, not `/api/modelsx`). `methods=None` means any method. `timeout` is how long the
 function may take to start answering (streams then run as long as they need); `max_body` caps the
 request body; `admin` closes the route to everyone but the operator; `visitor=False` skips the
-visitor cookie (machines such as Stripe or Prometheus have no session).
+visitor cookie (machines such as Stripe or Prometheus have no session; chat answers only a visitor it
+already knows, a signed-in account or a key); `keys` accepts personal API keys (never on account or
+purchase routes).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class Route:
     max_body: int | None = None  # None: STUDIO_MAX_BODY_BYTES
     admin: bool = False
     visitor: bool = True
+    keys: bool = False  # personal API keys (`Bearer sk-studio-...`) are accepted here
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_below", self.prefix.rstrip("/") + "/")
@@ -42,7 +45,12 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/models", "install", methods("DELETE"), timeout=60, admin=True),
     Route("/api/purchases", "purchase", methods("GET")),
     Route("/api/webhooks/stripe", "webhook", methods("POST"), timeout=10, max_body=64 * KIB, visitor=False),
-    Route("/api/chat", "chat", methods("POST"), timeout=150, max_body=512 * KIB),
+    Route("/api/chat", "chat", methods("POST"), timeout=150, max_body=512 * KIB, visitor=False, keys=True),
+    Route("/v1/models", "chat", methods("GET"), timeout=10, visitor=False, keys=True),
+    Route("/v1/chat/completions", "chat", methods("POST"), timeout=150, max_body=512 * KIB, visitor=False, keys=True),
+    Route("/api/auth", "accounts", methods("POST"), timeout=10, max_body=8 * KIB),
+    Route("/api/account", "accounts", methods("GET", "POST", "DELETE"), timeout=10, max_body=8 * KIB),
+    Route("/api/account/usage", "chat", methods("GET"), timeout=10, visitor=False),
     Route("/health", "health", methods("GET", "HEAD"), timeout=10, visitor=False),
     Route("/metrics", "monitor", methods("GET"), timeout=10, admin=True, visitor=False),
     Route("/api/monitor", "monitor", methods("GET"), timeout=10, admin=True),

@@ -5,7 +5,7 @@
 - the operator (admin token): any catalog model;
 - a paid model: only a visitor with a purchase of it that was not revoked, else 403 `not_owned`.
 
-Ownership is projected from `purchase.completed` / `purchase.revoked` into `chat_ownership` (one row per
+Ownership is projected from `purchase.completed` / `purchase.revoked` / `purchase.transferred` into `chat_ownership` (one row per
 purchase id, revocations kept as tombstones), so it is idempotent under redelivery and order-safe.
 """
 
@@ -30,6 +30,15 @@ async def revoke_purchase(db: Database, purchase_id: str, user_id: str, model: s
     await db.execute(
         "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at) VALUES (?, ?, ?, 1, ?) "
         "ON CONFLICT (purchase_id) DO UPDATE SET revoked = 1, updated_at = excluded.updated_at",
+        (purchase_id, user_id, normalise(model), utcnow()),
+    )
+
+
+async def transfer_purchase(db: Database, purchase_id: str, user_id: str, model: str) -> None:
+    """A paid purchase moved to another owner (a visitor signed in); a revocation stays a revocation."""
+    await db.execute(
+        "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at) VALUES (?, ?, ?, 0, ?) "
+        "ON CONFLICT (purchase_id) DO UPDATE SET user_id = excluded.user_id, updated_at = excluded.updated_at",
         (purchase_id, user_id, normalise(model), utcnow()),
     )
 

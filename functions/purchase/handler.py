@@ -5,8 +5,10 @@ HTTP    GET  /api/models                      -> the catalog with `owned` and th
         POST /api/models/install {"model"}    -> 202 {"install_id"}: the owner (re)installs, or the operator
         GET  /api/purchases[/{purchase_id}]   -> the visitor's purchases (a pending checkout is re-checked)
 Events  consumes payment.succeeded, payment.failed, payment.refunded (settle the purchase)
+        consumes account.merged (a visitor signed in: their purchases move to the account; emits purchase.transferred)
         consumes install.requested/started/completed/failed/removed (install states); listens install.progressed
-        emits    purchase.created, purchase.completed, purchase.failed, purchase.revoked, install.requested
+        emits    purchase.created, purchase.completed, purchase.failed, purchase.revoked, purchase.transferred,
+                 install.requested
 Query   models.snapshot {"user_id", "admin"} -> {"models": [...]} (the gateway's live stream starts with it)
 """
 
@@ -20,6 +22,7 @@ from aiohttp import web
 
 from events.bus import decode
 from events.catalog import (
+    AccountMerged,
     InstallCompleted,
     InstallFailed,
     InstallProgressed,
@@ -116,10 +119,10 @@ async def purchase_model(request: web.Request) -> web.Response:
         return web.json_response(
             {"status": "success", "message": message, "purchase_id": purchase_id, "model": model.id, "owned": True}
         )
-    return await open_checkout(user_id, model)
+    return await open_checkout(user_id, model, identity(request).email)
 
 
-async def open_checkout(user_id: str, model: catalog.CatalogModel) -> web.Response:
+async def open_checkout(user_id: str, model: catalog.CatalogModel, email: str | None = None) -> web.Response:
     ledger, payments = function[LEDGER], function[PAYMENTS]
     if payments is None:
         raise UpstreamUnavailable(
@@ -144,6 +147,7 @@ async def open_checkout(user_id: str, model: catalog.CatalogModel) -> web.Respon
             currency=model.currency,
             success_url=f"{back}?purchase={purchase_id}&session_id={{CHECKOUT_SESSION_ID}}",
             cancel_url=f"{back}?purchase={purchase_id}&cancelled=1",
+            customer_email=email,
         )
     except PaymentsUnavailable as exc:
         raise UpstreamUnavailable(
@@ -231,6 +235,12 @@ async def recheck(purchase: Purchase) -> Purchase:
 @function.subscribe(PaymentSucceeded, PaymentFailed, PaymentRefunded, max_attempts=10)
 async def settle_payment(event: PaymentSucceeded | PaymentFailed | PaymentRefunded, delivery: Delivery) -> None:
     await settle(function, function[LEDGER], event)
+
+
+@function.subscribe(AccountMerged, max_attempts=10)
+async def merge_visitor_purchases(event: AccountMerged, delivery: Delivery) -> None:
+    async with function.db.transaction() as tx:
+        await function[LEDGER].transfer(tx, event.visitor_id, event.account_id)
 
 
 @function.subscribe(

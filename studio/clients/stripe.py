@@ -79,6 +79,7 @@ class StripePayments:
         currency: str,
         success_url: str,
         cancel_url: str,
+        customer_email: str | None = None,
     ) -> Checkout:
         metadata = {"purchase_id": purchase_id, "user_id": user_id, "model": model_id}
         params: dict[str, Any] = {
@@ -99,6 +100,8 @@ class StripePayments:
             "metadata": metadata,
             "payment_intent_data": {"metadata": metadata},
         }
+        if customer_email:  # a signed-in buyer: Stripe fills in the e-mail and sends the receipt there
+            params["customer_email"] = customer_email
         try:
             session = await self._client.v1.checkout.sessions.create_async(
                 params,
