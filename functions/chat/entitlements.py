@@ -5,8 +5,9 @@
 - the operator (admin token): any catalog model;
 - a paid model: only a visitor with a purchase of it that was not revoked, else 403 `not_owned`.
 
-Ownership is projected from `purchase.completed` / `purchase.revoked` / `purchase.transferred` into `chat_ownership` (one row per
-purchase id, revocations kept as tombstones), so it is idempotent under redelivery and order-safe.
+Ownership is projected from `purchase.completed` / `purchase.revoked` / `purchase.transferred` into
+`chat_ownership` (one row per purchase id, revocations kept as tombstones), so it is idempotent under
+redelivery and order-safe.
 """
 
 from __future__ import annotations

@@ -289,7 +289,7 @@ VARS: tuple[Var, ...] = (
         "first_user_is_operator",
         _bool,
         "true",
-        "On a studio with no account yet, the first sign-up becomes the operator (the production compose file sets false).",
+        "On a studio with no account yet, the first sign-up becomes the operator (production compose: false).",
     ),
     Var(
         "STUDIO_ALERT_WEBHOOK_URL",
