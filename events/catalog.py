@@ -374,6 +374,7 @@ class ChatCompleted(EventData):
     duration_ms: float
     tokens_per_s: float | None
     done_reason: str
+    key_id: str | None = None  # the personal API key used (its id), if any
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -386,6 +387,7 @@ class ChatFailed(EventData):
     reason: str
     completion_tokens: int
     duration_ms: float
+    key_id: str | None = None  # the personal API key used (its id), if any
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -400,6 +402,7 @@ class ChatCancelled(EventData):
     completion_tokens: int
     time_to_first_token_ms: float | None
     duration_ms: float
+    key_id: str | None = None  # the personal API key used (its id), if any
 
 
 # -- accounts --------------------------------------------------------------------------------------

@@ -23,9 +23,10 @@ def _ms(ns: Any) -> float | None:
 
 
 class Answer:
-    def __init__(self, model: str, user_id: str, started: float | None = None) -> None:
+    def __init__(self, model: str, user_id: str, started: float | None = None, key_id: str | None = None) -> None:
         self.model = model
         self.user_id = user_id
+        self.key_id = key_id  # the personal API key used, if any (never the key itself)
         self.started = time.perf_counter() if started is None else started
         self.first_token_at: float | None = None
         self.chunks = 0  # content chunks received (Ollama sends about one per token)
@@ -90,6 +91,7 @@ class Answer:
             return ChatCompleted(
                 model=self.model,
                 user_id=self.user_id,
+                key_id=self.key_id,
                 prompt_tokens=t["prompt_tokens"],
                 completion_tokens=t["completion_tokens"],
                 time_to_first_token_ms=t["time_to_first_token_ms"],
@@ -101,6 +103,7 @@ class Answer:
             return ChatFailed(
                 model=self.model,
                 user_id=self.user_id,
+                key_id=self.key_id,
                 reason=self.reason,
                 completion_tokens=self.chunks,
                 duration_ms=self.duration_ms,
@@ -109,6 +112,7 @@ class Answer:
             return ChatCancelled(
                 model=self.model,
                 user_id=self.user_id,
+                key_id=self.key_id,
                 completion_tokens=self.chunks,
                 time_to_first_token_ms=self.time_to_first_token_ms,
                 duration_ms=self.duration_ms,

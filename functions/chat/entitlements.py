@@ -64,3 +64,16 @@ async def chattable_model(catalog: Catalog, db: Database, who: Identity, model_i
     raise Forbidden(
         f"you do not own {model.name} ({model.id}); buy it in the marketplace to chat with it", code="not_owned"
     )
+
+
+async def usable_models(catalog: Catalog, db: Database, who: Identity) -> list[str]:
+    """The catalog models `who` may chat with: free ones, owned ones, every one for the operator."""
+    if who.admin:
+        return [m.id for m in catalog]
+    owned: set[str] = set()
+    if who.user_id:
+        rows = await db.fetch_all(
+            "SELECT DISTINCT model FROM chat_ownership WHERE user_id = ? AND revoked = 0", (who.user_id,)
+        )
+        owned = {r["model"] for r in rows}
+    return [m.id for m in catalog if m.free or m.id in owned]

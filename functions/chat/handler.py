@@ -8,6 +8,9 @@ HTTP    POST /api/chat  {"model", "message"}  or  {"model", "messages": [{"role"
           400 invalid_<field> / unknown_field    401 no_session    403 not_owned    404 unknown_model
           409 not_installed    429 rate_limited / too_many_generations (Retry-After)    502 ollama_error
           503 ollama_unavailable / ollama_busy (Retry-After)    504 ollama_timeout (no first token in time)
+        POST /v1/chat/completions  OpenAI's request -> OpenAI's chat.completion, or chat.completion.chunk SSE and
+                                   [DONE]; the same answer, limits and events (completions.py)
+        GET  /v1/models            the models the caller may chat with now (owned or free, installed)
 Events  consumes purchase.completed, purchase.revoked, purchase.transferred (who owns what: chat_ownership)
         emits    chat.completed | chat.failed | chat.cancelled, one per answer: usage, never content
 
@@ -27,11 +30,18 @@ from aiohttp import web
 
 from events.catalog import PurchaseCompleted, PurchaseRevoked, PurchaseTransferred
 from events.delivery import Delivery
-from functions.chat import relay
+from functions.chat import completions, relay
 from functions.chat.answer import Answer, UsageReports
+from functions.chat.completions import CompletionWire, openai_errors, parse_completion
 from functions.chat.conversation import Conversation, parse
 from functions.chat.disconnects import Disconnects
-from functions.chat.entitlements import chattable_model, record_purchase, revoke_purchase, transfer_purchase
+from functions.chat.entitlements import (
+    chattable_model,
+    record_purchase,
+    revoke_purchase,
+    transfer_purchase,
+    usable_models,
+)
 from functions.chat.limits import VisitorLimits
 from studio import catalog
 from studio.clients.ollama import OllamaClient, OllamaError
@@ -75,14 +85,48 @@ async def track_ownership(event: PurchaseCompleted | PurchaseRevoked | PurchaseT
 @function.route("POST", "/api/chat")
 async def chat(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
-    user_id = require_visitor(request)
+    require_visitor(request)
     conversation = parse(await json_body(request), function.settings)
-    model = await chattable_model(function[CATALOG], function.db, identity(request), conversation.model)
-    answer = Answer(model.id, user_id, started)
-    response = web.StreamResponse(headers=relay.SSE_HEADERS) if conversation.stream else None
+    return await converse(request, conversation, relay.STUDIO_WIRE, started)
+
+
+@function.route("POST", "/v1/chat/completions")
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """The OpenAI-compatible API: the same answer as /api/chat, in OpenAI's shapes (completions.py)."""
+    started = time.perf_counter()
+    with openai_errors():
+        require_visitor(request)
+        completion = parse_completion(await json_body(request), function.settings)
+        wire = CompletionWire(completion.conversation.model, completion.include_usage)
+        return await converse(request, completion.conversation, wire, started)
+
+
+@function.route("GET", "/v1/models")
+async def list_models(request: web.Request) -> web.Response:
+    """The models the caller may chat with now: owned or free, and installed."""
+    with openai_errors():
+        who = identity(request)
+        require_visitor(request)
+        try:
+            installed = await function[OLLAMA].installed()
+        except OllamaError as exc:
+            raise relay.ollama_failure(exc, "the model list") from None
+        usable = await usable_models(function[CATALOG], function.db, who)
+        return web.json_response(completions.model_list([m for m in usable if m in installed]))
+
+
+async def converse(
+    request: web.Request, conversation: Conversation, wire: relay.Wire, started: float
+) -> web.StreamResponse:
+    """One answer, whatever the API: entitlement, limits, Ollama, the relay, the usage event."""
+    who = identity(request)
+    user_id = who.user_id or ""
+    model = await chattable_model(function[CATALOG], function.db, who, conversation.model)
+    answer = Answer(model.id, user_id, started, key_id=who.key_id)
+    response = web.StreamResponse(headers=wire.headers) if conversation.stream else None
     with function[LIMITS].admit(user_id), function[DISCONNECTS].watch(request) as watch:
         try:
-            return await generate(request, conversation, answer, response)
+            return await generate(request, conversation, answer, response, wire)
         except asyncio.CancelledError as exc:
             answer.cancel()  # the visitor left (or the studio is stopping): the Ollama request is closed
             if not watch.owns(exc):
@@ -96,7 +140,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
 
 
 async def generate(
-    request: web.Request, conversation: Conversation, answer: Answer, response: web.StreamResponse | None
+    request: web.Request,
+    conversation: Conversation,
+    answer: Answer,
+    response: web.StreamResponse | None,
+    wire: relay.Wire = relay.STUDIO_WIRE,
 ) -> web.StreamResponse:
     """Ask Ollama, wait for its first line (within the first-token timeout), then relay or collect.
 
@@ -112,8 +160,8 @@ async def generate(
                 first = await anext(lines)
                 first_token.reschedule(None)
                 if response is not None:
-                    return await relay.stream(request, response, first, lines, answer)
-                return await relay.collect(first, lines, answer)
+                    return await relay.stream(request, response, first, lines, answer, wire)
+                return await relay.collect(first, lines, answer, wire)
     except TimeoutError:
         raise GatewayTimeout(
             f"{answer.model} did not start answering within {wait:g} s; it may still be loading: try again in a moment",
