@@ -11,12 +11,14 @@ HTTP    POST /api/chat  {"model", "message"}  or  {"model", "messages": [{"role"
         POST /v1/chat/completions  OpenAI's request -> OpenAI's chat.completion, or chat.completion.chunk SSE and
                                    [DONE]; the same answer, limits and events (completions.py)
         GET  /v1/models            the models the caller may chat with now (owned or free, installed)
+        GET  /api/account/usage?days=30   tokens per model per day (chat_usage); the operator: &all=1
 Events  consumes purchase.completed, purchase.revoked, purchase.transferred (who owns what: chat_ownership)
         emits    chat.completed | chat.failed | chat.cancelled, one per answer: usage, never content
 
 A visitor who stops (closes the connection) ends the Ollama request at once, so generation stops.
-Limits: STUDIO_CHAT_* (message size and count, max tokens, answers at once and requests a minute per
-visitor, time to the first token and between tokens).
+Limits: STUDIO_CHAT_* (message size and count, max tokens, answers at once, requests a minute and tokens
+a day per caller, shared by every replica through the database (limits.py), time to the first token and
+between tokens).
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ from functions.chat.entitlements import (
     transfer_purchase,
     usable_models,
 )
-from functions.chat.limits import VisitorLimits
+from functions.chat.limits import SharedLimits, record_usage, usage_of
 from studio import catalog
 from studio.clients.ollama import OllamaClient, OllamaError
-from studio.runtime.errors import GatewayTimeout, StudioError, json_body
+from studio.runtime.errors import BadRequest, GatewayTimeout, StudioError, Unauthorized, json_body
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity, require_visitor
 
@@ -53,7 +55,7 @@ function = Function("chat", migrations=Path(__file__).parent / "migrations")
 
 CATALOG = Key[catalog.Catalog]("catalog")
 OLLAMA = Key[OllamaClient]("ollama")
-LIMITS = Key[VisitorLimits]("limits")
+LIMITS = Key[SharedLimits]("limits")
 DISCONNECTS = Key[Disconnects]("disconnects")
 REPORTS = Key[UsageReports]("reports")
 
@@ -63,9 +65,14 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
     s = fn.settings
     fn[CATALOG] = catalog.cached(s.catalog_path)
     fn[OLLAMA] = ollama = OllamaClient(s.ollama_url)
-    fn[LIMITS] = VisitorLimits(concurrent=s.chat_concurrent_per_visitor, per_minute=s.chat_requests_per_minute)
+    fn[LIMITS] = SharedLimits(
+        fn.db,
+        concurrent=s.chat_concurrent_per_visitor,
+        per_minute=s.chat_requests_per_minute,
+        tokens_per_day=s.chat_tokens_per_day,
+    )
     fn[DISCONNECTS] = disconnects = Disconnects()
-    fn[REPORTS] = reports = UsageReports(fn.publish, fn.log)
+    fn[REPORTS] = reports = UsageReports(fn.publish, fn.log, record=record_answer)
     yield
     await disconnects.close()
     await reports.drain()
@@ -85,7 +92,7 @@ async def track_ownership(event: PurchaseCompleted | PurchaseRevoked | PurchaseT
 @function.route("POST", "/api/chat")
 async def chat(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
-    require_visitor(request)
+    caller(request)
     conversation = parse(await json_body(request), function.settings)
     return await converse(request, conversation, relay.STUDIO_WIRE, started)
 
@@ -95,7 +102,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     """The OpenAI-compatible API: the same answer as /api/chat, in OpenAI's shapes (completions.py)."""
     started = time.perf_counter()
     with openai_errors():
-        require_visitor(request)
+        caller(request)
         completion = parse_completion(await json_body(request), function.settings)
         wire = CompletionWire(completion.conversation.model, completion.include_usage)
         return await converse(request, completion.conversation, wire, started)
@@ -106,7 +113,7 @@ async def list_models(request: web.Request) -> web.Response:
     """The models the caller may chat with now: owned or free, and installed."""
     with openai_errors():
         who = identity(request)
-        require_visitor(request)
+        caller(request)
         try:
             installed = await function[OLLAMA].installed()
         except OllamaError as exc:
@@ -115,28 +122,59 @@ async def list_models(request: web.Request) -> web.Response:
         return web.json_response(completions.model_list([m for m in usable if m in installed]))
 
 
+def caller(request: web.Request) -> str:
+    """Whom the answer is for: a known visitor, an account (session or key), or the operator; else 401."""
+    who = identity(request)
+    if who.user_id:
+        return who.user_id
+    if who.admin:
+        return "operator"
+    return require_visitor(request)
+
+
 async def converse(
     request: web.Request, conversation: Conversation, wire: relay.Wire, started: float
 ) -> web.StreamResponse:
     """One answer, whatever the API: entitlement, limits, Ollama, the relay, the usage event."""
     who = identity(request)
-    user_id = who.user_id or ""
+    user_id = caller(request)
     model = await chattable_model(function[CATALOG], function.db, who, conversation.model)
     answer = Answer(model.id, user_id, started, key_id=who.key_id)
     response = web.StreamResponse(headers=wire.headers) if conversation.stream else None
-    with function[LIMITS].admit(user_id), function[DISCONNECTS].watch(request) as watch:
-        try:
-            return await generate(request, conversation, answer, response, wire)
-        except asyncio.CancelledError as exc:
-            answer.cancel()  # the visitor left (or the studio is stopping): the Ollama request is closed
-            if not watch.owns(exc):
+    async with function[LIMITS].admit(user_id):
+        with function[DISCONNECTS].watch(request) as watch:
+            try:
+                return await generate(request, conversation, answer, response, wire)
+            except asyncio.CancelledError as exc:
+                answer.cancel()  # the visitor left (or the studio is stopping): the Ollama request is closed
+                if not watch.owns(exc):
+                    raise
+                return response if response is not None and response.prepared else web.Response(status=499)
+            except Exception as exc:
+                answer.fail(exc.code if isinstance(exc, StudioError) else "internal_error")
                 raise
-            return response if response is not None and response.prepared else web.Response(status=499)
-        except Exception as exc:
-            answer.fail(exc.code if isinstance(exc, StudioError) else "internal_error")
-            raise
-        finally:
-            function[REPORTS].report(answer)
+            finally:
+                function[REPORTS].report(answer)
+
+
+async def record_answer(answer: Answer) -> None:
+    prompt, completion = answer.usage()
+    if prompt or completion:
+        await record_usage(function.db, answer.user_id, answer.model, prompt, completion, time.time())
+
+
+@function.route("GET", "/api/account/usage")
+async def account_usage(request: web.Request) -> web.Response:
+    """Tokens per model per day over `days` (1-366, default 30); the operator may ask for everyone's (`all=1`)."""
+    who = identity(request)
+    raw = request.query.get("days", "30")
+    if not raw.isdigit() or not 1 <= int(raw) <= 366:
+        raise BadRequest("days must be a whole number from 1 to 366", code="invalid_days")
+    everyone = who.admin and request.query.get("all") in ("1", "true")
+    if not everyone and not who.account_id:
+        raise Unauthorized("sign in to see your usage", code="not_signed_in")
+    rows = await usage_of(function.db, None if everyone else who.user_id, int(raw), time.time())
+    return web.json_response({"days": int(raw), "usage": rows})
 
 
 async def generate(

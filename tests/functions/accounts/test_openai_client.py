@@ -30,7 +30,7 @@ async def signed_up(make_studio):
 
 
 async def test_models_lists_free_and_owned_installed_models(signed_up) -> None:
-    studio, browser, _, client = signed_up
+    _, browser, _, client = signed_up
 
     assert [m.id for m in (await client.models.list()).data] == [FREE]
 
