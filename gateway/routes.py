@@ -48,7 +48,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/chat", "chat", methods("POST"), timeout=150, max_body=512 * KIB, visitor=False, keys=True),
     Route("/v1/models", "chat", methods("GET"), timeout=10, visitor=False, keys=True),
     Route("/v1/chat/completions", "chat", methods("POST"), timeout=150, max_body=512 * KIB, visitor=False, keys=True),
-    Route("/api/auth", "accounts", methods("POST"), timeout=10, max_body=8 * KIB),
+    Route("/api/auth", "accounts", methods("GET", "POST"), timeout=10, max_body=8 * KIB),
     Route("/api/account", "accounts", methods("GET", "POST", "DELETE"), timeout=10, max_body=8 * KIB),
     Route("/api/account/usage", "chat", methods("GET"), timeout=10, visitor=False),
     Route("/health", "health", methods("GET", "HEAD"), timeout=10, visitor=False),

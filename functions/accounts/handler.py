@@ -4,6 +4,7 @@ HTTP    POST   /api/auth/signup {"email", "password"}   -> 201 the account, sign
         POST   /api/auth/login  {"email", "password"}   -> 200 the account, signed in; 401 / 429 Retry-After
         POST   /api/auth/logout[?everywhere=1]          -> 204 this session (or every one) ended
         POST   /api/auth/reset  {"token", "password"}   -> 204 (a `localai-studio users reset-link` link)
+        GET    /api/auth/session                        -> {"account": {...} | null} (for pages: never a 401)
         GET    /api/account                             -> {"id", "email", "role", "created"} or 401
         POST   /api/account/password {"current", "new"} -> 204, every other session ended
         POST   /api/account/keys {"name"}               -> 201 {"id", "name", "prefix", "key"} (shown once)
@@ -190,6 +191,14 @@ async def reset_password(request: web.Request) -> web.Response:
     response = signed_out()
     response.headers[EVICT_HEADER] = account.id
     return response
+
+
+@function.route("GET", "/api/auth/session")
+async def show_session(request: web.Request) -> web.Response:
+    """Who is signed in here: {"account": {...}} or {"account": null} (never a 401: pages ask on every load)."""
+    who = identity(request)
+    account = await function[ACCOUNTS].get(who.account_id) if who.account_id and not who.key_id else None
+    return web.json_response({"account": account.public() if account else None})
 
 
 @function.route("GET", "/api/account")

@@ -19,7 +19,7 @@ PAID = "llama3.2:3b"
 OTHER_PAID = "mistral:7b"
 PASSWORD = "correct horse battery"
 OPERATOR_TOKEN = "op-token"
-NAMES = ("accounts", "purchase", "install", "webhook", "chat")
+NAMES = ("accounts", "purchase", "install", "webhook", "chat", "monitor")
 
 
 @pytest.fixture
