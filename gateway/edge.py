@@ -41,6 +41,7 @@ from studio.runtime.errors import (
     PayloadTooLarge,
     StudioError,
     Unauthorized,
+    UpstreamUnavailable,
     render,
 )
 from studio.runtime.identity import EVICT_HEADER, IDENTITY_KEY, SESSION_COOKIE, Identity
@@ -218,7 +219,7 @@ class Edge:
                     self._visitors.clear()
                 self._visitors[raw_cookie] = user_id
         if raw_cookie and _SESSION_MARK in raw_cookie:
-            signed_in = await self.session_identity(request, user_id, admin)
+            signed_in = await self.session_identity(request, route, user_id, admin)
             if signed_in is not None:
                 return signed_in
         if user_id is None and (route is None or route.visitor):
@@ -228,12 +229,21 @@ class Edge:
 
     # -- accounts: signed-in sessions and personal API keys (gateway.credentials) ----------------
 
-    async def session_identity(self, request: web.Request, visitor_id: str | None, admin: bool) -> Identity | None:
-        """The signed-in account of the session cookie, or None (unknown or ended: carry on as a visitor)."""
+    async def session_identity(
+        self, request: web.Request, route: Route | None, visitor_id: str | None, admin: bool
+    ) -> Identity | None:
+        """The signed-in account of the session cookie, or None (unknown or ended: carry on as a visitor).
+
+        Pages (no route) are served even when accounts cannot be checked; API routes answer 503 then."""
         token = request.cookies.get(SESSION_COOKIE)
         if not token:
             return None
-        held = await self.credentials.session(token)
+        try:
+            held = await self.credentials.session(token)
+        except UpstreamUnavailable:
+            if route is None:
+                return None
+            raise
         if held.account_id is None:
             return None
         return Identity(

@@ -135,3 +135,32 @@ async def test_a_signed_in_browser_may_call_v1_too_and_nobody_else(signed_up) ->
         "POST", "/v1/chat/completions", {"model": FREE, "messages": [{"role": "user", "content": "Hi"}]}
     )
     assert status == 401 and set(error["error"]) >= {"message", "type", "code"}
+
+
+async def test_usage_per_model_per_day_is_counted_for_the_account_and_the_operator_sees_everyone(make_studio) -> None:
+    studio = await make_studio()
+    operator = studio.browser()
+    await operator.signup("op@example.com")  # the first account: the operator
+    browser, _, client = await signed_up_with_key(studio, "counted@example.com")
+    reply = await client.chat.completions.create(model=FREE, messages=[{"role": "user", "content": "Hello"}])
+    status, _ = await browser.chat(FREE)
+    assert status == 200
+    await client.close()
+
+    async def usage():
+        status, body, _ = await browser.request("GET", "/api/account/usage?days=30")
+        assert status == 200
+        return body["usage"] if body["usage"] and body["usage"][0]["answers"] == 2 else None
+
+    rows = await eventually(usage, message="both answers to be counted")
+    assert len(rows) == 1 and rows[0]["model"] == FREE and rows[0]["answers"] == 2
+    assert rows[0]["completion_tokens"] == 2 * reply.usage.completion_tokens
+    assert rows[0]["prompt_tokens"] == 2 * reply.usage.prompt_tokens
+
+    _, me, _ = await browser.request("GET", "/api/account")
+    status, everyone, _ = await operator.request("GET", "/api/account/usage?days=7&all=1")
+    assert status == 200 and [(r["user_id"], r["answers"]) for r in everyone["usage"]] == [(me["id"], 2)]
+    status, error, _ = await browser.request("GET", "/api/account/usage?days=0")
+    assert status == 400 and error["error"]["code"] == "invalid_days"
+    status, error, _ = await studio.browser().request("GET", "/api/account/usage")
+    assert status == 401
