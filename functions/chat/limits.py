@@ -57,17 +57,19 @@ class SharedLimits:
         if self.tokens_per_day:
             await self._within_daily_tokens(user_id, now)
         async with self.db.transaction() as tx:
-            row = await tx.fetch_one("SELECT tokens, updated_at FROM chat_allowances WHERE user_id = ?", (user_id,))
+            row = await tx.fetch_one(  # one round trip: the allowance and the answers generating now
+                "SELECT (SELECT tokens FROM chat_allowances WHERE user_id = ?) AS tokens, "
+                "(SELECT updated_at FROM chat_allowances WHERE user_id = ?) AS updated_at, "
+                "(SELECT COUNT(*) FROM chat_generating WHERE user_id = ? AND started_at > ?) AS generating",
+                (user_id, user_id, user_id, now - STALE_S),
+            )
+            assert row is not None
             tokens = (
                 float(self.per_minute)
-                if row is None
+                if row["tokens"] is None
                 else min(float(self.per_minute), row["tokens"] + max(0.0, now - row["updated_at"]) * self.rate)
             )
-            busy = await tx.fetch_one(
-                "SELECT COUNT(*) AS n FROM chat_generating WHERE user_id = ? AND started_at > ?",
-                (user_id, now - STALE_S),
-            )
-            generating = int(busy["n"]) if busy else 0
+            generating = int(row["generating"])
             if generating >= self.concurrent:
                 raise TooManyRequests(
                     f"you already have {generating} answers being generated (the limit is {self.concurrent}); "
