@@ -42,6 +42,7 @@ from tests.bench.chat_bench import MODEL, SHORT_REPLY, Double, Stream, read_ndjs
 from tests.bench.common import free_port, process
 
 PASSWORD = "correct horse battery"
+LITELLM_KEY = "sk-bench-" + "0" * 48  # LiteLLM's master key (it refuses to start without one)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -63,7 +64,7 @@ def litellm_proxy(executable: str, port: int, ollama_url: str) -> Iterator[str]:
         [executable, "--config", str(config), "--port", str(port), "--num_workers", "1"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ, "LITELLM_LOG": "ERROR"},
+        env={**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": LITELLM_KEY},
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -163,7 +164,9 @@ async def bench(args: argparse.Namespace, nats_url: str, double_url: str, studio
         }
         if litellm:
             await wait_until_up(session, litellm)
-            targets["LiteLLM proxy /v1"] = lambda: read_openai(session, litellm, {"Authorization": "Bearer none"})
+            targets["LiteLLM proxy /v1"] = lambda: read_openai(
+                session, litellm, {"Authorization": f"Bearer {LITELLM_KEY}"}
+            )
         for one in targets.values():
             await double.configure(0, SHORT_REPLY)
             await one()  # warm up

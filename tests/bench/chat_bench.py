@@ -122,7 +122,7 @@ async def read_sse(session: aiohttp.ClientSession, url: str, headers: dict[str, 
 
 async def read_openai(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> Stream:
     """Through the OpenAI-compatible API: `chat.completion.chunk` data lines, then `data: [DONE]`."""
-    pattern, tail = b'"content": ', b""
+    pattern, tail = b'"content":', b""  # compact JSON (LiteLLM) or not (the studio)
     t0 = time.perf_counter()
     first, tokens, done = 0.0, 0, False
     async with session.post(url + "/v1/chat/completions", json=chat_body(), headers=headers) as resp:

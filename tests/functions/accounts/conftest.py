@@ -85,11 +85,13 @@ async def make_studio(embedded_studio, settings: Settings, double: OllamaDouble)
 
     async def make(**changes: Any) -> Studio:
         s = settings.replace(
-            ollama_url=double.url,
-            skip_payment=True,
-            admin_token=Secret(OPERATOR_TOKEN),
-            functions=NAMES,
-            **changes,
+            **{
+                "ollama_url": double.url,
+                "skip_payment": True,
+                "admin_token": Secret(OPERATOR_TOKEN),
+                "functions": NAMES,
+                **changes,
+            }
         )
         client = await embedded_studio([load(n) for n in NAMES], settings_override=s)
         studio = Studio(client, s)

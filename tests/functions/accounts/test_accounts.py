@@ -7,7 +7,8 @@ import asyncio
 import time
 
 from functions import load
-from tests.functions.accounts.conftest import FREE, PAID, PASSWORD
+from studio.runtime.settings import Secret
+from tests.functions.accounts.conftest import FREE, OTHER_PAID, PAID, PASSWORD
 from tests.support import eventually
 
 
@@ -184,3 +185,38 @@ async def test_many_logins_in_parallel_do_not_block_each_other(studio) -> None:
     await studio.browser().signup("busy@example.com")
     results = await asyncio.gather(*(studio.browser().login("busy@example.com") for _ in range(4)))
     assert [r[0] for r in results] == [200] * 4
+
+
+async def test_an_open_checkout_moves_into_the_account_and_completes_there(make_studio, stripe_api) -> None:
+    studio = await make_studio(
+        skip_payment=False,
+        stripe_api_base=stripe_api.url,
+        stripe_secret_key=Secret(stripe_api.api_key),
+        stripe_webhook_secret=Secret(stripe_api.webhook_secret),
+    )
+    browser = studio.browser()
+    await browser.visit()
+    status, checkout, _ = await browser.request("POST", f"/api/models/purchase/{PAID}")
+    assert status == 200 and checkout["status"] == "checkout"
+    assert "customer_email" not in stripe_api.create_requests[-1], "an anonymous buyer has no e-mail to give"
+
+    status, account = await browser.signup("payer@example.com")
+    assert status == 201
+    await eventually(lambda: _purchase_owner(checkout["purchase_id"], account["id"]), message="the checkout to move")
+    status, _, _ = await browser.request("POST", f"/api/models/purchase/{OTHER_PAID}")
+    assert stripe_api.create_requests[-1]["customer_email"] == "payer@example.com"
+
+    session_id = checkout["checkout_url"].rsplit("/", 1)[1]
+    stripe_api.pay(session_id)
+    assert await stripe_api.deliver(studio.url("/api/webhooks/stripe"), "checkout.session.completed", session_id) == [
+        200
+    ]
+    assert await eventually(lambda: _owns(browser, PAID), message="the paid checkout to complete on the account")
+    other = studio.browser()
+    await other.login("payer@example.com")
+    assert PAID in await other.owned()
+
+
+async def _purchase_owner(purchase_id: str, owner: str) -> bool:
+    row = await load("purchase").db.fetch_one("SELECT user_id FROM purchases WHERE id = ?", (purchase_id,))
+    return row is not None and row["user_id"] == owner
