@@ -8,30 +8,55 @@ Answers at once are rows of `chat_generating`, removed when the answer ends (a r
 rows that stop counting after `STALE_S`). Tokens a day (STUDIO_CHAT_TOKENS_PER_DAY, 0 = no limit) are
 read from `chat_usage`, which `record_usage` keeps per caller, model and UTC day. Refusals are 429s with
 `Retry-After`; a refused request changes nothing.
+
+Admissions and releases are committed in groups (one transaction for everything waiting when the last
+one ended), so a burst of requests costs a few commits, not one each (tests/bench/accounts_bench.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from studio.runtime.database import Database
+from studio.runtime.database import Database, Transaction
 from studio.runtime.errors import TooManyRequests
 
 STALE_S = 1800.0  # an answer still "generating" after this long was lost with its replica
 FORGET_S = 86400.0  # allowances untouched this long are full again: their rows are deleted
+GROUP = 500  # admissions and releases committed together at most
+SWEEP_EVERY = 1024  # admissions between sweeps of forgotten allowances and lost answers
 
 
 def day_of(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
 
 
+@dataclass
+class _Request:
+    kind: str  # admit | release
+    user_id: str = ""
+    answer_id: str = ""
+    at: float = 0.0
+    done: asyncio.Future[None] | None = None
+
+
+@dataclass
+class _Caller:
+    tokens: float
+    generating: int
+
+
 class SharedLimits:
+    """Admissions and releases are committed in groups: whoever finds no group running commits everything
+    waiting, in arrival order, in one transaction (a burst of 50 requests costs one or two commits, not 50)."""
+
     def __init__(
         self,
         db: Database,
@@ -48,59 +73,115 @@ class SharedLimits:
         self.rate = per_minute / 60.0  # requests regained per second
         self.clock = clock
         self._admitted = 0
+        self._waiting: list[_Request] = []
+        self._committing = asyncio.Lock()
 
     @asynccontextmanager
     async def admit(self, user_id: str) -> AsyncIterator[None]:
         """Hold one of the caller's generation slots for the block, or raise TooManyRequests."""
-        answer_id = secrets.token_hex(8)
         now = self.clock()
         if self.tokens_per_day:
             await self._within_daily_tokens(user_id, now)
-        async with self.db.transaction() as tx:
-            row = await tx.fetch_one(  # one round trip: the allowance and the answers generating now
-                "SELECT (SELECT tokens FROM chat_allowances WHERE user_id = ?) AS tokens, "
-                "(SELECT updated_at FROM chat_allowances WHERE user_id = ?) AS updated_at, "
-                "(SELECT COUNT(*) FROM chat_generating WHERE user_id = ? AND started_at > ?) AS generating",
-                (user_id, user_id, user_id, now - STALE_S),
-            )
-            assert row is not None
-            tokens = (
-                float(self.per_minute)
-                if row["tokens"] is None
-                else min(float(self.per_minute), row["tokens"] + max(0.0, now - row["updated_at"]) * self.rate)
-            )
-            generating = int(row["generating"])
-            if generating >= self.concurrent:
-                raise TooManyRequests(
-                    f"you already have {generating} answers being generated (the limit is {self.concurrent}); "
-                    "wait for one to finish or stop it",
-                    code="too_many_generations",
-                    headers={"Retry-After": "1"},
-                )
-            if tokens < 1:
-                wait = math.ceil((1 - tokens) / self.rate)
-                raise TooManyRequests(
-                    f"too many chat requests: at most {self.per_minute} a minute; try again in {wait} s",
-                    code="rate_limited",
-                    headers={"Retry-After": str(wait)},
-                )
-            await tx.execute(
-                "INSERT INTO chat_allowances (user_id, tokens, updated_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (user_id) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at",
-                (user_id, tokens - 1, now),
-            )
-            await tx.execute(
-                "INSERT INTO chat_generating (answer_id, user_id, started_at) VALUES (?, ?, ?)",
-                (answer_id, user_id, now),
-            )
-            self._admitted += 1
-            if self._admitted % 1024 == 0:
-                await tx.execute("DELETE FROM chat_allowances WHERE updated_at < ?", (now - FORGET_S,))
-                await tx.execute("DELETE FROM chat_generating WHERE started_at < ?", (now - STALE_S,))
+        answer_id = secrets.token_hex(8)
+        await self._submit(_Request("admit", user_id, answer_id, now))
         try:
             yield
         finally:
-            await self.db.execute("DELETE FROM chat_generating WHERE answer_id = ?", (answer_id,))
+            await self._submit(_Request("release", answer_id=answer_id))
+
+    async def _submit(self, request: _Request) -> None:
+        request.done = asyncio.get_running_loop().create_future()
+        self._waiting.append(request)
+        async with self._committing:
+            while not request.done.done():
+                group, self._waiting = self._waiting[:GROUP], self._waiting[GROUP:]
+                await self._commit(group)
+        request.done.result()  # raises TooManyRequests (or the database's error)
+
+    async def _commit(self, group: list[_Request]) -> None:
+        outcomes: dict[int, BaseException | None] = {}
+        try:
+            async with self.db.transaction() as tx:
+                released = [r.answer_id for r in group if r.kind == "release"]
+                if released:
+                    await tx.execute(f"DELETE FROM chat_generating WHERE answer_id IN ({_marks(released)})", released)
+                admits = [r for r in group if r.kind == "admit"]
+                if admits:
+                    outcomes = await self._decide(tx, admits)
+        except BaseException as exc:
+            for r in group:
+                if r.done is not None and not r.done.done():
+                    r.done.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for r in group:
+            if r.done is not None and not r.done.done():
+                failure = outcomes.get(id(r))
+                if failure is None:
+                    r.done.set_result(None)
+                else:
+                    r.done.set_exception(failure)
+
+    async def _decide(self, tx: Transaction, admits: list[_Request]) -> dict[int, BaseException | None]:
+        now = max(r.at for r in admits)
+        users = sorted({r.user_id for r in admits})
+        callers = {u: _Caller(float(self.per_minute), 0) for u in users}
+        for row in await tx.fetch_all(
+            f"SELECT user_id, tokens, updated_at FROM chat_allowances WHERE user_id IN ({_marks(users)})", users
+        ):
+            refilled = row["tokens"] + max(0.0, now - row["updated_at"]) * self.rate
+            callers[row["user_id"]].tokens = min(float(self.per_minute), refilled)
+        for row in await tx.fetch_all(
+            "SELECT user_id, COUNT(*) AS n FROM chat_generating "
+            f"WHERE user_id IN ({_marks(users)}) AND started_at > ? GROUP BY user_id",
+            [*users, now - STALE_S],
+        ):
+            callers[row["user_id"]].generating = int(row["n"])
+        outcomes: dict[int, BaseException | None] = {}
+        accepted: list[_Request] = []
+        for r in admits:
+            c = callers[r.user_id]
+            outcomes[id(r)] = refusal = self._refusal(c)
+            if refusal is None:
+                c.tokens -= 1
+                c.generating += 1
+                accepted.append(r)
+        if accepted:
+            touched = sorted({r.user_id for r in accepted})
+            await tx.execute(
+                "INSERT INTO chat_allowances (user_id, tokens, updated_at) VALUES "
+                + ", ".join("(?, ?, ?)" for _ in touched)
+                + " ON CONFLICT (user_id) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at",
+                [v for u in touched for v in (u, callers[u].tokens, now)],
+            )
+            await tx.execute(
+                "INSERT INTO chat_generating (answer_id, user_id, started_at) VALUES "
+                + ", ".join("(?, ?, ?)" for _ in accepted),
+                [v for r in accepted for v in (r.answer_id, r.user_id, r.at)],
+            )
+            before, self._admitted = self._admitted, self._admitted + len(accepted)
+            if before // SWEEP_EVERY != self._admitted // SWEEP_EVERY:
+                await tx.execute("DELETE FROM chat_allowances WHERE updated_at < ?", (now - FORGET_S,))
+                await tx.execute("DELETE FROM chat_generating WHERE started_at < ?", (now - STALE_S,))
+        return outcomes
+
+    def _refusal(self, c: _Caller) -> TooManyRequests | None:
+        if c.generating >= self.concurrent:
+            return TooManyRequests(
+                f"you already have {c.generating} answers being generated (the limit is {self.concurrent}); "
+                "wait for one to finish or stop it",
+                code="too_many_generations",
+                headers={"Retry-After": "1"},
+            )
+        if c.tokens < 1:
+            wait = math.ceil((1 - c.tokens) / self.rate)
+            return TooManyRequests(
+                f"too many chat requests: at most {self.per_minute} a minute; try again in {wait} s",
+                code="rate_limited",
+                headers={"Retry-After": str(wait)},
+            )
+        return None
 
     async def _within_daily_tokens(self, user_id: str, now: float) -> None:
         row = await self.db.fetch_one(
@@ -123,6 +204,10 @@ class SharedLimits:
             (user_id, self.clock() - STALE_S),
         )
         return int(row["n"]) if row else 0
+
+
+def _marks(values: list[str]) -> str:
+    return ", ".join("?" for _ in values)
 
 
 async def record_usage(db: Database, user_id: str, model: str, prompt: int, completion: int, at: float) -> None:
