@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from yarl import URL
+
 from functions import load
 from studio.runtime.settings import Secret
 from tests.functions.accounts.conftest import FREE, OTHER_PAID, PAID, PASSWORD
@@ -50,7 +52,7 @@ async def test_signup_then_account_then_logout_ends_the_session(studio) -> None:
 
     status, me, _ = await browser.request("GET", "/api/account")
     assert status == 200 and me["email"] == "grace@example.com" and me["id"] == created["id"] and me["created"]
-    stolen = browser.session.cookie_jar.filter_cookies(studio.url("/"))["studio_session"].value
+    stolen = browser.session.cookie_jar.filter_cookies(URL(studio.url("/")))["studio_session"].value
 
     status, _, _ = await browser.request("POST", "/api/auth/logout")
     assert status == 204
