@@ -130,27 +130,17 @@ class Answer:
 class UsageReports:
     """Publishes answers' usage facts in the background: the visitor never waits on the event bus."""
 
-    def __init__(
-        self,
-        publish: Callable[[EventData], Awaitable[object]],
-        log: logging.Logger,
-        record: Callable[[Answer], Awaitable[None]] | None = None,
-    ) -> None:
+    def __init__(self, publish: Callable[[EventData], Awaitable[object]], log: logging.Logger) -> None:
         self.publish = publish
         self.log = log
-        self.record = record  # keeps the caller's token count (chat_usage), beside the event
         self._pending: set[asyncio.Task[None]] = set()
 
     def report(self, answer: Answer) -> None:
         data = answer.event()
         if data is not None:
-            loop = asyncio.get_running_loop()
-            tasks = [loop.create_task(self._send(data))]  # keeps the correlation id
-            if self.record is not None:
-                tasks.append(loop.create_task(self._record(answer)))
-            for task in tasks:
-                self._pending.add(task)
-                task.add_done_callback(self._pending.discard)
+            task = asyncio.get_running_loop().create_task(self._send(data))  # keeps the correlation id
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
     async def _send(self, data: EventData) -> None:
         try:
@@ -159,12 +149,6 @@ class UsageReports:
             self.log.warning("a %s event was not published: %s", data.TYPE, exc.message)
         except Exception:
             self.log.exception("a %s event was not published", data.TYPE)
-
-    async def _record(self, answer: Answer) -> None:
-        try:
-            await self.record(answer)  # type: ignore[misc]
-        except Exception:
-            self.log.exception("the usage of an answer was not recorded")
 
     async def drain(self, timeout: float = 5.0) -> None:
         if self._pending:

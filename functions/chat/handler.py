@@ -44,7 +44,7 @@ from functions.chat.entitlements import (
     transfer_purchase,
     usable_models,
 )
-from functions.chat.limits import SharedLimits, record_usage, usage_of
+from functions.chat.limits import SharedLimits, usage_of
 from studio import catalog
 from studio.clients.ollama import OllamaClient, OllamaError
 from studio.runtime.errors import BadRequest, GatewayTimeout, StudioError, Unauthorized, json_body
@@ -72,7 +72,7 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
         tokens_per_day=s.chat_tokens_per_day,
     )
     fn[DISCONNECTS] = disconnects = Disconnects()
-    fn[REPORTS] = reports = UsageReports(fn.publish, fn.log, record=record_answer)
+    fn[REPORTS] = reports = UsageReports(fn.publish, fn.log)
     yield
     await disconnects.close()
     await reports.drain()
@@ -141,7 +141,7 @@ async def converse(
     model = await chattable_model(function[CATALOG], function.db, who, conversation.model)
     answer = Answer(model.id, user_id, started, key_id=who.key_id)
     response = web.StreamResponse(headers=wire.headers) if conversation.stream else None
-    async with function[LIMITS].admit(user_id):
+    async with function[LIMITS].admit(user_id) as slot:
         with function[DISCONNECTS].watch(request) as watch:
             try:
                 return await generate(request, conversation, answer, response, wire)
@@ -155,12 +155,8 @@ async def converse(
                 raise
             finally:
                 function[REPORTS].report(answer)
-
-
-async def record_answer(answer: Answer) -> None:
-    prompt, completion = answer.usage()
-    if prompt or completion:
-        await record_usage(function.db, answer.user_id, answer.model, prompt, completion, time.time())
+                slot.model = answer.model
+                slot.prompt_tokens, slot.completion_tokens = answer.usage()
 
 
 @function.route("GET", "/api/account/usage")

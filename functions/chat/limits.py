@@ -6,7 +6,7 @@ The per-minute limit is a token bucket holding STUDIO_CHAT_REQUESTS_PER_MINUTE r
 over a minute: a caller may use the whole minute's allowance at once, then one more every 60/N seconds.
 Answers at once are rows of `chat_generating`, removed when the answer ends (a replica that dies leaves
 rows that stop counting after `STALE_S`). Tokens a day (STUDIO_CHAT_TOKENS_PER_DAY, 0 = no limit) are
-read from `chat_usage`, which `record_usage` keeps per caller, model and UTC day. Refusals are 429s with
+read from `chat_usage`, kept per caller, model and UTC day as answers end. Refusals are 429s with
 `Retry-After`; a refused request changes nothing.
 
 Admissions and releases are committed in groups (one transaction for everything waiting when the last
@@ -39,11 +39,21 @@ def day_of(at: float) -> str:
 
 
 @dataclass
+class Slot:
+    """One admitted answer; what it used is recorded (`chat_usage`) in the transaction that frees it."""
+
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
 class _Request:
     kind: str  # admit | release
     user_id: str = ""
     answer_id: str = ""
     at: float = 0.0
+    slot: Slot | None = None
     done: asyncio.Future[None] | None = None
 
 
@@ -77,17 +87,19 @@ class SharedLimits:
         self._committing = asyncio.Lock()
 
     @asynccontextmanager
-    async def admit(self, user_id: str) -> AsyncIterator[None]:
-        """Hold one of the caller's generation slots for the block, or raise TooManyRequests."""
+    async def admit(self, user_id: str) -> AsyncIterator[Slot]:
+        """Hold one of the caller's generation slots for the block, or raise TooManyRequests. Set the
+        slot's model and token counts before leaving: they are added to the caller's usage of the day."""
         now = self.clock()
         if self.tokens_per_day:
             await self._within_daily_tokens(user_id, now)
         answer_id = secrets.token_hex(8)
         await self._submit(_Request("admit", user_id, answer_id, now))
+        slot = Slot()
         try:
-            yield
+            yield slot
         finally:
-            await self._submit(_Request("release", answer_id=answer_id))
+            await self._submit(_Request("release", user_id, answer_id, self.clock(), slot))
 
     async def _submit(self, request: _Request) -> None:
         request.done = asyncio.get_running_loop().create_future()
@@ -102,16 +114,21 @@ class SharedLimits:
         outcomes: dict[int, BaseException | None] = {}
         try:
             async with self.db.transaction() as tx:
-                released = [r.answer_id for r in group if r.kind == "release"]
-                if released:
+                releases = [r for r in group if r.kind == "release"]
+                if releases:
+                    released = [r.answer_id for r in releases]
                     await tx.execute(f"DELETE FROM chat_generating WHERE answer_id IN ({_marks(released)})", released)
+                    await self._count_usage(tx, releases)
                 admits = [r for r in group if r.kind == "admit"]
                 if admits:
                     outcomes = await self._decide(tx, admits)
         except BaseException as exc:
-            for r in group:
+            for r in group:  # they are not lost: each caller gets the error (or is cancelled with this one)
                 if r.done is not None and not r.done.done():
-                    r.done.set_exception(exc)
+                    if isinstance(exc, Exception):
+                        r.done.set_exception(exc)
+                    else:
+                        r.done.cancel()
             if not isinstance(exc, Exception):
                 raise
             return
@@ -166,6 +183,26 @@ class SharedLimits:
                 await tx.execute("DELETE FROM chat_generating WHERE started_at < ?", (now - STALE_S,))
         return outcomes
 
+    async def _count_usage(self, tx: Transaction, releases: list[_Request]) -> None:
+        used: dict[tuple[str, str, str], list[int]] = {}
+        for r in releases:
+            slot = r.slot
+            if slot is not None and slot.model and (slot.prompt_tokens or slot.completion_tokens):
+                counts = used.setdefault((r.user_id, slot.model, day_of(r.at)), [0, 0, 0])
+                counts[0] += slot.prompt_tokens
+                counts[1] += slot.completion_tokens
+                counts[2] += 1
+        if used:  # one row per key: PostgreSQL refuses to update a row twice in one statement
+            await tx.execute(
+                "INSERT INTO chat_usage (user_id, model, day, prompt_tokens, completion_tokens, answers) VALUES "
+                + ", ".join("(?, ?, ?, ?, ?, ?)" for _ in used)
+                + " ON CONFLICT (user_id, model, day) DO UPDATE SET "
+                "prompt_tokens = chat_usage.prompt_tokens + excluded.prompt_tokens, "
+                "completion_tokens = chat_usage.completion_tokens + excluded.completion_tokens, "
+                "answers = chat_usage.answers + excluded.answers",
+                [v for key, counts in used.items() for v in (*key, *counts)],
+            )
+
     def _refusal(self, c: _Caller) -> TooManyRequests | None:
         if c.generating >= self.concurrent:
             return TooManyRequests(
@@ -208,17 +245,6 @@ class SharedLimits:
 
 def _marks(values: list[str]) -> str:
     return ", ".join("?" for _ in values)
-
-
-async def record_usage(db: Database, user_id: str, model: str, prompt: int, completion: int, at: float) -> None:
-    await db.execute(
-        "INSERT INTO chat_usage (user_id, model, day, prompt_tokens, completion_tokens, answers) "
-        "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (user_id, model, day) DO UPDATE SET "
-        "prompt_tokens = chat_usage.prompt_tokens + excluded.prompt_tokens, "
-        "completion_tokens = chat_usage.completion_tokens + excluded.completion_tokens, "
-        "answers = chat_usage.answers + 1",
-        (user_id, model, day_of(at), prompt, completion),
-    )
 
 
 async def usage_of(db: Database, user_id: str | None, days: int, now: float) -> list[dict[str, Any]]:

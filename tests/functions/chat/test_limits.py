@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from functions import load
-from functions.chat.limits import SharedLimits, record_usage
+from functions.chat.limits import SharedLimits
 from studio.runtime.database import RUNTIME_MIGRATIONS, Database
 from studio.runtime.errors import TooManyRequests
 
@@ -84,19 +84,41 @@ async def test_a_slot_held_by_a_replica_that_died_stops_counting(db) -> None:
     await admit_once(limits, "v1")
 
 
-async def test_tokens_a_day_are_limited_until_midnight_utc(db) -> None:
+async def answer_using(limits: SharedLimits, user_id: str, model: str, prompt: int, completion: int) -> None:
+    async with limits.admit(user_id) as slot:
+        slot.model, slot.prompt_tokens, slot.completion_tokens = model, prompt, completion
+
+
+async def test_tokens_a_day_are_counted_as_answers_end_and_limited_until_midnight_utc(db) -> None:
     clock = Clock()
     limits = SharedLimits(db, concurrent=2, per_minute=100, tokens_per_day=100, clock=clock)
-    await record_usage(db, "v1", "tinyllama:latest", 30, 69, clock.now)
-    await admit_once(limits, "v1")
-    await record_usage(db, "v1", "llama3.2:3b", 0, 1, clock.now)
+    await answer_using(limits, "v1", "tinyllama:latest", 30, 69)
+    await answer_using(limits, "v1", "tinyllama:latest", 0, 0)  # an answer that used nothing counts nothing
+    await answer_using(limits, "v1", "llama3.2:3b", 0, 1)
+    rows = await db.fetch_all("SELECT model, prompt_tokens, completion_tokens, answers FROM chat_usage ORDER BY model")
+    assert [tuple(r) for r in rows] == [("llama3.2:3b", 0, 1, 1), ("tinyllama:latest", 30, 69, 1)]
 
     with pytest.raises(TooManyRequests) as caught:
         await admit_once(limits, "v1")
     assert caught.value.code == "daily_tokens_exhausted"
     assert 1 <= int(caught.value.headers["Retry-After"]) <= 86400
+    await admit_once(limits, "v2")  # another caller has their own day
     clock.now += int(caught.value.headers["Retry-After"])
     await admit_once(limits, "v1")
+
+
+async def test_a_burst_is_committed_in_groups_and_counted_exactly(db) -> None:
+    limits = SharedLimits(db, concurrent=1000, per_minute=30, clock=Clock())
+
+    results = await asyncio.gather(
+        *(answer_using(limits, f"v{i % 2}", "tinyllama:latest", 1, 2) for i in range(80)), return_exceptions=True
+    )
+
+    refused = [r for r in results if isinstance(r, TooManyRequests)]
+    assert len(refused) == 80 - 60 and all(r.code == "rate_limited" for r in refused)  # 30 a minute each
+    rows = await db.fetch_all("SELECT user_id, answers, prompt_tokens FROM chat_usage ORDER BY user_id")
+    assert [tuple(r) for r in rows] == [("v0", 30, 30), ("v1", 30, 30)]
+    assert await limits.generating("v0") == await limits.generating("v1") == 0
 
 
 TWO_REPLICAS = """
