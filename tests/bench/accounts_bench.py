@@ -130,8 +130,12 @@ async def streams(
 ) -> dict[str, dict[str, float]]:
     ttft: dict[str, list[float]] = {name: [] for name in targets}
     rate: dict[str, list[float]] = {name: [] for name in targets}
-    for _ in range(rounds):
-        for name, one in targets.items():  # interleaved, so drift hits every target alike
+    names = list(targets)
+    for k in range(rounds):
+        # interleaved, and in a rotating order: drift, and the tail of the previous target's work
+        # (its usage events being published), hit every target alike
+        for name in names[k % len(names) :] + names[: k % len(names)]:
+            one = targets[name]
             await double.configure(30, SHORT_REPLY)
             ttft[name].append(statistics.median(s.ttft for s in await concurrent(n, one)))
             await double.configure(0, reply_of(tokens))
