@@ -3,7 +3,10 @@
 HTTP    POST   /api/auth/signup {"email", "password"}   -> 201 the account, signed in (session cookie)
         POST   /api/auth/login  {"email", "password"}   -> 200 the account, signed in; 401 / 429 Retry-After
         POST   /api/auth/logout[?everywhere=1]          -> 204 this session (or every one) ended
-        POST   /api/auth/reset  {"token", "password"}   -> 204 (a `localai-studio users reset-link` link)
+        POST   /api/auth/forgot {"email"}               -> 202 whether or not the account exists; with
+                                                           STUDIO_SMTP_URL, the account gets a reset link by e-mail
+        POST   /api/auth/reset  {"token", "password"}   -> 204 (a reset link's token, from the e-mail or
+                                                           `localai-studio users reset-link`)
         GET    /api/auth/session                        -> {"account": {...} | null} (for pages: never a 401)
         GET    /api/account                             -> {"id", "email", "role", "created"} or 401
         POST   /api/account/password {"current", "new"} -> 204, every other session ended
@@ -21,23 +24,38 @@ through the X-Studio-Evict response header).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiosmtplib
 from aiohttp import web
 
 from events.catalog import AccountAccessChanged, AccountCreated, AccountMerged
+from functions.accounts.mail import Mailer
 from functions.accounts.passwords import check_strength, hash_password, verify_password
 from functions.accounts.store import SESSION_IDLE, Account, Accounts, normalise_email, now
 from studio.runtime.database import Transaction
-from studio.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, TooManyRequests, Unauthorized, json_body
+from studio.runtime.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    UpstreamUnavailable,
+    json_body,
+)
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import EVICT_HEADER, SESSION_COOKIE, Identity, identity, require_account
 
 function = Function("accounts", migrations=Path(__file__).parent / "migrations")
 
 ACCOUNTS = Key[Accounts]("accounts")
+MAILER = Key[Mailer | None]("mailer")
+MAILS = Key[set]("mails")  # reset e-mails being sent
 FAILURE_WINDOW = timedelta(minutes=15)
 MAX_FAILURES = 10  # per e-mail and per client address in the window
 MAX_KEY_NAME = 100
@@ -46,7 +64,14 @@ MAX_KEY_NAME = 100
 @function.resource
 async def dependencies(fn: Function):
     fn[ACCOUNTS] = Accounts(fn.db)
+    s = fn.settings
+    sender = s.mail_from or f"Local AI Studio <no-reply@{urlsplit(s.visitor_url).hostname or 'localhost'}>"
+    fn[MAILER] = Mailer(s.smtp_url.get(), sender) if s.smtp_url else None
+    mails: set[asyncio.Task[None]] = set()
+    fn[MAILS] = mails
     yield
+    if mails:
+        await asyncio.wait(mails, timeout=10)
 
 
 def client_address(request: web.Request) -> str:
@@ -170,6 +195,37 @@ async def logout(request: web.Request) -> web.Response:
     response = signed_out()
     response.headers[EVICT_HEADER] = who.account_id
     return response
+
+
+@function.route("POST", "/api/auth/forgot")
+async def forgot_password(request: web.Request) -> web.Response:
+    """Mail a reset link; the answer (and its timing: the work happens after it) never says whether the
+    account exists."""
+    mailer = function[MAILER]
+    if mailer is None:
+        raise UpstreamUnavailable(
+            "this studio does not send e-mail: ask its operator for a reset link", code="mail_not_configured"
+        )
+    email = normalise_email((await json_body(request)).get("email"))
+    task = asyncio.get_running_loop().create_task(mail_reset_link(mailer, email))
+    function[MAILS].add(task)
+    task.add_done_callback(function[MAILS].discard)
+    return web.json_response(
+        {"status": "sent", "message": "if an account has this e-mail, a reset link is on its way"}, status=202
+    )
+
+
+async def mail_reset_link(mailer: Mailer, email: str) -> None:
+    accounts = function[ACCOUNTS]
+    account = await accounts.by_email(email)
+    if account is None or account.disabled:
+        return
+    async with function.db.transaction() as tx:
+        token = await accounts.create_reset(tx, account.id)
+    try:
+        await mailer.send_reset_link(account.email, f"{function.settings.visitor_url}/account?reset={token}")
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        function.log.warning("the reset e-mail could not be sent: %s", exc)
 
 
 @function.route("POST", "/api/auth/reset")

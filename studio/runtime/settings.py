@@ -292,6 +292,22 @@ VARS: tuple[Var, ...] = (
         "On a studio with no account yet, the first sign-up becomes the operator (production compose: false).",
     ),
     Var(
+        "STUDIO_SMTP_URL",
+        "smtp_url",
+        Secret,
+        "",
+        "Mail server for password reset links: smtp://user:pass@host:587 (STARTTLS) or smtps://...:465; "
+        "empty = reset links only from `localai-studio users reset-link`.",
+        secret=True,
+    ),
+    Var(
+        "STUDIO_MAIL_FROM",
+        "mail_from",
+        str,
+        "",
+        "Sender of the studio's e-mails; default no-reply@ the host of STUDIO_PUBLIC_URL.",
+    ),
+    Var(
         "STUDIO_ALERT_WEBHOOK_URL",
         "alert_webhook_url",
         _optional_url,
@@ -366,6 +382,8 @@ class Settings:
     chat_tokens_per_day: int
     signup: str
     first_user_is_operator: bool
+    smtp_url: Secret
+    mail_from: str
     alert_webhook_url: str | None
     stripe_secret_key: Secret
     stripe_webhook_secret: Secret

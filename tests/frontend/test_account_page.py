@@ -1,5 +1,5 @@
-"""Accounts in the browser: sign up from the header, buy, see it on the account page, make a key and copy it,
-revoke it; a second browser signs in and owns what the first one bought anonymously."""
+"""Accounts in the browser: buy anonymously, sign up from the header, see the purchase on the account page;
+make a key, copy it, find it in the snippet, revoke it; a wrong password explained, signing out."""
 
 from __future__ import annotations
 

@@ -54,6 +54,24 @@ function signedOut() {
     await api("/api/auth/login", { method: "POST", body: { email, password } });
     window.location.assign("/account");
   });
+  $("forgot").addEventListener("click", async () => {
+    const form = $("sign-in");
+    clearError(form);
+    const email = $("in-email").value.trim();
+    if (!email) {
+      showError(form, "Type your e-mail first, then ask for a reset link.");
+      $("in-email").focus();
+      return;
+    }
+    try {
+      const answer = await api("/api/auth/forgot", { method: "POST", body: { email } });
+      const ok = form.querySelector(".form-ok");
+      ok.textContent = answer.message;
+      ok.hidden = false;
+    } catch (err) {
+      showError(form, err);
+    }
+  });
   onSubmit($("sign-up"), async ({ email, password }) => {
     await api("/api/auth/signup", { method: "POST", body: { email, password } });
     window.location.assign("/account");
