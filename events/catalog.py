@@ -429,6 +429,7 @@ class ChatCompleted(EventData):
     duration_ms: float
     tokens_per_s: float | None
     done_reason: str
+    key_id: str | None = None  # the personal API key used (its id), if any
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -441,6 +442,7 @@ class ChatFailed(EventData):
     reason: str
     completion_tokens: int
     duration_ms: float
+    key_id: str | None = None  # the personal API key used (its id), if any
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -455,3 +457,57 @@ class ChatCancelled(EventData):
     completion_tokens: int
     time_to_first_token_ms: float | None
     duration_ms: float
+    key_id: str | None = None  # the personal API key used (its id), if any
+
+
+# -- accounts --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountCreated(EventData):
+    """Someone signed up (or the operator added an account with the CLI)."""
+
+    TYPE = "account.created"
+    DURABLE = True
+    SUBJECT_FIELD = "account_id"
+    account_id: str
+    role: str  # user | operator
+    by: str  # signup | cli
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountMerged(EventData):
+    """An anonymous visitor signed up or in: what they bought (and any pending checkout) is the account's now."""
+
+    TYPE = "account.merged"
+    DURABLE = True
+    SUBJECT_FIELD = "account_id"
+    account_id: str
+    visitor_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountAccessChanged(EventData):
+    """Sessions or keys of an account ended, or its role changed: every gateway forgets what it cached.
+
+    Live-only: a gateway that was away from NATS re-checks cached credentials within a minute anyway.
+    """
+
+    TYPE = "account.access_changed"
+    DURABLE = False
+    SUBJECT_FIELD = "account_id"
+    account_id: str
+    reason: str  # logout | logout_everywhere | password_changed | key_revoked | role_changed | disabled
+
+
+@dataclass(frozen=True, kw_only=True)
+class PurchaseTransferred(EventData):
+    """A paid purchase moved to another owner (a visitor's, into their account): ownership follows it."""
+
+    TYPE = "purchase.transferred"
+    DURABLE = True
+    SUBJECT_FIELD = "purchase_id"
+    purchase_id: str
+    from_user_id: str
+    user_id: str
+    model: str

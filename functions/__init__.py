@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from studio.runtime.function import Function
 
 # Every function of the studio, in start-up order (state owners before their observers).
-NAMES: tuple[str, ...] = ("chat", "purchase", "install", "webhook", "health", "monitor")
+NAMES: tuple[str, ...] = ("accounts", "chat", "purchase", "install", "webhook", "health", "monitor")
 
 
 def load(name: str) -> Function:

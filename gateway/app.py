@@ -19,6 +19,7 @@ from aiohttp import web
 
 from events.bus import Bus
 from functions import NAMES, load
+from gateway.credentials import Credentials
 from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, not_found
 from gateway.live import LiveFeed
 from gateway.openapi import document
@@ -101,7 +102,8 @@ def gateway_app(
     table = RouteTable(routes)
     check_routes(table, functions_to_check(table, functions, behind))
     embedded = functions is not None
-    edge = Edge(settings, table, Sessions(settings.cookie_key()), in_process=embedded)
+    credentials = Credentials(None)  # bound to the gateway's NATS connection when the app starts
+    edge = Edge(settings, table, Sessions(settings.cookie_key()), in_process=embedded, credentials=credentials)
     biggest = max([settings.max_body_bytes, *(r.max_body or 0 for r in routes)])
     app = web.Application(middlewares=[edge.handle], client_max_size=biggest)
     app.on_response_prepare.append(edge.on_response_prepare)
@@ -120,7 +122,7 @@ def gateway_app(
         return web.Response(body=contract, content_type="application/json")
 
     app.router.add_get("/api/openapi.json", openapi)
-    app.cleanup_ctx.append(_live_feed(settings, bus))
+    app.cleanup_ctx.append(_live_feed(settings, bus, credentials))
     app.on_shutdown.append(lambda app: app[LIVE].close())
 
     async def live_events(request: web.Request) -> web.StreamResponse:
@@ -158,7 +160,7 @@ def gateway_app(
     return app
 
 
-def _live_feed(settings: Settings, shared: Bus | None):
+def _live_feed(settings: Settings, shared: Bus | None, credentials: Credentials):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         bus = shared or Bus(settings.effective_nats_url(), name="gateway", source="/gateway")
         if shared is None:
@@ -166,6 +168,8 @@ def _live_feed(settings: Settings, shared: Bus | None):
         soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         app[LIVE] = feed = LiveFeed(bus, max_streams=live_streams_cap(settings.live_streams_max, soft_limit))
         await feed.start()
+        credentials.bus = bus
+        await credentials.start()
         yield
         if shared is None:
             await bus.close(1)

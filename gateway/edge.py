@@ -4,7 +4,8 @@
   correlation id of every log line and event the request causes, and is echoed in the response;
 - route policy from the route table: body size (413), operator-only routes (401/403), and in
   embedded mode the deadline for the function to start answering (504);
-- identity: the admin bearer token, or the visitor's signed cookie (issued on the first visit);
+- identity: the admin bearer token, a personal API key, a signed-in session (both checked through
+  `gateway.credentials`, cached), or the visitor's signed cookie (issued on the first visit);
   identity headers a client sent are never trusted;
 - the hostile visitor's guards (`gateway.guards`): per-address stream and write limits (429),
   cross-site state changes (403), state changes without a session on session routes (401), and in
@@ -34,6 +35,7 @@ from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
 from events.correlation import correlation_id
+from gateway.credentials import KEY_PREFIX, Credentials
 from gateway.guards import (
     AddressLimits,
     changes_state,
@@ -53,9 +55,10 @@ from studio.runtime.errors import (
     RequestTimeout,
     StudioError,
     Unauthorized,
+    UpstreamUnavailable,
     render,
 )
-from studio.runtime.identity import IDENTITY_KEY, Identity
+from studio.runtime.identity import EVICT_HEADER, IDENTITY_KEY, SESSION_COOKIE, Identity
 from studio.runtime.settings import Settings
 from studio.runtime.watchdog import Watchdog
 
@@ -83,6 +86,7 @@ SECURITY_HEADERS = {
 _SECURITY = CIMultiDict(SECURITY_HEADERS)
 HSTS = "max-age=31536000; includeSubDomains"
 COOKIE_CACHE_SIZE = 10_000
+_SESSION_MARK = SESSION_COOKIE + "="
 
 
 class RequestIds:
@@ -101,7 +105,15 @@ def is_https(request: web.Request) -> bool:
 
 
 class Edge:
-    def __init__(self, settings: Settings, table: RouteTable, sessions: Sessions, *, in_process: bool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        table: RouteTable,
+        sessions: Sessions,
+        *,
+        in_process: bool,
+        credentials: Credentials | None = None,
+    ) -> None:
         self.settings = settings
         self.table = table
         self.sessions = sessions
@@ -113,6 +125,7 @@ class Edge:
         self.deadlines = Watchdog("gateway-deadlines")
         self._visitors: dict[str, str] = {}  # Cookie header -> verified user id (HMAC once per visitor)
         self.limits = AddressLimits(settings.streams_per_address, settings.writes_per_address_per_minute)
+        self.credentials = credentials or Credentials(None)
 
     @web.middleware
     async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -124,7 +137,7 @@ class Edge:
             route, _ = self.table.match(request.path, request.method)
             request[ROUTE_KEY] = route
             limit = self.limit_body(request, route)
-            request[IDENTITY_KEY] = who = self.identify(request, route)
+            request[IDENTITY_KEY] = who = await self.identify(request, route)
             self.require_operator(route, who)
             self.guard(request, route, who)
             if self.in_process and (request.content_length or request.body_exists):
@@ -212,14 +225,17 @@ class Edge:
         finally:
             self.deadlines.release(watched.task)
 
-    def identify(self, request: web.Request, route: Route | None) -> Identity:
+    async def identify(self, request: web.Request, route: Route | None) -> Identity:
         headers = request.headers
         auth = headers.get("Authorization")
         admin = False
         if auth:
             scheme, _, token = auth.partition(" ")
+            token = token.strip()
+            if scheme.lower() == "bearer" and token.startswith(KEY_PREFIX):
+                return await self.key_identity(token, route)
             expected = self.settings.admin_token.get()
-            if scheme.lower() != "bearer" or not expected or not hmac.compare_digest(token.strip(), expected):
+            if scheme.lower() != "bearer" or not expected or not hmac.compare_digest(token, expected):
                 raise Unauthorized(
                     "the Authorization header does not carry the operator's token",
                     code="invalid_token",
@@ -234,10 +250,64 @@ class Edge:
                 if len(self._visitors) >= COOKIE_CACHE_SIZE:
                     self._visitors.clear()
                 self._visitors[raw_cookie] = user_id
+        if raw_cookie and _SESSION_MARK in raw_cookie:
+            signed_in = await self.session_identity(request, route, user_id, admin)
+            if signed_in is not None:
+                return signed_in
         if user_id is None and (route is None or route.visitor):
             user_id, cookie = self.sessions.issue()
             request[NEW_COOKIE_KEY] = cookie
         return Identity(user_id=user_id, admin=admin)
+
+    # -- accounts: signed-in sessions and personal API keys (gateway.credentials) ----------------
+
+    async def session_identity(
+        self, request: web.Request, route: Route | None, visitor_id: str | None, admin: bool
+    ) -> Identity | None:
+        """The signed-in account of the session cookie, or None (unknown or ended: carry on as a visitor).
+
+        Pages (no route) are served even when accounts cannot be checked; API routes answer 503 then."""
+        token = request.cookies.get(SESSION_COOKIE)
+        if not token:
+            return None
+        try:
+            held = await self.credentials.session(token)
+        except UpstreamUnavailable:
+            if route is None:
+                return None
+            raise
+        if held.account_id is None:
+            return None
+        return Identity(
+            user_id=held.account_id,
+            admin=admin or held.role == "operator",
+            account_id=held.account_id,
+            role=held.role,
+            visitor_id=visitor_id,
+            email=held.email,
+            session_id=held.session_hash,
+        )
+
+    async def key_identity(self, key: str, route: Route | None) -> Identity:
+        """A personal API key: only on the routes that take one (/v1, chat), and only while it lives."""
+        if route is None or not route.keys:
+            raise Forbidden(
+                "API keys work on /v1 only; sign in to the studio for this",
+                code="key_not_allowed",
+                type="invalid_request_error",
+            )
+        held = await self.credentials.key(key)
+        if held.account_id is None:
+            raise Unauthorized(
+                "this API key is unknown or was revoked: create one on your account page",
+                code="invalid_api_key",
+                type="invalid_request_error",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        # An operator's key is still just an account's key: it never carries the operator's powers.
+        return Identity(
+            user_id=held.account_id, account_id=held.account_id, key_id=held.key_id, role=held.role, email=held.email
+        )
 
     async def on_response_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         # A response has started (maybe a stream): the deadline no longer applies.
@@ -250,6 +320,10 @@ class Edge:
         request_id = request.get(REQUEST_ID_KEY)
         if request_id:
             headers[REQUEST_ID_HEADER] = request_id
+        evict = headers.get(EVICT_HEADER)
+        if evict is not None:  # the accounts function ended sessions or keys: forget them here at once
+            del headers[EVICT_HEADER]
+            self.credentials.forget(evict)
         cookie = request.get(NEW_COOKIE_KEY)
         if cookie:
             # Headers are already serialised when this signal runs, so add the header itself.

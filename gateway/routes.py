@@ -4,9 +4,11 @@ Longest prefix wins; a prefix matches the path itself and anything below it (`/a
 `/api/models/x`, not `/api/modelsx`). `methods=None` means any method. `timeout` is how long the
 function may take to start answering (streams then run as long as they need); `max_body` caps the
 request body; `admin` closes the route to everyone but the operator; `visitor=False` skips the
-visitor cookie (machines such as Stripe or Prometheus have no session); `needs_session` refuses a
-state-changing request without an existing visitor session (401: a cookie-less client must not mint a
-visitor per request); `stream` counts the route's requests against the per-address stream cap.
+visitor cookie (machines such as Stripe or Prometheus have no session; chat answers only a visitor it
+already knows, a signed-in account or a key); `needs_session` refuses a state-changing request without
+an existing visitor session (401: a cookie-less client must not mint a visitor per request); `stream`
+counts the route's requests against the per-address stream cap; `keys` accepts personal API keys
+(never on account or purchase routes).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class Route:
     visitor: bool = True
     needs_session: bool = False
     stream: bool = False
+    keys: bool = False  # personal API keys (`Bearer sk-studio-...`) are accepted here
     _below: str = field(init=False, repr=False, compare=False)  # prefix + "/", computed once
 
     def __post_init__(self) -> None:
@@ -47,7 +50,21 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/models", "install", methods("DELETE"), timeout=60, admin=True),
     Route("/api/purchases", "purchase", methods("GET")),
     Route("/api/webhooks/stripe", "webhook", methods("POST"), timeout=10, max_body=64 * KIB, visitor=False),
-    Route("/api/chat", "chat", methods("POST"), timeout=150, max_body=512 * KIB, stream=True),
+    Route("/api/chat", "chat", methods("POST"), timeout=150, max_body=512 * KIB, visitor=False, keys=True, stream=True),
+    Route("/v1/models", "chat", methods("GET"), timeout=10, visitor=False, keys=True),
+    Route(
+        "/v1/chat/completions",
+        "chat",
+        methods("POST"),
+        timeout=150,
+        max_body=512 * KIB,
+        visitor=False,
+        keys=True,
+        stream=True,
+    ),
+    Route("/api/auth", "accounts", methods("GET", "POST"), timeout=10, max_body=8 * KIB),
+    Route("/api/account", "accounts", methods("GET", "POST", "DELETE"), timeout=10, max_body=8 * KIB),
+    Route("/api/account/usage", "chat", methods("GET"), timeout=10, visitor=False),
     Route("/health", "health", methods("GET", "HEAD"), timeout=10, visitor=False),
     Route("/metrics", "monitor", methods("GET"), timeout=10, admin=True, visitor=False),
     Route("/api/monitor", "monitor", methods("GET"), timeout=10, admin=True),

@@ -9,6 +9,7 @@ localai-studio health [--url URL]         print the health report; exit 0 when h
 localai-studio config [--markdown]        the configuration variables and their values
 localai-studio backup [--out DIR] [--file PATH ...] [--models]   a checked, consistent backup
 localai-studio restore ARCHIVE [--check] [--force]                 put a backup back, checked
+localai-studio users add|promote|demote|disable|enable|list|reset-link [EMAIL]   accounts (operator)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import functions
 from events.bus import Bus, BusUnavailable
 from events.lag import consumer_lags, remove_consumer, table
 from events.tail import format_human, format_json, tail
+from functions.accounts import admin as users
 from studio import ops
 from studio.runner import (
     StartupError,
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="show the configuration")
     config.add_argument("--markdown", action="store_true", help="the variables as a README table")
     ops.add_commands(sub)  # backup, restore
+    users.add_commands(sub)  # accounts: add, promote, demote, disable, enable, list, reset-link
     return parser
 
 
@@ -164,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         return show_config(settings, args.markdown)
     if args.command in ("backup", "restore"):
         return ops.run(settings, args)
+    if args.command == "users":
+        return users.run(settings, args)
     service = args.service if args.command == "run" else "studio" if args.command == "up" else "cli"
     configure(settings.log_level, service)
     install_event_loop_policy()

@@ -23,9 +23,10 @@ def _ms(ns: Any) -> float | None:
 
 
 class Answer:
-    def __init__(self, model: str, user_id: str, started: float | None = None) -> None:
+    def __init__(self, model: str, user_id: str, started: float | None = None, key_id: str | None = None) -> None:
         self.model = model
         self.user_id = user_id
+        self.key_id = key_id  # the personal API key used, if any (never the key itself)
         self.started = time.perf_counter() if started is None else started
         self.first_token_at: float | None = None
         self.chunks = 0  # content chunks received (Ollama sends about one per token)
@@ -83,6 +84,13 @@ class Answer:
             "time_to_first_token_ms": self.time_to_first_token_ms,
         }
 
+    def usage(self) -> tuple[int, int]:
+        """(prompt, completion) tokens this answer used: Ollama's counts, or the chunks sent before it ended."""
+        if self.outcome == COMPLETED:
+            t = self.totals()
+            return int(t["prompt_tokens"] or 0), int(t["completion_tokens"] or 0)
+        return 0, self.chunks
+
     def event(self) -> EventData | None:
         """The usage fact for the monitor, once the answer has ended."""
         if self.outcome == COMPLETED:
@@ -90,6 +98,7 @@ class Answer:
             return ChatCompleted(
                 model=self.model,
                 user_id=self.user_id,
+                key_id=self.key_id,
                 prompt_tokens=t["prompt_tokens"],
                 completion_tokens=t["completion_tokens"],
                 time_to_first_token_ms=t["time_to_first_token_ms"],
@@ -101,6 +110,7 @@ class Answer:
             return ChatFailed(
                 model=self.model,
                 user_id=self.user_id,
+                key_id=self.key_id,
                 reason=self.reason,
                 completion_tokens=self.chunks,
                 duration_ms=self.duration_ms,
@@ -109,6 +119,7 @@ class Answer:
             return ChatCancelled(
                 model=self.model,
                 user_id=self.user_id,
+                key_id=self.key_id,
                 completion_tokens=self.chunks,
                 time_to_first_token_ms=self.time_to_first_token_ms,
                 duration_ms=self.duration_ms,

@@ -9,10 +9,11 @@ The purchase function owns purchases, so chat asks it (`purchases.owns`, NATS re
 beside an answer that takes seconds): a purchase answered 200, or a refund the purchase function
 recorded, counts on the very next request, on any replica, however far behind any consumer is.
 
-Chat also keeps its own projection, `chat_ownership`, fed by `purchase.completed` / `purchase.revoked`
-in batches (one row per purchase id, revocations kept as tombstones, so it is idempotent under
-redelivery and order-safe). It answers only while the purchase function does not (down, or slower
-than `OWNER_TIMEOUT_S`): chat keeps working through a purchase outage, as of the events it has seen.
+Chat also keeps its own projection, `chat_ownership`, fed by `purchase.completed` / `purchase.revoked` /
+`purchase.transferred` (a visitor's purchase moved into their account) in batches (one row per purchase
+id, revocations kept as tombstones, so it is idempotent under redelivery and order-safe). It answers
+only while the purchase function does not (down, or slower than `OWNER_TIMEOUT_S`): chat keeps working
+through a purchase outage, as of the events it has seen.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from collections.abc import Sequence
 
 from events.bus import Bus, BusUnavailable
-from events.catalog import PurchaseCompleted, PurchaseRevoked
+from events.catalog import PurchaseCompleted, PurchaseRevoked, PurchaseTransferred
 from studio.catalog import Catalog, CatalogModel
 from studio.clients.ollama import normalise
 from studio.runtime.database import Database, utcnow
@@ -43,6 +44,11 @@ REVOKE = (
     "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at) VALUES (?, ?, ?, 1, ?) "
     "ON CONFLICT (purchase_id) DO UPDATE SET revoked = 1, updated_at = excluded.updated_at"
 )
+TRANSFER = (  # a revocation stays a revocation: only the owner changes
+    "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at) VALUES (?, ?, ?, 0, ?) "
+    "ON CONFLICT (purchase_id) DO UPDATE SET user_id = excluded.user_id, updated_at = excluded.updated_at"
+)
+Change = PurchaseCompleted | PurchaseRevoked | PurchaseTransferred
 
 
 class Ownership:
@@ -52,21 +58,24 @@ class Ownership:
         self.db = db
         self.warned_at = float("-inf")  # when chat last said it answers from the projection
 
-    async def apply(self, changes: Sequence[PurchaseCompleted | PurchaseRevoked]) -> None:
-        """Record grants and revocations in one transaction (their order does not matter: a revocation
-        is a tombstone a later grant of the same purchase cannot undo)."""
+    async def apply(self, changes: Sequence[Change]) -> None:
+        """Record grants, revocations and transfers in one transaction (a revocation is a tombstone a
+        later grant of the same purchase cannot undo, and a transfer keeps it)."""
         now = utcnow()
-        grants = [
-            (c.purchase_id, c.user_id, normalise(c.model), now) for c in changes if isinstance(c, PurchaseCompleted)
-        ]
-        revokes = [
-            (c.purchase_id, c.user_id, normalise(c.model), now) for c in changes if isinstance(c, PurchaseRevoked)
-        ]
+        rows: dict[str, list[tuple[str, str, str, str]]] = {GRANT: [], REVOKE: [], TRANSFER: []}
+        for c in changes:
+            sql = (
+                GRANT
+                if isinstance(c, PurchaseCompleted)
+                else TRANSFER
+                if isinstance(c, PurchaseTransferred)
+                else REVOKE
+            )
+            rows[sql].append((c.purchase_id, c.user_id, normalise(c.model), now))
         async with self.db.transaction() as tx:
-            if grants:
-                await tx.execute_many(GRANT, grants)
-            if revokes:
-                await tx.execute_many(REVOKE, revokes)
+            for sql in (GRANT, TRANSFER, REVOKE):
+                if rows[sql]:
+                    await tx.execute_many(sql, rows[sql])
 
     async def owns(self, user_id: str, model: str) -> bool:
         row = await self.db.fetch_one(
@@ -123,3 +132,16 @@ async def chattable_model(
     raise Forbidden(
         f"you do not own {model.name} ({model.id}); buy it in the marketplace to chat with it", code="not_owned"
     )
+
+
+async def usable_models(catalog: Catalog, ownership: Ownership, who: Identity) -> list[str]:
+    """The catalog models `who` may chat with: free ones, owned ones, every one for the operator."""
+    if who.admin:
+        return [m.id for m in catalog]
+    owned: set[str] = set()
+    if who.user_id:
+        rows = await ownership.db.fetch_all(
+            "SELECT DISTINCT model FROM chat_ownership WHERE user_id = ? AND revoked = 0", (who.user_id,)
+        )
+        owned = {r["model"] for r in rows}
+    return [m.id for m in catalog if m.free or m.id in owned]

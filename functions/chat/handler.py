@@ -8,13 +8,19 @@ HTTP    POST /api/chat  {"model", "message"}  or  {"model", "messages": [{"role"
           400 invalid_<field> / unknown_field    401 no_session    403 not_owned    404 unknown_model
           409 not_installed    429 rate_limited / too_many_generations (Retry-After)    502 ollama_error
           503 ollama_unavailable / ollama_busy (Retry-After)    504 ollama_timeout (no first token in time)
-Events  consumes purchase.completed, purchase.revoked, in batches (who owns which model: table chat_ownership)
+        POST /v1/chat/completions  OpenAI's request -> OpenAI's chat.completion, or chat.completion.chunk SSE and
+                                   [DONE]; the same answer, limits and events (completions.py)
+        GET  /v1/models            the models the caller may chat with now (owned or free, installed)
+        GET  /api/account/usage?days=30   tokens per model per day (chat_usage); the operator: &all=1
+Events  consumes purchase.completed, purchase.revoked, purchase.transferred, in batches (who owns what:
+                 table chat_ownership)
         emits    chat.completed | chat.failed | chat.cancelled, one per answer: usage, never content
-Query   asks purchases.owns (the purchase function) whether a visitor owns a paid model (entitlements.py)
+Query   asks purchases.owns (the purchase function) whether a caller owns a paid model (entitlements.py)
 
 A visitor who stops (closes the connection) ends the Ollama request at once, so generation stops.
-Limits: STUDIO_CHAT_* (message size and count, max tokens, answers at once and requests a minute per
-visitor, time to the first token and between tokens).
+Limits: STUDIO_CHAT_* (message size and count, max tokens, answers at once, requests a minute and tokens
+a day per caller, shared by every replica through the database (limits.py), time to the first token and
+between tokens).
 """
 
 from __future__ import annotations
@@ -26,17 +32,18 @@ from pathlib import Path
 
 from aiohttp import web
 
-from events.catalog import PurchaseCompleted, PurchaseRevoked
+from events.catalog import PurchaseCompleted, PurchaseRevoked, PurchaseTransferred
 from events.delivery import Delivery
-from functions.chat import relay
+from functions.chat import completions, relay
 from functions.chat.answer import Answer, UsageReports
+from functions.chat.completions import CompletionWire, openai_errors, parse_completion
 from functions.chat.conversation import Conversation, parse
 from functions.chat.disconnects import Disconnects
-from functions.chat.entitlements import Ownership, chattable_model
-from functions.chat.limits import VisitorLimits
+from functions.chat.entitlements import Ownership, chattable_model, usable_models
+from functions.chat.limits import SharedLimits, usage_of
 from studio import catalog
 from studio.clients.ollama import OllamaClient, OllamaError
-from studio.runtime.errors import GatewayTimeout, StudioError, json_body
+from studio.runtime.errors import BadRequest, GatewayTimeout, StudioError, Unauthorized, json_body
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity, require_visitor
 
@@ -44,7 +51,7 @@ function = Function("chat", migrations=Path(__file__).parent / "migrations")
 
 CATALOG = Key[catalog.Catalog]("catalog")
 OLLAMA = Key[OllamaClient]("ollama")
-LIMITS = Key[VisitorLimits]("limits")
+LIMITS = Key[SharedLimits]("limits")
 DISCONNECTS = Key[Disconnects]("disconnects")
 REPORTS = Key[UsageReports]("reports")
 OWNERSHIP = Key[Ownership]("ownership")
@@ -55,7 +62,12 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
     s = fn.settings
     fn[CATALOG] = catalog.cached(s.catalog_path)
     fn[OLLAMA] = ollama = OllamaClient(s.ollama_url)
-    fn[LIMITS] = VisitorLimits(concurrent=s.chat_concurrent_per_visitor, per_minute=s.chat_requests_per_minute)
+    fn[LIMITS] = SharedLimits(
+        fn.db,
+        concurrent=s.chat_concurrent_per_visitor,
+        per_minute=s.chat_requests_per_minute,
+        tokens_per_day=s.chat_tokens_per_day,
+    )
     fn[DISCONNECTS] = disconnects = Disconnects()
     fn[REPORTS] = reports = UsageReports(fn.publish, fn.log)
     fn[OWNERSHIP] = Ownership(fn.db)
@@ -65,7 +77,7 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
     await ollama.close()
 
 
-@function.subscribe(PurchaseCompleted, PurchaseRevoked, batch=True)
+@function.subscribe(PurchaseCompleted, PurchaseRevoked, PurchaseTransferred, batch=True)
 async def track_ownership(deliveries: list[Delivery]) -> None:
     await function[OWNERSHIP].apply([d.data for d in deliveries])
 
@@ -73,30 +85,93 @@ async def track_ownership(deliveries: list[Delivery]) -> None:
 @function.route("POST", "/api/chat")
 async def chat(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
-    user_id = require_visitor(request)
+    caller(request)
     conversation = parse(await json_body(request), function.settings)
-    model = await chattable_model(
-        function[CATALOG], function.bus, function[OWNERSHIP], identity(request), conversation.model
-    )
-    answer = Answer(model.id, user_id, started)
-    response = web.StreamResponse(headers=relay.SSE_HEADERS) if conversation.stream else None
-    with function[LIMITS].admit(user_id), function[DISCONNECTS].watch(request) as watch:
+    return await converse(request, conversation, relay.STUDIO_WIRE, started)
+
+
+@function.route("POST", "/v1/chat/completions")
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    """The OpenAI-compatible API: the same answer as /api/chat, in OpenAI's shapes (completions.py)."""
+    started = time.perf_counter()
+    with openai_errors():
+        caller(request)
+        completion = parse_completion(await json_body(request), function.settings)
+        wire = CompletionWire(completion.conversation.model, completion.include_usage)
+        return await converse(request, completion.conversation, wire, started)
+
+
+@function.route("GET", "/v1/models")
+async def list_models(request: web.Request) -> web.Response:
+    """The models the caller may chat with now: owned or free, and installed."""
+    with openai_errors():
+        who = identity(request)
+        caller(request)
         try:
-            return await generate(request, conversation, answer, response)
-        except asyncio.CancelledError as exc:
-            answer.cancel()  # the visitor left (or the studio is stopping): the Ollama request is closed
-            if not watch.owns(exc):
+            installed = await function[OLLAMA].installed()
+        except OllamaError as exc:
+            raise relay.ollama_failure(exc, "the model list") from None
+        usable = await usable_models(function[CATALOG], function[OWNERSHIP], who)
+        return web.json_response(completions.model_list([m for m in usable if m in installed]))
+
+
+def caller(request: web.Request) -> str:
+    """Whom the answer is for: a known visitor, an account (session or key), or the operator; else 401."""
+    who = identity(request)
+    if who.user_id:
+        return who.user_id
+    if who.admin:
+        return "operator"
+    return require_visitor(request)
+
+
+async def converse(
+    request: web.Request, conversation: Conversation, wire: relay.Wire, started: float
+) -> web.StreamResponse:
+    """One answer, whatever the API: entitlement, limits, Ollama, the relay, the usage event."""
+    who = identity(request)
+    user_id = caller(request)
+    model = await chattable_model(function[CATALOG], function.bus, function[OWNERSHIP], who, conversation.model)
+    answer = Answer(model.id, user_id, started, key_id=who.key_id)
+    response = web.StreamResponse(headers=wire.headers) if conversation.stream else None
+    async with function[LIMITS].admit(user_id) as slot:
+        with function[DISCONNECTS].watch(request) as watch:
+            try:
+                return await generate(request, conversation, answer, response, wire)
+            except asyncio.CancelledError as exc:
+                answer.cancel()  # the visitor left (or the studio is stopping): the Ollama request is closed
+                if not watch.owns(exc):
+                    raise
+                return response if response is not None and response.prepared else web.Response(status=499)
+            except Exception as exc:
+                answer.fail(exc.code if isinstance(exc, StudioError) else "internal_error")
                 raise
-            return response if response is not None and response.prepared else web.Response(status=499)
-        except Exception as exc:
-            answer.fail(exc.code if isinstance(exc, StudioError) else "internal_error")
-            raise
-        finally:
-            function[REPORTS].report(answer)
+            finally:
+                function[REPORTS].report(answer)
+                slot.model = answer.model
+                slot.prompt_tokens, slot.completion_tokens = answer.usage()
+
+
+@function.route("GET", "/api/account/usage")
+async def account_usage(request: web.Request) -> web.Response:
+    """Tokens per model per day over `days` (1-366, default 30); the operator may ask for everyone's (`all=1`)."""
+    who = identity(request)
+    raw = request.query.get("days", "30")
+    if not raw.isdigit() or not 1 <= int(raw) <= 366:
+        raise BadRequest("days must be a whole number from 1 to 366", code="invalid_days")
+    everyone = who.admin and request.query.get("all") in ("1", "true")
+    if not everyone and not who.account_id:
+        raise Unauthorized("sign in to see your usage", code="not_signed_in")
+    rows = await usage_of(function.db, None if everyone else who.user_id, int(raw), time.time())
+    return web.json_response({"days": int(raw), "usage": rows})
 
 
 async def generate(
-    request: web.Request, conversation: Conversation, answer: Answer, response: web.StreamResponse | None
+    request: web.Request,
+    conversation: Conversation,
+    answer: Answer,
+    response: web.StreamResponse | None,
+    wire: relay.Wire = relay.STUDIO_WIRE,
 ) -> web.StreamResponse:
     """Ask Ollama, wait for its first line (within the first-token timeout), then relay or collect.
 
@@ -112,8 +187,8 @@ async def generate(
                 first = await anext(lines)
                 first_token.reschedule(None)
                 if response is not None:
-                    return await relay.stream(request, response, first, lines, answer)
-                return await relay.collect(first, lines, answer)
+                    return await relay.stream(request, response, first, lines, answer, wire)
+                return await relay.collect(first, lines, answer, wire)
     except TimeoutError:
         raise GatewayTimeout(
             f"{answer.model} did not start answering within {wait:g} s; it may still be loading: try again in a moment",

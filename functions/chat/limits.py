@@ -1,83 +1,279 @@
-"""Per-visitor limits on chat: answers generating at once, and chat requests started per minute.
+"""Per-caller limits on chat, shared by every chat replica: answers generating at once, chat requests
+started per minute, and (optionally) tokens a day. Counted in the database, so two replicas (or ten)
+hold one limit, not one each.
 
-In memory, per chat instance (one on a single VPS). The per-minute limit is a token bucket holding
-STUDIO_CHAT_REQUESTS_PER_MINUTE requests, refilled evenly over a minute: a visitor may use the whole
-minute's allowance at once, then one more every 60/N seconds. Refusals are 429s with `Retry-After`.
+The per-minute limit is a token bucket holding STUDIO_CHAT_REQUESTS_PER_MINUTE requests, refilled evenly
+over a minute: a caller may use the whole minute's allowance at once, then one more every 60/N seconds.
+Answers at once are rows of `chat_generating`, removed when the answer ends (a replica that dies leaves
+rows that stop counting after `STALE_S`). Tokens a day (STUDIO_CHAT_TOKENS_PER_DAY, 0 = no limit) are
+read from `chat_usage`, kept per caller, model and UTC day as answers end. Refusals are 429s with
+`Retry-After`; a refused request changes nothing.
+
+Admissions and releases are committed in groups (one transaction for everything waiting when the last
+one ended), so a burst of requests costs a few commits, not one each (tests/bench/accounts_bench.py).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+from studio.runtime.database import Database, Transaction
 from studio.runtime.errors import TooManyRequests
 
-SWEEP_EVERY = 1024  # admissions between sweeps of idle visitors
+STALE_S = 1800.0  # an answer still "generating" after this long was lost with its replica
+FORGET_S = 86400.0  # allowances untouched this long are full again: their rows are deleted
+GROUP = 500  # admissions and releases committed together at most
+SWEEP_EVERY = 1024  # admissions between sweeps of forgotten allowances and lost answers
+
+
+def day_of(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
 
 
 @dataclass
-class _Visitor:
+class Slot:
+    """One admitted answer; what it used is recorded (`chat_usage`) in the transaction that frees it."""
+
+    model: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class _Request:
+    kind: str  # admit | release
+    user_id: str = ""
+    answer_id: str = ""
+    at: float = 0.0
+    slot: Slot | None = None
+    done: asyncio.Future[None] | None = None
+
+
+@dataclass
+class _Caller:
     tokens: float
-    updated: float
-    generating: int = 0
+    generating: int
 
 
-class VisitorLimits:
-    def __init__(self, *, concurrent: int, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+class SharedLimits:
+    """Admissions and releases are committed in groups: whoever finds no group running commits everything
+    waiting, in arrival order, in one transaction (a burst of 50 requests costs one or two commits, not 50)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        concurrent: int,
+        per_minute: int,
+        tokens_per_day: int = 0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
         self.concurrent = concurrent
         self.per_minute = per_minute
+        self.tokens_per_day = tokens_per_day
         self.rate = per_minute / 60.0  # requests regained per second
         self.clock = clock
-        self._visitors: dict[str, _Visitor] = {}
         self._admitted = 0
+        self._waiting: list[_Request] = []
+        self._committing = asyncio.Lock()
 
-    @contextmanager
-    def admit(self, user_id: str) -> Iterator[None]:
-        """Hold one of the visitor's generation slots for the block, or raise TooManyRequests."""
+    @asynccontextmanager
+    async def admit(self, user_id: str) -> AsyncIterator[Slot]:
+        """Hold one of the caller's generation slots for the block, or raise TooManyRequests. Set the
+        slot's model and token counts before leaving: they are added to the caller's usage of the day."""
         now = self.clock()
-        v = self._visitors.get(user_id)
-        if v is None:
-            v = self._visitors[user_id] = _Visitor(tokens=float(self.per_minute), updated=now)
-        else:
-            v.tokens = min(float(self.per_minute), v.tokens + (now - v.updated) * self.rate)
-            v.updated = now
-        if v.generating >= self.concurrent:
-            raise TooManyRequests(
-                f"you already have {v.generating} answers being generated (the limit is {self.concurrent}); "
+        if self.tokens_per_day:
+            await self._within_daily_tokens(user_id, now)
+        answer_id = secrets.token_hex(8)
+        await self._submit(_Request("admit", user_id, answer_id, now))
+        slot = Slot()
+        try:
+            yield slot
+        finally:
+            await self._submit(_Request("release", user_id, answer_id, self.clock(), slot))
+
+    async def _submit(self, request: _Request) -> None:
+        request.done = asyncio.get_running_loop().create_future()
+        self._waiting.append(request)
+        async with self._committing:
+            while not request.done.done():
+                group, self._waiting = self._waiting[:GROUP], self._waiting[GROUP:]
+                await self._commit(group)
+        request.done.result()  # raises TooManyRequests (or the database's error)
+
+    async def _commit(self, group: list[_Request]) -> None:
+        outcomes: dict[int, BaseException | None] = {}
+        try:
+            async with self.db.transaction() as tx:
+                releases = [r for r in group if r.kind == "release"]
+                if releases:
+                    released = [r.answer_id for r in releases]
+                    await tx.execute(f"DELETE FROM chat_generating WHERE answer_id IN ({_marks(released)})", released)
+                    await self._count_usage(tx, releases)
+                admits = [r for r in group if r.kind == "admit"]
+                if admits:
+                    outcomes = await self._decide(tx, admits)
+        except BaseException as exc:
+            for r in group:  # they are not lost: each caller gets the error (or is cancelled with this one)
+                if r.done is not None and not r.done.done():
+                    if isinstance(exc, Exception):
+                        r.done.set_exception(exc)
+                    else:
+                        r.done.cancel()
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for r in group:
+            if r.done is not None and not r.done.done():
+                failure = outcomes.get(id(r))
+                if failure is None:
+                    r.done.set_result(None)
+                else:
+                    r.done.set_exception(failure)
+
+    async def _decide(self, tx: Transaction, admits: list[_Request]) -> dict[int, BaseException | None]:
+        now = max(r.at for r in admits)
+        users = sorted({r.user_id for r in admits})
+        callers = {u: _Caller(float(self.per_minute), 0) for u in users}
+        for row in await tx.fetch_all(
+            f"SELECT user_id, tokens, updated_at FROM chat_allowances WHERE user_id IN ({_marks(users)})", users
+        ):
+            refilled = row["tokens"] + max(0.0, now - row["updated_at"]) * self.rate
+            callers[row["user_id"]].tokens = min(float(self.per_minute), refilled)
+        for row in await tx.fetch_all(
+            "SELECT user_id, COUNT(*) AS n FROM chat_generating "
+            f"WHERE user_id IN ({_marks(users)}) AND started_at > ? GROUP BY user_id",
+            [*users, now - STALE_S],
+        ):
+            callers[row["user_id"]].generating = int(row["n"])
+        outcomes: dict[int, BaseException | None] = {}
+        accepted: list[_Request] = []
+        for r in admits:
+            c = callers[r.user_id]
+            outcomes[id(r)] = refusal = self._refusal(c)
+            if refusal is None:
+                c.tokens -= 1
+                c.generating += 1
+                accepted.append(r)
+        if accepted:
+            touched = sorted({r.user_id for r in accepted})
+            await tx.execute(
+                "INSERT INTO chat_allowances (user_id, tokens, updated_at) VALUES "
+                + ", ".join("(?, ?, ?)" for _ in touched)
+                + " ON CONFLICT (user_id) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at",
+                [v for u in touched for v in (u, callers[u].tokens, now)],
+            )
+            await tx.execute(
+                "INSERT INTO chat_generating (answer_id, user_id, started_at) VALUES "
+                + ", ".join("(?, ?, ?)" for _ in accepted),
+                [v for r in accepted for v in (r.answer_id, r.user_id, r.at)],
+            )
+            before, self._admitted = self._admitted, self._admitted + len(accepted)
+            if before // SWEEP_EVERY != self._admitted // SWEEP_EVERY:
+                await tx.execute("DELETE FROM chat_allowances WHERE updated_at < ?", (now - FORGET_S,))
+                await tx.execute("DELETE FROM chat_generating WHERE started_at < ?", (now - STALE_S,))
+        return outcomes
+
+    async def _count_usage(self, tx: Transaction, releases: list[_Request]) -> None:
+        used: dict[tuple[str, str, str], list[int]] = {}
+        for r in releases:
+            slot = r.slot
+            if slot is not None and slot.model and (slot.prompt_tokens or slot.completion_tokens):
+                counts = used.setdefault((r.user_id, slot.model, day_of(r.at)), [0, 0, 0])
+                counts[0] += slot.prompt_tokens
+                counts[1] += slot.completion_tokens
+                counts[2] += 1
+        if used:  # one row per key: PostgreSQL refuses to update a row twice in one statement
+            await tx.execute(
+                "INSERT INTO chat_usage (user_id, model, day, prompt_tokens, completion_tokens, answers) VALUES "
+                + ", ".join("(?, ?, ?, ?, ?, ?)" for _ in used)
+                + " ON CONFLICT (user_id, model, day) DO UPDATE SET "
+                "prompt_tokens = chat_usage.prompt_tokens + excluded.prompt_tokens, "
+                "completion_tokens = chat_usage.completion_tokens + excluded.completion_tokens, "
+                "answers = chat_usage.answers + excluded.answers",
+                [v for key, counts in used.items() for v in (*key, *counts)],
+            )
+
+    def _refusal(self, c: _Caller) -> TooManyRequests | None:
+        if c.generating >= self.concurrent:
+            return TooManyRequests(
+                f"you already have {c.generating} answers being generated (the limit is {self.concurrent}); "
                 "wait for one to finish or stop it",
                 code="too_many_generations",
                 headers={"Retry-After": "1"},
             )
-        if v.tokens < 1:
-            wait = math.ceil((1 - v.tokens) / self.rate)
-            raise TooManyRequests(
+        if c.tokens < 1:
+            wait = math.ceil((1 - c.tokens) / self.rate)
+            return TooManyRequests(
                 f"too many chat requests: at most {self.per_minute} a minute; try again in {wait} s",
                 code="rate_limited",
                 headers={"Retry-After": str(wait)},
             )
-        v.tokens -= 1
-        v.generating += 1
-        self._admitted += 1
-        if self._admitted % SWEEP_EVERY == 0:
-            self._sweep(now)
-        try:
-            yield
-        finally:
-            v.generating -= 1
+        return None
 
-    def generating(self, user_id: str) -> int:
-        v = self._visitors.get(user_id)
-        return v.generating if v else 0
+    async def _within_daily_tokens(self, user_id: str, now: float) -> None:
+        row = await self.db.fetch_one(
+            "SELECT SUM(prompt_tokens + completion_tokens) AS used FROM chat_usage WHERE user_id = ? AND day = ?",
+            (user_id, day_of(now)),
+        )
+        used = int(row["used"] or 0) if row else 0
+        if used >= self.tokens_per_day:
+            midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            wait = math.ceil((midnight + timedelta(days=1)).timestamp() - now)
+            raise TooManyRequests(
+                f"you have used your {self.tokens_per_day} tokens for today; more from midnight UTC",
+                code="daily_tokens_exhausted",
+                headers={"Retry-After": str(max(1, wait))},
+            )
 
-    def _sweep(self, now: float) -> None:
-        """Forget visitors with nothing generating whose allowance has refilled (they are back to new)."""
-        full_after = self.per_minute / self.rate
-        for user_id, v in list(self._visitors.items()):
-            if v.generating == 0 and now - v.updated >= full_after:
-                del self._visitors[user_id]
+    async def generating(self, user_id: str) -> int:
+        row = await self.db.fetch_one(
+            "SELECT COUNT(*) AS n FROM chat_generating WHERE user_id = ? AND started_at > ?",
+            (user_id, self.clock() - STALE_S),
+        )
+        return int(row["n"]) if row else 0
 
-    def __len__(self) -> int:
-        return len(self._visitors)
+
+def _marks(values: list[str]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+async def usage_of(db: Database, user_id: str | None, days: int, now: float) -> list[dict[str, Any]]:
+    """Tokens per model per day over the last `days` days: one caller's, or everyone's (user_id None)."""
+    since = day_of(now - (days - 1) * 86400)
+    if user_id is None:
+        rows = await db.fetch_all(
+            "SELECT day, model, user_id, prompt_tokens AS p, completion_tokens AS c, answers AS n "
+            "FROM chat_usage WHERE day >= ? ORDER BY day, model, user_id",
+            (since,),
+        )
+        return [
+            {
+                "day": r["day"],
+                "model": r["model"],
+                "user_id": r["user_id"],
+                "prompt_tokens": r["p"],
+                "completion_tokens": r["c"],
+                "answers": r["n"],
+            }
+            for r in rows
+        ]
+    else:
+        rows = await db.fetch_all(
+            "SELECT day, model, prompt_tokens AS p, completion_tokens AS c, answers AS n "
+            "FROM chat_usage WHERE user_id = ? AND day >= ? ORDER BY day, model",
+            (user_id, since),
+        )
+    return [
+        {"day": r["day"], "model": r["model"], "prompt_tokens": r["p"], "completion_tokens": r["c"], "answers": r["n"]}
+        for r in rows
+    ]

@@ -50,6 +50,38 @@ def error_event(error: StudioError) -> bytes:
     )
 
 
+class Wire:
+    """How an answer is written to the client: the studio's own format (`/api/chat`). The OpenAI-compatible
+    API (`functions/chat/completions.py`) subclasses it, so both go through this one relay."""
+
+    headers = SSE_HEADERS
+
+    def token(self, content: str) -> bytes:
+        return token_event(content)
+
+    def done(self, answer: Answer) -> bytes:
+        return done_event(answer.totals())
+
+    def error(self, error: StudioError) -> bytes:
+        return error_event(error)
+
+    def whole(self, answer: Answer, text: str) -> dict[str, Any]:
+        t = answer.totals()
+        return {
+            "response": text,
+            "model": answer.model,
+            "done_reason": t["done_reason"],
+            "prompt_tokens": t["prompt_tokens"],
+            "completion_tokens": t["completion_tokens"],
+            "total_duration_ms": t["total_duration_ms"],
+            "tokens_per_s": t["tokens_per_s"],
+            "time_to_first_token_ms": t["time_to_first_token_ms"],
+        }
+
+
+STUDIO_WIRE = Wire()
+
+
 def ollama_failure(exc: OllamaError, model: str) -> StudioError:
     """What the visitor is told when Ollama could not answer (the details go to the log)."""
     log.warning(
@@ -96,6 +128,7 @@ async def stream(
     first: dict[str, Any],
     lines: AsyncIterator[dict[str, Any]],
     answer: Answer,
+    wire: Wire = STUDIO_WIRE,
 ) -> web.StreamResponse:
     """Relay the answer as server-sent events on `response`; a visitor who leaves ends it."""
     try:
@@ -105,13 +138,13 @@ async def stream(
             content = _content(line)
             if content:
                 answer.token()
-                await response.write(token_event(content))
+                await response.write(wire.token(content))
                 written += 1
                 if written % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
             line = await anext(lines)
         answer.complete(line)
-        await response.write(done_event(answer.totals()))
+        await response.write(wire.done(answer))
     except ConnectionResetError:  # the visitor stopped the answer or went away
         answer.cancel()
         return response
@@ -119,7 +152,7 @@ async def stream(
         error = ollama_failure(exc, answer.model)
         answer.fail(error.code)
         with contextlib.suppress(ConnectionResetError):
-            await response.write(error_event(error))
+            await response.write(wire.error(error))
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
     if answer.outcome == COMPLETED:
@@ -127,7 +160,9 @@ async def stream(
     return response
 
 
-async def collect(first: dict[str, Any], lines: AsyncIterator[dict[str, Any]], answer: Answer) -> web.Response:
+async def collect(
+    first: dict[str, Any], lines: AsyncIterator[dict[str, Any]], answer: Answer, wire: Wire = STUDIO_WIRE
+) -> web.Response:
     """The whole answer as one JSON object; Ollama failing on the way is a JSON error."""
     parts: list[str] = []
     line = first
@@ -146,16 +181,4 @@ async def collect(first: dict[str, Any], lines: AsyncIterator[dict[str, Any]], a
         raise error from None
     answer.complete(line)
     await read_to_the_end(lines)
-    t = answer.totals()
-    return web.json_response(
-        {
-            "response": "".join(parts),
-            "model": answer.model,
-            "done_reason": t["done_reason"],
-            "prompt_tokens": t["prompt_tokens"],
-            "completion_tokens": t["completion_tokens"],
-            "total_duration_ms": t["total_duration_ms"],
-            "tokens_per_s": t["tokens_per_s"],
-            "time_to_first_token_ms": t["time_to_first_token_ms"],
-        }
-    )
+    return web.json_response(wire.whole(answer, "".join(parts)))

@@ -16,8 +16,14 @@ from studio.runtime.function import Function
 
 
 async def open_checkout(
-    fn: Function, ledger: Ledger, payments: StripePayments | None, user_id: str, model: CatalogModel
+    fn: Function,
+    ledger: Ledger,
+    payments: StripePayments | None,
+    user_id: str,
+    model: CatalogModel,
+    email: str | None = None,
 ) -> web.Response:
+    """A Checkout Session for `model` (the signed-in buyer's e-mail filled in), or the open one."""
     if payments is None:
         raise UpstreamUnavailable(
             "payments are not configured: the operator must set STRIPE_SECRET_KEY "
@@ -41,6 +47,7 @@ async def open_checkout(
             currency=model.currency,
             success_url=f"{back}?purchase={purchase_id}&session_id={{CHECKOUT_SESSION_ID}}",
             cancel_url=f"{back}?purchase={purchase_id}&cancelled=1",
+            customer_email=email,
         )
     except PaymentsUnavailable as exc:
         raise UpstreamUnavailable(

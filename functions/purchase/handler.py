@@ -5,7 +5,9 @@ HTTP    GET  /api/models                      -> the catalog with `owned` and ea
         GET  /api/purchases[/{purchase_id}]   -> the visitor's purchases (a pending checkout is re-checked)
 Events  consumes payment.succeeded, payment.failed, payment.refunded (settle the purchase)
         consumes install.removed (a model gone from Ollama is installed again for its owners)
-        emits    purchase.created, purchase.completed, purchase.failed, purchase.revoked, install.requested
+        consumes account.merged (a visitor signed in: their purchases move to the account; emits purchase.transferred)
+        emits    purchase.created, purchase.completed, purchase.failed, purchase.revoked, purchase.transferred,
+                 install.requested
 Query   models.snapshot {"user_id", "admin"} -> {"models": [...]} (the gateway's live stream starts with it)
         purchases.owns {"user_id", "model"} -> {"owns": bool} (chat and install ask before a paid model
                                                 answers or an owner's install request)
@@ -21,7 +23,14 @@ from typing import Any
 from aiohttp import web
 
 from events.bus import BusUnavailable
-from events.catalog import InstallRemoved, InstallRequested, PaymentFailed, PaymentRefunded, PaymentSucceeded
+from events.catalog import (
+    AccountMerged,
+    InstallRemoved,
+    InstallRequested,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentSucceeded,
+)
 from events.delivery import Delivery
 from events.envelope import new_id
 from functions.purchase.checkout import RecheckThrottle, open_checkout, recheck
@@ -107,7 +116,7 @@ async def purchase_model(request: web.Request) -> web.Response:
     ledger = function[LEDGER]
     kind = "free" if model.free else "test" if function.settings.skip_payment else "stripe"
     if kind == "stripe":
-        return await open_checkout(function, ledger, function[PAYMENTS], user_id, model)
+        return await open_checkout(function, ledger, function[PAYMENTS], user_id, model, identity(request).email)
     purchase_id = new_purchase_id()
     async with function.db.transaction() as tx:
         if await ledger.owns_in(tx, user_id, model.id):
@@ -150,6 +159,12 @@ async def show_purchase(request: web.Request) -> web.Response:
 @function.subscribe(PaymentSucceeded, PaymentFailed, PaymentRefunded, max_attempts=10)
 async def settle_payment(event: PaymentSucceeded | PaymentFailed | PaymentRefunded, delivery: Delivery) -> None:
     await settle(function, function[LEDGER], event)
+
+
+@function.subscribe(AccountMerged, max_attempts=10)
+async def merge_visitor_purchases(event: AccountMerged, delivery: Delivery) -> None:
+    async with function.db.transaction() as tx:
+        await function[LEDGER].transfer(tx, event.visitor_id, event.account_id)
 
 
 @function.subscribe(InstallRemoved)

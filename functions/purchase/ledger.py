@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from events.catalog import PurchaseCompleted, PurchaseCreated, PurchaseFailed, PurchaseRevoked
+from events.catalog import PurchaseCompleted, PurchaseCreated, PurchaseFailed, PurchaseRevoked, PurchaseTransferred
 from studio.runtime.database import Database, Row, Transaction, utcnow
 from studio.runtime.function import Function
 
@@ -221,3 +221,28 @@ class Ledger:
             "SELECT * FROM purchases WHERE payment_intent = ? AND status = 'paid'", (payment_intent,)
         )
         return [Purchase.from_row(r) for r in rows]
+
+    async def transfer(self, tx: Transaction, from_user_id: str, to_user_id: str) -> int:
+        """Everything `from_user_id` bought or is paying for becomes `to_user_id`'s (a visitor signed in).
+
+        Each paid purchase that moves says so (`purchase.transferred`), so ownership projections follow;
+        a pending one completes later under its new owner. Returns how many purchases moved.
+        """
+        rows = await tx.fetch_all(
+            "SELECT id, model, status FROM purchases WHERE user_id = ? ORDER BY created_at", (from_user_id,)
+        )
+        if not rows:
+            return 0
+        await tx.execute(
+            "UPDATE purchases SET user_id = ?, updated_at = ? WHERE user_id = ?", (to_user_id, utcnow(), from_user_id)
+        )
+        for row in rows:
+            if row["status"] == "paid":
+                await tx.publish(
+                    self.fn.event(
+                        PurchaseTransferred(
+                            purchase_id=row["id"], from_user_id=from_user_id, user_id=to_user_id, model=row["model"]
+                        )
+                    )
+                )
+        return len(rows)

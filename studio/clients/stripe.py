@@ -80,6 +80,7 @@ class StripePayments:
         currency: str,
         success_url: str,
         cancel_url: str,
+        customer_email: str | None = None,
     ) -> Checkout:
         metadata = {"purchase_id": purchase_id, "user_id": user_id, "model": model_id}
         params: SessionCreateParams = {
@@ -100,6 +101,8 @@ class StripePayments:
             "metadata": metadata,
             "payment_intent_data": {"metadata": metadata},
         }
+        if customer_email:  # a signed-in buyer: Stripe fills in the e-mail and sends the receipt there
+            params["customer_email"] = customer_email
         try:
             session = await self._client.v1.checkout.sessions.create_async(
                 params,

@@ -93,6 +93,13 @@ def _optional_url(raw: str) -> str | None:
     return _url(raw) if raw.strip() else None
 
 
+def _signup(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("open", "closed"):
+        raise ValueError("expected open or closed")
+    return value
+
+
 def _names(raw: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in raw.split(",") if n.strip())
 
@@ -337,6 +344,43 @@ VARS: tuple[Var, ...] = (
         "Longest silence allowed between two tokens.",
     ),
     Var(
+        "STUDIO_CHAT_TOKENS_PER_DAY",
+        "chat_tokens_per_day",
+        int,
+        "0",
+        "Tokens (prompt + answer) one account or visitor may use a day, over every chat replica; 0 = no limit.",
+    ),
+    Var(
+        "STUDIO_SIGNUP",
+        "signup",
+        _signup,
+        "open",
+        "open: anyone may create an account; closed: only the operator adds accounts (`localai-studio users add`).",
+    ),
+    Var(
+        "STUDIO_FIRST_USER_IS_OPERATOR",
+        "first_user_is_operator",
+        _bool,
+        "true",
+        "On a studio with no account yet, the first sign-up becomes the operator (production compose: false).",
+    ),
+    Var(
+        "STUDIO_SMTP_URL",
+        "smtp_url",
+        Secret,
+        "",
+        "Mail server for password reset links: smtp://user:pass@host:587 (STARTTLS) or smtps://...:465; "
+        "empty = reset links only from `localai-studio users reset-link`.",
+        secret=True,
+    ),
+    Var(
+        "STUDIO_MAIL_FROM",
+        "mail_from",
+        str,
+        "",
+        "Sender of the studio's e-mails; default no-reply@ the host of STUDIO_PUBLIC_URL.",
+    ),
+    Var(
         "STUDIO_ALERT_WEBHOOK_URL",
         "alert_webhook_url",
         _optional_url,
@@ -416,6 +460,11 @@ class Settings:
     chat_requests_per_minute: int
     chat_first_token_timeout_s: float
     chat_token_timeout_s: float
+    chat_tokens_per_day: int
+    signup: str
+    first_user_is_operator: bool
+    smtp_url: Secret
+    mail_from: str
     alert_webhook_url: str | None
     stripe_secret_key: Secret
     stripe_webhook_secret: Secret

@@ -44,6 +44,7 @@ from studio.runner import install_event_loop_policy
 from tests.bench.common import free_port, process
 
 MODEL = "tinyllama:latest"
+V1 = "embedded, /v1 (OpenAI)"
 SENTENCE = " Here is one more sentence of a long answer, streamed token by token."
 SHORT_REPLY = "Hello there!"  # 3 tokens: time to first token without a long reply to prepare
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -116,6 +117,24 @@ async def read_sse(session: aiohttp.ClientSession, url: str, headers: dict[str, 
             done = done or b"event: done" in window
             tail = window[-(len(pattern) - 1) :]
     assert done, "the stream ended without its done event"
+    return Stream(first - t0, tokens, time.perf_counter() - first)
+
+
+async def read_openai(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> Stream:
+    """Through the OpenAI-compatible API: `chat.completion.chunk` data lines, then `data: [DONE]`."""
+    pattern, tail = b'"content":', b""  # compact JSON (LiteLLM) or not (the studio)
+    t0 = time.perf_counter()
+    first, tokens, done = 0.0, 0, False
+    async with session.post(url + "/v1/chat/completions", json=chat_body(), headers=headers) as resp:
+        assert resp.status == 200, resp.status
+        async for chunk in resp.content.iter_any():
+            if not first:
+                first = time.perf_counter()
+            window = tail + chunk
+            tokens += window.count(pattern)
+            done = done or b"data: [DONE]" in window
+            tail = window[-(len(pattern) - 1) :]
+    assert done, "the stream ended without data: [DONE]"
     return Stream(first - t0, tokens, time.perf_counter() - first)
 
 
@@ -374,8 +393,8 @@ async def _ramped(i: int, n: int, one: Callable[[], Awaitable[Stream]], ramp_s: 
 
 
 async def visitor_cookie(session: aiohttp.ClientSession, url: str) -> dict[str, str]:
-    async with session.post(url + "/api/chat", json={"model": MODEL, "message": "Hi"}) as resp:
-        assert resp.status == 200, await resp.text()
+    """A visitor's cookie, as a first page view gets it (chat answers only callers it knows)."""
+    async with session.get(url + "/") as resp:
         return {"Cookie": resp.headers["Set-Cookie"].split(";", 1)[0]}
 
 
@@ -397,6 +416,8 @@ async def bench(
         }
         for name, url in urls.items():
             targets[name] = (lambda u, h: lambda: read_sse(session, u, h))(url, headers[name])
+        embedded = "embedded gateway + chat"
+        targets[V1] = lambda: read_openai(session, urls[embedded], headers[embedded])
         bench_user = {"X-Studio-User": "v_bench"}  # what the gateway would assert
         alone = {**targets, "chat function alone": lambda: read_sse(session, function_url, bench_user)}
         for one in alone.values():  # warm up connections and code paths
@@ -509,6 +530,7 @@ def main() -> None:
             pids = {
                 "straight from Ollama": [],
                 "embedded gateway + chat": [embedded_proc.pid],
+                V1: [embedded_proc.pid],
                 "proxied gateway -> chat": [gateway_proc.pid, function_proc.pid],
                 "chat function alone": [function_proc.pid],
             }

@@ -3,7 +3,8 @@
     python -m tests.bench.chat_serve MODE PORT NATS_URL OLLAMA_URL [UPSTREAM]
 
 MODE: function (chat alone, as its container), embedded (gateway with chat in-process), proxied
-(gateway forwarding to UPSTREAM over HTTP). Per-visitor limits and the token cap are lifted so one
+(gateway forwarding to UPSTREAM over HTTP), accounts (embedded, with the accounts function
+too). Per-visitor limits and the token cap are lifted so one
 benchmark visitor can hold a thousand streams.
 
     python -m tests.bench.chat_serve ollama PORT
@@ -53,7 +54,7 @@ async def main(mode: str, port: int, nats_url: str, ollama_url: str, upstream: s
         ollama_url=ollama_url,
         data_dir=Path(tempfile.mkdtemp()),
         log_level="WARNING",
-        functions=("chat",),
+        functions=("accounts", "chat") if mode == "accounts" else ("chat",),
         upstreams={"chat": upstream} if upstream else {},
         chat_max_tokens=10_000_000,
         chat_concurrent_per_visitor=1_000_000,
@@ -65,10 +66,11 @@ async def main(mode: str, port: int, nats_url: str, ollama_url: str, upstream: s
     host = None
     if mode == "function":
         app = function_app(chat, settings)
-    elif mode == "embedded":
-        host = Host([chat], settings)
+    elif mode in ("embedded", "accounts"):
+        fns = [load("accounts"), chat] if mode == "accounts" else [chat]
+        host = Host(fns, settings)
         await host.start()
-        app = gateway_app(settings, functions=[chat], bus=host.bus)
+        app = gateway_app(settings, functions=fns, bus=host.bus)
     else:
         app = gateway_app(settings)
     runner = await serve(app, settings, f"ready {mode} {port}", edge=mode != "function")

@@ -33,7 +33,7 @@ from tests.doubles.ollama import OllamaDouble, tokenize
 from tests.doubles.stripe import StripeDouble
 
 HERE = Path(__file__).resolve().parent
-FUNCTIONS = ("chat", "purchase", "install", "webhook")
+FUNCTIONS = ("accounts", "chat", "purchase", "install", "webhook")
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or next(
     (p for p in ("/usr/bin/chromium", "/usr/lib/chromium/chromium") if os.path.exists(p)), None
 )

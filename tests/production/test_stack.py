@@ -40,7 +40,19 @@ PODMAN_COMPOSE = os.environ.get("PODMAN_COMPOSE") or str(
     COMPOSE_DIR / "build" / "venv-compose" / "bin" / "podman-compose"
 )
 BASE_IMAGES = ("localhost/localbase/python:3.11", "localhost/localbase/nginx:bookworm")
-SERVICES = ("chat", "frontend", "gateway", "health", "install", "monitor", "nats", "ollama", "purchase", "webhook")
+SERVICES = (
+    "accounts",
+    "chat",
+    "frontend",
+    "gateway",
+    "health",
+    "install",
+    "monitor",
+    "nats",
+    "ollama",
+    "purchase",
+    "webhook",
+)
 PAID, SLOW_PAID, FREE, CHAT_MODEL = "llama3.2:1b", "llama3.2:3b", "qwen2.5:0.5b", "tinyllama:latest"
 MiB = 1 << 20
 
@@ -262,7 +274,7 @@ def test_deploy_brings_every_service_up_healthy_as_the_seed_asks(stack: Stack) -
     assert containers["ollama"]["Config"]["Env"].count("OLLAMA_NOPRUNE=1") == 1
     env = {s: dict(e.split("=", 1) for e in c["Config"]["Env"]) for s, c in containers.items() if s != "ollama"}
     assert env["gateway"]["STUDIO_ADMIN_TOKEN"] == "stack-op-token", "the gateway checks the operator's token"
-    for service in ("chat", "purchase", "install", "webhook", "health", "monitor", "nats"):
+    for service in ("accounts", "chat", "purchase", "install", "webhook", "health", "monitor", "nats"):
         assert env[service].get("STUDIO_ADMIN_TOKEN", "") == "", f"{service} has no use for the operator token"
     net = json.loads(podman("network", "inspect", f"{stack.project}_localai-network"))[0]
     assert net["driver"] == "bridge"

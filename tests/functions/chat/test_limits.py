@@ -1,66 +1,158 @@
-"""Per-visitor limits: answers at once, and requests a minute (a token bucket), with Retry-After."""
+"""Per-caller limits, shared by every chat replica through the database: answers at once, requests a minute
+(a token bucket), tokens a day, with Retry-After; a refusal changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from pathlib import Path
+
 import pytest
 
-from functions.chat.limits import SWEEP_EVERY, VisitorLimits
+from functions import load
+from functions.chat.limits import SharedLimits
+from studio.runtime.database import RUNTIME_MIGRATIONS, Database
 from studio.runtime.errors import TooManyRequests
 
 
 class Clock:
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.now = 1_800_000_000.0
 
     def __call__(self) -> float:
         return self.now
 
 
-def test_a_minutes_allowance_may_be_used_at_once_then_it_refills_evenly() -> None:
-    clock = Clock()
-    limits = VisitorLimits(concurrent=10, per_minute=6, clock=clock)  # one regained every 10 s
-    for _ in range(6):
-        with limits.admit("v1"):
-            pass
+@pytest.fixture
+async def db(tmp_path: Path):
+    database = Database(tmp_path / "studio.db")
+    await database.open()
+    await database.migrate([RUNTIME_MIGRATIONS, load("chat").migrations or RUNTIME_MIGRATIONS])
+    yield database
+    await database.close()
 
-    with pytest.raises(TooManyRequests) as caught, limits.admit("v1"):
+
+async def admit_once(limits: SharedLimits, user_id: str) -> None:
+    async with limits.admit(user_id):
         pass
+
+
+async def test_a_minutes_allowance_may_be_used_at_once_then_it_refills_evenly(db) -> None:
+    clock = Clock()
+    limits = SharedLimits(db, concurrent=10, per_minute=6, clock=clock)  # one regained every 10 s
+    for _ in range(6):
+        await admit_once(limits, "v1")
+
+    with pytest.raises(TooManyRequests) as caught:
+        await admit_once(limits, "v1")
     assert caught.value.code == "rate_limited" and caught.value.headers["Retry-After"] == "10"
 
     clock.now += 4
-    with pytest.raises(TooManyRequests) as caught, limits.admit("v1"):
-        pass
+    with pytest.raises(TooManyRequests) as caught:
+        await admit_once(limits, "v1")
     assert caught.value.headers["Retry-After"] == "6"
     clock.now += 6
-    with limits.admit("v1"):
-        pass
-    with limits.admit("v2"):
-        pass  # another visitor has their own allowance
+    await admit_once(limits, "v1")
+    await admit_once(limits, "v2")  # another caller has their own allowance
 
 
-def test_answers_at_once_are_limited_and_a_slot_frees_when_the_answer_ends() -> None:
-    limits = VisitorLimits(concurrent=2, per_minute=100, clock=Clock())
+async def test_answers_at_once_are_limited_and_a_slot_frees_when_the_answer_ends(db) -> None:
+    limits = SharedLimits(db, concurrent=2, per_minute=100, clock=Clock())
 
-    with limits.admit("v1"), limits.admit("v1"):
-        assert limits.generating("v1") == 2
-        with pytest.raises(TooManyRequests) as caught, limits.admit("v1"):
-            pass
+    async with limits.admit("v1"), limits.admit("v1"):
+        assert await limits.generating("v1") == 2
+        with pytest.raises(TooManyRequests) as caught:
+            await admit_once(limits, "v1")
         assert caught.value.code == "too_many_generations" and caught.value.headers["Retry-After"] == "1"
-    assert limits.generating("v1") == 0
-    with pytest.raises(RuntimeError), limits.admit("v1"):
-        raise RuntimeError("the answer failed")
-    assert limits.generating("v1") == 0, "a failed answer frees its slot too"
+    assert await limits.generating("v1") == 0
+    with pytest.raises(RuntimeError):
+        async with limits.admit("v1"):
+            raise RuntimeError("the answer failed")
+    assert await limits.generating("v1") == 0, "a failed answer frees its slot too"
 
 
-def test_idle_visitors_are_forgotten() -> None:
+async def test_a_slot_held_by_a_replica_that_died_stops_counting(db) -> None:
     clock = Clock()
-    limits = VisitorLimits(concurrent=1, per_minute=60, clock=clock)
-    for i in range(SWEEP_EVERY - 1):
-        with limits.admit(f"v{i}"):
+    limits = SharedLimits(db, concurrent=1, per_minute=100, clock=clock)
+    await db.execute(
+        "INSERT INTO chat_generating (answer_id, user_id, started_at) VALUES ('lost', 'v1', ?)", (clock.now,)
+    )
+    with pytest.raises(TooManyRequests):
+        await admit_once(limits, "v1")
+
+    clock.now += 1801
+    await admit_once(limits, "v1")
+
+
+async def answer_using(limits: SharedLimits, user_id: str, model: str, prompt: int, completion: int) -> None:
+    async with limits.admit(user_id) as slot:
+        slot.model, slot.prompt_tokens, slot.completion_tokens = model, prompt, completion
+
+
+async def test_tokens_a_day_are_counted_as_answers_end_and_limited_until_midnight_utc(db) -> None:
+    clock = Clock()
+    limits = SharedLimits(db, concurrent=2, per_minute=100, tokens_per_day=100, clock=clock)
+    await answer_using(limits, "v1", "tinyllama:latest", 30, 69)
+    await answer_using(limits, "v1", "tinyllama:latest", 0, 0)  # an answer that used nothing counts nothing
+    await answer_using(limits, "v1", "llama3.2:3b", 0, 1)
+    rows = await db.fetch_all("SELECT model, prompt_tokens, completion_tokens, answers FROM chat_usage ORDER BY model")
+    assert [tuple(r) for r in rows] == [("llama3.2:3b", 0, 1, 1), ("tinyllama:latest", 30, 69, 1)]
+
+    with pytest.raises(TooManyRequests) as caught:
+        await admit_once(limits, "v1")
+    assert caught.value.code == "daily_tokens_exhausted"
+    assert 1 <= int(caught.value.headers["Retry-After"]) <= 86400
+    await admit_once(limits, "v2")  # another caller has their own day
+    clock.now += int(caught.value.headers["Retry-After"])
+    await admit_once(limits, "v1")
+
+
+async def test_a_burst_is_committed_in_groups_and_counted_exactly(db) -> None:
+    limits = SharedLimits(db, concurrent=1000, per_minute=30, clock=Clock())
+
+    results = await asyncio.gather(
+        *(answer_using(limits, f"v{i % 2}", "tinyllama:latest", 1, 2) for i in range(80)), return_exceptions=True
+    )
+
+    refused = [r for r in results if isinstance(r, TooManyRequests)]
+    assert len(refused) == 80 - 60 and all(r.code == "rate_limited" for r in refused)  # 30 a minute each
+    rows = await db.fetch_all("SELECT user_id, answers, prompt_tokens FROM chat_usage ORDER BY user_id")
+    assert [tuple(r) for r in rows] == [("v0", 30, 30), ("v1", 30, 30)]
+    assert await limits.generating("v0") == await limits.generating("v1") == 0
+
+
+TWO_REPLICAS = """
+import asyncio, json, sys
+from functions.chat.limits import SharedLimits
+from studio.runtime.database import Database
+from studio.runtime.errors import TooManyRequests
+
+async def main():
+    db = Database(sys.argv[1])
+    await db.open()
+    limits = SharedLimits(db, concurrent=100, per_minute=10)
+    admitted = 0
+    for _ in range(10):
+        try:
+            async with limits.admit("shared-caller"):
+                admitted += 1
+        except TooManyRequests:
             pass
-    clock.now += 61
+    await db.close()
+    print(admitted)
 
-    with limits.admit("last"):
-        pass
+asyncio.run(main())
+"""
 
-    assert len(limits) == 1
+
+async def test_two_chat_replicas_in_two_processes_share_one_limit(db, tmp_path: Path) -> None:
+    procs = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", TWO_REPLICAS, str(db.path), stdout=asyncio.subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outputs = [await asyncio.wait_for(p.communicate(), 60) for p in procs]
+
+    admitted = [int(out.decode().strip()) for out, _ in outputs]
+    assert sum(admitted) == 10, admitted  # ten a minute in all, not ten per replica

@@ -1,0 +1,338 @@
+"""accounts: people, their sessions and personal API keys. What they bought follows them everywhere.
+
+HTTP    POST   /api/auth/signup {"email", "password"}   -> 201 the account, signed in (session cookie)
+        POST   /api/auth/login  {"email", "password"}   -> 200 the account, signed in; 401 / 429 Retry-After
+        POST   /api/auth/logout[?everywhere=1]          -> 204 this session (or every one) ended
+        POST   /api/auth/forgot {"email"}               -> 202 whether or not the account exists; with
+                                                           STUDIO_SMTP_URL, the account gets a reset link by e-mail
+        POST   /api/auth/reset  {"token", "password"}   -> 204 (a reset link's token, from the e-mail or
+                                                           `localai-studio users reset-link`)
+        GET    /api/auth/session                        -> {"account": {...} | null} (for pages: never a 401)
+        GET    /api/account                             -> {"id", "email", "role", "created"} or 401
+        POST   /api/account/password {"current", "new"} -> 204, every other session ended
+        POST   /api/account/keys {"name"}               -> 201 {"id", "name", "prefix", "key"} (shown once)
+        GET    /api/account/keys                        -> {"keys": [{"id", "name", "prefix", "created", "last_used"}]}
+        DELETE /api/account/keys/{key_id}               -> 204, the key stops working at once everywhere
+Events  emits    account.created, account.merged (with the session that merges), account.access_changed
+Query   credentials.resolve {"session": sha256} | {"key": sha256} -> {"account_id", "role", "email", "key_id"} | {}
+
+Sessions are rows (the cookie carries a random id, the table its SHA-256): logging out, changing the
+password or disabling the account really ends them. The gateway caches what `credentials.resolve`
+answers and forgets it on `account.access_changed` (and at once on the replica that served the change,
+through the X-Studio-Evict response header).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiosmtplib
+from aiohttp import web
+
+from events.catalog import AccountAccessChanged, AccountCreated, AccountMerged
+from functions.accounts.mail import Mailer
+from functions.accounts.passwords import check_strength, hash_password, verify_password
+from functions.accounts.store import SESSION_IDLE, Account, Accounts, normalise_email, now
+from studio.runtime.database import Transaction
+from studio.runtime.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+    UpstreamUnavailable,
+    json_body,
+)
+from studio.runtime.function import Function, Key
+from studio.runtime.identity import EVICT_HEADER, SESSION_COOKIE, Identity, identity, require_account
+
+function = Function("accounts", migrations=Path(__file__).parent / "migrations")
+
+ACCOUNTS = Key[Accounts]("accounts")
+MAILER = Key[Mailer | None]("mailer")
+MAILS = Key[set]("mails")  # reset e-mails being sent
+FAILURE_WINDOW = timedelta(minutes=15)
+MAX_FAILURES = 10  # per e-mail and per client address in the window
+MAX_KEY_NAME = 100
+
+
+@function.resource
+async def dependencies(fn: Function):
+    fn[ACCOUNTS] = Accounts(fn.db)
+    s = fn.settings
+    sender = s.mail_from or f"Local AI Studio <no-reply@{urlsplit(s.visitor_url).hostname or 'localhost'}>"
+    fn[MAILER] = Mailer(s.smtp_url.get(), sender) if s.smtp_url else None
+    mails: set[asyncio.Task[None]] = set()
+    fn[MAILS] = mails
+    yield
+    if mails:
+        await asyncio.wait(mails, timeout=10)
+
+
+def client_address(request: web.Request) -> str:
+    """The caller's address: the gateway's X-Forwarded-For (its peer), or nginx's X-Real-IP behind it."""
+    forwarded = request.headers.getall("X-Forwarded-For", [])
+    peer = forwarded[-1].split(",")[-1].strip() if forwarded else (request.remote or "")
+    if peer.startswith(("127.", "10.", "172.", "192.168.", "::1")) and request.headers.get("X-Real-IP"):
+        return request.headers["X-Real-IP"].strip()
+    return peer or "unknown"
+
+
+def signed_in(request: web.Request, account: Account, token: str, status: int) -> web.Response:
+    response = web.json_response(account.public(), status=status)
+    secure = request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(SESSION_IDLE.total_seconds()),
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        secure=secure,
+    )
+    return response
+
+
+def signed_out(status: int = 204) -> web.Response:
+    response = web.Response(status=status)
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def credentials(request: web.Request) -> tuple[str, str]:
+    body = await json_body(request)
+    email = normalise_email(body.get("email"))
+    password = body.get("password")
+    if not isinstance(password, str) or not password:
+        raise BadRequest("password is required", code="invalid_password")
+    return email, password
+
+
+async def open_session(tx: Transaction, account: Account, who: Identity) -> str:
+    """A session for `account`; the visitor's purchases become the account's in the same transaction."""
+    token = await function[ACCOUNTS].open_session(tx, account.id)
+    visitor = who.visitor_id or (who.user_id if not who.account_id else None)
+    if visitor and visitor != account.id:
+        await tx.publish(function.event(AccountMerged(account_id=account.id, visitor_id=visitor)))
+    return token
+
+
+@function.route("POST", "/api/auth/signup")
+async def signup(request: web.Request) -> web.Response:
+    settings = function.settings
+    if settings.signup != "open":
+        raise Forbidden("sign-up is closed on this studio: ask its operator for an account", code="signup_closed")
+    email, password = await credentials(request)
+    check_strength(password, email)
+    password_hash = await hash_password(password)
+    accounts = function[ACCOUNTS]
+    async with function.db.transaction() as tx:
+        if await accounts.email_taken_in(tx, email):
+            raise Conflict("an account with this e-mail exists already: sign in instead", code="email_taken")
+        first = await accounts.count_in(tx) == 0
+        role = "operator" if first and settings.first_user_is_operator else "user"
+        account = await accounts.create(tx, email=email, password_hash=password_hash, role=role)
+        await tx.publish(function.event(AccountCreated(account_id=account.id, role=role, by="signup")))
+        token = await open_session(tx, account, identity(request))
+    return signed_in(request, account, token, 201)
+
+
+@function.route("POST", "/api/auth/login")
+async def login(request: web.Request) -> web.Response:
+    email, password = await credentials(request)
+    accounts = function[ACCOUNTS]
+    subjects = [f"email:{email}", f"addr:{client_address(request)}"]
+    await refuse_while_limited(accounts, subjects)
+    account = await accounts.by_email(email)
+    ok = await verify_password(account.password_hash if account else None, password)
+    if account is None or not ok:
+        await accounts.record_failure(subjects, older_than=now() - FAILURE_WINDOW)
+        raise Unauthorized("wrong e-mail or password", code="invalid_credentials")
+    if account.disabled:
+        raise Forbidden("this account is disabled; ask the studio's operator", code="account_disabled")
+    async with function.db.transaction() as tx:
+        await accounts.forget_failures(tx, subjects[0])
+        token = await open_session(tx, account, identity(request))
+    return signed_in(request, account, token, 200)
+
+
+async def refuse_while_limited(accounts: Accounts, subjects: list[str]) -> None:
+    at = now()
+    for failed in (await accounts.failures(subjects, at - FAILURE_WINDOW)).values():
+        if len(failed) >= MAX_FAILURES:
+            oldest = failed[-MAX_FAILURES]
+            free_at = datetime.fromisoformat(oldest.replace("Z", "+00:00")) + FAILURE_WINDOW
+            wait = max(1, int((free_at - at).total_seconds()) + 1)
+            raise TooManyRequests(
+                f"too many failed sign-ins; try again in {wait} s",
+                code="too_many_attempts",
+                headers={"Retry-After": str(wait)},
+            )
+
+
+@function.route("POST", "/api/auth/logout")
+async def logout(request: web.Request) -> web.Response:
+    who = identity(request)
+    if not who.account_id or not who.session_id:
+        return signed_out()
+    everywhere = request.query.get("everywhere", "") in ("1", "true", "yes")
+    accounts = function[ACCOUNTS]
+    async with function.db.transaction() as tx:
+        if everywhere:
+            await accounts.end_sessions(tx, who.account_id)
+        else:
+            await accounts.end_session(tx, who.session_id)
+        await tx.publish(
+            function.event(
+                AccountAccessChanged(account_id=who.account_id, reason="logout_everywhere" if everywhere else "logout")
+            )
+        )
+    response = signed_out()
+    response.headers[EVICT_HEADER] = who.account_id
+    return response
+
+
+@function.route("POST", "/api/auth/forgot")
+async def forgot_password(request: web.Request) -> web.Response:
+    """Mail a reset link; the answer (and its timing: the work happens after it) never says whether the
+    account exists."""
+    mailer = function[MAILER]
+    if mailer is None:
+        raise UpstreamUnavailable(
+            "this studio does not send e-mail: ask its operator for a reset link", code="mail_not_configured"
+        )
+    email = normalise_email((await json_body(request)).get("email"))
+    task = asyncio.get_running_loop().create_task(mail_reset_link(mailer, email))
+    function[MAILS].add(task)
+    task.add_done_callback(function[MAILS].discard)
+    return web.json_response(
+        {"status": "sent", "message": "if an account has this e-mail, a reset link is on its way"}, status=202
+    )
+
+
+async def mail_reset_link(mailer: Mailer, email: str) -> None:
+    accounts = function[ACCOUNTS]
+    account = await accounts.by_email(email)
+    if account is None or account.disabled:
+        return
+    async with function.db.transaction() as tx:
+        token = await accounts.create_reset(tx, account.id)
+    try:
+        await mailer.send_reset_link(account.email, f"{function.settings.visitor_url}/account?reset={token}")
+    except (aiosmtplib.SMTPException, OSError) as exc:
+        function.log.warning("the reset e-mail could not be sent: %s", exc)
+
+
+@function.route("POST", "/api/auth/reset")
+async def reset_password(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    token = body.get("token")
+    if not isinstance(token, str) or not token:
+        raise BadRequest("token is required: the one in your reset link", code="invalid_token")
+    accounts = function[ACCOUNTS]
+    async with function.db.transaction() as tx:
+        account_id = await accounts.use_reset(tx, token)
+        account = await accounts.get(account_id) if account_id else None
+        if account is None:
+            raise BadRequest("this reset link is unknown, used or expired: ask for a new one", code="invalid_token")
+        check_strength(body.get("password"), account.email)
+        await accounts.set_password(tx, account.id, await hash_password(body["password"]))
+        await accounts.end_sessions(tx, account.id)
+        await tx.publish(function.event(AccountAccessChanged(account_id=account.id, reason="password_changed")))
+    response = signed_out()
+    response.headers[EVICT_HEADER] = account.id
+    return response
+
+
+@function.route("GET", "/api/auth/session")
+async def show_session(request: web.Request) -> web.Response:
+    """Who is signed in here: {"account": {...}} or {"account": null} (never a 401: pages ask on every load)."""
+    who = identity(request)
+    account = await function[ACCOUNTS].get(who.account_id) if who.account_id and not who.key_id else None
+    return web.json_response({"account": account.public() if account else None})
+
+
+@function.route("GET", "/api/account")
+async def show_account(request: web.Request) -> web.Response:
+    who = require_account(request)
+    account = await function[ACCOUNTS].get(who.account_id or "")
+    if account is None:
+        raise Unauthorized("sign in first (POST /api/auth/login)", code="not_signed_in")
+    return web.json_response(account.public())
+
+
+def session_only(request: web.Request) -> Identity:
+    """Account routes take a signed-in browser, never an API key (a leaked key cannot take the account)."""
+    who = require_account(request)
+    if who.key_id:
+        raise Forbidden("API keys work on /v1 only; sign in to manage your account", code="key_not_allowed")
+    return who
+
+
+@function.route("POST", "/api/account/password")
+async def change_password(request: web.Request) -> web.Response:
+    who = session_only(request)
+    body = await json_body(request)
+    current, new = body.get("current"), body.get("new")
+    if not isinstance(current, str):
+        raise BadRequest("current is required: your password now", code="invalid_password")
+    accounts = function[ACCOUNTS]
+    account = await accounts.get(who.account_id or "")
+    if account is None or not await verify_password(account.password_hash, current):
+        raise Forbidden("the current password is wrong", code="wrong_password")
+    new_hash = await hash_password(check_strength(new, account.email))
+    async with function.db.transaction() as tx:
+        await accounts.set_password(tx, account.id, new_hash)
+        await accounts.end_sessions(tx, account.id, keep=who.session_id)
+        await tx.publish(function.event(AccountAccessChanged(account_id=account.id, reason="password_changed")))
+    return web.Response(status=204, headers={EVICT_HEADER: account.id})
+
+
+@function.route("POST", "/api/account/keys")
+async def create_key(request: web.Request) -> web.Response:
+    who = session_only(request)
+    body = await json_body(request)
+    name = body.get("name", "")
+    if not isinstance(name, str) or len(name.strip()) > MAX_KEY_NAME:
+        raise BadRequest(f"name must be text of at most {MAX_KEY_NAME} characters", code="invalid_name")
+    async with function.db.transaction() as tx:
+        record, key = await function[ACCOUNTS].create_key(tx, who.account_id or "", name.strip() or "key")
+    return web.json_response({**record, "key": key}, status=201)
+
+
+@function.route("GET", "/api/account/keys")
+async def list_keys(request: web.Request) -> web.Response:
+    who = session_only(request)
+    return web.json_response({"keys": await function[ACCOUNTS].keys_of(who.account_id or "")})
+
+
+@function.route("DELETE", "/api/account/keys/{key_id}")
+async def revoke_key(request: web.Request) -> web.Response:
+    who = session_only(request)
+    account_id = who.account_id or ""
+    async with function.db.transaction() as tx:
+        if not await function[ACCOUNTS].revoke_key(tx, account_id, request.match_info["key_id"]):
+            raise NotFound("no such key", code="unknown_key")
+        await tx.publish(function.event(AccountAccessChanged(account_id=account_id, reason="key_revoked")))
+    return web.Response(status=204, headers={EVICT_HEADER: account_id})
+
+
+@function.answer("credentials.resolve")
+async def resolve(query: dict[str, Any]) -> dict[str, Any]:
+    accounts = function[ACCOUNTS]
+    key_id = None
+    if isinstance(query.get("session"), str):
+        account = await accounts.session_owner(query["session"])
+    elif isinstance(query.get("key"), str):
+        found = await accounts.key_owner(query["key"])
+        account, key_id = found if found else (None, None)
+    else:
+        return {}
+    if account is None or account.disabled:
+        return {}
+    return {"account_id": account.id, "role": account.role, "email": account.email, "key_id": key_id}

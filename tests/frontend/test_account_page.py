@@ -1,0 +1,89 @@
+"""Accounts in the browser: buy anonymously, sign up from the header, see the purchase on the account page;
+make a key, copy it, find it in the snippet, revoke it; a wrong password explained, signing out."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from tests.frontend.conftest import new_context
+from tests.frontend.support import card
+
+PASSWORD = "correct horse battery"
+
+
+def sign_up(page, studio, email: str) -> None:
+    page.goto(studio.url + "/")
+    page.locator("#sign-up-link").click()
+    expect(page).to_have_url(re.compile(r"/account#sign-up$"))
+    page.locator("#up-email").fill(email)
+    page.locator("#up-password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up").click()
+    expect(page.locator("#account-email")).to_have_text(email)
+
+
+def test_an_anonymous_buyer_is_told_to_sign_in_then_finds_the_purchase_on_the_account_page(studio, page):
+    page.goto(studio.url + "/marketplace")
+    expect(page.locator("#sign-in-link")).to_be_visible()
+    card(page, "llama3.2:3b").get_by_role("button", name=re.compile("^Buy")).click()
+    expect(card(page, "llama3.2:3b")).to_contain_text(re.compile("Owned|Installing|Installed|Chat", re.I))
+    page.reload()
+    expect(page.locator("#account-note")).to_contain_text("Sign in to keep your purchases on every device")
+
+    sign_up(page, studio, "buyer@example.com")
+
+    rows = page.locator("#purchases tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("llama3.2:3b")
+    expect(rows.first).to_contain_text("$4.99")
+    expect(rows.first).to_contain_text("Paid")
+    expect(page.locator("#account-link")).to_have_text("buyer@example.com")  # the header, signed in
+    page.goto(studio.url + "/chat")
+    expect(page.locator("#account-link")).to_have_text("buyer@example.com")  # on every page
+
+
+def test_a_key_is_shown_once_copied_used_in_the_snippet_and_revoked(studio, browser, watch):
+    ctx = new_context(browser, watch, permissions=["clipboard-read", "clipboard-write"])
+    try:
+        page = ctx.new_page()
+        sign_up(page, studio, "keys@example.com")
+
+        page.get_by_label("Name").fill("my editor")
+        page.get_by_role("button", name="Create a key").click()
+        shown = page.locator("#new-key-value")
+        expect(shown).to_have_text(re.compile(r"^sk-studio-"))
+        key = shown.inner_text()
+        page.get_by_role("button", name="Copy key").click()
+        assert page.evaluate("() => navigator.clipboard.readText()") == key
+        expect(page.locator("#snippet-curl")).to_contain_text(f"Bearer {key}")
+        expect(page.locator("#snippet-python")).to_contain_text(f'base_url="{studio.url}/v1"')
+        expect(page.locator("#keys li")).to_have_count(1)
+        expect(page.locator("#keys li")).to_contain_text("my editor")
+
+        page.reload()
+        expect(page.locator("#keys li")).to_contain_text(key[:14])
+        expect(page.get_by_text(key)).to_have_count(0)  # never shown again
+
+        page.get_by_role("button", name="Revoke my editor").click()
+        page.get_by_role("button", name="Yes, revoke it").click()
+        expect(page.locator("#keys li")).to_have_count(0)
+    finally:
+        ctx.close()
+
+
+def test_wrong_password_is_explained_and_signing_out_works(studio, page, watch):
+    watch.allow("status of 401")
+    sign_up(page, studio, "careful@example.com")
+    page.locator("#sign-out").click()
+    expect(page.locator("#sign-in-link")).to_be_visible()
+
+    page.goto(studio.url + "/account#sign-in")
+    page.locator("#in-email").fill("careful@example.com")
+    page.locator("#in-password").fill("not my password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#sign-in .form-error")).to_have_text("wrong e-mail or password")
+
+    page.locator("#in-password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#account-email")).to_have_text("careful@example.com")

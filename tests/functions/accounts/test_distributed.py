@@ -1,0 +1,44 @@
+"""Accounts with every service in its own app, as in compose: the gateway forwards over HTTP, the identity
+travels in X-Studio-* headers, and a revocation reaches the gateway through the response and the bus."""
+
+from __future__ import annotations
+
+from functions import load
+from gateway.app import gateway_app
+from studio.runtime.server import function_app
+from studio.runtime.settings import Settings
+from tests.functions.accounts.conftest import FREE, PASSWORD
+
+
+async def test_sign_up_key_and_revocation_across_services(settings: Settings, double, aiohttp_server, aiohttp_client):
+    s = settings.replace(ollama_url=double.url, functions=("accounts", "chat"))
+    accounts = await aiohttp_server(function_app(load("accounts"), s))
+    chat = await aiohttp_server(function_app(load("chat"), s))
+    gw = s.replace(
+        upstreams={
+            "accounts": str(accounts.make_url("")).rstrip("/"),
+            "chat": str(chat.make_url("")).rstrip("/"),
+        }
+    )
+    client = await aiohttp_client(gateway_app(gw))
+
+    resp = await client.post("/api/auth/signup", json={"email": "far@example.com", "password": PASSWORD})
+    assert resp.status == 201
+    me = await (await client.get("/api/account")).json()
+    assert me["email"] == "far@example.com"
+    created = await (await client.post("/api/account/keys", json={"name": "far"})).json()
+    key = {"Authorization": f"Bearer {created['key']}"}
+
+    answer = await client.post(
+        "/v1/chat/completions", json={"model": FREE, "messages": [{"role": "user", "content": "Hi"}]}, headers=key
+    )
+    assert answer.status == 200 and (await answer.json())["object"] == "chat.completion"
+    spoofed = await client.get("/api/account", headers={"X-Studio-Account": "acc_someone_else"})
+    assert spoofed.status == 200 and (await spoofed.json())["id"] == me["id"], "identity headers are never trusted"
+
+    revoked = await client.delete(f"/api/account/keys/{created['id']}")
+    assert revoked.status == 204 and "X-Studio-Evict" not in revoked.headers
+    assert (await client.get("/v1/models", headers=key)).status == 401
+
+    assert (await client.post("/api/auth/logout")).status == 204
+    assert (await client.get("/api/account")).status == 401
