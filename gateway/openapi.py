@@ -16,6 +16,10 @@ ERROR = {"$ref": "#/components/responses/Error"}
 VISITOR: list[dict[str, list[str]]] = [{"visitorCookie": []}]
 OPERATOR: list[dict[str, list[str]]] = [{"operatorToken": []}]
 ANYONE: list[dict[str, list[str]]] = [{}]
+SIGNED_IN: list[dict[str, list[str]]] = [{"accountSession": []}]
+KEY_OR_SESSION: list[dict[str, list[str]]] = [{"apiKey": []}, {"accountSession": []}, {"visitorCookie": []}]
+NO_CONTENT = {"204": {"description": "Done"}}
+TEXT = {"type": "string", "minLength": 1, "maxLength": 1000}
 
 
 def obj(properties: dict[str, Any], required: tuple[str, ...] = (), **more: Any) -> dict[str, Any]:
@@ -154,6 +158,29 @@ SCHEMAS: dict[str, Any] = {
         },
         ("response", "model"),
     ),
+    "Account": obj(
+        {
+            "id": {"type": "string"},
+            "email": {"type": "string"},
+            "role": {"type": "string", "enum": ["user", "operator"]},
+            "created": {"type": "string"},
+        },
+        ("id", "email", "role"),
+    ),
+    "Credentials": obj(
+        {"email": {"type": "string", "maxLength": 320}, "password": {"type": "string", "maxLength": 1024}},
+        ("email", "password"),
+    ),
+    "Key": obj(
+        {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "prefix": {"type": "string"},
+            "created": {"type": ["string", "null"]},
+            "last_used": {"type": ["string", "null"]},
+        },
+        ("id", "name"),
+    ),
     "Health": obj(
         {
             "status": {"type": "string", "enum": ["ok", "fail"]},
@@ -288,6 +315,164 @@ def document() -> dict[str, Any]:
                 },
             }
         },
+        "/api/auth/signup": {
+            "post": {
+                "summary": "Create an account and sign in (the visitor's purchases move into it)",
+                "security": [*VISITOR, {}],
+                "requestBody": {"required": True, "content": json_content(ref("Credentials"))},
+                "responses": {**ok("Signed in", ref("Account"), "201"), **errors(400, 403, 409, 429)},
+            }
+        },
+        "/api/auth/login": {
+            "post": {
+                "summary": "Sign in (the visitor's purchases move into the account); 10 failures in 15 minutes "
+                "per e-mail or address: 429",
+                "security": [*VISITOR, {}],
+                "requestBody": {"required": True, "content": json_content(ref("Credentials"))},
+                "responses": {**ok("Signed in", ref("Account")), **errors(400, 401, 403, 429)},
+            }
+        },
+        "/api/auth/logout": {
+            "post": {
+                "summary": "End this session (`everywhere=1`: every session of the account)",
+                "security": [*SIGNED_IN, {}],
+                "parameters": [{"name": "everywhere", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
+                "responses": {**NO_CONTENT, **errors()},
+            }
+        },
+        "/api/auth/forgot": {
+            "post": {
+                "summary": "Mail a password reset link (the same answer whether or not the e-mail has an account)",
+                "security": ANYONE,
+                "requestBody": {"required": True, "content": json_content(obj({"email": TEXT}, ("email",)))},
+                "responses": {
+                    **ok("Sent if the account exists", obj({"status": {"type": "string"}}, ("status",)), "202"),
+                    **errors(400, 429, 503),
+                },
+            }
+        },
+        "/api/auth/reset": {
+            "post": {
+                "summary": "Set a new password with a reset link's token",
+                "security": ANYONE,
+                "requestBody": {
+                    "required": True,
+                    "content": json_content(obj({"token": TEXT, "password": TEXT}, ("token", "password"))),
+                },
+                "responses": {**ok("Signed in", ref("Account")), **errors(400, 429)},
+            }
+        },
+        "/api/auth/session": {
+            "get": {
+                "summary": "Who is signed in here (null when nobody)",
+                "security": [*SIGNED_IN, {}],
+                "responses": {
+                    **ok("The account, or null", obj({"account": {"oneOf": [ref("Account"), {"type": "null"}]}})),
+                    **errors(),
+                },
+            }
+        },
+        "/api/account": {
+            "get": {
+                "summary": "The signed-in account",
+                "security": SIGNED_IN,
+                "responses": {**ok("The account", ref("Account")), **errors(401, 403)},
+            }
+        },
+        "/api/account/password": {
+            "post": {
+                "summary": "Change the password; every other session ends",
+                "security": SIGNED_IN,
+                "requestBody": {
+                    "required": True,
+                    "content": json_content(obj({"current": TEXT, "new": TEXT}, ("current", "new"))),
+                },
+                "responses": {**NO_CONTENT, **errors(400, 401, 403)},
+            }
+        },
+        "/api/account/keys": {
+            "get": {
+                "summary": "The account's API keys (never the keys themselves)",
+                "security": SIGNED_IN,
+                "responses": {
+                    **ok("Keys", obj({"keys": {"type": "array", "items": ref("Key")}}, ("keys",))),
+                    **errors(401, 403),
+                },
+            },
+            "post": {
+                "summary": "A new API key: shown once in this answer, stored as a hash",
+                "security": SIGNED_IN,
+                "requestBody": {
+                    "required": True,
+                    "content": json_content(obj({"name": {"type": "string", "maxLength": 100}}, ("name",))),
+                },
+                "responses": {
+                    **ok("The key", {"allOf": [ref("Key"), obj({"key": {"type": "string"}}, ("key",))]}, "201"),
+                    **errors(400, 401, 403),
+                },
+            },
+        },
+        "/api/account/keys/{key_id}": {
+            "delete": {
+                "summary": "Revoke a key: it stops working at once on every replica",
+                "security": SIGNED_IN,
+                "parameters": [{"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {**NO_CONTENT, **errors(401, 403, 404)},
+            }
+        },
+        "/api/account/usage": {
+            "get": {
+                "summary": "Tokens per model per day (the operator: `all=1`, everyone's)",
+                "security": [*SIGNED_IN, *OPERATOR],
+                "parameters": [
+                    {"name": "days", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 366}},
+                    {"name": "all", "in": "query", "schema": {"type": "string", "enum": ["1", "true"]}},
+                ],
+                "responses": {
+                    **ok(
+                        "Usage",
+                        obj(
+                            {"days": {"type": "integer"}, "usage": {"type": "array", "items": {"type": "object"}}},
+                            ("days", "usage"),
+                        ),
+                    ),
+                    **errors(400, 401),
+                },
+            }
+        },
+        "/v1/models": {
+            "get": {
+                "summary": "OpenAI-compatible: the models the caller may chat with now (owned or free, installed)",
+                "security": KEY_OR_SESSION,
+                "responses": {
+                    **ok(
+                        "OpenAI's list shape",
+                        obj({"object": {"type": "string"}, "data": {"type": "array", "items": {"type": "object"}}}),
+                    ),
+                    **errors(401, 502, 503),
+                },
+            }
+        },
+        "/v1/chat/completions": {
+            "post": {
+                "summary": "OpenAI-compatible chat completions, whole or streamed (chat.completion.chunk, [DONE]); "
+                "errors in OpenAI's shape",
+                "security": KEY_OR_SESSION,
+                "requestBody": {"required": True, "content": json_content({"type": "object"})},
+                "responses": {
+                    "200": {
+                        "description": "chat.completion, or its chunks",
+                        "content": {**json_content({"type": "object"}), **event_stream},
+                    },
+                    "default": {
+                        "description": "OpenAI's error shape",
+                        "content": json_content(
+                            obj({"error": obj({"message": {"type": "string"}, "type": {"type": "string"}})})
+                        ),
+                    },
+                },
+            }
+        },
         "/api/events": {
             "get": {
                 "summary": "The visitor's purchase and install events, live (server-sent events; "
@@ -396,6 +581,13 @@ def document() -> dict[str, Any]:
                     "description": "STUDIO_ADMIN_TOKEN",
                 },
                 "stripeSignature": {"type": "apiKey", "in": "header", "name": "Stripe-Signature"},
+                "accountSession": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": "studio_session",
+                    "description": "Set by sign-up or sign-in; server-side, HttpOnly, SameSite=Lax.",
+                },
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "A personal key, sk-studio-..."},
             },
         },
     }

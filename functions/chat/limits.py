@@ -27,7 +27,9 @@ from typing import Any
 
 from studio.runtime.database import Database, Transaction
 from studio.runtime.errors import TooManyRequests
+from studio.runtime.shortages import SHORTAGES, is_disk_full
 
+DISK_FULL = "chat limits cannot be written (the disk is full): counted in each process until there is room"
 STALE_S = 1800.0  # an answer still "generating" after this long was lost with its replica
 FORGET_S = 86400.0  # allowances untouched this long are full again: their rows are deleted
 GROUP = 500  # admissions and releases committed together at most
@@ -85,6 +87,7 @@ class SharedLimits:
         self._admitted = 0
         self._waiting: list[_Request] = []
         self._committing = asyncio.Lock()
+        self._fallback = LocalLimits(concurrent, per_minute, clock)
 
     @asynccontextmanager
     async def admit(self, user_id: str) -> AsyncIterator[Slot]:
@@ -94,12 +97,25 @@ class SharedLimits:
         if self.tokens_per_day:
             await self._within_daily_tokens(user_id, now)
         answer_id = secrets.token_hex(8)
-        await self._submit(_Request("admit", user_id, answer_id, now))
+        try:
+            await self._submit(_Request("admit", user_id, answer_id, now))
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            SHORTAGES.report("disk_full", DISK_FULL)
+            async with self._fallback.admit(user_id, now) as slot:  # chat writes nothing else: keep answering
+                yield slot
+            return
         slot = Slot()
         try:
             yield slot
         finally:
-            await self._submit(_Request("release", user_id, answer_id, self.clock(), slot))
+            try:
+                await self._submit(_Request("release", user_id, answer_id, self.clock(), slot))
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                SHORTAGES.report("disk_full", DISK_FULL)  # its slot goes stale after STALE_S; usage unrecorded
 
     async def _submit(self, request: _Request) -> None:
         request.done = asyncio.get_running_loop().create_future()
@@ -241,6 +257,34 @@ class SharedLimits:
             (user_id, self.clock() - STALE_S),
         )
         return int(row["n"]) if row else 0
+
+
+class LocalLimits:
+    """The same limits counted in this process alone: what chat falls back to while the database cannot
+    be written (a full disk), so chat, which writes nothing else, keeps answering."""
+
+    def __init__(self, concurrent: int, per_minute: int, clock: Callable[[], float]) -> None:
+        self.concurrent, self.per_minute, self.clock = concurrent, per_minute, clock
+        self._callers: dict[str, _Caller] = {}
+        self._seen: dict[str, float] = {}
+
+    @asynccontextmanager
+    async def admit(self, user_id: str, now: float) -> AsyncIterator[Slot]:
+        c = self._callers.setdefault(user_id, _Caller(float(self.per_minute), 0))
+        c.tokens = min(float(self.per_minute), c.tokens + (now - self._seen.get(user_id, now)) * self.per_minute / 60)
+        self._seen[user_id] = now
+        if c.generating >= self.concurrent or c.tokens < 1:
+            raise TooManyRequests(
+                f"too many chat requests right now (at most {self.concurrent} at once, {self.per_minute} a minute)",
+                code="rate_limited",
+                headers={"Retry-After": "5"},
+            )
+        c.tokens -= 1
+        c.generating += 1
+        try:
+            yield Slot()
+        finally:
+            c.generating -= 1
 
 
 def _marks(values: list[str]) -> str:

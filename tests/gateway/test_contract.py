@@ -56,7 +56,7 @@ def start_studio(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
         STUDIO_ADMIN_TOKEN=TOKEN,
         STRIPE_WEBHOOK_SECRET="whsec_contract",
         STUDIO_SKIP_PAYMENT="true",
-        STUDIO_FUNCTIONS="purchase,install,webhook,chat,health,monitor",
+        STUDIO_FUNCTIONS="accounts,purchase,install,webhook,chat,health,monitor",
         STUDIO_WRITES_PER_ADDRESS_PER_MINUTE="100000",  # the fuzzer is one address sending many
         STUDIO_LOG_LEVEL="WARNING",
     )

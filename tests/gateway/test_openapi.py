@@ -24,7 +24,7 @@ def test_the_contract_names_every_route_and_only_those() -> None:
     declared = {(spec.method, spec.path) for name in functions.NAMES for spec in load(name).routes}
     described = {(method.upper(), path) for path, ops in document()["paths"].items() for method in ops}
     assert described == declared | GATEWAY_OWN, {
-        "undocumented": declared | GATEWAY_OWN - described,
+        "undocumented": (declared | GATEWAY_OWN) - described,
         "not served": described - declared - GATEWAY_OWN,
     }
 
@@ -46,7 +46,8 @@ def test_the_contract_is_valid_openapi_3_1_with_schemas_for_every_answer() -> No
     assert len(operations) == sum(len(ops) for ops in document()["paths"].values())
     for op in operations:
         for status, response in op.definition.raw["responses"].items():
-            assert "content" in response or "$ref" in response, (op.label, status)
+            if status != "204":  # No Content has, by definition, no schema
+                assert "content" in response or "$ref" in response, (op.label, status)
 
 
 async def test_the_gateway_serves_it(embedded_studio, settings) -> None:
