@@ -62,7 +62,7 @@ def gateway_app(
     table = RouteTable(routes)
     embedded = functions is not None
     edge = Edge(settings, table, Sessions(settings.cookie_key()), in_process=embedded)
-    biggest = max([settings.max_body_bytes, *(r.max_body or 0 for r in routes)])
+    biggest = max([settings.max_body_bytes, *(r.body_limit(settings) for r in routes)])
     app = web.Application(middlewares=[edge.handle], client_max_size=biggest)
     app.on_response_prepare.append(edge.on_response_prepare)
     app.on_cleanup.append(lambda _: edge.deadlines.close())

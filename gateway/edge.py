@@ -145,7 +145,7 @@ class Edge:
         """Body limit, identity and operator-only routes; may return a request with a bounded body."""
         length = request.content_length
         if length is not None or request.body_exists:
-            limit = (route.max_body if route and route.max_body else None) or self.settings.max_body_bytes
+            limit = route.body_limit(self.settings) if route else self.settings.max_body_bytes
             if length is not None and length > limit:
                 raise PayloadTooLarge(
                     f"the request body is {length} bytes; this route accepts at most {limit}", max_bytes=limit

@@ -9,7 +9,10 @@ visitor cookie (machines such as Stripe or Prometheus have no session).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from studio.runtime.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -18,12 +21,17 @@ class Route:
     function: str
     methods: frozenset[str] | None = None
     timeout: float = 30.0
-    max_body: int | None = None  # None: STUDIO_MAX_BODY_BYTES
+    max_body: int | Callable[[Settings], int] | None = None  # None: STUDIO_MAX_BODY_BYTES; callable: from settings
     admin: bool = False
     visitor: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_below", self.prefix.rstrip("/") + "/")
+
+    def body_limit(self, settings: Settings) -> int:
+        """The largest body this route accepts under `settings`."""
+        limit = self.max_body(settings) if callable(self.max_body) else self.max_body
+        return limit or settings.max_body_bytes
 
     def covers(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self._below)
@@ -42,7 +50,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/models", "install", methods("DELETE"), timeout=60, admin=True),
     Route("/api/purchases", "purchase", methods("GET")),
     Route("/api/webhooks/stripe", "webhook", methods("POST"), timeout=10, max_body=64 * KIB, visitor=False),
-    Route("/api/chat", "chat", methods("POST"), timeout=150, max_body=512 * KIB),
+    Route("/api/chat", "chat", methods("POST"), timeout=150, max_body=lambda s: s.chat_max_body_bytes),  # images
     Route("/health", "health", methods("GET", "HEAD"), timeout=10, visitor=False),
     Route("/metrics", "monitor", methods("GET"), timeout=10, admin=True, visitor=False),
     Route("/api/monitor", "monitor", methods("GET"), timeout=10, admin=True),

@@ -2,10 +2,11 @@
 
 Streaming wire format (`text/event-stream`, never buffered by nginx or the gateway):
 
+    event: thinking data: {"content": "<chunk>"}                  a thinking model's reasoning, before the tokens
     event: token    data: {"content": "<chunk>"}                  one per chunk Ollama sends
     event: done     data: {"model", "done_reason", "prompt_tokens", "completion_tokens",
                            "total_duration_ms", "load_duration_ms", "prompt_eval_duration_ms",
-                           "eval_duration_ms", "tokens_per_s", "time_to_first_token_ms"}
+                           "eval_duration_ms", "tokens_per_s", "time_to_first_token_ms", "thinking_tokens"}
     event: error    data: {"error": {"code", "message"}}          Ollama failed after the first token
 
 Producers yield to the event loop every few chunks: aiohttp's `write()` does not, so a fast stream
@@ -19,6 +20,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -36,6 +38,10 @@ DRAIN_S = 1.0  # how long the end of Ollama's response may take to follow its `d
 
 def token_event(content: str) -> bytes:
     return b'event: token\ndata: {"content": ' + json.dumps(content, ensure_ascii=False).encode() + b"}\n\n"
+
+
+def thinking_event(thinking: str) -> bytes:
+    return b'event: thinking\ndata: {"content": ' + json.dumps(thinking, ensure_ascii=False).encode() + b"}\n\n"
 
 
 def done_event(totals: dict[str, Any]) -> bytes:
@@ -85,9 +91,23 @@ async def read_to_the_end(lines: AsyncIterator[dict[str, Any]]) -> None:
                 pass
 
 
-def _content(line: dict[str, Any]) -> str:
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """What one of Ollama's lines adds to the answer: text, and a thinking model's reasoning."""
+
+    content: str = ""
+    thinking: str = ""
+
+
+_NOTHING = Chunk()
+
+
+def parse_chunk(line: dict[str, Any]) -> Chunk:
     message = line.get("message")
-    return (message.get("content") or "") if isinstance(message, dict) else ""
+    if not isinstance(message, dict):
+        return _NOTHING
+    content, thinking = message.get("content") or "", message.get("thinking") or ""
+    return Chunk(content, thinking) if content or thinking else _NOTHING
 
 
 async def stream(
@@ -102,13 +122,17 @@ async def stream(
         await response.prepare(request)
         line, written = first, 0
         while not line.get("done"):
-            content = _content(line)
-            if content:
-                answer.token()
-                await response.write(token_event(content))
+            chunk = parse_chunk(line)
+            if chunk.thinking:
+                answer.thought()
+                await response.write(thinking_event(chunk.thinking))
                 written += 1
-                if written % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
+            if chunk.content:
+                answer.token()
+                await response.write(token_event(chunk.content))
+                written += 1
+            if chunk is not _NOTHING and written % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             line = await anext(lines)
         answer.complete(line)
         await response.write(done_event(answer.totals()))
@@ -130,15 +154,19 @@ async def stream(
 async def collect(first: dict[str, Any], lines: AsyncIterator[dict[str, Any]], answer: Answer) -> web.Response:
     """The whole answer as one JSON object; Ollama failing on the way is a JSON error."""
     parts: list[str] = []
+    thoughts: list[str] = []
     line = first
     try:
         while not line.get("done"):
-            content = _content(line)
-            if content:
+            chunk = parse_chunk(line)
+            if chunk.thinking:
+                answer.thought()
+                thoughts.append(chunk.thinking)
+            if chunk.content:
                 answer.token()
-                parts.append(content)
-                if answer.chunks % (4 * YIELD_EVERY) == 0:
-                    await asyncio.sleep(0)
+                parts.append(chunk.content)
+            if chunk is not _NOTHING and (answer.chunks + answer.thinking_chunks) % (4 * YIELD_EVERY) == 0:
+                await asyncio.sleep(0)
             line = await anext(lines)
     except OllamaError as exc:
         error = ollama_failure(exc, answer.model)
@@ -147,8 +175,10 @@ async def collect(first: dict[str, Any], lines: AsyncIterator[dict[str, Any]], a
     answer.complete(line)
     await read_to_the_end(lines)
     t = answer.totals()
+    whole = {"thinking": "".join(thoughts)} if thoughts else {}
     return web.json_response(
         {
+            **whole,
             "response": "".join(parts),
             "model": answer.model,
             "done_reason": t["done_reason"],
@@ -157,5 +187,6 @@ async def collect(first: dict[str, Any], lines: AsyncIterator[dict[str, Any]], a
             "total_duration_ms": t["total_duration_ms"],
             "tokens_per_s": t["tokens_per_s"],
             "time_to_first_token_ms": t["time_to_first_token_ms"],
+            "thinking_tokens": t["thinking_tokens"],
         }
     )
