@@ -179,3 +179,28 @@ def test_export_markdown_and_json_then_import_and_search(studio, installed, page
     expect(conversations).to_have_count(2)
     page.get_by_label("Search conversations").fill("nothing like this")
     expect(page.get_by_text("No conversation matches this search.")).to_be_visible()
+
+
+def test_the_oldest_turns_are_left_out_when_the_context_is_full_and_the_page_says_so_once(studio, installed, page):
+    page.goto(studio.url + "/chat")  # TinyLlama reads 2K tokens
+    page.locator("#chat-settings summary").click()
+    page.get_by_label("System prompt").fill("Be brief.")
+    page.get_by_label("System prompt").blur()
+    send(page, "word " * 1500)  # about 1,900 tokens: alone, it is sent
+    expect(answers(page).nth(0).locator(".meta")).to_contain_text("tokens")
+    assert len(last_chat(studio)["messages"]) == 2
+    note = page.locator(".context-note")
+    expect(note).to_have_count(0)
+
+    send(page, "And now?")
+    expect(answers(page).nth(1).locator(".meta")).to_contain_text("tokens")
+    expect(note).to_have_count(1)
+    expect(note).to_contain_text("its oldest messages are left out")
+    assert last_chat(studio)["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "And now?"},
+    ]
+    send(page, "Once more")
+    expect(answers(page).nth(2).locator(".meta")).to_contain_text("tokens")
+    expect(note).to_have_count(1)  # said once
+    assert last_chat(studio)["messages"][0] == {"role": "system", "content": "Be brief."}
