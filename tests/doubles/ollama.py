@@ -3,7 +3,11 @@
 Wire behaviour follows docs/ollama-api.md (Go server around v0.32/0.33): NDJSON streams,
 `{"error": ...}` bodies with a real status before the first streamed byte and as a final line under HTTP 200
 after it, Go's JSON escaping of `<>&`, integer-nanosecond metrics with zero values omitted, gin's plain-text
-404/405 pages, the loopback Host guard.
+404/405 pages, the loopback Host guard. What a model can do follows `/api/show` `capabilities`: images only for
+`vision` models (else the runner's 500), `think` only for `thinking` ones (thinking chunks stream before the
+content), `tools` only for `tools` ones (the first tool is called while it is the user's turn; `tool_calls` whole
+and streamed), `format` "json" or a schema gives JSON valid for it, `/api/embed` only for `embedding` models
+(deterministic unit vectors), and an embedding-only model cannot chat.
 
 In tests::
 
