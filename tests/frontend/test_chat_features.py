@@ -204,3 +204,31 @@ def test_the_oldest_turns_are_left_out_when_the_context_is_full_and_the_page_say
     expect(answers(page).nth(2).locator(".meta")).to_contain_text("tokens")
     expect(note).to_have_count(1)  # said once
     assert last_chat(studio)["messages"][0] == {"role": "system", "content": "Be brief."}
+
+
+def test_images_can_be_pasted_or_dropped_and_other_files_are_refused(studio, installed, page):
+    own(page, studio, "llava:7b")
+    page.goto(studio.url + "/chat?model=llava:7b")
+    expect(page.get_by_role("button", name="Attach images")).to_be_visible()
+    attached = page.get_by_role("list", name="Attached images").locator("img")
+    give = """([kind, type, bytes]) => {
+        const data = new DataTransfer();
+        data.items.add(new File([new Uint8Array(bytes)], "picture", { type }));
+        const target = kind === "paste" ? document.getElementById("prompt") : document.getElementById("composer");
+        const event = kind === "paste"
+          ? new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true })
+          : new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true });
+        target.dispatchEvent(event);
+    }"""
+    page.evaluate(give, ["paste", "image/png", list(PNG)])
+    expect(attached).to_have_count(1)
+    page.evaluate(give, ["drop", "image/png", list(PNG)])
+    expect(attached).to_have_count(2)
+    page.evaluate(give, ["drop", "image/svg+xml", list(b"<svg/>")])
+    expect(page.locator(".attach-note")).to_contain_text("is not a PNG, JPEG, WebP or GIF image")
+    expect(attached).to_have_count(2)
+    page.get_by_role("button", name="Remove image picture").nth(0).click()
+    expect(attached).to_have_count(1)
+    send(page, "Two views?")
+    expect(answers(page).nth(0).locator(".meta")).to_contain_text("tokens")
+    assert len(last_chat(studio)["messages"][-1]["images"]) == 1

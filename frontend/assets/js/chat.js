@@ -61,6 +61,11 @@ const ERRORS = {
   ollama_error: { title: "The model failed to answer", retry: true },
   offline: { title: "Can't reach the studio", retry: true },
   no_session: { title: "Your session has expired", reload: true },
+  model_has_no_vision: { title: "This model can't see images" },
+  image_too_large: { title: "An image is too large" },
+  too_many_images: { title: "Too many images in one message" },
+  unsupported_image: { title: "This image type isn't supported" },
+  not_a_chat_model: { title: "This model can't chat", marketplace: "Pick another in the marketplace" },
 };
 
 // -- models -------------------------------------------------------------------------------------------
