@@ -104,7 +104,7 @@ def gateway_app(
     embedded = functions is not None
     credentials = Credentials(None)  # bound to the gateway's NATS connection when the app starts
     edge = Edge(settings, table, Sessions(settings.cookie_key()), in_process=embedded, credentials=credentials)
-    biggest = max([settings.max_body_bytes, *(r.max_body or 0 for r in routes)])
+    biggest = max([settings.max_body_bytes, *(r.body_limit(settings) for r in routes)])
     app = web.Application(middlewares=[edge.handle], client_max_size=biggest)
     app.on_response_prepare.append(edge.on_response_prepare)
     app.on_cleanup.append(lambda _: edge.deadlines.close())

@@ -174,7 +174,7 @@ class Edge:
     def limit_body(self, request: web.Request, route: Route | None) -> int:
         """The route's body limit; 413 at once when the declared length is past it."""
         length = request.content_length
-        limit = (route.max_body if route and route.max_body else None) or self.settings.max_body_bytes
+        limit = route.body_limit(self.settings) if route else self.settings.max_body_bytes
         if length is not None and length > limit:
             raise PayloadTooLarge(
                 f"the request body is {length} bytes; this route accepts at most {limit}", max_bytes=limit

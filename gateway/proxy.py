@@ -72,7 +72,7 @@ class Upstreams:
         if "X-Forwarded-Host" not in incoming:
             headers.append(("X-Forwarded-Host", request.host))
 
-        body = LimitedBody(request, route.max_body or self.settings.max_body_bytes)
+        body = LimitedBody(request, route.body_limit(self.settings))
         data: bytes | AsyncIterator[bytes] | None = None
         if request.body_exists:
             length = request.content_length

@@ -13,7 +13,10 @@ counts the route's requests against the per-address stream cap; `keys` accepts p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from studio.runtime.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class Route:
     function: str
     methods: frozenset[str] | None = None
     timeout: float = 30.0
-    max_body: int | None = None  # None: STUDIO_MAX_BODY_BYTES
+    max_body: int | Callable[[Settings], int] | None = None  # None: STUDIO_MAX_BODY_BYTES; callable: from settings
     admin: bool = False
     visitor: bool = True
     needs_session: bool = False
@@ -32,6 +35,11 @@ class Route:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_below", self.prefix.rstrip("/") + "/")
+
+    def body_limit(self, settings: Settings) -> int:
+        """The largest body this route accepts under `settings`."""
+        limit = self.max_body(settings) if callable(self.max_body) else self.max_body
+        return limit or settings.max_body_bytes
 
     def covers(self, path: str) -> bool:
         return path == self.prefix or path.startswith(self._below)
@@ -50,14 +58,23 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/models", "install", methods("DELETE"), timeout=60, admin=True),
     Route("/api/purchases", "purchase", methods("GET")),
     Route("/api/webhooks/stripe", "webhook", methods("POST"), timeout=10, max_body=64 * KIB, visitor=False),
-    Route("/api/chat", "chat", methods("POST"), timeout=150, max_body=512 * KIB, visitor=False, keys=True, stream=True),
+    Route(
+        "/api/chat",
+        "chat",
+        methods("POST"),
+        timeout=150,
+        max_body=lambda s: s.chat_max_body_bytes,  # images
+        visitor=False,
+        keys=True,
+        stream=True,
+    ),
     Route("/v1/models", "chat", methods("GET"), timeout=10, visitor=False, keys=True),
     Route(
         "/v1/chat/completions",
         "chat",
         methods("POST"),
         timeout=150,
-        max_body=512 * KIB,
+        max_body=lambda s: s.chat_max_body_bytes,  # images
         visitor=False,
         keys=True,
         stream=True,

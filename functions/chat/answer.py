@@ -30,6 +30,7 @@ class Answer:
         self.started = time.perf_counter() if started is None else started
         self.first_token_at: float | None = None
         self.chunks = 0  # content chunks received (Ollama sends about one per token)
+        self.thinking_chunks = 0  # a thinking model's reasoning chunks (they count as completion tokens too)
         self.final: dict[str, Any] = {}  # Ollama's last line (done: true), with its metrics
         self.outcome: str | None = None
         self.reason = ""
@@ -41,6 +42,12 @@ class Answer:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
         self.chunks += 1
+
+    def thought(self) -> None:
+        """A chunk of reasoning: the model is answering (first token), it is generated and billed like text."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+        self.thinking_chunks += 1
 
     def complete(self, final: dict[str, Any]) -> None:
         self.final = final
@@ -69,7 +76,7 @@ class Answer:
     def totals(self) -> dict[str, Any]:
         """The figures Ollama reported for a completed answer (the stream's `done` event)."""
         f = self.final
-        completion = f.get("eval_count", self.chunks)
+        completion = f.get("eval_count", self.chunks + self.thinking_chunks)  # Ollama's count includes thinking
         eval_ns = f.get("eval_duration")
         return {
             "model": self.model,
@@ -82,6 +89,7 @@ class Answer:
             "eval_duration_ms": _ms(eval_ns),
             "tokens_per_s": round(completion / eval_ns * 1e9, 2) if eval_ns and completion else None,
             "time_to_first_token_ms": self.time_to_first_token_ms,
+            "thinking_tokens": self.thinking_chunks,
         }
 
     def usage(self) -> tuple[int, int]:
@@ -112,7 +120,7 @@ class Answer:
                 user_id=self.user_id,
                 key_id=self.key_id,
                 reason=self.reason,
-                completion_tokens=self.chunks,
+                completion_tokens=self.chunks + self.thinking_chunks,
                 duration_ms=self.duration_ms,
             )
         if self.outcome == CANCELLED:
@@ -120,7 +128,7 @@ class Answer:
                 model=self.model,
                 user_id=self.user_id,
                 key_id=self.key_id,
-                completion_tokens=self.chunks,
+                completion_tokens=self.chunks + self.thinking_chunks,
                 time_to_first_token_ms=self.time_to_first_token_ms,
                 duration_ms=self.duration_ms,
             )

@@ -142,13 +142,20 @@ class CompletionWire(Wire):
         self._first = True
 
     def token(self, content: str) -> bytes:
+        return self._delta(b'"content": ', content)
+
+    def thinking(self, text: str) -> bytes:
+        """A reasoning model's thinking: `delta.reasoning_content` (DeepSeek's API, vLLM and LiteLLM)."""
+        return self._delta(b'"reasoning_content": ', text)
+
+    def _delta(self, field: bytes, text: str) -> bytes:
         role = b'"role": "assistant", ' if self._first else b""
         self._first = False
         return (
             self._head
             + role
-            + b'"content": '
-            + json.dumps(content, ensure_ascii=False).encode()
+            + field
+            + json.dumps(text, ensure_ascii=False).encode()
             + b'}, "finish_reason": null}]}\n\n'
         )
 
@@ -168,7 +175,8 @@ class CompletionWire(Wire):
         body = {"error": {"message": error.message, "type": error_type(error.status), "code": error.code}}
         return b"data: " + json.dumps(body).encode() + b"\n\n"
 
-    def whole(self, answer: Answer, text: str) -> dict[str, Any]:
+    def whole(self, answer: Answer, text: str, thinking: str = "") -> dict[str, Any]:
+        message = {"role": "assistant", "content": text, **({"reasoning_content": thinking} if thinking else {})}
         return {
             "id": self.id,
             "object": "chat.completion",
@@ -177,7 +185,7 @@ class CompletionWire(Wire):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text},
+                    "message": message,
                     "finish_reason": FINISH.get(answer.totals()["done_reason"], "stop"),
                 }
             ],

@@ -3,8 +3,15 @@
 Two shapes are accepted (the seed's and the multi-turn one):
 
     {"model": "tinyllama:latest", "message": "Hello"}
-    {"model": "...", "messages": [{"role": "system"|"user"|"assistant", "content": "..."}],
-     "options": {"temperature", "top_p", "top_k", "seed", "max_tokens" (or "num_predict"), "stop"}, "stream": true}
+    {"model": "...", "messages": [{"role": "system"|"user"|"assistant", "content": "...", "images": [base64]}],
+     "options": {"temperature", "top_p", "top_k", "seed", "max_tokens" (or "num_predict"), "stop"},
+     "stream": true, "think": true | false}
+
+Images (user messages only, base64 as Ollama takes them; a `data:image/...;base64,` prefix is dropped) are
+PNG, JPEG, WebP or GIF by their bytes, at most STUDIO_CHAT_MAX_IMAGES a message and
+STUDIO_CHAT_MAX_IMAGE_BYTES each (413 `image_too_large`). What the chosen model can do is checked by
+`for_model`: images need `vision` (400 `model_has_no_vision`), `think` needs `thinking` and is on by
+default for a thinking model; an embedding-only model cannot chat (400 `not_a_chat_model`).
 
 Anything else is a 400 whose code is `invalid_<field>` and whose message names the field. Limits come
 from the STUDIO_CHAT_* settings; `max_tokens` becomes Ollama's `num_predict`, never above
@@ -13,15 +20,20 @@ STUDIO_CHAT_MAX_TOKENS (which also applies when no `max_tokens` is given).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import base64
+import binascii
+import re
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from studio.catalog import CatalogModel
 from studio.clients.ollama import normalise
-from studio.runtime.errors import BadRequest
+from studio.runtime.errors import BadRequest, PayloadTooLarge
 from studio.runtime.settings import Settings
 
 ROLES = ("system", "user", "assistant")
-FIELDS = ("model", "message", "messages", "options", "stream")
+FIELDS = ("model", "message", "messages", "options", "stream", "think")
+_DATA_URL = re.compile(r"data:image/[a-z0-9.+-]{1,40};base64,", re.IGNORECASE)
 MAX_MODEL_NAME = 200
 MAX_STOP_WORDS, MAX_STOP_CHARS = 8, 100
 
@@ -32,9 +44,35 @@ class Conversation:
     messages: list[dict[str, str]]
     options: dict[str, Any] = field(default_factory=dict)  # in Ollama's names
     stream: bool = False
+    think: bool | None = None  # None: the model's default (on for thinking models, see for_model)
+
+    @property
+    def images(self) -> int:
+        return sum(len(m.get("images") or ()) for m in self.messages)
 
     def ollama_body(self) -> dict[str, Any]:
-        return {"model": self.model, "messages": self.messages, "options": self.options}
+        body: dict[str, Any] = {"model": self.model, "messages": self.messages, "options": self.options}
+        if self.think is not None:
+            body["think"] = self.think
+        return body
+
+    def for_model(self, model: CatalogModel) -> Conversation:
+        """This conversation checked against what `model` can do, with `think` resolved for it."""
+        if not model.chat:
+            raise BadRequest(
+                f"{model.name} is an embedding model: it turns text into vectors and cannot chat",
+                code="not_a_chat_model",
+            )
+        if self.images and not model.can("vision"):
+            raise BadRequest(
+                f"{model.name} cannot see images; send text only, or pick a model with vision such as llava:7b",
+                code="model_has_no_vision",
+            )
+        if model.can("thinking"):
+            return replace(self, think=self.think is not False)
+        if self.think:
+            raise BadRequest(f"{model.name} does not think before answering; leave think out", code="invalid_think")
+        return replace(self, think=None)
 
 
 def _number(value: Any) -> bool:
@@ -57,6 +95,7 @@ def parse(body: dict[str, Any], settings: Settings) -> Conversation:
         messages=_messages(body, settings),
         options=_options(body.get("options"), settings),
         stream=_stream(body.get("stream")),
+        think=_think(body.get("think")),
     )
 
 
@@ -97,10 +136,11 @@ def _messages(body: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
         where = f"messages[{i}]"
         if not isinstance(item, dict):
             raise BadRequest(f"{where} must be an object with role and content", code="invalid_messages")
-        extra = sorted(set(item) - {"role", "content"})
+        extra = sorted(set(item) - {"role", "content", "images"})
         if extra:
             raise BadRequest(
-                f"{where}.{extra[0]} is not supported; a message has role and content", code="invalid_messages"
+                f"{where}.{extra[0]} is not supported; a message has role, content and images",
+                code="invalid_messages",
             )
         role, content = item.get("role"), item.get("content")
         if role not in ROLES:
@@ -111,10 +151,75 @@ def _messages(body: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
             raise BadRequest(
                 f"{where}.content is {len(content)} characters long; the limit is {limit}", code="invalid_messages"
             )
-        out.append({"role": role, "content": content})
-    if not any(m["role"] == "user" and m["content"].strip() for m in out):
+        message: dict[str, Any] = {"role": role, "content": content}
+        if item.get("images") is not None:
+            if role != "user":
+                raise BadRequest(f"{where}.images: only a user message may carry images", code="invalid_images")
+            images = _images(item["images"], where, settings)
+            if images:
+                message["images"] = images
+        out.append(message)
+    if not any(m["role"] == "user" and (m["content"].strip() or m.get("images")) for m in out):
         raise BadRequest("messages has no user message with content to answer", code="invalid_messages")
     return out
+
+
+# the first bytes of each image format we take (checked on the decoded image, never trusted from a name)
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+)
+
+
+def image_format(data: bytes) -> str | None:
+    """PNG, JPEG, WebP or GIF by the image's own bytes; None for anything else."""
+    for signature, name in _SIGNATURES:
+        if data.startswith(signature):
+            return name
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
+def _images(raw: Any, where: str, settings: Settings) -> list[str]:
+    limit, most = settings.chat_max_image_bytes, settings.chat_max_images
+    if not isinstance(raw, list):
+        raise BadRequest(f"{where}.images must be a list of base64-encoded images", code="invalid_images")
+    if len(raw) > most:
+        raise BadRequest(
+            f"{where}.images has {len(raw)} images; a message may carry at most {most}", code="too_many_images"
+        )
+    out = []
+    for n, item in enumerate(raw):
+        at = f"{where}.images[{n}]"
+        if not isinstance(item, str) or not item:
+            raise BadRequest(f"{at} must be a base64-encoded image", code="invalid_images")
+        prefix = _DATA_URL.match(item)
+        text = item[prefix.end() :] if prefix else item
+        if len(text) > (-(-limit // 3)) * 4 + 4:  # refused before decoding: the base64 of `limit` bytes is this long
+            raise PayloadTooLarge(f"{at} is larger than {_mb(limit)}, the limit for one image", code="image_too_large")
+        try:
+            data = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"{at} is not valid base64", code="invalid_images") from None
+        if len(data) > limit:
+            raise PayloadTooLarge(f"{at} is larger than {_mb(limit)}, the limit for one image", code="image_too_large")
+        if image_format(data) is None:
+            raise BadRequest(f"{at} is not a PNG, JPEG, WebP or GIF image", code="unsupported_image")
+        out.append(text)
+    return out
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1_048_576:g} MB" if n >= 1_048_576 else f"{n} bytes"
+
+
+def _think(value: Any) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise BadRequest("think must be true or false", code="invalid_think")
 
 
 def _options(raw: Any, settings: Settings) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """chat: conversations with the models a visitor owns (or free ones), streamed from Ollama as they are written.
 
-HTTP    POST /api/chat  {"model", "message"}  or  {"model", "messages": [{"role", "content"}], "options", "stream"}
+HTTP    POST /api/chat  {"model", "message"}  or
+          {"model", "messages": [{"role", "content", "images"}], "options", "stream", "think"}
           stream false -> 200 {"response", "model", "done_reason", "prompt_tokens", "completion_tokens",
                                "total_duration_ms", "tokens_per_s", "time_to_first_token_ms"}
           stream true  -> 200 text/event-stream: `token` events, then `done` with the totals, or `error`
                           (wire format in relay.py; errors before the first token are JSON errors instead)
-          400 invalid_<field> / unknown_field    401 no_session    403 not_owned    404 unknown_model
+          400 invalid_<field> / unknown_field / model_has_no_vision / not_a_chat_model    413 image_too_large
+          401 no_session    403 not_owned    404 unknown_model
           409 not_installed    429 rate_limited / too_many_generations (Retry-After)    502 ollama_error
           503 ollama_unavailable / ollama_busy (Retry-After)    504 ollama_timeout (no first token in time)
         POST /v1/chat/completions  OpenAI's request -> OpenAI's chat.completion, or chat.completion.chunk SSE and
@@ -132,6 +134,7 @@ async def converse(
     who = identity(request)
     user_id = caller(request)
     model = await chattable_model(function[CATALOG], function.bus, function[OWNERSHIP], who, conversation.model)
+    conversation = conversation.for_model(model)  # images need vision; thinking on by default where it exists
     answer = Answer(model.id, user_id, started, key_id=who.key_id)
     response = web.StreamResponse(headers=wire.headers) if conversation.stream else None
     async with function[LIMITS].admit(user_id) as slot:

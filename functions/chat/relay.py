@@ -2,10 +2,11 @@
 
 Streaming wire format (`text/event-stream`, never buffered by nginx or the gateway):
 
+    event: thinking data: {"content": "<chunk>"}                  a thinking model's reasoning, before the tokens
     event: token    data: {"content": "<chunk>"}                  one per chunk Ollama sends
     event: done     data: {"model", "done_reason", "prompt_tokens", "completion_tokens",
                            "total_duration_ms", "load_duration_ms", "prompt_eval_duration_ms",
-                           "eval_duration_ms", "tokens_per_s", "time_to_first_token_ms"}
+                           "eval_duration_ms", "tokens_per_s", "time_to_first_token_ms", "thinking_tokens"}
     event: error    data: {"error": {"code", "message"}}          Ollama failed after the first token
 
 Producers yield to the event loop every few chunks: aiohttp's `write()` does not, so a fast stream
@@ -19,6 +20,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -36,6 +38,10 @@ DRAIN_S = 1.0  # how long the end of Ollama's response may take to follow its `d
 
 def token_event(content: str) -> bytes:
     return b'event: token\ndata: {"content": ' + json.dumps(content, ensure_ascii=False).encode() + b"}\n\n"
+
+
+def thinking_event(thinking: str) -> bytes:
+    return b'event: thinking\ndata: {"content": ' + json.dumps(thinking, ensure_ascii=False).encode() + b"}\n\n"
 
 
 def done_event(totals: dict[str, Any]) -> bytes:
@@ -59,15 +65,19 @@ class Wire:
     def token(self, content: str) -> bytes:
         return token_event(content)
 
+    def thinking(self, text: str) -> bytes:
+        return thinking_event(text)
+
     def done(self, answer: Answer) -> bytes:
         return done_event(answer.totals())
 
     def error(self, error: StudioError) -> bytes:
         return error_event(error)
 
-    def whole(self, answer: Answer, text: str) -> dict[str, Any]:
+    def whole(self, answer: Answer, text: str, thinking: str = "") -> dict[str, Any]:
         t = answer.totals()
         return {
+            **({"thinking": thinking} if thinking else {}),
             "response": text,
             "model": answer.model,
             "done_reason": t["done_reason"],
@@ -76,6 +86,7 @@ class Wire:
             "total_duration_ms": t["total_duration_ms"],
             "tokens_per_s": t["tokens_per_s"],
             "time_to_first_token_ms": t["time_to_first_token_ms"],
+            "thinking_tokens": t["thinking_tokens"],
         }
 
 
@@ -117,9 +128,23 @@ async def read_to_the_end(lines: AsyncIterator[dict[str, Any]]) -> None:
                 pass
 
 
-def _content(line: dict[str, Any]) -> str:
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """What one of Ollama's lines adds to the answer: text, and a thinking model's reasoning."""
+
+    content: str = ""
+    thinking: str = ""
+
+
+_NOTHING = Chunk()
+
+
+def parse_chunk(line: dict[str, Any]) -> Chunk:
     message = line.get("message")
-    return (message.get("content") or "") if isinstance(message, dict) else ""
+    if not isinstance(message, dict):
+        return _NOTHING
+    content, thinking = message.get("content") or "", message.get("thinking") or ""
+    return Chunk(content, thinking) if content or thinking else _NOTHING
 
 
 async def stream(
@@ -135,13 +160,17 @@ async def stream(
         await response.prepare(request)
         line, written = first, 0
         while not line.get("done"):
-            content = _content(line)
-            if content:
-                answer.token()
-                await response.write(wire.token(content))
+            chunk = parse_chunk(line)
+            if chunk.thinking:
+                answer.thought()
+                await response.write(wire.thinking(chunk.thinking))
                 written += 1
-                if written % YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
+            if chunk.content:
+                answer.token()
+                await response.write(wire.token(chunk.content))
+                written += 1
+            if chunk is not _NOTHING and written % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
             line = await anext(lines)
         answer.complete(line)
         await response.write(wire.done(answer))
@@ -165,15 +194,19 @@ async def collect(
 ) -> web.Response:
     """The whole answer as one JSON object; Ollama failing on the way is a JSON error."""
     parts: list[str] = []
+    thoughts: list[str] = []
     line = first
     try:
         while not line.get("done"):
-            content = _content(line)
-            if content:
+            chunk = parse_chunk(line)
+            if chunk.thinking:
+                answer.thought()
+                thoughts.append(chunk.thinking)
+            if chunk.content:
                 answer.token()
-                parts.append(content)
-                if answer.chunks % (4 * YIELD_EVERY) == 0:
-                    await asyncio.sleep(0)
+                parts.append(chunk.content)
+            if chunk is not _NOTHING and (answer.chunks + answer.thinking_chunks) % (4 * YIELD_EVERY) == 0:
+                await asyncio.sleep(0)
             line = await anext(lines)
     except OllamaError as exc:
         error = ollama_failure(exc, answer.model)
@@ -181,4 +214,4 @@ async def collect(
         raise error from None
     answer.complete(line)
     await read_to_the_end(lines)
-    return web.json_response(wire.whole(answer, "".join(parts)))
+    return web.json_response(wire.whole(answer, "".join(parts), "".join(thoughts)))

@@ -30,6 +30,7 @@ from events.catalog import (
     InstallStarted,
 )
 from events.delivery import Backoff, Delivery, Retry
+from functions.install.capabilities import check_catalog
 from functions.install.progress import PullProgress
 from functions.install.store import InstallStore
 from studio.catalog import Catalog, CatalogModel
@@ -114,6 +115,7 @@ class Installer:
             if found is None or not found.digest:
                 raise OllamaError("Ollama reported success but does not list the model")
             await self._installed(model, install_id, found, announce_always=True)
+            await check_catalog(self.ollama, self.catalog, {model.id})
         except OllamaError as exc:
             await self._failed(model, install_id, delivery, *explain(exc))
         finally:
@@ -239,6 +241,7 @@ class Installer:
             try:
                 await self.reconcile()
                 log.info("install states reconciled with Ollama")
+                await check_catalog(self.ollama, self.catalog, set(await self.ollama.installed()))
                 return
             except OllamaError as exc:
                 log.warning("cannot reconcile with Ollama yet: %s", exc.message)

@@ -3,6 +3,10 @@
 A JSON file (`models.json` beside this module, or the operator's own at STUDIO_CATALOG) with a list
 of entries; `id` is the Ollama library name with its tag. Loading validates every entry and stops
 start-up with a message naming the entry and the field.
+
+What a model can do is stated per entry, in Ollama's words (`/api/show`): `capabilities` (any of
+completion, vision, tools, thinking, embedding; default ["completion"]), `context_length` (tokens) and
+`quantization` (e.g. Q4_K_M). The install function compares them with `/api/show` once a model is installed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from studio.clients.ollama import SAFE_MODEL_NAME
 
 DEFAULT_PATH = Path(__file__).parent / "models.json"
 _CURRENCY = re.compile(r"[a-z]{3}")
+_QUANTIZATION = re.compile(r"[A-Za-z0-9_]{1,20}")
+CAPABILITIES = ("completion", "vision", "tools", "thinking", "embedding")
 
 
 class CatalogError(ValueError):
@@ -37,13 +43,24 @@ class CatalogModel:
     price_cents: int
     currency: str
     featured: bool = False
+    capabilities: tuple[str, ...] = ("completion",)
+    context_length: int | None = None  # tokens; None: not stated
+    quantization: str = ""
 
     @property
     def free(self) -> bool:
         return self.price_cents == 0
 
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    @property
+    def chat(self) -> bool:
+        """Whether the chat can talk with it (an embedding-only model cannot)."""
+        return self.can("completion")
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "free": self.free}
+        return {**asdict(self), "capabilities": list(self.capabilities), "free": self.free}
 
 
 @dataclass(frozen=True)
@@ -110,10 +127,39 @@ def _entry(raw: Any, index: int, where: str) -> CatalogModel:
             raise CatalogError(f"{label}: field '{name}' must be greater than 0")
     if "featured" in raw and not isinstance(raw["featured"], bool):
         raise CatalogError(f"{label}: field 'featured' must be true or false")
-    unknown = set(raw) - set(_FIELDS) - {"featured"}
+    unknown = set(raw) - set(_FIELDS) - set(_OPTIONAL)
     if unknown:
         raise CatalogError(f"{label}: unknown field(s) {', '.join(sorted(unknown))}")
-    return CatalogModel(**{**raw, "id": model_id.lower()})
+    return CatalogModel(**{**raw, "id": model_id.lower(), **_abilities(raw, label)})
+
+
+_OPTIONAL = ("featured", "capabilities", "context_length", "quantization")
+
+
+def _abilities(raw: dict[str, Any], label: str) -> dict[str, Any]:
+    """capabilities, context_length and quantization, checked (what the model can do, as Ollama says it)."""
+    out: dict[str, Any] = {}
+    if "capabilities" in raw:
+        caps = raw["capabilities"]
+        if (
+            not isinstance(caps, list)
+            or not caps
+            or not all(isinstance(c, str) and c in CAPABILITIES for c in caps)
+            or len(set(caps)) != len(caps)
+        ):
+            raise CatalogError(
+                f"{label}: field 'capabilities' must be a non-empty list without repeats of {', '.join(CAPABILITIES)}"
+            )
+        out["capabilities"] = tuple(caps)
+    if "context_length" in raw:
+        ctx = raw["context_length"]
+        if not isinstance(ctx, int) or isinstance(ctx, bool) or ctx < 1:
+            raise CatalogError(f"{label}: field 'context_length' must be a whole number of tokens, at least 1")
+    if "quantization" in raw:
+        quant = raw["quantization"]
+        if not isinstance(quant, str) or not _QUANTIZATION.fullmatch(quant):
+            raise CatalogError(f"{label}: field 'quantization' must be Ollama's name for it, such as Q4_K_M or F16")
+    return out
 
 
 def parse(text: str, where: str = "catalog") -> Catalog:

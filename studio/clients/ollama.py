@@ -76,6 +76,15 @@ class InstalledModel:
     size: int
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What `/api/show` says an installed model can do."""
+
+    capabilities: tuple[str, ...]  # completion, vision, tools, thinking, embedding, insert, ...
+    context_length: int | None  # model_info["<architecture>.context_length"]
+    quantization: str  # details.quantization_level
+
+
 class OllamaClient:
     def __init__(
         self, base_url: str, *, connect_timeout: float = 3.0, request_timeout: float = 30.0, read_timeout: float = 300.0
@@ -133,6 +142,20 @@ class OllamaClient:
             if name:
                 out[normalise(name)] = InstalledModel(name=name, digest=m.get("digest", ""), size=m.get("size", 0))
         return out
+
+    async def show(self, model: str) -> ModelFacts:
+        """What an installed model can do (`/api/show`); ModelNotFound when Ollama does not have it."""
+        doc = await self._json("POST", "/api/show", {"model": check_model_name(model)}) or {}
+        info = doc.get("model_info") or {}
+        arch = info.get("general.architecture")
+        context = info.get(f"{arch}.context_length") if arch else None
+        if not isinstance(context, int):
+            context = next((v for k, v in info.items() if k.endswith(".context_length") and isinstance(v, int)), None)
+        return ModelFacts(
+            capabilities=tuple(c for c in doc.get("capabilities") or () if isinstance(c, str)),
+            context_length=context,
+            quantization=str((doc.get("details") or {}).get("quantization_level") or ""),
+        )
 
     async def delete(self, model: str) -> bool:
         """Remove a model; False if Ollama did not have it."""

@@ -37,7 +37,10 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def function_app(function: Function, settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[context_middleware, error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[context_middleware, error_middleware],
+        client_max_size=max(settings.max_body_bytes, settings.chat_max_body_bytes),
+    )
     for spec in function.routes:
         app.router.add_route(spec.method, spec.path, function.http_handler(spec))
 

@@ -381,6 +381,14 @@ VARS: tuple[Var, ...] = (
         "Sender of the studio's e-mails; default no-reply@ the host of STUDIO_PUBLIC_URL.",
     ),
     Var(
+        "STUDIO_CHAT_MAX_IMAGE_BYTES",
+        "chat_max_image_bytes",
+        _positive(int),
+        "10485760",
+        "Largest image (decoded bytes) a chat message may carry (PNG, JPEG, WebP or GIF).",
+    ),
+    Var("STUDIO_CHAT_MAX_IMAGES", "chat_max_images", _positive(int), "4", "Most images one chat message may carry."),
+    Var(
         "STUDIO_ALERT_WEBHOOK_URL",
         "alert_webhook_url",
         _optional_url,
@@ -465,6 +473,8 @@ class Settings:
     first_user_is_operator: bool
     smtp_url: Secret
     mail_from: str
+    chat_max_image_bytes: int
+    chat_max_images: int
     alert_webhook_url: str | None
     stripe_secret_key: Secret
     stripe_webhook_secret: Secret
@@ -518,6 +528,11 @@ class Settings:
 
     def effective_nats_url(self) -> str:
         return self.nats_url or f"nats://127.0.0.1:{self.nats_port}"
+
+    @property
+    def chat_max_body_bytes(self) -> int:
+        """Largest chat request body: one message's images at their limit (base64) and room for the text."""
+        return max(512 * 1024, self.chat_max_images * (-(-self.chat_max_image_bytes // 3) * 4) + 1024 * 1024)
 
     def upstream_url(self, function: str) -> str:
         return self.upstreams.get(function) or self.upstream_template.format(function=function)

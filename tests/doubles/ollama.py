@@ -3,7 +3,11 @@
 Wire behaviour follows docs/ollama-api.md (Go server around v0.32/0.33): NDJSON streams,
 `{"error": ...}` bodies with a real status before the first streamed byte and as a final line under HTTP 200
 after it, Go's JSON escaping of `<>&`, integer-nanosecond metrics with zero values omitted, gin's plain-text
-404/405 pages, the loopback Host guard.
+404/405 pages, the loopback Host guard. What a model can do follows `/api/show` `capabilities`: images only for
+`vision` models (else the runner's 500), `think` only for `thinking` ones (thinking chunks stream before the
+content), `tools` only for `tools` ones (the first tool is called while it is the user's turn; `tool_calls` whole
+and streamed), `format` "json" or a schema gives JSON valid for it, `/api/embed` only for `embedding` models
+(deterministic unit vectors), and an embedding-only model cannot chat.
 
 In tests::
 
@@ -25,12 +29,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import hashlib
 import inspect
 import ipaddress
 import json
 import logging
+import math
 import re
 import signal
 import socket
@@ -49,7 +56,10 @@ __all__ = [
     "DEFAULT_CHAT_ERROR",
     "DEFAULT_PULL_ERROR",
     "DEFAULT_REPLY",
+    "DEFAULT_THINKING",
     "MANIFEST_NOT_FOUND",
+    "NO_EMBEDDING_ERROR",
+    "NO_VISION_ERROR",
     "InstalledModel",
     "Layer",
     "ModelName",
@@ -69,6 +79,12 @@ log = logging.getLogger("ollama-double")
 
 DEFAULT_VERSION = "0.33.0"
 DEFAULT_REPLY = "Hello! I am a stand-in for Ollama, and this is my fixed reply."
+DEFAULT_THINKING = "The visitor greets me. A short, friendly answer will do."
+# a model without a vision projector given images (runner/ollamarunner: NewSequence -> 500 via the server)
+NO_VISION_ERROR = (
+    "Failed to create new sequence: failed to process inputs: this model is missing data required for image input"
+)
+NO_EMBEDDING_ERROR = "this model does not support embeddings"
 BUSY_ERROR = "server busy, please try again.  maximum pending requests exceeded"
 DEFAULT_PULL_ERROR = "max retries exceeded: unexpected EOF"
 DEFAULT_CHAT_ERROR = "an error was encountered while running the model: unexpected EOF"
@@ -257,6 +273,8 @@ class RegistryModel:
     quantization_level: str = "Q4_0"
     context_length: int = 4096
     capabilities: tuple[str, ...] = ("completion",)
+    embedding_length: int = 2048
+    families: tuple[str, ...] = ()  # default: (family,); llava adds "clip"
     template: str = "{{ .Prompt }}"
     parameters: str = 'stop "<|im_end|>"'
 
@@ -274,7 +292,7 @@ class RegistryModel:
             "parent_model": "",
             "format": "gguf",
             "family": self.family,
-            "families": [self.family],
+            "families": list(self.families or (self.family,)),
             "parameter_size": self.parameter_size,
             "quantization_level": self.quantization_level,
         }
@@ -287,7 +305,7 @@ class RegistryModel:
             "general.parameter_count": self.parameter_count,
             "general.quantization_version": 2,
             f"{f}.context_length": self.context_length,
-            f"{f}.embedding_length": 2048,
+            f"{f}.embedding_length": self.embedding_length,
             f"{f}.block_count": 22,
             "tokenizer.ggml.model": "gpt2",
         }
@@ -345,7 +363,36 @@ _CATALOG: tuple[tuple[Any, ...], ...] = (
         ("mistral:latest",),
     ),
     ("gemma2:2b", 1_629_509_152, "gemma2", "2.6B", 2_614_341_888, "Q4_0", 8192, ("completion",), ()),
+    (
+        "llava:7b",
+        4_108_916_384,
+        "llama",
+        "7B",
+        6_738_415_616,
+        "Q4_0",
+        32768,
+        ("completion", "vision"),
+        ("llava:latest",),
+    ),
+    (
+        "deepseek-r1:7b",
+        4_683_073_184,
+        "qwen2",
+        "7.6B",
+        7_615_616_512,
+        "Q4_K_M",
+        131072,
+        ("completion", "thinking"),
+        ("deepseek-r1:latest",),
+    ),
+    ("nomic-embed-text:latest", 274_290_656, "nomic-bert", "137M", 136_727_040, "F16", 2048, ("embedding",), ()),
 )
+# per-model extras that the tuple above does not carry
+_EXTRAS: dict[str, dict[str, Any]] = {
+    "llava:7b": {"families": ("llama", "clip"), "embedding_length": 4096},
+    "deepseek-r1:7b": {"embedding_length": 3584},
+    "nomic-embed-text:latest": {"embedding_length": 768},
+}
 
 
 def default_registry(size_scale: float = 1e-4) -> dict[str, RegistryModel]:
@@ -361,6 +408,7 @@ def default_registry(size_scale: float = 1e-4) -> dict[str, RegistryModel]:
             quantization_level=quant,
             context_length=ctx,
             capabilities=caps,
+            **_EXTRAS.get(name, {}),
         )
         out[m.name] = m
         for alias in aliases:
@@ -475,6 +523,7 @@ class OllamaDouble:
         pull_interval: float = 0.06,
         tokens_per_s: float = 0,
         reply: Reply = DEFAULT_REPLY,
+        thinking: Reply = DEFAULT_THINKING,
         load_delay: float = 0.0,
         version: str = DEFAULT_VERSION,
         size_scale: float = 1e-4,
@@ -492,6 +541,7 @@ class OllamaDouble:
         self.pull_interval = pull_interval  # seconds between progress lines while downloading
         self.tokens_per_s = tokens_per_s  # 0 = as fast as possible
         self.reply: Reply = reply
+        self.thinking: Reply = thinking  # what a thinking model thinks (`think` on) before its reply
         self.load_delay = load_delay  # seconds before the first token when the model is not loaded yet
         self.version = version
         self.host_guard = host_guard
@@ -509,6 +559,7 @@ class OllamaDouble:
         self.pull_counts: Counter[str] = Counter()  # normalised name → number of pull requests
         self.chat_requests: list[dict[str, Any]] = []
         self.generate_requests: list[dict[str, Any]] = []
+        self.embed_requests: list[dict[str, Any]] = []
         self.streams: list[StreamRecord] = []
 
         self._last_ns = 0
@@ -727,6 +778,7 @@ class OllamaDouble:
         self.pull_counts.clear()
         self.chat_requests.clear()
         self.generate_requests.clear()
+        self.embed_requests.clear()
         self.streams.clear()
         self._notify()
 
@@ -868,8 +920,8 @@ class OllamaDouble:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _reply_tokens(self, body: dict[str, Any]) -> list[str]:
-        reply: Any = self.reply
+    async def _reply_tokens(self, body: dict[str, Any], reply: Any = None) -> list[str]:
+        reply = self.reply if reply is None else reply
         if callable(reply):
             reply = reply(body)
             if inspect.isawaitable(reply):
@@ -959,6 +1011,7 @@ _FIELDS: dict[str, dict[str, str]] = {
     "ShowRequest": {"model": _STRING, "name": _STRING},
     "DeleteRequest": {"model": _STRING, "name": _STRING},
     "CopyRequest": {"source": _STRING, "destination": _STRING},
+    "EmbedRequest": {"model": _STRING, "truncate": _BOOL},
 }
 _GO_TYPES = {_STRING: "string", _BOOL: "bool", _LIST: "[]interface {}"}
 
@@ -997,6 +1050,125 @@ async def _read_body(request: web.Request, go_type: str) -> dict[str, Any] | web
     return obj
 
 
+# -- images, tools, formats, embeddings ------------------------------------------------------------------------
+
+_B64 = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+
+
+def _b64_error(value: str) -> str | None:
+    """Go's base64.StdEncoding (strict, padded) error for `value`, as json.Unmarshal of []byte reports it."""
+    bad = next((i for i, ch in enumerate(value) if ch not in _B64_ALPHABET), None)
+    if bad is not None:
+        return f"illegal base64 data at input byte {bad}"
+    if len(value) % 4 or not _B64.fullmatch(value):
+        return f"illegal base64 data at input byte {len(value) - len(value) % 4 if len(value) % 4 else len(value) - 1}"
+    try:
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return f"illegal base64 data at input byte {max(0, len(value) - 1)}"
+    return None
+
+
+_B64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+def _images(body: dict[str, Any], chat: bool) -> list[str] | web.Response:
+    """Every image of the request (chat: on its messages; generate: `images`), checked as Go binds []byte."""
+    lists: list[Any] = []
+    if chat:
+        for m in body.get("messages") or []:
+            if isinstance(m, dict) and m.get("images") is not None:
+                lists.append(m["images"])
+    elif body.get("images") is not None:
+        lists.append(body["images"])
+    out: list[str] = []
+    for images in lists:
+        if not isinstance(images, list):
+            return _error(400, f"json: cannot unmarshal {_go_kind(images)} into Go value of type []api.ImageData")
+        for image in images:
+            if not isinstance(image, str):
+                return _error(400, f"json: cannot unmarshal {_go_kind(image)} into Go value of type api.ImageData")
+            problem = _b64_error(image)
+            if problem:
+                return _error(400, problem)
+            out.append(image)
+    return out
+
+
+def _instance(schema: Any, text: str) -> Any:
+    """A value valid for a (simple) JSON schema: enum/const, object with every property, array, scalars."""
+    if not isinstance(schema, dict):
+        return text
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
+    if kind == "object":
+        props = schema.get("properties")
+        return {k: _instance(v, text) for k, v in props.items()} if isinstance(props, dict) else {}
+    if kind == "array":
+        least = schema.get("minItems")
+        n = least if isinstance(least, int) else 1
+        return [_instance(schema.get("items"), text) for _ in range(max(1, n))]
+    if kind == "integer":
+        low = schema.get("minimum")
+        return int(low) if isinstance(low, int | float) and not isinstance(low, bool) else 42
+    if kind == "number":
+        low = schema.get("minimum")
+        return float(low) if isinstance(low, int | float) and not isinstance(low, bool) else 0.5
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return text
+
+
+def _json_for(fmt: Any, reply: str) -> Any:
+    """What a model constrained to `format` writes: "json" -> an object; a schema -> a value valid for it."""
+    if fmt == "json":
+        return {"response": reply}
+    return _instance(fmt, reply)
+
+
+def _tool_calls(tools: list[Any], messages: list[Any]) -> list[dict[str, Any]]:
+    """With tools and a user's turn to answer, the model calls the first tool, arguments filled in from its
+    parameter schema; after a `tool` message it answers in words."""
+    if not tools or not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
+        return []
+    tool: dict[str, Any] = tools[0] if isinstance(tools[0], dict) else {}
+    declared = tool.get("function")
+    fn: dict[str, Any] = declared if isinstance(declared, dict) else {}
+    named = fn.get("name")
+    name = named if isinstance(named, str) else ""
+    if not name:
+        return []
+    question = str(messages[-1].get("content") or "")[:40]
+    given = fn.get("parameters")
+    params: dict[str, Any] = given if isinstance(given, dict) else {"type": "object"}
+    args = _instance({**params, "type": "object"}, question)
+    call_id = "call_" + _sha("call", name, question, len(messages))[:8]
+    return [{"id": call_id, "function": {"index": 0, "name": name, "arguments": args}}]
+
+
+def _embedding(text: str, dims: int) -> list[float]:
+    """A deterministic unit vector for `text` (equal texts, equal vectors), rounded like float32."""
+    seed = hashlib.sha256(text.encode()).digest()
+    values: list[float] = []
+    block = 0
+    while len(values) < dims:
+        digest = hashlib.sha256(seed + block.to_bytes(4, "big")).digest()
+        values.extend((b - 127.5) / 127.5 for b in digest)
+        block += 1
+    values = values[:dims]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [float(f"{v / norm:.7g}") for v in values]
+
+
 def create_app(double: OllamaDouble) -> web.Application:
     """The aiohttp application serving `double`'s state."""
 
@@ -1033,6 +1205,7 @@ def create_app(double: OllamaDouble) -> web.Application:
     r.add_route("POST", "/api/pull", h.pull)
     r.add_route("POST", "/api/chat", h.chat)
     r.add_route("POST", "/api/generate", h.generate)
+    r.add_route("POST", "/api/embed", h.embed)
     if double.control:
         r.add_route("GET", "/_double/state", h.control_state)
         r.add_route("POST", "/_double/config", h.control_config)
@@ -1294,15 +1467,28 @@ class _Handlers:
         if inst is None:
             return _error(404, f"model '{raw}' not found")
         model = inst.model
+        if "completion" not in model.capabilities:
+            return _error(400, f"{_go_quote(raw)} does not support {'chat' if chat else 'generate'}")
         think = body.get("think")
-        if think not in (None, False) and "thinking" not in model.capabilities:
+        thinking_on = think not in (None, False)
+        if thinking_on and "thinking" not in model.capabilities:
             return _error(400, f"{_go_quote(raw)} does not support thinking")
-        if chat and body.get("tools") and "tools" not in model.capabilities:
+        tools = body.get("tools") or [] if chat else []
+        if tools and "tools" not in model.capabilities:
             return _error(400, f"{_go_quote(raw)} does not support tools")
         try:
             keep_alive = _parse_keep_alive(body.get("keep_alive"))
         except ValueError as exc:
             return _error(400, str(exc))
+        images = _images(body, chat)
+        if isinstance(images, web.Response):
+            return images
+        fmt = body.get("format")
+        if fmt not in (None, "", "json") and not isinstance(fmt, dict):
+            # llm/server.go: anything but "json" or an object is refused before generation (no status: 500)
+            return _error(
+                500, f'invalid format: {_go_quote(json.dumps(fmt))}; expected "json" or a valid JSON Schema object'
+            )
         if d._take_fault(("busy",), name.key) is not None:
             return _error(503, BUSY_ERROR)
 
@@ -1324,6 +1510,8 @@ class _Handlers:
             return _json(
                 {"model": raw, "created_at": created_at(), "response": "", "done": True, "done_reason": reason}
             )
+        if images and "vision" not in model.capabilities:
+            return _error(500, NO_VISION_ERROR)
 
         stream = body.get("stream") is not False
         rec = d._start_record("chat" if chat else "generate", raw, body, stream)
@@ -1335,20 +1523,34 @@ class _Handlers:
         self._set_loaded(name, inst, keep_alive)
         t_loaded = time.perf_counter_ns()
 
-        tokens = await d._reply_tokens(body)
+        tool_calls = _tool_calls(tools, messages)
+        tokens = [] if tool_calls else await d._reply_tokens(body)
+        if fmt and not tool_calls:  # constrained to JSON: the reply becomes a JSON value for the format
+            tokens = tokenize(go_json(_json_for(fmt, "".join(tokens))).decode())
+        thinking = (
+            await d._reply_tokens(body, d.thinking) if "thinking" in model.capabilities and think is not False else []
+        )
+        if thinking and not thinking_on:  # `think` unset: the model's own tags stay in the content (pre-0.9 shape)
+            tokens, thinking = ["<think>", "\n", *thinking, "\n", "</think>", "\n\n", *tokens], []
         done_reason = "stop"
         options = body.get("options") or {}
         num_predict = options.get("num_predict") if isinstance(options, dict) else None
-        if isinstance(num_predict, int) and not isinstance(num_predict, bool) and 0 < num_predict < len(tokens):
-            tokens, done_reason = tokens[:num_predict], "length"
+        if (
+            isinstance(num_predict, int)
+            and not isinstance(num_predict, bool)
+            and 0 < num_predict < len(thinking) + len(tokens)
+        ):  # thinking tokens count towards num_predict
+            thinking, tokens = thinking[:num_predict], tokens[: max(0, num_predict - len(thinking))]
+            tool_calls, done_reason = [], "length"
         fault = d._take_fault(("chat_error",), name.key)
         if fault is not None:
             tokens = tokens[: fault.after_tokens]
         if chat:
             prompt_text = "".join(str(m.get("content") or "") for m in messages if isinstance(m, dict))
-            prompt_count = len(tokenize(prompt_text)) + 4 * len(messages)
+            prompt_count = len(tokenize(prompt_text)) + 4 * len(messages) + 768 * len(images)
         else:
-            prompt_count = len(tokenize(str(body.get("system") or "") + prompt)) + 4
+            prompt_count = len(tokenize(str(body.get("system") or "") + prompt)) + 4 + 768 * len(images)
+        call_tokens = sum(len(tokenize(json.dumps(c["function"]["arguments"]))) + 2 for c in tool_calls)
 
         if fault is not None and (not stream or fault.after_tokens <= 0):
             if not await self._pace(request, len(tokens)):
@@ -1357,13 +1559,22 @@ class _Handlers:
             d._end(rec, "error")
             return _error(500, fault.error, STREAM_ERROR_CT if stream else JSON_CT)
 
-        def final(content: str, t_eval: int, sent: int) -> dict[str, Any]:
+        def final(
+            content: str, t_eval: int, sent: int, thought: str = "", calls: list[Any] | None = None
+        ) -> dict[str, Any]:
             now = time.perf_counter_ns()
             out: dict[str, Any] = {"model": raw, "created_at": created_at()}
             if chat:
-                out.update(message={"role": "assistant", "content": content}, done_reason=done_reason, done=True)
+                message: dict[str, Any] = {"role": "assistant", "content": content}
+                if thought:
+                    message["thinking"] = thought
+                if calls:
+                    message["tool_calls"] = calls
+                out.update(message=message, done_reason=done_reason, done=True)
             else:
                 out.update(response=content, done=True, done_reason=done_reason)
+                if thought:
+                    out["thinking"] = thought
                 if not body.get("raw"):
                     out["context"] = [zlib.crc32(t.encode()) % 128_000 for t in tokenize(prompt)] + [
                         zlib.crc32(t.encode()) % 128_000 for t in tokens[:sent]
@@ -1381,12 +1592,13 @@ class _Handlers:
 
         if not stream:
             t_eval = time.perf_counter_ns()
-            if not await self._pace(request, len(tokens)):
+            if not await self._pace(request, len(thinking) + len(tokens) + call_tokens):
                 d._end(rec, "disconnected")
                 return web.Response()
-            rec.tokens_sent = len(tokens)
+            rec.tokens_sent = len(thinking) + len(tokens)
             d._end(rec, "done")
-            return _json(final("".join(tokens), t_eval, len(tokens)))
+            total = len(thinking) + len(tokens) + call_tokens
+            return _json(final("".join(tokens), t_eval, total, "".join(thinking), tool_calls))
 
         resp = web.StreamResponse(headers={"Content-Type": NDJSON_CT})
         resp.enable_chunked_encoding()
@@ -1398,11 +1610,30 @@ class _Handlers:
         head = b'{"model":' + go_json(raw) + b',"created_at":"'
         if chat:
             mid, tail = b'","message":{"role":"assistant","content":', b'},"done":false}\n'
+            think_mid = b'","message":{"role":"assistant","content":"","thinking":'
         else:
             mid, tail = b'","response":', b',"done":false}\n'
-        encoded = [go_json(t) for t in tokens]
+            think_mid = b'","response":"","thinking":'
         t_eval = time.perf_counter_ns()
-        sent = await self._stream_tokens(request, resp, rec, encoded, head, mid, tail)
+        sent = 0
+        if thinking:  # thinking streams first, in its own field, with empty content
+            sent = await self._stream_tokens(request, resp, rec, [go_json(t) for t in thinking], head, think_mid, tail)
+        if sent >= 0:
+            more = await self._stream_tokens(
+                request, resp, rec, [go_json(t) for t in tokens], head, mid, tail, already=sent
+            )
+            sent = -1 if more < 0 else sent + more
+        if sent >= 0 and tool_calls and fault is None:  # parsed calls go out in one chunk before the final line
+            line = go_json(
+                {
+                    "model": raw,
+                    "created_at": created_at(),
+                    "message": {"role": "assistant", "content": "", "tool_calls": tool_calls},
+                    "done": False,
+                }
+            )
+            sent = sent + call_tokens if await _write(request, resp, line + b"\n") else -1
+            rec.lines_sent += 1
         if sent < 0:
             d._end(rec, "disconnected")
             return resp
@@ -1429,8 +1660,10 @@ class _Handlers:
         head: bytes,
         mid: bytes,
         tail: bytes,
+        already: int = 0,
     ) -> int:
-        """Write one chunk per token; the number written, or -1 when the client went away."""
+        """Write one chunk per token; the number written, or -1 when the client went away. `already`: chunks
+        written before (thinking before content), so the record counts them all."""
         d = self.d
         n = len(encoded)
         rate = d.tokens_per_s
@@ -1442,7 +1675,7 @@ class _Handlers:
                 if not await _write(request, resp, data):
                     return -1
                 i += len(batch)
-                rec.tokens_sent = rec.lines_sent = i
+                rec.tokens_sent = rec.lines_sent = already + i
                 rec.last_token_at = time.monotonic()
                 if rec.first_token_at is None:
                     rec.first_token_at = rec.last_token_at
@@ -1451,12 +1684,13 @@ class _Handlers:
             return n
         loop = asyncio.get_running_loop()
         start, delay = loop.time(), 1.0 / rate
+        step = 1 if already else 0  # content after thinking waits one token's time too
         for i, tok in enumerate(encoded):
-            if i and not await _sleep_until(request, start + i * delay):
+            if (i or step) and not await _sleep_until(request, start + (i + step) * delay):
                 return -1
             if not await _write(request, resp, b"".join((head, created_at().encode(), mid, tok, tail))):
                 return -1
-            rec.tokens_sent = rec.lines_sent = i + 1
+            rec.tokens_sent = rec.lines_sent = already + i + 1
             rec.last_token_at = time.monotonic()
             if rec.first_token_at is None:
                 rec.first_token_at = rec.last_token_at
@@ -1478,6 +1712,63 @@ class _Handlers:
         now = time.time_ns()
         expires = now + (_FOREVER_NS if keep_alive < 0 else int(keep_alive * 1e9))
         self.d.loaded[name.key] = _Loaded(inst.name, inst.model, expires)
+
+    # -- embeddings -------------------------------------------------------------------------------------------
+
+    async def embed(self, request: web.Request) -> web.Response:
+        d = self.d
+        t_request = time.perf_counter_ns()
+        body = await _read_body(request, "EmbedRequest")
+        if isinstance(body, web.Response):
+            return body
+        d._record(d.embed_requests, body)
+        raw = body.get("model") or ""
+        if not raw:
+            return _error(400, "model is required")
+        name = parse_name(raw)
+        if name is None:
+            return _error(400, "model is required")
+        inst = d._find_installed(name)
+        if inst is None:
+            return _error(404, f"model '{raw}' not found")
+        value = body.get("input")
+        if value is None or value == "" or value == []:
+            return _json({"model": raw, "embeddings": []})
+        if isinstance(value, str):
+            inputs = [value]
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            inputs = list(value)
+        else:
+            return _error(400, "invalid input type")
+        try:
+            keep_alive = _parse_keep_alive(body.get("keep_alive"))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        model = inst.model
+        if "embedding" not in model.capabilities:
+            return _error(500, NO_EMBEDDING_ERROR)
+        counts = [len(tokenize(text)) + 2 for text in inputs]
+        if body.get("truncate") is False and max(counts) > model.context_length:
+            return _error(400, "the input length exceeds the context length")
+        dims = body.get("dimensions")
+        size = model.embedding_length
+        if isinstance(dims, int) and not isinstance(dims, bool) and dims > 0:
+            if dims > size:
+                return _error(400, f"dimensions must be between 1 and {size}")
+            size = dims
+        self._set_loaded(name, inst, keep_alive)
+        t_loaded = time.perf_counter_ns()
+        vectors = [_embedding(text, size) for text in inputs]
+        now = time.perf_counter_ns()
+        return _json(
+            {
+                "model": raw,
+                "embeddings": vectors,
+                "total_duration": now - t_request,
+                "load_duration": max(1, t_loaded - t_request),
+                "prompt_eval_count": sum(min(c, model.context_length) for c in counts),
+            }
+        )
 
     # -- control API (standalone process with --control) -----------------------------------------------------
 

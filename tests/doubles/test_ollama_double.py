@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -23,7 +24,10 @@ from tests.doubles.ollama import (
     BUSY_ERROR,
     DEFAULT_CHAT_ERROR,
     DEFAULT_REPLY,
+    DEFAULT_THINKING,
     MANIFEST_NOT_FOUND,
+    NO_EMBEDDING_ERROR,
+    NO_VISION_ERROR,
     OllamaDouble,
     create_app,
     parse_name,
@@ -710,6 +714,163 @@ async def test_ollama_client_errors(double, client):
     with pytest.raises(httpx.RemoteProtocolError):
         async for _ in await client.pull("phi3:mini", stream=True):
             pass
+
+
+# -- what a model can do: vision, thinking, tools, formats, embeddings (through the official client) ----------------
+
+# a 1x1 PNG, as a picker would read it
+PNG_1PX = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082"
+)
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "description": "the city"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "unit"],
+        },
+    },
+}
+
+
+async def test_show_reports_capabilities_context_and_quantization(double, client):
+    double.preinstall("llava:7b", "deepseek-r1:7b", "nomic-embed-text", "llama3.2:3b")
+    expected = {
+        "llava:7b": (["completion", "vision"], "llama", 32768, "Q4_0"),
+        "deepseek-r1:7b": (["completion", "thinking"], "qwen2", 131072, "Q4_K_M"),
+        "nomic-embed-text": (["embedding"], "nomic-bert", 2048, "F16"),
+        "llama3.2:3b": (["completion", "tools"], "llama", 131072, "Q4_K_M"),
+    }
+    for name, (caps, arch, context, quant) in expected.items():
+        shown = await client.show(name)
+        assert shown.capabilities == caps
+        assert shown.modelinfo["general.architecture"] == arch
+        assert shown.modelinfo[f"{arch}.context_length"] == context
+        assert shown.details.quantization_level == quant
+    assert (await client.show("llava:7b")).details.families == ["llama", "clip"]
+    assert (await client.show("nomic-embed-text")).modelinfo["nomic-bert.embedding_length"] == 768
+
+
+async def test_images_are_seen_by_vision_models_only(double, client, http):
+    double.preinstall("llava:7b", "tinyllama")
+    seeing = [{"role": "user", "content": "what is this?", "images": [PNG_1PX]}]
+    reply = await client.chat("llava:7b", seeing)
+    assert reply.message.content == DEFAULT_REPLY and reply.prompt_eval_count >= 768
+    sent = double.chat_requests[-1]["messages"][0]["images"][0]
+    assert base64.b64decode(sent) == PNG_1PX
+    with pytest.raises(ollama.ResponseError) as e:
+        await client.chat("tinyllama", seeing)
+    assert (e.value.status_code, e.value.error) == (500, NO_VISION_ERROR)
+    with pytest.raises(ollama.ResponseError) as e:
+        async for _ in await client.chat("tinyllama", seeing, stream=True):
+            pass
+    assert e.value.status_code == 500
+    resp, (body,) = await post_lines(
+        http, double.url + "/api/chat", {"model": "llava:7b", "messages": [{**USER_HI[0], "images": ["not base64!"]}]}
+    )
+    assert resp.status == 400 and body["error"].startswith("illegal base64 data at input byte")
+
+
+async def test_thinking_streams_before_the_answer_and_counts_as_tokens(double, client):
+    double.preinstall("deepseek-r1:7b", "tinyllama")
+    whole = await client.chat("deepseek-r1:7b", USER_HI, think=True)
+    assert whole.message.thinking == DEFAULT_THINKING and whole.message.content == DEFAULT_REPLY
+    assert whole.eval_count == len(tokenize(DEFAULT_THINKING)) + len(tokenize(DEFAULT_REPLY))
+    parts = [p async for p in await client.chat("deepseek-r1:7b", USER_HI, think=True, stream=True)]
+    kinds = ["thinking" if p.message.thinking else "content" for p in parts[:-1]]
+    assert kinds == sorted(kinds, key=lambda k: k != "thinking") and kinds[0] == "thinking"
+    assert "".join(p.message.thinking or "" for p in parts) == DEFAULT_THINKING
+    assert "".join(p.message.content for p in parts) == DEFAULT_REPLY
+    assert all(p.message.content == "" for p in parts if p.message.thinking)
+    off = await client.chat("deepseek-r1:7b", USER_HI, think=False)
+    assert off.message.thinking is None and off.message.content == DEFAULT_REPLY
+    unset = await client.chat("deepseek-r1:7b", USER_HI)  # the model's own tags stay in the content
+    assert unset.message.content.startswith("<think>") and unset.message.content.endswith(DEFAULT_REPLY)
+    with pytest.raises(ollama.ResponseError) as e:
+        await client.chat("tinyllama", USER_HI, think=True)
+    assert (e.value.status_code, e.value.error) == (400, '"tinyllama" does not support thinking')
+    assert (await client.chat("tinyllama", USER_HI, think=False)).message.content == DEFAULT_REPLY
+
+
+async def test_tool_calls_whole_and_streamed_then_the_tool_result_answered(double, client, http):
+    double.preinstall("llama3.2:3b", "tinyllama")
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    whole = await client.chat("llama3.2:3b", ask, tools=[WEATHER_TOOL])
+    (call,) = whole.message.tool_calls
+    assert call.function.name == "get_weather" and whole.message.content == ""
+    assert call.function.arguments == {"city": "Weather in Paris?", "unit": "celsius"}
+    parts = [p async for p in await client.chat("llama3.2:3b", ask, tools=[WEATHER_TOOL], stream=True)]
+    with_calls = [p for p in parts if p.message.tool_calls]
+    assert len(with_calls) == 1 and not with_calls[0].done and parts[-1].done
+    _, lines = await post_lines(
+        http, double.url + "/api/chat", {"model": "llama3.2:3b", "messages": ask, "tools": [WEATHER_TOOL]}
+    )
+    raw_call = lines[0]["message"]["tool_calls"][0]
+    assert raw_call["id"].startswith("call_") and raw_call["function"]["index"] == 0
+    turn = [
+        *ask,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "content": "18 C and sunny", "tool_name": "get_weather"},
+    ]
+    answer = await client.chat("llama3.2:3b", turn, tools=[WEATHER_TOOL])
+    assert answer.message.content == DEFAULT_REPLY and not answer.message.tool_calls
+    with pytest.raises(ollama.ResponseError) as e:
+        await client.chat("tinyllama", ask, tools=[WEATHER_TOOL])
+    assert (e.value.status_code, e.value.error) == (400, '"tinyllama" does not support tools')
+
+
+async def test_format_json_and_schema_give_valid_json(double, client, http):
+    double.preinstall("tinyllama")
+    plain = await client.chat("tinyllama", USER_HI, format="json")
+    assert isinstance(json.loads(plain.message.content), dict)
+    schema = {
+        "type": "object",
+        "properties": {
+            "age": {"type": "integer"},
+            "available": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["age", "available", "tags"],
+    }
+    parts = [p async for p in await client.chat("tinyllama", USER_HI, format=schema, stream=True)]
+    value = json.loads("".join(p.message.content for p in parts))
+    assert isinstance(value["age"], int) and isinstance(value["available"], bool) and isinstance(value["tags"][0], str)
+    assert len(parts) > 3  # streamed token by token, like any answer
+    resp, (body,) = await post_lines(
+        http, double.url + "/api/chat", {"model": "tinyllama", "messages": USER_HI, "format": "xml"}
+    )
+    assert resp.status == 500 and body["error"].startswith("invalid format:")
+
+
+async def test_embed_gives_one_unit_vector_per_input(double, client):
+    double.preinstall("nomic-embed-text", "tinyllama")
+    one = await client.embed("nomic-embed-text", "hello")
+    (vector,) = one.embeddings
+    assert len(vector) == 768 and abs(sum(v * v for v in vector) - 1) < 1e-4
+    two = await client.embed("nomic-embed-text", ["hello", "goodbye"])
+    assert len(two.embeddings) == 2 and two.embeddings[0] == vector and two.embeddings[1] != vector
+    assert two.prompt_eval_count > 0 and two.total_duration > 0
+    assert double.embed_requests[-1]["input"] == ["hello", "goodbye"]
+    with pytest.raises(ollama.ResponseError) as e:
+        await client.embed("tinyllama", "hello")
+    assert (e.value.status_code, e.value.error) == (500, NO_EMBEDDING_ERROR)
+    with pytest.raises(ollama.ResponseError) as e:
+        await client.embed("nope", "hello")
+    assert e.value.status_code == 404
+    with pytest.raises(ollama.ResponseError) as e:
+        await client.chat("nomic-embed-text", USER_HI)
+    assert (e.value.status_code, e.value.error) == (400, '"nomic-embed-text" does not support chat')
 
 
 # -- control endpoints and the standalone process -------------------------------------------------------------------

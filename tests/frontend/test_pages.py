@@ -22,7 +22,7 @@ def wait_until_ready(page, path):
     if path == "/":
         expect(page.locator("#featured")).not_to_have_attribute("aria-busy", "true")
     elif path == "/marketplace":
-        expect(page.locator("article.model")).to_have_count(13)
+        expect(page.locator("article.model")).to_have_count(14)
         expect(page.locator("#live")).to_have_text("Live updates on")
     elif path == "/chat":
         expect(page.get_by_label("Model")).not_to_have_text("Loading your models…")
@@ -76,11 +76,11 @@ def test_search_and_filters_narrow_the_models_and_survive_a_reload(studio, page)
     page.goto(studio.url + "/marketplace")
     shown = page.locator("article.model:visible")
     count = page.locator("#result-count")
-    expect(shown).to_have_count(13)
-    expect(count).to_have_text("13 models")
+    expect(shown).to_have_count(14)
+    expect(count).to_have_text("14 models")
 
     page.get_by_label("Search").fill("qwen")
-    expect(count).to_have_text("Showing 3 of 13 models")  # two Qwen models and DeepSeek-R1 (qwen2 family)
+    expect(count).to_have_text("Showing 3 of 14 models")  # two Qwen models and DeepSeek-R1 (qwen2 family)
     page.get_by_label("Price").select_option("free")
     expect(shown).to_have_count(1)
     expect(shown.get_by_role("heading")).to_have_text("Qwen 2.5 0.5B")
@@ -93,7 +93,7 @@ def test_search_and_filters_narrow_the_models_and_survive_a_reload(studio, page)
     page.get_by_label("Search").fill("no such model anywhere")
     expect(page.get_by_role("heading", name="No models match these filters")).to_be_visible()
     page.get_by_role("button", name="Clear filters").click()
-    expect(shown).to_have_count(13)
+    expect(shown).to_have_count(14)
     expect(page.get_by_label("Search")).to_be_focused()
 
     page.get_by_label("Family").select_option("gemma2")
@@ -104,7 +104,36 @@ def test_search_and_filters_narrow_the_models_and_survive_a_reload(studio, page)
     page.get_by_label("Size").select_option("")
     page.get_by_label("Sort by").select_option("price")
     prices = shown.locator(".price").all_inner_texts()
-    assert prices[:3] == ["Free", "Free", "Free"] and prices[3] == "$1.99", prices
+    assert prices[:4] == ["Free"] * 4 and prices[4] == "$1.99", prices
+
+
+def test_capabilities_show_as_badges_and_filter_the_models(studio, page):
+    page.goto(studio.url + "/marketplace")
+    shown = page.locator("article.model:visible")
+    llava = card(page, "llava:7b")
+    expect(llava.get_by_role("list", name="Capabilities").get_by_role("listitem")).to_have_text(["Chat", "Vision"])
+    expect(llava.locator(".specs")).to_contain_text("32K tokens")
+    expect(llava.locator(".specs")).to_contain_text("Q4_0")
+    expect(card(page, "deepseek-r1:7b").locator(".capability.thinking")).to_have_text("Thinking")
+
+    page.get_by_label("Can do").select_option("vision")
+    expect(shown).to_have_count(1)
+    expect(shown).to_have_attribute("data-model", "llava:7b")
+    page.get_by_label("Can do").select_option("tools")
+    expect(shown).to_have_count(6)  # the Llama 3.x, Qwen 2.5 and Mistral models
+    page.reload()
+    expect(page.get_by_label("Can do")).to_have_value("tools")
+    expect(shown).to_have_count(6)
+    assert "capability=tools" in page.url
+
+    page.get_by_label("Can do").select_option("embedding")
+    embed = card(page, "nomic-embed-text:latest")
+    expect(shown).to_have_count(1)
+    expect(embed.locator(".no-chat")).to_contain_text("can't be opened in the chat")
+    embed.get_by_role("button", name="Get it free Nomic Embed Text").click()
+    expect(embed.locator(".badge.owned")).to_be_visible()
+    expect(embed.locator(".badge.installed")).to_be_visible(timeout=30_000)
+    expect(embed.get_by_role("link", name="Chat Nomic Embed Text")).to_have_count(0)
 
 
 def test_only_my_models_shows_what_the_visitor_owns(studio, page):
@@ -143,7 +172,7 @@ def test_the_pages_fit_a_phone(studio, browser, watch):
 
 def test_keyboard_users_get_a_skip_link_visible_focus_and_labelled_controls(studio, page):
     page.goto(studio.url + "/marketplace")
-    expect(page.locator("article.model")).to_have_count(13)
+    expect(page.locator("article.model")).to_have_count(14)
     page.keyboard.press("Tab")
     skip = page.get_by_role("link", name="Skip to content")
     expect(skip).to_be_focused()

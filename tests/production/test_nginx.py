@@ -123,7 +123,7 @@ async def test_https_answers_with_the_security_headers_on_every_status(site) -> 
                 assert resp.status == status, (path, await resp.text())
                 assert_security_headers(resp, path)
                 seen.add(status)
-        async with s.post(site.url("https", "/api/chat"), data=b"x" * (2 << 20)) as resp:
+        async with s.post(site.url("https", "/api/models/install"), data=b"x" * (2 << 20)) as resp:
             assert resp.status == 413  # nginx's own answer: bigger than any route accepts
             assert_security_headers(resp, "413")
         limited = [r for r in await burst(s, "GET", site.url("https", "/api/sample/hello"), 60) if r.status == 429]

@@ -49,6 +49,7 @@ export class Conversations extends EventTarget {
         window.localStorage.setItem(KEY, JSON.stringify({ version: 1, conversations: this.items }));
         return;
       } catch {
+        if (this._dropOldestImages()) continue; // full: images go first (the oldest), then whole conversations
         if (this.items.length <= 1) {
           this.persistent = false; // storage full or blocked: this tab still remembers
           return;
@@ -56,6 +57,29 @@ export class Conversations extends EventTarget {
         this.items.length = Math.ceil(this.items.length / 2); // full: let the oldest go
       }
     }
+  }
+
+  /** Forget the images of the oldest message that has some (the text stays); false if none is left. */
+  _dropOldestImages() {
+    let oldest = null;
+    for (const c of this.items) {
+      for (const m of c.messages) {
+        if (m.images && m.images.length && (!oldest || (m.at || 0) < (oldest.at || 0))) oldest = m;
+      }
+    }
+    if (!oldest) return false;
+    oldest.images_dropped = oldest.images.length;
+    delete oldest.images;
+    return true;
+  }
+
+  /** Add a conversation read from a file (a new id, so it never replaces one). */
+  add(conversation) {
+    const now = Date.now();
+    const added = { ...conversation, id: newId(), updated: now, created: conversation.created || now };
+    this.items.push(added);
+    this._write();
+    return added;
   }
 
   list() {
@@ -69,7 +93,7 @@ export class Conversations extends EventTarget {
   /** A new, unsaved conversation: it is stored with its first message. */
   create(model) {
     const now = Date.now();
-    return { id: newId(), title: "New chat", model, created: now, updated: now, messages: [] };
+    return { id: newId(), title: "New chat", model, created: now, updated: now, messages: [], settings: {} };
   }
 
   save(conversation) {

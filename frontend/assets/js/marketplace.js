@@ -5,13 +5,14 @@
 import { ApiError, getPurchase, install, purchase } from "./api.js";
 import { ModelStore } from "./model-store.js";
 import { billions, bytes, count, eta, speed } from "./format.js";
-import { chattable, priceLabel, SIZES, sizeClass, specList } from "./models.js";
+import { CAPABILITIES, can, canChat, capabilityList, chattable, priceLabel, SIZES, sizeClass, specList } from "./models.js";
 import { announce, h, modelAnchor } from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
 const grid = $("models");
 const form = $("filters");
-const controls = { q: $("q"), price: $("price"), size: $("size"), family: $("family"), sort: $("sort"), mine: $("mine") };
+const controls = { q: $("q"), price: $("price"), size: $("size"), family: $("family"), capability: $("capability"),
+  sort: $("sort"), mine: $("mine") };
 const announcer = $("announcer");
 
 const store = new ModelStore();
@@ -50,6 +51,9 @@ function createCard(model) {
       h("p", { class: `price${model.free ? " free" : ""}` }, priceLabel(model))),
     parts.badges,
     h("p", { class: "model-desc" }, model.description),
+    capabilityList(model),
+    canChat(model) ? null : h("p", { class: "install-note no-chat" },
+      "An embedding model: it turns text into vectors for search, through the API. It can't be opened in the chat."),
     specList(model),
     h("div", { class: "model-foot" }, parts.status, parts.actions, parts.message),
   );
@@ -195,7 +199,7 @@ function renderActions(parts, model) {
     if (chattable(model)) actions.push(chatLink());
   } else {
     const state = model.install.state;
-    if (state === "installed") actions.push(chatLink());
+    if (state === "installed" && canChat(model)) actions.push(chatLink());
     const recent = starting.has(id) && Date.now() - starting.get(id) < STARTING_MS;
     if (state === "failed" || (state === "not_installed" && !recent)) {
       const label = busy ? "Asking the server…" : state === "failed" ? "Retry install" : "Install";
@@ -275,14 +279,14 @@ async function installAgain(id) {
 function readFilters() {
   const params = new URLSearchParams(window.location.search);
   controls.q.value = params.get("q") || "";
-  for (const key of ["price", "size", "sort"]) controls[key].value = params.get(key) || "";
+  for (const key of ["price", "size", "capability", "sort"]) controls[key].value = params.get(key) || "";
   controls.mine.checked = params.get("mine") === "1";
 }
 
 function writeFilters() {
   const params = new URLSearchParams(window.location.search);
   const values = { q: controls.q.value.trim(), price: controls.price.value, size: controls.size.value,
-    family: controls.family.value, sort: controls.sort.value, mine: controls.mine.checked ? "1" : "" };
+    family: controls.family.value, capability: controls.capability.value, sort: controls.sort.value, mine: controls.mine.checked ? "1" : "" };
   for (const [key, value] of Object.entries(values)) {
     if (value) params.set(key, value);
     else params.delete(key);
@@ -306,8 +310,10 @@ function matches(model, words) {
   if (f.price.value === "paid" && model.free) return false;
   if (f.size.value && sizeClass(model) !== f.size.value) return false;
   if (f.family.value && model.family !== f.family.value) return false;
+  if (f.capability.value && !can(model, f.capability.value)) return false;
   if (f.mine.checked && !model.owned) return false;
-  const haystack = `${model.name} ${model.id} ${model.family} ${model.description} ${model.license} ${model.parameter_size}`.toLowerCase();
+  const caps = (model.capabilities || []).map((c) => CAPABILITIES[c] || c).join(" ");
+  const haystack = `${model.name} ${model.id} ${model.family} ${model.description} ${model.license} ${model.parameter_size} ${caps} ${model.quantization || ""}`.toLowerCase();
   return words.every((w) => haystack.includes(w));
 }
 
@@ -530,13 +536,14 @@ function followPurchase(id, cancelled) {
 
 function start() {
   for (const [key, size] of Object.entries(SIZES)) controls.size.append(h("option", { value: key }, size.label));
+  for (const [key, label] of Object.entries(CAPABILITIES)) controls.capability.append(h("option", { value: key }, label));
   readFilters();
   form.addEventListener("submit", (e) => e.preventDefault());
   controls.q.addEventListener("input", () => {
     applyFilters();
     writeFilters();
   });
-  for (const key of ["price", "size", "family", "mine"]) {
+  for (const key of ["price", "size", "family", "capability", "mine"]) {
     controls[key].addEventListener("change", () => {
       applyFilters();
       writeFilters();

@@ -18,9 +18,40 @@ export function priceLabel(model) {
   return model.free || !model.price_cents ? "Free" : price(model.price_cents, model.currency);
 }
 
-/** Chat works with installed models the visitor owns, and with installed free ones. */
+/** What a model can do, in Ollama's words, as the marketplace names it. */
+export const CAPABILITIES = {
+  completion: "Chat",
+  vision: "Vision",
+  tools: "Tools",
+  thinking: "Thinking",
+  embedding: "Embeddings",
+};
+
+export function can(model, capability) {
+  const caps = model && Array.isArray(model.capabilities) ? model.capabilities : ["completion"];
+  return caps.includes(capability);
+}
+
+/** An embedding-only model makes vectors, it cannot answer in a chat. */
+export function canChat(model) {
+  return can(model, "completion");
+}
+
+/** Chat works with installed models the visitor owns, and with installed free ones, that can chat. */
 export function chattable(model) {
-  return Boolean(model && model.install && model.install.state === "installed" && (model.owned || model.free));
+  return Boolean(model && model.install && model.install.state === "installed" && (model.owned || model.free) && canChat(model));
+}
+
+/** "128K tokens" */
+export function contextLabel(tokens) {
+  if (!tokens) return "–";
+  return tokens >= 1024 ? `${Math.round(tokens / 1024)}K tokens` : `${tokens} tokens`;
+}
+
+export function capabilityList(model) {
+  const caps = (Array.isArray(model.capabilities) ? model.capabilities : ["completion"]).filter((c) => CAPABILITIES[c]);
+  return h("ul", { class: "capabilities", "aria-label": "Capabilities" },
+    ...caps.map((c) => h("li", { class: `capability ${c}`, dataset: { capability: c } }, CAPABILITIES[c])));
 }
 
 export function specList(model) {
@@ -32,6 +63,8 @@ export function specList(model) {
     spec("Parameters", model.parameter_size || "–"),
     spec("Download", bytes(model.download_bytes)),
     spec("RAM needed", memory(model.ram_bytes)),
+    spec("Context", contextLabel(model.context_length)),
+    spec("Quantization", model.quantization || "–"),
     spec("License", model.license || "–", "license"),
   );
 }

@@ -138,7 +138,7 @@ async def test_too_many_requests_a_minute_is_a_429_with_retry_after(make_studio)
         ),
         (
             {"model": FREE, "messages": [{"role": "user", "content": "Hi", "images": ["..."]}]},
-            "invalid_messages",
+            "invalid_images",
             "messages[0].images",
         ),
         ({"model": FREE, "message": "Hi", "options": {"temperature": 5}}, "invalid_options", "options.temperature"),

@@ -102,6 +102,7 @@ async def test_streamed_answer_arrives_token_by_token_then_the_totals(studio, do
         "eval_duration_ms",
         "tokens_per_s",
         "time_to_first_token_ms",
+        "thinking_tokens",
     }
     assert done["model"] == FREE and done["done_reason"] == "stop"
     assert done["completion_tokens"] == len(REPLY_TOKENS) and done["prompt_tokens"] > 0

@@ -62,20 +62,20 @@ async def test_ollama_down_then_back_ends_installed(test_mode) -> None:
 
 
 async def test_a_model_ollama_cannot_find_fails_visibly_and_the_owner_can_retry(test_mode) -> None:
-    studio = test_mode  # deepseek-r1:7b is in the catalog but not in the stand-in's registry
-    await buy(studio, "deepseek-r1:7b")
+    studio = test_mode  # codellama:7b is in the catalog but not in the stand-in's registry
+    await buy(studio, "codellama:7b")
 
-    failed = await studio.wait_for_event("install.failed", "deepseek-r1:7b")
+    failed = await studio.wait_for_event("install.failed", "codellama:7b")
     assert failed[0].data["will_retry"] is False
     assert "not in Ollama's library" in failed[0].data["reason"]
-    shown = await eventually(lambda: _state(studio, "deepseek-r1:7b", "failed"), message="failed state shown")
+    shown = await eventually(lambda: _state(studio, "codellama:7b", "failed"), message="failed state shown")
     assert shown["install"]["will_retry"] is False and shown["install"]["reason"]
 
-    studio.ollama.add_model("deepseek-r1:7b", 40_000)
-    resp = await studio.client.post("/api/models/install", json={"model": "deepseek-r1:7b"})
+    studio.ollama.add_model("codellama:7b", 40_000)
+    resp = await studio.client.post("/api/models/install", json={"model": "codellama:7b"})
     body = await resp.json()
     assert resp.status == 202 and body["install_id"].startswith("ins_")
-    completed = await studio.wait_for_event("install.completed", "deepseek-r1:7b")
+    completed = await studio.wait_for_event("install.completed", "codellama:7b")
     assert completed[-1].data["install_id"] == body["install_id"]
 
 
