@@ -371,7 +371,8 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> web.Req
         buffered += chunk
         if len(buffered) > limit:
             raise PayloadTooLarge(f"the request body is larger than {limit} bytes", max_bytes=limit)
-    copy = StreamReader(request.protocol, limit=2**16, loop=asyncio.get_running_loop())
+    # A limit above the body's size: the copy never asks the (finished) connection to pause reading.
+    copy = StreamReader(request.protocol, limit=max(2**16, len(buffered) + 1), loop=asyncio.get_running_loop())
     copy.feed_data(bytes(buffered))
     copy.feed_eof()
     request._payload = copy  # `clone()` builds the new request on this payload (aiohttp has no public way)
