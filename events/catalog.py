@@ -220,7 +220,7 @@ class PurchaseFailed(EventData):
 
 @dataclass(frozen=True, kw_only=True)
 class PurchaseRevoked(EventData):
-    """Ownership was taken back (a full refund)."""
+    """Ownership was taken back (a full refund, or a dispute lost)."""
 
     TYPE = "purchase.revoked"
     DURABLE = True
@@ -274,6 +274,94 @@ class PaymentRefunded(EventData):
     amount_cents: int
     amount_refunded_cents: int
     full: bool
+    stripe_created: int = 0  # the Stripe event's `created` (seconds): a later refund failure outranks it
+
+
+@dataclass(frozen=True, kw_only=True)
+class PurchaseSuspended(EventData):
+    """Access to a paid model is on hold while its payment is disputed (a chargeback is open)."""
+
+    TYPE = "purchase.suspended"
+    DURABLE = True
+    SUBJECT_FIELD = "purchase_id"
+    purchase_id: str
+    user_id: str
+    model: str
+    reason: str  # disputed
+
+
+@dataclass(frozen=True, kw_only=True)
+class PurchaseRestored(EventData):
+    """A suspended or revoked purchase is owned again (a dispute won, a refund that failed)."""
+
+    TYPE = "purchase.restored"
+    DURABLE = True
+    SUBJECT_FIELD = "purchase_id"
+    purchase_id: str
+    user_id: str
+    model: str
+    reason: str  # dispute won | refund failed
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentDisputed(EventData):
+    """Stripe says the buyer disputed a charge (`charge.dispute.created`): access is suspended meanwhile."""
+
+    TYPE = "payment.disputed"
+    DURABLE = True
+    SUBJECT_FIELD = "payment_intent"
+    stripe_event_id: str
+    dispute_id: str
+    charge_id: str | None
+    payment_intent: str
+    amount_cents: int
+    reason: str
+    stripe_created: int = 0  # the Stripe event's `created` (seconds): orders facts that arrive out of order
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentDisputeClosed(EventData):
+    """Stripe says a dispute is over (`charge.dispute.closed`): `won` restores access, `lost` revokes it."""
+
+    TYPE = "payment.dispute_closed"
+    DURABLE = True
+    SUBJECT_FIELD = "payment_intent"
+    stripe_event_id: str
+    dispute_id: str
+    charge_id: str | None
+    payment_intent: str
+    status: str  # won | lost | warning_closed (an inquiry closed without a chargeback: like won)
+    stripe_created: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentRefundFailed(EventData):
+    """Stripe says a refund failed (`refund.failed`, `charge.refund.updated` with status failed): the money
+    stayed with the studio, so a revoked purchase is owned again."""
+
+    TYPE = "payment.refund_failed"
+    DURABLE = True
+    SUBJECT_FIELD = "payment_intent"
+    stripe_event_id: str
+    refund_id: str
+    charge_id: str | None
+    payment_intent: str
+    amount_cents: int
+    stripe_created: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StripeEventIgnored(EventData):
+    """A verified Stripe event that is not the studio's (another product of the same Stripe account, a
+    `stripe trigger` test) or of a type the studio does not handle. Live-only: the monitor counts it
+    (`studio_events_total{type="stripe_event.ignored"}`); nothing else happens."""
+
+    TYPE = "stripe_event.ignored"
+    DURABLE = False
+    SUBJECT_FIELD = "stripe_type"
+    stripe_event_id: str
+    stripe_type: str
+    reason: str
 
 
 # -- installs --------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ HTTP    POST /api/chat  {"model", "message"}  or  {"model", "messages": [{"role"
           400 invalid_<field> / unknown_field    401 no_session    403 not_owned    404 unknown_model
           409 not_installed    429 rate_limited / too_many_generations (Retry-After)    502 ollama_error
           503 ollama_unavailable / ollama_busy (Retry-After)    504 ollama_timeout (no first token in time)
-Events  consumes purchase.completed, purchase.revoked (who owns which model: table chat_ownership)
+Events  consumes purchase.completed, purchase.revoked, purchase.suspended, purchase.restored
+                 (who owns which model: table chat_ownership)
         emits    chat.completed | chat.failed | chat.cancelled, one per answer: usage, never content
 
 A visitor who stops (closes the connection) ends the Ollama request at once, so generation stops.
@@ -25,13 +26,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from events.catalog import PurchaseCompleted, PurchaseRevoked
+from events.catalog import PurchaseCompleted, PurchaseRestored, PurchaseRevoked, PurchaseSuspended
 from events.delivery import Delivery
 from functions.chat import relay
 from functions.chat.answer import Answer, UsageReports
 from functions.chat.conversation import Conversation, parse
 from functions.chat.disconnects import Disconnects
-from functions.chat.entitlements import chattable_model, record_purchase, revoke_purchase
+from functions.chat.entitlements import chattable_model, record_purchase, restore_purchase, revoke_purchase
 from functions.chat.limits import VisitorLimits
 from studio import catalog
 from studio.clients.ollama import OllamaClient, OllamaError
@@ -62,12 +63,17 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
     await ollama.close()
 
 
-@function.subscribe(PurchaseCompleted, PurchaseRevoked)
-async def track_ownership(event: PurchaseCompleted | PurchaseRevoked, delivery: Delivery) -> None:
+@function.subscribe(PurchaseCompleted, PurchaseRevoked, PurchaseSuspended, PurchaseRestored)
+async def track_ownership(
+    event: PurchaseCompleted | PurchaseRevoked | PurchaseSuspended | PurchaseRestored, delivery: Delivery
+) -> None:
+    when = delivery.event.time
     if isinstance(event, PurchaseCompleted):
-        await record_purchase(function.db, event.purchase_id, event.user_id, event.model)
-    else:
-        await revoke_purchase(function.db, event.purchase_id, event.user_id, event.model)
+        await record_purchase(function.db, event.purchase_id, event.user_id, event.model, when)
+    elif isinstance(event, PurchaseRestored):
+        await restore_purchase(function.db, event.purchase_id, event.user_id, event.model, when)
+    else:  # revoked (refund, dispute lost) or suspended (dispute open): no access
+        await revoke_purchase(function.db, event.purchase_id, event.user_id, event.model, when)
 
 
 @function.route("POST", "/api/chat")

@@ -4,9 +4,11 @@ HTTP    GET  /api/models                      -> the catalog with `owned` and th
         POST /api/models/purchase/{model}     -> free/test: owned at once; else a Stripe Checkout URL
         POST /api/models/install {"model"}    -> 202 {"install_id"}: the owner (re)installs, or the operator
         GET  /api/purchases[/{purchase_id}]   -> the visitor's purchases (a pending checkout is re-checked)
-Events  consumes payment.succeeded, payment.failed, payment.refunded (settle the purchase)
+Events  consumes payment.succeeded, payment.failed, payment.refunded, payment.refund_failed,
+                 payment.disputed, payment.dispute_closed (settle the purchase: settlement.py)
         consumes install.requested/started/completed/failed/removed (install states); listens install.progressed
-        emits    purchase.created, purchase.completed, purchase.failed, purchase.revoked, install.requested
+        emits    purchase.created, purchase.completed, purchase.failed, purchase.revoked, purchase.suspended,
+                 purchase.restored, install.requested
 Query   models.snapshot {"user_id", "admin"} -> {"models": [...]} (the gateway's live stream starts with it)
 """
 
@@ -26,15 +28,12 @@ from events.catalog import (
     InstallRemoved,
     InstallRequested,
     InstallStarted,
-    PaymentFailed,
-    PaymentRefunded,
-    PaymentSucceeded,
 )
 from events.delivery import Delivery
 from events.envelope import Event, new_id
 from functions.purchase.installs import STATE_OF, InstallBoard
 from functions.purchase.ledger import Ledger, Purchase, new_purchase_id
-from functions.purchase.settlement import settle, settle_checkout
+from functions.purchase.settlement import PAYMENT_EVENTS, PaymentEvent, settle, settle_checkout
 from studio import catalog
 from studio.clients.stripe import PaymentsUnavailable, StripePayments
 from studio.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, UpstreamUnavailable, json_body
@@ -228,8 +227,8 @@ async def recheck(purchase: Purchase) -> Purchase:
     return await function[LEDGER].get(purchase.id) or purchase
 
 
-@function.subscribe(PaymentSucceeded, PaymentFailed, PaymentRefunded, max_attempts=10)
-async def settle_payment(event: PaymentSucceeded | PaymentFailed | PaymentRefunded, delivery: Delivery) -> None:
+@function.subscribe(*PAYMENT_EVENTS, max_attempts=10)
+async def settle_payment(event: PaymentEvent, delivery: Delivery) -> None:
     await settle(function, function[LEDGER], event)
 
 

@@ -10,7 +10,14 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from events.catalog import PurchaseCompleted, PurchaseCreated, PurchaseFailed, PurchaseRevoked
+from events.catalog import (
+    PurchaseCompleted,
+    PurchaseCreated,
+    PurchaseFailed,
+    PurchaseRestored,
+    PurchaseRevoked,
+    PurchaseSuspended,
+)
 from studio.runtime.database import Database, Row, Transaction, utcnow
 from studio.runtime.function import Function
 
@@ -36,10 +43,15 @@ class Purchase:
     failure_reason: str | None
     created_at: str
     completed_at: str | None
+    suspended_at: str | None = None  # a dispute is open: no access until it closes
 
     @classmethod
     def from_row(cls, row: Row) -> Purchase:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
+    @property
+    def owned(self) -> bool:
+        return self.status == "paid" and self.suspended_at is None
 
     def public(self) -> dict[str, Any]:
         return {
@@ -52,7 +64,29 @@ class Purchase:
             "failure_reason": self.failure_reason,
             "created_at": self.created_at,
             "completed_at": self.completed_at,
+            "suspended": self.suspended_at is not None,
         }
+
+
+@dataclass(frozen=True)
+class PaymentFacts:
+    """What Stripe said about one payment intent besides "paid" (table payment_facts)."""
+
+    payment_intent: str
+    refund: str | None  # full | failed
+    refund_at: int
+    dispute: str | None  # open | won | lost
+    dispute_at: int
+
+    def access(self) -> tuple[str, str]:
+        """(owned | suspended | revoked, why): what a purchase paid with this payment intent deserves."""
+        if self.dispute == "lost":
+            return "revoked", "dispute lost"
+        if self.refund == "full":
+            return "revoked", "refunded"
+        if self.dispute == "open":
+            return "suspended", "disputed"
+        return "owned", "dispute won" if self.dispute == "won" else "refund failed"
 
 
 class Ledger:
@@ -67,7 +101,8 @@ class Ledger:
 
     async def owned(self, user_id: str) -> set[str]:
         rows = await self.db.fetch_all(
-            "SELECT DISTINCT model FROM purchases WHERE user_id = ? AND status = 'paid'", (user_id,)
+            "SELECT DISTINCT model FROM purchases WHERE user_id = ? AND status = 'paid' AND suspended_at IS NULL",
+            (user_id,),
         )
         return {r["model"] for r in rows}
 
@@ -95,7 +130,7 @@ class Ledger:
     async def owns_in(self, tx: Transaction, user_id: str, model: str) -> bool:
         row = await tx.fetch_one(
             "SELECT 1 FROM purchases WHERE user_id = ? AND model = ? AND status = 'paid' LIMIT 1", (user_id, model)
-        )
+        )  # a suspended (disputed) purchase counts: it must not be bought twice
         return row is not None
 
     async def record_paid(
@@ -211,3 +246,86 @@ class Ledger:
             "SELECT * FROM purchases WHERE payment_intent = ? AND status = 'paid'", (payment_intent,)
         )
         return [Purchase.from_row(r) for r in rows]
+
+    # -- payment facts: refunds, refund failures and disputes, kept whatever the arrival order ----
+
+    async def payment_facts(self, tx: Transaction, payment_intent: str) -> PaymentFacts | None:
+        row = await tx.fetch_one(
+            "SELECT payment_intent, refund, refund_at, dispute, dispute_at FROM payment_facts WHERE payment_intent = ?",
+            (payment_intent,),
+        )
+        return PaymentFacts(**{k: row[k] for k in PaymentFacts.__dataclass_fields__}) if row else None
+
+    async def record_refund_fact(self, tx: Transaction, payment_intent: str, refund: str, at: int) -> None:
+        """A full refund (`full`) or a refund failure (`failed`); the later Stripe event wins, a failure on a tie."""
+        await tx.execute(
+            "INSERT INTO payment_facts (payment_intent, refund, refund_at, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (payment_intent) DO UPDATE SET refund = excluded.refund, refund_at = excluded.refund_at, "
+            "updated_at = excluded.updated_at WHERE payment_facts.refund IS NULL "
+            "OR payment_facts.refund_at < excluded.refund_at "
+            "OR (payment_facts.refund_at = excluded.refund_at AND excluded.refund = 'failed')",
+            (payment_intent, refund, at, utcnow()),
+        )
+
+    async def record_dispute_fact(
+        self, tx: Transaction, payment_intent: str, dispute_id: str, dispute: str, at: int
+    ) -> None:
+        """`open`, then `won` or `lost`: a closed dispute is never reopened by a late `open`."""
+        await tx.execute(
+            "INSERT INTO payment_facts (payment_intent, dispute, dispute_id, dispute_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (payment_intent) DO UPDATE SET dispute = excluded.dispute, dispute_id = excluded.dispute_id, "
+            "dispute_at = excluded.dispute_at, updated_at = excluded.updated_at "
+            "WHERE payment_facts.dispute IS NULL OR payment_facts.dispute = 'open' AND excluded.dispute <> 'open' "
+            "OR payment_facts.dispute <> 'open' AND excluded.dispute <> 'open' "
+            "AND payment_facts.dispute_at <= excluded.dispute_at",
+            (payment_intent, dispute, dispute_id, at, utcnow()),
+        )
+
+    async def settled_by_intent(self, tx: Transaction, payment_intent: str) -> list[Purchase]:
+        """Purchases confirmed with this payment intent, owned or not (paid, suspended, refunded)."""
+        rows = await tx.fetch_all(
+            "SELECT * FROM purchases WHERE payment_intent = ? AND status IN ('paid', 'refunded')", (payment_intent,)
+        )
+        return [Purchase.from_row(r) for r in rows]
+
+    async def mark_revoked(
+        self, tx: Transaction, purchase: Purchase, reason: str, payment_intent: str | None = None
+    ) -> None:
+        """Access taken back (a full refund, a dispute lost), also from a purchase never confirmed: a
+        refund that arrived before the payment's confirmation wins over it."""
+        await tx.execute(
+            "UPDATE purchases SET status = 'refunded', payment_intent = COALESCE(?, payment_intent), "
+            "suspended_at = NULL, failure_reason = ?, updated_at = ? WHERE id = ?",
+            (payment_intent, None if reason == "refunded" else reason, utcnow(), purchase.id),
+        )
+        await tx.publish(
+            self.fn.event(
+                PurchaseRevoked(purchase_id=purchase.id, user_id=purchase.user_id, model=purchase.model, reason=reason)
+            )
+        )
+
+    async def mark_suspended(self, tx: Transaction, purchase: Purchase, reason: str) -> None:
+        now = utcnow()
+        await tx.execute("UPDATE purchases SET suspended_at = ?, updated_at = ? WHERE id = ?", (now, now, purchase.id))
+        await tx.publish(
+            self.fn.event(
+                PurchaseSuspended(
+                    purchase_id=purchase.id, user_id=purchase.user_id, model=purchase.model, reason=reason
+                )
+            )
+        )
+
+    async def mark_restored(self, tx: Transaction, purchase: Purchase, reason: str) -> None:
+        """Owned again: a dispute won (suspended -> paid) or a refund that failed (refunded -> paid)."""
+        now = utcnow()
+        await tx.execute(
+            "UPDATE purchases SET status = 'paid', suspended_at = NULL, failure_reason = NULL, updated_at = ?, "
+            "completed_at = COALESCE(completed_at, ?) WHERE id = ?",
+            (now, now, purchase.id),
+        )
+        await tx.publish(
+            self.fn.event(
+                PurchaseRestored(purchase_id=purchase.id, user_id=purchase.user_id, model=purchase.model, reason=reason)
+            )
+        )

@@ -129,11 +129,13 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict[s
         event = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # signed, but not JSON
         raise InvalidWebhook(f"the body is not JSON: {exc}") from None
+    data = event.get("data") if isinstance(event, dict) else None
     if (
         not isinstance(event, dict)
         or not isinstance(event.get("id"), str)
         or not isinstance(event.get("type"), str)
-        or not isinstance((event.get("data") or {}).get("object"), dict)
+        or not isinstance(data, dict)
+        or not isinstance(data.get("object"), dict)
     ):
         raise InvalidWebhook("the body is not a Stripe event (id, type, data.object)")
     return event
