@@ -106,6 +106,15 @@ class Ledger:
         )
         return {r["model"] for r in rows}
 
+    async def suspended(self, user_id: str, model: str) -> bool:
+        """The visitor paid for `model` but its payment is disputed: no access, and no second purchase."""
+        row = await self.db.fetch_one(
+            "SELECT 1 FROM purchases WHERE user_id = ? AND model = ? AND status = 'paid' "
+            "AND suspended_at IS NOT NULL LIMIT 1",
+            (user_id, model),
+        )
+        return row is not None
+
     async def get(self, purchase_id: str) -> Purchase | None:
         row = await self.db.fetch_one("SELECT * FROM purchases WHERE id = ?", (purchase_id,))
         return Purchase.from_row(row) if row else None
