@@ -5,6 +5,8 @@ localai-studio run <function>|gateway     one service alone, as its container ru
 localai-studio events tail [--since 10m] [--type 'purchase.*'] [--json]
 localai-studio health [--url URL]         print the health report; exit 0 when healthy
 localai-studio config [--markdown]        the configuration variables and their values
+localai-studio reconcile [--since 7d] [--fix] [--url URL]   compare with Stripe; JSON report; exit 1 if
+                                          differences remain (cron-friendly), 2 if it cannot run
 localai-studio backup [--out DIR] [--file PATH ...] [--models]   a checked, consistent backup
 localai-studio restore ARCHIVE [--check] [--force]                 put a backup back, checked
 """
@@ -63,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     tail_cmd.add_argument("--json", action="store_true", help="one CloudEvents JSON object a line")
     health = sub.add_parser("health", help="print the health report; exit 0 when healthy")
     health.add_argument("--url", default=None, help="the studio's URL (default from STUDIO_HOST/PORT)")
+    rec = sub.add_parser("reconcile", help="compare purchases and access with Stripe; --fix repairs")
+    rec.add_argument("--since", default="7d", help="the period to compare (e.g. 7d, 12h); at most 90d")
+    rec.add_argument(
+        "--fix", action="store_true", help="repair each difference through the events a webhook would send"
+    )
+    rec.add_argument("--url", default=None, help="the studio's URL (default from STUDIO_HOST/PORT)")
     config = sub.add_parser("config", help="show the configuration")
     config.add_argument("--markdown", action="store_true", help="the variables as a README table")
     ops.add_commands(sub)  # backup, restore
@@ -102,6 +110,28 @@ async def health(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if resp.status == 200 else 1
 
 
+async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    """Ask the running studio (operator token: STUDIO_ADMIN_TOKEN) to reconcile; print its JSON report."""
+    if not settings.admin_token:
+        print("localai-studio: reconcile needs STUDIO_ADMIN_TOKEN (the operator token)", file=sys.stderr)
+        return 2
+    url = (args.url or settings.url).rstrip("/") + "/api/purchases/reconcile"
+    headers = {"Authorization": f"Bearer {settings.admin_token.get()}"}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=150)) as session,
+            session.post(url, json={"since": args.since, "fix": args.fix}, headers=headers) as resp,
+        ):
+            report = await resp.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
+        print(f"localai-studio: no answer from {url} ({type(exc).__name__}): is the studio running?", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    if resp.status != 200:
+        return 2
+    return 1 if report.get("remaining") else 0
+
+
 def show_config(settings: Settings, markdown: bool) -> int:
     if markdown:
         print(markdown_table())
@@ -136,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(events_tail(settings, args))
         elif args.command == "health":
             return asyncio.run(health(settings, args))
+        elif args.command == "reconcile":
+            return asyncio.run(reconcile(settings, args))
     except StartupError as exc:
         print(f"localai-studio: {exc}", file=sys.stderr)
         return 1

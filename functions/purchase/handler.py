@@ -4,6 +4,8 @@ HTTP    GET  /api/models                      -> the catalog with `owned` and th
         POST /api/models/purchase/{model}     -> free/test: owned at once; else a Stripe Checkout URL
         POST /api/models/install {"model"}    -> 202 {"install_id"}: the owner (re)installs, or the operator
         GET  /api/purchases[/{purchase_id}]   -> the visitor's purchases (a pending checkout is re-checked)
+        POST /api/purchases/reconcile {"since", "fix"} -> the reconciliation report with Stripe (operator);
+                                                  also run by itself every STUDIO_RECONCILE_EVERY_H
 Events  consumes payment.succeeded, payment.failed, payment.refunded, payment.refund_failed,
                  payment.disputed, payment.dispute_closed (settle the purchase: settlement.py)
         consumes install.requested/started/completed/failed/removed (install states); listens install.progressed
@@ -14,6 +16,8 @@ Query   models.snapshot {"user_id", "admin"} -> {"models": [...]} (the gateway's
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -33,12 +37,13 @@ from events.delivery import Delivery
 from events.envelope import Event, new_id
 from functions.purchase.installs import STATE_OF, InstallBoard
 from functions.purchase.ledger import Ledger, Purchase, new_purchase_id
+from functions.purchase.reconciliation import Report, parse_since, reconcile
 from functions.purchase.settlement import PAYMENT_EVENTS, PaymentEvent, settle, settle_checkout
 from studio import catalog
 from studio.clients.stripe import PaymentsUnavailable, StripePayments
 from studio.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, UpstreamUnavailable, json_body
 from studio.runtime.function import Function, Key
-from studio.runtime.identity import identity, require_visitor
+from studio.runtime.identity import identity, require_admin, require_visitor
 
 function = Function("purchase", migrations=Path(__file__).parent / "migrations")
 
@@ -53,9 +58,40 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
     fn[LEDGER], fn[BOARD] = Ledger(fn), InstallBoard()
     key = fn.settings.stripe_secret_key
     fn[PAYMENTS] = payments = StripePayments(key.get(), api_base=fn.settings.stripe_api_base) if key else None
+    every_s = fn.settings.reconcile_every_h * 3600
+    daily = asyncio.create_task(reconcile_regularly(every_s)) if payments is not None and every_s > 0 else None
     yield
+    if daily is not None:
+        daily.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await daily
     if payments is not None:
         await payments.close()
+
+
+async def reconcile_regularly(every_s: float) -> None:
+    """The studio's own reconciliation: the last 7 days, repaired, every `every_s` (first one after `every_s`)."""
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            report = await run_reconciliation(since_s=7 * 86400, fix=True)
+        except PaymentsUnavailable as exc:
+            function.log.warning("reconciliation skipped: Stripe unavailable", extra={"error": str(exc)})
+            continue
+        function.log.info(
+            "reconciliation done", extra={"report": {k: v for k, v in report.to_dict().items() if k != "differences"}}
+        )
+
+
+async def run_reconciliation(*, since_s: float, fix: bool) -> Report:
+    return await reconcile(
+        function,
+        function[LEDGER],
+        function[BOARD],
+        function[PAYMENTS],
+        since_s=since_s,
+        fix=fix,  # type: ignore[arg-type]
+    )
 
 
 def find_model(model_id: str) -> catalog.CatalogModel:
@@ -204,6 +240,28 @@ async def request_install(request: web.Request) -> web.Response:
         await tx.publish(event)
         await board.record(tx, data, event.time)
     return web.json_response({"install_id": data.install_id, "model": model.id, "status": "queued"}, status=202)
+
+
+@function.route("POST", "/api/purchases/reconcile")
+async def reconcile_with_stripe(request: web.Request) -> web.Response:
+    require_admin(request)
+    body = await json_body(request)
+    try:
+        since_s = parse_since(str(body.get("since", "7d")))
+    except ValueError as exc:
+        raise BadRequest(str(exc), code="invalid_since") from None
+    if not isinstance(body.get("fix", False), bool):
+        raise BadRequest('"fix" must be true or false', code="invalid_fix")
+    if function[PAYMENTS] is None:
+        raise UpstreamUnavailable(
+            "payments are not configured (STRIPE_SECRET_KEY): there is nothing to reconcile with",
+            code="payments_not_configured",
+        )
+    try:
+        report = await run_reconciliation(since_s=since_s, fix=body.get("fix", False))
+    except PaymentsUnavailable as exc:
+        raise UpstreamUnavailable(f"{exc}; nothing was changed", code="payments_unavailable") from None
+    return web.json_response(report.to_dict())
 
 
 @function.route("GET", "/api/purchases")

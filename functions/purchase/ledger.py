@@ -28,6 +28,15 @@ def new_purchase_id() -> str:
     return "pur_" + secrets.token_hex(10)
 
 
+def is_purchase_id(value: object) -> bool:
+    """Whether `value` has the shape of a purchase id this studio made (Stripe metadata is untrusted)."""
+    return isinstance(value, str) and len(value) == 24 and value.startswith("pur_") and _is_hex(value[4:])
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
 @dataclass(frozen=True)
 class Purchase:
     id: str
@@ -114,6 +123,25 @@ class Ledger:
             (user_id, model),
         )
         return row is not None
+
+    async def pending_checkouts(self) -> list[Purchase]:
+        """Stripe purchases still pending, oldest first."""
+        rows = await self.db.fetch_all(
+            "SELECT * FROM purchases WHERE status = 'pending' AND kind = 'stripe' ORDER BY created_at"
+        )
+        return [Purchase.from_row(r) for r in rows]
+
+    async def owned_models(self) -> dict[str, int]:
+        """Every model someone owns (paid, not suspended), with how many purchases own it."""
+        rows = await self.db.fetch_all(
+            "SELECT model, COUNT(*) AS owners FROM purchases WHERE status = 'paid' AND suspended_at IS NULL "
+            "GROUP BY model"
+        )
+        return {r["model"]: r["owners"] for r in rows}
+
+    async def by_payment_intent(self, payment_intent: str) -> list[Purchase]:
+        rows = await self.db.fetch_all("SELECT * FROM purchases WHERE payment_intent = ?", (payment_intent,))
+        return [Purchase.from_row(r) for r in rows]
 
     async def get(self, purchase_id: str) -> Purchase | None:
         row = await self.db.fetch_one("SELECT * FROM purchases WHERE id = ?", (purchase_id,))

@@ -221,6 +221,13 @@ VARS: tuple[Var, ...] = (
         "Stripe's API (tests point it at a local stand-in).",
     ),
     Var(
+        "STUDIO_RECONCILE_EVERY_H",
+        "reconcile_every_h",
+        float,
+        "24",
+        "Hours between the studio's own reconciliations with Stripe (last 7 days, repaired); 0 = never.",
+    ),
+    Var(
         "STUDIO_CHAT_MAX_MESSAGE_CHARS",
         "chat_max_message_chars",
         _positive(int),
@@ -328,6 +335,7 @@ class Settings:
     catalog_path: Path | None
     skip_payment: bool
     stripe_api_base: str
+    reconcile_every_h: float
     chat_max_message_chars: int
     chat_max_messages: int
     chat_max_tokens: int
