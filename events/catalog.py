@@ -304,6 +304,19 @@ class PurchaseRestored(EventData):
 
 
 @dataclass(frozen=True, kw_only=True)
+class PurchaseFlagged(EventData):
+    """A paid purchase needs the operator: its model could not be installed (the disk is full)."""
+
+    TYPE = "purchase.flagged"
+    DURABLE = True
+    SUBJECT_FIELD = "purchase_id"
+    purchase_id: str
+    user_id: str
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class PaymentDisputed(EventData):
     """Stripe says the buyer disputed a charge (`charge.dispute.created`): access is suspended meanwhile."""
 

@@ -10,7 +10,7 @@ Events  consumes payment.succeeded, payment.failed, payment.refunded, payment.re
                  payment.disputed, payment.dispute_closed (settle the purchase: settlement.py)
         consumes install.requested/started/completed/failed/removed (install states); listens install.progressed
         emits    purchase.created, purchase.completed, purchase.failed, purchase.revoked, purchase.suspended,
-                 purchase.restored, install.requested
+                 purchase.restored, purchase.flagged (its install failed: disk full), install.requested
 Query   models.snapshot {"user_id", "admin"} -> {"models": [...]} (the gateway's live stream starts with it)
 """
 
@@ -35,6 +35,7 @@ from events.catalog import (
 )
 from events.delivery import Delivery
 from events.envelope import Event, new_id
+from functions.purchase.capacity import ensure_room_for
 from functions.purchase.installs import STATE_OF, InstallBoard
 from functions.purchase.ledger import Ledger, Purchase, new_purchase_id
 from functions.purchase.reconciliation import Report, parse_since, reconcile
@@ -51,6 +52,7 @@ LEDGER = Key[Ledger]("ledger")
 BOARD = Key[InstallBoard]("installs")
 PAYMENTS = Key[StripePayments | None]("payments")
 IN_PROGRESS = ("queued", "pulling")
+DISK_FULL = "disk is full"  # install.failed's reason when Ollama said "no space left on device"
 
 
 @function.resource
@@ -133,6 +135,8 @@ async def purchase_model(request: web.Request) -> web.Response:
     model = find_model(request.match_info["model"])
     ledger = function[LEDGER]
     kind = "free" if model.free else "test" if function.settings.skip_payment else "stripe"
+    if model.id not in await ledger.owned(user_id):
+        await ensure_room_for(model, function.settings)  # 507/409 before anything is charged
     if kind != "stripe":
         purchase_id = new_purchase_id()
         async with function.db.transaction() as tx:
@@ -221,6 +225,7 @@ async def request_install(request: web.Request) -> web.Response:
     owner = bool(user_id) and model.id in await function[LEDGER].owned(user_id or "")
     if not (owner or who.admin):
         raise Forbidden(f"you don't own {model.id}: buy it in the marketplace first", code="not_owner")
+    await ensure_room_for(model, function.settings)
     board = function[BOARD]
     async with function.db.transaction() as tx:
         row = await tx.fetch_one("SELECT state, install_id FROM install_states WHERE model = ?", (model.id,))
@@ -302,6 +307,10 @@ async def settle_payment(event: PaymentEvent, delivery: Delivery) -> None:
 async def record_install_state(event: Any, delivery: Delivery) -> None:
     if isinstance(event, InstallRemoved) and not event.by_operator:
         await reinstall_for_owners(event, delivery.event.time)
+    elif isinstance(event, InstallFailed) and not event.will_retry and DISK_FULL in event.reason:
+        async with function.db.transaction() as tx:  # the buyer paid for a model the disk cannot hold
+            await function[BOARD].record(tx, event, delivery.event.time)
+            await function[LEDGER].flag_for_operator(tx, "pur_" + event.install_id[4:], event.reason)
     else:
         await function[BOARD].record(function.db, event, delivery.event.time)
 

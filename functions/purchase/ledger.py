@@ -14,6 +14,7 @@ from events.catalog import (
     PurchaseCompleted,
     PurchaseCreated,
     PurchaseFailed,
+    PurchaseFlagged,
     PurchaseRestored,
     PurchaseRevoked,
     PurchaseSuspended,
@@ -53,6 +54,7 @@ class Purchase:
     created_at: str
     completed_at: str | None
     suspended_at: str | None = None  # a dispute is open: no access until it closes
+    flag: str | None = None  # why the operator should look at it (its install failed: disk full)
 
     @classmethod
     def from_row(cls, row: Row) -> Purchase:
@@ -74,6 +76,7 @@ class Purchase:
             "created_at": self.created_at,
             "completed_at": self.completed_at,
             "suspended": self.suspended_at is not None,
+            "flag": self.flag,
         }
 
 
@@ -366,3 +369,19 @@ class Ledger:
                 PurchaseRestored(purchase_id=purchase.id, user_id=purchase.user_id, model=purchase.model, reason=reason)
             )
         )
+
+    async def flag_for_operator(self, tx: Transaction, purchase_id: str, reason: str) -> bool:
+        """Mark a paid purchase for the operator (once); False when there is none to flag."""
+        row = await tx.fetch_one(
+            "SELECT * FROM purchases WHERE id = ? AND status = 'paid' AND flag IS NULL", (purchase_id,)
+        )
+        if row is None:
+            return False
+        purchase = Purchase.from_row(row)
+        await tx.execute("UPDATE purchases SET flag = ?, updated_at = ? WHERE id = ?", (reason, utcnow(), purchase.id))
+        await tx.publish(
+            self.fn.event(
+                PurchaseFlagged(purchase_id=purchase.id, user_id=purchase.user_id, model=purchase.model, reason=reason)
+            )
+        )
+        return True

@@ -221,6 +221,22 @@ VARS: tuple[Var, ...] = (
         "Stripe's API (tests point it at a local stand-in).",
     ),
     Var(
+        "STUDIO_OLLAMA_MODELS_DIR",
+        "ollama_models_dir",
+        lambda s: Path(s) if s else None,
+        "",
+        "Ollama's models directory as the studio sees it (its volume mounted here): a model whose download "
+        "plus STUDIO_DISK_MIN_FREE_MB does not fit is refused before payment; empty = no disk check.",
+    ),
+    Var(
+        "STUDIO_SERVER_MEMORY_BYTES",
+        "server_memory_bytes",
+        int,
+        "0",
+        "Memory Ollama can use; a model needing more is refused before payment. 0 = the host's total "
+        "memory (/proc/meminfo).",
+    ),
+    Var(
         "STUDIO_RECONCILE_EVERY_H",
         "reconcile_every_h",
         float,
@@ -335,6 +351,8 @@ class Settings:
     catalog_path: Path | None
     skip_payment: bool
     stripe_api_base: str
+    ollama_models_dir: Path | None
+    server_memory_bytes: int
     reconcile_every_h: float
     chat_max_message_chars: int
     chat_max_messages: int

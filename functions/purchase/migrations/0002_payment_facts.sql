@@ -15,3 +15,7 @@ CREATE TABLE payment_facts (
 
 -- A paid purchase whose payment is disputed: owned on paper, no access until the dispute closes.
 ALTER TABLE purchases ADD COLUMN suspended_at TEXT;
+
+-- Why the operator should look at a purchase (its install failed for good because the disk is full:
+-- free space and retry, or refund it); NULL = nothing to look at.
+ALTER TABLE purchases ADD COLUMN flag TEXT;

@@ -40,6 +40,7 @@ async def checkout(studio: Studio, model: str) -> tuple[str, dict]:
     """A visitor opens Checkout and pays at the Stripe stand-in: (purchase id, the double's session)."""
     body = await (await studio.client.post(f"/api/models/purchase/{model}")).json()
     session = studio.stripe.pay(body["checkout_url"].rsplit("/", 1)[1])
+    await studio.wait_for_event("purchase.created", model)  # in the stream: counts taken now are stable
     return body["purchase_id"], dict(session)
 
 
