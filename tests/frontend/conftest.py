@@ -128,6 +128,7 @@ class LiveStudio:
             heartbeat_s=0.5,
             shutdown_grace_s=2.0,
             nats_connect_timeout_s=5.0,
+            server_memory_bytes=64 * 1024**3,  # every catalog model fits, whatever this host has
             functions=FUNCTIONS,
             skip_payment=self.skip_payment,
             stripe_api_base=self.stripe.url,

@@ -51,9 +51,11 @@ async def test_a_model_needing_more_memory_than_the_server_has_is_refused(
     embedded_studio, settings, ollama, stripe_api, bus, tmp_path
 ) -> None:
     path = catalog_with(tmp_path, **{"phi3:mini": {"ram_bytes": PETABYTE}})
-    studio = await start_studio(embedded_studio, settings, ollama, stripe_api, bus, catalog_path=path)
+    studio = await start_studio(
+        embedded_studio, settings, ollama, stripe_api, bus, catalog_path=path, server_memory_bytes=0
+    )
 
-    host = await studio.client.post("/api/models/purchase/phi3:mini")  # vs the host's MemTotal
+    host = await studio.client.post("/api/models/purchase/phi3:mini")  # 0: the host's MemTotal
 
     assert host.status == 409 and (await host.json())["error"]["code"] == "insufficient_memory"
     assert stripe_api.create_requests == []
