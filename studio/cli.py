@@ -2,7 +2,7 @@
 
 localai-studio up                         the whole studio in one process (embedded NATS)
 localai-studio run <function>|gateway     one service alone, as its container runs it
-localai-studio events tail [--since 10m] [--type 'purchase.*'] [--json]
+localai-studio events tail [--since 10m] [--type 'purchase.*'] [--json] [--no-follow] [--until TIME]
 localai-studio health [--url URL]         print the health report; exit 0 when healthy
 localai-studio config [--markdown]        the configuration variables and their values
 localai-studio reconcile [--since 7d] [--fix] [--url URL]   compare with Stripe; JSON report; exit 1 if
@@ -20,7 +20,7 @@ import json
 import re
 import signal
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
@@ -49,6 +49,19 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time (UTC when no offset is given), or a duration meaning that long ago."""
+    if _DURATION.fullmatch(text.strip()):
+        return datetime.now(UTC) - parse_duration(text)
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time such as 2026-12-01T18:00:00Z or a duration such as 5m"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="localai-studio", description="Local AI Studio")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tail_cmd.add_argument("--type", default="*", help="event types to show, e.g. 'purchase.*'")
     tail_cmd.add_argument("--json", action="store_true", help="one CloudEvents JSON object a line")
+    tail_cmd.add_argument(
+        "--no-follow", dest="follow", action="store_false", help="print what is stored (all, or --since) and exit"
+    )
+    tail_cmd.add_argument(
+        "--until",
+        type=parse_time,
+        default=None,
+        help="stop at this time (ISO 8601, e.g. 2026-12-01T18:00:00Z; or a duration ago, e.g. 5m)",
+    )
     health = sub.add_parser("health", help="print the health report; exit 0 when healthy")
     health.add_argument("--url", default=None, help="the studio's URL (default from STUDIO_HOST/PORT)")
     rec = sub.add_parser("reconcile", help="compare purchases and access with Stripe; --fix repairs")
@@ -93,7 +115,7 @@ async def events_tail(settings: Settings, args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await tail(bus, emit, pattern=args.type, since=args.since, stop=stop)
+        await tail(bus, emit, pattern=args.type, since=args.since, stop=stop, follow=args.follow, until=args.until)
     finally:
         await bus.close(0)
     return 0
