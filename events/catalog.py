@@ -377,6 +377,25 @@ class StripeEventIgnored(EventData):
     reason: str
 
 
+# -- the operator ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorRefundRequested(EventData):
+    """The operator refunded a purchase through Stripe (console or API); Stripe's `charge.refunded`
+    webhook then revokes it as for any refund. `operator` says who did it."""
+
+    TYPE = "operator.refund_requested"
+    DURABLE = True
+    SUBJECT_FIELD = "purchase_id"
+    operator: str
+    purchase_id: str
+    user_id: str
+    model: str
+    amount_cents: int
+    refund_id: str
+
+
 # -- installs --------------------------------------------------------------------------------------
 
 

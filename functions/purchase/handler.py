@@ -4,12 +4,16 @@ HTTP    GET  /api/models                      -> the catalog with `owned` and th
         POST /api/models/purchase/{model}     -> free/test: owned at once; else a Stripe Checkout URL
         POST /api/models/install {"model"}    -> 202 {"install_id"}: the owner (re)installs, or the operator
         GET  /api/purchases[/{purchase_id}]   -> the visitor's purchases (a pending checkout is re-checked)
+        GET  /api/purchases?all=1&q=&status=  -> every visitor's purchases, searched (operator)
+        POST /api/purchases/{purchase_id}/refund {"confirm": true} -> refunded in full through Stripe (operator);
+                                                  Stripe's charge.refunded webhook then revokes it
         POST /api/purchases/reconcile {"since", "fix"} -> the reconciliation report with Stripe (operator);
                                                   also run by itself every STUDIO_RECONCILE_EVERY_H
 Events  consumes payment.succeeded, payment.failed, payment.refunded, payment.refund_failed,
                  payment.disputed, payment.dispute_closed (settle the purchase: settlement.py)
         consumes install.requested/started/completed/failed/removed (install states); listens install.progressed
-        emits    purchase.created, purchase.completed, purchase.failed, purchase.revoked, purchase.suspended,
+        emits    operator.refund_requested, purchase.created, purchase.completed, purchase.failed, purchase.revoked,
+                 purchase.suspended,
                  purchase.restored, purchase.flagged (its install failed: disk full), install.requested
 Query   models.snapshot {"user_id", "admin"} -> {"models": [...]} (the gateway's live stream starts with it)
 """
@@ -32,6 +36,7 @@ from events.catalog import (
     InstallRemoved,
     InstallRequested,
     InstallStarted,
+    OperatorRefundRequested,
 )
 from events.delivery import Delivery
 from events.envelope import Event, new_id
@@ -41,7 +46,7 @@ from functions.purchase.ledger import Ledger, Purchase, new_purchase_id
 from functions.purchase.reconciliation import Report, parse_since, reconcile
 from functions.purchase.settlement import PAYMENT_EVENTS, PaymentEvent, settle, settle_checkout
 from studio import catalog
-from studio.clients.stripe import PaymentsUnavailable, StripePayments
+from studio.clients.stripe import PaymentsUnavailable, RefundRefused, StripePayments
 from studio.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, UpstreamUnavailable, json_body
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity, require_admin, require_visitor
@@ -269,8 +274,58 @@ async def reconcile_with_stripe(request: web.Request) -> web.Response:
     return web.json_response(report.to_dict())
 
 
+@function.route("POST", "/api/purchases/{purchase_id}/refund")
+async def refund_purchase(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    body = await json_body(request)
+    if body.get("confirm") is not True:
+        raise BadRequest('a refund gives the money back: send {"confirm": true}', code="confirmation_required")
+    purchase = await function[LEDGER].get(request.match_info["purchase_id"])
+    if purchase is None:
+        raise NotFound("no such purchase", code="unknown_purchase")
+    if purchase.kind != "stripe" or not purchase.payment_intent or purchase.status != "paid":
+        raise Conflict(
+            f"only a paid Stripe purchase can be refunded; this one is a {purchase.kind} purchase, {purchase.status}",
+            code="not_refundable",
+        )
+    payments = function[PAYMENTS]
+    if payments is None:
+        raise UpstreamUnavailable("payments are not configured (STRIPE_SECRET_KEY)", code="payments_not_configured")
+    try:
+        refund = await payments.refund_payment(purchase.payment_intent, idempotency_key=f"refund-{purchase.id}")
+    except RefundRefused as exc:
+        raise Conflict(f"Stripe refused the refund: {exc}", code="refund_refused") from None
+    except PaymentsUnavailable as exc:
+        raise UpstreamUnavailable(f"{exc}; nothing was refunded", code="payments_unavailable") from None
+    async with function.db.transaction() as tx:
+        await tx.publish(
+            function.event(
+                OperatorRefundRequested(
+                    operator=operator_name(who),
+                    purchase_id=purchase.id,
+                    user_id=purchase.user_id,
+                    model=purchase.model,
+                    amount_cents=int(refund.get("amount") or 0),
+                    refund_id=str(refund.get("id")),
+                )
+            )
+        )
+    return web.json_response(
+        {"purchase_id": purchase.id, "refund_id": refund.get("id"), "status": refund.get("status")}
+    )
+
+
+def operator_name(who: Any) -> str:
+    """Who acted: the operator's account when signed in with one, else the admin token."""
+    return getattr(who, "account_id", None) or "admin token"  # (a visitor cookie says nothing of who operates)
+
+
 @function.route("GET", "/api/purchases")
 async def list_purchases(request: web.Request) -> web.Response:
+    who = identity(request)
+    if who.admin and request.query.get("all") == "1":
+        found = await function[LEDGER].search(request.query.get("q", "").strip(), request.query.get("status", ""))
+        return web.json_response({"purchases": [p.for_operator() for p in found]})
     purchases = await function[LEDGER].of_user(require_visitor(request))
     return web.json_response({"purchases": [p.public() for p in purchases]})
 

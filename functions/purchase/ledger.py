@@ -64,6 +64,14 @@ class Purchase:
     def owned(self) -> bool:
         return self.status == "paid" and self.suspended_at is None
 
+    def for_operator(self) -> dict[str, Any]:
+        return {
+            **self.public(),
+            "user_id": self.user_id,
+            "payment_intent": self.payment_intent,
+            "checkout_session_id": self.checkout_session_id,
+        }
+
     def public(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -144,6 +152,17 @@ class Ledger:
 
     async def by_payment_intent(self, payment_intent: str) -> list[Purchase]:
         rows = await self.db.fetch_all("SELECT * FROM purchases WHERE payment_intent = ?", (payment_intent,))
+        return [Purchase.from_row(r) for r in rows]
+
+    async def search(self, text: str = "", status: str = "", limit: int = 200) -> list[Purchase]:
+        """The operator's search: `text` in the purchase id, visitor, model or payment; newest first."""
+        like = f"%{text}%"
+        rows = await self.db.fetch_all(
+            "SELECT * FROM purchases WHERE (? = '' OR status = ?) AND (? = '' OR id LIKE ? OR user_id LIKE ? "
+            "OR model LIKE ? OR payment_intent LIKE ? OR checkout_session_id LIKE ?) "
+            "ORDER BY created_at DESC LIMIT ?",
+            (status, status, text, like, like, like, like, like, limit),
+        )
         return [Purchase.from_row(r) for r in rows]
 
     async def get(self, purchase_id: str) -> Purchase | None:
