@@ -34,6 +34,7 @@ from tests.doubles.stripe import StripeDouble
 
 HERE = Path(__file__).resolve().parent
 FUNCTIONS = ("chat", "purchase", "install", "webhook")
+OPERATOR_TOKEN = "op-console-token"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or next(
     (p for p in ("/usr/bin/chromium", "/usr/lib/chromium/chromium") if os.path.exists(p)), None
 )
@@ -135,6 +136,7 @@ class LiveStudio:
             stripe_secret_key=Secret(self.stripe.api_key),
             stripe_webhook_secret=Secret(self.stripe.webhook_secret),
             public_url=self.url,
+            admin_token=Secret(OPERATOR_TOKEN),
         )
         fns = [load(name) for name in FUNCTIONS]
         self.host = Host(fns, settings)

@@ -1,0 +1,206 @@
+// The operator console: purchases (search, refund through Stripe with a confirmation step) and installs
+// (retry, install now, remove). Every call carries the operator's credentials: an operator session cookie
+// when there is one, else the admin token the operator typed (kept in this tab's sessionStorage only).
+import { ApiError, OFFLINE_MESSAGE, errorFrom } from "./api.js";
+import { price } from "./format.js";
+
+const TOKEN_KEY = "studio.operator-token";
+const $ = (id) => document.getElementById(id);
+
+async function call(path, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, "offline", OFFLINE_MESSAGE);
+  }
+  if (!response.ok) throw await errorFrom(response);
+  return response.json();
+}
+
+function cell(text) {
+  const td = document.createElement("td");
+  td.textContent = text;
+  return td;
+}
+
+function button(label, aria, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = "button";
+  b.textContent = label;
+  b.setAttribute("aria-label", aria);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function say(message, kind = "") {
+  const notice = $("notice");
+  notice.className = `notice ${kind}`.trim();
+  notice.textContent = message;
+  notice.hidden = false;
+}
+
+function deny(message) {
+  $("console").hidden = true;
+  $("denied").textContent = message;
+  $("denied").hidden = false;
+  $("signin").hidden = false;
+}
+
+/** Replace an action cell's content with a confirm/cancel pair; `act` runs only on confirm. */
+function confirmStep(td, question, confirmLabel, act, restore) {
+  td.replaceChildren();
+  const text = document.createElement("span");
+  text.textContent = `${question} `;
+  td.append(
+    text,
+    button(confirmLabel, confirmLabel, async () => {
+      td.replaceChildren(document.createTextNode("Working…"));
+      try {
+        await act();
+      } catch (err) {
+        say(err.message, "error");
+        restore();
+      }
+    }),
+    button("Cancel", "Cancel", restore),
+  );
+  td.querySelector("button").focus();
+}
+
+async function loadPurchases() {
+  const params = new URLSearchParams({ all: "1", q: $("q").value.trim(), status: $("status").value });
+  const { purchases } = await call(`/api/purchases?${params}`);
+  const rows = purchases.map((p) => {
+    const tr = document.createElement("tr");
+    tr.dataset.purchase = p.id;
+    const status = p.suspended ? `${p.status} (disputed)` : p.status;
+    tr.append(
+      cell(p.id),
+      cell(p.model),
+      cell(p.user_id),
+      cell(p.flag ? `${status}: ${p.flag}` : status),
+      cell(price(p.amount_cents, p.currency)),
+      cell(p.created_at.replace("T", " ").slice(0, 19)),
+    );
+    const action = document.createElement("td");
+    const offer = () => {
+      action.replaceChildren();
+      if (p.kind !== "stripe" || p.status !== "paid") return;
+      action.append(
+        button("Refund", `Refund ${p.id}`, () =>
+          confirmStep(
+            action,
+            `Give ${price(p.amount_cents, p.currency)} back for ${p.model}?`,
+            "Confirm refund",
+            async () => {
+              await call(`/api/purchases/${encodeURIComponent(p.id)}/refund`, { method: "POST", body: { confirm: true } });
+              say(`Refund of ${price(p.amount_cents, p.currency)} for ${p.model} sent to Stripe; access ends when Stripe confirms it.`);
+              await loadPurchases();
+            },
+            offer,
+          ),
+        ),
+      );
+    };
+    offer();
+    tr.append(action);
+    return tr;
+  });
+  $("purchases").tBodies[0].replaceChildren(...rows);
+}
+
+async function loadInstalls() {
+  const { models } = await call("/api/models");
+  const rows = models.map((m) => {
+    const tr = document.createElement("tr");
+    tr.dataset.model = m.id;
+    const state = m.install?.state || "not_installed";
+    tr.append(cell(m.id), cell(state), cell(m.install?.reason || ""));
+    const action = document.createElement("td");
+    const offer = () => {
+      action.replaceChildren();
+      if (state === "failed" || state === "not_installed") {
+        const label = state === "failed" ? "Retry" : "Install now";
+        action.append(
+          button(label, `${label} ${m.id}`, async () => {
+            try {
+              await call("/api/models/install", { method: "POST", body: { model: m.id } });
+              say(`${m.id}: install requested.`);
+              await loadInstalls();
+            } catch (err) {
+              say(err.message, "error");
+            }
+          }),
+        );
+      } else if (state === "installed") {
+        action.append(
+          button("Remove", `Remove ${m.id}`, () =>
+            confirmStep(action, `Remove ${m.id} from Ollama?`, "Confirm removal", async () => {
+              await call(`/api/models/${encodeURIComponent(m.id)}`, { method: "DELETE" });
+              say(`${m.id} removed from Ollama; owners can install it again.`);
+              await loadInstalls();
+            }, offer),
+          ),
+        );
+      }
+    };
+    offer();
+    tr.append(action);
+    return tr;
+  });
+  $("installs").tBodies[0].replaceChildren(...rows);
+  if (!document.getElementById("refresh-installs")) {
+    const refresh = button("Refresh", "Refresh installs", () => loadInstalls().catch((err) => say(err.message, "error")));
+    refresh.id = "refresh-installs";
+    $("installs").before(refresh);
+  }
+}
+
+async function open() {
+  if (!sessionStorage.getItem(TOKEN_KEY)) {
+    deny("Operators only: sign in with the operator token."); // no request, so nothing is refused
+    return;
+  }
+  try {
+    await loadPurchases();
+  } catch (err) {
+    if (err.status === 401 || err.status === 403) {
+      const hadToken = Boolean(sessionStorage.getItem(TOKEN_KEY));
+      sessionStorage.removeItem(TOKEN_KEY);
+      deny(hadToken ? "That token is not the operator's." : "Operators only: sign in with the operator token.");
+      return;
+    }
+    deny(err.message);
+    return;
+  }
+  $("denied").hidden = true;
+  $("signin").hidden = true;
+  $("console").hidden = false;
+  await loadInstalls().catch((err) => say(err.message, "error"));
+}
+
+$("signin").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  $("token").value = "";
+  open();
+});
+
+$("search").addEventListener("submit", (e) => {
+  e.preventDefault();
+  loadPurchases().catch((err) => say(err.message, "error"));
+});
+
+open();

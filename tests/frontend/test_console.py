@@ -1,0 +1,89 @@
+"""The operator console (/admin): a visitor is refused; the operator refunds a purchase through Stripe
+(with a confirmation step) and retries a failed install."""
+
+from __future__ import annotations
+
+import httpx
+from playwright.sync_api import expect
+
+from tests.frontend.conftest import OPERATOR_TOKEN
+from tests.support import wait_sync
+
+STUDIO = {"skip_payment": False}
+
+
+def visitor(studio) -> httpx.Client:
+    client = httpx.Client(base_url=studio.url, timeout=10)
+    assert client.get("/").status_code == 200  # the visitor cookie
+    return client
+
+
+def sign_in(page, studio) -> None:
+    page.goto(studio.url + "/admin")
+    page.get_by_label("Operator token (STUDIO_ADMIN_TOKEN)").fill(OPERATOR_TOKEN)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#console")).to_be_visible()
+
+
+def test_a_visitor_is_refused_the_console(studio, page, watch) -> None:
+    watch.allow(r"status of 40[13]")  # the browser notes the refused API calls
+
+    page.goto(studio.url + "/admin")
+
+    expect(page.locator("#denied")).to_have_text("Operators only: sign in with the operator token.")
+    expect(page.locator("#console")).to_be_hidden()
+    page.get_by_label("Operator token (STUDIO_ADMIN_TOKEN)").fill("a guess")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#denied")).to_have_text("That token is not the operator's.")
+    expect(page.locator("#console")).to_be_hidden()
+    assert httpx.get(studio.url + "/api/purchases?all=1").status_code in (401, 403)
+
+
+def test_the_operator_refunds_a_purchase_through_stripe(studio, page) -> None:
+    buyer = visitor(studio)
+    body = buyer.post("/api/models/purchase/llama3.2:1b").json()
+    session_id = body["checkout_url"].rsplit("/", 1)[1]
+    studio.call(lambda: studio.stripe.pay(session_id))
+    hook = studio.url + "/api/webhooks/stripe"
+    assert studio.call(lambda: studio.stripe.deliver(hook, "checkout.session.completed", session_id)) == [200]
+    wait_sync(lambda: buyer.get(f"/api/purchases/{body['purchase_id']}").json()["status"] == "paid")
+
+    sign_in(page, studio)
+    page.get_by_label("Purchase, visitor, model or payment").fill(body["purchase_id"])
+    page.get_by_role("button", name="Search").click()
+    row = page.locator(f'tr[data-purchase="{body["purchase_id"]}"]')
+    expect(row).to_contain_text("paid")
+    row.get_by_role("button", name=f"Refund {body['purchase_id']}").click()
+    expect(row).to_contain_text("Give $1.99 back for llama3.2:1b?")
+    assert studio.call(lambda: list(studio.stripe.refund_requests)) == [], "nothing before the confirmation"
+    row.get_by_role("button", name="Confirm refund").click()
+
+    expect(page.locator("#notice")).to_have_text(
+        "Refund of $1.99 for llama3.2:1b sent to Stripe; access ends when Stripe confirms it."
+    )
+    assert studio.call(lambda: studio.stripe.charge_of(session_id)["refunded"]) is True
+    assert studio.call(lambda: studio.stripe.send(hook, studio.stripe.refund_event(session_id))) == [200]
+    wait_sync(lambda: buyer.get(f"/api/purchases/{body['purchase_id']}").json()["status"] == "refunded")
+    page.get_by_role("button", name="Search").click()
+    expect(row).to_contain_text("refunded")
+    expect(row.get_by_role("button")).to_have_count(0)
+
+
+def test_the_operator_retries_a_failed_install(studio, page) -> None:
+    model_id = "qwen2.5:0.5b"
+    kept = studio.call(lambda: studio.ollama.registry_model(model_id))
+    studio.call(lambda: studio.ollama.remove_model(model_id))  # the pull fails for good
+    buyer = visitor(studio)
+    assert buyer.post(f"/api/models/purchase/{model_id}").status_code == 200
+
+    sign_in(page, studio)
+    row = page.locator(f'#installs tr[data-model="{model_id}"]')
+    refresh = page.get_by_role("button", name="Refresh installs")
+    wait_sync(lambda: refresh.click() or "failed" in row.inner_text(), message="the install failed")
+    studio.call(lambda: studio.ollama.add_model(model_id, kept))
+    row.get_by_role("button", name=f"Retry {model_id}").click()
+
+    expect(page.locator("#notice")).to_have_text(f"{model_id}: install requested.")
+    wait_sync(lambda: studio.call(lambda: studio.ollama.is_installed(model_id)), timeout=30)
+    wait_sync(lambda: refresh.click() or "installed" in row.inner_text(), message="shown installed")
+    expect(row.get_by_role("button", name=f"Remove {model_id}")).to_be_visible()
