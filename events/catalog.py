@@ -396,6 +396,19 @@ class OperatorRefundRequested(EventData):
     refund_id: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class OperatorDeadLetterRedriven(EventData):
+    """The operator put a dead-lettered event back into the stream after a fix (console or API)."""
+
+    TYPE = "operator.dead_letter_redriven"
+    DURABLE = True
+    SUBJECT_FIELD = "event_type"
+    operator: str
+    event_id: str
+    event_type: str
+    consumer: str
+
+
 # -- installs --------------------------------------------------------------------------------------
 
 

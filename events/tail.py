@@ -11,14 +11,14 @@ import asyncio
 import contextlib
 import fnmatch
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import nats.errors
 from nats.js import api
 
-from events.bus import STREAM, Bus
-from events.envelope import Event, InvalidEvent, nats_subject
+from events.bus import STREAM, Bus, BusUnavailable
+from events.envelope import Event, InvalidEvent, nats_subject, new_id
 
 
 def matches(event: Event, pattern: str) -> bool:
@@ -103,13 +103,40 @@ def _time(event: Event) -> datetime:
         return datetime.now(UTC)
 
 
-async def replay(bus: Bus, start: datetime | None, limit: int = 100_000) -> list[Event]:
+async def stored(bus: Bus, types: Sequence[str], since: datetime | None = None) -> list[Event]:
+    """The durable events of these types still in the stream (since `since`), oldest first."""
+    return await replay(bus, since, subjects=[nats_subject(t) for t in types])
+
+
+async def redeliver(bus: Bus, event: Event) -> None:
+    """Put a stored event into the stream again (a dead letter's redrive), under a fresh message id so
+    the stream's duplicate window does not drop it; every consumer of its type handles it again (they
+    are idempotent), the one that gave up included."""
+    try:
+        await bus.nc.jetstream().publish(
+            nats_subject(event.type), event.to_json(), timeout=5.0, headers={"Nats-Msg-Id": f"{event.id}.{new_id()}"}
+        )
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
+        raise BusUnavailable(f"could not redeliver {event.type}: {type(exc).__name__}") from None
+
+
+async def replay(
+    bus: Bus, start: datetime | None, limit: int = 100_000, subjects: Sequence[str] | None = None
+) -> list[Event]:
     """Durable events stored since `start` (None: all of them), oldest first, read by an ephemeral consumer."""
     js = bus.nc.jetstream()
     by_time = {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": start}
+    only = (
+        {}
+        if not subjects
+        else {"filter_subject": subjects[0]}
+        if len(subjects) == 1
+        else {"filter_subjects": list(subjects)}
+    )
     info = await bus.nc.jsm().add_consumer(
         STREAM,
         api.ConsumerConfig(
+            **only,  # type: ignore[arg-type]
             **(by_time if start is not None else {"deliver_policy": api.DeliverPolicy.ALL}),  # type: ignore[arg-type]
             ack_policy=api.AckPolicy.NONE,
             inactive_threshold=30.0,

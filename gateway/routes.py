@@ -48,6 +48,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/health", "health", methods("GET", "HEAD"), timeout=10, visitor=False),
     Route("/metrics", "monitor", methods("GET"), timeout=10, admin=True, visitor=False),
     Route("/api/monitor", "monitor", methods("GET"), timeout=10, admin=True),
+    Route("/api/monitor/dead-letters", "monitor", methods("GET", "POST"), timeout=30, max_body=4 * KIB, admin=True),
 )
 
 

@@ -5,7 +5,11 @@ HTTP    GET /metrics                      -> Prometheus text: events, rates, eve
                                              per model (answers, tokens, time to first token)
         GET /api/monitor/events?type=&limit=  -> the latest events, newest last (operator)
         GET /api/monitor/stats            -> totals and rates per event type (operator)
+        GET  /api/monitor/dead-letters    -> every dead letter the stream keeps, newest first (operator)
+        POST /api/monitor/dead-letters/{event_id}/redrive, POST /api/monitor/dead-letters/redrive
+                                          -> put one (or every pending) dead-lettered event back (operator)
 Events  listens  * (every event on the bus, durable and live)
+        emits    operator.dead_letter_redriven
         consumes install.failed, event.dead_lettered -> alerts to STUDIO_ALERT_WEBHOOK_URL (alerts.py)
 """
 
@@ -21,9 +25,10 @@ from events.catalog import EventDeadLettered, HeartbeatEmitted, InstallFailed
 from events.delivery import Delivery
 from events.envelope import Event
 from functions.monitor.alerts import MAX_AGE_S, AlertWebhook, age_s, alert_text
+from functions.monitor.dead_letters import UnknownDeadLetter, dead_letters, redrive
 from functions.monitor.exposition import StudioCollector
 from functions.monitor.observations import ChatUsage, EventCounts, FunctionReports, RecentEvents
-from studio.runtime.errors import BadRequest
+from studio.runtime.errors import BadRequest, NotFound
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import require_admin
 
@@ -88,3 +93,38 @@ async def list_recent_events(request: web.Request) -> web.Response:
 async def event_stats(request: web.Request) -> web.Response:
     require_admin(request)
     return web.json_response({"events": function[COUNTS].summary(time.time())})
+
+
+@function.route("GET", "/api/monitor/dead-letters")
+async def list_dead_letters(request: web.Request) -> web.Response:
+    require_admin(request)
+    return web.json_response({"dead_letters": await dead_letters(function.bus)})
+
+
+@function.route("POST", "/api/monitor/dead-letters/{event_id}/redrive")
+async def redrive_dead_letter(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    try:
+        letter = await redrive(function.bus, request.match_info["event_id"], operator_name(who), function.publish)
+    except UnknownDeadLetter as exc:
+        raise NotFound(str(exc), code="unknown_dead_letter") from None
+    return web.json_response({"redriven": [letter["event_id"]]})
+
+
+@function.route("POST", "/api/monitor/dead-letters/redrive")
+async def redrive_every_dead_letter(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    pending = {d["event_id"] for d in await dead_letters(function.bus) if not d["redriven_at"]}
+    done = []
+    for event_id in sorted(pending):
+        try:
+            await redrive(function.bus, event_id, operator_name(who), function.publish)
+        except UnknownDeadLetter:
+            continue
+        done.append(event_id)
+    return web.json_response({"redriven": done})
+
+
+def operator_name(who: object) -> str:
+    """Who acted: the operator's account when signed in with one, else the admin token."""
+    return getattr(who, "account_id", None) or "admin token"
