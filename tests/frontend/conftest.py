@@ -77,9 +77,16 @@ class LiveStudio:
     """The studio on http://127.0.0.1:<port>, its event loop in a background thread."""
 
     def __init__(
-        self, root: Path, *, skip_payment: bool = True, pull_speed: float = 0.0, tokens_per_s: float = 40.0
+        self,
+        root: Path,
+        *,
+        skip_payment: bool = True,
+        pull_speed: float = 0.0,
+        tokens_per_s: float = 40.0,
+        functions: tuple[str, ...] = FUNCTIONS,
     ) -> None:
         self.root = root
+        self.functions = functions
         self.skip_payment = skip_payment
         self.pull_speed = pull_speed
         self.tokens_per_s = tokens_per_s
@@ -130,7 +137,7 @@ class LiveStudio:
             shutdown_grace_s=2.0,
             nats_connect_timeout_s=5.0,
             server_memory_bytes=64 * 1024**3,  # every catalog model fits, whatever this host has
-            functions=FUNCTIONS,
+            functions=self.functions,
             skip_payment=self.skip_payment,
             stripe_api_base=self.stripe.url,
             stripe_secret_key=Secret(self.stripe.api_key),
@@ -138,7 +145,7 @@ class LiveStudio:
             public_url=self.url,
             admin_token=Secret(OPERATOR_TOKEN),
         )
-        fns = [load(name) for name in FUNCTIONS]
+        fns = [load(name) for name in self.functions]
         self.host = Host(fns, settings)
         await self.host.start()
         self.runner = web.AppRunner(gateway_app(settings, functions=fns, bus=self.host.bus), access_log=None)

@@ -6,10 +6,14 @@ from __future__ import annotations
 import httpx
 from playwright.sync_api import expect
 
-from tests.frontend.conftest import OPERATOR_TOKEN
+from events.catalog import PaymentSucceeded
+from events.envelope import Event
+from functions import load
+from studio.runtime.database import utcnow
+from tests.frontend.conftest import FUNCTIONS, OPERATOR_TOKEN
 from tests.support import wait_sync
 
-STUDIO = {"skip_payment": False}
+STUDIO = {"skip_payment": False, "functions": (*FUNCTIONS, "monitor")}
 
 
 def visitor(studio) -> httpx.Client:
@@ -87,3 +91,48 @@ def test_the_operator_retries_a_failed_install(studio, page) -> None:
     wait_sync(lambda: studio.call(lambda: studio.ollama.is_installed(model_id)), timeout=30)
     wait_sync(lambda: refresh.click() or "installed" in row.inner_text(), message="shown installed")
     expect(row.get_by_role("button", name=f"Remove {model_id}")).to_be_visible()
+
+
+def test_the_operator_redrives_a_dead_letter_after_the_fix(studio, page) -> None:
+    purchase_id = "pur_" + "ab" * 10
+    lost = PaymentSucceeded(
+        stripe_event_id="evt_lost",
+        session_id="cs_test_lost",
+        purchase_id=purchase_id,
+        user_id=None,
+        model=None,
+        payment_intent="pi_lost",
+        amount_cents=299,
+        currency="usd",
+    )
+    event = Event(type=lost.TYPE, source="/tests", data=lost.to_data(), subject=lost.subject)
+    studio.call(lambda: studio.host.bus.publish(event))  # a payment for a purchase the studio has no record of
+    sign_in(page, studio)
+    row = page.locator(f'#dead-letters tr[data-event="{event.id}"]')
+    refresh = page.get_by_role("button", name="Refresh dead letters")
+    wait_sync(lambda: refresh.click() or row.count() == 1, message="the dead letter listed")
+    expect(row).to_contain_text("purchase__settle_payment")
+    expect(row).to_contain_text("names no purchase")
+
+    purchase = load("purchase")  # the fix: the operator puts the missing purchase back (from a backup)
+    studio.call(
+        lambda: purchase.db.execute(
+            "INSERT INTO purchases (id, user_id, model, kind, status, amount_cents, currency, checkout_session_id, "
+            "created_at, updated_at) VALUES (?, 'v_restored', 'phi3:mini', 'stripe', 'pending', 299, 'usd', "
+            "'cs_test_lost', ?, ?)",
+            (purchase_id, utcnow(), utcnow()),
+        )
+    )
+    row.get_by_role("button", name=f"Redrive {event.id}").click()
+
+    expect(page.locator("#notice")).to_have_text(f"payment.succeeded {event.id} is back in the stream.")
+    expect(row).to_contain_text("Redriven")
+    wait_sync(
+        lambda: (
+            studio.call(lambda: purchase.db.fetch_one("SELECT status FROM purchases WHERE id = ?", (purchase_id,)))[
+                "status"
+            ]
+            == "paid"
+        ),
+        message="the redriven payment settled",
+    )

@@ -168,6 +168,50 @@ async function loadInstalls() {
   }
 }
 
+async function loadDeadLetters() {
+  const { dead_letters: letters } = await call("/api/monitor/dead-letters");
+  const rows = letters.map((d) => {
+    const tr = document.createElement("tr");
+    tr.dataset.event = d.event_id;
+    tr.append(
+      cell(d.time.replace("T", " ").slice(0, 19)),
+      cell(`${d.event_type} ${d.event_id}`),
+      cell(d.consumer),
+      cell(d.error),
+    );
+    const action = document.createElement("td");
+    if (d.redriven_at) {
+      action.textContent = "Redriven";
+    } else {
+      action.append(
+        button("Redrive", `Redrive ${d.event_id}`, async () => {
+          try {
+            await call(`/api/monitor/dead-letters/${encodeURIComponent(d.event_id)}/redrive`, { method: "POST" });
+            say(`${d.event_type} ${d.event_id} is back in the stream.`);
+            await loadDeadLetters();
+          } catch (err) {
+            say(err.message, "error");
+          }
+        }),
+      );
+    }
+    tr.append(action);
+    return tr;
+  });
+  $("dead-letters").tBodies[0].replaceChildren(...rows);
+}
+
+$("refresh-dead").addEventListener("click", () => loadDeadLetters().catch((err) => say(err.message, "error")));
+$("redrive-all").addEventListener("click", async () => {
+  try {
+    const { redriven } = await call("/api/monitor/dead-letters/redrive", { method: "POST" });
+    say(`${redriven.length} dead letter${redriven.length === 1 ? "" : "s"} back in the stream.`);
+    await loadDeadLetters();
+  } catch (err) {
+    say(err.message, "error");
+  }
+});
+
 async function open() {
   if (!sessionStorage.getItem(TOKEN_KEY)) {
     deny("Operators only: sign in with the operator token."); // no request, so nothing is refused
@@ -189,6 +233,7 @@ async function open() {
   $("signin").hidden = true;
   $("console").hidden = false;
   await loadInstalls().catch((err) => say(err.message, "error"));
+  await loadDeadLetters().catch((err) => say(`Dead letters: ${err.message}`, "error"));
 }
 
 $("signin").addEventListener("submit", (e) => {
