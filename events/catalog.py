@@ -397,6 +397,21 @@ class OperatorRefundRequested(EventData):
 
 
 @dataclass(frozen=True, kw_only=True)
+class OperatorCatalogChanged(EventData):
+    """The operator changed the catalog (a price, featured, a description; a model added or removed).
+    `entry` is the model's whole new catalog entry, None when removed; every process lays it over the
+    STUDIO_CATALOG seed, so every replica sells the same thing without a restart."""
+
+    TYPE = "operator.catalog_changed"
+    DURABLE = True
+    SUBJECT_FIELD = "model"
+    operator: str
+    model: str
+    change: str  # updated | added | removed
+    entry: dict[str, Any] | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class OperatorDeadLetterRedriven(EventData):
     """The operator put a dead-lettered event back into the stream after a fix (console or API)."""
 

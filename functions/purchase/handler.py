@@ -7,15 +7,19 @@ HTTP    GET  /api/models                      -> the catalog with `owned` and th
         GET  /api/purchases?all=1&q=&status=  -> every visitor's purchases, searched (operator)
         POST /api/purchases/{purchase_id}/refund {"confirm": true} -> refunded in full through Stripe (operator);
                                                   Stripe's charge.refunded webhook then revokes it
+        PATCH  /api/catalog/{model} {"price_cents"?, "featured"?, "description"?} -> the new entry (operator)
+        POST   /api/catalog {catalog entry}    -> 201, the model added (operator)
+        DELETE /api/catalog/{model}            -> the model removed from sale (operator)
         POST /api/purchases/reconcile {"since", "fix"} -> the reconciliation report with Stripe (operator);
                                                   also run by itself every STUDIO_RECONCILE_EVERY_H
 Events  consumes payment.succeeded, payment.failed, payment.refunded, payment.refund_failed,
                  payment.disputed, payment.dispute_closed (settle the purchase: settlement.py)
         consumes install.requested/started/completed/failed/removed (install states); listens install.progressed
-        emits    operator.refund_requested, purchase.created, purchase.completed, purchase.failed, purchase.revoked,
-                 purchase.suspended,
+        emits    operator.refund_requested, operator.catalog_changed, purchase.created, purchase.completed,
+                 purchase.failed, purchase.revoked, purchase.suspended,
                  purchase.restored, purchase.flagged (its install failed: disk full), install.requested
 Query   models.snapshot {"user_id", "admin"} -> {"models": [...]} (the gateway's live stream starts with it)
+        catalog.changes {} -> {"changes": [{"model", "entry"}]} (other processes lay them over their catalog)
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from events.catalog import (
 )
 from events.delivery import Delivery
 from events.envelope import Event, new_id
+from functions.purchase import catalog_changes
 from functions.purchase.capacity import ensure_room_for
 from functions.purchase.installs import STATE_OF, InstallBoard
 from functions.purchase.ledger import Ledger, Purchase, new_purchase_id
@@ -63,6 +68,9 @@ DISK_FULL = "disk is full"  # install.failed's reason when Ollama said "no space
 @function.resource
 async def dependencies(fn: Function) -> AsyncIterator[None]:
     fn[LEDGER], fn[BOARD] = Ledger(fn), InstallBoard()
+    shared = catalog.cached(fn.settings.catalog_path)
+    for change in await catalog_changes.stored(fn.db):  # the operator's changes over the seed
+        shared.apply(change["model"], change["entry"])
     key = fn.settings.stripe_secret_key
     fn[PAYMENTS] = payments = StripePayments(key.get(), api_base=fn.settings.stripe_api_base) if key else None
     every_s = fn.settings.reconcile_every_h * 3600
@@ -127,6 +135,34 @@ async def model_list(user_id: str | None) -> list[dict[str, Any]]:
 async def list_models(request: web.Request) -> web.Response:
     models = await model_list(identity(request).user_id)
     return web.json_response({"models": models, "payments": payment_mode()})
+
+
+@function.answer("catalog.changes")
+async def stored_catalog_changes(query: dict[str, Any]) -> dict[str, Any]:
+    return {"changes": await catalog_changes.stored(function.db)}
+
+
+@function.route("PATCH", "/api/catalog/{model}")
+async def change_catalog_entry(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    model = await catalog_changes.change(
+        function, operator_name(who), request.match_info["model"], await json_body(request)
+    )
+    return web.json_response(model.to_dict())
+
+
+@function.route("POST", "/api/catalog")
+async def add_catalog_entry(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    model = await catalog_changes.add(function, operator_name(who), await json_body(request))
+    return web.json_response(model.to_dict(), status=201)
+
+
+@function.route("DELETE", "/api/catalog/{model}")
+async def remove_catalog_entry(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    removed = await catalog_changes.remove(function, operator_name(who), request.match_info["model"])
+    return web.json_response({"model": removed, "removed": True})
 
 
 @function.answer("models.snapshot")

@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 from playwright.sync_api import expect
 
 from events.catalog import PaymentSucceeded
 from events.envelope import Event
 from functions import load
+from studio import catalog
 from studio.runtime.database import utcnow
 from tests.frontend.conftest import FUNCTIONS, OPERATOR_TOKEN
+from tests.frontend.support import card
 from tests.support import wait_sync
 
 STUDIO = {"skip_payment": False, "functions": (*FUNCTIONS, "monitor")}
@@ -136,3 +139,24 @@ def test_the_operator_redrives_a_dead_letter_after_the_fix(studio, page) -> None
         ),
         message="the redriven payment settled",
     )
+
+
+@pytest.fixture
+def seed_catalog_after():
+    yield
+    catalog.cached.cache_clear()  # later modules start from the file again (this studio's changes die with it)
+
+
+def test_a_price_change_is_seen_on_the_marketplace_in_another_tab(studio, page, context, seed_catalog_after) -> None:
+    shopper = context.new_page()
+    shopper.goto(studio.url + "/marketplace")
+    expect(card(shopper, "llama3.2:1b")).to_contain_text("Buy for $1.99")
+
+    sign_in(page, studio)
+    row = page.locator('#catalog tr[data-model="llama3.2:1b"]')
+    row.get_by_label("Price of llama3.2:1b (USD)").fill("2.49")
+    row.get_by_role("button", name="Save llama3.2:1b").click()
+    expect(page.locator("#notice")).to_have_text("llama3.2:1b saved: $2.49.")
+
+    shopper.reload()
+    expect(card(shopper, "llama3.2:1b")).to_contain_text("Buy for $2.49")

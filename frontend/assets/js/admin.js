@@ -168,6 +168,86 @@ async function loadInstalls() {
   }
 }
 
+const toCents = (text) => Math.round(Number.parseFloat(text) * 100);
+
+function input(type, value, label) {
+  const el = document.createElement("input");
+  el.type = type;
+  if (type === "checkbox") el.checked = Boolean(value);
+  else el.value = value;
+  el.setAttribute("aria-label", label);
+  return el;
+}
+
+async function loadCatalog() {
+  const { models } = await call("/api/models");
+  const rows = models.map((m) => {
+    const tr = document.createElement("tr");
+    tr.dataset.model = m.id;
+    const priceField = input("number", (m.price_cents / 100).toFixed(2), `Price of ${m.id} (${m.currency.toUpperCase()})`);
+    priceField.step = "0.01";
+    priceField.min = "0";
+    const featured = input("checkbox", m.featured, `${m.id} is featured`);
+    const description = input("text", m.description, `Description of ${m.id}`);
+    const priceCell = document.createElement("td");
+    priceCell.append(priceField);
+    const featuredCell = document.createElement("td");
+    featuredCell.append(featured);
+    const descriptionCell = document.createElement("td");
+    descriptionCell.append(description);
+    const action = document.createElement("td");
+    const offer = () => {
+      action.replaceChildren(
+        button("Save", `Save ${m.id}`, async () => {
+          try {
+            const body = { price_cents: toCents(priceField.value), featured: featured.checked, description: description.value };
+            const saved = await call(`/api/catalog/${encodeURIComponent(m.id)}`, { method: "PATCH", body });
+            say(`${m.id} saved: ${price(saved.price_cents, saved.currency)}${saved.featured ? ", featured" : ""}.`);
+          } catch (err) {
+            say(err.message, "error");
+          }
+        }),
+        button("Remove", `Remove ${m.id} from the catalog`, () =>
+          confirmStep(action, `Stop selling ${m.id}?`, "Confirm removal from the catalog", async () => {
+            await call(`/api/catalog/${encodeURIComponent(m.id)}`, { method: "DELETE" });
+            say(`${m.id} is no longer for sale.`);
+            await loadCatalog();
+          }, offer),
+        ),
+      );
+    };
+    offer();
+    tr.append(cell(m.id), priceCell, featuredCell, descriptionCell, action);
+    return tr;
+  });
+  $("catalog").tBodies[0].replaceChildren(...rows);
+}
+
+$("add-model").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const form = new FormData(e.target);
+  const body = {
+    id: form.get("id").trim(),
+    name: form.get("name").trim(),
+    family: form.get("family").trim(),
+    parameter_size: form.get("parameter_size").trim(),
+    download_bytes: Number.parseInt(form.get("download_bytes"), 10),
+    ram_bytes: Number.parseInt(form.get("ram_bytes"), 10),
+    license: form.get("license").trim(),
+    price_cents: toCents(form.get("price")),
+    currency: "usd",
+    description: form.get("description").trim(),
+  };
+  try {
+    const added = await call("/api/catalog", { method: "POST", body });
+    say(`${added.id} added to the catalog.`);
+    e.target.reset();
+    await loadCatalog();
+  } catch (err) {
+    say(err.message, "error");
+  }
+});
+
 async function loadDeadLetters() {
   const { dead_letters: letters } = await call("/api/monitor/dead-letters");
   const rows = letters.map((d) => {
@@ -233,6 +313,7 @@ async function open() {
   $("signin").hidden = true;
   $("console").hidden = false;
   await loadInstalls().catch((err) => say(err.message, "error"));
+  await loadCatalog().catch((err) => say(err.message, "error"));
   await loadDeadLetters().catch((err) => say(`Dead letters: ${err.message}`, "error"));
 }
 
