@@ -28,9 +28,9 @@ async def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
         rows = await db.fetch_all("SELECT component, version, name FROM schema_migrations ORDER BY component")
     finally:
         await db.close()
-    assert first == ["runtime:0001_outbox", "sample:0001_notes"]
+    assert first == ["runtime:0001_outbox", "sample:0001_notes", "sample:0002_cures"]
     assert again == []
-    assert [tuple(r) for r in rows] == [("runtime", 1, "outbox"), ("sample", 1, "notes")]
+    assert [tuple(r) for r in rows] == [("runtime", 1, "outbox"), ("sample", 1, "notes"), ("sample", 2, "cures")]
 
 
 async def test_racing_processes_apply_each_migration_once(tmp_path: Path) -> None:
@@ -41,8 +41,8 @@ async def test_racing_processes_apply_each_migration_once(tmp_path: Path) -> Non
     finally:
         for db in dbs:
             await db.close()
-    assert sorted(m for r in results for m in r) == ["runtime:0001_outbox", "sample:0001_notes"]
-    assert count[0] == 2
+    assert sorted(m for r in results for m in r) == ["runtime:0001_outbox", "sample:0001_notes", "sample:0002_cures"]
+    assert count[0] == 3
 
 
 async def test_failed_migration_is_rolled_back_and_named(tmp_path: Path) -> None:
