@@ -5,6 +5,10 @@ HTTP    GET /metrics                      -> Prometheus text: events, rates, eve
                                              per model (answers, tokens, time to first token)
         GET /api/monitor/events?type=&limit=  -> the latest events, newest last (operator)
         GET /api/monitor/stats            -> totals and rates per event type (operator)
+        GET  /api/monitor/stream?type=&correlation_id= -> every event live, server-sent (operator): the
+                                          latest 50 matching first, then each as it happens
+        GET  /api/monitor/timeline?purchase_id=|correlation_id= -> a purchase's stored events, from the
+                                          click to the install (operator)
         GET  /api/monitor/dead-letters    -> every dead letter the stream keeps, newest first (operator)
         POST /api/monitor/dead-letters/{event_id}/redrive, POST /api/monitor/dead-letters/redrive
                                           -> put one (or every pending) dead-lettered event back (operator)
@@ -28,6 +32,7 @@ from functions.monitor.alerts import MAX_AGE_S, AlertWebhook, age_s, alert_text
 from functions.monitor.dead_letters import UnknownDeadLetter, dead_letters, redrive
 from functions.monitor.exposition import StudioCollector
 from functions.monitor.observations import ChatUsage, EventCounts, FunctionReports, RecentEvents
+from functions.monitor.tails import SSE_HEADERS, LiveTails, Tail, sse, timeline
 from studio.runtime.errors import BadRequest, NotFound
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import require_admin
@@ -40,6 +45,7 @@ REPORTS = Key[FunctionReports]("reports")
 REGISTRY = Key[CollectorRegistry]("registry")
 CHAT = Key[ChatUsage]("chat")
 ALERTS = Key[AlertWebhook]("alerts")
+TAILS = Key[LiveTails]("tails")
 
 
 @function.resource
@@ -48,13 +54,17 @@ async def observations(fn: Function) -> AsyncIterator[None]:
     fn[REGISTRY] = registry = CollectorRegistry(auto_describe=False)
     registry.register(StudioCollector(fn[COUNTS], fn[REPORTS], fn.settings.heartbeat_s, fn[CHAT]))
     fn[ALERTS] = webhook = AlertWebhook(fn.settings.alert_webhook_url)
+    fn[TAILS] = tails = LiveTails()
     yield
+    tails.close()
     await webhook.close()
 
 
 @function.listen("*", envelope=True)
 async def observe_event(event: Event) -> None:
     function[COUNTS].add(event.type, time.time())
+    if not event.type.startswith("heartbeat."):
+        function[TAILS].offer(event)
     if event.type == HeartbeatEmitted.TYPE:
         function[REPORTS].update(event.data, time.monotonic())
     elif not event.type.startswith("heartbeat."):
@@ -128,3 +138,28 @@ async def redrive_every_dead_letter(request: web.Request) -> web.Response:
 def operator_name(who: object) -> str:
     """Who acted: the operator's account when signed in with one, else the admin token."""
     return getattr(who, "account_id", None) or "admin token"
+
+
+@function.route("GET", "/api/monitor/stream")
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    require_admin(request)
+    tail = Tail(request.query.get("type", "").rstrip("*"), request.query.get("correlation_id", "").strip())
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    await response.prepare(request)
+    for event in function[RECENT].latest(1000):
+        if tail.wants_dict(event):
+            tail.backlog.append(event)
+    await response.write(b"retry: 3000\n\n" + b"".join(sse(e) for e in tail.backlog[-50:]))
+    await function[TAILS].relay(tail, response)
+    return response
+
+
+@function.route("GET", "/api/monitor/timeline")
+async def purchase_timeline(request: web.Request) -> web.Response:
+    require_admin(request)
+    purchase_id = request.query.get("purchase_id", "").strip()
+    correlation_id = request.query.get("correlation_id", "").strip()
+    if not (purchase_id or correlation_id):
+        raise BadRequest("give purchase_id or correlation_id", code="invalid_timeline")
+    events = await timeline(function.bus, purchase_id=purchase_id, correlation_id=correlation_id)
+    return web.json_response({"events": [e.to_dict() for e in events]})

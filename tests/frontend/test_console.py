@@ -60,6 +60,11 @@ def test_the_operator_refunds_a_purchase_through_stripe(studio, page) -> None:
     page.get_by_role("button", name="Search").click()
     row = page.locator(f'tr[data-purchase="{body["purchase_id"]}"]')
     expect(row).to_contain_text("paid")
+    row.get_by_role("button", name=f"Timeline of {body['purchase_id']}").click()
+    timeline = page.locator("#timeline-events li")
+    expect(timeline.first).to_have_attribute("data-type", "purchase.created")
+    expect(page.locator('#timeline-events li[data-type="purchase.completed"]')).to_have_count(1)
+    expect(page.locator('#timeline-events li[data-type="payment.succeeded"]')).to_have_count(1)
     row.get_by_role("button", name=f"Refund {body['purchase_id']}").click()
     expect(row).to_contain_text("Give $1.99 back for llama3.2:1b?")
     assert studio.call(lambda: list(studio.stripe.refund_requests)) == [], "nothing before the confirmation"
@@ -73,7 +78,7 @@ def test_the_operator_refunds_a_purchase_through_stripe(studio, page) -> None:
     wait_sync(lambda: buyer.get(f"/api/purchases/{body['purchase_id']}").json()["status"] == "refunded")
     page.get_by_role("button", name="Search").click()
     expect(row).to_contain_text("refunded")
-    expect(row.get_by_role("button")).to_have_count(0)
+    expect(row.get_by_role("button", name=f"Refund {body['purchase_id']}")).to_have_count(0)
 
 
 def test_the_operator_retries_a_failed_install(studio, page) -> None:
@@ -91,6 +96,7 @@ def test_the_operator_retries_a_failed_install(studio, page) -> None:
     row.get_by_role("button", name=f"Retry {model_id}").click()
 
     expect(page.locator("#notice")).to_have_text(f"{model_id}: install requested.")
+    expect(page.locator('#tail li[data-type="install.requested"]').first).to_contain_text(model_id)  # live
     wait_sync(lambda: studio.call(lambda: studio.ollama.is_installed(model_id)), timeout=30)
     wait_sync(lambda: refresh.click() or "installed" in row.inner_text(), message="shown installed")
     expect(row.get_by_role("button", name=f"Remove {model_id}")).to_be_visible()

@@ -96,7 +96,7 @@ async function loadPurchases() {
     );
     const action = document.createElement("td");
     const offer = () => {
-      action.replaceChildren();
+      action.replaceChildren(button("Timeline", `Timeline of ${p.id}`, () => showTimeline(p.id)));
       if (p.kind !== "stripe" || p.status !== "paid") return;
       action.append(
         button("Refund", `Refund ${p.id}`, () =>
@@ -120,6 +120,80 @@ async function loadPurchases() {
   });
   $("purchases").tBodies[0].replaceChildren(...rows);
 }
+
+function describe(event) {
+  const d = event.data || {};
+  const bits = ["model", "status", "reason", "operator", "percent"].filter((k) => d[k] !== undefined && d[k] !== null);
+  return `${event.time.replace("T", " ").slice(0, 23)}  ${event.type}  ${bits.map((k) => `${k}=${d[k]}`).join(" ")}`;
+}
+
+async function showTimeline(purchaseId) {
+  try {
+    const { events } = await call(`/api/monitor/timeline?purchase_id=${encodeURIComponent(purchaseId)}`);
+    $("timeline-title").textContent = `Timeline of ${purchaseId}`;
+    $("timeline-events").replaceChildren(
+      ...events.map((e) => {
+        const li = document.createElement("li");
+        li.textContent = describe(e);
+        li.dataset.type = e.type;
+        return li;
+      }),
+    );
+    $("timeline").hidden = false;
+  } catch (err) {
+    say(err.message, "error");
+  }
+}
+
+// The live tail: fetch() with the operator's credentials (EventSource cannot send them), read as SSE.
+let tailAbort = null;
+
+async function follow(type, correlationId) {
+  if (tailAbort) tailAbort.abort();
+  const abort = new AbortController();
+  tailAbort = abort;
+  $("tail").replaceChildren();
+  const params = new URLSearchParams({ type, correlation_id: correlationId });
+  const headers = { Accept: "text/event-stream" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.Authorization = `Bearer ${token}`;
+  try {
+    const response = await fetch(`/api/monitor/stream?${params}`, { headers, signal: abort.signal, cache: "no-store" });
+    if (!response.ok) throw await errorFrom(response);
+    $("tail-state").textContent = `Following ${type || "every event"}${correlationId ? ` of ${correlationId}` : ""}.`;
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block.split("\n").find((line) => line.startsWith("data: "));
+        if (!data) continue;
+        const event = JSON.parse(data.slice(6));
+        if (!event.type || !event.time) continue;
+        const li = document.createElement("li");
+        li.textContent = describe(event);
+        li.dataset.type = event.type;
+        $("tail").prepend(li);
+        while ($("tail").children.length > 200) $("tail").lastChild.remove();
+        if (event.type.startsWith("install.") && event.type !== "install.progressed") loadInstalls().catch(() => {});
+      }
+    }
+    $("tail-state").textContent = "The stream ended; press Follow to start again.";
+  } catch (err) {
+    if (err.name === "AbortError") return;
+    $("tail-state").textContent = `Not following: ${err.message}`;
+  }
+}
+
+$("tail-filters").addEventListener("submit", (e) => {
+  e.preventDefault();
+  follow($("tail-type").value.trim(), $("tail-correlation").value.trim());
+});
 
 async function loadInstalls() {
   const { models } = await call("/api/models");
@@ -314,6 +388,7 @@ async function open() {
   $("console").hidden = false;
   await loadInstalls().catch((err) => say(err.message, "error"));
   await loadCatalog().catch((err) => say(err.message, "error"));
+  follow("", "");
   await loadDeadLetters().catch((err) => say(`Dead letters: ${err.message}`, "error"));
 }
 
