@@ -4,7 +4,8 @@ HTTP    GET /metrics                      -> Prometheus text: events, rates, eve
                                              requests and latencies, instance liveness, chat usage
                                              per model (answers, tokens, time to first token)
         GET /api/monitor/events?type=&limit=  -> the latest events, newest last (operator)
-        GET /api/monitor/stats            -> totals and rates per event type (operator)
+        GET /api/monitor/stats            -> totals and rates per event type (operator), and chat answers
+                                             and tokens per model since the monitor started
         GET  /api/monitor/stream?type=&correlation_id= -> every event live, server-sent (operator): the
                                           latest 50 matching first, then each as it happens
         GET  /api/monitor/timeline?purchase_id=|correlation_id= -> a purchase's stored events, from the
@@ -102,7 +103,7 @@ async def list_recent_events(request: web.Request) -> web.Response:
 @function.route("GET", "/api/monitor/stats")
 async def event_stats(request: web.Request) -> web.Response:
     require_admin(request)
-    return web.json_response({"events": function[COUNTS].summary(time.time())})
+    return web.json_response({"events": function[COUNTS].summary(time.time()), "chat": function[CHAT].per_model()})
 
 
 @function.route("GET", "/api/monitor/dead-letters")

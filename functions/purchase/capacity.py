@@ -63,3 +63,14 @@ async def ensure_room_for(model: CatalogModel, settings: Settings) -> None:
             "space or remove a model first)",
             code="insufficient_storage",
         )
+
+
+async def ollama_disk(settings: Settings) -> dict[str, int] | None:
+    """Free and total bytes of Ollama's disk, when STUDIO_OLLAMA_MODELS_DIR says where it is."""
+    if settings.ollama_models_dir is None:
+        return None
+    try:
+        usage = await asyncio.to_thread(shutil.disk_usage, settings.ollama_models_dir)
+    except OSError:
+        return None
+    return {"free_bytes": usage.free, "total_bytes": usage.total}

@@ -10,6 +10,7 @@ HTTP    GET  /api/models                      -> the catalog with `owned` and th
         PATCH  /api/catalog/{model} {"price_cents"?, "featured"?, "description"?} -> the new entry (operator)
         POST   /api/catalog {catalog entry}    -> 201, the model added (operator)
         DELETE /api/catalog/{model}            -> the model removed from sale (operator)
+        GET  /api/overview                    -> sales today / 7 / 30 days, Ollama's disk (operator)
         POST /api/purchases/reconcile {"since", "fix"} -> the reconciliation report with Stripe (operator);
                                                   also run by itself every STUDIO_RECONCILE_EVERY_H
 Events  consumes payment.succeeded, payment.failed, payment.refunded, payment.refund_failed,
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,7 @@ from events.catalog import (
 from events.delivery import Delivery
 from events.envelope import Event, new_id
 from functions.purchase import catalog_changes
-from functions.purchase.capacity import ensure_room_for
+from functions.purchase.capacity import ensure_room_for, ollama_disk
 from functions.purchase.installs import STATE_OF, InstallBoard
 from functions.purchase.ledger import Ledger, Purchase, new_purchase_id
 from functions.purchase.reconciliation import Report, parse_since, reconcile
@@ -286,6 +288,23 @@ async def request_install(request: web.Request) -> web.Response:
         await tx.publish(event)
         await board.record(tx, data, event.time)
     return web.json_response({"install_id": data.install_id, "model": model.id, "status": "queued"}, status=202)
+
+
+@function.route("GET", "/api/overview")
+async def overview(request: web.Request) -> web.Response:
+    require_admin(request)
+    now = datetime.now(UTC)
+    starts = {
+        "today": now.replace(hour=0, minute=0, second=0, microsecond=0),
+        "7d": now - timedelta(days=7),
+        "30d": now - timedelta(days=30),
+    }
+    ledger = function[LEDGER]
+    sales = {
+        k: await ledger.sales_since(v.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+        for k, v in starts.items()
+    }
+    return web.json_response({"sales": sales, "ollama_disk": await ollama_disk(function.settings)})
 
 
 @function.route("POST", "/api/purchases/reconcile")

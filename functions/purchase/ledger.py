@@ -165,6 +165,22 @@ class Ledger:
         )
         return [Purchase.from_row(r) for r in rows]
 
+    async def sales_since(self, since: str) -> dict[str, Any]:
+        """Paid purchases completed since `since` (ISO time): how many, and their amounts by currency."""
+        rows = await self.db.fetch_all(
+            "SELECT currency, COUNT(*) AS n, SUM(amount_cents) AS cents FROM purchases "
+            "WHERE status = 'paid' AND kind = 'stripe' AND completed_at >= ? GROUP BY currency",
+            (since,),
+        )
+        refunded = await self.db.fetch_one(
+            "SELECT COUNT(*) AS n FROM purchases WHERE status = 'refunded' AND updated_at >= ?", (since,)
+        )
+        return {
+            "purchases": sum(r["n"] for r in rows),
+            "amount_cents": {r["currency"]: r["cents"] for r in rows},
+            "refunded": refunded["n"] if refunded else 0,
+        }
+
     async def get(self, purchase_id: str) -> Purchase | None:
         row = await self.db.fetch_one("SELECT * FROM purchases WHERE id = ?", (purchase_id,))
         return Purchase.from_row(row) if row else None

@@ -16,7 +16,12 @@ from tests.frontend.conftest import FUNCTIONS, OPERATOR_TOKEN
 from tests.frontend.support import card
 from tests.support import wait_sync
 
-STUDIO = {"skip_payment": False, "functions": (*FUNCTIONS, "monitor")}
+STUDIO = {"skip_payment": False, "functions": (*FUNCTIONS, "monitor", "health")}
+
+
+@pytest.fixture(autouse=True)
+def health_may_fail(watch):
+    watch.allow(r"status of 503")  # /health answers 503 while a component is failing: the overview says so
 
 
 def visitor(studio) -> httpx.Client:
@@ -78,6 +83,11 @@ def test_the_operator_refunds_a_purchase_through_stripe(studio, page) -> None:
     wait_sync(lambda: buyer.get(f"/api/purchases/{body['purchase_id']}").json()["status"] == "refunded")
     page.get_by_role("button", name="Search").click()
     expect(row).to_contain_text("refunded")
+    page.get_by_role("button", name="Refresh overview").click()
+    today = page.locator('#sales tr[data-period="today"] td')
+    expect(today.nth(1)).to_have_text("0")  # no paid sale left today
+    expect(today.nth(3)).to_have_text("1")  # one refunded
+    expect(page.locator("#health-components")).to_contain_text("nats: ok")
     expect(row.get_by_role("button", name=f"Refund {body['purchase_id']}")).to_have_count(0)
 
 

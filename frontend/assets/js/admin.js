@@ -2,7 +2,7 @@
 // (retry, install now, remove). Every call carries the operator's credentials: an operator session cookie
 // when there is one, else the admin token the operator typed (kept in this tab's sessionStorage only).
 import { ApiError, OFFLINE_MESSAGE, errorFrom } from "./api.js";
-import { price } from "./format.js";
+import { bytes, price } from "./format.js";
 
 const TOKEN_KEY = "studio.operator-token";
 const $ = (id) => document.getElementById(id);
@@ -120,6 +120,59 @@ async function loadPurchases() {
   });
   $("purchases").tBodies[0].replaceChildren(...rows);
 }
+
+async function loadOverview() {
+  const health = await fetch("/health", { cache: "no-store" }).then((r) => r.json()).catch(() => null);
+  if (health && health.components) {
+    $("health-status").textContent = health.failing?.length ? `Failing: ${health.failing.join(", ")}` : "Everything is fine.";
+    $("health-components").replaceChildren(
+      ...Object.entries(health.components).map(([name, c]) => {
+        const li = document.createElement("li");
+        li.textContent = `${name}: ${c.status}${c.message ? ` (${c.message})` : ""}`;
+        return li;
+      }),
+    );
+  } else {
+    $("health-status").textContent = "No health report.";
+  }
+  const { sales, ollama_disk: disk } = await call("/api/overview");
+  const labels = { today: "Today", "7d": "7 days", "30d": "30 days" };
+  $("sales").tBodies[0].replaceChildren(
+    ...Object.entries(sales).map(([period, s]) => {
+      const tr = document.createElement("tr");
+      tr.dataset.period = period;
+      const amounts = Object.entries(s.amount_cents).map(([cur, cents]) => price(cents, cur)).join(" + ") || price(0);
+      tr.append(cell(labels[period] || period), cell(String(s.purchases)), cell(amounts), cell(String(s.refunded)));
+      return tr;
+    }),
+  );
+  $("ollama-disk").textContent = disk
+    ? `${bytes(disk.free_bytes)} free of ${bytes(disk.total_bytes)}`
+    : "Not measured: set STUDIO_OLLAMA_MODELS_DIR to Ollama's models directory.";
+  const { models } = await call("/api/models");
+  const active = models.filter((m) => ["queued", "pulling", "verifying"].includes(m.install?.state));
+  $("active-installs").replaceChildren(
+    ...active.map((m) => {
+      const li = document.createElement("li");
+      const pct = m.install.percent;
+      li.textContent = `${m.id}: ${m.install.state}${pct !== undefined ? ` ${Math.round(pct)} %` : ""}`;
+      return li;
+    }),
+  );
+  if (!active.length) $("active-installs").replaceChildren(Object.assign(document.createElement("li"), { textContent: "Nothing." }));
+  const stats = await call("/api/monitor/stats").catch(() => ({ chat: {} }));
+  $("chat-usage").tBodies[0].replaceChildren(
+    ...Object.entries(stats.chat || {}).map(([model, u]) => {
+      const tr = document.createElement("tr");
+      tr.append(
+        ...[model, u.completed, u.failed, u.cancelled, u.prompt_tokens, u.completion_tokens].map((v) => cell(String(v ?? 0))),
+      );
+      return tr;
+    }),
+  );
+}
+
+$("refresh-overview").addEventListener("click", () => loadOverview().catch((err) => say(err.message, "error")));
 
 function describe(event) {
   const d = event.data || {};
@@ -386,6 +439,7 @@ async function open() {
   $("denied").hidden = true;
   $("signin").hidden = true;
   $("console").hidden = false;
+  await loadOverview().catch((err) => say(`Overview: ${err.message}`, "error"));
   await loadInstalls().catch((err) => say(err.message, "error"));
   await loadCatalog().catch((err) => say(err.message, "error"));
   follow("", "");

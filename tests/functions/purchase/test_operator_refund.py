@@ -48,3 +48,21 @@ async def test_the_operator_searches_every_visitors_purchases(studio) -> None:
     assert [p["model"] for p in found["purchases"]] == ["phi3:mini"]
     assert found["purchases"][0]["user_id"].startswith("v_")
     assert [p["model"] for p in free["purchases"]] == ["tinyllama:latest"]
+
+
+async def test_the_overview_counts_todays_sales(studio) -> None:
+    body = await (await studio.client.post("/api/models/purchase/phi3:mini")).json()
+    session_id = body["checkout_url"].rsplit("/", 1)[1]
+    studio.stripe.pay(session_id)
+    await studio.stripe.deliver(studio.url("/api/webhooks/stripe"), "checkout.session.completed", session_id)
+    await studio.wait_for_event("purchase.completed", "phi3:mini")
+    await studio.client.post("/api/models/purchase/tinyllama:latest")  # free: not a sale
+
+    resp = await studio.client.get("/api/overview", headers=OPERATOR)
+    visitor = await studio.client.get("/api/overview")
+
+    sales = (await resp.json())["sales"]
+    for period in ("today", "7d", "30d"):
+        assert sales[period] == {"purchases": 1, "amount_cents": {"usd": 299}, "refunded": 0}
+    assert (await resp.json())["ollama_disk"] is None  # STUDIO_OLLAMA_MODELS_DIR not set
+    assert visitor.status in (401, 403)
