@@ -44,6 +44,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/purchases", "purchase", methods("POST"), timeout=30, max_body=4 * KIB, admin=True),  # refunds
     Route("/api/purchases/reconcile", "purchase", methods("POST"), timeout=120, max_body=4 * KIB, admin=True),
     Route("/api/overview", "purchase", methods("GET"), admin=True),
+    Route("/api/operator", "purchase", methods("GET")),
     Route("/api/catalog", "purchase", methods("POST", "PATCH", "DELETE"), max_body=16 * KIB, admin=True),
     Route("/api/webhooks/stripe", "webhook", methods("POST"), timeout=10, max_body=64 * KIB, visitor=False),
     Route("/api/chat", "chat", methods("POST"), timeout=150, max_body=512 * KIB),

@@ -11,6 +11,7 @@ HTTP    GET  /api/models                      -> the catalog with `owned` and th
         POST   /api/catalog {catalog entry}    -> 201, the model added (operator)
         DELETE /api/catalog/{model}            -> the model removed from sale (operator)
         GET  /api/overview                    -> sales today / 7 / 30 days, Ollama's disk (operator)
+        GET  /api/operator                    -> {"operator": bool}: whether this session is the operator's
         POST /api/purchases/reconcile {"since", "fix"} -> the reconciliation report with Stripe (operator);
                                                   also run by itself every STUDIO_RECONCILE_EVERY_H
 Events  consumes payment.succeeded, payment.failed, payment.refunded, payment.refund_failed,
@@ -288,6 +289,12 @@ async def request_install(request: web.Request) -> web.Response:
         await tx.publish(event)
         await board.record(tx, data, event.time)
     return web.json_response({"install_id": data.install_id, "model": model.id, "status": "queued"}, status=202)
+
+
+@function.route("GET", "/api/operator")
+async def whoami(request: web.Request) -> web.Response:
+    """Lets the console open without asking for the token when an operator session is signed in."""
+    return web.json_response({"operator": identity(request).admin})
 
 
 @function.route("GET", "/api/overview")

@@ -421,8 +421,12 @@ $("redrive-all").addEventListener("click", async () => {
 
 async function open() {
   if (!sessionStorage.getItem(TOKEN_KEY)) {
-    deny("Operators only: sign in with the operator token."); // no request, so nothing is refused
-    return;
+    // An operator session (a signed-in operator account) needs no token; anyone else signs in with it.
+    const who = await call("/api/operator").catch(() => ({ operator: false }));
+    if (!who.operator) {
+      deny("Operators only: sign in with the operator token.");
+      return;
+    }
   }
   try {
     await loadPurchases();

@@ -66,3 +66,9 @@ async def test_the_overview_counts_todays_sales(studio) -> None:
         assert sales[period] == {"purchases": 1, "amount_cents": {"usd": 299}, "refunded": 0}
     assert (await resp.json())["ollama_disk"] is None  # STUDIO_OLLAMA_MODELS_DIR not set
     assert visitor.status in (401, 403)
+
+
+async def test_the_console_can_ask_whether_this_session_is_the_operators(studio) -> None:
+    visitor = await (await studio.client.get("/api/operator")).json()
+    operator = await (await studio.client.get("/api/operator", headers=OPERATOR)).json()
+    assert (visitor, operator) == ({"operator": False}, {"operator": True})
