@@ -1,8 +1,8 @@
 """Which Stripe events matter to the studio, and the studio event each one becomes.
 
 Stripe sends every subscribed event of the whole account, so an event is the studio's only when it
-says so: a Checkout Session carries the purchase id the studio gave it (`metadata.purchase_id`, the
-same as `client_reference_id`); a charge, refund or dispute names a payment intent (every Checkout in
+says so: a Checkout Session carries the purchase id the studio gave it (`metadata.purchase_id`, and
+`client_reference_id`, when set, the same); a charge, refund or dispute names a payment intent (every Checkout in
 payment mode has one; which purchase it is, the purchase function knows). Anything else (another
 product's sale, `stripe trigger` fixtures, a charge with `payment_intent: null`) becomes
 `stripe_event.ignored` with the reason: counted, logged, never a `payment.*` event.
@@ -64,12 +64,12 @@ def translate(stripe_event: dict[str, Any]) -> EventData | None:
         return ignored("type not handled")
     if kind.startswith("checkout.session."):
         meta = _mapping(obj, "metadata")
-        purchase_id = _text(meta, "purchase_id")
         reference = _text(obj, "client_reference_id")
+        purchase_id = _text(meta, "purchase_id") or reference
+        if reference is not None and (reference != purchase_id or not PURCHASE_ID.match(reference)):
+            return ignored("foreign client_reference_id")
         if not (purchase_id and PURCHASE_ID.match(purchase_id)):
             return ignored("no studio metadata")
-        if reference is not None and reference != purchase_id:
-            return ignored("foreign client_reference_id")
         session_id = _text(obj, "id", required=True)
         if kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
             if _text(obj, "payment_status") not in FULFILLED:
