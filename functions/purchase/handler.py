@@ -354,7 +354,10 @@ async def refund_purchase(request: web.Request) -> web.Response:
     if payments is None:
         raise UpstreamUnavailable("payments are not configured (STRIPE_SECRET_KEY)", code="payments_not_configured")
     try:
-        refund = await payments.refund_payment(purchase.payment_intent, idempotency_key=f"refund-{purchase.id}")
+        # One key per state of the purchase: a repeated click refunds once; after a refund that failed
+        # (ownership restored, so updated_at changed) the operator can try again.
+        key = f"refund-{purchase.id}-{purchase.updated_at}"
+        refund = await payments.refund_payment(purchase.payment_intent, idempotency_key=key)
     except RefundRefused as exc:
         raise Conflict(f"Stripe refused the refund: {exc}", code="refund_refused") from None
     except PaymentsUnavailable as exc:

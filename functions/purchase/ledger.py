@@ -53,6 +53,7 @@ class Purchase:
     failure_reason: str | None
     created_at: str
     completed_at: str | None
+    updated_at: str = ""
     suspended_at: str | None = None  # a dispute is open: no access until it closes
     flag: str | None = None  # why the operator should look at it (its install failed: disk full)
 
