@@ -5,8 +5,11 @@ so every replica sells the same models at the same prices without a restart."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict
 from typing import Any
+
+import aiohttp
 
 from events.catalog import OperatorCatalogChanged
 from studio import catalog
@@ -16,6 +19,8 @@ from studio.runtime.errors import BadRequest, Conflict, NotFound
 from studio.runtime.function import Function
 
 EDITABLE = {"price_cents", "featured", "description"}
+MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+log = logging.getLogger("studio.functions.purchase")
 
 
 def entry(model: CatalogModel) -> dict[str, Any]:
@@ -57,6 +62,11 @@ async def add(fn: Function, operator: str, raw: Any) -> CatalogModel:
     model = validated(raw, "new model")
     if model.id in catalog.cached(fn.settings.catalog_path):
         raise Conflict(f"{model.id} is in the catalog already; change it instead", code="already_in_catalog")
+    if await in_library(fn.settings.ollama_library_url, model.id) is False:
+        raise BadRequest(
+            f"{model.id} is not in Ollama's library (check the name and tag at ollama.com/library)",
+            code="not_in_library",
+        )
     await _record(fn, operator, model.id, "added", entry(model))
     return model
 
@@ -79,3 +89,24 @@ async def _record(fn: Function, operator: str, model_id: str, kind: str, new: di
         )
         await tx.publish(fn.event(OperatorCatalogChanged(operator=operator, model=model_id, change=kind, entry=new)))
     catalog.cached(fn.settings.catalog_path).apply(model_id, new)  # this process at once; others by the event
+
+
+async def in_library(base: str, model_id: str) -> bool | None:
+    """Whether Ollama's library has `model_id` (name:tag); None when the library cannot be asked."""
+    if not base:
+        return None
+    name, _, tag = model_id.partition(":")
+    path = name if "/" in name else f"library/{name}"
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+            session.head(f"{base}/v2/{path}/manifests/{tag}", headers={"Accept": MANIFEST}) as resp,
+        ):
+            if resp.status == 200:
+                return True
+            if resp.status == 404:
+                return False
+            log.warning("Ollama's library answered %s: model added unchecked", resp.status, extra={"model": model_id})
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        log.warning("Ollama's library cannot be reached: model added unchecked", extra={"error": repr(exc)})
+    return None

@@ -229,6 +229,14 @@ VARS: tuple[Var, ...] = (
         "plus STUDIO_DISK_MIN_FREE_MB does not fit is refused before payment; empty = no disk check.",
     ),
     Var(
+        "STUDIO_OLLAMA_LIBRARY_URL",
+        "ollama_library_url",
+        lambda s: s.rstrip("/"),
+        "https://registry.ollama.ai",
+        "Ollama's library, asked whether a model the operator adds to the catalog exists (when it "
+        "cannot be reached, the model is added unchecked); empty = never asked.",
+    ),
+    Var(
         "STUDIO_SERVER_MEMORY_BYTES",
         "server_memory_bytes",
         int,
@@ -352,6 +360,7 @@ class Settings:
     skip_payment: bool
     stripe_api_base: str
     ollama_models_dir: Path | None
+    ollama_library_url: str
     server_memory_bytes: int
     reconcile_every_h: float
     chat_max_message_chars: int

@@ -34,7 +34,10 @@ def catalog_path(tmp_path):
 
 @pytest.fixture
 async def store(embedded_studio, settings, ollama, stripe_api, bus, catalog_path):
-    studio = await start_studio(embedded_studio, settings, ollama, stripe_api, bus, catalog_path=catalog_path)
+    ollama.add_model("smollm2:135m", 27_000)  # in Ollama's library (the double's registry), not in the catalog
+    studio = await start_studio(
+        embedded_studio, settings, ollama, stripe_api, bus, catalog_path=catalog_path, ollama_library_url=ollama.url
+    )
     studio.operator_events = Recorder()
     await bus.listen("operator.*", studio.operator_events)
     return studio
@@ -67,6 +70,7 @@ async def test_bad_changes_are_4xx_and_change_nothing(store) -> None:
         ("PATCH", "/api/catalog/nope:1b", {"price_cents": 100}, OPERATOR, 404, "unknown_model"),
         ("POST", "/api/catalog", {**NEW_MODEL, "id": "registry.example.com/evil:1b"}, OPERATOR, 400, None),
         ("POST", "/api/catalog", {**NEW_MODEL, "id": "phi3:mini"}, OPERATOR, 409, "already_in_catalog"),
+        ("POST", "/api/catalog", {**NEW_MODEL, "id": "no-such-model:7b"}, OPERATOR, 400, "not_in_library"),
         ("DELETE", "/api/catalog/nope:1b", None, OPERATOR, 404, "unknown_model"),
     ]
     for method, path, body, headers, status, code in cases:
@@ -95,7 +99,9 @@ async def test_models_are_added_and_removed_and_the_changes_survive_a_restart(
     assert gone.status == 404
 
     catalog.cached.cache_clear()  # a new process: only the file, until the stored changes are applied
-    again = await start_studio(embedded_studio, settings, ollama, stripe_api, bus, catalog_path=catalog_path)
+    again = await start_studio(
+        embedded_studio, settings, ollama, stripe_api, bus, catalog_path=catalog_path, ollama_library_url=""
+    )
     models = {m["id"]: m for m in (await (await again.client.get("/api/models")).json())["models"]}
     assert "smollm2:135m" in models and "codellama:7b" not in models
     assert models["phi3:mini"]["description"] == "Small and sharp."
