@@ -381,6 +381,42 @@ class Ledger:
             )
         )
 
+    async def record_revoked(
+        self,
+        tx: Transaction,
+        *,
+        purchase_id: str,
+        user_id: str,
+        model: str,
+        amount_cents: int,
+        currency: str,
+        payment_intent: str | None,
+        session_id: str | None,
+        reason: str,
+    ) -> None:
+        """A paid checkout with no purchase on record whose money already went back: recorded, never owned."""
+        now = utcnow()
+        await tx.execute(
+            "INSERT INTO purchases (id, user_id, model, kind, status, amount_cents, currency, checkout_session_id, "
+            "payment_intent, failure_reason, created_at, updated_at) "
+            "VALUES (?, ?, ?, 'stripe', 'refunded', ?, ?, ?, ?, ?, ?, ?)",
+            (
+                purchase_id,
+                user_id,
+                model,
+                amount_cents,
+                currency,
+                session_id,
+                payment_intent,
+                None if reason == "refunded" else reason,
+                now,
+                now,
+            ),
+        )
+        await tx.publish(
+            self.fn.event(PurchaseRevoked(purchase_id=purchase_id, user_id=user_id, model=model, reason=reason))
+        )
+
     async def mark_suspended(self, tx: Transaction, purchase: Purchase, reason: str) -> None:
         now = utcnow()
         await tx.execute("UPDATE purchases SET suspended_at = ?, updated_at = ? WHERE id = ?", (now, now, purchase.id))

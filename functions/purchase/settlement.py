@@ -128,17 +128,19 @@ async def complete(
                 "recording a paid checkout that had no pending purchase",
                 extra={"session_id": session_id, "model": known.id},
             )
-            await ledger.record_paid(
-                tx,
+            record = dict(
                 purchase_id=purchase_id or new_purchase_id(),
                 user_id=user_id,
                 model=known.id,
-                kind="stripe",
                 amount_cents=amount_cents,
                 currency=currency,
                 payment_intent=payment_intent,
                 session_id=session_id,
             )
+            if facts is not None and facts.access()[0] == "revoked":  # refunded before we knew of it
+                await ledger.record_revoked(tx, reason=facts.access()[1], **record)  # type: ignore[arg-type]
+                return
+            await ledger.record_paid(tx, kind="stripe", **record)  # type: ignore[arg-type]
         elif purchase.status in ("pending", "failed"):  # failed: an expiry raced a late async payment
             await ledger.mark_paid(tx, purchase, payment_intent)
         elif purchase.status == "refunded":

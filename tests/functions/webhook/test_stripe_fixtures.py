@@ -162,6 +162,31 @@ async def test_a_full_refund_wins_whatever_the_arrival_order(studio, order) -> N
     assert studio.of_type("event.dead_lettered") == []
 
 
+async def test_a_refund_before_the_confirmation_of_a_purchase_with_no_record_still_wins(studio) -> None:
+    purchase_id = "pur_" + "5e" * 10  # the studio crashed between opening Checkout and saving it
+    session = fixtures.checkout_session(
+        id="cs_test_crashed",
+        status="complete",
+        payment_status="paid",
+        amount_total=299,
+        currency="usd",
+        payment_intent="pi_crashed",
+        client_reference_id=purchase_id,
+        metadata={"purchase_id": purchase_id, "user_id": "v_crashed", "model": "phi3:mini"},
+    )
+    charge = fixtures.charge(
+        id="ch_crashed", amount=299, amount_refunded=299, refunded=True, payment_intent="pi_crashed"
+    )
+
+    await send(studio, fixtures.event("charge.refunded", charge))
+    await send(studio, fixtures.event("checkout.session.completed", session))
+
+    revoked = await studio.wait_for_event("purchase.revoked", "phi3:mini")
+    assert revoked[0].data["purchase_id"] == purchase_id
+    assert (await purchase_state(studio, purchase_id))["status"] == "refunded"
+    assert studio.of_type("purchase.completed") == []
+
+
 # -- (c) no payment required -------------------------------------------------------------------------
 
 
