@@ -176,3 +176,24 @@ def test_a_price_change_is_seen_on_the_marketplace_in_another_tab(studio, page, 
 
     shopper.reload()
     expect(card(shopper, "llama3.2:1b")).to_contain_text("Buy for $2.49")
+
+
+def test_a_dispute_takes_the_model_away_live_and_a_won_dispute_gives_it_back(studio, page) -> None:
+    page.goto(studio.url + "/marketplace")
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    shopper = httpx.Client(base_url=studio.url, cookies=cookies, timeout=10)  # the page's own visitor
+    body = shopper.post("/api/models/purchase/mistral:7b").json()
+    session_id = body["checkout_url"].rsplit("/", 1)[1]
+    studio.call(lambda: studio.stripe.pay(session_id))
+    hook = studio.url + "/api/webhooks/stripe"
+    studio.call(lambda: studio.stripe.deliver(hook, "checkout.session.completed", session_id))
+    model = card(page, "mistral:7b")
+    expect(model).to_have_attribute("data-owned", "true")
+
+    dispute = studio.call(lambda: dict(studio.stripe.dispute(session_id, "needs_response")))
+    studio.call(lambda: studio.stripe.send(hook, studio.stripe.event("charge.dispute.created", dispute)))
+    expect(model).to_have_attribute("data-owned", "false")  # live, no reload
+
+    dispute = studio.call(lambda: dict(studio.stripe.dispute(session_id, "won")))
+    studio.call(lambda: studio.stripe.send(hook, studio.stripe.event("charge.dispute.closed", dispute)))
+    expect(model).to_have_attribute("data-owned", "true")
