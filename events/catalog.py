@@ -246,6 +246,7 @@ class PaymentSucceeded(EventData):
     payment_intent: str | None
     amount_cents: int
     currency: str
+    email: str | None = None  # customer_details.email: for the operator's search, never sent further
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -56,6 +56,7 @@ class Purchase:
     updated_at: str = ""
     suspended_at: str | None = None  # a dispute is open: no access until it closes
     flag: str | None = None  # why the operator should look at it (its install failed: disk full)
+    email: str | None = None  # the buyer's, as Stripe Checkout collected it
 
     @classmethod
     def from_row(cls, row: Row) -> Purchase:
@@ -69,6 +70,7 @@ class Purchase:
         return {
             **self.public(),
             "user_id": self.user_id,
+            "email": self.email,
             "payment_intent": self.payment_intent,
             "checkout_session_id": self.checkout_session_id,
         }
@@ -156,13 +158,13 @@ class Ledger:
         return [Purchase.from_row(r) for r in rows]
 
     async def search(self, text: str = "", status: str = "", limit: int = 200) -> list[Purchase]:
-        """The operator's search: `text` in the purchase id, visitor, model or payment; newest first."""
+        """The operator's search: `text` in the purchase id, visitor, e-mail, model or payment; newest first."""
         like = f"%{text}%"
         rows = await self.db.fetch_all(
             "SELECT * FROM purchases WHERE (? = '' OR status = ?) AND (? = '' OR id LIKE ? OR user_id LIKE ? "
-            "OR model LIKE ? OR payment_intent LIKE ? OR checkout_session_id LIKE ?) "
+            "OR model LIKE ? OR payment_intent LIKE ? OR checkout_session_id LIKE ? OR LOWER(email) LIKE ?) "
             "ORDER BY created_at DESC LIMIT ?",
-            (status, status, text, like, like, like, like, like, limit),
+            (status, status, text, like, like, like, like, like, like.lower(), limit),
         )
         return [Purchase.from_row(r) for r in rows]
 
@@ -457,3 +459,7 @@ class Ledger:
             )
         )
         return True
+
+    async def record_email(self, tx: Transaction, purchase_id: str, email: str | None) -> None:
+        if email:
+            await tx.execute("UPDATE purchases SET email = ? WHERE id = ? AND email IS NULL", (email, purchase_id))

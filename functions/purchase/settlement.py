@@ -60,6 +60,7 @@ async def settle(fn: Function, ledger: Ledger, event: PaymentEvent) -> None:
             payment_intent=event.payment_intent,
             amount_cents=event.amount_cents,
             currency=event.currency,
+            email=event.email,
         )
     elif isinstance(event, PaymentFailed):
         await fail(fn, ledger, event.purchase_id, event.session_id, event.reason)
@@ -108,9 +109,12 @@ async def complete(
     payment_intent: str | None,
     amount_cents: int,
     currency: str,
+    email: str | None = None,
 ) -> None:
     async with fn.db.transaction() as tx:
         purchase = await ledger.current(tx, purchase_id, session_id)
+        if purchase is not None:
+            await ledger.record_email(tx, purchase.id, email)
         facts = await ledger.payment_facts(tx, payment_intent) if payment_intent else None
         if facts is not None and facts.access()[0] == "revoked" and purchase is not None:
             if purchase.status != "refunded":  # refund (or a lost dispute) came first: it wins
@@ -141,6 +145,7 @@ async def complete(
                 await ledger.record_revoked(tx, reason=facts.access()[1], **record)  # type: ignore[arg-type]
                 return
             await ledger.record_paid(tx, kind="stripe", **record)  # type: ignore[arg-type]
+            await ledger.record_email(tx, record["purchase_id"], email)  # type: ignore[arg-type]
         elif purchase.status in ("pending", "failed"):  # failed: an expiry raced a late async payment
             await ledger.mark_paid(tx, purchase, payment_intent)
         elif purchase.status == "refunded":

@@ -219,9 +219,10 @@ class StripeDouble:
 
     # -- playing the visitor and Stripe --------------------------------------------------------
 
-    def pay(self, session_id: str) -> dict[str, Any]:
+    def pay(self, session_id: str, email: str = "buyer@example.com") -> dict[str, Any]:
         session = self.sessions[session_id]
         session.update(status="complete", payment_status="paid", payment_intent=f"pi_{session_id[8:]}", url=None)
+        session["customer_details"] = {"email": email, "name": None, "phone": None, "address": None}
         self.charges.setdefault(
             f"ch_{session_id[8:]}",
             {

@@ -61,7 +61,7 @@ def test_the_operator_refunds_a_purchase_through_stripe(studio, page) -> None:
     wait_sync(lambda: buyer.get(f"/api/purchases/{body['purchase_id']}").json()["status"] == "paid")
 
     sign_in(page, studio)
-    page.get_by_label("Purchase, visitor, model or payment").fill(body["purchase_id"])
+    page.get_by_label("Purchase, e-mail, visitor, model or payment").fill(body["purchase_id"])
     page.get_by_role("button", name="Search").click()
     row = page.locator(f'tr[data-purchase="{body["purchase_id"]}"]')
     expect(row).to_contain_text("paid")

@@ -89,7 +89,7 @@ async function loadPurchases() {
     tr.append(
       cell(p.id),
       cell(p.model),
-      cell(p.user_id),
+      cell(p.email ? `${p.email} (${p.user_id})` : p.user_id),
       cell(p.flag ? `${status}: ${p.flag}` : status),
       cell(price(p.amount_cents, p.currency)),
       cell(p.created_at.replace("T", " ").slice(0, 19)),

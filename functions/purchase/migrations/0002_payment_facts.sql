@@ -19,3 +19,7 @@ ALTER TABLE purchases ADD COLUMN suspended_at TEXT;
 -- Why the operator should look at a purchase (its install failed for good because the disk is full:
 -- free space and retry, or refund it); NULL = nothing to look at.
 ALTER TABLE purchases ADD COLUMN flag TEXT;
+
+-- The buyer's e-mail as Stripe Checkout collected it (customer_details.email): the operator searches
+-- purchases by it. NULL for free and test purchases.
+ALTER TABLE purchases ADD COLUMN email TEXT;

@@ -16,6 +16,8 @@ async def test_the_operator_refunds_through_stripe_and_the_webhook_revokes(studi
     await studio.stripe.deliver(hook, "checkout.session.completed", session_id)
     await studio.wait_for_event("purchase.completed", "phi3:mini")
     url = f"/api/purchases/{body['purchase_id']}/refund"
+    found = await (await studio.client.get("/api/purchases?all=1&q=BUYER@example", headers=OPERATOR)).json()
+    assert [(p["id"], p["email"]) for p in found["purchases"]] == [(body["purchase_id"], "buyer@example.com")]
 
     unconfirmed = await studio.client.post(url, json={}, headers=OPERATOR)
     by_visitor = await studio.client.post(url, json={"confirm": True})
