@@ -398,6 +398,31 @@ class OperatorRefundRequested(EventData):
 
 
 @dataclass(frozen=True, kw_only=True)
+class OperatorInstallRequested(EventData):
+    """The operator asked for a model to be installed (console: Retry / Install now)."""
+
+    TYPE = "operator.install_requested"
+    DURABLE = True
+    SUBJECT_FIELD = "model"
+    operator: str
+    model: str
+    install_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorReconciled(EventData):
+    """The operator ran a reconciliation with Stripe (console, CLI or API), and what it found."""
+
+    TYPE = "operator.reconciled"
+    DURABLE = True
+    operator: str
+    since: str
+    fix: bool
+    found: int
+    fixed: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class OperatorCatalogChanged(EventData):
     """The operator changed the catalog (a price, featured, a description; a model added or removed).
     `entry` is the model's whole new catalog entry, None when removed; every process lays it over the

@@ -17,7 +17,8 @@ HTTP    GET  /api/models                      -> the catalog with `owned` and th
 Events  consumes payment.succeeded, payment.failed, payment.refunded, payment.refund_failed,
                  payment.disputed, payment.dispute_closed (settle the purchase: settlement.py)
         consumes install.requested/started/completed/failed/removed (install states); listens install.progressed
-        emits    operator.refund_requested, operator.catalog_changed, purchase.created, purchase.completed,
+        emits    operator.refund_requested, operator.catalog_changed, operator.install_requested,
+                 operator.reconciled, purchase.created, purchase.completed,
                  purchase.failed, purchase.revoked, purchase.suspended,
                  purchase.restored, purchase.flagged (its install failed: disk full), install.requested
 Query   models.snapshot {"user_id", "admin"} -> {"models": [...]} (the gateway's live stream starts with it)
@@ -43,6 +44,8 @@ from events.catalog import (
     InstallRemoved,
     InstallRequested,
     InstallStarted,
+    OperatorInstallRequested,
+    OperatorReconciled,
     OperatorRefundRequested,
 )
 from events.delivery import Delivery
@@ -288,6 +291,12 @@ async def request_install(request: web.Request) -> web.Response:
         event = function.event(data)
         await tx.publish(event)
         await board.record(tx, data, event.time)
+        if who.admin and not owner:
+            await tx.publish(
+                function.event(
+                    OperatorInstallRequested(operator=operator_name(who), model=model.id, install_id=data.install_id)
+                )
+            )
     return web.json_response({"install_id": data.install_id, "model": model.id, "status": "queued"}, status=202)
 
 
@@ -316,7 +325,7 @@ async def overview(request: web.Request) -> web.Response:
 
 @function.route("POST", "/api/purchases/reconcile")
 async def reconcile_with_stripe(request: web.Request) -> web.Response:
-    require_admin(request)
+    who = require_admin(request)
     body = await json_body(request)
     try:
         since_s = parse_since(str(body.get("since", "7d")))
@@ -333,7 +342,17 @@ async def reconcile_with_stripe(request: web.Request) -> web.Response:
         report = await run_reconciliation(since_s=since_s, fix=body.get("fix", False))
     except PaymentsUnavailable as exc:
         raise UpstreamUnavailable(f"{exc}; nothing was changed", code="payments_unavailable") from None
-    return web.json_response(report.to_dict())
+    summary = report.to_dict()
+    await function.publish(
+        OperatorReconciled(
+            operator=operator_name(who),
+            since=report.since,
+            fix=report.fix,
+            found=summary["found"],
+            fixed=summary["fixed"],
+        )
+    )
+    return web.json_response(summary)
 
 
 @function.route("POST", "/api/purchases/{purchase_id}/refund")

@@ -74,3 +74,16 @@ async def test_the_console_can_ask_whether_this_session_is_the_operators(studio)
     visitor = await (await studio.client.get("/api/operator")).json()
     operator = await (await studio.client.get("/api/operator", headers=OPERATOR)).json()
     assert (visitor, operator) == ({"operator": False}, {"operator": True})
+
+
+async def test_an_install_the_operator_asks_for_says_who_asked(studio) -> None:
+    operator_events = Recorder()
+    await studio.bus.listen("operator.*", operator_events)
+
+    resp = await studio.client.post("/api/models/install", json={"model": "phi3:mini"}, headers=OPERATOR)
+
+    assert resp.status == 202
+    await studio.wait_for_event("install.completed", "phi3:mini")
+    assert [(e.type, e.data["model"], e.data["operator"]) for e in operator_events.items] == [
+        ("operator.install_requested", "phi3:mini", "admin token")
+    ]

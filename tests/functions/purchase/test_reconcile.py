@@ -11,7 +11,7 @@ from pathlib import Path
 
 from events.bus import STREAM
 from tests.functions.pipeline import OPERATOR, OPERATOR_TOKEN, Studio, start_studio
-from tests.support import eventually
+from tests.support import Recorder, eventually
 
 CLI = Path(sys.executable).parent / "localai-studio"
 
@@ -82,6 +82,8 @@ async def test_each_difference_is_found_repaired_through_events_and_a_second_run
     assert found["checked"]["studio_checkout_sessions"] == 5
     assert studio.of_type("purchase.revoked") == [], "a report alone changes nothing"
 
+    operator_events = Recorder()
+    await studio.bus.listen("operator.*", operator_events)
     fixed = await reconcile(studio, fix=True)
 
     assert (fixed["found"], fixed["fixed"], fixed["remaining"]) == (6, 6, 0)
@@ -104,7 +106,13 @@ async def test_each_difference_is_found_repaired_through_events_and_a_second_run
     again = await reconcile(studio, fix=True)
 
     assert (again["found"], again["remaining"]) == (0, 0), again["differences"]
-    assert (await studio.bus.nc.jsm().stream_info(STREAM)).state.messages == stream_before
+    runs = await eventually(lambda: len(operator_events.items) >= 2 and operator_events.items, message="both runs")
+    assert [(e.type, e.data["found"], e.data["fixed"]) for e in runs] == [
+        ("operator.reconciled", 6, 6),
+        ("operator.reconciled", 0, 0),
+    ]
+    # the second run repaired nothing: the only new event in the stream says it ran
+    assert (await studio.bus.nc.jsm().stream_info(STREAM)).state.messages == stream_before + 1
     assert len(studio.events.items) == events_before
 
 
