@@ -275,7 +275,7 @@ class PurchaseFailed(EventData):
 
 @dataclass(frozen=True, kw_only=True)
 class PurchaseRevoked(EventData):
-    """Ownership was taken back (a full refund)."""
+    """Ownership was taken back (a full refund, or a dispute lost)."""
 
     TYPE = "purchase.revoked"
     DURABLE = True
@@ -301,6 +301,7 @@ class PaymentSucceeded(EventData):
     payment_intent: str | None
     amount_cents: int
     currency: str
+    email: str | None = None  # customer_details.email: for the operator's search, never sent further
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -329,6 +330,179 @@ class PaymentRefunded(EventData):
     amount_cents: int
     amount_refunded_cents: int
     full: bool
+    stripe_created: int = 0  # the Stripe event's `created` (seconds): a later refund failure outranks it
+
+
+@dataclass(frozen=True, kw_only=True)
+class PurchaseSuspended(EventData):
+    """Access to a paid model is on hold while its payment is disputed (a chargeback is open)."""
+
+    TYPE = "purchase.suspended"
+    DURABLE = True
+    SUBJECT_FIELD = "purchase_id"
+    purchase_id: str
+    user_id: str
+    model: str
+    reason: str  # disputed
+
+
+@dataclass(frozen=True, kw_only=True)
+class PurchaseRestored(EventData):
+    """A suspended or revoked purchase is owned again (a dispute won, a refund that failed)."""
+
+    TYPE = "purchase.restored"
+    DURABLE = True
+    SUBJECT_FIELD = "purchase_id"
+    purchase_id: str
+    user_id: str
+    model: str
+    reason: str  # dispute won | refund failed
+
+
+@dataclass(frozen=True, kw_only=True)
+class PurchaseFlagged(EventData):
+    """A paid purchase needs the operator: its model could not be installed (the disk is full)."""
+
+    TYPE = "purchase.flagged"
+    DURABLE = True
+    SUBJECT_FIELD = "purchase_id"
+    purchase_id: str
+    user_id: str
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentDisputed(EventData):
+    """Stripe says the buyer disputed a charge (`charge.dispute.created`): access is suspended meanwhile."""
+
+    TYPE = "payment.disputed"
+    DURABLE = True
+    SUBJECT_FIELD = "payment_intent"
+    stripe_event_id: str
+    dispute_id: str
+    charge_id: str | None
+    payment_intent: str
+    amount_cents: int
+    reason: str
+    stripe_created: int = 0  # the Stripe event's `created` (seconds): orders facts that arrive out of order
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentDisputeClosed(EventData):
+    """Stripe says a dispute is over (`charge.dispute.closed`): `won` restores access, `lost` revokes it."""
+
+    TYPE = "payment.dispute_closed"
+    DURABLE = True
+    SUBJECT_FIELD = "payment_intent"
+    stripe_event_id: str
+    dispute_id: str
+    charge_id: str | None
+    payment_intent: str
+    status: str  # won | lost | warning_closed (an inquiry closed without a chargeback: like won)
+    stripe_created: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentRefundFailed(EventData):
+    """Stripe says a refund failed (`refund.failed`, `charge.refund.updated` with status failed): the money
+    stayed with the studio, so a revoked purchase is owned again."""
+
+    TYPE = "payment.refund_failed"
+    DURABLE = True
+    SUBJECT_FIELD = "payment_intent"
+    stripe_event_id: str
+    refund_id: str
+    charge_id: str | None
+    payment_intent: str
+    amount_cents: int
+    stripe_created: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StripeEventIgnored(EventData):
+    """A verified Stripe event that is not the studio's (another product of the same Stripe account, a
+    `stripe trigger` test) or of a type the studio does not handle. Live-only: the monitor counts it
+    (`studio_events_total{type="stripe_event.ignored"}`); nothing else happens."""
+
+    TYPE = "stripe_event.ignored"
+    DURABLE = False
+    SUBJECT_FIELD = "stripe_type"
+    stripe_event_id: str
+    stripe_type: str
+    reason: str
+
+
+# -- the operator ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorRefundRequested(EventData):
+    """The operator refunded a purchase through Stripe (console or API); Stripe's `charge.refunded`
+    webhook then revokes it as for any refund. `operator` says who did it."""
+
+    TYPE = "operator.refund_requested"
+    DURABLE = True
+    SUBJECT_FIELD = "purchase_id"
+    operator: str
+    purchase_id: str
+    user_id: str
+    model: str
+    amount_cents: int
+    refund_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorInstallRequested(EventData):
+    """The operator asked for a model to be installed (console: Retry / Install now)."""
+
+    TYPE = "operator.install_requested"
+    DURABLE = True
+    SUBJECT_FIELD = "model"
+    operator: str
+    model: str
+    install_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorReconciled(EventData):
+    """The operator ran a reconciliation with Stripe (console, CLI or API), and what it found."""
+
+    TYPE = "operator.reconciled"
+    DURABLE = True
+    operator: str
+    since: str
+    fix: bool
+    found: int
+    fixed: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorCatalogChanged(EventData):
+    """The operator changed the catalog (a price, featured, a description; a model added or removed).
+    `entry` is the model's whole new catalog entry, None when removed; every process lays it over the
+    STUDIO_CATALOG seed, so every replica sells the same thing without a restart."""
+
+    TYPE = "operator.catalog_changed"
+    DURABLE = True
+    SUBJECT_FIELD = "model"
+    operator: str
+    model: str
+    change: str  # updated | added | removed
+    entry: dict[str, Any] | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorDeadLetterRedriven(EventData):
+    """The operator put a dead-lettered event back into the stream after a fix (console or API)."""
+
+    TYPE = "operator.dead_letter_redriven"
+    DURABLE = True
+    SUBJECT_FIELD = "event_type"
+    operator: str
+    event_id: str
+    event_type: str
+    consumer: str
 
 
 # -- installs --------------------------------------------------------------------------------------

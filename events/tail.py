@@ -1,4 +1,9 @@
-"""`localai-studio events tail`: replay recent durable events, then follow the live stream."""
+"""`localai-studio events tail`: replay recent durable events, then follow the live stream.
+
+`follow=False` prints what is stored (since `since`, else everything the stream keeps) and returns, so
+scripts read the stream without a timeout; `until` stops at that time (history newer than it is
+left out; when it is in the future, live events are followed until then).
+"""
 
 from __future__ import annotations
 
@@ -6,15 +11,15 @@ import asyncio
 import contextlib
 import fnmatch
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import nats.aio.msg
 import nats.errors
 from nats.js import api
 
-from events.bus import STREAM, Bus
-from events.envelope import Event, InvalidEvent, nats_subject
+from events.bus import STREAM, Bus, BusUnavailable
+from events.envelope import Event, InvalidEvent, nats_subject, new_id
 
 
 def matches(event: Event, pattern: str) -> bool:
@@ -39,8 +44,18 @@ async def tail(
     pattern: str = "*",
     since: timedelta | None = None,
     stop: asyncio.Event | None = None,
+    follow: bool = True,
+    until: datetime | None = None,
 ) -> None:
     """Emit matching events: history first (durable events newer than `since`), then live ones."""
+    if not follow or (until is not None and until <= datetime.now(UTC)):
+        start = datetime.now(UTC) - since if since is not None else None
+        for event in await replay(bus, start):
+            if until is not None and _time(event) > until:
+                break
+            if matches(event, pattern):
+                emit(event)
+        return
     live: asyncio.Queue[Event] = asyncio.Queue()
 
     async def on_live(msg: nats.aio.msg.Msg) -> None:
@@ -56,11 +71,16 @@ async def tail(
                 if matches(event, pattern):
                     emit(event)
         stopper = asyncio.ensure_future(stop.wait()) if stop else asyncio.get_running_loop().create_future()
+        if until is not None:
+            deadline = asyncio.get_running_loop().call_later(
+                max(0.0, (until - datetime.now(UTC)).total_seconds()), stopper.cancel
+            )
+            stopper.add_done_callback(lambda _: deadline.cancel())
         try:
             while True:
                 getter = asyncio.ensure_future(live.get())
                 done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
+                if getter not in done or (until is not None and _time(getter.result()) > until):
                     getter.cancel()
                     return
                 event = getter.result()
@@ -77,14 +97,48 @@ async def tail(
             await sub.unsubscribe()
 
 
-async def replay(bus: Bus, start: datetime, limit: int = 100_000) -> list[Event]:
-    """Durable events stored since `start`, oldest first, read by an ephemeral consumer."""
+def _time(event: Event) -> datetime:
+    try:
+        return datetime.fromisoformat(event.time.replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.now(UTC)
+
+
+async def stored(bus: Bus, types: Sequence[str], since: datetime | None = None) -> list[Event]:
+    """The durable events of these types still in the stream (since `since`), oldest first."""
+    return await replay(bus, since, subjects=[nats_subject(t) for t in types])
+
+
+async def redeliver(bus: Bus, event: Event) -> None:
+    """Put a stored event into the stream again (a dead letter's redrive), under a fresh message id so
+    the stream's duplicate window does not drop it; every consumer of its type handles it again (they
+    are idempotent), the one that gave up included."""
+    try:
+        await bus.nc.jetstream().publish(
+            nats_subject(event.type), event.to_json(), timeout=5.0, headers={"Nats-Msg-Id": f"{event.id}.{new_id()}"}
+        )
+    except (TimeoutError, nats.errors.Error, OSError) as exc:
+        raise BusUnavailable(f"could not redeliver {event.type}: {type(exc).__name__}") from None
+
+
+async def replay(
+    bus: Bus, start: datetime | None, limit: int = 100_000, subjects: Sequence[str] | None = None
+) -> list[Event]:
+    """Durable events stored since `start` (None: all of them), oldest first, read by an ephemeral consumer."""
     js = bus.nc.jetstream()
+    by_time = {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": start}
+    only = (
+        {}
+        if not subjects
+        else {"filter_subject": subjects[0]}
+        if len(subjects) == 1
+        else {"filter_subjects": list(subjects)}
+    )
     info = await bus.nc.jsm().add_consumer(
         STREAM,
         api.ConsumerConfig(
-            deliver_policy=api.DeliverPolicy.BY_START_TIME,
-            opt_start_time=start,
+            **only,
+            **(by_time if start is not None else {"deliver_policy": api.DeliverPolicy.ALL}),
             ack_policy=api.AckPolicy.NONE,
             inactive_threshold=30.0,
             mem_storage=True,

@@ -49,9 +49,9 @@ class Subscriber:
             if not self.who.admin and data.get("user_id") != self.who.user_id:
                 return False
             if data.get("user_id") == self.who.user_id:
-                if event.type == "purchase.completed":
+                if event.type in ("purchase.completed", "purchase.restored", "purchase.transferred"):
                     self.owned.add(data.get("model", ""))
-                elif event.type == "purchase.revoked":
+                elif event.type in ("purchase.revoked", "purchase.suspended"):
                     self.owned.discard(data.get("model", ""))
             return True
         return self.who.admin or data.get("model") in self.owned

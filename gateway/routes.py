@@ -57,6 +57,11 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/models/install", "install", methods("POST"), max_body=4 * KIB, needs_session=True),
     Route("/api/models", "install", methods("DELETE"), timeout=60, admin=True),
     Route("/api/purchases", "purchase", methods("GET")),
+    Route("/api/purchases", "purchase", methods("POST"), timeout=30, max_body=4 * KIB, admin=True),  # refunds
+    Route("/api/purchases/reconcile", "purchase", methods("POST"), timeout=120, max_body=4 * KIB, admin=True),
+    Route("/api/overview", "purchase", methods("GET"), admin=True),
+    Route("/api/operator", "purchase", methods("GET")),
+    Route("/api/catalog", "purchase", methods("POST", "PATCH", "DELETE"), max_body=16 * KIB, admin=True),
     Route("/api/webhooks/stripe", "webhook", methods("POST"), timeout=10, max_body=64 * KIB, visitor=False),
     Route(
         "/api/chat",
@@ -85,6 +90,7 @@ ROUTES: tuple[Route, ...] = (
     Route("/health", "health", methods("GET", "HEAD"), timeout=10, visitor=False),
     Route("/metrics", "monitor", methods("GET"), timeout=10, admin=True, visitor=False),
     Route("/api/monitor", "monitor", methods("GET"), timeout=10, admin=True),
+    Route("/api/monitor/dead-letters", "monitor", methods("GET", "POST"), timeout=30, max_body=4 * KIB, admin=True),
 )
 
 

@@ -2,11 +2,13 @@
 
 localai-studio up                         the whole studio in one process (embedded NATS)
 localai-studio run <function>|gateway     one service alone, as its container runs it
-localai-studio events tail [--since 10m] [--type 'purchase.*'] [--json]
+localai-studio events tail [--since 10m] [--type 'purchase.*'] [--json] [--no-follow] [--until TIME]
 localai-studio events consumers [--json]  each durable consumer's backlog and lag
 localai-studio events consumers --remove NAME   delete a durable consumer no handler uses any more
 localai-studio health [--url URL]         print the health report; exit 0 when healthy
 localai-studio config [--markdown]        the configuration variables and their values
+localai-studio reconcile [--since 7d] [--fix] [--url URL]   compare with Stripe; JSON report; exit 1 if
+                                          differences remain (cron-friendly), 2 if it cannot run
 localai-studio backup [--out DIR] [--file PATH ...] [--models]   a checked, consistent backup
 localai-studio restore ARCHIVE [--check] [--force]                 put a backup back, checked
 localai-studio users add|promote|demote|disable|enable|list|reset-link [EMAIL]   accounts (operator)
@@ -21,7 +23,7 @@ import json
 import re
 import signal
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 
@@ -52,6 +54,19 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time (UTC when no offset is given), or a duration meaning that long ago."""
+    if _DURATION.fullmatch(text.strip()):
+        return datetime.now(UTC) - parse_duration(text)
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time such as 2026-12-01T18:00:00Z or a duration such as 5m"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="localai-studio", description="Local AI Studio")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tail_cmd.add_argument("--type", default="*", help="event types to show, e.g. 'purchase.*'")
     tail_cmd.add_argument("--json", action="store_true", help="one CloudEvents JSON object a line")
+    tail_cmd.add_argument(
+        "--no-follow", dest="follow", action="store_false", help="print what is stored (all, or --since) and exit"
+    )
+    tail_cmd.add_argument(
+        "--until",
+        type=parse_time,
+        default=None,
+        help="stop at this time (ISO 8601, e.g. 2026-12-01T18:00:00Z; or a duration ago, e.g. 5m)",
+    )
     consumers_cmd = events_sub.add_parser(
         "consumers", help="each durable consumer: pending, ack pending, redelivered, oldest pending age, last active"
     )
@@ -75,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     health = sub.add_parser("health", help="print the health report; exit 0 when healthy")
     health.add_argument("--url", default=None, help="the studio's URL (default from STUDIO_HOST/PORT)")
+    rec = sub.add_parser("reconcile", help="compare purchases and access with Stripe; --fix repairs")
+    rec.add_argument("--since", default="7d", help="the period to compare (e.g. 7d, 12h); at most 90d")
+    rec.add_argument(
+        "--fix", action="store_true", help="repair each difference through the events a webhook would send"
+    )
+    rec.add_argument("--url", default=None, help="the studio's URL (default from STUDIO_HOST/PORT)")
     config = sub.add_parser("config", help="show the configuration")
     config.add_argument("--markdown", action="store_true", help="the variables as a README table")
     ops.add_commands(sub)  # backup, restore
@@ -123,7 +153,7 @@ async def events_tail(settings: Settings, args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await tail(bus, emit, pattern=args.type, since=args.since, stop=stop)
+        await tail(bus, emit, pattern=args.type, since=args.since, stop=stop, follow=args.follow, until=args.until)
     finally:
         await bus.close(0)
     return 0
@@ -143,6 +173,28 @@ async def health(settings: Settings, args: argparse.Namespace) -> int:
         raise StartupError(f"no health report from {url} ({type(exc).__name__}): is the studio running?") from None
     print(json.dumps(report, indent=2))
     return 0 if resp.status == 200 else 1
+
+
+async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    """Ask the running studio (operator token: STUDIO_ADMIN_TOKEN) to reconcile; print its JSON report."""
+    if not settings.admin_token:
+        print("localai-studio: reconcile needs STUDIO_ADMIN_TOKEN (the operator token)", file=sys.stderr)
+        return 2
+    url = (args.url or settings.url).rstrip("/") + "/api/purchases/reconcile"
+    headers = {"Authorization": f"Bearer {settings.admin_token.get()}"}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=150)) as session,
+            session.post(url, json={"since": args.since, "fix": args.fix}, headers=headers) as resp,
+        ):
+            report = await resp.json(content_type=None)
+    except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
+        print(f"localai-studio: no answer from {url} ({type(exc).__name__}): is the studio running?", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2))
+    if resp.status != 200:
+        return 2
+    return 1 if report.get("remaining") else 0
 
 
 def show_config(settings: Settings, markdown: bool) -> int:
@@ -183,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(events_tail(settings, args))
         elif args.command == "health":
             return asyncio.run(health(settings, args))
+        elif args.command == "reconcile":
+            return asyncio.run(reconcile(settings, args))
     except StartupError as exc:
         print(f"localai-studio: {exc}", file=sys.stderr)
         return 1

@@ -9,11 +9,14 @@ The purchase function owns purchases, so chat asks it (`purchases.owns`, NATS re
 beside an answer that takes seconds): a purchase answered 200, or a refund the purchase function
 recorded, counts on the very next request, on any replica, however far behind any consumer is.
 
-Chat also keeps its own projection, `chat_ownership`, fed by `purchase.completed` / `purchase.revoked` /
-`purchase.transferred` (a visitor's purchase moved into their account) in batches (one row per purchase
-id, revocations kept as tombstones, so it is idempotent under redelivery and order-safe). It answers
-only while the purchase function does not (down, or slower than `OWNER_TIMEOUT_S`): chat keeps working
-through a purchase outage, as of the events it has seen.
+Chat also keeps its own projection, `chat_ownership` (one row per purchase id), fed in batches:
+`purchase.completed` grants (never over an existing row), `purchase.revoked` (a full refund, a dispute
+lost) and `purchase.suspended` (a dispute open) take access away, `purchase.restored` (a dispute won, a
+refund that failed) gives it back, `purchase.transferred` moves it to the buyer's account. Each access
+change carries its event's time and applies only when it is not older than the row's, so the projection
+is idempotent under redelivery and order-safe. It answers only while the purchase function does not
+(down, or slower than `OWNER_TIMEOUT_S`): chat keeps working through a purchase outage, as of the events
+it has seen.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ import time
 from collections.abc import Sequence
 
 from events.bus import Bus, BusUnavailable
-from events.catalog import PurchaseCompleted, PurchaseRevoked, PurchaseTransferred
+from events.catalog import (
+    EventData,
+    PurchaseCompleted,
+    PurchaseRestored,
+    PurchaseRevoked,
+    PurchaseSuspended,
+    PurchaseTransferred,
+)
 from studio.catalog import Catalog, CatalogModel
 from studio.clients.ollama import normalise
 from studio.runtime.database import Database, utcnow
@@ -37,18 +47,21 @@ WARN_EVERY_S = 60.0
 OWNER_TIMEOUT_S = 5.0  # purchase down: NATS says "no responders" at once; alive but busy: worth the wait
 
 GRANT = (
-    "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at) VALUES (?, ?, ?, 0, ?) "
-    "ON CONFLICT (purchase_id) DO NOTHING"
+    "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at, event_time) "
+    "VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (purchase_id) DO NOTHING"
 )
-REVOKE = (
-    "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at) VALUES (?, ?, ?, 1, ?) "
-    "ON CONFLICT (purchase_id) DO UPDATE SET revoked = 1, updated_at = excluded.updated_at"
+ACCESS = (  # revoked 1 (refunded, disputed) or 0 (restored); an older event never overwrites a newer state
+    "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at, event_time) "
+    "VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (purchase_id) DO UPDATE SET revoked = excluded.revoked, updated_at = excluded.updated_at, "
+    "event_time = excluded.event_time WHERE chat_ownership.event_time IS NULL OR excluded.event_time IS NULL "
+    "OR chat_ownership.event_time <= excluded.event_time"
 )
 TRANSFER = (  # a revocation stays a revocation: only the owner changes
     "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at) VALUES (?, ?, ?, 0, ?) "
     "ON CONFLICT (purchase_id) DO UPDATE SET user_id = excluded.user_id, updated_at = excluded.updated_at"
 )
-Change = PurchaseCompleted | PurchaseRevoked | PurchaseTransferred
+Change = PurchaseCompleted | PurchaseRevoked | PurchaseSuspended | PurchaseRestored | PurchaseTransferred
 
 
 class Ownership:
@@ -58,24 +71,24 @@ class Ownership:
         self.db = db
         self.warned_at = float("-inf")  # when chat last said it answers from the projection
 
-    async def apply(self, changes: Sequence[Change]) -> None:
-        """Record grants, revocations and transfers in one transaction (a revocation is a tombstone a
-        later grant of the same purchase cannot undo, and a transfer keeps it)."""
+    async def apply(self, changes: Sequence[tuple[EventData, str | None]]) -> None:
+        """Record a batch of changes, each with its event's time, in one transaction."""
         now = utcnow()
-        rows: dict[str, list[tuple[str, str, str, str]]] = {GRANT: [], REVOKE: [], TRANSFER: []}
-        for c in changes:
-            sql = (
-                GRANT
-                if isinstance(c, PurchaseCompleted)
-                else TRANSFER
-                if isinstance(c, PurchaseTransferred)
-                else REVOKE
-            )
-            rows[sql].append((c.purchase_id, c.user_id, normalise(c.model), now))
+        grants: list[tuple[object, ...]] = []
+        access: list[tuple[object, ...]] = []
+        transfers: list[tuple[object, ...]] = []
+        for c, at in changes:
+            if isinstance(c, PurchaseCompleted):
+                grants.append((c.purchase_id, c.user_id, normalise(c.model), now, at))
+            elif isinstance(c, PurchaseTransferred):
+                transfers.append((c.purchase_id, c.user_id, normalise(c.model), now))
+            elif isinstance(c, PurchaseRevoked | PurchaseSuspended | PurchaseRestored):
+                revoked = int(not isinstance(c, PurchaseRestored))
+                access.append((c.purchase_id, c.user_id, normalise(c.model), revoked, now, at))
         async with self.db.transaction() as tx:
-            for sql in (GRANT, TRANSFER, REVOKE):
-                if rows[sql]:
-                    await tx.execute_many(sql, rows[sql])
+            for sql, rows in ((GRANT, grants), (TRANSFER, transfers), (ACCESS, access)):
+                if rows:
+                    await tx.execute_many(sql, rows)
 
     async def owns(self, user_id: str, model: str) -> bool:
         row = await self.db.fetch_one(
@@ -85,20 +98,25 @@ class Ownership:
         return row is not None
 
 
-async def record_purchase(db: Database, purchase_id: str, user_id: str, model: str) -> None:
-    await Ownership(db).apply(
-        [
-            PurchaseCompleted(
-                purchase_id=purchase_id, user_id=user_id, model=model, kind="free", amount_cents=0, currency="usd"
-            )
-        ]
+async def record_purchase(
+    db: Database, purchase_id: str, user_id: str, model: str, event_time: str | None = None
+) -> None:
+    grant = PurchaseCompleted(
+        purchase_id=purchase_id, user_id=user_id, model=model, kind="free", amount_cents=0, currency="usd"
     )
+    await Ownership(db).apply([(grant, event_time)])
 
 
-async def revoke_purchase(db: Database, purchase_id: str, user_id: str, model: str) -> None:
-    await Ownership(db).apply(
-        [PurchaseRevoked(purchase_id=purchase_id, user_id=user_id, model=model, reason="refunded")]
-    )
+async def revoke_purchase(
+    db: Database, purchase_id: str, user_id: str, model: str, event_time: str | None = None
+) -> None:
+    revoke = PurchaseRevoked(purchase_id=purchase_id, user_id=user_id, model=model, reason="refunded")
+    await Ownership(db).apply([(revoke, event_time)])
+
+
+async def restore_purchase(db: Database, purchase_id: str, user_id: str, model: str, event_time: str) -> None:
+    restore = PurchaseRestored(purchase_id=purchase_id, user_id=user_id, model=model, reason="dispute won")
+    await Ownership(db).apply([(restore, event_time)])
 
 
 async def owns(db: Database, user_id: str, model: str) -> bool:

@@ -14,8 +14,8 @@ HTTP    POST /api/chat  {"model", "message"}  or
                                    [DONE]; the same answer, limits and events (completions.py)
         GET  /v1/models            the models the caller may chat with now (owned or free, installed)
         GET  /api/account/usage?days=30   tokens per model per day (chat_usage); the operator: &all=1
-Events  consumes purchase.completed, purchase.revoked, purchase.transferred, in batches (who owns what:
-                 table chat_ownership)
+Events  consumes purchase.completed, purchase.revoked, purchase.suspended, purchase.restored,
+                 purchase.transferred, in batches (who owns what: table chat_ownership)
         emits    chat.completed | chat.failed | chat.cancelled, one per answer: usage, never content
 Query   asks purchases.owns (the purchase function) whether a caller owns a paid model (entitlements.py)
 
@@ -34,7 +34,13 @@ from pathlib import Path
 
 from aiohttp import web
 
-from events.catalog import PurchaseCompleted, PurchaseRevoked, PurchaseTransferred
+from events.catalog import (
+    PurchaseCompleted,
+    PurchaseRestored,
+    PurchaseRevoked,
+    PurchaseSuspended,
+    PurchaseTransferred,
+)
 from events.delivery import Delivery
 from functions.chat import completions, relay
 from functions.chat.answer import Answer, UsageReports
@@ -79,9 +85,11 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
     await ollama.close()
 
 
-@function.subscribe(PurchaseCompleted, PurchaseRevoked, PurchaseTransferred, batch=True)
+@function.subscribe(
+    PurchaseCompleted, PurchaseRevoked, PurchaseSuspended, PurchaseRestored, PurchaseTransferred, batch=True
+)
 async def track_ownership(deliveries: list[Delivery]) -> None:
-    await function[OWNERSHIP].apply([d.data for d in deliveries])
+    await function[OWNERSHIP].apply([(d.data, d.event.time) for d in deliveries])
 
 
 @function.route("POST", "/api/chat")

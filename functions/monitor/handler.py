@@ -5,12 +5,21 @@ HTTP    GET /metrics                      -> Prometheus text: events, rates, eve
                                              per model (answers, tokens, time to first token),
                                              each durable consumer's lag (consumers.py)
         GET /api/monitor/events?type=&limit=  -> the latest events, newest last (operator)
-        GET /api/monitor/stats            -> totals and rates per event type (operator)
+        GET /api/monitor/stats            -> totals and rates per event type (operator), and chat answers
+                                             and tokens per model since the monitor started
+        GET  /api/monitor/stream?type=&correlation_id= -> every event live, server-sent (operator): the
+                                          latest 50 matching first, then each as it happens
+        GET  /api/monitor/timeline?purchase_id=|correlation_id= -> a purchase's stored events, from the
+                                          click to the install (operator)
+        GET  /api/monitor/dead-letters    -> every dead letter the stream keeps, newest first (operator)
+        POST /api/monitor/dead-letters/{event_id}/redrive, POST /api/monitor/dead-letters/redrive
+                                          -> put one (or every pending) dead-lettered event back (operator)
 Events  listens  * (every event on the bus, durable and live)
         consumes install.failed, event.dead_lettered, consumer.fell_behind, consumer.caught_up
                  -> alerts to STUDIO_ALERT_WEBHOOK_URL (alerts.py)
         listens  resource.exhausted, resource.recovered -> alerts too (live: a full disk cannot store them)
-        emits    consumer.fell_behind, consumer.caught_up (STUDIO_EVENTS_LAG_ALERT_S)
+        emits    consumer.fell_behind, consumer.caught_up (STUDIO_EVENTS_LAG_ALERT_S),
+                 operator.dead_letter_redriven
 """
 
 from __future__ import annotations
@@ -37,9 +46,11 @@ from events.delivery import Delivery, Retry
 from events.envelope import Event
 from functions.monitor.alerts import MAX_AGE_S, AlertWebhook, ShortageAlerts, age_s, alert_text
 from functions.monitor.consumers import ConsumerWatch
+from functions.monitor.dead_letters import UnknownDeadLetter, dead_letters, redrive
 from functions.monitor.exposition import StudioCollector
 from functions.monitor.observations import ChatUsage, EventCounts, FunctionReports, RecentEvents
-from studio.runtime.errors import BadRequest
+from functions.monitor.tails import SSE_HEADERS, LiveTails, Tail, sse, timeline
+from studio.runtime.errors import BadRequest, NotFound
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import require_admin
 
@@ -55,6 +66,7 @@ ALERTS = Key[AlertWebhook]("alerts")
 SHORTAGES = Key[ShortageAlerts]("shortages")
 RETRIES = Key[set[asyncio.Task[None]]]("alert_retries")
 CONSUMERS = Key[ConsumerWatch]("consumers")
+TAILS = Key[LiveTails]("tails")
 
 
 @function.resource
@@ -66,8 +78,10 @@ async def observations(fn: Function) -> AsyncIterator[None]:
     fn[ALERTS] = webhook = AlertWebhook(fn.settings.alert_webhook_url)
     fn[SHORTAGES] = ShortageAlerts()
     fn[RETRIES] = retries = set[asyncio.Task[None]]()
+    fn[TAILS] = tails = LiveTails()
     watching = asyncio.create_task(watch.run(every_s=fn.settings.heartbeat_s), name="monitor:consumer-lag")
     yield
+    tails.close()
     watching.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watching
@@ -79,6 +93,8 @@ async def observations(fn: Function) -> AsyncIterator[None]:
 @function.listen("*", envelope=True)
 async def observe_event(event: Event) -> None:
     function[COUNTS].add(event.type, time.time())
+    if not event.type.startswith("heartbeat."):
+        function[TAILS].offer(event)
     if event.type == HeartbeatEmitted.TYPE:
         function[REPORTS].update(event.data, time.monotonic())
     elif not event.type.startswith("heartbeat."):
@@ -142,4 +158,64 @@ async def list_recent_events(request: web.Request) -> web.Response:
 @function.route("GET", "/api/monitor/stats")
 async def event_stats(request: web.Request) -> web.Response:
     require_admin(request)
-    return web.json_response({"events": function[COUNTS].summary(time.time())})
+    return web.json_response({"events": function[COUNTS].summary(time.time()), "chat": function[CHAT].per_model()})
+
+
+@function.route("GET", "/api/monitor/dead-letters")
+async def list_dead_letters(request: web.Request) -> web.Response:
+    require_admin(request)
+    return web.json_response({"dead_letters": await dead_letters(function.bus)})
+
+
+@function.route("POST", "/api/monitor/dead-letters/{event_id}/redrive")
+async def redrive_dead_letter(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    try:
+        letter = await redrive(function.bus, request.match_info["event_id"], operator_name(who), function.publish)
+    except UnknownDeadLetter as exc:
+        raise NotFound(str(exc), code="unknown_dead_letter") from None
+    return web.json_response({"redriven": [letter["event_id"]]})
+
+
+@function.route("POST", "/api/monitor/dead-letters/redrive")
+async def redrive_every_dead_letter(request: web.Request) -> web.Response:
+    who = require_admin(request)
+    pending = {d["event_id"] for d in await dead_letters(function.bus) if not d["redriven_at"]}
+    done = []
+    for event_id in sorted(pending):
+        try:
+            await redrive(function.bus, event_id, operator_name(who), function.publish)
+        except UnknownDeadLetter:
+            continue
+        done.append(event_id)
+    return web.json_response({"redriven": done})
+
+
+def operator_name(who: object) -> str:
+    """Who acted: the operator's account when signed in with one, else the admin token."""
+    return getattr(who, "account_id", None) or "admin token"
+
+
+@function.route("GET", "/api/monitor/stream")
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    require_admin(request)
+    tail = Tail(request.query.get("type", "").rstrip("*"), request.query.get("correlation_id", "").strip())
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    await response.prepare(request)
+    for event in function[RECENT].latest(1000):
+        if tail.wants_dict(event):
+            tail.backlog.append(event)
+    await response.write(b"retry: 3000\n\n" + b"".join(sse(e) for e in tail.backlog[-50:]))
+    await function[TAILS].relay(tail, response)
+    return response
+
+
+@function.route("GET", "/api/monitor/timeline")
+async def purchase_timeline(request: web.Request) -> web.Response:
+    require_admin(request)
+    purchase_id = request.query.get("purchase_id", "").strip()
+    correlation_id = request.query.get("correlation_id", "").strip()
+    if not (purchase_id or correlation_id):
+        raise BadRequest("give purchase_id or correlation_id", code="invalid_timeline")
+    events = await timeline(function.bus, purchase_id=purchase_id, correlation_id=correlation_id)
+    return web.json_response({"events": [e.to_dict() for e in events]})

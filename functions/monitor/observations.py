@@ -104,6 +104,15 @@ class ChatUsage:
     tokens: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, prompt|completion) -> tokens
     first_token: dict[str, list[float]] = field(default_factory=dict)  # model -> [count per bucket..., sum]
 
+    def per_model(self) -> dict[str, dict[str, int]]:
+        """{model: {"completed", "failed", "cancelled", "prompt_tokens", "completion_tokens"}} since start."""
+        out: dict[str, dict[str, int]] = {}
+        for (model, outcome), n in self.answers.items():
+            out.setdefault(model, {})[outcome] = n
+        for (model, kind), n in self.tokens.items():
+            out.setdefault(model, {})[f"{kind}_tokens"] = n
+        return out
+
     def add(self, event_type: str, data: dict[str, Any]) -> None:
         outcome = CHAT_OUTCOMES.get(event_type)
         if outcome is None:

@@ -32,6 +32,12 @@ async def open_checkout(
         )
     if model.id in await ledger.owned(user_id):
         raise Conflict(f"you already own {model.id}", code="already_owned")
+    if await ledger.suspended(user_id, model.id):
+        raise Conflict(
+            f"your purchase of {model.id} is on hold while its payment is disputed; it comes back if the "
+            "dispute is decided in your favour",
+            code="purchase_disputed",
+        )
     existing = await ledger.open_checkout(user_id, model.id)
     if existing is not None:
         return checkout_answer(existing.id, model.id, existing.checkout_url)

@@ -10,7 +10,16 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from events.catalog import PurchaseCompleted, PurchaseCreated, PurchaseFailed, PurchaseRevoked, PurchaseTransferred
+from events.catalog import (
+    PurchaseCompleted,
+    PurchaseCreated,
+    PurchaseFailed,
+    PurchaseFlagged,
+    PurchaseRestored,
+    PurchaseRevoked,
+    PurchaseSuspended,
+    PurchaseTransferred,
+)
 from studio.runtime.database import Database, Row, Transaction, utcnow
 from studio.runtime.function import Function
 
@@ -19,6 +28,15 @@ CHECKOUT_REUSE_S = 23 * 3600  # Stripe sessions live 24 h: reuse an open one, do
 
 def new_purchase_id() -> str:
     return "pur_" + secrets.token_hex(10)
+
+
+def is_purchase_id(value: object) -> bool:
+    """Whether `value` has the shape of a purchase id this studio made (Stripe metadata is untrusted)."""
+    return isinstance(value, str) and len(value) == 24 and value.startswith("pur_") and _is_hex(value[4:])
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
 
 
 @dataclass(frozen=True)
@@ -36,10 +54,27 @@ class Purchase:
     failure_reason: str | None
     created_at: str
     completed_at: str | None
+    updated_at: str = ""
+    suspended_at: str | None = None  # a dispute is open: no access until it closes
+    flag: str | None = None  # why the operator should look at it (its install failed: disk full)
+    email: str | None = None  # the buyer's, as Stripe Checkout collected it
 
     @classmethod
     def from_row(cls, row: Row) -> Purchase:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
+    @property
+    def owned(self) -> bool:
+        return self.status == "paid" and self.suspended_at is None
+
+    def for_operator(self) -> dict[str, Any]:
+        return {
+            **self.public(),
+            "user_id": self.user_id,
+            "email": self.email,
+            "payment_intent": self.payment_intent,
+            "checkout_session_id": self.checkout_session_id,
+        }
 
     def public(self) -> dict[str, Any]:
         return {
@@ -52,7 +87,30 @@ class Purchase:
             "failure_reason": self.failure_reason,
             "created_at": self.created_at,
             "completed_at": self.completed_at,
+            "suspended": self.suspended_at is not None,
+            "flag": self.flag,
         }
+
+
+@dataclass(frozen=True)
+class PaymentFacts:
+    """What Stripe said about one payment intent besides "paid" (table payment_facts)."""
+
+    payment_intent: str
+    refund: str | None  # full | failed
+    refund_at: int
+    dispute: str | None  # open | won | lost
+    dispute_at: int
+
+    def access(self) -> tuple[str, str]:
+        """(owned | suspended | revoked, why): what a purchase paid with this payment intent deserves."""
+        if self.dispute == "lost":
+            return "revoked", "dispute lost"
+        if self.refund == "full":
+            return "revoked", "refunded"
+        if self.dispute == "open":
+            return "suspended", "disputed"
+        return "owned", "dispute won" if self.dispute == "won" else "refund failed"
 
 
 class Ledger:
@@ -67,7 +125,8 @@ class Ledger:
 
     async def owned(self, user_id: str) -> set[str]:
         rows = await self.db.fetch_all(
-            "SELECT DISTINCT model FROM purchases WHERE user_id = ? AND status = 'paid'", (user_id,)
+            "SELECT DISTINCT model FROM purchases WHERE user_id = ? AND status = 'paid' AND suspended_at IS NULL",
+            (user_id,),
         )
         return {r["model"] for r in rows}
 
@@ -76,6 +135,61 @@ class Ledger:
             "SELECT 1 FROM purchases WHERE user_id = ? AND model = ? AND status = 'paid' LIMIT 1", (user_id, model)
         )
         return row is not None
+
+    async def suspended(self, user_id: str, model: str) -> bool:
+        """The visitor paid for `model` but its payment is disputed: no access, and no second purchase."""
+        row = await self.db.fetch_one(
+            "SELECT 1 FROM purchases WHERE user_id = ? AND model = ? AND status = 'paid' "
+            "AND suspended_at IS NOT NULL LIMIT 1",
+            (user_id, model),
+        )
+        return row is not None
+
+    async def pending_checkouts(self) -> list[Purchase]:
+        """Stripe purchases still pending, oldest first."""
+        rows = await self.db.fetch_all(
+            "SELECT * FROM purchases WHERE status = 'pending' AND kind = 'stripe' ORDER BY created_at"
+        )
+        return [Purchase.from_row(r) for r in rows]
+
+    async def owned_models(self) -> dict[str, int]:
+        """Every model someone owns (paid, not suspended), with how many purchases own it."""
+        rows = await self.db.fetch_all(
+            "SELECT model, COUNT(*) AS owners FROM purchases WHERE status = 'paid' AND suspended_at IS NULL "
+            "GROUP BY model"
+        )
+        return {r["model"]: r["owners"] for r in rows}
+
+    async def by_payment_intent(self, payment_intent: str) -> list[Purchase]:
+        rows = await self.db.fetch_all("SELECT * FROM purchases WHERE payment_intent = ?", (payment_intent,))
+        return [Purchase.from_row(r) for r in rows]
+
+    async def search(self, text: str = "", status: str = "", limit: int = 200) -> list[Purchase]:
+        """The operator's search: `text` in the purchase id, visitor, e-mail, model or payment; newest first."""
+        like = f"%{text}%"
+        rows = await self.db.fetch_all(
+            "SELECT * FROM purchases WHERE (? = '' OR status = ?) AND (? = '' OR id LIKE ? OR user_id LIKE ? "
+            "OR model LIKE ? OR payment_intent LIKE ? OR checkout_session_id LIKE ? OR LOWER(email) LIKE ?) "
+            "ORDER BY created_at DESC LIMIT ?",
+            (status, status, text, like, like, like, like, like, like.lower(), limit),
+        )
+        return [Purchase.from_row(r) for r in rows]
+
+    async def sales_since(self, since: str) -> dict[str, Any]:
+        """Paid purchases completed since `since` (ISO time): how many, and their amounts by currency."""
+        rows = await self.db.fetch_all(
+            "SELECT currency, COUNT(*) AS n, SUM(amount_cents) AS cents FROM purchases "
+            "WHERE status = 'paid' AND kind = 'stripe' AND completed_at >= ? GROUP BY currency",
+            (since,),
+        )
+        refunded = await self.db.fetch_one(
+            "SELECT COUNT(*) AS n FROM purchases WHERE status = 'refunded' AND updated_at >= ?", (since,)
+        )
+        return {
+            "purchases": sum(r["n"] for r in rows),
+            "amount_cents": {r["currency"]: r["cents"] for r in rows},
+            "refunded": refunded["n"] if refunded else 0,
+        }
 
     async def get(self, purchase_id: str) -> Purchase | None:
         row = await self.db.fetch_one("SELECT * FROM purchases WHERE id = ?", (purchase_id,))
@@ -101,7 +215,7 @@ class Ledger:
     async def owns_in(self, tx: Transaction, user_id: str, model: str) -> bool:
         row = await tx.fetch_one(
             "SELECT 1 FROM purchases WHERE user_id = ? AND model = ? AND status = 'paid' LIMIT 1", (user_id, model)
-        )
+        )  # a suspended (disputed) purchase counts: it must not be bought twice
         return row is not None
 
     async def anyone_owns(self, tx: Transaction, model: str) -> bool:
@@ -246,3 +360,142 @@ class Ledger:
                     )
                 )
         return len(rows)
+
+    # -- payment facts: refunds, refund failures and disputes, kept whatever the arrival order ----
+
+    async def payment_facts(self, tx: Transaction, payment_intent: str) -> PaymentFacts | None:
+        row = await tx.fetch_one(
+            "SELECT payment_intent, refund, refund_at, dispute, dispute_at FROM payment_facts WHERE payment_intent = ?",
+            (payment_intent,),
+        )
+        return PaymentFacts(**{k: row[k] for k in PaymentFacts.__dataclass_fields__}) if row else None
+
+    async def record_refund_fact(self, tx: Transaction, payment_intent: str, refund: str, at: int) -> None:
+        """A full refund (`full`) or a refund failure (`failed`); the later Stripe event wins, a failure on a tie."""
+        await tx.execute(
+            "INSERT INTO payment_facts (payment_intent, refund, refund_at, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (payment_intent) DO UPDATE SET refund = excluded.refund, refund_at = excluded.refund_at, "
+            "updated_at = excluded.updated_at WHERE payment_facts.refund IS NULL "
+            "OR payment_facts.refund_at < excluded.refund_at "
+            "OR (payment_facts.refund_at = excluded.refund_at AND excluded.refund = 'failed')",
+            (payment_intent, refund, at, utcnow()),
+        )
+
+    async def record_dispute_fact(
+        self, tx: Transaction, payment_intent: str, dispute_id: str, dispute: str, at: int
+    ) -> None:
+        """`open`, then `won` or `lost`: a closed dispute is never reopened by a late `open`."""
+        await tx.execute(
+            "INSERT INTO payment_facts (payment_intent, dispute, dispute_id, dispute_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (payment_intent) DO UPDATE SET dispute = excluded.dispute, dispute_id = excluded.dispute_id, "
+            "dispute_at = excluded.dispute_at, updated_at = excluded.updated_at "
+            "WHERE payment_facts.dispute IS NULL OR payment_facts.dispute = 'open' AND excluded.dispute <> 'open' "
+            "OR payment_facts.dispute <> 'open' AND excluded.dispute <> 'open' "
+            "AND payment_facts.dispute_at <= excluded.dispute_at",
+            (payment_intent, dispute, dispute_id, at, utcnow()),
+        )
+
+    async def settled_by_intent(self, tx: Transaction, payment_intent: str) -> list[Purchase]:
+        """Purchases confirmed with this payment intent, owned or not (paid, suspended, refunded)."""
+        rows = await tx.fetch_all(
+            "SELECT * FROM purchases WHERE payment_intent = ? AND status IN ('paid', 'refunded')", (payment_intent,)
+        )
+        return [Purchase.from_row(r) for r in rows]
+
+    async def mark_revoked(
+        self, tx: Transaction, purchase: Purchase, reason: str, payment_intent: str | None = None
+    ) -> None:
+        """Access taken back (a full refund, a dispute lost), also from a purchase never confirmed: a
+        refund that arrived before the payment's confirmation wins over it."""
+        await tx.execute(
+            "UPDATE purchases SET status = 'refunded', payment_intent = COALESCE(?, payment_intent), "
+            "suspended_at = NULL, failure_reason = ?, updated_at = ? WHERE id = ?",
+            (payment_intent, None if reason == "refunded" else reason, utcnow(), purchase.id),
+        )
+        await tx.publish(
+            self.fn.event(
+                PurchaseRevoked(purchase_id=purchase.id, user_id=purchase.user_id, model=purchase.model, reason=reason)
+            )
+        )
+
+    async def record_revoked(
+        self,
+        tx: Transaction,
+        *,
+        purchase_id: str,
+        user_id: str,
+        model: str,
+        amount_cents: int,
+        currency: str,
+        payment_intent: str | None,
+        session_id: str | None,
+        reason: str,
+    ) -> None:
+        """A paid checkout with no purchase on record whose money already went back: recorded, never owned."""
+        now = utcnow()
+        await tx.execute(
+            "INSERT INTO purchases (id, user_id, model, kind, status, amount_cents, currency, checkout_session_id, "
+            "payment_intent, failure_reason, created_at, updated_at) "
+            "VALUES (?, ?, ?, 'stripe', 'refunded', ?, ?, ?, ?, ?, ?, ?)",
+            (
+                purchase_id,
+                user_id,
+                model,
+                amount_cents,
+                currency,
+                session_id,
+                payment_intent,
+                None if reason == "refunded" else reason,
+                now,
+                now,
+            ),
+        )
+        await tx.publish(
+            self.fn.event(PurchaseRevoked(purchase_id=purchase_id, user_id=user_id, model=model, reason=reason))
+        )
+
+    async def mark_suspended(self, tx: Transaction, purchase: Purchase, reason: str) -> None:
+        now = utcnow()
+        await tx.execute("UPDATE purchases SET suspended_at = ?, updated_at = ? WHERE id = ?", (now, now, purchase.id))
+        await tx.publish(
+            self.fn.event(
+                PurchaseSuspended(
+                    purchase_id=purchase.id, user_id=purchase.user_id, model=purchase.model, reason=reason
+                )
+            )
+        )
+
+    async def mark_restored(self, tx: Transaction, purchase: Purchase, reason: str) -> None:
+        """Owned again: a dispute won (suspended -> paid) or a refund that failed (refunded -> paid)."""
+        now = utcnow()
+        await tx.execute(
+            "UPDATE purchases SET status = 'paid', suspended_at = NULL, failure_reason = NULL, updated_at = ?, "
+            "completed_at = COALESCE(completed_at, ?) WHERE id = ?",
+            (now, now, purchase.id),
+        )
+        await tx.publish(
+            self.fn.event(
+                PurchaseRestored(purchase_id=purchase.id, user_id=purchase.user_id, model=purchase.model, reason=reason)
+            )
+        )
+
+    async def flag_for_operator(self, tx: Transaction, purchase_id: str, reason: str) -> bool:
+        """Mark a paid purchase for the operator (once); False when there is none to flag."""
+        row = await tx.fetch_one(
+            "SELECT * FROM purchases WHERE id = ? AND status = 'paid' AND flag IS NULL", (purchase_id,)
+        )
+        if row is None:
+            return False
+        purchase = Purchase.from_row(row)
+        await tx.execute("UPDATE purchases SET flag = ?, updated_at = ? WHERE id = ?", (reason, utcnow(), purchase.id))
+        await tx.publish(
+            self.fn.event(
+                PurchaseFlagged(purchase_id=purchase.id, user_id=purchase.user_id, model=purchase.model, reason=reason)
+            )
+        )
+        return True
+
+    async def record_email(self, tx: Transaction, purchase_id: str, email: str | None) -> None:
+        if email:
+            await tx.execute("UPDATE purchases SET email = ? WHERE id = ? AND email IS NULL", (email, purchase_id))

@@ -14,13 +14,14 @@ class StripeEvents:
         return row["outcome"] if row is not None else None
 
     async def record(self, tx: Transaction, stripe_event: dict[str, Any], outcome: str) -> None:
+        object_id = stripe_event["data"]["object"].get("id")
         await tx.execute(
             "INSERT INTO stripe_events (event_id, type, object_id, livemode, outcome, received_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (
                 stripe_event["id"],
                 stripe_event["type"],
-                stripe_event["data"]["object"].get("id"),
+                object_id if isinstance(object_id, str) else None,
                 int(bool(stripe_event.get("livemode"))),
                 outcome,
                 utcnow(),

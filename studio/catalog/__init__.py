@@ -83,6 +83,32 @@ class Catalog:
     def __len__(self) -> int:
         return len(self.models)
 
+    # The operator's changes (console: price, featured, description; models added or removed) are laid
+    # over the file's entries in place, so every holder of this process's catalog sees them at once.
+
+    def put(self, model: CatalogModel) -> None:
+        """Add `model`, or replace the entry with its id (keeping its place in the list)."""
+        models = list(self.models)
+        index = next((i for i, m in enumerate(models) if m.id == model.id), None)
+        if index is None:
+            models.append(model)
+        else:
+            models[index] = model
+        object.__setattr__(self, "models", tuple(models))
+        self._by_id[model.id] = model  # type: ignore[attr-defined]
+
+    def remove(self, model_id: str) -> None:
+        key = model_id.strip().lower()
+        object.__setattr__(self, "models", tuple(m for m in self.models if m.id != key))
+        self._by_id.pop(key, None)  # type: ignore[attr-defined]
+
+    def apply(self, model_id: str, entry: dict[str, Any] | None) -> None:
+        """One stored change: the model's whole new entry, or None when it was removed."""
+        if entry is None:
+            self.remove(model_id)
+        else:
+            self.put(entry_of(entry, "catalog change"))
+
 
 _FIELDS: dict[str, type | tuple[type, ...]] = {
     "id": str,
@@ -160,6 +186,15 @@ def _abilities(raw: dict[str, Any], label: str) -> dict[str, Any]:
         if not isinstance(quant, str) or not _QUANTIZATION.fullmatch(quant):
             raise CatalogError(f"{label}: field 'quantization' must be Ollama's name for it, such as Q4_K_M or F16")
     return out
+
+
+def entry_of(raw: Any, where: str = "catalog entry") -> CatalogModel:
+    """One entry, validated as the file's are (CatalogError names the field), and no registry host."""
+    model = _entry(raw, 0, where)
+    head = model.id.split("/", 1)[0] if "/" in model.id else ""
+    if "." in head or ":" in head or head == "localhost":
+        raise CatalogError(f"{where}: field 'id' names a registry host ({head}); only Ollama library names are sold")
+    return model
 
 
 def parse(text: str, where: str = "catalog") -> Catalog:

@@ -1,4 +1,5 @@
-"""Stripe behind domain verbs: open a checkout for a purchase, look a checkout up, verify a webhook.
+"""Stripe behind domain verbs: open a checkout for a purchase, look a checkout up, list what happened
+in a period (checkouts, charges, disputes: for reconciliation), refund a payment, verify a webhook.
 
 Facts this follows (docs/stripe.md): `StripeClient` does not retry unless told to
 (`max_network_retries=2`); async calls go through aiohttp only when asked (`AIOHTTPClient`); Stripe
@@ -21,6 +22,10 @@ WEBHOOK_TOLERANCE_S = 300
 
 class PaymentsUnavailable(Exception):
     """Stripe cannot be reached or failed; nothing was charged."""
+
+
+class RefundRefused(Exception):
+    """Stripe refused the refund (already refunded, disputed, unknown payment)."""
 
 
 class InvalidWebhook(ValueError):
@@ -112,6 +117,35 @@ class StripePayments:
             raise PaymentsUnavailable(_describe(exc)) from None
         return _checkout(session)
 
+    async def checkouts_since(self, created_gte: int) -> list[dict[str, Any]]:
+        """Every Checkout Session created since `created_gte` (Unix seconds), every page of them."""
+        return await self._every(self._client.v1.checkout.sessions.list_async, created_gte)
+
+    async def charges_since(self, created_gte: int) -> list[dict[str, Any]]:
+        return await self._every(self._client.v1.charges.list_async, created_gte)
+
+    async def disputes_since(self, created_gte: int) -> list[dict[str, Any]]:
+        return await self._every(self._client.v1.disputes.list_async, created_gte)
+
+    async def _every(self, list_async: Any, created_gte: int) -> list[dict[str, Any]]:
+        try:
+            first = await list_async({"created": {"gte": created_gte}, "limit": 100})
+            return [item.to_dict() async for item in first.auto_paging_iter()]
+        except stripe.StripeError as exc:
+            raise PaymentsUnavailable(_describe(exc)) from None
+
+    async def refund_payment(self, payment_intent: str, *, idempotency_key: str) -> dict[str, Any]:
+        """Refund a payment in full; Stripe's `charge.refunded` webhook then revokes the purchase."""
+        try:
+            refund = await self._client.v1.refunds.create_async(
+                {"payment_intent": payment_intent}, {"idempotency_key": idempotency_key}
+            )
+        except stripe.InvalidRequestError as exc:
+            raise RefundRefused(exc.user_message or str(exc)) from None
+        except stripe.StripeError as exc:
+            raise PaymentsUnavailable(_describe(exc)) from None
+        return refund.to_dict()
+
     async def checkout(self, session_id: str) -> Checkout:
         try:
             return _checkout(await self._client.v1.checkout.sessions.retrieve_async(session_id))
@@ -133,11 +167,13 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict[s
         event = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # signed, but not JSON
         raise InvalidWebhook(f"the body is not JSON: {exc}") from None
+    data = event.get("data") if isinstance(event, dict) else None
     if (
         not isinstance(event, dict)
         or not isinstance(event.get("id"), str)
         or not isinstance(event.get("type"), str)
-        or not isinstance((event.get("data") or {}).get("object"), dict)
+        or not isinstance(data, dict)
+        or not isinstance(data.get("object"), dict)
     ):
         raise InvalidWebhook("the body is not a Stripe event (id, type, data.object)")
     return event

@@ -75,6 +75,10 @@ class TooManyRequests(StudioError):
     status, code = 429, "rate_limited"
 
 
+class InsufficientStorage(StudioError):
+    status, code = 507, "insufficient_storage"
+
+
 class BadGateway(StudioError):
     status, code = 502, "bad_gateway"
 

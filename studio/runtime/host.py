@@ -26,11 +26,13 @@ from events.catalog import (
     FunctionStopped,
     HeartbeatEmitted,
     HeartbeatRequested,
+    OperatorCatalogChanged,
     ResourceExhausted,
     ResourceRecovered,
 )
 from events.delivery import Delivery
 from events.envelope import Event
+from studio import catalog
 from studio.runtime.database import RUNTIME_MIGRATIONS, Database
 from studio.runtime.function import Function, SubscriptionSpec
 from studio.runtime.logs import current_function
@@ -89,12 +91,38 @@ class Host:
                 self.pruner = Pruner(self.db, retained, keep_s=s.outbox_keep_days * 86400)
                 self._tasks.append(asyncio.create_task(self.pruner.run(), name="pruner"))
             await self.bus.listen(HeartbeatRequested.TYPE, self._beat_all)  # before health asks at its start
+            await self._follow_catalog()
             for fn in self.functions:
                 await self._start_function(fn)
         except BaseException:
             await self.stop()
             raise
         self.running = True
+
+    async def _follow_catalog(self) -> None:
+        """The operator's catalog changes, laid over this process's catalog: those stored (asked of the
+        marketplace, unless it runs here and applies them itself), then each as it is published."""
+        try:
+            shared = catalog.cached(self.settings.catalog_path)
+        except catalog.CatalogError:
+            return  # the functions that sell or run models refuse to start with this message themselves
+
+        async def on_change(event: Event) -> None:
+            try:
+                shared.apply(event.data["model"], event.data.get("entry"))
+            except (catalog.CatalogError, KeyError, TypeError) as exc:
+                log.warning("catalog change ignored", extra={"error": str(exc)})
+
+        await self.bus.listen(OperatorCatalogChanged.TYPE, on_change)
+        if any(f.name == "purchase" for f in self.functions):
+            return
+        try:
+            stored = await self.bus.query("catalog.changes", {}, timeout=2.0)
+        except BusUnavailable:
+            return  # the marketplace is not up: its changes arrive as events
+        for change in stored.get("changes", []):
+            with contextlib.suppress(catalog.CatalogError, KeyError, TypeError):
+                shared.apply(change["model"], change.get("entry"))
 
     async def _start_function(self, fn: Function) -> None:
         fn.bind(self.settings, self.bus, self.db)

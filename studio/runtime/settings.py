@@ -301,6 +301,37 @@ VARS: tuple[Var, ...] = (
         "Stripe's API (tests point it at a local stand-in).",
     ),
     Var(
+        "STUDIO_OLLAMA_MODELS_DIR",
+        "ollama_models_dir",
+        lambda s: Path(s) if s else None,
+        "",
+        "Ollama's models directory as the studio sees it (its volume mounted here): a model whose download "
+        "plus STUDIO_DISK_MIN_FREE_MB does not fit is refused before payment; empty = no disk check.",
+    ),
+    Var(
+        "STUDIO_OLLAMA_LIBRARY_URL",
+        "ollama_library_url",
+        lambda s: s.rstrip("/"),
+        "https://registry.ollama.ai",
+        "Ollama's library, asked whether a model the operator adds to the catalog exists (when it "
+        "cannot be reached, the model is added unchecked); empty = never asked.",
+    ),
+    Var(
+        "STUDIO_SERVER_MEMORY_BYTES",
+        "server_memory_bytes",
+        int,
+        "0",
+        "Memory Ollama can use; a model needing more is refused before payment. 0 = the host's total "
+        "memory (/proc/meminfo).",
+    ),
+    Var(
+        "STUDIO_RECONCILE_EVERY_H",
+        "reconcile_every_h",
+        float,
+        "24",
+        "Hours between the studio's own reconciliations with Stripe (last 7 days, repaired); 0 = never.",
+    ),
+    Var(
         "STUDIO_CHAT_MAX_MESSAGE_CHARS",
         "chat_max_message_chars",
         _positive(int),
@@ -461,6 +492,10 @@ class Settings:
     catalog_path: Path | None
     skip_payment: bool
     stripe_api_base: str
+    ollama_models_dir: Path | None
+    ollama_library_url: str
+    server_memory_bytes: int
+    reconcile_every_h: float
     chat_max_message_chars: int
     chat_max_messages: int
     chat_max_tokens: int

@@ -77,7 +77,7 @@ async def one_by_one(nats_url: str, data_dir: Path, n: int) -> tuple[float, floa
     await bus.connect()
 
     async def apply(event: PurchaseCompleted, delivery: Delivery) -> None:
-        await ownership.apply([event])
+        await ownership.apply([(event, None)])
 
     started, cpu = time.perf_counter(), time.process_time()
     consumer = await bus.consume("bench__one_by_one", [PurchaseCompleted.TYPE], apply, max_concurrency=1)

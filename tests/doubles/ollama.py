@@ -1199,6 +1199,9 @@ def create_app(double: OllamaDouble) -> web.Application:
         r.add_route("GET", path, handler)
         r.add_route("HEAD", path, handler)
     r.add_route("GET", "/api/ps", h.ps)
+    # Ollama's library (registry.ollama.ai in real life), from the same registry the pulls use.
+    r.add_route("GET", "/v2/{namespace}/{name}/manifests/{tag}", h.library_manifest)
+    r.add_route("HEAD", "/v2/{namespace}/{name}/manifests/{tag}", h.library_manifest)
     r.add_route("POST", "/api/show", h.show)
     r.add_route("DELETE", "/api/delete", h.delete)
     r.add_route("POST", "/api/copy", h.copy)
@@ -1245,6 +1248,18 @@ class _Handlers:
                     for m in models
                 ]
             }
+        )
+
+    async def library_manifest(self, request: web.Request) -> web.Response:
+        """The registry's manifest endpoint: 200 when the library has namespace/name:tag, else 404."""
+        ns, name, tag = (request.match_info[k] for k in ("namespace", "name", "tag"))
+        model = self.d.registry_model(f"{name}:{tag}" if ns == "library" else f"{ns}/{name}:{tag}")
+        if model is None:
+            body = {"errors": [{"code": "MANIFEST_UNKNOWN", "message": "manifest unknown", "detail": {"Tag": tag}}]}
+            return web.json_response(body, status=404)
+        return web.json_response(
+            {"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json"},
+            content_type="application/vnd.docker.distribution.manifest.v2+json",
         )
 
     async def ps(self, request: web.Request) -> web.Response:

@@ -2,8 +2,12 @@
 
 The studio's real stripe library talks to it over HTTP (`STUDIO_STRIPE_API_BASE`): Checkout Sessions
 are created (form-encoded, bracketed keys, `Idempotency-Key` replays the first answer as Stripe does)
-and retrieved. Tests then play the visitor and Stripe: `pay()` marks a session paid, `deliver()`
-sends a webhook signed with the stripe library's own helper to the studio's webhook URL.
+and retrieved; Checkout Sessions, charges and disputes are listed as Stripe lists them (newest first,
+`limit`, `starting_after`, `created[gte]`, pages with `has_more`), so the stripe library's
+auto-pagination walks them; `POST /v1/refunds` refunds a payment intent in full. Tests then play the
+visitor and Stripe: `pay()` marks a session paid (and makes its charge), `refund()` / `dispute()`
+change the charge as the dashboard would, `deliver()` sends a webhook signed with the stripe
+library's own helper to the studio's webhook URL.
 
     stripe_api = StripeDouble(webhook_secret="whsec_test")
     await stripe_api.start()                    # stripe_api.url -> STUDIO_STRIPE_API_BASE
@@ -61,6 +65,10 @@ class StripeDouble:
         self.api_key = api_key
         self.webhook_secret = webhook_secret
         self.sessions: dict[str, dict[str, Any]] = {}
+        self.charges: dict[str, dict[str, Any]] = {}  # by charge id
+        self.disputes: dict[str, dict[str, Any]] = {}  # by dispute id
+        self.refund_requests: list[dict[str, Any]] = []
+        self.list_requests: list[tuple[str, dict[str, str]]] = []
         self.create_requests: list[dict[str, Any]] = []
         self.retrieve_requests: list[str] = []  # session ids asked about
         self.idempotency_keys: list[str] = []
@@ -76,7 +84,86 @@ class StripeDouble:
         app = web.Application()
         app.router.add_post("/v1/checkout/sessions", self._create)
         app.router.add_get("/v1/checkout/sessions/{sid}", self._retrieve)
+        app.router.add_get("/v1/checkout/sessions", self._lister(lambda: self.sessions, "/v1/checkout/sessions"))
+        app.router.add_get("/v1/charges", self._lister(lambda: self.charges, "/v1/charges"))
+        app.router.add_get("/v1/disputes", self._lister(lambda: self.disputes, "/v1/disputes"))
+        app.router.add_post("/v1/refunds", self._refund)
         return app
+
+    def _lister(self, objects: Any, url: str) -> Any:
+        async def list_page(request: web.Request) -> web.Response:
+            if (refused := self._auth(request)) is not None:
+                return refused
+            query = dict(request.query)
+            self.list_requests.append((url, query))
+            limit = int(query.get("limit", "10"))
+            if not 1 <= limit <= 100:
+                return web.json_response(
+                    {"error": {"type": "invalid_request_error", "message": "limit must be 1-100"}}, status=400
+                )
+            since = int(query.get("created[gte]", "0"))
+            # Stripe lists newest first; ties (same second) in reverse creation order.
+            items = [o for o in reversed(list(objects().values())) if o["created"] >= since]
+            after = query.get("starting_after")
+            if after is not None:
+                ids = [o["id"] for o in items]
+                if after not in ids:
+                    return web.json_response(
+                        {"error": {"type": "invalid_request_error", "message": f"No such object: {after}"}},
+                        status=400,
+                    )
+                items = items[ids.index(after) + 1 :]
+            return web.json_response(
+                {"object": "list", "data": items[:limit], "has_more": len(items) > limit, "url": url}
+            )
+
+        return list_page
+
+    async def _refund(self, request: web.Request) -> web.Response:
+        if (refused := self._auth(request)) is not None:
+            return refused
+        key = request.headers.get("Idempotency-Key", "")
+        if key and key in self._replies:
+            return web.json_response(self._replies[key])
+        params = unflatten(dict(await request.post()))  # type: ignore[arg-type]
+        self.refund_requests.append(params)
+        charge = next((c for c in self.charges.values() if c["payment_intent"] == params.get("payment_intent")), None)
+        if charge is None:
+            return web.json_response(
+                {"error": {"type": "invalid_request_error", "message": "No such payment_intent"}}, status=400
+            )
+        if charge["refunded"]:
+            return web.json_response(
+                {
+                    "error": {
+                        "type": "invalid_request_error",
+                        "code": "charge_already_refunded",
+                        "message": f"Charge {charge['id']} has already been refunded.",
+                    }
+                },
+                status=400,
+            )
+        refund = self._refund_charge(charge)
+        if key:
+            self._replies[key] = refund
+        return web.json_response(refund)
+
+    def _refund_charge(self, charge: dict[str, Any], amount: int | None = None) -> dict[str, Any]:
+        amount = charge["amount"] - charge["amount_refunded"] if amount is None else amount
+        charge["amount_refunded"] += amount
+        charge["refunded"] = charge["amount_refunded"] >= charge["amount"]
+        return {
+            "id": f"re_{next(self._ids):06d}",
+            "object": "refund",
+            "amount": amount,
+            "charge": charge["id"],
+            "created": int(time.time()),
+            "currency": charge["currency"],
+            "metadata": {},
+            "payment_intent": charge["payment_intent"],
+            "reason": None,
+            "status": "succeeded",
+        }
 
     def _auth(self, request: web.Request) -> web.Response | None:
         if self.failing:
@@ -114,6 +201,7 @@ class StripeDouble:
             "success_url": params["success_url"],
             "cancel_url": params["cancel_url"],
             "created": int(time.time()),
+            "expires_at": int(time.time()) + 24 * 3600,
             "livemode": False,
         }
         self.sessions[sid] = session
@@ -133,10 +221,59 @@ class StripeDouble:
 
     # -- playing the visitor and Stripe --------------------------------------------------------
 
-    def pay(self, session_id: str) -> dict[str, Any]:
+    def pay(self, session_id: str, email: str = "buyer@example.com") -> dict[str, Any]:
         session = self.sessions[session_id]
         session.update(status="complete", payment_status="paid", payment_intent=f"pi_{session_id[8:]}", url=None)
+        session["customer_details"] = {"email": email, "name": None, "phone": None, "address": None}
+        self.charges.setdefault(
+            f"ch_{session_id[8:]}",
+            {
+                "id": f"ch_{session_id[8:]}",
+                "object": "charge",
+                "amount": session["amount_total"],
+                "amount_captured": session["amount_total"],
+                "amount_refunded": 0,
+                "refunded": False,
+                "disputed": False,
+                "currency": session["currency"],
+                "payment_intent": session["payment_intent"],
+                "metadata": {},
+                "paid": True,
+                "status": "succeeded",
+                "created": int(time.time()),
+                "livemode": False,
+            },
+        )
         return session
+
+    def charge_of(self, session_id: str) -> dict[str, Any]:
+        return self.charges[f"ch_{session_id[8:]}"]
+
+    def refund(self, session_id: str, amount: int | None = None) -> dict[str, Any]:
+        """Refund a paid session's charge (in full unless `amount`), as the dashboard does; no webhook."""
+        return self._refund_charge(self.charge_of(session_id), amount)
+
+    def dispute(self, session_id: str, status: str = "needs_response") -> dict[str, Any]:
+        """Open (or move) the dispute of a paid session's charge; no webhook."""
+        charge = self.charge_of(session_id)
+        charge["disputed"] = True
+        dispute = self.disputes.setdefault(
+            f"dp_{session_id[8:]}",
+            {
+                "id": f"dp_{session_id[8:]}",
+                "object": "dispute",
+                "amount": charge["amount"],
+                "charge": charge["id"],
+                "currency": charge["currency"],
+                "payment_intent": charge["payment_intent"],
+                "reason": "fraudulent",
+                "metadata": {},
+                "created": int(time.time()),
+                "livemode": False,
+            },
+        )
+        dispute["status"] = status
+        return dispute
 
     def expire(self, session_id: str) -> dict[str, Any]:
         session = self.sessions[session_id]

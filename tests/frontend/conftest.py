@@ -34,6 +34,7 @@ from tests.doubles.stripe import StripeDouble
 
 HERE = Path(__file__).resolve().parent
 FUNCTIONS = ("accounts", "chat", "purchase", "install", "webhook")
+OPERATOR_TOKEN = "op-console-token"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or next(
     (p for p in ("/usr/bin/chromium", "/usr/lib/chromium/chromium") if os.path.exists(p)), None
 )
@@ -76,9 +77,16 @@ class LiveStudio:
     """The studio on http://127.0.0.1:<port>, its event loop in a background thread."""
 
     def __init__(
-        self, root: Path, *, skip_payment: bool = True, pull_speed: float = 0.0, tokens_per_s: float = 40.0
+        self,
+        root: Path,
+        *,
+        skip_payment: bool = True,
+        pull_speed: float = 0.0,
+        tokens_per_s: float = 40.0,
+        functions: tuple[str, ...] = FUNCTIONS,
     ) -> None:
         self.root = root
+        self.functions = functions
         self.skip_payment = skip_payment
         self.pull_speed = pull_speed
         self.tokens_per_s = tokens_per_s
@@ -128,14 +136,16 @@ class LiveStudio:
             heartbeat_s=0.5,
             shutdown_grace_s=2.0,
             nats_connect_timeout_s=5.0,
-            functions=FUNCTIONS,
+            server_memory_bytes=64 * 1024**3,  # every catalog model fits, whatever this host has
+            functions=self.functions,
             skip_payment=self.skip_payment,
             stripe_api_base=self.stripe.url,
             stripe_secret_key=Secret(self.stripe.api_key),
             stripe_webhook_secret=Secret(self.stripe.webhook_secret),
             public_url=self.url,
+            admin_token=Secret(OPERATOR_TOKEN),
         )
-        fns = [load(name) for name in FUNCTIONS]
+        fns = [load(name) for name in self.functions]
         self.host = Host(fns, settings)
         await self.host.start()
         self.runner = web.AppRunner(gateway_app(settings, functions=fns, bus=self.host.bus), access_log=None)

@@ -5,7 +5,8 @@ HTTP    GET  /api/sample/hello            -> {"user_id", "admin", "request_id"}
         GET  /api/sample/sse?n=&delay=    -> n server-sent events, `delay` seconds apart
         GET  /api/sample/slow?seconds=    -> answers after `seconds`
         POST /api/sample/notes {"n", "note"} -> 201; the note and sample.recorded commit together
-Events  consumes sample.recorded (remembers which it saw)
+Events  consumes sample.recorded (remembers which it saw; a note starting "poison" is rejected until a
+                 row in sample_cures says it is cured: a dead letter to redrive after a fix)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from events.correlation import correlation_id
-from events.delivery import Delivery
+from events.delivery import Delivery, Reject
 from gateway.routes import Route
 from studio.runtime.database import utcnow
 from studio.runtime.errors import BadRequest, json_body
@@ -77,6 +78,10 @@ async def record_note(request: web.Request) -> web.Response:
 
 @function.subscribe(SampleRecorded)
 async def remember_note(event: SampleRecorded, delivery: Delivery) -> None:
+    if event.note.startswith("poison"):
+        cured = await function.db.fetch_one("SELECT 1 FROM sample_cures WHERE n = ?", (event.n,))
+        if cured is None:
+            raise Reject(f"note {event.n} is poison (until sample_cures has it)")
     await function.db.execute(
         "INSERT INTO sample_seen (n) VALUES (?) ON CONFLICT (n) DO UPDATE SET attempts = attempts + 1", (event.n,)
     )

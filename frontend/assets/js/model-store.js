@@ -17,7 +17,7 @@ import { getModels } from "./api.js";
 
 const PROGRESS_FIELDS = ["phase", "completed_bytes", "total_bytes", "percent", "bytes_per_s", "eta_s"];
 const EVENT_TYPES = [
-  "purchase.completed", "purchase.failed", "purchase.revoked",
+  "purchase.completed", "purchase.failed", "purchase.revoked", "purchase.suspended", "purchase.restored",
   "install.requested", "install.started", "install.progressed", "install.completed", "install.failed",
   "install.removed",
 ];
@@ -128,7 +128,8 @@ export class ModelStore extends EventTarget {
   _apply(type, data, event) {
     if (type.startsWith("purchase.")) {
       if (type === "purchase.completed") this._setOwned(data.model, true);
-      if (type === "purchase.revoked") this._setOwned(data.model, false);
+      if (type === "purchase.revoked" || type === "purchase.suspended") this._setOwned(data.model, false);
+      if (type === "purchase.restored") this._setOwned(data.model, true); // a dispute won, a refund that failed
       this._emit("purchase", { type, data, event });
       return;
     }

@@ -15,6 +15,7 @@ async def paid_session(studio):
     body = await (await studio.client.post("/api/models/purchase/llama3.2:3b")).json()
     session_id = body["checkout_url"].rsplit("/", 1)[1]
     studio.stripe.pay(session_id)
+    await studio.wait_for_event("purchase.created")  # in the stream: counts taken after it are stable
     return session_id
 
 

@@ -27,12 +27,18 @@ async def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
         rows = await db.fetch_all("SELECT component, version, name FROM schema_migrations ORDER BY component")
     finally:
         await db.close()
-    assert first == ["runtime:0001_outbox", "runtime:0002_outbox_published_index", "sample:0001_notes"]
+    assert first == [
+        "runtime:0001_outbox",
+        "runtime:0002_outbox_published_index",
+        "sample:0001_notes",
+        "sample:0002_cures",
+    ]
     assert again == []
     assert [tuple(r) for r in rows] == [
         ("runtime", 1, "outbox"),
         ("runtime", 2, "outbox_published_index"),
         ("sample", 1, "notes"),
+        ("sample", 2, "cures"),
     ]
 
 
@@ -48,8 +54,9 @@ async def test_racing_processes_apply_each_migration_once(tmp_path: Path) -> Non
         "runtime:0001_outbox",
         "runtime:0002_outbox_published_index",
         "sample:0001_notes",
+        "sample:0002_cures",
     ]
-    assert count is not None and count[0] == 3
+    assert count is not None and count[0] == 4
 
 
 async def test_failed_migration_is_rolled_back_and_named(tmp_path: Path) -> None:
