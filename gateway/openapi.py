@@ -199,6 +199,102 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+ANY_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+def operator_op(
+    summary: str,
+    *,
+    status: str = "200",
+    params: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    errors_too: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    """An operator-only operation of the console (JSON in, JSON out)."""
+    op: dict[str, Any] = {
+        "summary": summary + " (operator only)",
+        "security": OPERATOR,
+        "responses": {**ok("Done", ANY_OBJECT, status), **errors(401, 403, *errors_too)},
+    }
+    if params:
+        op["parameters"] = params
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": json_content(body)}
+    return op
+
+
+def path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+
+
+def query_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "schema": {"type": "string"}}
+
+
+def console_paths() -> dict[str, Any]:
+    """The operator console's routes (purchase and monitor)."""
+    return {
+        "/api/catalog": {
+            "post": operator_op("Add a model to the catalog", status="201", body=ANY_OBJECT, errors_too=(400, 409))
+        },
+        "/api/catalog/{model}": {
+            "patch": operator_op(
+                "Change a model's price, featured flag or description",
+                params=[MODEL_PARAM],
+                body=ANY_OBJECT,
+                errors_too=(400, 404),
+            ),
+            "delete": operator_op("Take a model off sale", params=[MODEL_PARAM], errors_too=(404,)),
+        },
+        "/api/operator": {
+            "get": {
+                "summary": "Whether this session is the operator's",
+                "security": [*OPERATOR, *SIGNED_IN, {}],
+                "responses": {**ok("Yes or no", obj({"operator": {"type": "boolean"}}, ("operator",))), **errors()},
+            }
+        },
+        "/api/overview": {"get": operator_op("Sales today, 7 and 30 days, Ollama's disk")},
+        "/api/purchases/reconcile": {
+            "post": operator_op(
+                "Compare purchases and access with Stripe; `fix` repairs through events",
+                body=obj({"since": {"type": "string"}, "fix": {"type": "boolean"}}),
+                errors_too=(400, 503),
+            )
+        },
+        "/api/purchases/{purchase_id}/refund": {
+            "post": operator_op(
+                "Refund a paid purchase in full through Stripe",
+                params=[path_param("purchase_id")],
+                body=obj({"confirm": {"type": "boolean"}}, ("confirm",)),
+                errors_too=(400, 404, 409, 503),
+            )
+        },
+        "/api/monitor/dead-letters": {"get": operator_op("Events a consumer gave up on")},
+        "/api/monitor/dead-letters/redrive": {"post": operator_op("Deliver every dead letter again")},
+        "/api/monitor/dead-letters/{event_id}/redrive": {
+            "post": operator_op("Deliver one dead letter again", params=[path_param("event_id")], errors_too=(404,))
+        },
+        "/api/monitor/timeline": {
+            "get": operator_op(
+                "A purchase's events by correlation id",
+                params=[query_param("purchase_id"), query_param("correlation_id")],
+                errors_too=(400,),
+            )
+        },
+        "/api/monitor/stream": {
+            "get": {
+                "summary": "The live event tail, filtered by type and correlation id (operator only)",
+                "security": OPERATOR,
+                "parameters": [query_param("type"), query_param("correlation_id")],
+                "responses": {
+                    "200": {"description": "Events", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    **errors(401, 403),
+                },
+            }
+        },
+    }
+
+
 def document() -> dict[str, Any]:
     event_stream = {"text/event-stream": {"schema": {"type": "string"}}}
     paths: dict[str, Any] = {
@@ -552,6 +648,7 @@ def document() -> dict[str, Any]:
             }
         },
     }
+    paths.update(console_paths())
     return {
         "openapi": "3.1.0",
         "info": {

@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from events.bus import BusUnavailable
-from events.catalog import InstallProgressed, InstallRequested, PurchaseCompleted
+from events.catalog import InstallProgressed, InstallRequested, OperatorInstallRequested, PurchaseCompleted
 from events.delivery import Delivery, Reject
 from events.envelope import new_id
 from functions.install.installer import Installer
@@ -107,6 +107,11 @@ async def request_install(request: web.Request) -> web.Response:
         )
         await store.queue(tx, model.id, data.install_id)
         await tx.publish(function.event(data))
+        if who.admin and not owner:  # every operator action is an event saying who did it
+            operator = who.account_id or "admin token"
+            await tx.publish(
+                function.event(OperatorInstallRequested(operator=operator, model=model.id, install_id=data.install_id))
+            )
     return web.json_response({"install_id": data.install_id, "model": model.id, "status": "queued"}, status=202)
 
 

@@ -24,7 +24,9 @@ log = logging.getLogger("studio.functions.purchase")
 
 
 def entry(model: CatalogModel) -> dict[str, Any]:
-    return asdict(model)
+    """The entry as the catalog file has it (JSON: tuples become lists; what is not stated is left out)."""
+    unstated = {k for k in ("context_length", "quantization") if not getattr(model, k)}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(model).items() if k not in unstated}
 
 
 async def stored(db: Database) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "localai-studio")
 EXAMPLES_PER_OPERATION = 30
 TOKEN = "op-contract"
-ENDLESS = {"/api/events"}  # a stream open for as long as the page is: tests/gateway/test_live.py covers it
+ENDLESS = {"/api/events", "/api/monitor/stream"}  # streams open for as long as a page is (test_live covers them)
 WATCHED = ("purchases", "installs", "stripe_events")
 CHECKS = [  # a 5xx is checked below: only where the contract names it (/health's 503, chat's Ollama outage)
     checks.status_code_conformance,

@@ -39,7 +39,7 @@ async def bought(studio: Studio, model: str) -> tuple[str, str]:
 async def settled(studio: Studio) -> None:
     async def idle():
         jsm = studio.bus.nc.jsm()
-        for consumer in ("purchase__settle_payment", "install__install_model", "purchase__record_install_state"):
+        for consumer in ("purchase__settle_payment", "install__install_model"):
             info = await jsm.consumer_info(STREAM, consumer)
             if info.num_pending or info.num_ack_pending:
                 return False
