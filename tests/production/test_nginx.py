@@ -44,13 +44,13 @@ SECURITY = {
 async def site(tmp_path: Path, embedded_studio, settings):
     """The gateway (embedded, real functions), the frontend's nginx, the host nginx in front."""
     client = await embedded_studio(
-        [load("purchase"), load("webhook"), load("health"), sample],
+        [load("purchase"), load("install"), load("webhook"), load("health"), sample],
         routes=(*ROUTES, SAMPLE_ROUTE),
         settings_override=settings.replace(
             skip_payment=True,
             stripe_webhook_secret=Secret(WEBHOOK_SECRET),
             admin_token=Secret("op-token"),
-            functions=("purchase", "webhook"),
+            functions=("purchase", "install", "webhook"),
         ),
     )
     pages = tmp_path / "pages"
