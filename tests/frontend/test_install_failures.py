@@ -48,12 +48,12 @@ def test_a_failure_the_server_retries_says_so_and_recovers(studio, page):
 
 
 def test_an_install_that_ends_while_the_page_is_offline_is_told_when_it_reconnects(studio, page, watch):
-    model_id = "deepseek-r1:7b"  # not in the stand-in's library: its install fails for good
+    model_id = "codellama:7b"  # not in the stand-in's library: its install fails for good
     watch.allow("ERR_FAILED")  # the live stream refused below
     page.route("**/api/events", lambda route: route.abort())  # the page gets no live updates...
     page.goto(studio.url + "/marketplace")
     model = card(page, model_id)
-    model.get_by_role("button", name="Buy for $7.99 DeepSeek-R1 7B").click()
+    model.get_by_role("button", name="Buy for $5.99 Code Llama 7B").click()
     expect(model.locator(".badge.owned")).to_be_visible()
 
     def failed() -> bool:  # ...while the server tries the install and fails
@@ -65,4 +65,4 @@ def test_an_install_that_ends_while_the_page_is_offline_is_told_when_it_reconnec
     page.unroute("**/api/events")  # back online: the stream's first message is the state of every install
 
     expect(model.locator(".install-error")).to_contain_text("not in Ollama's library", timeout=30_000)
-    expect(page.locator("#announcer")).to_contain_text("DeepSeek-R1 7B failed to install:")
+    expect(page.locator("#announcer")).to_contain_text("Code Llama 7B failed to install:")

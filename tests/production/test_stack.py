@@ -35,7 +35,8 @@ from tests.support import eventually, wait_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
-NOFILE = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 65536)  # podman: at most the hard limit
+NOFILE = min(resource.getrlimit(resource.RLIMIT_NOFILE)[1], 65536)  # podman: at most the hard limits
+NPROC = min(resource.getrlimit(resource.RLIMIT_NPROC)[1], 32768)
 PODMAN_COMPOSE = os.environ.get("PODMAN_COMPOSE") or str(
     COMPOSE_DIR / "build" / "venv-compose" / "bin" / "podman-compose"
 )
@@ -169,6 +170,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
                 f"LOCALAI_BACKUP_DIR={backups}",
                 f"LOCALAI_SUBNET={subnet}",
                 f"LOCALAI_NOFILE={NOFILE}",
+                f"LOCALAI_NPROC={NPROC}",
+                "STUDIO_WRITES_PER_ADDRESS_PER_MINUTE=100000",  # every test visitor is the same address
                 f"LOCALAI_GATEWAY_PORT={gateway_port}",
                 f"LOCALAI_FRONTEND_PORT={frontend_port}",
                 "LOCALAI_IMAGE=localai-studio:stacktest",
@@ -205,6 +208,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         "COMPOSE": PODMAN_COMPOSE,
         "LOCALAI_ENV_FILE": str(env_file),
         "LOCALAI_NOFILE": str(NOFILE),
+        "LOCALAI_NPROC": str(NPROC),
         "COMPOSE_OVERRIDE": str(override),
         "PYTHON": sys.executable,
     }
@@ -366,11 +370,11 @@ async def test_backup_while_visitors_buy_then_restore_keeps_every_committed_purc
 
     async def keep_buying(worker: int) -> None:
         models = (PAID, FREE, CHAT_MODEL, SLOW_PAID)
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as s:  # a new visitor each time
-            n = 0
-            while not stop.is_set():
+        n = 0
+        while not stop.is_set():
+            async with visitor() as s:  # a new visitor each time (it loads a page first: its session cookie)
                 committed.append((await buy(s, stack.site, models[(worker + n) % len(models)]), time.monotonic()))
-                n += 1
+            n += 1
 
     buyers = [asyncio.create_task(keep_buying(i)) for i in range(3)]
     await eventually(lambda: len(committed) >= 30, timeout=30, message="purchases before the backup")
