@@ -110,10 +110,11 @@ export class ModelStore extends EventTarget {
     }
   }
 
-  /** An install the API accepted (202): show it queued until the stream says more. */
+  /** An install the API accepted (202): show it queued until the stream says more. The stream may
+   * have said more already (a quick install finishes before the 202 arrives): then it is left alone. */
   markQueued(id, installId) {
     const model = this.models.get(id);
-    if (model && !isBusy(model.install)) {
+    if (model && !isBusy(model.install) && model.install.install_id !== installId) {
       model.install = { state: "queued", install_id: installId };
       this._emit("change", { kind: "state", model: id });
     }
