@@ -4,15 +4,8 @@ HTTP    GET  /api/models                      -> the catalog with `owned` and ea
         POST /api/models/purchase/{model}     -> free/test: owned at once; else a Stripe Checkout URL
         GET  /api/purchases[/{purchase_id}]   -> the visitor's purchases (a pending checkout is re-checked)
         GET  /api/purchases?all=1&q=&status=  -> every visitor's purchases, searched (operator)
-        POST /api/purchases/{purchase_id}/refund {"confirm": true} -> refunded in full through Stripe (operator);
-                                                  Stripe's charge.refunded webhook then revokes it
-        PATCH  /api/catalog/{model} {"price_cents"?, "featured"?, "description"?} -> the new entry (operator)
-        POST   /api/catalog {catalog entry}    -> 201, the model added (operator)
-        DELETE /api/catalog/{model}            -> the model removed from sale (operator)
-        GET  /api/overview                    -> sales today / 7 / 30 days, Ollama's disk (operator)
-        GET  /api/operator                    -> {"operator": bool}: whether this session is the operator's
-        POST /api/purchases/reconcile {"since", "fix"} -> the reconciliation report with Stripe (operator);
-                                                  also run by itself every STUDIO_RECONCILE_EVERY_H
+        ...                                   the operator's routes: operator.py (refunds, reconciliation,
+                                              the sales overview, catalog edits)
 Events  consumes payment.succeeded, payment.failed, payment.refunded, payment.refund_failed,
                  payment.disputed, payment.dispute_closed (settle the purchase: settlement.py)
         consumes install.failed (a disk full for good: the purchase is flagged for the operator)
@@ -33,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -45,20 +37,17 @@ from events.catalog import (
     InstallFailed,
     InstallRemoved,
     InstallRequested,
-    OperatorReconciled,
-    OperatorRefundRequested,
 )
 from events.delivery import Delivery
 from events.envelope import new_id
 from functions.purchase import catalog_changes
-from functions.purchase.capacity import ensure_room_for, ollama_disk
+from functions.purchase.capacity import ensure_room_for
 from functions.purchase.checkout import RecheckThrottle, open_checkout, recheck
 from functions.purchase.ledger import Ledger, new_purchase_id
-from functions.purchase.reconciliation import Report, parse_since, reconcile
 from functions.purchase.settlement import PAYMENT_EVENTS, PaymentEvent, settle
 from studio import catalog
-from studio.clients.stripe import PaymentsUnavailable, RefundRefused, StripePayments
-from studio.runtime.errors import BadRequest, Conflict, NotFound, UpstreamUnavailable, json_body
+from studio.clients.stripe import StripePayments
+from studio.runtime.errors import Conflict, NotFound
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity, require_admin, require_visitor
 
@@ -79,7 +68,7 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
     key = fn.settings.stripe_secret_key
     fn[PAYMENTS] = payments = StripePayments(key.get(), api_base=fn.settings.stripe_api_base) if key else None
     every_s = fn.settings.reconcile_every_h * 3600
-    daily = asyncio.create_task(reconcile_regularly(every_s)) if payments is not None and every_s > 0 else None
+    daily = asyncio.create_task(operator.reconcile_regularly(every_s)) if payments is not None and every_s > 0 else None
     yield
     if daily is not None:
         daily.cancel()
@@ -87,30 +76,6 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
             await daily
     if payments is not None:
         await payments.close()
-
-
-async def reconcile_regularly(every_s: float) -> None:
-    """The studio's own reconciliation: the last 7 days, repaired, every `every_s` (first one after `every_s`)."""
-    while True:
-        await asyncio.sleep(every_s)
-        try:
-            report = await run_reconciliation(since_s=7 * 86400, fix=True)
-        except PaymentsUnavailable as exc:
-            function.log.warning("reconciliation skipped: Stripe unavailable", extra={"error": str(exc)})
-            continue
-        function.log.info(
-            "reconciliation done", extra={"report": {k: v for k, v in report.to_dict().items() if k != "differences"}}
-        )
-
-
-async def run_reconciliation(*, since_s: float, fix: bool) -> Report:
-    payments = function[PAYMENTS]
-    if payments is None:
-        raise UpstreamUnavailable(
-            "payments are not configured (STRIPE_SECRET_KEY): there is nothing to reconcile with",
-            code="payments_not_configured",
-        )
-    return await reconcile(function, function[LEDGER], payments, since_s=since_s, fix=fix)
 
 
 def find_model(model_id: str) -> catalog.CatalogModel:
@@ -152,29 +117,6 @@ async def list_models(request: web.Request) -> web.Response:
 @function.answer("catalog.changes")
 async def stored_catalog_changes(query: dict[str, Any]) -> dict[str, Any]:
     return {"changes": await catalog_changes.stored(function.db)}
-
-
-@function.route("PATCH", "/api/catalog/{model}")
-async def change_catalog_entry(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    model = await catalog_changes.change(
-        function, operator_name(who), request.match_info["model"], await json_body(request)
-    )
-    return web.json_response(model.to_dict())
-
-
-@function.route("POST", "/api/catalog")
-async def add_catalog_entry(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    model = await catalog_changes.add(function, operator_name(who), await json_body(request))
-    return web.json_response(model.to_dict(), status=201)
-
-
-@function.route("DELETE", "/api/catalog/{model}")
-async def remove_catalog_entry(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    removed = await catalog_changes.remove(function, operator_name(who), request.match_info["model"])
-    return web.json_response({"model": removed, "removed": True})
 
 
 @function.answer("models.snapshot")
@@ -219,110 +161,6 @@ async def purchase_model(request: web.Request) -> web.Response:
     return web.json_response(
         {"status": "success", "message": message, "purchase_id": purchase_id, "model": model.id, "owned": True}
     )
-
-
-@function.route("GET", "/api/operator")
-async def whoami(request: web.Request) -> web.Response:
-    """Lets the console open without asking for the token when an operator session is signed in."""
-    return web.json_response({"operator": identity(request).admin})
-
-
-@function.route("GET", "/api/overview")
-async def overview(request: web.Request) -> web.Response:
-    require_admin(request)
-    now = datetime.now(UTC)
-    starts = {
-        "today": now.replace(hour=0, minute=0, second=0, microsecond=0),
-        "7d": now - timedelta(days=7),
-        "30d": now - timedelta(days=30),
-    }
-    ledger = function[LEDGER]
-    sales = {
-        k: await ledger.sales_since(v.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
-        for k, v in starts.items()
-    }
-    return web.json_response({"sales": sales, "ollama_disk": await ollama_disk(function.settings)})
-
-
-@function.route("POST", "/api/purchases/reconcile")
-async def reconcile_with_stripe(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    body = await json_body(request)
-    try:
-        since_s = parse_since(str(body.get("since", "7d")))
-    except ValueError as exc:
-        raise BadRequest(str(exc), code="invalid_since") from None
-    if not isinstance(body.get("fix", False), bool):
-        raise BadRequest('"fix" must be true or false', code="invalid_fix")
-    if function[PAYMENTS] is None:
-        raise UpstreamUnavailable(
-            "payments are not configured (STRIPE_SECRET_KEY): there is nothing to reconcile with",
-            code="payments_not_configured",
-        )
-    try:
-        report = await run_reconciliation(since_s=since_s, fix=body.get("fix", False))
-    except PaymentsUnavailable as exc:
-        raise UpstreamUnavailable(f"{exc}; nothing was changed", code="payments_unavailable") from None
-    summary = report.to_dict()
-    await function.publish(
-        OperatorReconciled(
-            operator=operator_name(who),
-            since=report.since,
-            fix=report.fix,
-            found=summary["found"],
-            fixed=summary["fixed"],
-        )
-    )
-    return web.json_response(summary)
-
-
-@function.route("POST", "/api/purchases/{purchase_id}/refund")
-async def refund_purchase(request: web.Request) -> web.Response:
-    who = require_admin(request)
-    body = await json_body(request)
-    if body.get("confirm") is not True:
-        raise BadRequest('a refund gives the money back: send {"confirm": true}', code="confirmation_required")
-    purchase = await function[LEDGER].get(request.match_info["purchase_id"])
-    if purchase is None:
-        raise NotFound("no such purchase", code="unknown_purchase")
-    if purchase.kind != "stripe" or not purchase.payment_intent or purchase.status != "paid":
-        raise Conflict(
-            f"only a paid Stripe purchase can be refunded; this one is a {purchase.kind} purchase, {purchase.status}",
-            code="not_refundable",
-        )
-    payments = function[PAYMENTS]
-    if payments is None:
-        raise UpstreamUnavailable("payments are not configured (STRIPE_SECRET_KEY)", code="payments_not_configured")
-    try:
-        # One key per state of the purchase: a repeated click refunds once; after a refund that failed
-        # (ownership restored, so updated_at changed) the operator can try again.
-        key = f"refund-{purchase.id}-{purchase.updated_at}"
-        refund = await payments.refund_payment(purchase.payment_intent, idempotency_key=key)
-    except RefundRefused as exc:
-        raise Conflict(f"Stripe refused the refund: {exc}", code="refund_refused") from None
-    except PaymentsUnavailable as exc:
-        raise UpstreamUnavailable(f"{exc}; nothing was refunded", code="payments_unavailable") from None
-    async with function.db.transaction() as tx:
-        await tx.publish(
-            function.event(
-                OperatorRefundRequested(
-                    operator=operator_name(who),
-                    purchase_id=purchase.id,
-                    user_id=purchase.user_id,
-                    model=purchase.model,
-                    amount_cents=int(refund.get("amount") or 0),
-                    refund_id=str(refund.get("id")),
-                )
-            )
-        )
-    return web.json_response(
-        {"purchase_id": purchase.id, "refund_id": refund.get("id"), "status": refund.get("status")}
-    )
-
-
-def operator_name(who: Any) -> str:
-    """Who acted: the operator's account when signed in with one, else the admin token."""
-    return getattr(who, "account_id", None) or "admin token"  # (a visitor cookie says nothing of who operates)
 
 
 @function.route("GET", "/api/purchases")
@@ -383,3 +221,7 @@ async def reinstall_for_owners(event: InstallRemoved, delivery: Delivery) -> Non
                 install_id="ins_" + new_id()[:20], model=event.model, requested_by="studio", reason="restore"
             )
             await tx.publish(function.event(restore))
+
+
+# The operator's routes register on `function` above (imported last: they use its keys).
+from functions.purchase import operator  # noqa: E402
