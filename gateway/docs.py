@@ -25,6 +25,7 @@ PAGE = b"""<!doctype html>
   <script type="module" src="/assets/js/api-docs.js"></script>
 </head>
 <body>
+  <a class="skip-link" href="#main">Skip to content</a>
   <header class="site-header">
     <div class="wrap">
       <a class="brand" href="/"><img src="/assets/icon.svg" alt="" width="28" height="28"
