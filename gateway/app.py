@@ -20,6 +20,7 @@ from aiohttp import web
 from events.bus import Bus
 from functions import NAMES, load
 from gateway.credentials import Credentials
+from gateway.docs import docs_page
 from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, not_found
 from gateway.live import LiveFeed
 from gateway.openapi import document
@@ -28,7 +29,7 @@ from gateway.routes import ROUTES, Route, RouteTable
 from gateway.session import Sessions
 from gateway.static import StaticSite, default_frontend_dir
 from studio.runtime.function import Function
-from studio.runtime.identity import identity
+from studio.runtime.identity import IDENTITY_KEY, identity
 from studio.runtime.resources import live_streams_cap
 from studio.runtime.settings import Settings
 
@@ -122,6 +123,12 @@ def gateway_app(
         return web.Response(body=contract, content_type="application/json")
 
     app.router.add_get("/api/openapi.json", openapi)
+
+    async def api_docs(request: web.Request) -> web.Response:
+        edge.operator_only(request[IDENTITY_KEY])
+        return docs_page()
+
+    app.router.add_get("/api/docs", api_docs)
     app.cleanup_ctx.append(_live_feed(settings, bus, credentials))
     app.on_shutdown.append(lambda app: app[LIVE].close())
 

@@ -182,7 +182,13 @@ class Edge:
         return limit
 
     def require_operator(self, route: Route | None, who: Identity) -> None:
-        if route is not None and route.admin and not who.admin:
+        if route is not None and route.admin:
+            self.operator_only(who)
+
+    def operator_only(self, who: Identity) -> None:
+        """401 (or 403 while operator routes are closed) unless `who` is the operator; the gateway's own
+        operator pages (/api/docs) refuse the same way as the route table's operator routes."""
+        if not who.admin:
             if not self.settings.admin_token:
                 raise Forbidden(
                     "operator routes are closed: set STUDIO_ADMIN_TOKEN to open them", code="admin_disabled"

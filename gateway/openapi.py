@@ -584,6 +584,16 @@ def document() -> dict[str, Any]:
                 "responses": ok("OpenAPI 3.1", {"type": "object"}),
             }
         },
+        "/api/docs": {
+            "get": {
+                "summary": "This document rendered for people: routes, parameters, schemas (operator only)",
+                "security": OPERATOR,
+                "responses": {
+                    "200": {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}},
+                    **errors(401, 403),
+                },
+            }
+        },
         "/health": {
             "get": {
                 "summary": "Is the studio well? Anyone: the status and which components fail; the operator: "

@@ -1797,7 +1797,14 @@ class _Handlers:
                 "chat_requests": d.chat_requests,
                 "generate_requests": len(d.generate_requests),
                 "streams": [
-                    {"kind": r.kind, "model": r.model, "state": r.state, "tokens_sent": r.tokens_sent}
+                    {
+                        "kind": r.kind,
+                        "model": r.model,
+                        "state": r.state,
+                        "tokens_sent": r.tokens_sent,
+                        "started": r.started,  # this process's monotonic clock: overlaps are comparable
+                        "ended": r.ended,
+                    }
                     for r in d.streams
                 ],
                 "config": {

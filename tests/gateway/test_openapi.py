@@ -3,14 +3,17 @@ policy the route table applies (operator-only routes need the operator's token).
 
 from __future__ import annotations
 
+import re
+
 import schemathesis
 
 import functions
 from functions import load
 from gateway.openapi import OPERATOR, document
 from gateway.routes import ROUTES, RouteTable
+from studio.runtime.settings import Secret
 
-GATEWAY_OWN = {("GET", "/api/events"), ("GET", "/api/openapi.json"), ("GET", "/healthz")}
+GATEWAY_OWN = {("GET", "/api/events"), ("GET", "/api/openapi.json"), ("GET", "/api/docs"), ("GET", "/healthz")}
 CONCRETE = {"{model}": "llama3.2:1b", "{purchase_id}": "pur_x"}
 
 
@@ -55,3 +58,32 @@ async def test_the_gateway_serves_it(embedded_studio, settings) -> None:
     resp = await client.get("/api/openapi.json")
     assert resp.status == 200 and resp.content_type == "application/json"
     assert await resp.json() == document()
+
+
+async def test_the_api_docs_page_is_the_operators_and_loads_nothing_from_elsewhere(embedded_studio, settings) -> None:
+    s = settings.replace(functions=("health",), admin_token=Secret("op-docs"))
+    client = await embedded_studio([load("health")], settings_override=s)
+
+    visitor = await client.get("/api/docs")
+    guess = await client.get("/api/docs", headers={"Authorization": "Bearer a-guess"})
+    operator = await client.get("/api/docs", headers={"Authorization": "Bearer op-docs"})
+
+    assert visitor.status == 401 and (await visitor.json())["error"]["code"] == "admin_only"
+    assert guess.status == 401 and (await guess.json())["error"]["code"] == "invalid_token"
+    assert operator.status == 200 and operator.content_type == "text/html"
+    page = await operator.text()
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert "/assets/js/api-docs.js" in sources and "/api/openapi.json" in sources
+    assert all(src.startswith(("/", "#")) and not src.startswith("//") for src in sources), sources  # no CDN
+    for asset in ("/assets/js/api-docs.js", "/assets/css/api-docs.css"):
+        resp = await client.get(asset)
+        assert resp.status == 200
+        assert "://" not in await resp.text(), asset  # fetches only the studio's own /api/openapi.json
+
+
+async def test_the_api_docs_page_is_closed_while_operator_routes_are(embedded_studio, settings) -> None:
+    client = await embedded_studio([load("health")], settings_override=settings.replace(functions=("health",)))
+
+    resp = await client.get("/api/docs")
+
+    assert resp.status == 403 and (await resp.json())["error"]["code"] == "admin_disabled"

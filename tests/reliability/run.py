@@ -2,32 +2,42 @@
 config in a real nginx, the Ollama and Stripe stand-ins) through faults, bad inputs and a flood, and
 print one table (README's "Reliability figures" are this table, rerun):
 
-    .venv/bin/python -m tests.reliability.run [--rounds 5]
+    .venv/bin/python -m tests.reliability.run [--rounds 5] [--ollama-down-s 60]
 
 - faults: the studio SIGKILLed at a random moment during a stream of purchases (each round), then
   restarted: every purchase it answered 200 is there, paid, once, with one purchase.completed;
   nats-server killed and restarted mid-purchases: every purchase answered 200 is there and the
-  outbox drains onto the bus; the same Stripe webhook 3x at once: one purchase.completed;
+  outbox drains onto the bus; the install function alone (`localai-studio run install` beside an `up`
+  without it, as the containers run it) SIGKILLed mid-pull and started again: every model bought ends
+  installed, no model pulled twice at once; Ollama down (`--ollama-down-s`) during purchases and chat:
+  chat answers 503, /health names ollama, installs wait visibly and end installed; the same Stripe
+  webhook 3x at once: one purchase.completed; a backup taken while purchases are written, restored into
+  a fresh data dir: the studio starts on it, every purchase answered before the backup is there, whole;
 - bad inputs: schemathesis with the contract (tests/gateway/test_contract.py), outcomes counted;
 - load through nginx: one address opens many event streams while another asks /health.
 
-Not here yet (issue 13 lists them): the install function killed mid-pull (tests/functions/install/
-test_crash.py covers it), Ollama down for 60 s, a restore under writes.
+tests/reliability/test_faults.py runs the new fault scenarios at a small scale in the suite (slow tier).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import copy
+import json
+import math
 import os
 import random
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from asyncio.subprocess import PIPE
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -35,13 +45,14 @@ import aiohttp
 import requests
 import schemathesis
 
+import functions
 from events.server import NatsServer
 from gateway.openapi import document
 from studio import catalog
 from tests.conftest import free_port
 from tests.doubles.stripe import StripeDouble
 from tests.production import nginx
-from tests.support import wait_sync
+from tests.support import eventually, wait_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "localai-studio")
@@ -50,9 +61,13 @@ FREE_MODELS = tuple(m.id for m in catalog.cached(None) if m.free)
 
 
 class Studio:
-    """`localai-studio up` as a process over one data dir, restartable, killable."""
+    """`localai-studio up` as a process over one data dir, restartable, killable. `without`: functions
+    `up` leaves out, to be run alone beside it (`alone`), as the containers run them."""
 
-    def __init__(self, data: Path, nats_url: str, stripe: StripeDouble, ollama_port: int) -> None:
+    def __init__(
+        self, data: Path, nats_url: str, stripe: StripeDouble, ollama_port: int, without: tuple[str, ...] = ()
+    ) -> None:
+        self.args = ["up"]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data = data
@@ -71,19 +86,33 @@ class Studio:
             STUDIO_LOG_LEVEL="WARNING",
             STUDIO_HEARTBEAT_S="0.5",
         )
+        if without:
+            self.env["STUDIO_FUNCTIONS"] = ",".join(n for n in functions.NAMES if n not in without)
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def alone(self, function: str) -> Studio:
+        """`localai-studio run <function>` on this studio's data dir and NATS, with a port of its own."""
+        other = copy.copy(self)
+        other.args = ["run", function]
+        other.port = free_port()
+        other.url = f"http://127.0.0.1:{other.port}"
+        other.env = {**self.env, "STUDIO_PORT": str(other.port)}
+        other.proc = None
+        return other
+
     def start(self) -> None:
-        self.proc = subprocess.Popen([CLI, "up"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [CLI, *self.args], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
         def up() -> bool:
-            assert self.proc is not None and self.proc.poll() is None, "the studio exited at start-up"
+            assert self.proc is not None and self.proc.poll() is None, f"{' '.join(self.args)} exited at start-up"
             try:
                 return requests.get(self.url + "/healthz", timeout=1).status_code == 200
             except requests.ConnectionError:
                 return False
 
-        wait_sync(up, timeout=30, message="the studio to start")
+        wait_sync(up, timeout=30, message=f"{' '.join(self.args)} to start")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -110,8 +139,16 @@ async def visitor_session() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True), timeout=aiohttp.ClientTimeout(total=10))
 
 
-async def buy_free(studio: Studio, accepted: list[str], stop: asyncio.Event) -> None:
-    """New visitors buying free models as fast as they can; the purchase ids answered 200."""
+async def buy_free(
+    studio: Studio,
+    accepted: list[str],
+    stop: asyncio.Event,
+    *,
+    pause: float = 0.0,
+    answered_at: dict[str, float] | None = None,
+) -> None:
+    """New visitors buying free models as fast as they can (or one every `pause` s); the purchase ids
+    answered 200, and when each was answered (`answered_at`)."""
     while not stop.is_set():
         async with await visitor_session() as s:
             try:
@@ -120,7 +157,12 @@ async def buy_free(studio: Studio, accepted: list[str], stop: asyncio.Event) -> 
                 for model in FREE_MODELS:
                     async with s.post(f"{studio.url}/api/models/purchase/{model}") as resp:
                         if resp.status == 200:
-                            accepted.append((await resp.json())["purchase_id"])
+                            purchase_id = (await resp.json())["purchase_id"]
+                            accepted.append(purchase_id)
+                            if answered_at is not None:
+                                answered_at[purchase_id] = time.monotonic()
+                    if pause:
+                        await asyncio.sleep(pause)  # a steady pace of buyers, not a flood
             except (aiohttp.ClientError, TimeoutError):
                 await asyncio.sleep(0.05)  # the studio is down: try again (not a wait for an event)
 
@@ -204,6 +246,264 @@ async def same_webhook_three_times(studio: Studio, stripe: StripeDouble) -> tupl
     return ("ok" if completed == 1 else "FAILED"), f"3 deliveries ({statuses}): {completed} purchase.completed"
 
 
+def books(studio: Studio, accepted: list[str]) -> tuple[int, int]:
+    """(purchases answered 200 that are not paid, purchases or purchase.completed events there twice)."""
+    paid = studio.rows("SELECT id, user_id, model FROM purchases WHERE status = 'paid'")
+    lost = len(set(accepted) - {r[0] for r in paid})
+    events = studio.rows("SELECT count(*) FROM outbox WHERE event_type = 'purchase.completed'")[0][0]
+    return lost, len(paid) - len({(r[1], r[2]) for r in paid}) + abs(events - len(paid))
+
+
+def installed(studio: Studio) -> set[str]:
+    return {m for (m,) in studio.rows("SELECT model FROM installs WHERE state = 'installed'")}
+
+
+def bought(studio: Studio, accepted: list[str]) -> set[str]:
+    ids = set(accepted)
+    return {model for pid, model in studio.rows("SELECT id, model FROM purchases") if pid in ids}
+
+
+def pulled_at_once(streams: list[dict]) -> int:
+    """Pulls that began while another pull of the same model was still running (the stand-in's clock)."""
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for s in streams:
+        if s["kind"] == "pull":
+            spans.setdefault(s["model"], []).append((s["started"], s["ended"] or math.inf))
+    overlaps = 0
+    for model_spans in spans.values():
+        running_until = -math.inf
+        for start, end in sorted(model_spans):
+            overlaps += start < running_until
+            running_until = max(running_until, end)
+    return overlaps
+
+
+PULL_SPEED = 11_000  # bytes/s a layer: the free models' pulls last ~2-15 s (the stand-in's blobs are 1e-4 size)
+
+
+async def install_killed_mid_pull(lab: Lab) -> tuple[str, str]:
+    """`up` without install, and `localai-studio run install` beside it on the same data dir and NATS (the
+    containers' layout); install SIGKILLed mid-pull and started again while visitors keep buying."""
+    await lab.ollama.control("reset", {"uninstall_all": True})
+    await lab.ollama.control("config", {"pull_speed": PULL_SPEED})
+    studio = await lab.studio("install", without=("install",))
+    install = studio.alone("install")
+    accepted: list[str] = []
+    cut: list[str] = []
+    try:
+        studio.start()
+        install.start()
+        stop = asyncio.Event()
+        buyers = [asyncio.create_task(buy_free(studio, accepted, stop, pause=0.1)) for _ in range(2)]
+
+        async def pulling() -> list[str]:
+            streams = (await lab.ollama.state())["streams"]
+            return [s["model"] for s in streams if s["kind"] == "pull" and s["state"] == "streaming"]
+
+        try:
+            await eventually(pulling, timeout=30, interval=0.1, message="a pull to start")
+            await asyncio.sleep(random.uniform(0.5, 2.0))  # a random moment in the pull
+            cut = await pulling()
+            install.kill()
+            await asyncio.sleep(1.0)  # purchases while install is gone: their events wait in the stream
+            install.start()
+            await asyncio.sleep(1.0)  # and after it is back
+        finally:
+            stop.set()
+            await asyncio.gather(*buyers)
+        models = bought(studio, accepted)
+        try:
+            await eventually(lambda: models <= installed(studio), timeout=240, interval=0.5, message="every install")
+        except AssertionError:
+            pass
+        missing = models - installed(studio)
+        lost, twice = books(studio, accepted)
+        streams = [s for s in (await lab.ollama.state())["streams"] if s["kind"] == "pull"]
+    finally:
+        install.stop()
+        studio.stop()
+        await lab.ollama.control("config", {"pull_speed": 0})
+    at_once = pulled_at_once(streams)
+    ok = cut and not lost and not twice and not missing and not at_once
+    return ("ok" if ok else "FAILED"), (
+        f"killed during {len(cut)} pulls; {len(accepted)} purchases answered 200 around it, {len(models)} models: "
+        f"{lost} lost, {twice} twice, {len(missing)} not installed; {len(streams)} pulls, {at_once} of a model "
+        "already being pulled"
+    )
+
+
+async def chat_outcome(visitor: aiohttp.ClientSession, studio: Studio, model: str) -> str:
+    body = {"model": model, "message": "Hello", "stream": False}
+    async with visitor.post(studio.url + "/api/chat", json=body) as resp:
+        answer = await resp.json()
+    return str(resp.status) if resp.status == 200 else f"{resp.status} {answer['error']['code']}"
+
+
+async def health_outcome(studio: Studio) -> tuple[int, list[str]]:
+    async with aiohttp.ClientSession() as s, s.get(studio.url + "/health") as resp:
+        return resp.status, (await resp.json())["failing"]
+
+
+async def install_states(visitor: aiohttp.ClientSession, studio: Studio) -> set[str]:
+    """The install states a visitor sees on the free models, a failure told as retrying or final."""
+    async with visitor.get(studio.url + "/api/models") as resp:
+        models = (await resp.json())["models"]
+    seen = set()
+    for m in models:
+        if m["id"] in FREE_MODELS:
+            state = m["install"]["state"]
+            if state == "failed":
+                state += " (will retry)" if m["install"]["will_retry"] else " (final)"
+            seen.add(state)
+    return seen
+
+
+async def ollama_down(lab: Lab, seconds: float) -> tuple[str, str]:
+    """Ollama unreachable for `seconds` (the stand-in stops listening and drops its connections, then
+    comes back with its models) while visitors buy and one chats; /health asked once a second."""
+    await lab.ollama.control("reset", {"uninstall_all": True})
+    studio = await lab.studio("ollama")
+    model = "tinyllama:latest"
+    accepted: list[str] = []
+    chats: collections.Counter[str] = collections.Counter()
+    health: collections.Counter[str] = collections.Counter()
+    states: set[str] = set()
+    try:
+        studio.start()
+        async with await visitor_session() as chatter:
+            async with chatter.get(studio.url + "/api/models") as first:
+                await first.read()
+            async with chatter.post(f"{studio.url}/api/models/purchase/{model}") as resp:
+                assert resp.status == 200, await resp.text()
+            await eventually(lambda: model in installed(studio), timeout=60, message=f"{model} installed")
+            before = await chat_outcome(chatter, studio, model)
+            await lab.ollama.control("down", {"seconds": seconds})
+            await eventually(lambda: not lab.ollama.reachable(), timeout=5, message="Ollama to go down")
+            stop = asyncio.Event()
+            buyers = [asyncio.create_task(buy_free(studio, accepted, stop, pause=0.5)) for _ in range(2)]
+            try:
+                looks = 0
+                while not lab.ollama.reachable():
+                    if looks % 4 == 0:  # a chat every 4 s: within a visitor's STUDIO_CHAT_REQUESTS_PER_MINUTE (20)
+                        chats[await chat_outcome(chatter, studio, model)] += 1
+                    looks += 1
+                    status, failing = await health_outcome(studio)
+                    health[f"{status} failing {'+'.join(failing) or 'nothing'}"] += 1
+                    states |= await install_states(chatter, studio)
+                    await asyncio.sleep(1.0)  # one look a second while it is down
+                came_back = time.monotonic()
+            finally:
+                stop.set()
+                await asyncio.gather(*buyers)
+            models = bought(studio, accepted)
+            try:
+                await eventually(lambda: models <= installed(studio), timeout=240, interval=0.5, message="installs")
+            except AssertionError:
+                pass
+            installed_after = time.monotonic() - came_back
+            missing = models - installed(studio)
+
+            async def healthy() -> bool:
+                return (await health_outcome(studio))[0] == 200
+
+            try:
+                await eventually(healthy, timeout=60, interval=0.5, message="/health to recover")
+                recovered = f"ok {time.monotonic() - came_back:.0f} s after"
+            except AssertionError:
+                recovered = "NOT ok again"
+            after = await chat_outcome(chatter, studio, model)
+        lost, twice = books(studio, accepted)
+    finally:
+        studio.stop()
+    chats_503 = all(c.startswith("503 ") for c in chats)
+    health_named = all(h.startswith("503 ") and "ollama" in h for h in health)
+    ok = (
+        before == after == "200"
+        and chats_503
+        and health_named
+        and recovered.startswith("ok")
+        and not lost
+        and not twice
+        and not missing
+        and not any("final" in s for s in states)
+    )
+
+    def counted(c: collections.Counter[str]) -> str:
+        return ", ".join(f"{k} x{n}" for k, n in c.most_common())
+
+    return ("ok" if ok else "FAILED"), (
+        f"{seconds:g} s down: {len(accepted)} purchases answered 200 meanwhile: {lost} lost, {twice} twice, "
+        f"{len(missing)} of {len(models)} models not installed ({installed_after:.0f} s after it came back); "
+        f"installs shown meanwhile: {', '.join(sorted(states))}; chat: {counted(chats)}; "
+        f"/health: {counted(health)}, {recovered}"
+    )
+
+
+async def restore_under_writes(lab: Lab) -> tuple[str, str]:
+    """`localai-studio backup` while visitors buy, then `localai-studio restore` into a fresh data dir (a new
+    host) and a studio started on it."""
+    live = await lab.studio("backup")
+    accepted: list[str] = []
+    answered: dict[str, float] = {}
+    try:
+        live.start()
+        stop = asyncio.Event()
+        buyers = [asyncio.create_task(buy_free(live, accepted, stop, answered_at=answered)) for _ in range(2)]
+        try:
+            await eventually(lambda: len(accepted) >= 40, timeout=30, message="purchases before the backup")
+            started = time.monotonic()
+            backup = await asyncio.create_subprocess_exec(
+                CLI, "backup", "--out", str(lab.root / "backups"), env=live.env, stdout=PIPE, stderr=PIPE
+            )
+            _, err = await backup.communicate()
+            ended = time.monotonic()
+            at_end = len(accepted)
+            await eventually(lambda: len(accepted) >= at_end + 20, timeout=30, message="purchases after the backup")
+        finally:
+            stop.set()
+            await asyncio.gather(*buyers)
+    finally:
+        live.stop()
+    if backup.returncode != 0:
+        return "FAILED", f"the backup failed: {err.decode()[-300:]}"
+    archive = next((lab.root / "backups").glob("localai_backup_*.tar.gz"))
+    restored = await lab.studio("restored")
+    (lab.root / "new-host").mkdir()
+    restore = await asyncio.create_subprocess_exec(
+        CLI, "restore", str(archive), env=restored.env, cwd=lab.root / "new-host", stdout=PIPE, stderr=PIPE
+    )
+    _, err = await restore.communicate()
+    if restore.returncode != 0:
+        return "FAILED", f"the restore failed: {err.decode()[-300:]}"
+    try:
+        restored.start()
+        async with aiohttp.ClientSession() as s, s.get(restored.url + "/api/models") as resp:
+            serves = resp.status == 200
+        integrity = restored.rows("PRAGMA integrity_check")[0][0]
+        purchases = {pid: status for pid, status in restored.rows("SELECT id, status FROM purchases")}
+        outboxed = {
+            json.loads(p)["data"]["purchase_id"]
+            for (p,) in restored.rows("SELECT payload FROM outbox WHERE event_type = 'purchase.completed'")
+        }
+    finally:
+        restored.stop()
+    before = {pid for pid, at in answered.items() if at < started}
+    during = {pid for pid, at in answered.items() if started <= at <= ended}
+    after = {pid for pid, at in answered.items() if at > ended}
+    missing = before - purchases.keys()
+    strays = purchases.keys() - answered.keys()
+    half = len(purchases.keys() ^ outboxed) + sum(status != "paid" for status in purchases.values())
+    present_after = after & purchases.keys()
+    ok = serves and integrity == "ok" and not missing and not strays and not half and not present_after
+    return ("ok" if ok else "FAILED"), (
+        f"restored studio {'starts' if serves else 'does NOT serve'}, integrity {integrity}; "
+        f"{len(before)} purchases answered before the backup: {len(missing)} missing; "
+        f"{len(during)} during it: {len(during & purchases.keys())} in the copy; {len(after)} after it: "
+        f"{len(after) - len(present_after)} absent (the copy is one instant; nothing reconciles them back); "
+        f"{half} half-written (a purchase without its purchase.completed, or not paid)"
+    )
+
+
 def bad_inputs(studio: Studio) -> list[tuple[str, str, str]]:
     from tests.gateway.test_contract import ENDLESS, fuzz
 
@@ -222,7 +522,7 @@ def bad_inputs(studio: Studio) -> list[tuple[str, str, str]]:
             failures += 1
             continue
         for status, n in seen.items():
-            key = f"{status // 100}xx"
+            key = str(status) if status >= 500 else f"{status // 100}xx"  # a 5xx passed only where named
             totals[key] = totals.get(key, 0) + n
     studio.stop()
     cases = sum(totals.values())
@@ -293,42 +593,89 @@ def nginx_context(host: nginx.Nginx):
     return ssl.create_default_context(cafile=str(host.prefix / "letsencrypt" / "live" / "localhost" / "fullchain.pem"))
 
 
-async def main(rounds: int) -> None:
-    rows: list[tuple[str, str, str]] = []
-    with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
-        root = Path(tmp)
-        ollama_port = free_port()
-        ollama = subprocess.Popen(
-            [sys.executable, "-m", "tests.doubles.ollama", "--port", str(ollama_port)],
+class Ollama:
+    """The Ollama stand-in as a process of its own, steered through its control API (`--control`)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.doubles.ollama", "--port", str(self.port), "--control"],
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        servers: list[NatsServer] = []
+        wait_sync(self.reachable, timeout=15, message="the Ollama stand-in to start")
+
+    def reachable(self) -> bool:
         try:
-            async with StripeDouble() as stripe:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+        except OSError:
+            return False
+        return True
 
-                async def studio(name: str) -> Studio:
-                    """A studio of its own: data dir and NATS (no events leak between scenarios)."""
-                    server = NatsServer(root / name / "nats-server", port=free_port())
-                    await server.start()
-                    servers.append(server)
-                    return Studio(root / name / "data", server.url, stripe, ollama_port)
+    async def control(self, action: str, body: dict | None = None) -> dict:
+        def call() -> dict:
+            resp = requests.post(f"{self.url}/_double/{action}", json=body or {}, timeout=5)
+            resp.raise_for_status()
+            return resp.json()
 
-                verdict, text = await killed_mid_purchases(await studio("kill"), rounds)
-                rows.append(("fault", "studio SIGKILLed mid-purchases", f"{verdict}: {text}"))
-                nats_studio = await studio("nats")
-                verdict, text = await nats_killed_mid_purchases(nats_studio, servers)
-                rows.append(("fault", "nats-server killed mid-purchases", f"{verdict}: {text}"))
-                verdict, text = await same_webhook_three_times(await studio("webhook"), stripe)
-                rows.append(("fault", "the same webhook 3x at once", f"{verdict}: {text}"))
-                rows.extend(bad_inputs(await studio("fuzz")))
-                rows.extend(await flood_through_nginx(await studio("flood"), root / "nginx"))
-        finally:
-            for server in servers:
-                server.stop()
-            ollama.terminate()
-            ollama.wait(10)
+        return await asyncio.to_thread(call)
+
+    async def state(self) -> dict:
+        return await asyncio.to_thread(lambda: requests.get(self.url + "/_double/state", timeout=5).json())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Lab:
+    """What the scenarios stand on: the Ollama stand-in, Stripe's, and a studio of its own per scenario
+    (data dir and NATS: no events leak between scenarios)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.servers: list[NatsServer] = []
+        self.stripe = StripeDouble()
+
+    async def __aenter__(self) -> Lab:
+        self.ollama = Ollama()
+        await self.stripe.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for server in self.servers:
+            server.stop()
+        await self.stripe.stop()
+        self.ollama.stop()
+
+    async def studio(self, name: str, without: tuple[str, ...] = ()) -> Studio:
+        server = NatsServer(self.root / name / "nats-server", port=free_port())
+        await server.start()
+        self.servers.append(server)
+        return Studio(self.root / name / "data", server.url, self.stripe, self.ollama.port, without)
+
+
+async def main(rounds: int, ollama_down_s: float) -> None:
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
+        root = Path(tmp)
+        async with Lab(root) as lab:
+            verdict, text = await killed_mid_purchases(await lab.studio("kill"), rounds)
+            rows.append(("fault", "studio SIGKILLed mid-purchases", f"{verdict}: {text}"))
+            verdict, text = await nats_killed_mid_purchases(await lab.studio("nats"), lab.servers)
+            rows.append(("fault", "nats-server killed mid-purchases", f"{verdict}: {text}"))
+            verdict, text = await install_killed_mid_pull(lab)
+            rows.append(("fault", "install function alone SIGKILLed mid-pull", f"{verdict}: {text}"))
+            verdict, text = await ollama_down(lab, ollama_down_s)
+            rows.append(("fault", f"Ollama down {ollama_down_s:g} s", f"{verdict}: {text}"))
+            verdict, text = await same_webhook_three_times(await lab.studio("webhook"), lab.stripe)
+            rows.append(("fault", "the same webhook 3x at once", f"{verdict}: {text}"))
+            verdict, text = await restore_under_writes(lab)
+            rows.append(("fault", "backup under writes, restored", f"{verdict}: {text}"))
+            rows.extend(bad_inputs(await lab.studio("fuzz")))
+            rows.extend(await flood_through_nginx(await lab.studio("flood"), root / "nginx"))
     print("| kind | what | outcome |")
     print("|---|---|---|")
     for kind, what, outcome in rows:
@@ -338,5 +685,6 @@ async def main(rounds: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="SIGKILLs during purchases")
+    parser.add_argument("--ollama-down-s", type=float, default=60, help="how long Ollama is down")
     args = parser.parse_args()
-    asyncio.run(main(args.rounds))
+    asyncio.run(main(args.rounds, args.ollama_down_s))

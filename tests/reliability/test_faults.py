@@ -1,0 +1,42 @@
+"""The reliability table's newer fault scenarios, at a small scale, in the suite: the same code
+`tests/reliability/run.py` prints README's figures with (real `localai-studio` processes, real NATS and
+SQLite, the Ollama stand-in as a process of its own). Each scenario's verdict is "ok" only when
+nothing is lost or done twice and every check it names held; the text says what was seen."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.reliability.run import Lab, install_killed_mid_pull, ollama_down, restore_under_writes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
+    async with Lab(tmp_path) as lab:
+        yield lab
+
+
+@pytest.mark.timeout(360)  # the restarted install waits out the killed one's lease (30 s) and redelivery
+async def test_install_killed_alone_mid_pull_ends_installed_and_never_pulls_a_model_twice_at_once(lab: Lab) -> None:
+    verdict, text = await install_killed_mid_pull(lab)
+    print(text)
+    assert verdict == "ok", text
+
+
+@pytest.mark.timeout(360)
+async def test_ollama_down_chat_503_health_names_it_and_purchases_end_installed(lab: Lab) -> None:
+    verdict, text = await ollama_down(lab, seconds=5)
+    print(text)
+    assert verdict == "ok", text
+
+
+@pytest.mark.timeout(180)
+async def test_backup_under_writes_restores_whole_and_the_studio_starts_on_it(lab: Lab) -> None:
+    verdict, text = await restore_under_writes(lab)
+    print(text)
+    assert verdict == "ok", text
