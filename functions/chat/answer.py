@@ -113,6 +113,7 @@ class Answer:
                 duration_ms=self.duration_ms,
                 tokens_per_s=t["tokens_per_s"],
                 done_reason=t["done_reason"],
+                thinking_tokens=self.thinking_chunks,
             )
         if self.outcome == FAILED:
             return ChatFailed(
@@ -122,6 +123,7 @@ class Answer:
                 reason=self.reason,
                 completion_tokens=self.chunks + self.thinking_chunks,
                 duration_ms=self.duration_ms,
+                thinking_tokens=self.thinking_chunks,
             )
         if self.outcome == CANCELLED:
             return ChatCancelled(
@@ -131,6 +133,7 @@ class Answer:
                 completion_tokens=self.chunks + self.thinking_chunks,
                 time_to_first_token_ms=self.time_to_first_token_ms,
                 duration_ms=self.duration_ms,
+                thinking_tokens=self.thinking_chunks,
             )
         return None
 
