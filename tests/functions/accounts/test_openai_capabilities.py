@@ -257,6 +257,7 @@ async def test_embeddings_of_a_string_and_a_list_in_both_encodings(signed_up, do
 
     async def counted():
         status, body, _ = await browser.request("GET", "/api/account/usage?days=1")
+        assert status == 200
         rows = [r for r in body["usage"] if r["model"] == EMBEDDER]
         return rows if rows and rows[0]["answers"] == 3 else None
 
