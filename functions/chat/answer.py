@@ -43,6 +43,11 @@ class Answer:
             self.first_token_at = time.perf_counter()
         self.chunks += 1
 
+    def called(self) -> None:
+        """Tool calls arrived: the model has answered (first token); Ollama's final count includes their tokens."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+
     def thought(self) -> None:
         """A chunk of reasoning: the model is answering (first token), it is generated and billed like text."""
         if self.first_token_at is None:

@@ -139,7 +139,7 @@ class Chunk:
 
     content: str = ""
     thinking: str = ""
-    calls: list[Any] | None = None  # Ollama's `tool_calls` (a line of its own, with empty content)
+    calls: list[Any] | None = None  # Ollama's `tool_calls`
 
 
 _NOTHING = Chunk()
@@ -150,10 +150,10 @@ def parse_chunk(line: dict[str, Any]) -> Chunk:
     if not isinstance(message, dict):
         return _NOTHING
     content, thinking = message.get("content") or "", message.get("thinking") or ""
-    if content or thinking:
-        return Chunk(content, thinking)
-    calls = message.get("tool_calls")  # looked for only on a line without text: tokens never pay for it
-    return Chunk(calls=calls) if isinstance(calls, list) and calls else _NOTHING
+    calls = message.get("tool_calls")  # usually a line of its own; a model's own parser may add text beside
+    if calls and isinstance(calls, list):
+        return Chunk(content, thinking, calls)
+    return Chunk(content, thinking) if content or thinking else _NOTHING
 
 
 async def stream(
@@ -178,8 +178,8 @@ async def stream(
                 answer.token()
                 await response.write(wire.token(chunk.content))
                 written += 1
-            elif chunk.calls:
-                answer.token()
+            if chunk.calls:
+                answer.called()
                 await response.write(wire.tool_calls(chunk.calls))
                 written += 1
             if chunk is not _NOTHING and written % YIELD_EVERY == 0:
@@ -219,8 +219,8 @@ async def collect(
             if chunk.content:
                 answer.token()
                 parts.append(chunk.content)
-            elif chunk.calls:
-                answer.token()
+            if chunk.calls:
+                answer.called()
                 calls.extend(chunk.calls)
             if chunk is not _NOTHING and (answer.chunks + answer.thinking_chunks) % (4 * YIELD_EVERY) == 0:
                 await asyncio.sleep(0)

@@ -12,6 +12,7 @@ import pytest
 from functions.chat.completions import CompletionWire, parse_completion
 from functions.chat.conversation import parse
 from functions.chat.embeddings import embedding_list, parse_embedding
+from functions.chat.relay import parse_chunk
 from studio.clients.ollama import Embeddings
 from studio.runtime.errors import BadRequest, PayloadTooLarge
 from studio.runtime.settings import Settings
@@ -144,3 +145,10 @@ def test_base64_embeddings_are_little_endian_float32(settings: Settings) -> None
     out = embedding_list(wanted, wanted.model, Embeddings([[0.5, -0.25], [1.0, 0.0]], 6))
     decoded = [list(struct.unpack("<2f", base64.b64decode(d["embedding"]))) for d in out["data"]]
     assert decoded == [[0.5, -0.25], [1.0, 0.0]] and out["usage"] == {"prompt_tokens": 6, "total_tokens": 6}
+
+
+def test_a_line_may_carry_text_and_tool_calls_together() -> None:
+    call = {"function": {"name": "f", "arguments": {}}}
+    both = parse_chunk({"message": {"role": "assistant", "content": "Let me look.", "tool_calls": [call]}})
+    assert (both.content, both.thinking, both.calls) == ("Let me look.", "", [call])
+    assert parse_chunk({"message": {"role": "assistant", "content": "", "tool_calls": []}}).calls is None
