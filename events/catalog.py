@@ -604,6 +604,7 @@ class ChatCompleted(EventData):
     tokens_per_s: float | None
     done_reason: str
     key_id: str | None = None  # the personal API key used (its id), if any
+    thinking_tokens: int = 0  # of completion_tokens, a thinking model's reasoning
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -617,6 +618,7 @@ class ChatFailed(EventData):
     completion_tokens: int
     duration_ms: float
     key_id: str | None = None  # the personal API key used (its id), if any
+    thinking_tokens: int = 0  # of completion_tokens, a thinking model's reasoning
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -632,6 +634,7 @@ class ChatCancelled(EventData):
     time_to_first_token_ms: float | None
     duration_ms: float
     key_id: str | None = None  # the personal API key used (its id), if any
+    thinking_tokens: int = 0  # of completion_tokens, a thinking model's reasoning
 
 
 # -- accounts --------------------------------------------------------------------------------------

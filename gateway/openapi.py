@@ -569,6 +569,34 @@ def document() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/embeddings": {
+            "post": {
+                "summary": "OpenAI-compatible embeddings (models with `embedding`): `input` a string or a list, "
+                "`encoding_format` float or base64, `dimensions`; errors in OpenAI's shape",
+                "security": KEY_OR_SESSION,
+                "requestBody": {"required": True, "content": json_content({"type": "object"})},
+                "responses": {
+                    **ok(
+                        "OpenAI's list of embeddings",
+                        obj(
+                            {
+                                "object": {"type": "string"},
+                                "data": {"type": "array", "items": {"type": "object"}},
+                                "model": {"type": "string"},
+                                "usage": {"type": "object"},
+                            },
+                            ("object", "data", "model", "usage"),
+                        ),
+                    ),
+                    "default": {
+                        "description": "OpenAI's error shape",
+                        "content": json_content(
+                            obj({"error": obj({"message": {"type": "string"}, "type": {"type": "string"}})})
+                        ),
+                    },
+                },
+            }
+        },
         "/api/events": {
             "get": {
                 "summary": "The visitor's purchase and install events, live (server-sent events; "

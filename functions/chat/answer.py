@@ -43,6 +43,11 @@ class Answer:
             self.first_token_at = time.perf_counter()
         self.chunks += 1
 
+    def called(self) -> None:
+        """Tool calls arrived: the model has answered (first token); Ollama's final count includes their tokens."""
+        if self.first_token_at is None:
+            self.first_token_at = time.perf_counter()
+
     def thought(self) -> None:
         """A chunk of reasoning: the model is answering (first token), it is generated and billed like text."""
         if self.first_token_at is None:
@@ -113,6 +118,7 @@ class Answer:
                 duration_ms=self.duration_ms,
                 tokens_per_s=t["tokens_per_s"],
                 done_reason=t["done_reason"],
+                thinking_tokens=self.thinking_chunks,
             )
         if self.outcome == FAILED:
             return ChatFailed(
@@ -122,6 +128,7 @@ class Answer:
                 reason=self.reason,
                 completion_tokens=self.chunks + self.thinking_chunks,
                 duration_ms=self.duration_ms,
+                thinking_tokens=self.thinking_chunks,
             )
         if self.outcome == CANCELLED:
             return ChatCancelled(
@@ -131,6 +138,7 @@ class Answer:
                 completion_tokens=self.chunks + self.thinking_chunks,
                 time_to_first_token_ms=self.time_to_first_token_ms,
                 duration_ms=self.duration_ms,
+                thinking_tokens=self.thinking_chunks,
             )
         return None
 

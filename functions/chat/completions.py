@@ -10,6 +10,16 @@ and `CompletionWire` writes the answer in OpenAI's shapes through the one relay 
             a last chunk with `finish_reason`, with `stream_options.include_usage` a chunk with `usage`
             and no choices, then `data: [DONE]`
 
+What a model can do, in OpenAI's words:
+
+    images     user content parts {"type": "image_url", "image_url": {"url": "data:image/png;base64,..."}},
+               checked like /api/chat's images (conversation.py); http(s) URLs are refused (400
+               `remote_image_refused`): the server fetches nothing on a caller's behalf
+    reasoning  a thinking model's reasoning as `reasoning_content` (message or delta), counted in
+               `usage.completion_tokens_details.reasoning_tokens`; `reasoning_effort: "none"` (or `think: false`)
+               turns it off, any other effort leaves it on
+    tools      `tools`, `tool_choice`, `tool_calls` and `tool` messages, `response_format` (tools.py)
+
 Errors are OpenAI's shape: `{"error": {"message", "type", "code"}}` (the studio's `code` and `message`
 plus a `type`), with the same statuses as `/api/chat`.
 """
@@ -18,20 +28,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from functions.chat.answer import Answer
-from functions.chat.conversation import Conversation, parse
+from functions.chat.conversation import Conversation, image, parse
 from functions.chat.relay import Wire
+from functions.chat.tools import calls_from_ollama, calls_to_ollama, parse_response_format, parse_tools
 from studio.runtime.errors import BadRequest, StudioError
 from studio.runtime.settings import Settings
 
 # Fields OpenAI clients send that change nothing here when left at OpenAI's defaults.
-NEUTRAL = {"n": 1, "frequency_penalty": 0, "presence_penalty": 0, "logprobs": False, "parallel_tool_calls": None}
+NEUTRAL = {"n": 1, "frequency_penalty": 0, "presence_penalty": 0, "logprobs": False, "parallel_tool_calls": True}
 IGNORED = ("user", "metadata", "store", "service_tier")  # about the caller, not the answer
 FIELDS = (
     "model",
@@ -44,8 +56,19 @@ FIELDS = (
     "max_completion_tokens",
     "stop",
     "seed",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "reasoning_effort",
+    "think",
 )
 FINISH = {"stop": "stop", "length": "length"}
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")  # OpenAI's; all but "none" think
+# OpenAI's message fields; those after `tool_call_id` are the client's echo of a reply, and change nothing
+MESSAGE_KEYS = frozenset(
+    {"role", "content", "name", "tool_calls", "tool_call_id", "refusal", "function_call", "audio", "annotations"}
+) | {"reasoning_content"}
+_DATA_URL = re.compile(r"data:([a-z0-9.+/-]{1,80})((?:;[^,;]{1,80})*),", re.IGNORECASE)
 
 
 def error_type(status: int) -> str:
@@ -76,16 +99,108 @@ class Completion:
     include_usage: bool
 
 
-def _text(content: Any, where: str) -> Any:
-    """OpenAI's content may be a list of parts; text parts are joined, anything else is refused."""
+def _content(content: Any, where: str, role: Any, settings: Settings) -> tuple[Any, list[str]]:
+    """OpenAI's content (a string or a list of parts) as Ollama's: the text, and the images of a user message."""
+    if content is None and role in ("assistant", "tool"):  # an assistant that only called tools
+        return "", []
     if not isinstance(content, list):
-        return content
-    texts = []
-    for part in content:
-        if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-            raise BadRequest(f"{where}.content may only hold text parts here", code="invalid_messages")
-        texts.append(part["text"])
-    return "".join(texts)
+        return content, []
+    texts: list[str] = []
+    images: list[str] = []
+    for j, part in enumerate(content):
+        at = f"{where}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url" and role == "user":
+            images.append(_image_part(part.get("image_url"), f"{at}.image_url", settings))
+        elif kind == "image_url":
+            raise BadRequest(f"{at}: only a user message may carry images", code="invalid_images", param=at)
+        else:
+            raise BadRequest(
+                f"{at} must be a text part or (in a user message) an image_url part", code="invalid_messages", param=at
+            )
+    if len(images) > settings.chat_max_images:
+        raise BadRequest(
+            f"{where}.content has {len(images)} images; a message may carry at most {settings.chat_max_images}",
+            code="too_many_images",
+            param=f"{where}.content",
+        )
+    return "".join(texts), images
+
+
+def _image_part(raw: Any, at: str, settings: Settings) -> str:
+    url = raw.get("url") if isinstance(raw, dict) else None
+    if not isinstance(url, str) or not url:
+        raise BadRequest(f'{at} must be {{"url": "data:image/...;base64,..."}}', code="invalid_images", param=at)
+    if url[:8].lower().startswith(("http://", "https://")):
+        raise BadRequest(
+            f"{at}.url is a web address: this server fetches nothing from the internet on a caller's behalf; "
+            "send the image inline as a data URL (data:image/png;base64,...)",
+            code="remote_image_refused",
+            param=f"{at}.url",
+        )
+    head = _DATA_URL.match(url)
+    if head is None or ";base64" not in head.group(2).lower():
+        raise BadRequest(
+            f"{at}.url must be a base64 data URL (data:image/png;base64,...)", code="invalid_images", param=f"{at}.url"
+        )
+    return image(url[head.end() :], f"{at}.url", settings)
+
+
+def _messages(raw: Any, settings: Settings) -> Any:
+    """OpenAI's messages in Ollama's shape (anything that is not a list of objects is left for `parse` to refuse)."""
+    if not isinstance(raw, list):
+        return raw
+    names: dict[str, str] = {}  # tool call id -> the function called, for the tool message answering it
+    out: list[Any] = []
+    for i, m in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            out.append(m)
+            continue
+        extra = sorted(set(m) - MESSAGE_KEYS)
+        if extra:
+            at = f"{where}.{extra[0]}"
+            raise BadRequest(f"{at} is not supported", code="invalid_messages", param=at)
+        role = "system" if m.get("role") == "developer" else m.get("role")  # OpenAI's newer name for system
+        content, images = _content(m.get("content"), where, role, settings)
+        message: dict[str, Any] = {"role": role, "content": content}
+        if images:
+            message["images"] = images
+        if m.get("tool_calls") is not None:
+            if role != "assistant":
+                raise BadRequest(f"{where}.tool_calls: only an assistant message calls tools", code="invalid_messages")
+            message["tool_calls"] = calls_to_ollama(m["tool_calls"], f"{where}.tool_calls", names)
+        if role == "tool":
+            call_id = m.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise BadRequest(
+                    f"{where}.tool_call_id is required: the id of the tool call this message answers",
+                    code="invalid_messages",
+                    param=f"{where}.tool_call_id",
+                )
+            if call_id in names:
+                message["tool_name"] = names[call_id]
+        out.append(message)
+    return out
+
+
+def _think(body: dict[str, Any]) -> bool | None:
+    """`think: false` or `reasoning_effort: "none"` turn thinking off; other efforts leave the model's default."""
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in EFFORTS:
+        raise BadRequest(
+            f"reasoning_effort must be one of {', '.join(EFFORTS)}",
+            code="invalid_reasoning_effort",
+            param="reasoning_effort",
+        )
+    think = body.get("think")
+    if think is not None and not isinstance(think, bool):
+        raise BadRequest("think must be true or false", code="invalid_think", param="think")
+    if effort == "none" or think is False:
+        return False
+    return think
 
 
 def parse_completion(body: dict[str, Any], settings: Settings) -> Completion:
@@ -95,14 +210,7 @@ def parse_completion(body: dict[str, Any], settings: Settings) -> Completion:
     unknown = sorted(set(body) - set(FIELDS) - set(NEUTRAL) - set(IGNORED))
     if unknown:
         raise BadRequest(f"unknown parameter {unknown[0]!r}", code="unknown_parameter", param=unknown[0])
-    messages = body.get("messages")
-    if isinstance(messages, list):
-        messages = [
-            {"role": m.get("role"), "content": _text(m.get("content"), f"messages[{i}]")}
-            if isinstance(m, dict) and set(m) <= {"role", "content", "name"}
-            else m
-            for i, m in enumerate(messages)
-        ]
+    messages = _messages(body.get("messages"), settings)
     options: dict[str, Any] = {}
     for name in ("temperature", "top_p", "seed"):
         if body.get(name) is not None:
@@ -116,17 +224,34 @@ def parse_completion(body: dict[str, Any], settings: Settings) -> Completion:
     stream_options = body.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, dict):
         raise BadRequest("stream_options must be an object", code="invalid_stream_options")
+    tools = parse_tools(body.get("tools"), body.get("tool_choice"))
+    fmt = parse_response_format(body.get("response_format"))
+    think = _think(body)
     conversation = parse(
-        {"model": body.get("model"), "messages": messages, "options": options, "stream": body.get("stream", False)},
+        {
+            "model": body.get("model"),
+            "messages": messages,
+            "options": options,
+            "stream": body.get("stream", False),
+            "think": think,
+        },
         settings,
+        prepared=True,
     )
+    if tools or fmt is not None:
+        conversation = replace(conversation, tools=tools, format=fmt)
     return Completion(conversation, bool((stream_options or {}).get("include_usage")))
 
 
-def _usage(answer: Answer) -> dict[str, int]:
+def _usage(answer: Answer) -> dict[str, Any]:
     t = answer.totals()
     prompt, completion = int(t["prompt_tokens"] or 0), int(t["completion_tokens"] or 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "completion_tokens_details": {"reasoning_tokens": int(t["thinking_tokens"] or 0)},  # part of completion
+    }
 
 
 class CompletionWire(Wire):
@@ -140,6 +265,7 @@ class CompletionWire(Wire):
         head = json.dumps({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": model})
         self._head = b"data: " + head[:-1].encode() + b', "choices": [{"index": 0, "delta": {'
         self._first = True
+        self._calls = 0  # tool calls streamed so far (their `index`)
 
     def token(self, content: str) -> bytes:
         return self._delta(b'"content": ', content)
@@ -148,7 +274,16 @@ class CompletionWire(Wire):
         """A reasoning model's thinking: `delta.reasoning_content` (DeepSeek's API, vLLM and LiteLLM)."""
         return self._delta(b'"reasoning_content": ', text)
 
-    def _delta(self, field: bytes, text: str) -> bytes:
+    def tool_calls(self, calls: list[Any]) -> bytes:
+        """Ollama sends a turn's parsed calls in one chunk: one delta with each call whole, by `index`."""
+        shaped = calls_from_ollama(calls, self._calls)
+        self._calls += len(shaped)
+        return self._delta(b'"tool_calls": ', shaped)
+
+    def _finish(self, answer: Answer) -> str:
+        return "tool_calls" if self._calls else FINISH.get(answer.totals()["done_reason"], "stop")
+
+    def _delta(self, field: bytes, text: Any) -> bytes:
         role = b'"role": "assistant", ' if self._first else b""
         self._first = False
         return (
@@ -164,7 +299,7 @@ class CompletionWire(Wire):
         return b"data: " + json.dumps({**chunk, **fields}).encode() + b"\n\n"
 
     def done(self, answer: Answer) -> bytes:
-        reason = FINISH.get(answer.totals()["done_reason"], "stop")
+        reason = self._finish(answer)
         delta = {"role": "assistant", "content": ""} if self._first else {}
         out = self._chunk(choices=[{"index": 0, "delta": delta, "finish_reason": reason}])
         if self.include_usage:
@@ -175,8 +310,15 @@ class CompletionWire(Wire):
         body = {"error": {"message": error.message, "type": error_type(error.status), "code": error.code}}
         return b"data: " + json.dumps(body).encode() + b"\n\n"
 
-    def whole(self, answer: Answer, text: str, thinking: str = "") -> dict[str, Any]:
-        message = {"role": "assistant", "content": text, **({"reasoning_content": thinking} if thinking else {})}
+    def whole(self, answer: Answer, text: str, thinking: str = "", calls: list[Any] | None = None) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if thinking:
+            message["reasoning_content"] = thinking
+        if calls:
+            shaped = calls_from_ollama(calls)
+            self._calls = len(shaped)
+            message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"} for c in shaped]
+            message["content"] = text or None  # OpenAI's: no content beside the calls
         return {
             "id": self.id,
             "object": "chat.completion",
@@ -186,7 +328,7 @@ class CompletionWire(Wire):
                 {
                     "index": 0,
                     "message": message,
-                    "finish_reason": FINISH.get(answer.totals()["done_reason"], "stop"),
+                    "finish_reason": self._finish(answer),
                 }
             ],
             "usage": _usage(answer),

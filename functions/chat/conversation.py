@@ -13,6 +13,12 @@ STUDIO_CHAT_MAX_IMAGE_BYTES each (413 `image_too_large`). What the chosen model 
 `for_model`: images need `vision` (400 `model_has_no_vision`), `think` needs `thinking` and is on by
 default for a thinking model; an embedding-only model cannot chat (400 `not_a_chat_model`).
 
+The OpenAI-compatible API (`completions.py`) builds its messages in Ollama's shape and parses them with
+`prepared=True`: its images are already checked (under OpenAI's field names), and it may add what only it
+takes: `tool` messages (with `tool_name`), assistant messages carrying `tool_calls`, and `tools` and `format`
+(set on the conversation after parsing; `for_model` refuses tools to a model without `tools`, 400
+`model_has_no_tools`).
+
 Anything else is a 400 whose code is `invalid_<field>` and whose message names the field. Limits come
 from the STUDIO_CHAT_* settings; `max_tokens` becomes Ollama's `num_predict`, never above
 STUDIO_CHAT_MAX_TOKENS (which also applies when no `max_tokens` is given).
@@ -34,6 +40,8 @@ from studio.runtime.settings import Settings
 ROLES = ("system", "user", "assistant")
 FIELDS = ("model", "message", "messages", "options", "stream", "think")
 _DATA_URL = re.compile(r"data:image/[a-z0-9.+-]{1,40};base64,", re.IGNORECASE)
+KEYS = frozenset({"role", "content", "images"})
+PREPARED_KEYS = KEYS | {"tool_calls", "tool_name"}
 MAX_MODEL_NAME = 200
 MAX_STOP_WORDS, MAX_STOP_CHARS = 8, 100
 
@@ -45,6 +53,8 @@ class Conversation:
     options: dict[str, Any] = field(default_factory=dict)  # in Ollama's names
     stream: bool = False
     think: bool | None = None  # None: the model's default (on for thinking models, see for_model)
+    tools: list[dict[str, Any]] | None = None  # Ollama's `tools` (the OpenAI API only)
+    format: str | dict[str, Any] | None = None  # Ollama's `format`: "json" or a JSON schema (the OpenAI API only)
 
     @property
     def images(self) -> int:
@@ -54,19 +64,28 @@ class Conversation:
         body: dict[str, Any] = {"model": self.model, "messages": self.messages, "options": self.options}
         if self.think is not None:
             body["think"] = self.think
+        if self.tools:
+            body["tools"] = self.tools
+        if self.format is not None:
+            body["format"] = self.format
         return body
 
     def for_model(self, model: CatalogModel) -> Conversation:
         """This conversation checked against what `model` can do, with `think` resolved for it."""
         if not model.chat:
             raise BadRequest(
-                f"{model.name} is an embedding model: it turns text into vectors and cannot chat",
+                f"{model.name} is an embedding model: it turns text into vectors (POST /v1/embeddings) and cannot chat",
                 code="not_a_chat_model",
             )
         if self.images and not model.can("vision"):
             raise BadRequest(
                 f"{model.name} cannot see images; send text only, or pick a model with vision such as llava:7b",
                 code="model_has_no_vision",
+            )
+        if self.tools and not model.can("tools"):
+            raise BadRequest(
+                f"{model.name} cannot call tools; leave tools out, or pick a model with tools such as llama3.2:3b",
+                code="model_has_no_tools",
             )
         if model.can("thinking"):
             return replace(self, think=self.think is not False)
@@ -83,7 +102,8 @@ def _integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def parse(body: dict[str, Any], settings: Settings) -> Conversation:
+def parse(body: dict[str, Any], settings: Settings, *, prepared: bool = False) -> Conversation:
+    """`prepared`: the messages come from the OpenAI API, images checked, tool messages and calls allowed."""
     unknown = sorted(set(body) - set(FIELDS))
     if unknown:
         raise BadRequest(
@@ -91,15 +111,15 @@ def parse(body: dict[str, Any], settings: Settings) -> Conversation:
             code="unknown_field",
         )
     return Conversation(
-        model=_model(body.get("model")),
-        messages=_messages(body, settings),
+        model=model_name(body.get("model")),
+        messages=_messages(body, settings, prepared),
         options=_options(body.get("options"), settings),
         stream=_stream(body.get("stream")),
         think=_think(body.get("think")),
     )
 
 
-def _model(value: Any) -> str:
+def model_name(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise BadRequest(
             "model is required: the id of a model from the marketplace, such as tinyllama:latest", code="invalid_model"
@@ -109,7 +129,7 @@ def _model(value: Any) -> str:
     return normalise(value)
 
 
-def _messages(body: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
+def _messages(body: dict[str, Any], settings: Settings, prepared: bool = False) -> list[dict[str, Any]]:
     limit = settings.chat_max_message_chars
     if "message" in body and "messages" in body:
         raise BadRequest(
@@ -131,20 +151,21 @@ def _messages(body: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
         raise BadRequest(
             f"messages has {len(raw)} entries; the limit is {settings.chat_max_messages}", code="invalid_messages"
         )
+    keys, roles = (PREPARED_KEYS, (*ROLES, "tool")) if prepared else (KEYS, ROLES)
     out = []
     for i, item in enumerate(raw):
         where = f"messages[{i}]"
         if not isinstance(item, dict):
             raise BadRequest(f"{where} must be an object with role and content", code="invalid_messages")
-        extra = sorted(set(item) - {"role", "content", "images"})
+        extra = sorted(set(item) - keys)
         if extra:
             raise BadRequest(
                 f"{where}.{extra[0]} is not supported; a message has role, content and images",
                 code="invalid_messages",
             )
         role, content = item.get("role"), item.get("content")
-        if role not in ROLES:
-            raise BadRequest(f"{where}.role must be one of {', '.join(ROLES)}", code="invalid_messages")
+        if role not in roles:
+            raise BadRequest(f"{where}.role must be one of {', '.join(roles)}", code="invalid_messages")
         if not isinstance(content, str):
             raise BadRequest(f"{where}.content must be a string", code="invalid_messages")
         if len(content) > limit:
@@ -152,7 +173,9 @@ def _messages(body: dict[str, Any], settings: Settings) -> list[dict[str, str]]:
                 f"{where}.content is {len(content)} characters long; the limit is {limit}", code="invalid_messages"
             )
         message: dict[str, Any] = {"role": role, "content": content}
-        if item.get("images") is not None:
+        if prepared:  # built by completions.py: images checked there, tool fields in Ollama's shape
+            message.update((k, v) for k, v in item.items() if k in ("images", "tool_calls", "tool_name") and v)
+        elif item.get("images") is not None:
             if role != "user":
                 raise BadRequest(f"{where}.images: only a user message may carry images", code="invalid_images")
             images = _images(item["images"], where, settings)
@@ -184,32 +207,34 @@ def image_format(data: bytes) -> str | None:
 
 
 def _images(raw: Any, where: str, settings: Settings) -> list[str]:
-    limit, most = settings.chat_max_image_bytes, settings.chat_max_images
+    most = settings.chat_max_images
     if not isinstance(raw, list):
         raise BadRequest(f"{where}.images must be a list of base64-encoded images", code="invalid_images")
     if len(raw) > most:
         raise BadRequest(
             f"{where}.images has {len(raw)} images; a message may carry at most {most}", code="too_many_images"
         )
-    out = []
-    for n, item in enumerate(raw):
-        at = f"{where}.images[{n}]"
-        if not isinstance(item, str) or not item:
-            raise BadRequest(f"{at} must be a base64-encoded image", code="invalid_images")
-        prefix = _DATA_URL.match(item)
-        text = item[prefix.end() :] if prefix else item
-        if len(text) > (-(-limit // 3)) * 4 + 4:  # refused before decoding: the base64 of `limit` bytes is this long
-            raise PayloadTooLarge(f"{at} is larger than {_mb(limit)}, the limit for one image", code="image_too_large")
-        try:
-            data = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest(f"{at} is not valid base64", code="invalid_images") from None
-        if len(data) > limit:
-            raise PayloadTooLarge(f"{at} is larger than {_mb(limit)}, the limit for one image", code="image_too_large")
-        if image_format(data) is None:
-            raise BadRequest(f"{at} is not a PNG, JPEG, WebP or GIF image", code="unsupported_image")
-        out.append(text)
-    return out
+    return [image(item, f"{where}.images[{n}]", settings) for n, item in enumerate(raw)]
+
+
+def image(item: Any, at: str, settings: Settings) -> str:
+    """One base64 image (a `data:image/...;base64,` prefix dropped) checked: its size, its base64, its format."""
+    limit = settings.chat_max_image_bytes
+    if not isinstance(item, str) or not item:
+        raise BadRequest(f"{at} must be a base64-encoded image", code="invalid_images")
+    prefix = _DATA_URL.match(item)
+    text = item[prefix.end() :] if prefix else item
+    if len(text) > (-(-limit // 3)) * 4 + 4:  # refused before decoding: the base64 of `limit` bytes is this long
+        raise PayloadTooLarge(f"{at} is larger than {_mb(limit)}, the limit for one image", code="image_too_large")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadRequest(f"{at} is not valid base64", code="invalid_images") from None
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{at} is larger than {_mb(limit)}, the limit for one image", code="image_too_large")
+    if image_format(data) is None:
+        raise BadRequest(f"{at} is not a PNG, JPEG, WebP or GIF image", code="unsupported_image")
+    return text
 
 
 def _mb(n: int) -> str:

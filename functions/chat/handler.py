@@ -12,6 +12,8 @@ HTTP    POST /api/chat  {"model", "message"}  or
           503 ollama_unavailable / ollama_busy (Retry-After)    504 ollama_timeout (no first token in time)
         POST /v1/chat/completions  OpenAI's request -> OpenAI's chat.completion, or chat.completion.chunk SSE and
                                    [DONE]; the same answer, limits and events (completions.py)
+        POST /v1/embeddings        OpenAI's embeddings request -> Ollama's /api/embed -> OpenAI's list of embeddings,
+                                   for models with `embedding`; the same keys, ownership, limits, events (embeddings.py)
         GET  /v1/models            the models the caller may chat with now (owned or free, installed)
         GET  /api/account/usage?days=30   tokens per model per day (chat_usage); the operator: &all=1
 Events  consumes purchase.completed, purchase.revoked, purchase.suspended, purchase.restored,
@@ -47,6 +49,7 @@ from functions.chat.answer import Answer, UsageReports
 from functions.chat.completions import CompletionWire, openai_errors, parse_completion
 from functions.chat.conversation import Conversation, parse
 from functions.chat.disconnects import Disconnects
+from functions.chat.embeddings import embedding_list, parse_embedding
 from functions.chat.entitlements import Ownership, chattable_model, usable_models
 from functions.chat.limits import SharedLimits, usage_of
 from studio import catalog
@@ -109,6 +112,50 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         completion = parse_completion(await json_body(request), function.settings)
         wire = CompletionWire(completion.conversation.model, completion.include_usage)
         return await converse(request, completion.conversation, wire, started)
+
+
+@function.route("POST", "/v1/embeddings")
+async def embeddings(request: web.Request) -> web.Response:
+    """Vectors for text from an embedding model the caller may use; usage is reported like an answer's."""
+    started = time.perf_counter()
+    with openai_errors():
+        who, user_id = identity(request), caller(request)
+        wanted = parse_embedding(await json_body(request), function.settings)
+        model = await chattable_model(function[CATALOG], function.bus, function[OWNERSHIP], who, wanted.model)
+        if not model.can("embedding"):
+            raise BadRequest(
+                f"{model.name} does not make embeddings; pick a model with embedding, such as nomic-embed-text",
+                code="model_has_no_embedding",
+            )
+        answer = Answer(model.id, user_id, started, key_id=who.key_id)
+        async with function[LIMITS].admit(user_id) as slot:
+            try:
+                result = await function[OLLAMA].embed(
+                    model.id,
+                    wanted.inputs,
+                    dimensions=wanted.dimensions,
+                    timeout=function.settings.chat_first_token_timeout_s,
+                )
+                answer.complete({"prompt_eval_count": result.prompt_tokens, "eval_count": 0, "done_reason": "embedded"})
+            except OllamaError as exc:
+                error = _refused(exc) or relay.ollama_failure(exc, model.id)
+                answer.fail(error.code)
+                raise error from None
+            except asyncio.CancelledError:
+                answer.cancel()
+                raise
+            finally:
+                function[REPORTS].report(answer)
+                slot.model = answer.model
+                slot.prompt_tokens, slot.completion_tokens = answer.usage()
+        return web.json_response(embedding_list(wanted, model.id, result))
+
+
+def _refused(exc: OllamaError) -> StudioError | None:
+    """Ollama's 400 to an embedding request (dimensions beyond the model's, input longer than its context)."""
+    if exc.status == 400:
+        return BadRequest(f"the model refused the input: {exc.message}", code="invalid_embedding_request")
+    return None
 
 
 @function.route("GET", "/v1/models")

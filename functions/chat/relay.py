@@ -4,6 +4,7 @@ Streaming wire format (`text/event-stream`, never buffered by nginx or the gatew
 
     event: thinking data: {"content": "<chunk>"}                  a thinking model's reasoning, before the tokens
     event: token    data: {"content": "<chunk>"}                  one per chunk Ollama sends
+    event: tool_calls data: {"tool_calls": [...]}                 a model's tool calls, as Ollama sends them
     event: done     data: {"model", "done_reason", "prompt_tokens", "completion_tokens",
                            "total_duration_ms", "load_duration_ms", "prompt_eval_duration_ms",
                            "eval_duration_ms", "tokens_per_s", "time_to_first_token_ms", "thinking_tokens"}
@@ -68,16 +69,20 @@ class Wire:
     def thinking(self, text: str) -> bytes:
         return thinking_event(text)
 
+    def tool_calls(self, calls: list[Any]) -> bytes:
+        return b"event: tool_calls\ndata: " + json.dumps({"tool_calls": calls}, ensure_ascii=False).encode() + b"\n\n"
+
     def done(self, answer: Answer) -> bytes:
         return done_event(answer.totals())
 
     def error(self, error: StudioError) -> bytes:
         return error_event(error)
 
-    def whole(self, answer: Answer, text: str, thinking: str = "") -> dict[str, Any]:
+    def whole(self, answer: Answer, text: str, thinking: str = "", calls: list[Any] | None = None) -> dict[str, Any]:
         t = answer.totals()
         return {
             **({"thinking": thinking} if thinking else {}),
+            **({"tool_calls": calls} if calls else {}),
             "response": text,
             "model": answer.model,
             "done_reason": t["done_reason"],
@@ -130,10 +135,11 @@ async def read_to_the_end(lines: AsyncIterator[dict[str, Any]]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """What one of Ollama's lines adds to the answer: text, and a thinking model's reasoning."""
+    """What one of Ollama's lines adds to the answer: text, a thinking model's reasoning, tool calls."""
 
     content: str = ""
     thinking: str = ""
+    calls: list[Any] | None = None  # Ollama's `tool_calls`
 
 
 _NOTHING = Chunk()
@@ -144,6 +150,9 @@ def parse_chunk(line: dict[str, Any]) -> Chunk:
     if not isinstance(message, dict):
         return _NOTHING
     content, thinking = message.get("content") or "", message.get("thinking") or ""
+    calls = message.get("tool_calls")  # usually a line of its own; a model's own parser may add text beside
+    if calls and isinstance(calls, list):
+        return Chunk(content, thinking, calls)
     return Chunk(content, thinking) if content or thinking else _NOTHING
 
 
@@ -168,6 +177,10 @@ async def stream(
             if chunk.content:
                 answer.token()
                 await response.write(wire.token(chunk.content))
+                written += 1
+            if chunk.calls:
+                answer.called()
+                await response.write(wire.tool_calls(chunk.calls))
                 written += 1
             if chunk is not _NOTHING and written % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -195,6 +208,7 @@ async def collect(
     """The whole answer as one JSON object; Ollama failing on the way is a JSON error."""
     parts: list[str] = []
     thoughts: list[str] = []
+    calls: list[Any] = []
     line = first
     try:
         while not line.get("done"):
@@ -205,6 +219,9 @@ async def collect(
             if chunk.content:
                 answer.token()
                 parts.append(chunk.content)
+            if chunk.calls:
+                answer.called()
+                calls.extend(chunk.calls)
             if chunk is not _NOTHING and (answer.chunks + answer.thinking_chunks) % (4 * YIELD_EVERY) == 0:
                 await asyncio.sleep(0)
             line = await anext(lines)
@@ -214,4 +231,4 @@ async def collect(
         raise error from None
     answer.complete(line)
     await read_to_the_end(lines)
-    return web.json_response(wire.whole(answer, "".join(parts), "".join(thoughts)))
+    return web.json_response(wire.whole(answer, "".join(parts), "".join(thoughts), calls))

@@ -134,7 +134,10 @@ def chat_metrics(usage: ChatUsage) -> Iterator[Metric]:
     for (model, outcome), n in sorted(usage.answers.items()):
         answers.add_metric([model, outcome], n)
     tokens = CounterMetricFamily(
-        "studio_chat_tokens", "Tokens read (prompt) and generated (completion) by model.", labels=["model", "kind"]
+        "studio_chat_tokens",
+        "Tokens read (prompt) and generated (completion) by model; thinking: the part of completion a thinking "
+        "model spent reasoning.",
+        labels=["model", "kind"],
     )
     for (model, kind), n in sorted(usage.tokens.items()):
         tokens.add_metric([model, kind], n)

@@ -101,11 +101,12 @@ class ChatUsage:
     """Usage per model from the chat function's chat.* events: answers by outcome, tokens, time to first token."""
 
     answers: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, outcome) -> answers
-    tokens: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, prompt|completion) -> tokens
+    tokens: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, prompt|completion|thinking) -> tokens
     first_token: dict[str, list[float]] = field(default_factory=dict)  # model -> [count per bucket..., sum]
 
     def per_model(self) -> dict[str, dict[str, int]]:
-        """{model: {"completed", "failed", "cancelled", "prompt_tokens", "completion_tokens"}} since start."""
+        """{model: {"completed", "failed", "cancelled", "prompt_tokens", "completion_tokens", "thinking_tokens"}}
+        since start (thinking_tokens only for a model that thought)."""
         out: dict[str, dict[str, int]] = {}
         for (model, outcome), n in self.answers.items():
             out.setdefault(model, {})[outcome] = n
@@ -119,7 +120,8 @@ class ChatUsage:
             return
         model = str(data.get("model") or "unknown")
         self.answers[(model, outcome)] = self.answers.get((model, outcome), 0) + 1
-        for kind in ("prompt", "completion"):  # tokens generated before a stop or failure count too
+        # tokens generated before a stop or failure count too; thinking tokens are also counted in completion
+        for kind in ("prompt", "completion", "thinking"):
             n = data.get(f"{kind}_tokens")
             if isinstance(n, int) and n > 0:
                 self.tokens[(model, kind)] = self.tokens.get((model, kind), 0) + n

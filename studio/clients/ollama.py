@@ -85,6 +85,14 @@ class ModelFacts:
     quantization: str  # details.quantization_level
 
 
+@dataclass(frozen=True)
+class Embeddings:
+    """What `/api/embed` answered: a vector per input, and the tokens read."""
+
+    vectors: list[list[float]]
+    prompt_tokens: int
+
+
 class OllamaClient:
     def __init__(
         self, base_url: str, *, connect_timeout: float = 3.0, request_timeout: float = 30.0, read_timeout: float = 300.0
@@ -115,10 +123,12 @@ class OllamaClient:
             total=total, connect=self.connect_timeout, sock_connect=self.connect_timeout, sock_read=sock_read
         )
 
-    async def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    async def _json(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
         try:
             async with self.session.request(
-                method, self.base_url + path, json=body, timeout=self._timeout(total=self.request_timeout)
+                method, self.base_url + path, json=body, timeout=self._timeout(total=timeout or self.request_timeout)
             ) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
@@ -156,6 +166,20 @@ class OllamaClient:
             context_length=context,
             quantization=str((doc.get("details") or {}).get("quantization_level") or ""),
         )
+
+    async def embed(
+        self, model: str, inputs: list[str], *, dimensions: int | None = None, timeout: float | None = None
+    ) -> Embeddings:
+        """One vector per input (`/api/embed`); `dimensions` shortens them (models that allow it)."""
+        body: dict[str, Any] = {"model": check_model_name(model), "input": inputs}
+        if dimensions is not None:
+            body["dimensions"] = dimensions
+        doc = await self._json("POST", "/api/embed", body, timeout=timeout) or {}
+        vectors = doc.get("embeddings")
+        if not isinstance(vectors, list) or len(vectors) != len(inputs):
+            raise OllamaError(f"Ollama answered {len(inputs)} inputs with no matching embeddings")
+        count = doc.get("prompt_eval_count")
+        return Embeddings(vectors, count if isinstance(count, int) else 0)
 
     async def delete(self, model: str) -> bool:
         """Remove a model; False if Ollama did not have it."""

@@ -60,6 +60,7 @@ async def main(mode: str, port: int, nats_url: str, ollama_url: str, upstream: s
         chat_concurrent_per_visitor=1_000_000,
         chat_requests_per_minute=100_000_000,
         streams_per_address=1_000_000,  # the bench is one address holding every stream
+        writes_per_address_per_minute=100_000_000,  # ... and sending every request
     )
     configure(settings.log_level, f"bench-chat-{mode}")
     chat = load("chat")

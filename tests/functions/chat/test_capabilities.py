@@ -7,7 +7,8 @@ import base64
 import pytest
 
 from tests.doubles.ollama import DEFAULT_REPLY, DEFAULT_THINKING, OllamaDouble, tokenize
-from tests.functions.chat.conftest import FREE, PAID, read_events
+from tests.functions.chat.conftest import FREE, OPERATOR_TOKEN, PAID, read_events
+from tests.support import eventually
 
 VISION, THINKER, EMBEDDER = "llava:7b", "deepseek-r1:7b", "nomic-embed-text:latest"
 PNG = bytes.fromhex(
@@ -146,3 +147,36 @@ async def test_the_chat_body_limit_follows_the_image_settings(make_studio, doubl
 
     assert status == 413 and error["code"] == "payload_too_large" and str(limit) in error["message"]
     assert double.chat_requests == []
+
+
+# -- /v1 through the hop: embeddings and the usage facts -----------------------------------------------------
+
+
+async def test_embeddings_and_thinking_tokens_reach_the_usage_facts_embedded_and_distributed(studio, double) -> None:
+    visitor = studio.visitor()
+    headers = {**visitor.headers, "Content-Type": "application/json"}
+
+    resp = await studio.client.post(
+        "/v1/embeddings", json={"model": EMBEDDER, "input": ["one", "two"], "dimensions": 8}, headers=headers
+    )
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert [(d["index"], len(d["embedding"])) for d in body["data"]] == [(0, 8), (1, 8)]
+    assert double.embed_requests[-1] == {"model": EMBEDDER, "input": ["one", "two"], "dimensions": 8}
+
+    resp = await studio.client.post(
+        "/v1/chat/completions",
+        json={"model": THINKER, "messages": [{"role": "user", "content": "Hi"}]},
+        headers={**headers, "Authorization": f"Bearer {OPERATOR_TOKEN}"},
+    )
+    assert resp.status == 200
+
+    def facts():
+        done = {e.data["model"]: e.data for e in studio.events.items if e.type == "chat.completed"}
+        return done if len(done) == 2 else None
+
+    done = await eventually(facts, message="both usage facts")
+    embedded, thought = done[EMBEDDER], done[THINKER]
+    assert embedded["model"] == EMBEDDER and embedded["done_reason"] == "embedded"
+    assert embedded["prompt_tokens"] == body["usage"]["prompt_tokens"] > 0 and embedded["completion_tokens"] == 0
+    assert thought["model"] == THINKER and thought["thinking_tokens"] == len(tokenize(DEFAULT_THINKING))
