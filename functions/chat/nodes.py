@@ -1,0 +1,89 @@
+"""Which Ollama node answers, and trying the next one when a node fails before the first token.
+
+`first_line` opens the answer on the best node (studio/clients/fleet.py: holding the model in
+memory, then the fewest answers in flight; no network round trip to choose) and waits for its first
+line. A node that fails before that (refused, cut, 5xx, busy, or it lacks the model) is skipped and
+the next one asked; once a line has arrived the answer stays on its node (no retry: the visitor has
+text already). Every node failing raises the most telling error: a node that could not answer
+rather than one that lacks the model.
+
+Hybrid: a catalog model with a `fallback` is sent to that OpenAI-compatible API instead, only when
+every node that has the model holds STUDIO_OLLAMA_QUEUE_MAX answers already; the answer's usage
+event says `fallback: true`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from studio.catalog import CatalogModel
+from studio.clients.cloud import CloudFallback
+from studio.clients.fleet import Fleet
+from studio.clients.ollama import ModelNotFound, OllamaError, OllamaUnavailable
+
+FALLBACK = "fallback"
+
+
+def worth_another_node(exc: OllamaError) -> bool:
+    """Whether another node may do better: not when the request itself was refused (400)."""
+    return exc.status is None or exc.status >= 500 or isinstance(exc, ModelNotFound)
+
+
+@dataclass
+class Opened:
+    node: str  # the node's URL, or "fallback"
+    first: dict[str, Any]
+    lines: AsyncIterator[dict[str, Any]]
+
+
+@asynccontextmanager
+async def first_line(
+    fleet: Fleet,
+    model: CatalogModel,
+    body: dict[str, Any],
+    *,
+    first_token_timeout: float,
+    idle_timeout: float,
+    queue_max: int,
+    cloud: CloudFallback | None = None,
+) -> AsyncIterator[Opened]:
+    if model.fallback is not None and cloud is not None and fleet.saturated(model.id, queue_max):
+        async with cloud.chat(model.fallback.base_url, model.fallback.model, body, idle_timeout=idle_timeout) as lines:
+            yield Opened(FALLBACK, await anext(lines), lines)
+        return
+    errors: list[OllamaError] = []
+    for node in fleet.candidates(model.id):
+        async with AsyncExitStack() as stack:
+            stack.enter_context(fleet.busy(node))
+            try:
+                lines = await stack.enter_async_context(
+                    node.client.chat(body, first_token_timeout=first_token_timeout, idle_timeout=idle_timeout)
+                )
+                first = await anext(lines)
+            except OllamaError as exc:
+                if not worth_another_node(exc):
+                    raise
+                errors.append(exc)
+                if isinstance(exc, ModelNotFound):
+                    fleet.lacks(node, model.id)
+                elif isinstance(exc, OllamaUnavailable):
+                    fleet.mark_down(node, exc.message)
+                continue
+            fleet.answered(node, model.id)
+            yield Opened(node.url, first, lines)
+            return
+    raise next((e for e in errors if not isinstance(e, ModelNotFound)), errors[0] if errors else OllamaUnavailable(""))
+
+
+async def installed_anywhere(fleet: Fleet) -> set[str]:
+    """The models at least one node has (asked now: not on the chat's hot path)."""
+    found = await asyncio.gather(*(n.client.installed() for n in fleet.nodes), return_exceptions=True)
+    lists = [f for f in found if isinstance(f, dict)]
+    if not lists:
+        error = next((f for f in found if isinstance(f, OllamaError)), None)
+        raise error or OllamaUnavailable("no Ollama node answered")
+    return set().union(*lists)
