@@ -211,7 +211,9 @@ def _fallback(raw: Any, label: str) -> Fallback:
         raise CatalogError(f"{label}: field 'fallback' must be an object with exactly base_url and model")
     url, model = raw["base_url"], raw["model"]
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise CatalogError(f"{label}: field 'fallback.base_url' must be an http(s) URL such as https://api.openai.com/v1")
+        raise CatalogError(
+            f"{label}: field 'fallback.base_url' must be an http(s) URL such as https://api.openai.com/v1"
+        )
     if not isinstance(model, str) or not model.strip():
         raise CatalogError(f"{label}: field 'fallback.model' must be the model's name at that API")
     return Fallback(url.rstrip("/"), model.strip())
