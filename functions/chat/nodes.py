@@ -1,7 +1,7 @@
 """Which Ollama node answers, and trying the next one when a node fails before the first token.
 
-`first_line` opens the answer on the best node (studio/clients/fleet.py: holding the model in
-memory, then the fewest answers in flight; no network round trip to choose) and waits for its first
+`first_line` opens the answer on the best node (studio/clients/fleet.py: not full, holding the
+model in memory, then the fewest answers in flight; no network round trip to choose) and waits for its first
 line. A node that fails before that (refused, cut, 5xx, busy, or it lacks the model) is skipped and
 the next one asked; once a line has arrived the answer stays on its node (no retry: the visitor has
 text already). Every node failing raises the most telling error: a node that could not answer
@@ -56,7 +56,7 @@ async def first_line(
             yield Opened(FALLBACK, await anext(lines), lines)
         return
     errors: list[OllamaError] = []
-    for node in fleet.candidates(model.id):
+    for node in fleet.candidates(model.id, queue_max):
         async with AsyncExitStack() as stack:
             stack.enter_context(fleet.busy(node))
             try:

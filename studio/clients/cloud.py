@@ -90,7 +90,7 @@ class CloudFallback:
 
 
 async def _lines(resp: aiohttp.ClientResponse, base_url: str) -> AsyncIterator[dict[str, Any]]:
-    finish, usage = "stop", {}
+    finish, usage = "stop", dict[str, Any]()
     try:
         async for raw in resp.content:
             line = raw.strip()

@@ -6,8 +6,9 @@ it holds in memory (`/api/ps`) are refreshed in the background every `refresh_s`
 flight are counted here as they start and end. A node that refuses a connection is marked down at
 once (the next request skips it) and comes back at the next refresh that reaches it.
 
-Order of preference for a model (`candidates`): up nodes known to have it, the ones holding it in
-memory first, then the fewest answers in flight; then the other up nodes (the knowledge may be a
+Order of preference for a model (`candidates`): up nodes known to have it, those not full
+(`queue_max` answers in flight) first, then the ones holding it in memory, then the fewest answers
+in flight; then the other up nodes (the knowledge may be a
 refresh old); down nodes last (one may have come back since). In-flight counts are this process's:
 with several studios each counts its own answers.
 """
@@ -143,12 +144,13 @@ class Fleet:
 
     # -- choosing --------------------------------------------------------------------------------
 
-    def candidates(self, model: str) -> list[Node]:
+    def candidates(self, model: str, queue_max: int | None = None) -> list[Node]:
         """Every node, the best to ask first (see the module's docstring)."""
         key = normalise(model)
+        full = queue_max if queue_max is not None else 1 << 30
         having = sorted(
             (n for n in self.nodes if n.up and key in n.models),
-            key=lambda n: (key not in n.loaded, n.in_flight, n.index),
+            key=lambda n: (n.in_flight >= full, key not in n.loaded, n.in_flight, n.index),
         )
         others = sorted((n for n in self.nodes if n.up and key not in n.models), key=lambda n: (n.in_flight, n.index))
         down = [n for n in self.nodes if not n.up]
