@@ -52,7 +52,7 @@ async def main(mode: str, port: int, nats_url: str, ollama_url: str, upstream: s
         port=port,
         nats_url=nats_url,
         ollama_url=ollama_url.split(",")[0],
-        ollama_urls=tuple(ollama_url.split(",")) if "," in ollama_url else (),
+        **({"ollama_urls": tuple(ollama_url.split(","))} if "," in ollama_url else {}),
         data_dir=Path(tempfile.mkdtemp()),
         log_level="WARNING",
         functions=("accounts", "chat") if mode == "accounts" else ("chat",),
@@ -61,6 +61,7 @@ async def main(mode: str, port: int, nats_url: str, ollama_url: str, upstream: s
         chat_concurrent_per_visitor=1_000_000,
         chat_requests_per_minute=100_000_000,
         streams_per_address=1_000_000,  # the bench is one address holding every stream
+        writes_per_address_per_minute=100_000_000,  # ... and sending every request
     )
     configure(settings.log_level, f"bench-chat-{mode}")
     chat = load("chat")

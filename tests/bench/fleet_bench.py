@@ -13,13 +13,16 @@ one naming both. Figures are from this one run:
    and the ratio two nodes / one. Goal (issue #12): two nodes >= 1.8x one.
 2. Time to first token straight from one stand-in (NDJSON) vs through each studio (SSE), with the
    stand-ins flat out: what choosing among two nodes adds over one (it is made from knowledge
-   refreshed in the background, never a request to Ollama on the way).
+   refreshed in the background, never a request to Ollama on the way). With `--baseline DIR` (a
+   checkout from before fleets: `git worktree add /tmp/base <commit>`, then copy this branch's
+   tests/bench/chat_serve.py into it), that studio is measured in the same run too.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -75,7 +78,7 @@ async def throughput(
     return tokens / (time.perf_counter() - started)
 
 
-async def bench(args: argparse.Namespace, doubles: list[str], one: str, two: str) -> None:
+async def bench(args: argparse.Namespace, doubles: list[str], one: str, two: str, before: str | None = None) -> None:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
         stand_ins = [Double(u, session) for u in doubles]
@@ -83,8 +86,9 @@ async def bench(args: argparse.Namespace, doubles: list[str], one: str, two: str
             await d.configure(args.rate, (WORD * args.tokens).strip())
             await warm(session, d.url)
         await asyncio.sleep(2.5)  # the studios' background refresh sees both holding the model (/api/ps)
-        headers = {url: await visitor_cookie(session, url) for url in (one, two)}
-        for url in (one, two):
+        studios = (one, two) if before is None else (one, two, before)
+        headers = {url: await visitor_cookie(session, url) for url in studios}
+        for url in studios:
             await read_sse(session, url, headers[url])  # connections and code paths warm
 
         rates: dict[str, list[float]] = {"one node": [], "two nodes": []}
@@ -99,6 +103,8 @@ async def bench(args: argparse.Namespace, doubles: list[str], one: str, two: str
             "studio, one node": lambda: read_sse(session, one, headers[one]),
             "studio, two nodes": lambda: read_sse(session, two, headers[two]),
         }
+        if before is not None:
+            targets["before fleets, one node"] = lambda: read_sse(session, before, headers[before])
         ttft: dict[str, list[float]] = {name: [] for name in targets}
         for _ in range(args.ttft_requests):  # interleaved, so drift hits both alike
             for name, target in targets.items():
@@ -124,7 +130,7 @@ async def bench(args: argparse.Namespace, doubles: list[str], one: str, two: str
     for name, values in ttft.items():
         mid = statistics.median(values)
         print(f"{name:<24}{mid * 1e3:>8.2f}ms{pct(values, 0.99) * 1e3:>8.2f}ms{(mid - straight) * 1e3:>+9.2f}ms")
-    print("   (the studio's lead before fleets: +1.2 ms; node choice adds no request to Ollama)")
+    print("   (README's figure before fleets, on a quieter machine: +1.2 ms; node choice asks Ollama nothing)")
 
 
 def main() -> None:
@@ -136,6 +142,7 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="answers a stand-in generates at once")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ttft-requests", type=int, default=200)
+    parser.add_argument("--baseline", type=Path, help="a checkout from before fleets, measured beside (see above)")
     args = parser.parse_args()
 
     install_event_loop_policy()
@@ -145,13 +152,19 @@ def main() -> None:
     doubles = [start_double(p, args.parallel) for p in ports]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     try:
-        one_port, two_port = free_port(), free_port()
+        one_port, two_port, base_port = free_port(), free_port(), free_port()
         serve = ("-m", "tests.bench.chat_serve", "embedded")
-        with (
-            process(*serve, str(one_port), nats.url, urls[0], ready="ready"),
-            process(*serve, str(two_port), nats.url, ",".join(urls), ready="ready"),
-        ):
-            asyncio.run(bench(args, urls, f"http://127.0.0.1:{one_port}", f"http://127.0.0.1:{two_port}"))
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(process(*serve, str(one_port), nats.url, urls[0], ready="ready"))
+            stack.enter_context(process(*serve, str(two_port), nats.url, ",".join(urls), ready="ready"))
+            before = None
+            if args.baseline is not None:
+                stack.enter_context(
+                    process(*serve, str(base_port), nats.url, urls[0], ready="ready", cwd=args.baseline.resolve())
+                )
+                before = f"http://127.0.0.1:{base_port}"
+            one, two = f"http://127.0.0.1:{one_port}", f"http://127.0.0.1:{two_port}"
+            asyncio.run(bench(args, urls, one, two, before))
     finally:
         for proc in doubles:
             proc.terminate()
