@@ -175,6 +175,16 @@ class Installer:
                     self.fn.db, model.id, node, "installed", install_id, digest=found.digest, size_bytes=found.size
                 )
 
+    async def _nodes_lack(self, model: CatalogModel, nodes: list[str]) -> None:
+        """Nodes that answered without the model: a row saying installed there is corrected."""
+        known = await self.store.nodes()
+        for node in nodes:
+            row = known.get((model.id, node))
+            if row is not None and row.state == "installed" and not row.leased:
+                await self.store.save_node(
+                    self.fn.db, model.id, node, "removed", row.install_id, reason="not found on the node"
+                )
+
     async def _claimed_pull(
         self, model: CatalogModel, install_id: str, delivery: Delivery, nodes: list[str], quiet: bool
     ) -> None:
@@ -385,7 +395,10 @@ class Installer:
             where = "on any Ollama node" if self.fleet else "in Ollama"
             await self.removed(model, f"not found {where} when reconciling", by_operator=False)
             return
-        if not present or not self.fleet:
+        if not self.fleet:
+            return
+        await self._nodes_lack(model, [n for n in up if n not in present])
+        if not present:
             return
         await self._nodes_have(model, row.install_id if row else "ins_found_in_ollama", present)
         lacking = [n for n in up if n not in present]

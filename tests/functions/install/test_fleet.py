@@ -149,3 +149,21 @@ async def test_the_operators_removal_covers_every_node(
     assert not ollama.is_installed(MODEL) and not second.is_installed(MODEL)
     assert await node_states(MODEL) == dict.fromkeys(nodes, "removed")
     assert (await studio.model(MODEL))["install"]["state"] == "not_installed"
+
+
+async def test_a_node_that_lost_a_model_gets_it_again(
+    embedded_studio, settings, ollama, second, stripe_api, bus
+) -> None:
+    nodes = (ollama.url, second.url)
+    studio = await start_studio(
+        embedded_studio, settings, ollama, stripe_api, bus, skip_payment=True, ollama_urls=nodes, ollama_check_s=0.2
+    )
+    await buy(studio)
+    await studio.wait_for_event("install.completed", MODEL, count=2)
+
+    second.uninstall(MODEL)  # its disk was wiped, say
+
+    await eventually(lambda: second.pull_count(MODEL) == 2, timeout=20, message="the model pulled onto it again")
+    await eventually(lambda: _all_installed(MODEL, nodes), message="both nodes recorded installed")
+    assert ollama.pull_count(MODEL) == 1
+    assert (await studio.model(MODEL))["install"]["state"] == "installed"
