@@ -9,12 +9,13 @@ rather than one that lacks the model.
 
 Hybrid: a catalog model with a `fallback` is sent to that OpenAI-compatible API instead, only when
 every node that has the model holds STUDIO_OLLAMA_QUEUE_MAX answers already; the answer's usage
-event says `fallback: true`.
+event says `fallback: true`. A fallback failing before its first token leaves the answer to the nodes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from studio.clients.fleet import Fleet
 from studio.clients.ollama import ModelNotFound, OllamaError, OllamaUnavailable
 
 FALLBACK = "fallback"
+log = logging.getLogger("studio.functions.chat")
 
 
 def worth_another_node(exc: OllamaError) -> bool:
@@ -51,11 +53,20 @@ async def first_line(
     queue_max: int,
     cloud: CloudFallback | None = None,
 ) -> AsyncIterator[Opened]:
-    if model.fallback is not None and cloud is not None and fleet.saturated(model.id, queue_max):
-        async with cloud.chat(model.fallback.base_url, model.fallback.model, body, idle_timeout=idle_timeout) as lines:
-            yield Opened(FALLBACK, await anext(lines), lines)
-        return
     errors: list[OllamaError] = []
+    if model.fallback is not None and cloud is not None and fleet.saturated(model.id, queue_max):
+        async with AsyncExitStack() as stack:
+            try:
+                lines = await stack.enter_async_context(
+                    cloud.chat(model.fallback.base_url, model.fallback.model, body, idle_timeout=idle_timeout)
+                )
+                first = await anext(lines)
+            except OllamaError as exc:  # the cloud failed before its first token: the local queue it is
+                log.warning("the cloud fallback for %s failed: %s", model.id, exc.message, extra={"model": model.id})
+                errors.append(exc)
+            else:
+                yield Opened(FALLBACK, first, lines)
+                return
     for node in fleet.candidates(model.id, queue_max):
         async with AsyncExitStack() as stack:
             stack.enter_context(fleet.busy(node))
@@ -76,7 +87,8 @@ async def first_line(
             fleet.answered(node, model.id)
             yield Opened(node.url, first, lines)
             return
-    raise next((e for e in errors if not isinstance(e, ModelNotFound)), errors[0] if errors else OllamaUnavailable(""))
+    telling = [e for e in errors if not isinstance(e, ModelNotFound)]  # the last node's, rather than "lacks it"
+    raise telling[-1] if telling else errors[0] if errors else OllamaUnavailable("no Ollama node is configured")
 
 
 async def installed_anywhere(fleet: Fleet) -> set[str]:

@@ -8,6 +8,7 @@ HTTP    GET /health   -> 200 {"status": "ok", "failing": [], "components": {name
                          how to fix it).
 Events  listens  heartbeat.emitted (which function instances are alive)
         emits    heartbeat.requested (at start-up, so the report is complete at once)
+Asks    chat.nodes (the operator's report: answers in flight per Ollama node, fallback answers)
 """
 
 from __future__ import annotations

@@ -37,10 +37,10 @@ def fleet_settings(chat_settings, two):
     return chat_settings.replace(ollama_urls=(a.url, b.url), functions=("chat", "health"))
 
 
-async def fleet_studio(settings, bus, embedded_studio):
+async def fleet_studio(settings, bus, embedded_studio, *more):
     from tests.functions.chat.conftest import Studio
 
-    client = await embedded_studio([chat, health], settings_override=settings)
+    client = await embedded_studio([chat, health, *more], settings_override=settings)
     studio = Studio(client, settings, bus, "embedded")
     await bus.listen("chat.*", lambda event: studio.events(event))
     await chat[FLEET].refresh()  # what the background refresh knows after its first round
@@ -105,9 +105,10 @@ async def test_a_node_failing_before_the_first_token_is_skipped_for_the_other(
     done = await eventually(lambda: [e for e in visitor.events() if e.type == "chat.completed"], message="usage")
     assert done[0].data["node"] == b.url and done[0].data["fallback"] is False
 
-    b.busy_next_chats(n=1)  # a fails, b is busy (503): both tried, the answer is the busy one
+    b.busy_next_chats(n=1)  # a fails, b is busy (503): both tried, the last one's error is the answer
     status, body = await ask(visitor)
-    assert status == 503 and body["error"]["code"] in ("ollama_busy", "ollama_error", "ollama_unavailable")
+    assert (status, body["error"]["code"]) in ((502, "ollama_error"), (503, "ollama_busy"))
+    assert len(a.chat_requests) == 2 and len(b.chat_requests) == 2
 
 
 async def test_after_the_first_token_an_answer_stays_on_its_node(fleet_settings, two, bus, embedded_studio) -> None:
@@ -171,8 +172,13 @@ async def test_the_cloud_fallback_answers_only_when_every_node_is_saturated(
     fleet_settings, two, bus, embedded_studio, cloud, hybrid_catalog
 ) -> None:
     a, b = two
-    s = fleet_settings.replace(catalog_path=hybrid_catalog, ollama_queue_max=1, fallback_api_key=Secret("sk-cloud"))
-    studio = await fleet_studio(s, bus, embedded_studio)
+    s = fleet_settings.replace(
+        catalog_path=hybrid_catalog,
+        ollama_queue_max=1,
+        fallback_api_key=Secret("sk-cloud"),
+        functions=("chat", "health", "monitor"),
+    )
+    studio = await fleet_studio(s, bus, embedded_studio, load("monitor"))
     visitor = studio.visitor()
     for double in (a, b):
         double.tokens_per_s = 10
@@ -196,6 +202,10 @@ async def test_the_cloud_fallback_answers_only_when_every_node_is_saturated(
         assert (await read_events(resp))[-1][0] == "done"
     report = await (await studio.client.get("/health", headers=OPERATOR)).json()
     assert report["components"]["ollama"]["fallback_answers"] == 1
+    metric = ("studio_chat_fallback_answers_total", (("model", FREE),))
+    await eventually(lambda: _metric(studio, metric), message="the fallback counted in /metrics")
+    stats = await (await studio.client.get("/api/monitor/stats", headers=OPERATOR)).json()
+    assert stats["chat"][FREE]["fallback"] == 1
 
     status, body = await ask(visitor)  # nothing in flight any more: local again
     assert status == 200 and body["response"] != DEFAULT_REPLY and len(cloud.requests) == 1
@@ -217,3 +227,30 @@ async def test_without_a_fallback_a_saturated_fleet_still_answers_locally(
 
     assert status == 200 and len(a.chat_requests) + len(b.chat_requests) == 3
     await asyncio.gather(*(read_events(resp) for resp in streams))
+
+
+async def _metric(studio, key) -> bool:
+    from tests.functions.chat.test_usage_metrics import samples
+
+    return samples(await (await studio.client.get("/metrics", headers=OPERATOR)).text()).get(key) == 1
+
+
+async def test_a_cloud_fallback_that_fails_leaves_the_answer_to_the_nodes(
+    fleet_settings, two, bus, embedded_studio, cloud, hybrid_catalog
+) -> None:
+    a, b = two
+    s = fleet_settings.replace(catalog_path=hybrid_catalog, ollama_queue_max=1, fallback_api_key=Secret("sk-wrong"))
+    studio = await fleet_studio(s, bus, embedded_studio)
+    for double in (a, b):
+        double.tokens_per_s = 10
+    streams = [await studio.visitor().chat(model=FREE, message="hello", stream=True) for _ in range(2)]
+    for resp in streams:
+        await read_events(resp, limit=1)
+
+    status, body = await ask(studio.visitor())
+
+    assert len(cloud.requests) == 1  # asked, refused (401: a wrong key)
+    assert status == 200 and body["response"] != DEFAULT_REPLY
+    assert len(a.chat_requests) + len(b.chat_requests) == 3
+    for resp in streams:
+        assert (await read_events(resp))[-1][0] == "done"
