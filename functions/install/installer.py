@@ -217,8 +217,7 @@ class Installer:
     ) -> None:
         ollama = self.nodes[node]
         try:
-            if self.fleet:
-                await self.store.save_node(self.fn.db, model.id, node, "pulling", install_id, reason=None)
+            await self.store.save_node(self.fn.db, model.id, node, "pulling", install_id, reason=None)
             renewed = time.monotonic()
             async for line in ollama.pull(model.id):
                 if progress.update(node, line):
@@ -235,9 +234,9 @@ class Installer:
             if found is None or not found.digest:
                 raise OllamaError("Ollama reported success but does not list the model")
         except OllamaError as exc:
+            reason, _ = explain(exc)
+            await self.store.save_node(self.fn.db, model.id, node, "failed", install_id, reason=reason)
             if self.fleet:
-                reason, _ = explain(exc)
-                await self.store.save_node(self.fn.db, model.id, node, "failed", install_id, reason=reason)
                 log.warning("install on a node failed", extra={"model": model.id, "node": node, "reason": reason})
             raise
         await self._installed(model, install_id, found, announce_always=True, node=node)
@@ -274,7 +273,7 @@ class Installer:
             await self.store.save(
                 tx, model.id, "installed", install_id, digest=found.digest, size_bytes=found.size, reason=None
             )
-            if node is not None and self.fleet:
+            if node is not None:
                 await self.store.save_node(
                     tx, model.id, node, "installed", install_id, digest=found.digest, size_bytes=found.size, reason=None
                 )
@@ -345,12 +344,11 @@ class Installer:
                 digest=None,
                 size_bytes=None,
             )
-            if self.fleet:
-                await tx.execute(
-                    "UPDATE install_nodes SET state = 'removed', reason = ?, updated_at = ? "
-                    "WHERE model = ? AND state = 'installed'",
-                    (reason, utcnow(), model.id),
-                )
+            await tx.execute(  # every node's copy goes with it
+                "UPDATE install_nodes SET state = 'removed', reason = ?, updated_at = ? "
+                "WHERE model = ? AND state = 'installed'",
+                (reason, utcnow(), model.id),
+            )
             await tx.publish(self.fn.event(InstallRemoved(model=model.id, reason=reason, by_operator=by_operator)))
 
     # -- reconciliation ---------------------------------------------------------------------------

@@ -167,3 +167,14 @@ async def test_a_node_that_lost_a_model_gets_it_again(
     await eventually(lambda: _all_installed(MODEL, nodes), message="both nodes recorded installed")
     assert ollama.pull_count(MODEL) == 1
     assert (await studio.model(MODEL))["install"]["state"] == "installed"
+
+
+async def test_one_node_is_a_fleet_of_one(embedded_studio, settings, ollama, stripe_api, bus) -> None:
+    studio = await start_studio(embedded_studio, settings, ollama, stripe_api, bus, skip_payment=True)
+    await buy(studio)
+    completed = await studio.wait_for_event("install.completed", MODEL)
+    assert completed[0].data["node"] is None  # the event as before fleets
+    assert all(e.data["nodes"] is None for e in studio.of_type("install.progressed", MODEL))
+    assert await node_states(MODEL) == {ollama.url: "installed"}
+    resp = await studio.client.delete(f"/api/models/{MODEL}", headers=OPERATOR)
+    assert resp.status == 200 and await node_states(MODEL) == {ollama.url: "removed"}
