@@ -18,11 +18,11 @@ Events  consumes purchase.completed, purchase.revoked, purchase.suspended, purch
                  purchase.transferred, in batches (who owns what: table chat_ownership)
         emits    chat.completed | chat.failed | chat.cancelled, one per answer: usage, never content
 Query   asks purchases.owns (the purchase function) whether a caller owns a paid model (entitlements.py)
+        answers chat.nodes {} -> {"nodes": {url: {status, models, loaded, in_flight, answers}}, "fallbacks": n}
 
 A visitor who stops (closes the connection) ends the Ollama request at once, so generation stops.
-Nodes: STUDIO_OLLAMA_URLS, the answer goes to the best node and moves on to another one when a node fails
+Nodes (STUDIO_OLLAMA_URLS): an answer goes to the best node and moves on to another one when a node fails
 before the first token; a model's cloud fallback answers when every node is saturated (nodes.py).
-Query   chat.nodes {} -> {"nodes": {url: {status, models, loaded, in_flight, answers}}, "fallbacks": n}
 Limits: STUDIO_CHAT_* (message size and count, max tokens, answers at once, requests a minute and tokens
 a day per caller, shared by every replica through the database (limits.py), time to the first token and
 between tokens).
