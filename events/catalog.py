@@ -529,6 +529,7 @@ class InstallStarted(EventData):
     install_id: str
     model: str
     attempt: int
+    nodes: list[str] | None = None  # the Ollama nodes being pulled onto
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -546,6 +547,7 @@ class InstallProgressed(EventData):
     percent: float
     bytes_per_s: float
     eta_s: float | None
+    nodes: dict[str, Any] | None = None  # with a fleet: each node's {phase, percent, completed_bytes, total_bytes}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -559,6 +561,7 @@ class InstallCompleted(EventData):
     model: str
     digest: str
     size_bytes: int
+    node: str | None = None  # the Ollama node it landed on (a fleet announces each node)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -605,6 +608,8 @@ class ChatCompleted(EventData):
     done_reason: str
     key_id: str | None = None  # the personal API key used (its id), if any
     thinking_tokens: int = 0  # of completion_tokens, a thinking model's reasoning
+    node: str | None = None  # the Ollama node that answered (its URL), or "fallback"
+    fallback: bool = False  # the model's cloud fallback answered (every node was saturated)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -619,6 +624,8 @@ class ChatFailed(EventData):
     duration_ms: float
     key_id: str | None = None  # the personal API key used (its id), if any
     thinking_tokens: int = 0  # of completion_tokens, a thinking model's reasoning
+    node: str | None = None  # the Ollama node that answered (its URL), or "fallback"
+    fallback: bool = False  # the model's cloud fallback answered (every node was saturated)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -635,6 +642,8 @@ class ChatCancelled(EventData):
     duration_ms: float
     key_id: str | None = None  # the personal API key used (its id), if any
     thinking_tokens: int = 0  # of completion_tokens, a thinking model's reasoning
+    node: str | None = None  # the Ollama node that answered (its URL), or "fallback"
+    fallback: bool = False  # the model's cloud fallback answered (every node was saturated)
 
 
 # -- accounts --------------------------------------------------------------------------------------

@@ -35,6 +35,14 @@ class Answer:
         self.outcome: str | None = None
         self.reason = ""
         self.ended_at: float | None = None
+        self.node: str | None = None  # the Ollama node answering, or "fallback"
+
+    def served_by(self, node: str) -> None:
+        self.node = node
+
+    @property
+    def fallback(self) -> bool:
+        return self.node == "fallback"
 
     # -- while generating ------------------------------------------------------------------------
 
@@ -112,6 +120,8 @@ class Answer:
                 model=self.model,
                 user_id=self.user_id,
                 key_id=self.key_id,
+                node=self.node,
+                fallback=self.fallback,
                 prompt_tokens=t["prompt_tokens"],
                 completion_tokens=t["completion_tokens"],
                 time_to_first_token_ms=t["time_to_first_token_ms"],
@@ -125,6 +135,8 @@ class Answer:
                 model=self.model,
                 user_id=self.user_id,
                 key_id=self.key_id,
+                node=self.node,
+                fallback=self.fallback,
                 reason=self.reason,
                 completion_tokens=self.chunks + self.thinking_chunks,
                 duration_ms=self.duration_ms,
@@ -135,6 +147,8 @@ class Answer:
                 model=self.model,
                 user_id=self.user_id,
                 key_id=self.key_id,
+                node=self.node,
+                fallback=self.fallback,
                 completion_tokens=self.chunks + self.thinking_chunks,
                 time_to_first_token_ms=self.time_to_first_token_ms,
                 duration_ms=self.duration_ms,
@@ -150,8 +164,10 @@ class UsageReports:
         self.publish = publish
         self.log = log
         self._pending: set[asyncio.Task[None]] = set()
+        self.fallbacks = 0  # answers the cloud fallback gave, since start
 
     def report(self, answer: Answer) -> None:
+        self.fallbacks += answer.fallback
         data = answer.event()
         if data is not None:
             task = asyncio.get_running_loop().create_task(self._send(data))  # keeps the correlation id

@@ -20,8 +20,11 @@ Events  consumes purchase.completed, purchase.revoked, purchase.suspended, purch
                  purchase.transferred, in batches (who owns what: table chat_ownership)
         emits    chat.completed | chat.failed | chat.cancelled, one per answer: usage, never content
 Query   asks purchases.owns (the purchase function) whether a caller owns a paid model (entitlements.py)
+        answers chat.nodes {} -> {"nodes": {url: {status, models, loaded, in_flight, answers}}, "fallbacks": n}
 
 A visitor who stops (closes the connection) ends the Ollama request at once, so generation stops.
+Nodes (STUDIO_OLLAMA_URLS): an answer goes to the best node and moves on to another one when a node fails
+before the first token; a model's cloud fallback answers when every node is saturated (nodes.py).
 Limits: STUDIO_CHAT_* (message size and count, max tokens, answers at once, requests a minute and tokens
 a day per caller, shared by every replica through the database (limits.py), time to the first token and
 between tokens).
@@ -44,7 +47,7 @@ from events.catalog import (
     PurchaseTransferred,
 )
 from events.delivery import Delivery
-from functions.chat import completions, relay
+from functions.chat import completions, nodes, relay
 from functions.chat.answer import Answer, UsageReports
 from functions.chat.completions import CompletionWire, openai_errors, parse_completion
 from functions.chat.conversation import Conversation, parse
@@ -53,7 +56,9 @@ from functions.chat.embeddings import embedding_list, parse_embedding
 from functions.chat.entitlements import Ownership, chattable_model, usable_models
 from functions.chat.limits import SharedLimits, usage_of
 from studio import catalog
-from studio.clients.ollama import OllamaClient, OllamaError
+from studio.clients.cloud import CloudFallback
+from studio.clients.fleet import Fleet
+from studio.clients.ollama import OllamaError
 from studio.runtime.errors import BadRequest, GatewayTimeout, StudioError, Unauthorized, json_body
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity, require_visitor
@@ -61,7 +66,8 @@ from studio.runtime.identity import identity, require_visitor
 function = Function("chat", migrations=Path(__file__).parent / "migrations")
 
 CATALOG = Key[catalog.Catalog]("catalog")
-OLLAMA = Key[OllamaClient]("ollama")
+FLEET = Key[Fleet]("fleet")
+CLOUD = Key[CloudFallback]("cloud")
 LIMITS = Key[SharedLimits]("limits")
 DISCONNECTS = Key[Disconnects]("disconnects")
 REPORTS = Key[UsageReports]("reports")
@@ -72,7 +78,9 @@ OWNERSHIP = Key[Ownership]("ownership")
 async def dependencies(fn: Function) -> AsyncIterator[None]:
     s = fn.settings
     fn[CATALOG] = catalog.cached(s.catalog_path)
-    fn[OLLAMA] = ollama = OllamaClient(s.ollama_url)
+    fn[FLEET] = fleet = Fleet(s.ollama_nodes)
+    fleet.start()
+    fn[CLOUD] = cloud = CloudFallback(s.fallback_api_key.get() if s.fallback_api_key else "")
     fn[LIMITS] = SharedLimits(
         fn.db,
         concurrent=s.chat_concurrent_per_visitor,
@@ -85,7 +93,14 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
     yield
     await disconnects.close()
     await reports.drain()
-    await ollama.close()
+    await fleet.close()
+    await cloud.close()
+
+
+@function.answer("chat.nodes")
+async def node_report(query: dict[str, object]) -> dict[str, object]:
+    """What this replica knows of each Ollama node (for /health), and how often the fallback answered."""
+    return {"nodes": function[FLEET].report(), "fallbacks": function[REPORTS].fallbacks}
 
 
 @function.subscribe(
@@ -130,12 +145,14 @@ async def embeddings(request: web.Request) -> web.Response:
         answer = Answer(model.id, user_id, started, key_id=who.key_id)
         async with function[LIMITS].admit(user_id) as slot:
             try:
-                result = await function[OLLAMA].embed(
+                node, result = await nodes.embed(
+                    function[FLEET],
                     model.id,
                     wanted.inputs,
                     dimensions=wanted.dimensions,
                     timeout=function.settings.chat_first_token_timeout_s,
                 )
+                answer.served_by(node)
                 answer.complete({"prompt_eval_count": result.prompt_tokens, "eval_count": 0, "done_reason": "embedded"})
             except OllamaError as exc:
                 error = _refused(exc) or relay.ollama_failure(exc, model.id)
@@ -165,7 +182,7 @@ async def list_models(request: web.Request) -> web.Response:
         who = identity(request)
         caller(request)
         try:
-            installed = await function[OLLAMA].installed()
+            installed = await nodes.installed_anywhere(function[FLEET])
         except OllamaError as exc:
             raise relay.ollama_failure(exc, "the model list") from None
         usable = await usable_models(function[CATALOG], function[OWNERSHIP], who)
@@ -195,7 +212,7 @@ async def converse(
     async with function[LIMITS].admit(user_id) as slot:
         with function[DISCONNECTS].watch(request) as watch:
             try:
-                return await generate(request, conversation, answer, response, wire)
+                return await generate(request, conversation, answer, response, wire, model)
             except asyncio.CancelledError as exc:
                 answer.cancel()  # the visitor left (or the studio is stopping): the Ollama request is closed
                 if not watch.owns(exc):
@@ -230,23 +247,33 @@ async def generate(
     answer: Answer,
     response: web.StreamResponse | None,
     wire: relay.Wire = relay.STUDIO_WIRE,
+    model: catalog.CatalogModel | None = None,
 ) -> web.StreamResponse:
-    """Ask Ollama, wait for its first line (within the first-token timeout), then relay or collect.
+    """Ask the best Ollama node, wait for its first line (within the first-token timeout; a node failing
+    before it is skipped for the next one), then relay or collect.
 
-    Leaving the `chat` block, however that happens, closes the request to Ollama: generation stops.
+    Leaving the `first_line` block, however that happens, closes the request to Ollama: generation stops.
     """
     s = function.settings
     wait = s.chat_first_token_timeout_s
+    model = model or function[CATALOG].get(answer.model)
+    assert model is not None  # chattable_model found it
     try:
         async with asyncio.timeout(wait) as first_token:
-            async with function[OLLAMA].chat(
-                conversation.ollama_body(), first_token_timeout=wait, idle_timeout=s.chat_token_timeout_s
-            ) as lines:
-                first = await anext(lines)
+            async with nodes.first_line(
+                function[FLEET],
+                model,
+                conversation.ollama_body(),
+                first_token_timeout=wait,
+                idle_timeout=s.chat_token_timeout_s,
+                queue_max=s.ollama_queue_max,
+                cloud=function[CLOUD],
+            ) as opened:
                 first_token.reschedule(None)
+                answer.served_by(opened.node)
                 if response is not None:
-                    return await relay.stream(request, response, first, lines, answer, wire)
-                return await relay.collect(first, lines, answer, wire)
+                    return await relay.stream(request, response, opened.first, opened.lines, answer, wire)
+                return await relay.collect(opened.first, opened.lines, answer, wire)
     except TimeoutError:
         raise GatewayTimeout(
             f"{answer.model} did not start answering within {wait:g} s; it may still be loading: try again in a moment",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,17 +103,56 @@ async def check_database(db: Database) -> Check:
     return ok("database", path=str(db.path), integrity="ok", checked_s_ago=age)
 
 
-async def check_ollama(client: OllamaClient) -> Check:
-    try:
-        version = await client.version()
-    except OllamaError as exc:
+async def check_ollama(clients: list[OllamaClient], asking: Awaitable[dict[str, Any] | None] | None = None) -> Check:
+    """Every Ollama node: up or down, its models, the ones in memory, and (from the chat function, when
+    it answers: `asking`) the answers in flight and how many answers the cloud fallback gave. One node:
+    as before. A fleet: `warn` naming the nodes down while one still answers, `fail` when none does."""
+    reports = await asyncio.gather(*(_node(c) for c in clients))
+    seen = (await asking if asking is not None else None) or {}
+    nodes = {c.base_url: r for c, r in zip(clients, reports, strict=True)}
+    for url, report in nodes.items():
+        chat = (seen.get("nodes") or {}).get(url) or {}
+        if "in_flight" in chat:
+            report["in_flight"] = chat["in_flight"]
+    extra = {"fallback_answers": seen["fallbacks"]} if "fallbacks" in seen else {}
+    down = [url for url, r in nodes.items() if r["status"] == "down"]
+    if len(clients) == 1:
+        only = clients[0].base_url
+        if down:
+            return fail(
+                "ollama",
+                f"Ollama is unreachable at {only} ({nodes[only]['error']}); start Ollama or set STUDIO_OLLAMA_URL",
+                url=only,
+                nodes=nodes,
+                **extra,
+            )
+        return ok("ollama", url=only, version=nodes[only]["version"], nodes=nodes, **extra)
+    named = "; ".join(f"{url} ({nodes[url]['error']})" for url in down)
+    if len(down) == len(clients):
         return fail(
             "ollama",
-            f"Ollama is unreachable at {client.base_url} ({exc.message.split(': ')[-1]}); "
-            "start Ollama or set STUDIO_OLLAMA_URL",
-            url=client.base_url,
+            f"no Ollama node answers: {named}; start Ollama on them or correct STUDIO_OLLAMA_URLS",
+            nodes=nodes,
+            **extra,
         )
-    return ok("ollama", url=client.base_url, version=version)
+    if down:
+        return warn(
+            "ollama",
+            f"{len(down)} of {len(clients)} Ollama nodes down: {named}; chat uses the others. Start Ollama there "
+            "(models it lacks are installed when it answers again) or remove it from STUDIO_OLLAMA_URLS",
+            down=down,
+            nodes=nodes,
+            **extra,
+        )
+    return ok("ollama", nodes=nodes, **extra)
+
+
+async def _node(client: OllamaClient) -> dict[str, Any]:
+    try:
+        version, models, loaded = await asyncio.gather(client.version(), client.installed(), client.loaded())
+    except OllamaError as exc:
+        return {"status": "down", "error": exc.message.split(": ")[-1]}
+    return {"status": "up", "version": version, "models": sorted(models), "loaded": sorted(loaded)}
 
 
 async def check_disk(path: Path, min_free_mb: int) -> Check:

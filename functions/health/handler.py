@@ -4,9 +4,11 @@ HTTP    GET /health   -> 200 {"status": "ok", "failing": [], "components": {name
                          component is fine, 503 naming the failing ones. That is all anyone sees; the
                          operator (Authorization: Bearer $STUDIO_ADMIN_TOKEN) gets each component's
                          details too (paths, URLs, versions, function instances, every durable
-                         consumer's lag, how to fix it).
+                         consumer's lag, every Ollama node with its models and answers in flight,
+                         how to fix it).
 Events  listens  heartbeat.emitted (which function instances are alive)
         emits    heartbeat.requested (at start-up, so the report is complete at once)
+Asks    chat.nodes (the operator's report: answers in flight per Ollama node, fallback answers)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from events.bus import BusUnavailable
 from events.catalog import HeartbeatEmitted, HeartbeatRequested
 from functions.health.checks import (
     Check,
@@ -34,17 +37,18 @@ from studio.runtime.identity import identity
 
 function = Function("health", uses_database=True)
 
-OLLAMA = Key[OllamaClient]("ollama")
+OLLAMA = Key[list[OllamaClient]]("ollama")
 LIVENESS = Key[Liveness]("liveness")
 
 
 @function.resource
 async def dependencies(fn: Function) -> AsyncIterator[None]:
-    fn[OLLAMA] = client = OllamaClient(fn.settings.ollama_url, request_timeout=2.0)
+    fn[OLLAMA] = clients = [OllamaClient(url, request_timeout=2.0) for url in fn.settings.ollama_nodes]
     fn[LIVENESS] = Liveness(fn.settings.functions, fn.settings.heartbeat_s)
     await fn.publish(HeartbeatRequested(requested_by=fn.name))
     yield
-    await client.close()
+    for client in clients:
+        await client.close()
 
 
 @function.listen(HeartbeatEmitted)
@@ -60,6 +64,14 @@ async def report_health(request: web.Request) -> web.Response:
     if not operator:
         report = public(report)
     return web.json_response(report, status=status)
+
+
+async def chat_nodes() -> dict[str, Any] | None:
+    """What the chat function counts (answers in flight per node, fallback answers), if it answers quickly."""
+    try:
+        return await function.bus.query("chat.nodes", {}, timeout=0.5)
+    except (BusUnavailable, TimeoutError):
+        return None
 
 
 def public(report: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +91,7 @@ async def health_report(*, operator: bool = False) -> dict[str, Any]:
         check_nats(fn.bus),
         check_consumers(fn.bus, fn.settings.events_lag_alert_s, detail=operator),
         check_database(fn.db),
-        check_ollama(fn[OLLAMA]),
+        check_ollama(fn[OLLAMA], chat_nodes() if operator else None),
         check_disk(fn.settings.data_dir, fn.settings.disk_min_free_mb),
     )
     components = {c.name: c.report for c in checks}

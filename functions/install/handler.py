@@ -7,7 +7,9 @@ Events  consumes purchase.completed, install.requested; listens install.progress
                  install.failed, install.removed
 Query   installs.states {} -> {"installs": {model: state}} (from the installs table, written with each event)
 Asks    purchases.owns {"user_id", "model"} (purchase owns ownership) before a visitor's install request
-At start-up the stored install states are reconciled with Ollama's `/api/tags`.
+Query   installs.nodes {} -> {"nodes": {model: {node: state}}} (a fleet: each model's install on each node)
+The stored install states are reconciled with every node's `/api/tags` at start-up and then every
+STUDIO_OLLAMA_CHECK_S; a node lacking an installed model gets it, a node down is alerted (installer.py).
 """
 
 from __future__ import annotations
@@ -41,15 +43,19 @@ INSTALLER = Key[Installer]("installer")
 
 @function.resource
 async def dependencies(fn: Function) -> AsyncIterator[None]:
-    ollama = OllamaClient(fn.settings.ollama_url, request_timeout=15)
+    s = fn.settings
+    nodes = {url: OllamaClient(url, request_timeout=15) for url in s.ollama_nodes}
     fn[STORE] = store = InstallStore(fn.db)
-    fn[INSTALLER] = installer = Installer(fn, store, ollama, catalog.cached(fn.settings.catalog_path), instance_id())
-    reconciling = asyncio.create_task(installer.keep_reconciling())
+    fn[INSTALLER] = installer = Installer(
+        fn, store, nodes, catalog.cached(s.catalog_path), instance_id(), copies=s.ollama_copies
+    )
+    reconciling = asyncio.create_task(installer.keep_reconciling(s.ollama_check_s))
     yield
     reconciling.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await reconciling
-    await ollama.close()
+    for client in nodes.values():
+        await client.close()
 
 
 def find_model(model_id: str) -> catalog.CatalogModel:
@@ -62,6 +68,14 @@ def find_model(model_id: str) -> catalog.CatalogModel:
 @function.answer("installs.states")
 async def install_states(query: dict[str, Any]) -> dict[str, Any]:
     return {"installs": await function[STORE].views()}
+
+
+@function.answer("installs.nodes")
+async def install_nodes(query: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, dict[str, str]] = {}
+    for (model, node), row in sorted((await function[STORE].nodes()).items()):
+        out.setdefault(model, {})[node] = row.state
+    return {"nodes": out}
 
 
 @function.listen(InstallProgressed)

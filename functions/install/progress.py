@@ -86,3 +86,38 @@ class PullProgress:
             "bytes_per_s": round(self.bytes_per_s, 1),
             "eta_s": eta,
         }
+
+
+PHASES = ("manifest", "downloading", "verifying", "writing", "done")  # the order a pull goes through
+
+
+class FleetProgress:
+    """One install's pulls onto several nodes at once: each node's progress, and the overall figures
+    (the average percentage, the summed bytes and speed, the slowest node's time left, the phase
+    of the node furthest behind)."""
+
+    def __init__(self, nodes: list[str], interval: float = 0.5) -> None:
+        self.pulls = {n: PullProgress(interval=interval) for n in nodes}
+
+    def update(self, node: str, line: dict[str, Any]) -> bool:
+        return self.pulls[node].update(line)
+
+    def per_node(self) -> dict[str, dict[str, Any]]:
+        return {
+            n: {k: v for k, v in p.snapshot().items() if k in ("phase", "percent", "completed_bytes", "total_bytes")}
+            for n, p in self.pulls.items()
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        if len(self.pulls) == 1:
+            return next(iter(self.pulls.values())).snapshot()
+        each = [p.snapshot() for p in self.pulls.values()]
+        etas = [s["eta_s"] for s in each if s["eta_s"] is not None]
+        return {
+            "phase": min((s["phase"] for s in each), key=PHASES.index),
+            "completed_bytes": sum(s["completed_bytes"] for s in each),
+            "total_bytes": sum(s["total_bytes"] for s in each),
+            "percent": round(sum(s["percent"] for s in each) / len(each), 1),
+            "bytes_per_s": round(sum(s["bytes_per_s"] for s in each), 1),
+            "eta_s": max(etas) if etas else None,
+        }

@@ -6,6 +6,11 @@ state this store answers is never behind the events: whoever subscribes to `inst
 `install.progressed`, it is ephemeral): it is kept in memory from the progress events, and laid over
 a row only while that row's install is the one pulling.
 
+With a fleet of Ollama nodes, `install_nodes` keeps each (model, node): its state and the pull lease
+(one replica pulls a model onto a node at a time, whichever studio it runs in). The model's own row
+stays what buyers see: installed once the model is on at least one node; its lease is the latest of
+its nodes' leases.
+
 Stored states: queued, pulling, installed, failed, removed. What a visitor sees (`view`): queued,
 pulling, verifying (a pull past its download), installed, failed (with `will_retry`), not_installed
 (never installed, or removed, with the reason).
@@ -32,6 +37,7 @@ class Install:
     digest: str | None
     reason: str | None
     lease_until: float | None
+    updated_at: str = ""
 
     @classmethod
     def from_row(cls, row: Row) -> Install:
@@ -47,6 +53,34 @@ class Install:
         return self.state == "queued" or (self.state == "pulling" and self.leased)
 
 
+# A model's lease is its own (before fleets) or the latest of its nodes' (a pull onto any node is under way).
+SELECT_INSTALL = (
+    "SELECT i.model, i.state, i.install_id, i.digest, i.reason, i.updated_at, "
+    "COALESCE((SELECT MAX(n.lease_until) FROM install_nodes n WHERE n.model = i.model), i.lease_until) "
+    "AS lease_until FROM installs i"
+)
+
+
+@dataclass(frozen=True)
+class NodeInstall:
+    model: str
+    node: str
+    state: str
+    install_id: str
+    digest: str | None
+    reason: str | None
+    lease_until: float | None
+    updated_at: str
+
+    @classmethod
+    def from_row(cls, row: Row) -> NodeInstall:
+        return cls(**{k: row[k] for k in cls.__dataclass_fields__})
+
+    @property
+    def leased(self) -> bool:
+        return self.lease_until is not None and self.lease_until > time.time()
+
+
 class InstallStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -55,11 +89,16 @@ class InstallStore:
     # -- reads -----------------------------------------------------------------------------------
 
     async def get(self, db: Database | Transaction, model: str) -> Install | None:
-        row = await db.fetch_one("SELECT * FROM installs WHERE model = ?", (model,))
+        row = await db.fetch_one(f"{SELECT_INSTALL} WHERE i.model = ?", (model,))
         return Install.from_row(row) if row else None
 
     async def all(self) -> dict[str, Install]:
-        return {r["model"]: Install.from_row(r) for r in await self.db.fetch_all("SELECT * FROM installs")}
+        return {r["model"]: Install.from_row(r) for r in await self.db.fetch_all(SELECT_INSTALL)}
+
+    async def nodes(self) -> dict[tuple[str, str], NodeInstall]:
+        """Every (model, node) on record."""
+        rows = await self.db.fetch_all("SELECT * FROM install_nodes")
+        return {(r["model"], r["node"]): NodeInstall.from_row(r) for r in rows}
 
     async def views(self) -> dict[str, dict[str, Any]]:
         """Every model with an install on record, as a visitor sees it (models absent: not_installed)."""
@@ -125,4 +164,41 @@ class InstallStore:
         await self.db.execute(
             "UPDATE installs SET lease_owner = NULL, lease_until = NULL WHERE model = ? AND lease_owner = ?",
             (model, owner),
+        )
+
+    # -- per node (a fleet): state and the pull lease of one model on one node ---------------------
+
+    async def save_node(
+        self, db: Database | Transaction, model: str, node: str, state: str, install_id: str, **fields: object
+    ) -> None:
+        cols = {"state": state, "install_id": install_id, "updated_at": utcnow(), **fields}
+        await db.execute(
+            f"INSERT INTO install_nodes (model, node, {', '.join(cols)}) VALUES (?, ?, {', '.join('?' * len(cols))}) "
+            f"ON CONFLICT (model, node) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in cols)}",
+            (model, node, *cols.values()),
+        )
+
+    async def claim_node(self, model: str, node: str, install_id: str, owner: str) -> bool:
+        now = time.time()
+        changed = await self.db.execute(
+            "INSERT INTO install_nodes (model, node, state, install_id, lease_owner, lease_until, updated_at) "
+            "VALUES (?, ?, 'pulling', ?, ?, ?, ?) ON CONFLICT (model, node) DO UPDATE SET "
+            "lease_owner = excluded.lease_owner, lease_until = excluded.lease_until "
+            "WHERE install_nodes.lease_until IS NULL OR install_nodes.lease_until < ? "
+            "OR install_nodes.lease_owner = excluded.lease_owner",
+            (model, node, install_id, owner, now + LEASE_S, utcnow(), now),
+        )
+        return changed == 1
+
+    async def renew_node(self, model: str, node: str, owner: str) -> None:
+        await self.db.execute(
+            "UPDATE install_nodes SET lease_until = ? WHERE model = ? AND node = ? AND lease_owner = ?",
+            (time.time() + LEASE_S, model, node, owner),
+        )
+
+    async def release_node(self, model: str, node: str, owner: str) -> None:
+        await self.db.execute(
+            "UPDATE install_nodes SET lease_owner = NULL, lease_until = NULL "
+            "WHERE model = ? AND node = ? AND lease_owner = ?",
+            (model, node, owner),
         )

@@ -9,8 +9,9 @@ Discord's `/slack` endpoint and most chat tools accept it) for:
 - `consumer.fell_behind` / `consumer.caught_up`: a durable consumer's oldest unacknowledged event is
   older than `STUDIO_EVENTS_LAG_ALERT_S`, and the all-clear once it is back under it.
 
-- `resource.exhausted` (disk low or full, out of file handles, live streams at their cap): once per
-  kind every `SHORTAGE_REPEAT_S` while it lasts, and `resource.recovered` when it is over.
+- `resource.exhausted` (disk low or full, out of file handles, live streams at their cap, an Ollama
+  node down): once per kind (per node for a node) every `SHORTAGE_REPEAT_S` while it lasts, and
+  `resource.recovered` when it is over.
 
 A payment that fails or a checkout left to expire is the visitor's business, not an alert. The same
 webhook gets the ops scripts' alerts (compose/backup-and-monitor). Events older than `MAX_AGE_S`
@@ -75,7 +76,10 @@ _SHORTAGE_ADVICE = {
     "disk_full": "purchases answer 503 disk_full until disk space is freed (nothing answered 200 is lost)",
     "out_of_files": "new connections are refused: raise the open-files limit (ulimit -n, compose ulimits.nofile)",
     "live_streams_full": "new live streams get 503 (pages keep working): raise the open-files limit or add a server",
+    "ollama_node_down": "chat goes to the other nodes: start Ollama there (it gets the models it lacks when it is "
+    "back), or take it out of STUDIO_OLLAMA_URLS; GET /health (operator) shows every node",
 }
+PER_INSTANCE = {"ollama_node_down"}  # each node is its own shortage
 
 
 class ShortageAlerts:
@@ -86,14 +90,15 @@ class ShortageAlerts:
         self._alerted: dict[str, float] = {}
 
     def text(self, data: ResourceExhausted | ResourceRecovered, where: str, now: float) -> str | None:
+        key = f"{data.kind} {data.instance}" if data.kind in PER_INSTANCE else data.kind
         if isinstance(data, ResourceRecovered):
-            if self._alerted.pop(data.kind, None) is None:
+            if self._alerted.pop(key, None) is None:
                 return None
             return f":white_check_mark: [{where}] Resolved: {data.kind}: {data.message}"
-        last = self._alerted.get(data.kind)
+        last = self._alerted.get(key)
         if last is not None and now - last < self.repeat_s:
             return None
-        self._alerted[data.kind] = now
+        self._alerted[key] = now
         advice = _SHORTAGE_ADVICE.get(data.kind, "see the studio's logs")
         return (
             f":rotating_light: [{where}] {data.kind} on {data.instance or 'a studio process'}: {data.message}. {advice}"

@@ -153,6 +153,20 @@ def chat_metrics(usage: ChatUsage) -> Iterator[Metric]:
             running += count
             cumulative.append((bound, running))
         first.add_metric([model], cumulative, hist[-1])
+    fallback = CounterMetricFamily(
+        "studio_chat_fallback_answers",
+        "Chat answers given by a model's cloud fallback (every Ollama node was saturated), by model.",
+        labels=["model"],
+    )
+    for model, n in sorted(usage.fallbacks.items()):
+        fallback.add_metric([model], n)
+    nodes = CounterMetricFamily(
+        "studio_chat_node_answers", "Chat answers by the Ollama node that gave them.", labels=["node"]
+    )
+    for node, n in sorted(usage.nodes.items()):
+        nodes.add_metric([node], n)
     yield answers
     yield tokens
     yield first
+    yield fallback
+    yield nodes

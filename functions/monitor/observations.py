@@ -103,6 +103,8 @@ class ChatUsage:
     answers: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, outcome) -> answers
     tokens: dict[tuple[str, str], int] = field(default_factory=dict)  # (model, prompt|completion|thinking) -> tokens
     first_token: dict[str, list[float]] = field(default_factory=dict)  # model -> [count per bucket..., sum]
+    fallbacks: dict[str, int] = field(default_factory=dict)  # model -> answers its cloud fallback gave
+    nodes: dict[str, int] = field(default_factory=dict)  # Ollama node (or "fallback") -> answers
 
     def per_model(self) -> dict[str, dict[str, int]]:
         """{model: {"completed", "failed", "cancelled", "prompt_tokens", "completion_tokens", "thinking_tokens"}}
@@ -112,6 +114,8 @@ class ChatUsage:
             out.setdefault(model, {})[outcome] = n
         for (model, kind), n in self.tokens.items():
             out.setdefault(model, {})[f"{kind}_tokens"] = n
+        for model, n in self.fallbacks.items():
+            out.setdefault(model, {})["fallback"] = n
         return out
 
     def add(self, event_type: str, data: dict[str, Any]) -> None:
@@ -120,6 +124,10 @@ class ChatUsage:
             return
         model = str(data.get("model") or "unknown")
         self.answers[(model, outcome)] = self.answers.get((model, outcome), 0) + 1
+        if data.get("fallback") is True:
+            self.fallbacks[model] = self.fallbacks.get(model, 0) + 1
+        if isinstance(data.get("node"), str):
+            self.nodes[data["node"]] = self.nodes.get(data["node"], 0) + 1
         # tokens generated before a stop or failure count too; thinking tokens are also counted in completion
         for kind in ("prompt", "completion", "thinking"):
             n = data.get(f"{kind}_tokens")

@@ -7,6 +7,10 @@ start-up with a message naming the entry and the field.
 What a model can do is stated per entry, in Ollama's words (`/api/show`): `capabilities` (any of
 completion, vision, tools, thinking, embedding; default ["completion"]), `context_length` (tokens) and
 `quantization` (e.g. Q4_K_M). The install function compares them with `/api/show` once a model is installed.
+
+Hybrid (off unless an entry says so): `fallback: {"base_url", "model"}` names an OpenAI-compatible
+cloud API that answers for the model when every local Ollama node is saturated (the key is the
+setting STUDIO_FALLBACK_API_KEY, never the catalog).
 """
 
 from __future__ import annotations
@@ -31,6 +35,14 @@ class CatalogError(ValueError):
 
 
 @dataclass(frozen=True)
+class Fallback:
+    """An OpenAI-compatible API that answers for a model when the local nodes are saturated."""
+
+    base_url: str  # e.g. https://api.openai.com/v1 (the API's root: /chat/completions is added)
+    model: str  # the model's name there
+
+
+@dataclass(frozen=True)
 class CatalogModel:
     id: str
     name: str
@@ -46,6 +58,7 @@ class CatalogModel:
     capabilities: tuple[str, ...] = ("completion",)
     context_length: int | None = None  # tokens; None: not stated
     quantization: str = ""
+    fallback: Fallback | None = None
 
     @property
     def free(self) -> bool:
@@ -60,7 +73,10 @@ class CatalogModel:
         return self.can("completion")
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "capabilities": list(self.capabilities), "free": self.free}
+        out = {**asdict(self), "capabilities": list(self.capabilities), "free": self.free}
+        if self.fallback is None:
+            del out["fallback"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -159,7 +175,7 @@ def _entry(raw: Any, index: int, where: str) -> CatalogModel:
     return CatalogModel(**{**raw, "id": model_id.lower(), **_abilities(raw, label)})
 
 
-_OPTIONAL = ("featured", "capabilities", "context_length", "quantization")
+_OPTIONAL = ("featured", "capabilities", "context_length", "quantization", "fallback")
 
 
 def _abilities(raw: dict[str, Any], label: str) -> dict[str, Any]:
@@ -185,7 +201,22 @@ def _abilities(raw: dict[str, Any], label: str) -> dict[str, Any]:
         quant = raw["quantization"]
         if not isinstance(quant, str) or not _QUANTIZATION.fullmatch(quant):
             raise CatalogError(f"{label}: field 'quantization' must be Ollama's name for it, such as Q4_K_M or F16")
+    if raw.get("fallback") is not None:
+        out["fallback"] = _fallback(raw["fallback"], label)
     return out
+
+
+def _fallback(raw: Any, label: str) -> Fallback:
+    if not isinstance(raw, dict) or set(raw) != {"base_url", "model"}:
+        raise CatalogError(f"{label}: field 'fallback' must be an object with exactly base_url and model")
+    url, model = raw["base_url"], raw["model"]
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise CatalogError(
+            f"{label}: field 'fallback.base_url' must be an http(s) URL such as https://api.openai.com/v1"
+        )
+    if not isinstance(model, str) or not model.strip():
+        raise CatalogError(f"{label}: field 'fallback.model' must be the model's name at that API")
+    return Fallback(url.rstrip("/"), model.strip())
 
 
 def entry_of(raw: Any, where: str = "catalog entry") -> CatalogModel:

@@ -153,6 +153,11 @@ class OllamaClient:
                 out[normalise(name)] = InstalledModel(name=name, digest=m.get("digest", ""), size=m.get("size", 0))
         return out
 
+    async def loaded(self) -> set[str]:
+        """Models Ollama holds in memory now, by normalised name (`/api/ps`)."""
+        doc = await self._json("GET", "/api/ps") or {}
+        return {normalise(n) for m in doc.get("models") or [] if (n := m.get("model") or m.get("name"))}
+
     async def show(self, model: str) -> ModelFacts:
         """What an installed model can do (`/api/show`); ModelNotFound when Ollama does not have it."""
         doc = await self._json("POST", "/api/show", {"model": check_model_name(model)}) or {}

@@ -124,6 +124,13 @@ def _upstreams(raw: str) -> dict[str, str]:
     return out
 
 
+def _urls(raw: str) -> tuple[str, ...]:
+    urls = tuple(_url(u).rstrip("/") for u in _names(raw))
+    if len(set(urls)) != len(urls):
+        raise ValueError("a node is listed twice")
+    return urls
+
+
 def _networks(raw: str) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(n, strict=False) for n in _names(raw))
 
@@ -157,7 +164,37 @@ VARS: tuple[Var, ...] = (
         "An existing NATS server with JetStream; empty = `up` starts one (and `run` uses the local one).",
     ),
     Var("STUDIO_NATS_PORT", "nats_port", _port, "4222", "Port of the NATS server `up` starts."),
-    Var("STUDIO_OLLAMA_URL", "ollama_url", _url, "http://127.0.0.1:11434", "Ollama's API."),
+    Var("STUDIO_OLLAMA_URL", "ollama_url", _url, "http://127.0.0.1:11434", "Ollama's API (a fleet of one node)."),
+    Var(
+        "STUDIO_OLLAMA_URLS",
+        "ollama_urls",
+        _urls,
+        "",
+        "A fleet of Ollama nodes, comma-separated (`http://a:11434,http://b:11434`); empty = STUDIO_OLLAMA_URL alone.",
+    ),
+    Var(
+        "STUDIO_OLLAMA_COPIES",
+        "ollama_copies",
+        _non_negative(int),
+        "0",
+        "On how many nodes each installed model is kept; 0 = every node.",
+    ),
+    Var(
+        "STUDIO_OLLAMA_QUEUE_MAX",
+        "ollama_queue_max",
+        _positive(int),
+        "10",
+        "Answers in flight on one node beyond which it counts as saturated (a model's cloud fallback is used "
+        "only when every node is).",
+    ),
+    Var(
+        "STUDIO_OLLAMA_CHECK_S",
+        "ollama_check_s",
+        _positive(float),
+        "15",
+        "How often install checks every Ollama node: reconciles install states, fills a node that lacks "
+        "models, alerts a node down.",
+    ),
     Var("STUDIO_LOG_LEVEL", "log_level", str.upper, "INFO", "DEBUG, INFO, WARNING or ERROR."),
     Var(
         "STUDIO_FUNCTIONS",
@@ -443,6 +480,14 @@ VARS: tuple[Var, ...] = (
         secret=True,
     ),
     Var(
+        "STUDIO_FALLBACK_API_KEY",
+        "fallback_api_key",
+        Secret,
+        "",
+        "API key sent to a catalog model's cloud fallback (`fallback` in the catalog); empty = no key sent.",
+        secret=True,
+    ),
+    Var(
         "STUDIO_ADMIN_TOKEN",
         "admin_token",
         Secret,
@@ -470,6 +515,10 @@ class Settings:
     nats_url: str | None
     nats_port: int
     ollama_url: str
+    ollama_urls: tuple[str, ...]
+    ollama_copies: int
+    ollama_queue_max: int
+    ollama_check_s: float
     log_level: str
     functions: tuple[str, ...]
     upstreams: dict[str, str]
@@ -513,6 +562,7 @@ class Settings:
     alert_webhook_url: str | None
     stripe_secret_key: Secret
     stripe_webhook_secret: Secret
+    fallback_api_key: Secret
     admin_token: Secret
     secret_key: Secret
 
@@ -543,6 +593,11 @@ class Settings:
         current = {f.name: getattr(self, f.name) for f in fields(self)}
         current.update(changes)
         return Settings(**current)
+
+    @property
+    def ollama_nodes(self) -> tuple[str, ...]:
+        """Every Ollama node's URL: STUDIO_OLLAMA_URLS, or the single STUDIO_OLLAMA_URL."""
+        return self.ollama_urls or (self.ollama_url.rstrip("/"),)
 
     @property
     def url(self) -> str:

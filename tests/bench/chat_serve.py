@@ -1,6 +1,6 @@
 """Serve the chat function for the chat benchmark, in its own process:
 
-    python -m tests.bench.chat_serve MODE PORT NATS_URL OLLAMA_URL [UPSTREAM]
+    python -m tests.bench.chat_serve MODE PORT NATS_URL OLLAMA_URL[,OLLAMA_URL...] [UPSTREAM]
 
 MODE: function (chat alone, as its container), embedded (gateway with chat in-process), proxied
 (gateway forwarding to UPSTREAM over HTTP), accounts (embedded, with the accounts function
@@ -51,7 +51,8 @@ async def main(mode: str, port: int, nats_url: str, ollama_url: str, upstream: s
         {},
         port=port,
         nats_url=nats_url,
-        ollama_url=ollama_url,
+        ollama_url=ollama_url.split(",")[0],
+        **({"ollama_urls": tuple(ollama_url.split(","))} if "," in ollama_url else {}),
         data_dir=Path(tempfile.mkdtemp()),
         log_level="WARNING",
         functions=("accounts", "chat") if mode == "accounts" else ("chat",),

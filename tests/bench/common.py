@@ -24,8 +24,8 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def process(*args: str, ready: str, timeout: float = 30) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+def process(*args: str, ready: str, timeout: float = 30, cwd: Path = ROOT) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + timeout
         assert proc.stdout is not None

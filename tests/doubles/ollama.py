@@ -530,6 +530,7 @@ class OllamaDouble:
         host_guard: bool = True,
         control: bool = False,
         history_limit: int | None = None,
+        num_parallel: int = 0,
     ) -> None:
         self.registry: dict[str, RegistryModel] = {}
         if registry is None:
@@ -547,6 +548,9 @@ class OllamaDouble:
         self.host_guard = host_guard
         self.control = control
         self.history_limit = history_limit  # cap on each recorded list (long-running standalone process)
+        # OLLAMA_NUM_PARALLEL: answers generated at once; more wait their turn in a queue (0 = no limit)
+        self.num_parallel = num_parallel
+        self._generating: asyncio.Semaphore | None = None
 
         self.installed: dict[str, InstalledModel] = {}  # key (normalised lower-case name) → model
         self.blobs: set[str] = set()  # layer digests on "disk"
@@ -1183,6 +1187,11 @@ def create_app(double: OllamaDouble) -> web.Application:
         if transport is not None:
             double._active.add(transport)
         try:
+            if double.num_parallel > 0 and request.path in ("/api/chat", "/api/generate"):
+                if double._generating is None:
+                    double._generating = asyncio.Semaphore(double.num_parallel)
+                async with double._generating:  # the queue Ollama keeps beyond OLLAMA_NUM_PARALLEL
+                    return await handler(request)
             return await handler(request)
         except web.HTTPNotFound:
             return _text(404, "404 page not found")
@@ -1906,6 +1915,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-host-guard", action="store_true", help="skip the loopback Host-header check")
     p.add_argument("--control", action="store_true", help="serve the /_double/* control endpoints")
     p.add_argument("--history-limit", type=int, default=10_000, help="recorded requests/streams kept per list")
+    p.add_argument(
+        "--num-parallel", type=int, default=0, help="answers generated at once, the rest queued (OLLAMA_NUM_PARALLEL)"
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -1921,6 +1933,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             host_guard=not args.no_host_guard,
             control=args.control,
             history_limit=args.history_limit,
+            num_parallel=args.num_parallel,
         )
         for spec in args.model:
             double.add_model(*_parse_model_arg(spec))

@@ -429,6 +429,22 @@ async def test_chat_stream_shape(double, http):
     assert double.streams[-1].state == "done" and double.streams[-1].tokens_sent == len(chunks)
 
 
+async def test_num_parallel_queues_the_answers_beyond_it(double, http):
+    double.preinstall("tinyllama")
+    double.num_parallel, double.tokens_per_s = 1, 200  # OLLAMA_NUM_PARALLEL=1: one answer at a time
+
+    async def ask() -> list[dict]:
+        _, lines = await post_lines(http, double.url + "/api/chat", {"model": "tinyllama", "messages": USER_HI})
+        return lines
+
+    answers = await asyncio.gather(ask(), ask())
+
+    assert all(lines[-1]["done"] for lines in answers)
+    first, second = sorted(double.streams, key=lambda r: r.started)
+    assert second.first_token_at is not None and first.last_token_at is not None
+    assert second.first_token_at >= first.last_token_at  # the second waited for the first to finish
+
+
 async def test_chat_escapes_html_like_go_and_takes_a_reply_callable(double, http):
     double.preinstall("tinyllama")
     double.reply = lambda body: "<script>alert(1)</script> & " + body["messages"][-1]["content"]

@@ -67,3 +67,13 @@ def test_the_abilities_are_optional_for_an_operators_own_catalog() -> None:
 def test_a_bad_ability_names_the_entry_and_the_field(fields, named) -> None:
     with pytest.raises(CatalogError, match=rf"entry 1 \(x:1b\): field '{named}'"):
         catalog.parse(one(**fields))
+
+
+def test_a_cloud_fallback_is_named_per_model_and_checked() -> None:
+    (m,) = catalog.parse(one(fallback={"base_url": "https://api.example.com/v1/", "model": "gpt-4o-mini"})).models
+    assert m.fallback == catalog.Fallback("https://api.example.com/v1", "gpt-4o-mini")
+    assert m.to_dict()["fallback"] == {"base_url": "https://api.example.com/v1", "model": "gpt-4o-mini"}
+    assert "fallback" not in catalog.parse(one()).models[0].to_dict()  # off unless an entry says so
+    for bad in ({"base_url": "api.example.com", "model": "m"}, {"base_url": "https://x/v1"}, "https://x/v1"):
+        with pytest.raises(CatalogError, match=r"entry 1 \(x:1b\): field 'fallback"):
+            catalog.parse(one(fallback=bad))

@@ -88,3 +88,21 @@ async def test_monitor_routes_are_for_operators_only(embedded_studio, settings) 
     assert (await client.get("/metrics")).status == 401
     bad = await client.get("/api/monitor/events?limit=5000", headers=OPERATOR)
     assert bad.status == 400 and (await bad.json())["error"]["code"] == "invalid_limit"
+
+
+def test_a_node_down_is_alerted_per_node_with_what_to_do_and_its_return_resolves_only_it() -> None:
+    from events.catalog import ResourceExhausted, ResourceRecovered
+    from functions.monitor.alerts import ShortageAlerts
+
+    alerts = ShortageAlerts(repeat_s=900)
+    a, b = "http://a:11434", "http://b:11434"
+    down_a = alerts.text(ResourceExhausted(kind="ollama_node_down", message="a is down", instance=a), "s", 0.0)
+    down_b = alerts.text(ResourceExhausted(kind="ollama_node_down", message="b is down", instance=b), "s", 1.0)
+    again_a = alerts.text(ResourceExhausted(kind="ollama_node_down", message="a is down", instance=a), "s", 2.0)
+
+    assert down_a is not None and a in down_a and "start Ollama there" in down_a and "STUDIO_OLLAMA_URLS" in down_a
+    assert down_b is not None and b in down_b  # another node: its own alert
+    assert again_a is None  # the same node within the repeat interval: once
+    back = alerts.text(ResourceRecovered(kind="ollama_node_down", message="a answers again", instance=a), "s", 3.0)
+    assert back is not None and "Resolved" in back
+    assert alerts.text(ResourceRecovered(kind="ollama_node_down", message="b", instance=b), "s", 4.0) is not None
