@@ -9,18 +9,19 @@ import pytest
 
 from events.envelope import Event
 from studio.runtime.database import RUNTIME_MIGRATIONS, Database, DatabaseError, Migrations, split_statements
+from studio.runtime.dialect import DatabaseUrl
 
 SAMPLE = Migrations("sample", Path(__file__).resolve().parents[2] / "sample" / "migrations")
 
 
-async def open_db(path: Path) -> Database:
-    db = Database(path)
+async def open_db(target: Path | DatabaseUrl) -> Database:
+    db = Database(target)
     await db.open()
     return db
 
 
-async def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
-    db = await open_db(tmp_path / "studio.db")
+async def test_migrations_apply_once_and_are_recorded(tmp_path: Path, db_target: Path | DatabaseUrl) -> None:
+    db = await open_db(db_target)
     try:
         first = await db.migrate([RUNTIME_MIGRATIONS, SAMPLE])
         again = await db.migrate([RUNTIME_MIGRATIONS, SAMPLE])
@@ -42,8 +43,8 @@ async def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
     ]
 
 
-async def test_racing_processes_apply_each_migration_once(tmp_path: Path) -> None:
-    dbs = [await open_db(tmp_path / "studio.db") for _ in range(3)]
+async def test_racing_processes_apply_each_migration_once(tmp_path: Path, db_target: Path | DatabaseUrl) -> None:
+    dbs = [await open_db(db_target) for _ in range(3)]
     try:
         results = await asyncio.gather(*(db.migrate([RUNTIME_MIGRATIONS, SAMPLE]) for db in dbs))
         count = await dbs[0].fetch_one("SELECT COUNT(*) FROM schema_migrations")
@@ -59,22 +60,22 @@ async def test_racing_processes_apply_each_migration_once(tmp_path: Path) -> Non
     assert count is not None and count[0] == 4
 
 
-async def test_failed_migration_is_rolled_back_and_named(tmp_path: Path) -> None:
+async def test_failed_migration_is_rolled_back_and_named(tmp_path: Path, db_target: Path | DatabaseUrl) -> None:
     folder = tmp_path / "migrations"
     folder.mkdir()
     (folder / "0001_broken.sql").write_text("CREATE TABLE ok_table (x INTEGER);\nCREATE TABLE (;\n")
-    db = await open_db(tmp_path / "studio.db")
+    db = await open_db(db_target)
     try:
         with pytest.raises(DatabaseError, match=r"broken:0001_broken\.sql"):
             await db.migrate([Migrations("broken", folder)])
-        tables = await db.fetch_all("SELECT name FROM sqlite_master WHERE name = 'ok_table'")
+        tables = [t for t in await db.tables() if t == "ok_table"]
     finally:
         await db.close()
     assert tables == [], "a failed migration leaves nothing behind"
 
 
-async def test_rolled_back_transaction_publishes_nothing(tmp_path: Path) -> None:
-    db = await open_db(tmp_path / "studio.db")
+async def test_rolled_back_transaction_publishes_nothing(tmp_path: Path, db_target: Path | DatabaseUrl) -> None:
+    db = await open_db(db_target)
     committed: list[list[Event]] = []
     db.on_events_committed.append(committed.append)
     try:

@@ -63,7 +63,7 @@ async def test_only_published_rows_older_than_the_window_are_pruned_in_batches(t
 
 async def test_the_host_prunes_at_start_up(tmp_path, embedded_studio, settings) -> None:
     webhook = load("webhook")
-    db = Database(settings.database_path)
+    db = Database(settings.database_target)
     await db.open()
     await db.migrate([RUNTIME_MIGRATIONS, webhook.migrations or RUNTIME_MIGRATIONS])
     now = datetime.now(UTC)

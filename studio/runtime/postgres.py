@@ -1,0 +1,132 @@
+"""The PostgreSQL driver behind `Database` (asyncpg): a pool, the writer lock, the same rows.
+
+- Statements arrive in the house style (`?` placeholders) and are translated once each
+  (`dialect.numbered`); asyncpg prepares and caches them per connection.
+- Rows are asyncpg Records (`row["name"]`, `row[0]`, `keys()`), like sqlite3.Row. NUMERIC results
+  (PostgreSQL's type for SUM of integers) come back as int when whole, else float, as in SQLite.
+- Write transactions (and single write statements) run under the writer lock
+  (`dialect.WRITER_LOCK_SQL`, released at COMMIT/ROLLBACK), in process first (an asyncio lock, so a
+  waiting writer holds no pooled connection) then across processes and servers. Reads use the pool
+  freely and never wait for a writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import decimal
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from studio.runtime.database import Database, DatabaseError, Params, Row, Transaction
+from studio.runtime.dialect import WRITER_LOCK_SQL, DatabaseUrl, numbered, postgres_ddl, rowcount
+
+POOL_SIZE = 10
+
+
+def _decode_numeric(text: str) -> int | float:
+    value = decimal.Decimal(text)
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("numeric", schema="pg_catalog", encoder=str, decoder=_decode_numeric, format="text")
+
+
+def _args(params: Params) -> Iterable[Any]:
+    if isinstance(params, dict):
+        raise DatabaseError("named parameters are SQLite-only: use ? placeholders")
+    return params
+
+
+class PostgresTransaction(Transaction):
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        super().__init__()
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return rowcount(await self._conn.execute(numbered(sql), *_args(params)))
+
+    async def execute_many(self, sql: str, rows: Iterable[Params]) -> int:
+        batch = [tuple(_args(r)) for r in rows]
+        await self._conn.executemany(numbered(sql), batch)
+        return len(batch)  # asyncpg reports no count for a batch: each row is one statement
+
+    async def insert(self, sql: str, params: Params = (), *, key: str = "id") -> int | None:
+        value = await self._conn.fetchval(numbered(f"{sql} RETURNING {key}"), *_args(params))
+        return None if value is None else int(value)
+
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        rows: list[Row] = await self._conn.fetch(numbered(sql), *_args(params))
+        return rows
+
+
+class PostgresDatabase(Database):
+    dialect = "postgresql"
+
+    def __init__(self, target: Path | str | DatabaseUrl) -> None:
+        super().__init__(target)
+        self.url = target if isinstance(target, DatabaseUrl) else DatabaseUrl.parse(str(target))
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def location(self) -> str:
+        return self.url.masked()
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url.url, min_size=1, max_size=POOL_SIZE, init=_init_connection, timeout=10
+            )
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise DatabaseError(
+                f"cannot connect to {self.url.masked()}: {exc}; check STUDIO_DATABASE_URL and that the server runs"
+            ) from None
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise DatabaseError("the database is not open")
+        return self._pool
+
+    def _ddl(self, script: str) -> str:
+        return postgres_ddl(script)
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[Transaction]:
+        async with self._lock, self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(WRITER_LOCK_SQL)
+            yield PostgresTransaction(conn)
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        async with self._write() as tx:
+            return await tx.execute(sql, params)
+
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        rows: list[Row] = await self.pool.fetch(numbered(sql), *_args(params))
+        return rows
+
+    async def tables(self) -> list[str]:
+        rows = await self.fetch_all(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() "
+            "AND table_type = 'BASE TABLE' ORDER BY table_name"
+        )
+        return [r[0] for r in rows]
+
+    async def integrity_check(self) -> str:
+        """PostgreSQL checks pages itself; what can be broken is an index left invalid (a failed build)."""
+        rows = await self.fetch_all(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() "
+            "AND NOT (i.indisvalid AND i.indisready) ORDER BY c.relname"
+        )
+        return "ok" if not rows else "invalid indexes: " + ", ".join(r[0] for r in rows)
