@@ -51,8 +51,6 @@ DATABASE_TESTS = (
     "studio/runtime/test_database.py",
     "studio/runtime/test_retention.py",
     "studio/runtime/test_host.py",
-    "studio/test_db_copy.py",
-    "production/test_backup_postgres.py",
 )
 BACKENDS = ("sqlite", pytest.param("postgres", marks=pytest.mark.postgres))
 

@@ -232,12 +232,36 @@ class Database:
         """The studio's tables (schema_migrations included), by name."""
         raise NotImplementedError
 
+    async def columns(self, table: str) -> dict[str, str]:
+        """A table's columns in order, each with its kind: integer, real, text or blob."""
+        raise NotImplementedError
+
+    async def after_bulk_load(self, tx: Transaction, tables: Iterable[str]) -> None:
+        """Rows were copied in with their keys: generated keys continue after them (`db copy`)."""
+
     async def integrity_check(self) -> str:
         """'ok', or what is wrong with the database's structure."""
         raise NotImplementedError
 
 
+def quote_name(name: str) -> str:
+    """A table or column name quoted for SQL (both engines use double quotes)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 # -- SQLite ----------------------------------------------------------------------------------------
+
+
+def _affinity(declared: str) -> str:
+    """SQLite's type affinity rules (sqlite.org/datatype3.html, 3.1), in our four kinds."""
+    t = declared.upper()
+    if "INT" in t:
+        return "integer"
+    if any(k in t for k in ("CHAR", "CLOB", "TEXT")):
+        return "text"
+    if "BLOB" in t or not t:
+        return "blob"
+    return "real"
 
 
 async def _run(conn: aiosqlite.Connection, sql: str, params: Params = ()) -> int:
@@ -339,6 +363,10 @@ class SqliteDatabase(Database):
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
         )
         return [r[0] for r in rows]
+
+    async def columns(self, table: str) -> dict[str, str]:
+        rows = await self.fetch_all(f"PRAGMA table_info({quote_name(table)})")
+        return {r["name"]: _affinity(r["type"]) for r in rows}
 
     async def integrity_check(self) -> str:
         rows = await self.fetch_all("PRAGMA integrity_check")

@@ -21,10 +21,19 @@ from typing import Any
 
 import asyncpg
 
-from studio.runtime.database import Database, DatabaseError, Params, Row, Transaction
+from studio.runtime.database import Database, DatabaseError, Params, Row, Transaction, quote_name
 from studio.runtime.dialect import WRITER_LOCK_SQL, DatabaseUrl, numbered, postgres_ddl, rowcount
 
 POOL_SIZE = 10
+_KINDS = {
+    "bigint": "integer",
+    "integer": "integer",
+    "smallint": "integer",
+    "double precision": "real",
+    "real": "real",
+    "numeric": "real",
+    "bytea": "blob",
+}
 
 
 def _decode_numeric(text: str) -> int | float:
@@ -121,6 +130,28 @@ class PostgresDatabase(Database):
             "AND table_type = 'BASE TABLE' ORDER BY table_name"
         )
         return [r[0] for r in rows]
+
+    async def columns(self, table: str) -> dict[str, str]:
+        rows = await self.fetch_all(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = ? ORDER BY ordinal_position",
+            (table,),
+        )
+        return {r[0]: _KINDS.get(r[1], "text") for r in rows}
+
+    async def after_bulk_load(self, tx: Transaction, tables: Iterable[str]) -> None:
+        for table in tables:
+            for row in await tx.fetch_all(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = ? AND is_identity = 'YES'",
+                (table,),
+            ):
+                column = quote_name(row[0])
+                await tx.fetch_all(
+                    f"SELECT setval(pg_get_serial_sequence(?, ?), COALESCE(MAX({column}), 0) + 1, false) "
+                    f"FROM {quote_name(table)}",
+                    (quote_name(table), row[0]),
+                )
 
     async def integrity_check(self) -> str:
         """PostgreSQL checks pages itself; what can be broken is an index left invalid (a failed build)."""
