@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.postgres
 __all__ = ["ollama_double", "run_studio"]  # fixtures shared with test_backup.py
 
 
-async def ids(url: str, sql: str) -> set[str]:
+async def ids(url: str, sql: str) -> set[Any]:
     conn = await asyncpg.connect(url)
     try:
         return {r[0] for r in await conn.fetch(sql)}
