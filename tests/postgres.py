@@ -36,8 +36,9 @@ def _free_port() -> int:
 
 
 class PostgresServer:
-    def __init__(self, bin_dir: Path, user: str = "studio") -> None:
+    def __init__(self, bin_dir: Path, user: str = "studio", *, durable: bool = False) -> None:
         self.bin = bin_dir
+        self.durable = durable  # fsync on, as in production (benchmarks); tests turn it off
         self.user = user
         self.port = _free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="studio-pg-"))
@@ -67,10 +68,9 @@ class PostgresServer:
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         os.chmod(self.dir, 0o700)
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8")
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c shared_buffers=32MB -c max_connections=200"
-        )
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=32MB"
         self._run(
             str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-o", options, "start"
         )

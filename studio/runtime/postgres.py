@@ -4,10 +4,12 @@
   (`dialect.numbered`); asyncpg prepares and caches them per connection.
 - Rows are asyncpg Records (`row["name"]`, `row[0]`, `keys()`), like sqlite3.Row. NUMERIC results
   (PostgreSQL's type for SUM of integers) come back as int when whole, else float, as in SQLite.
-- Write transactions (and single write statements) run under the writer lock
-  (`dialect.WRITER_LOCK_SQL`, released at COMMIT/ROLLBACK), in process first (an asyncio lock, so a
-  waiting writer holds no pooled connection) then across processes and servers. Reads use the pool
-  freely and never wait for a writer.
+- Write transactions run under the writer lock (`dialect.WRITER_LOCK_SQL`, released at COMMIT or
+  ROLLBACK), in process first (an asyncio lock, so a waiting writer holds no pooled connection) then
+  across processes and servers. A single write statement outside a transaction is atomic by itself
+  and runs at once; reads use the pool freely and never wait for a writer.
+- Round trips are the cost here (SQLite's are function calls): BEGIN and the lock go in one, and a
+  pooled connection goes back without asyncpg's reset query (tests/bench/database_bench.py).
 """
 
 from __future__ import annotations
@@ -39,6 +41,18 @@ _KINDS = {
 def _decode_numeric(text: str) -> int | float:
     value = decimal.Decimal(text)
     return int(value) if value == value.to_integral_value() else float(value)
+
+
+_BEGIN_WRITE = f"BEGIN; {WRITER_LOCK_SQL}"
+
+
+class _Connection(asyncpg.Connection):  # type: ignore[misc]
+    """A pooled connection released without asyncpg's reset query (a round trip after every query):
+    the studio keeps no session state (no LISTEN, SET or session-level locks; its writer lock is
+    transaction-level) and always ends its transactions."""
+
+    def get_reset_query(self) -> str:
+        return ""
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -89,7 +103,12 @@ class PostgresDatabase(Database):
     async def open(self) -> None:
         try:
             self._pool = await asyncpg.create_pool(
-                self.url.url, min_size=1, max_size=POOL_SIZE, init=_init_connection, timeout=10
+                self.url.url,
+                min_size=1,
+                max_size=POOL_SIZE,
+                init=_init_connection,
+                connection_class=_Connection,
+                timeout=10,
             )
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise DatabaseError(
@@ -112,13 +131,19 @@ class PostgresDatabase(Database):
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[Transaction]:
-        async with self._lock, self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(WRITER_LOCK_SQL)
-            yield PostgresTransaction(conn)
+        async with self._lock, self.pool.acquire() as conn:
+            await conn.execute(_BEGIN_WRITE)  # one round trip: BEGIN and the writer lock
+            try:
+                yield PostgresTransaction(conn)
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        async with self._write() as tx:
-            return await tx.execute(sql, params)
+        """One write statement, atomic by itself (its own implicit transaction; rows it changes are
+        locked against every transaction that changes them too), so it needs no writer lock."""
+        return rowcount(await self.pool.execute(numbered(sql), *_args(params)))
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
         rows: list[Row] = await self.pool.fetch(numbered(sql), *_args(params))
