@@ -548,7 +548,8 @@ class Settings:
             try:
                 values[var.attr] = var.parse(var.default if raw is None else raw)
             except (ValueError, TypeError) as exc:
-                raise SettingsError(f"{var.env}={raw!r} is not valid: {exc}. {var.doc}") from None
+                shown = "(hidden: a secret)" if var.secret and raw else repr(raw)
+                raise SettingsError(f"{var.env}={shown} is not valid: {exc}. {var.doc}") from None
         values.update(overrides)
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known

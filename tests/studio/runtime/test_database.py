@@ -106,3 +106,26 @@ def test_split_statements_keeps_triggers_whole() -> None:
     END;
     """
     assert len(split_statements(script)) == 2
+
+
+async def test_read_then_write_transactions_of_two_processes_lose_no_update(db_target: Path | DatabaseUrl) -> None:
+    """The functions' read-modify-write steps rely on one writer at a time (SQLite's BEGIN IMMEDIATE;
+    PostgreSQL's writer lock): two processes' transactions never interleave."""
+    dbs = [await open_db(db_target) for _ in range(2)]
+    try:
+        await dbs[0].migrate([RUNTIME_MIGRATIONS, SAMPLE])
+        await dbs[0].execute("INSERT INTO sample_seen (n, attempts) VALUES (1, 0)")
+
+        async def increment(db: Database) -> None:
+            async with db.transaction() as tx:
+                row = await tx.fetch_one("SELECT attempts FROM sample_seen WHERE n = ?", (1,))
+                assert row is not None
+                await asyncio.sleep(0.001)  # another writer would slip in here without the lock
+                await tx.execute("UPDATE sample_seen SET attempts = ? WHERE n = ?", (row[0] + 1, 1))
+
+        await asyncio.gather(*(increment(dbs[i % 2]) for i in range(40)))
+        final = await dbs[1].fetch_one("SELECT attempts FROM sample_seen WHERE n = 1")
+    finally:
+        for db in dbs:
+            await db.close()
+    assert final is not None and final[0] == 40
