@@ -138,13 +138,13 @@ class Transaction:
 
 
 class Database:
-    """`Database(path_or_url)`: a SQLite file (a Path, or a sqlite:// URL) or a PostgreSQL server."""
+    """`Database(target)`: a SQLite file (a path, or a sqlite:// URL) or a PostgreSQL server (a URL)."""
 
     dialect = "sqlite"
 
     def __new__(cls, target: Path | str | DatabaseUrl, *args: Any, **kwargs: Any) -> Database:
         if cls is Database:
-            url = DatabaseUrl.parse(target) if isinstance(target, str) else target
+            url = DatabaseUrl.parse(target) if isinstance(target, str) and "://" in target else target
             if isinstance(url, DatabaseUrl) and url.is_postgres:
                 from studio.runtime.postgres import PostgresDatabase
 
@@ -300,7 +300,7 @@ class SqliteDatabase(Database):
         super().__init__(target)
         if isinstance(target, DatabaseUrl):
             target = target.sqlite_path(Path.cwd())
-        elif isinstance(target, str):
+        elif isinstance(target, str) and "://" in target:
             target = DatabaseUrl.parse(target).sqlite_path(Path.cwd())
         self.path = Path(target)
         self._writer: aiosqlite.Connection | None = None
