@@ -125,6 +125,11 @@ async def copy_database(
                 f"{sorted(have)}: start this version of the studio on the source once (it migrates at start), "
                 "stop it, and copy again"
             )
+    existing = set(await target.tables()) - {"schema_migrations"}
+    filled = {t: n for t in sorted(existing) if (n := await _count(target, t))}
+    if filled and not overwrite:  # checked before anything is created in it
+        listed = ", ".join(f"{t} ({n} rows)" for t, n in filled.items())
+        raise CopyError(f"the target is not empty: {listed}; pass --overwrite to replace its data")
     order = [RUNTIME_MIGRATIONS.component, *sorted(c for c in applied if c != RUNTIME_MIGRATIONS.component)]
     report.migrated = await target.migrate([known[c] for c in order if c in known])
     progress(f"target migrated ({len(report.migrated)} migrations applied)")
@@ -135,10 +140,6 @@ async def copy_database(
     missing = [t for t in tables if t not in target_tables]
     if missing:
         raise CopyError(f"the target lacks tables the source has: {', '.join(missing)}")
-    filled = {t: n for t in sorted(target_tables - {"schema_migrations"}) if (n := await _count(target, t))}
-    if filled and not overwrite:
-        listed = ", ".join(f"{t} ({n} rows)" for t, n in filled.items())
-        raise CopyError(f"the target is not empty: {listed}; pass --overwrite to replace its data")
 
     async with source.transaction() as read, target.transaction() as write:
         for table in reversed(tables):

@@ -27,6 +27,7 @@ from studio.runtime.database import Database, DatabaseError, Params, Row, Transa
 from studio.runtime.dialect import WRITER_LOCK_SQL, DatabaseUrl, numbered, postgres_ddl, rowcount
 
 POOL_SIZE = 10
+CLOSE_GRACE_S = 5.0
 _KINDS = {
     "bigint": "integer",
     "integer": "integer",
@@ -116,9 +117,14 @@ class PostgresDatabase(Database):
             ) from None
 
     async def close(self) -> None:
+        """Close the pool; a connection a task still holds after CLOSE_GRACE_S is cut (as closing
+        SQLite's connections would): shutting down never waits on a stuck task."""
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), CLOSE_GRACE_S)
+            except TimeoutError:
+                pool.terminate()
 
     @property
     def pool(self) -> asyncpg.Pool:
