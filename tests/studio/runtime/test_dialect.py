@@ -40,3 +40,16 @@ def test_urls_are_checked_and_never_show_the_password() -> None:
     for bad in ("mysql://x/y", "postgresql://host-only", "sqlite://relative.db", "studio.db"):
         with pytest.raises(DatabaseUrlError):
             DatabaseUrl.parse(bad)
+
+
+def test_the_setting_picks_the_database_and_never_echoes_a_password() -> None:
+    from studio.runtime.settings import Settings, SettingsError
+
+    default = Settings.from_env({}, data_dir=Path("/srv/data"))
+    assert default.database_target == Path("/srv/data/studio.db") and not default.database_is_postgres
+    pg = Settings.from_env({"STUDIO_DATABASE_URL": "postgresql://studio:s3cret@db:5432/studio"})
+    assert pg.database_is_postgres and pg.database_target == pg.database_url
+    assert "s3cret" not in repr(pg)
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"STUDIO_DATABASE_URL": "postgresql://studio:s3cret@db:5432"})  # no database name
+    assert "names no database" in str(caught.value) and "s3cret" not in str(caught.value)
