@@ -11,6 +11,7 @@ localai-studio reconcile [--since 7d] [--fix] [--url URL]   compare with Stripe;
                                           differences remain (cron-friendly), 2 if it cannot run
 localai-studio backup [--out DIR] [--file PATH ...] [--models]   a checked, consistent backup
 localai-studio restore ARCHIVE [--check] [--force]                 put a backup back, checked
+localai-studio db copy --from URL --to URL [--overwrite]   the database into another (SQLite -> PostgreSQL)
 localai-studio users add|promote|demote|disable|enable|list|reset-link [EMAIL]   accounts (operator)
 """
 
@@ -32,7 +33,7 @@ from events.bus import Bus, BusUnavailable
 from events.lag import consumer_lags, remove_consumer, table
 from events.tail import format_human, format_json, tail
 from functions.accounts import admin as users
-from studio import ops
+from studio import dbcopy, ops
 from studio.runner import (
     StartupError,
     install_event_loop_policy,
@@ -40,6 +41,7 @@ from studio.runner import (
     run_function,
     run_gateway,
 )
+from studio.runtime.database import Database
 from studio.runtime.logs import configure
 from studio.runtime.settings import VARS, Settings, SettingsError, markdown_table
 
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="show the configuration")
     config.add_argument("--markdown", action="store_true", help="the variables as a README table")
     ops.add_commands(sub)  # backup, restore
+    dbcopy.add_commands(sub)  # db copy
     users.add_commands(sub)  # accounts: add, promote, demote, disable, enable, list, reset-link
     return parser
 
@@ -221,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         return ops.run(settings, args)
     if args.command == "users":
         return users.run(settings, args)
+    if args.command == "db":
+        return dbcopy.run(Database(settings.database_target), args)
     service = args.service if args.command == "run" else "studio" if args.command == "up" else "cli"
     configure(settings.log_level, service)
     install_event_loop_policy()

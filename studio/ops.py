@@ -8,6 +8,8 @@ A backup is `localai_backup_YYYYMMDD_HHMMSS.tar.gz` holding:
 - `data/studio.db`: a consistent snapshot of the database taken with SQLite's online backup API in
   one step, so it is exact as of one instant even while the studio keeps writing (WAL readers never
   block writers); checked (`PRAGMA integrity_check`) and counted (rows per table) before it is kept;
+  or, on PostgreSQL (STUDIO_DATABASE_URL), `data/studio.pgdump`: `pg_dump -Fc` of one snapshot,
+  counted in that snapshot, restored with `pg_restore --clean` (studio.ops_postgres);
 - `data/secret_key` (when the cookie key was generated there) and the catalog in effect;
 - `files/<path>`: the deployment's own files (`.env`, compose files), named with `--file`;
 - `data/ollama/`: the Ollama models, only with `--models` (large; without them they are pulled again);
@@ -46,6 +48,7 @@ from studio.runtime.settings import Settings
 FORMAT = 1
 ARCHIVE_NAME = re.compile(r"^localai_backup_(\d{8}_\d{6})\.tar\.gz$")
 DB_NAME = "studio.db"
+PG_DUMP_NAME = "studio.pgdump"  # pg_dump -Fc of a PostgreSQL database (studio.ops_postgres)
 MANIFEST = "manifest.json"
 
 
@@ -167,9 +170,15 @@ def create_backup(
     with tempfile.TemporaryDirectory(prefix=".backup-", dir=out_dir) as tmp:
         work = Path(tmp)
         started = time.monotonic()
-        snapshot = work / DB_NAME
-        report = snapshot_database(settings.database_path, snapshot)
-        entries: list[tuple[Path, str]] = [(snapshot, f"data/{DB_NAME}")]
+        if settings.database_url is not None and settings.database_url.is_postgres:
+            from studio import ops_postgres
+
+            engine, snapshot = "postgresql", work / PG_DUMP_NAME
+            report = ops_postgres.dump(settings.database_url, snapshot)
+        else:
+            engine, snapshot = "sqlite", work / DB_NAME
+            report = snapshot_database(settings.database_path, snapshot)
+        entries: list[tuple[Path, str]] = [(snapshot, f"data/{snapshot.name}")]
         key = data_dir / "secret_key"
         if key.is_file():
             entries.append((key, "data/secret_key"))
@@ -188,7 +197,8 @@ def create_backup(
             "data_dir": str(data_dir.resolve()),
             "root": str(root.resolve()),
             "database": {
-                "path": f"data/{DB_NAME}",
+                "engine": engine,
+                "path": f"data/{snapshot.name}",
                 "bytes": snapshot.stat().st_size,
                 "sha256": sha256_file(snapshot),
                 "integrity": report.integrity,
@@ -343,6 +353,22 @@ def restore_backup(
 ) -> RestoreResult:
     root = root or Path.cwd()
     data_dir = settings.data_dir
+    on_postgres = settings.database_url is not None and settings.database_url.is_postgres
+    engine = read_manifest(archive).get("database", {}).get("engine", "sqlite")
+    if engine == "postgresql" and not on_postgres:
+        raise OpsError(
+            "this backup is of a PostgreSQL database: set STUDIO_DATABASE_URL to the PostgreSQL database to "
+            "restore into (an empty one will do)"
+        )
+    if engine == "sqlite" and on_postgres and not check_only:
+        raise OpsError(
+            "this backup is of a SQLite database and the studio uses PostgreSQL: restore it with "
+            "STUDIO_DATABASE_URL unset, then `localai-studio db copy --to <the PostgreSQL URL> --overwrite`"
+        )
+    if engine == "postgresql":
+        return _restore_postgres(
+            settings, archive, root=root, check_only=check_only, force=force, overwrite_files=overwrite_files
+        )
     target_db = settings.database_path
     if not check_only and target_db.exists() and not force:
         raise OpsError(
@@ -376,26 +402,79 @@ def restore_backup(
                 os.replace(src, data_dir / name)
                 _take_owner(data_dir / name, owner)
                 result.placed.append(data_dir / name)
-        models = work / "data" / "ollama"
-        if models.is_dir():
-            dest = data_dir / "ollama"
-            dest.mkdir(exist_ok=True)
-            shutil.copytree(models, dest, dirs_exist_ok=True)
-            result.placed.append(dest)
-        for entry in manifest.get("files", []):
-            rel = PurePosixPath(entry["path"]).relative_to("files")
-            dest = (root / rel) if rel.parts[0] != "_absolute" else Path("/", *rel.parts[1:])
-            src = work / entry["path"]
-            if dest.exists() and sha256_file(dest) == entry["sha256"]:
-                continue
-            if dest.exists() and not overwrite_files:
-                result.kept.append(str(dest))
-                continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest)
-            result.placed.append(dest)
+        _put_back_files(manifest, work, data_dir, root, result, overwrite_files=overwrite_files)
         # Check again where it now lies: what the studio will open is what was verified.
         result.report = verify_database(target_db, {"tables": db_entry["tables"]})
+        return result
+
+
+def _put_back_files(
+    manifest: dict[str, Any], work: Path, data_dir: Path, root: Path, result: RestoreResult, *, overwrite_files: bool
+) -> None:
+    """The Ollama models (when backed up) and the deployment's files, from the unpacked archive."""
+    models = work / "data" / "ollama"
+    if models.is_dir():
+        dest = data_dir / "ollama"
+        dest.mkdir(exist_ok=True)
+        shutil.copytree(models, dest, dirs_exist_ok=True)
+        result.placed.append(dest)
+    for entry in manifest.get("files", []):
+        rel = PurePosixPath(entry["path"]).relative_to("files")
+        dest = (root / rel) if rel.parts[0] != "_absolute" else Path("/", *rel.parts[1:])
+        src = work / entry["path"]
+        if dest.exists() and sha256_file(dest) == entry["sha256"]:
+            continue
+        if dest.exists() and not overwrite_files:
+            result.kept.append(str(dest))
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest)
+        result.placed.append(dest)
+
+
+def _compare_counts(found: dict[str, int], expected: dict[str, int]) -> None:
+    if found != expected:
+        diff = {
+            t: (expected.get(t), found.get(t))
+            for t in sorted(set(expected) | set(found))
+            if expected.get(t) != found.get(t)
+        }
+        raise OpsError(f"row counts differ from the manifest (table: (manifest, found)): {diff}")
+
+
+def _restore_postgres(
+    settings: Settings, archive: Path, *, root: Path, check_only: bool, force: bool, overwrite_files: bool
+) -> RestoreResult:
+    """A pg_dump backup into the PostgreSQL database of STUDIO_DATABASE_URL (the rest as for SQLite)."""
+    from studio import ops_postgres
+
+    url = settings.database_url
+    assert url is not None
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".restore-", dir=data_dir) as tmp:
+        work = Path(tmp)
+        manifest = extract(archive, work)
+        db_entry = manifest["database"]
+        dump_file = work / db_entry["path"]
+        if sha256_file(dump_file) != db_entry["sha256"]:
+            raise OpsError(f"{dump_file.name} does not match the checksum in the manifest: the archive is damaged")
+        ops_postgres.check_dump(dump_file)
+        report = DatabaseReport(db_entry["integrity"], db_entry["tables"], db_entry.get("migrations", []))
+        result = RestoreResult(manifest, report)
+        if check_only:
+            return result
+        stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
+        result.set_aside = ops_postgres.restore(url, dump_file, data_dir, stamp, force=force)
+        owner = _owner_of(data_dir)
+        src = work / "data" / "secret_key"
+        if src.is_file():
+            os.replace(src, data_dir / "secret_key")
+            _take_owner(data_dir / "secret_key", owner)
+            result.placed.append(data_dir / "secret_key")
+        _put_back_files(manifest, work, data_dir, root, result, overwrite_files=overwrite_files)
+        result.report = ops_postgres.inspect(url)
+        _compare_counts(result.report.tables, db_entry["tables"])
         return result
 
 

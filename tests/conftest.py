@@ -1,4 +1,8 @@
-"""Shared fixtures: a real nats-server with JetStream per test, a real SQLite file, settings.
+"""Shared fixtures: a real nats-server with JetStream per test, a real database, settings.
+
+The database is a SQLite file in the test's folder; the tests that exercise SQL (DATABASE_TESTS below)
+run twice, `[sqlite]` and `[postgres]`, the second on a real PostgreSQL server started once per session
+(`postgres_server`, tests/postgres.py) with a fresh database per test (`postgres_url`).
 
 Also the test tiers (README, "Tests and benchmarks"): tests that need a heavy system part are marked by
 folder here, so `-m "not browser"` and friends select without anyone remembering to decorate a test.
@@ -8,14 +12,16 @@ from __future__ import annotations
 
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from events.bus import Bus
 from events.server import NatsServer
+from studio.runtime.dialect import DatabaseUrl
 from studio.runtime.settings import Settings
+from tests.postgres import PostgresServer, PostgresUnavailable, postgres_bin
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `tests.support` importable from every test module
@@ -29,13 +35,40 @@ TIERS = {
 }
 HERE = Path(__file__).resolve().parent
 
+# The tests that run on both databases (their `settings`, or `db_target`, is parametrized by
+# `db_backend`): the functions that own tables and the runtime's database layer. The `[postgres]` ones
+# carry the `postgres` marker (tier: tests/run installs Debian's postgresql for them).
+DATABASE_TESTS = (
+    "functions/purchase/",
+    "functions/install/",
+    "functions/webhook/",
+    "functions/chat/test_limits.py",
+    "functions/chat/test_ownership.py",
+    "functions/chat/test_ownership_at_once.py",
+    "functions/chat/test_usage_metrics.py",
+    "functions/accounts/test_accounts.py",
+    "functions/accounts/test_users_cli.py",
+    "studio/runtime/test_database.py",
+    "studio/runtime/test_retention.py",
+    "studio/runtime/test_host.py",
+)
+BACKENDS = ("sqlite", pytest.param("postgres", marks=pytest.mark.postgres))
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--system-needs",
         metavar="FILE",
-        help="write to FILE the tiers (browser, nginx, stack) the selected tests need; tests/run reads it",
+        help="write to FILE the tiers (browser, nginx, stack, postgres) the selected tests need; tests/run reads it",
     )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    where = (
+        metafunc.definition.path.relative_to(HERE).as_posix() if metafunc.definition.path.is_relative_to(HERE) else ""
+    )
+    if "db_backend" in metafunc.fixturenames and where.startswith(DATABASE_TESTS):
+        metafunc.parametrize("db_backend", BACKENDS, indirect=True)
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
@@ -50,7 +83,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_collection_finish(session: pytest.Session) -> None:
     target = session.config.getoption("--system-needs")
     if target:
-        needed = {marker for item in session.items for marker in TIERS if item.get_closest_marker(marker)}
+        needed = {
+            marker for item in session.items for marker in (*TIERS, "postgres") if item.get_closest_marker(marker)
+        }
         Path(target).write_text("".join(f"{marker}\n" for marker in sorted(needed)))
 
 
@@ -68,11 +103,57 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session; `postgres_server.new_database()` gives a fresh
+    database's URL (two studios sharing one database: call it once and give both the URL)."""
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed: apt-get install postgresql (tests/run does, for these tests)")
+    server = PostgresServer(bin_dir)
+    try:
+        server.start()
+    except PostgresUnavailable as exc:
+        server.stop()
+        pytest.skip(f"PostgreSQL did not start: {exc}")
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def settings(tmp_path: Path, nats_server: NatsServer) -> Settings:
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped after the test."""
+    url = postgres_server.new_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
+@pytest.fixture
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """`sqlite` (every test), or `postgres` for DATABASE_TESTS' second run."""
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def database_url(db_backend: str, request: pytest.FixtureRequest) -> DatabaseUrl | None:
+    """STUDIO_DATABASE_URL for this test: None (SQLite in the data dir) or a fresh PostgreSQL database."""
+    if db_backend == "postgres":
+        return DatabaseUrl.parse(request.getfixturevalue("postgres_url"))
+    return None
+
+
+@pytest.fixture
+def db_target(tmp_path: Path, database_url: DatabaseUrl | None) -> Path | DatabaseUrl:
+    """What `Database(...)` opens in this test: a SQLite file in tmp_path, or the fresh PostgreSQL database."""
+    return database_url if database_url is not None else tmp_path / "studio.db"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, nats_server: NatsServer, database_url: DatabaseUrl | None) -> Settings:
     return Settings.from_env(
         {},
         data_dir=tmp_path / "data",
+        database_url=database_url,
         nats_url=nats_server.url,
         port=free_port(),
         heartbeat_s=0.5,

@@ -69,7 +69,7 @@ def reset_url(settings: Settings, token: str) -> str:
 
 
 async def _run(settings: Settings, args: argparse.Namespace) -> str:
-    db = Database(settings.database_path)
+    db = Database(settings.database_target)
     await db.open()
     try:
         await db.migrate([RUNTIME_MIGRATIONS, MIGRATIONS])

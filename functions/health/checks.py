@@ -82,7 +82,7 @@ _integrity: dict[str, tuple[float, str]] = {}
 
 
 async def check_database(db: Database) -> Check:
-    key = str(db.path)
+    key = db.location
     cached = _integrity.get(key)
     now = time.monotonic()
     try:
@@ -90,17 +90,17 @@ async def check_database(db: Database) -> Check:
             result = await asyncio.wait_for(db.integrity_check(), timeout=5)
             cached = _integrity[key] = (now, result)
     except Exception as exc:
-        return fail("database", f"the database at {db.path} cannot be read: {exc}", path=str(db.path))
+        return fail("database", f"the database at {db.location} cannot be read: {exc}", path=db.location)
     age = round(now - cached[0], 1)
     if cached[1] != "ok":
         return fail(
             "database",
             f"integrity check failed: {cached[1][:300]}; restore the latest backup",
-            path=str(db.path),
+            path=db.location,
             integrity=cached[1][:300],
             checked_s_ago=age,
         )
-    return ok("database", path=str(db.path), integrity="ok", checked_s_ago=age)
+    return ok("database", path=db.location, integrity="ok", checked_s_ago=age)
 
 
 async def check_ollama(clients: list[OllamaClient], asking: Awaitable[dict[str, Any] | None] | None = None) -> Check:

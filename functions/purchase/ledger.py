@@ -168,10 +168,10 @@ class Ledger:
         """The operator's search: `text` in the purchase id, visitor, e-mail, model or payment; newest first."""
         like = f"%{text}%"
         rows = await self.db.fetch_all(
-            "SELECT * FROM purchases WHERE (? = '' OR status = ?) AND (? = '' OR id LIKE ? OR user_id LIKE ? "
-            "OR model LIKE ? OR payment_intent LIKE ? OR checkout_session_id LIKE ? OR LOWER(email) LIKE ?) "
-            "ORDER BY created_at DESC LIMIT ?",
-            (status, status, text, like, like, like, like, like, like.lower(), limit),
+            "SELECT * FROM purchases WHERE (? = '' OR status = ?) AND (? = '' OR LOWER(id) LIKE ? "
+            "OR LOWER(user_id) LIKE ? OR LOWER(model) LIKE ? OR LOWER(payment_intent) LIKE ? "
+            "OR LOWER(checkout_session_id) LIKE ? OR LOWER(email) LIKE ?) ORDER BY created_at DESC LIMIT ?",
+            (status, status, text, *[like.lower()] * 6, limit),  # LIKE: any case in SQLite, exact in PostgreSQL
         )
         return [Purchase.from_row(r) for r in rows]
 
@@ -204,9 +204,8 @@ class Ledger:
     async def open_checkout(self, user_id: str, model: str) -> Purchase | None:
         row = await self.db.fetch_one(
             "SELECT * FROM purchases WHERE user_id = ? AND model = ? AND status = 'pending' AND kind = 'stripe' "
-            "AND checkout_url IS NOT NULL AND created_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?) "
-            "ORDER BY created_at DESC LIMIT 1",
-            (user_id, model, f"-{CHECKOUT_REUSE_S} seconds"),
+            "AND checkout_url IS NOT NULL AND created_at > ? ORDER BY created_at DESC LIMIT 1",
+            (user_id, model, utcnow(-CHECKOUT_REUSE_S)),
         )
         return Purchase.from_row(row) if row else None
 
@@ -325,7 +324,7 @@ class Ledger:
 
     async def current(self, tx: Transaction, purchase_id: str | None, session_id: str | None) -> Purchase | None:
         row = await tx.fetch_one(
-            "SELECT * FROM purchases WHERE id = ? OR (? IS NOT NULL AND checkout_session_id = ?) LIMIT 1",
+            "SELECT * FROM purchases WHERE id = ? OR (CAST(? AS TEXT) IS NOT NULL AND checkout_session_id = ?) LIMIT 1",
             (purchase_id, session_id, session_id),
         )
         return Purchase.from_row(row) if row else None

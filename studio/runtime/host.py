@@ -80,7 +80,7 @@ class Host:
             )
             SHORTAGES.listeners.append(self._announce_shortage)
             if any(f.uses_database for f in self.functions):
-                self.db = Database(s.database_path)
+                self.db = Database(s.database_target)
                 await self.db.open()
                 await self.db.migrate([RUNTIME_MIGRATIONS, *(f.migrations for f in self.functions if f.migrations)])
                 self.relay = OutboxRelay(self.db, self.bus)

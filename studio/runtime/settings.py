@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from studio.runtime.dialect import DatabaseUrl
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -131,6 +133,10 @@ def _urls(raw: str) -> tuple[str, ...]:
     return urls
 
 
+def _database_url(raw: str) -> DatabaseUrl | None:
+    return DatabaseUrl.parse(raw) if raw.strip() else None
+
+
 def _networks(raw: str) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(n, strict=False) for n in _names(raw))
 
@@ -162,6 +168,16 @@ VARS: tuple[Var, ...] = (
         _optional_url,
         "",
         "An existing NATS server with JetStream; empty = `up` starts one (and `run` uses the local one).",
+    ),
+    Var(
+        "STUDIO_DATABASE_URL",
+        "database_url",
+        _database_url,
+        "",
+        "The database: empty = SQLite at `STUDIO_DATA_DIR/studio.db` (`sqlite:///data/studio.db` with the default "
+        "data dir); `sqlite:///path.db` (`sqlite:////abs/path.db`), or `postgresql://user:pass@host:5432/db` "
+        "(README, PostgreSQL).",
+        secret=True,
     ),
     Var("STUDIO_NATS_PORT", "nats_port", _port, "4222", "Port of the NATS server `up` starts."),
     Var("STUDIO_OLLAMA_URL", "ollama_url", _url, "http://127.0.0.1:11434", "Ollama's API (a fleet of one node)."),
@@ -513,6 +529,7 @@ class Settings:
     public_url: str | None
     data_dir: Path
     nats_url: str | None
+    database_url: DatabaseUrl | None
     nats_port: int
     ollama_url: str
     ollama_urls: tuple[str, ...]
@@ -581,7 +598,8 @@ class Settings:
             try:
                 values[var.attr] = var.parse(var.default if raw is None else raw)
             except (ValueError, TypeError) as exc:
-                raise SettingsError(f"{var.env}={raw!r} is not valid: {exc}. {var.doc}") from None
+                shown = "(hidden: a secret)" if var.secret and raw else repr(raw)
+                raise SettingsError(f"{var.env}={shown} is not valid: {exc}. {var.doc}") from None
         values.update(overrides)
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
@@ -609,8 +627,24 @@ class Settings:
         return self.public_url or self.url
 
     @property
+    def database_is_postgres(self) -> bool:
+        return self.database_url is not None and self.database_url.is_postgres
+
+    @property
     def database_path(self) -> Path:
-        return self.data_dir / "studio.db"
+        """The SQLite file (STUDIO_DATA_DIR/studio.db unless STUDIO_DATABASE_URL names another)."""
+        if self.database_url is None:
+            return self.data_dir / "studio.db"
+        if self.database_url.is_postgres:
+            raise SettingsError("the database is PostgreSQL (STUDIO_DATABASE_URL), not a SQLite file")
+        return self.database_url.sqlite_path(Path.cwd())
+
+    @property
+    def database_target(self) -> Path | DatabaseUrl:
+        """What `Database(...)` opens: the SQLite file, or the PostgreSQL URL."""
+        return (
+            self.database_url if self.database_url is not None and self.database_url.is_postgres else self.database_path
+        )
 
     @property
     def nats_store_dir(self) -> Path:

@@ -27,12 +27,15 @@ Listener = Callable[[str, str, int | None], None]  # kind, message, count (None:
 
 
 def is_disk_full(exc: BaseException) -> bool:
-    """SQLite's SQLITE_FULL, ENOSPC/EDQUOT from the OS, or JetStream's 'insufficient storage'."""
+    """SQLite's SQLITE_FULL, PostgreSQL's disk_full (SQLSTATE 53100), ENOSPC/EDQUOT from the OS, or
+    JetStream's 'insufficient storage'."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:  # the cause may be wrapped
         seen.add(id(current))
         if isinstance(current, sqlite3.Error) and (getattr(current, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL:
+            return True
+        if getattr(current, "sqlstate", None) == "53100":  # asyncpg's PostgresError
             return True
         if isinstance(current, OSError) and current.errno in DISK_FULL_ERRNOS:
             return True

@@ -72,8 +72,8 @@ async def ollama_double() -> AsyncIterator[OllamaDouble]:
 async def run_studio(tmp_path: Path) -> AsyncIterator:
     started: list[Studio] = []
 
-    async def start(data_dir: Path, ollama_url: str) -> Studio:
-        env = studio_env(data_dir, ollama_url)
+    async def start(data_dir: Path, ollama_url: str, **extra: str) -> Studio:
+        env = studio_env(data_dir, ollama_url, **extra)
         proc = await asyncio.create_subprocess_exec(
             CLI, "up", env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"studio-{len(started)}.log", "wb")
         )

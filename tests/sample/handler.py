@@ -83,5 +83,6 @@ async def remember_note(event: SampleRecorded, delivery: Delivery) -> None:
         if cured is None:
             raise Reject(f"note {event.n} is poison (until sample_cures has it)")
     await function.db.execute(
-        "INSERT INTO sample_seen (n) VALUES (?) ON CONFLICT (n) DO UPDATE SET attempts = attempts + 1", (event.n,)
+        "INSERT INTO sample_seen (n) VALUES (?) ON CONFLICT (n) DO UPDATE SET attempts = sample_seen.attempts + 1",
+        (event.n,),
     )

@@ -17,6 +17,8 @@ CLI = str(Path(sys.executable).parent / "localai-studio")
 async def users(studio, *args: str) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
     env["STUDIO_DATA_DIR"] = str(studio.settings.data_dir)
+    if studio.settings.database_url is not None:
+        env["STUDIO_DATABASE_URL"] = studio.settings.database_url.url
     env["STUDIO_PUBLIC_URL"] = "https://studio.test"
     proc = await asyncio.create_subprocess_exec(
         CLI, "users", *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE

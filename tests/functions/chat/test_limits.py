@@ -12,6 +12,7 @@ import pytest
 from functions import load
 from functions.chat.limits import SharedLimits
 from studio.runtime.database import RUNTIME_MIGRATIONS, Database
+from studio.runtime.dialect import DatabaseUrl
 from studio.runtime.errors import TooManyRequests
 
 
@@ -24,8 +25,8 @@ class Clock:
 
 
 @pytest.fixture
-async def db(tmp_path: Path):
-    database = Database(tmp_path / "studio.db")
+async def db(db_target: Path | DatabaseUrl):
+    database = Database(db_target)
     await database.open()
     await database.migrate([RUNTIME_MIGRATIONS, load("chat").migrations or RUNTIME_MIGRATIONS])
     yield database
@@ -145,11 +146,10 @@ asyncio.run(main())
 """
 
 
-async def test_two_chat_replicas_in_two_processes_share_one_limit(db, tmp_path: Path) -> None:
+async def test_two_chat_replicas_in_two_processes_share_one_limit(db, db_target: Path | DatabaseUrl) -> None:
+    target = db_target.url if isinstance(db_target, DatabaseUrl) else str(db_target)
     procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable, "-c", TWO_REPLICAS, str(db.path), stdout=asyncio.subprocess.PIPE
-        )
+        await asyncio.create_subprocess_exec(sys.executable, "-c", TWO_REPLICAS, target, stdout=asyncio.subprocess.PIPE)
         for _ in range(2)
     ]
     outputs = [await asyncio.wait_for(p.communicate(), 60) for p in procs]

@@ -7,8 +7,8 @@ from studio.runtime.database import RUNTIME_MIGRATIONS, Database
 from tests.functions.chat.conftest import chat
 
 
-async def test_purchases_grant_revocations_take_back_and_redelivery_changes_nothing(tmp_path) -> None:
-    db = Database(tmp_path / "studio.db")
+async def test_purchases_grant_revocations_take_back_and_redelivery_changes_nothing(db_target) -> None:
+    db = Database(db_target)
     await db.open()
     try:
         assert chat.migrations is not None
@@ -32,8 +32,8 @@ async def test_purchases_grant_revocations_take_back_and_redelivery_changes_noth
         await db.close()
 
 
-async def test_suspensions_and_restorations_follow_event_time_not_arrival(tmp_path) -> None:
-    db = Database(tmp_path / "studio.db")
+async def test_suspensions_and_restorations_follow_event_time_not_arrival(db_target) -> None:
+    db = Database(db_target)
     await db.open()
     try:
         await db.migrate([RUNTIME_MIGRATIONS, chat.migrations or RUNTIME_MIGRATIONS])

@@ -81,8 +81,7 @@ async def test_a_state_written_just_before_the_stream_opens_is_in_its_first_mess
 
 async def test_purchase_keeps_no_copy_of_install_state(test_mode) -> None:
     purchase = load("purchase")
-    tables = await purchase.db.fetch_all("SELECT name FROM sqlite_master WHERE type = 'table'")
-    assert "install_states" not in {t["name"] for t in tables}
+    assert "install_states" not in await purchase.db.tables()
     consumed = {t for spec in purchase.subscriptions for t in spec.types}
     # install.failed is consumed only to flag a paid purchase the disk cannot hold (never to keep a state)
     assert consumed & {"install.requested", "install.started", "install.completed"} == set()
@@ -162,14 +161,14 @@ async def test_a_visitor_install_request_needs_purchase_to_answer_for_ownership(
     assert await installs(client.host_runtime.bus) == {}, "nothing was queued"
 
 
-async def test_an_existing_database_moves_its_install_states_to_install_alone(tmp_path) -> None:
+async def test_an_existing_database_moves_its_install_states_to_install_alone(tmp_path, db_target) -> None:
     functions_dir = Path(__file__).parents[3] / "functions"
     first = {}
     for name in ("install", "purchase"):
         first[name] = tmp_path / name
         first[name].mkdir()
         shutil.copy(next((functions_dir / name / "migrations").glob("0001_*.sql")), first[name])
-    db = Database(tmp_path / "studio.db")
+    db = Database(db_target)
     await db.open()
     try:
         await db.migrate([Migrations(n, d) for n, d in first.items()])  # the studio before this change
@@ -182,8 +181,7 @@ async def test_an_existing_database_moves_its_install_states_to_install_alone(tm
         applied = await db.migrate(now)
 
         assert {"install:0002_install_states", "purchase:0002_drop_install_states"} <= set(applied)
-        tables = {r["name"] for r in await db.fetch_all("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert "install_states" not in tables
+        assert "install_states" not in await db.tables()
         row = await db.fetch_one("SELECT * FROM installs WHERE model = 'tinyllama:latest'")
         assert row is not None
         assert (row["state"], row["install_id"], row["digest"], row["will_retry"]) == (

@@ -9,18 +9,19 @@ import pytest
 
 from events.envelope import Event
 from studio.runtime.database import RUNTIME_MIGRATIONS, Database, DatabaseError, Migrations, split_statements
+from studio.runtime.dialect import DatabaseUrl
 
 SAMPLE = Migrations("sample", Path(__file__).resolve().parents[2] / "sample" / "migrations")
 
 
-async def open_db(path: Path) -> Database:
-    db = Database(path)
+async def open_db(target: Path | DatabaseUrl) -> Database:
+    db = Database(target)
     await db.open()
     return db
 
 
-async def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
-    db = await open_db(tmp_path / "studio.db")
+async def test_migrations_apply_once_and_are_recorded(tmp_path: Path, db_target: Path | DatabaseUrl) -> None:
+    db = await open_db(db_target)
     try:
         first = await db.migrate([RUNTIME_MIGRATIONS, SAMPLE])
         again = await db.migrate([RUNTIME_MIGRATIONS, SAMPLE])
@@ -42,8 +43,8 @@ async def test_migrations_apply_once_and_are_recorded(tmp_path: Path) -> None:
     ]
 
 
-async def test_racing_processes_apply_each_migration_once(tmp_path: Path) -> None:
-    dbs = [await open_db(tmp_path / "studio.db") for _ in range(3)]
+async def test_racing_processes_apply_each_migration_once(tmp_path: Path, db_target: Path | DatabaseUrl) -> None:
+    dbs = [await open_db(db_target) for _ in range(3)]
     try:
         results = await asyncio.gather(*(db.migrate([RUNTIME_MIGRATIONS, SAMPLE]) for db in dbs))
         count = await dbs[0].fetch_one("SELECT COUNT(*) FROM schema_migrations")
@@ -59,22 +60,22 @@ async def test_racing_processes_apply_each_migration_once(tmp_path: Path) -> Non
     assert count is not None and count[0] == 4
 
 
-async def test_failed_migration_is_rolled_back_and_named(tmp_path: Path) -> None:
+async def test_failed_migration_is_rolled_back_and_named(tmp_path: Path, db_target: Path | DatabaseUrl) -> None:
     folder = tmp_path / "migrations"
     folder.mkdir()
     (folder / "0001_broken.sql").write_text("CREATE TABLE ok_table (x INTEGER);\nCREATE TABLE (;\n")
-    db = await open_db(tmp_path / "studio.db")
+    db = await open_db(db_target)
     try:
         with pytest.raises(DatabaseError, match=r"broken:0001_broken\.sql"):
             await db.migrate([Migrations("broken", folder)])
-        tables = await db.fetch_all("SELECT name FROM sqlite_master WHERE name = 'ok_table'")
+        tables = [t for t in await db.tables() if t == "ok_table"]
     finally:
         await db.close()
     assert tables == [], "a failed migration leaves nothing behind"
 
 
-async def test_rolled_back_transaction_publishes_nothing(tmp_path: Path) -> None:
-    db = await open_db(tmp_path / "studio.db")
+async def test_rolled_back_transaction_publishes_nothing(tmp_path: Path, db_target: Path | DatabaseUrl) -> None:
+    db = await open_db(db_target)
     committed: list[list[Event]] = []
     db.on_events_committed.append(committed.append)
     try:
@@ -105,3 +106,26 @@ def test_split_statements_keeps_triggers_whole() -> None:
     END;
     """
     assert len(split_statements(script)) == 2
+
+
+async def test_read_then_write_transactions_of_two_processes_lose_no_update(db_target: Path | DatabaseUrl) -> None:
+    """The functions' read-modify-write steps rely on one writer at a time (SQLite's BEGIN IMMEDIATE;
+    PostgreSQL's writer lock): two processes' transactions never interleave."""
+    dbs = [await open_db(db_target) for _ in range(2)]
+    try:
+        await dbs[0].migrate([RUNTIME_MIGRATIONS, SAMPLE])
+        await dbs[0].execute("INSERT INTO sample_seen (n, attempts) VALUES (1, 0)")
+
+        async def increment(db: Database) -> None:
+            async with db.transaction() as tx:
+                row = await tx.fetch_one("SELECT attempts FROM sample_seen WHERE n = ?", (1,))
+                assert row is not None
+                await asyncio.sleep(0.001)  # another writer would slip in here without the lock
+                await tx.execute("UPDATE sample_seen SET attempts = ? WHERE n = ?", (row[0] + 1, 1))
+
+        await asyncio.gather(*(increment(dbs[i % 2]) for i in range(40)))
+        final = await dbs[1].fetch_one("SELECT attempts FROM sample_seen WHERE n = 1")
+    finally:
+        for db in dbs:
+            await db.close()
+    assert final is not None and final[0] == 40

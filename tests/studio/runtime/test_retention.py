@@ -37,8 +37,8 @@ async def ids(db: Database, table: str, key: str) -> list[str]:
     return sorted(r[0] for r in await db.fetch_all(f"SELECT {key} FROM {table}"))
 
 
-async def test_only_published_rows_older_than_the_window_are_pruned_in_batches(tmp_path) -> None:
-    db = Database(tmp_path / "studio.db")
+async def test_only_published_rows_older_than_the_window_are_pruned_in_batches(db_target) -> None:
+    db = Database(db_target)
     await db.open()
     try:
         await db.migrate([RUNTIME_MIGRATIONS, load("webhook").migrations or RUNTIME_MIGRATIONS])
@@ -63,7 +63,7 @@ async def test_only_published_rows_older_than_the_window_are_pruned_in_batches(t
 
 async def test_the_host_prunes_at_start_up(tmp_path, embedded_studio, settings) -> None:
     webhook = load("webhook")
-    db = Database(settings.database_path)
+    db = Database(settings.database_target)
     await db.open()
     await db.migrate([RUNTIME_MIGRATIONS, webhook.migrations or RUNTIME_MIGRATIONS])
     now = datetime.now(UTC)

@@ -1,0 +1,104 @@
+"""A real PostgreSQL server for tests (docs/postgres-in-tests.md): Debian's binaries, a temporary
+directory, a free port, started once per test session; each test gets a fresh database.
+
+`PostgresServer.start()` -> `server.new_database()` -> a `postgresql://` URL of an empty database
+(`CREATE DATABASE ... TEMPLATE template0`, a few tens of milliseconds). The server runs as the
+`postgres` user when the tests run as root (initdb refuses root), else as the current user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+class PostgresUnavailable(RuntimeError):
+    pass
+
+
+def postgres_bin() -> Path | None:
+    """The newest installed server binaries (`/usr/lib/postgresql/<version>/bin`), or None."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
+    return found[-1].parent if found else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PostgresServer:
+    def __init__(self, bin_dir: Path, user: str = "studio", *, durable: bool = False) -> None:
+        self.bin = bin_dir
+        self.durable = durable  # fsync on, as in production (benchmarks); tests turn it off
+        self.user = user
+        self.port = _free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="studio-pg-"))
+        self.data = self.dir / "data"
+        self._names = itertools.count(1)
+        self._run_as = "postgres" if os.geteuid() == 0 else None
+
+    @property
+    def url(self) -> str:
+        """The server's maintenance database (`postgres`)."""
+        return self.url_of("postgres")
+
+    def url_of(self, database: str) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def _cmd(self, *args: str) -> list[str]:
+        return ["runuser", "-u", self._run_as, "--", *args] if self._run_as else list(args)
+
+    def _run(self, *args: str) -> None:
+        result = subprocess.run(self._cmd(*args), capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            raise PostgresUnavailable(f"{' '.join(args[:2])} failed: {result.stderr.strip() or result.stdout.strip()}")
+
+    def start(self) -> PostgresServer:
+        if self._run_as:
+            pw = pwd.getpwnam(self._run_as)
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        os.chmod(self.dir, 0o700)
+        self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user, "-E", "UTF8")
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c shared_buffers=32MB"
+        self._run(
+            str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "-o", options, "start"
+        )
+        return self
+
+    def stop(self) -> None:
+        with contextlib.suppress(PostgresUnavailable, subprocess.TimeoutExpired):
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def psql(self, database: str, sql: str) -> str:
+        result = subprocess.run(
+            [str(self.bin / "psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", self.url_of(database), "-c", sql],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise PostgresUnavailable(f"psql failed: {result.stderr.strip()}")
+        return result.stdout.strip()
+
+    def new_database(self, prefix: str = "t") -> str:
+        """A fresh, empty database on this server; returns its URL."""
+        name = f"{prefix}_{os.getpid()}_{next(self._names)}"
+        self.psql("postgres", f"CREATE DATABASE {name} TEMPLATE template0")
+        return self.url_of(name)
+
+    def drop_database(self, url: str) -> None:
+        name = url.rsplit("/", 1)[-1]
+        with contextlib.suppress(PostgresUnavailable, subprocess.TimeoutExpired):
+            self.psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
