@@ -63,6 +63,7 @@ class StreamPolicy:
     max_age_s: float = 30 * 86400
     max_bytes: int = 1 << 30
     duplicate_window_s: float = 600.0
+    replicas: int = 1  # copies kept by a NATS cluster (STUDIO_EVENTS_REPLICAS); 3 survive losing a node
 
     def config(self) -> api.StreamConfig:
         return api.StreamConfig(
@@ -75,6 +76,7 @@ class StreamPolicy:
             max_age=self.max_age_s,
             max_bytes=self.max_bytes,
             duplicate_window=self.duplicate_window_s,
+            num_replicas=self.replicas,
         )
 
 
@@ -91,9 +93,15 @@ def type_pattern_subject(pattern: str) -> str:
     return nats_subject(pattern)
 
 
+def server_urls(url: str) -> list[str]:
+    """`nats://a:4222,nats://b:4222` -> every node of a cluster; the client picks one and fails over."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
 class Bus:
     def __init__(self, url: str, *, name: str, source: str) -> None:
         self.url = url
+        self.servers = server_urls(url)
         self.name = name
         self.source = source
         self._nc: NatsClient | None = None
@@ -116,7 +124,7 @@ class Bus:
                 # so the overall wait is bounded here.
                 self._nc = await asyncio.wait_for(
                     nats.connect(
-                        self.url,
+                        servers=self.servers,
                         name=self.name,
                         connect_timeout=2,
                         allow_reconnect=True,
@@ -146,7 +154,8 @@ class Bus:
 
     async def _on_reconnected(self) -> None:
         self.disconnected_since = None
-        log.info("NATS connection restored", extra={"nats_url": self.url})
+        server = self._nc.connected_url if self._nc is not None else None
+        log.info("NATS connection restored", extra={"nats_url": self.url, "server": getattr(server, "netloc", None)})
 
     async def _on_error(self, exc: Exception) -> None:
         log.debug("NATS client error: %s", exc)
@@ -181,10 +190,13 @@ class Bus:
                 or current.max_age != config.max_age
                 or current.max_bytes != config.max_bytes
                 or current.duplicate_window != config.duplicate_window
+                or (current.num_replicas or 1) != config.num_replicas
             ):
                 info = await jsm.update_stream(config)
                 log.info(
-                    "updated stream %s", STREAM, extra={"subjects": config.subjects, "max_bytes": config.max_bytes}
+                    "updated stream %s",
+                    STREAM,
+                    extra={"subjects": config.subjects, "max_bytes": config.max_bytes, "replicas": config.num_replicas},
                 )
         except nats.js.errors.APIError as exc:
             if exc.err_code != INSUFFICIENT_STORAGE:

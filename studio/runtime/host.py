@@ -76,7 +76,11 @@ class Host:
             )
             log.info(self.stream_budget.describe(), extra={"max_bytes": self.stream_budget.max_bytes})
             await self.bus.ensure_stream(
-                StreamPolicy(max_age_s=s.events_max_age_days * 86400, max_bytes=self.stream_budget.max_bytes)
+                StreamPolicy(
+                    max_age_s=s.events_max_age_days * 86400,
+                    max_bytes=self.stream_budget.max_bytes,
+                    replicas=s.events_replicas,
+                )
             )
             SHORTAGES.listeners.append(self._announce_shortage)
             if any(f.uses_database for f in self.functions):
