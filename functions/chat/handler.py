@@ -65,6 +65,13 @@ REPORTS = Key[UsageReports]("reports")
 OWNERSHIP = Key[Ownership]("ownership")
 
 
+@function.reports_load
+def ollama_queue() -> dict[str, dict[str, int]]:
+    """Answers open on each Ollama node (waiting or being written): the monitor's queue-depth signal."""
+    ollama = function[OLLAMA]
+    return {"ollama_queue": {ollama.base_url: ollama.answers_in_flight}}
+
+
 @function.resource
 async def dependencies(fn: Function) -> AsyncIterator[None]:
     s = fn.settings

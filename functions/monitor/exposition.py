@@ -15,6 +15,7 @@ from studio.runtime.metrics import BUCKETS
 if TYPE_CHECKING:
     from functions.monitor.consumers import ConsumerWatch
     from functions.monitor.observations import ChatUsage, EventCounts, FunctionReports
+    from functions.monitor.scale import ScaleSignals
 
 
 class StudioCollector(Collector):
@@ -25,7 +26,9 @@ class StudioCollector(Collector):
         heartbeat_s: float,
         chat: ChatUsage | None = None,
         consumers: ConsumerWatch | None = None,
+        scale: ScaleSignals | None = None,
     ) -> None:
+        self.scale = scale
         self.counts = counts
         self.reports = reports
         self.heartbeat_s = heartbeat_s
@@ -82,6 +85,8 @@ class StudioCollector(Collector):
             yield from chat_metrics(self.chat)
         if self.consumers is not None:
             yield from consumer_metrics(self.consumers)
+        if self.scale is not None:
+            yield from scale_metrics(self.scale, now)
 
 
 def consumer_metrics(watch: ConsumerWatch) -> Iterator[Metric]:
@@ -153,3 +158,34 @@ def chat_metrics(usage: ChatUsage) -> Iterator[Metric]:
     yield answers
     yield tokens
     yield first
+
+
+def scale_metrics(scale: ScaleSignals, now: float) -> Iterator[Metric]:
+    """The "when to scale" signals (functions/monitor/scale.py) and their thresholds."""
+    visitors = GaugeMetricFamily("studio_scale_visitors", "Concurrent visitors (seen in the last 5 min), all servers.")
+    visitors.add_metric([], scale.visitors(now))
+    chat = GaugeMetricFamily("studio_scale_chat_requests_per_second", "Chat requests a second, all servers.")
+    chat.add_metric([], scale.chat_per_s(now))
+    queue = GaugeMetricFamily(
+        "studio_ollama_queue_depth", "Answers open on each Ollama node (waiting or being written).", labels=["node"]
+    )
+    for node, n in sorted(scale.queue_depth(now).items()):
+        queue.add_metric([node], n)
+    cpu = GaugeMetricFamily("studio_server_cpu_percent", "CPU busy on each server (recent mean).", labels=["server"])
+    for server, pct in sorted(scale.cpu_percent(now).items()):
+        cpu.add_metric([server], pct)
+    t = scale.thresholds
+    threshold = GaugeMetricFamily("studio_scale_threshold", "The STUDIO_SCALE_* thresholds.", labels=["signal"])
+    for signal, value in (
+        ("visitors", t.visitors),
+        ("chat_requests_per_s", t.chat_per_s),
+        ("ollama_queue", t.queue_depth),
+        ("cpu_percent", t.cpu_percent),
+    ):
+        threshold.add_metric([signal], value)
+    over = GaugeMetricFamily(
+        "studio_scale_over_threshold", "1 while a signal is over its threshold.", labels=["signal", "key"]
+    )
+    for signal, key in sorted(scale.over):
+        over.add_metric([signal, key], 1)
+    yield from (visitors, chat, queue, cpu, threshold, over)

@@ -93,6 +93,7 @@ class OllamaClient:
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
         self.read_timeout = read_timeout
+        self.answers_in_flight = 0  # chat streams open on this node: its queue, for the "when to scale" signal
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -188,21 +189,25 @@ class OllamaClient:
         Errors before the first byte raise here (ModelNotFound, OllamaBusy, OllamaUnavailable);
         an error line mid-stream raises OllamaError from the iterator.
         """
-        async with self._stream(
-            "/api/chat", {**body, "stream": True}, idle_timeout, first_byte_timeout=first_token_timeout
-        ) as lines:
+        self.answers_in_flight += 1
+        try:
+            async with self._stream(
+                "/api/chat", {**body, "stream": True}, idle_timeout, first_byte_timeout=first_token_timeout
+            ) as lines:
 
-            async def checked() -> AsyncIterator[dict[str, Any]]:
-                done = False
-                async for line in lines:
-                    if "error" in line:
-                        raise OllamaError(str(line["error"]))
-                    done = bool(line.get("done"))
-                    yield line
-                if not done:
-                    raise OllamaUnavailable("the chat stream ended before done (connection cut)")
+                async def checked() -> AsyncIterator[dict[str, Any]]:
+                    done = False
+                    async for line in lines:
+                        if "error" in line:
+                            raise OllamaError(str(line["error"]))
+                        done = bool(line.get("done"))
+                        yield line
+                    if not done:
+                        raise OllamaUnavailable("the chat stream ended before done (connection cut)")
 
-            yield checked()
+                yield checked()
+        finally:
+            self.answers_in_flight -= 1
 
     @asynccontextmanager
     async def _stream(

@@ -102,6 +102,7 @@ class Function:
         self.resources: list[Resource] = []
         self.queries: list[tuple[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]] = []
         self.retained: list[Retention] = []
+        self.load_reports: list[Callable[[], dict[str, Any]]] = []
         self.stats = RequestStats()
         self.log = logging.getLogger(f"studio.functions.{name}")
         self._values: dict[Key[Any], Any] = {}
@@ -191,6 +192,21 @@ class Function:
     def resource(self, ctx: Resource) -> Resource:
         self.resources.append(ctx)
         return ctx
+
+    def reports_load(self, report: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+        """`report()` -> figures every heartbeat carries as `load` (chat: answers per Ollama node), which
+        the monitor weighs against the "when to scale" thresholds."""
+        self.load_reports.append(report)
+        return report
+
+    def load(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for report in self.load_reports:
+            try:
+                out.update(report())
+            except Exception:  # a report must never cost the heartbeat itself
+                self.log.debug("load report failed", exc_info=True)
+        return out
 
     # -- running ---------------------------------------------------------------------------------
 

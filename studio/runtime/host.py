@@ -218,6 +218,7 @@ class Host:
             uptime_s=round(time.time() - self.started_at, 3),
             inflight=fn.stats.inflight,
             http=fn.stats.snapshot(),
+            load=fn.load(),
         )
 
     async def _beat(self, fn: Function) -> None:
