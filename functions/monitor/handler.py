@@ -40,6 +40,7 @@ from events.bus import BusUnavailable
 from events.catalog import (
     ConsumerCaughtUp,
     ConsumerFellBehind,
+    EventData,
     EventDeadLettered,
     HeartbeatEmitted,
     InstallFailed,
@@ -81,7 +82,7 @@ SCALE = Key[ScaleSignals]("scale")
 @function.resource
 async def observations(fn: Function) -> AsyncIterator[None]:
     fn[COUNTS], fn[RECENT], fn[REPORTS], fn[CHAT] = EventCounts(), RecentEvents(), FunctionReports(), ChatUsage()
-    fn[CONSUMERS] = watch = ConsumerWatch(fn.bus, fn.settings.events_lag_alert_s, fn.publish)
+    fn[CONSUMERS] = watch = ConsumerWatch(fn.bus, fn.settings.events_lag_alert_s, publish_once)
     fn[SCALE] = scale = ScaleSignals(Thresholds.of(fn.settings), stale_s=max(30.0, 6 * fn.settings.heartbeat_s))
     fn[REGISTRY] = registry = CollectorRegistry(auto_describe=False)
     registry.register(StudioCollector(fn[COUNTS], fn[REPORTS], fn.settings.heartbeat_s, fn[CHAT], watch, scale))
@@ -120,6 +121,11 @@ async def observe_event(event: Event) -> None:
                 function[SCALE].chat_answered(time.monotonic())
 
 
+async def publish_once(data: EventData, event_id: str) -> None:
+    """Publish under an id every monitor replica gives the same fact: JetStream keeps one of them."""
+    await function.bus.publish(dataclasses.replace(function.event(data), id=event_id))
+
+
 async def watch_scale(scale: ScaleSignals, every_s: float) -> None:
     """Weigh the signals every heartbeat; a crossing is published under its episode's id (see scale.py)."""
     while True:
@@ -127,7 +133,7 @@ async def watch_scale(scale: ScaleSignals, every_s: float) -> None:
         for event_id, data in scale.check(time.monotonic(), time.time()):
             log.warning("scale threshold crossed", extra={"signal": data.signal, "key": data.key, "value": data.value})
             try:
-                await function.bus.publish(dataclasses.replace(function.event(data), id=event_id))
+                await publish_once(data, event_id)
             except BusUnavailable:
                 scale.over.discard((data.signal, data.key))  # not stored: try again at the next check
 

@@ -7,7 +7,9 @@ gateway: visitors seen in the last five minutes, the machine's CPU), heartbeats 
 each Ollama node, `load.ollama_queue`) and chat outcomes (one `chat.completed|failed|cancelled` per
 request). A signal over its threshold publishes `scale.threshold_crossed` once per episode, under one id
 per signal and quarter of an hour, so with several monitor replicas the stream keeps one and one
-replica posts the alert; back under the threshold, the next crossing alerts again.
+replica posts the alert; back under the threshold, the next crossing alerts again (in a later quarter
+of an hour: within the stream's ten-minute duplicate window, the same id is kept once, so a flapping
+signal alerts at most about once a quarter).
 """
 
 from __future__ import annotations
