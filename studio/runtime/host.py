@@ -71,9 +71,13 @@ class Host:
         s = self.settings
         try:
             await self.bus.connect(timeout=s.nats_connect_timeout_s if connect_timeout is None else connect_timeout)
-            self.stream_budget = stream_budget(
-                s.data_dir, s.events_max_bytes, already_stored=await self.bus.stream_bytes()
-            )
+            if s.events_replicas > 1:  # a NATS cluster stores the stream on its nodes' disks, not this one's:
+                # every server must ask for the same size, or each start-up would resize it to its own disk
+                self.stream_budget = StreamBudget(s.events_max_bytes, s.events_max_bytes, free=0)
+            else:
+                self.stream_budget = stream_budget(
+                    s.data_dir, s.events_max_bytes, already_stored=await self.bus.stream_bytes()
+                )
             log.info(self.stream_budget.describe(), extra={"max_bytes": self.stream_budget.max_bytes})
             await self.bus.ensure_stream(
                 StreamPolicy(
