@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML, with schemathesis (test extra)
 
 from events.server import find_binary
 from studio.runtime.settings import Settings
