@@ -54,6 +54,11 @@ class StudioCollector(Collector):
         uptime = GaugeMetricFamily(
             "studio_function_uptime_seconds", "Instance uptime.", labels=["function", "instance"]
         )
+        inflight = GaugeMetricFamily(
+            "studio_function_inflight",
+            "HTTP requests (chat answers among them) an instance is handling; a drained server's go to 0.",
+            labels=["function", "instance"],
+        )
         requests = CounterMetricFamily(
             "studio_http_requests",
             "HTTP requests handled by functions.",
@@ -69,6 +74,7 @@ class StudioCollector(Collector):
             fi = [rep.function, rep.instance]
             up.add_metric(fi, 1.0 if now - rep.seen_at <= 3 * self.heartbeat_s else 0.0)
             uptime.add_metric(fi, rep.uptime_s)
+            inflight.add_metric(fi, rep.inflight)
             for r in rep.http.get("requests", []):
                 requests.add_metric([*fi, r["method"], r["route"], str(r["status"])], r["count"])
             for h in rep.http.get("latency", []):
@@ -79,6 +85,7 @@ class StudioCollector(Collector):
                 latency.add_metric([*fi, h["method"], h["route"]], cumulative, h["sum"])
         yield up
         yield uptime
+        yield inflight
         yield requests
         yield latency
         if self.chat is not None:

@@ -85,6 +85,12 @@ async def test_answers_waiting_on_an_ollama_node_alert_to_add_a_node(embedded_st
             assert "(STUDIO_SCALE_QUEUE_DEPTH)" in text and "add an Ollama node (STUDIO_OLLAMA_URLS" in text
             metrics = await scrape(client)
             assert metric(metrics, "studio_ollama_queue_depth", node=ollama.url) == 3
+            chat_inflight = [
+                v
+                for (name, labels), v in metrics.items()
+                if name == "studio_function_inflight" and ("function", "chat") in labels
+            ]
+            assert chat_inflight == [3]  # what a drained server's operator waits to see reach 0
         finally:
             for task in answers:
                 task.cancel()
