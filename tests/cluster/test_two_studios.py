@@ -221,3 +221,22 @@ async def test_a_studio_killed_mid_install_leaves_its_installs_to_the_other(
         await live.close()
     # A's cut pull and B's: B took the install over once A's lease lapsed, and pulled it once
     assert cluster_ollama.pull_count(PAID) == 2 and cluster_ollama.pull_count(OTHER_PAID) == 2
+
+
+async def test_a_drained_studio_hands_its_pulls_to_the_other_and_stops_cleanly(
+    studios: Callable[..., StudioProcess], cluster_ollama: Any
+) -> None:
+    """README's drain: out of the load balancer, then SIGTERM; the other server takes its work."""
+    cluster_ollama.pull_speed = 4_000  # longer than the shutdown grace: the pull is handed back, not finished
+    a, b = studios("a", STUDIO_SHUTDOWN_GRACE_S="2"), studios("b")
+    await a.start()
+    async with visitor() as s:
+        await models(s, a.url)
+        await buy(s, a.url, PAID)
+        await eventually(lambda: cluster_ollama.pull_count(PAID), timeout=30, message="A pulling")
+        await b.start()
+        a.stop()  # SIGTERM
+        assert a.proc is not None and a.proc.returncode == 0, a.log_tail()
+        cluster_ollama.pull_speed = 200_000
+        await eventually(lambda: installed(s, b.url, PAID), timeout=120, interval=1, message="B finishing A's pull")
+    assert cluster_ollama.pull_count(PAID) == 2
