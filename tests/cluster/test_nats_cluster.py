@@ -13,8 +13,6 @@ from studio.runtime.settings import Settings, SettingsError
 from tests.cluster.nats_cluster import NatsCluster
 from tests.support import Recorder, SampleRecorded, eventually
 
-pytestmark = pytest.mark.slow
-
 
 def sample(n: int) -> Event:
     data = SampleRecorded(n=n, note="")
@@ -53,6 +51,7 @@ def connected_port(bus: Bus) -> int | None:
     return None if url is None else url.port
 
 
+@pytest.mark.slow
 async def test_stream_is_replicated_and_survives_losing_the_connected_node(nats_cluster: NatsCluster) -> None:
     bus = Bus(nats_cluster.url, name="test", source="/tests")
     await bus.connect()
@@ -83,6 +82,7 @@ async def test_stream_is_replicated_and_survives_losing_the_connected_node(nats_
         await bus.close(1)
 
 
+@pytest.mark.slow
 async def test_replicas_of_an_existing_stream_follow_the_setting(nats_cluster: NatsCluster) -> None:
     bus = Bus(nats_cluster.url, name="test", source="/tests")
     await bus.connect()
