@@ -304,8 +304,9 @@ class Bus:
                 return consumer
         raise KeyError(f"no consumer {name!r} runs in this process")
 
-    async def listen(self, pattern: str, listener: Listener) -> Any:
-        """Broadcast: every event whose type matches `pattern` (NATS wildcards), from now on."""
+    async def listen(self, pattern: str, listener: Listener, *, queue: str | None = None) -> Any:
+        """Broadcast: every event whose type matches `pattern` (NATS wildcards), from now on. With
+        `queue`, the listeners sharing that name (on any server) split the events: one sees each."""
 
         async def on_message(msg: Msg) -> None:
             try:
@@ -318,7 +319,7 @@ class Bus:
             except Exception:
                 log.exception("listener failed on %s", event.type, extra={"event_id": event.id})
 
-        sub = await self.nc.subscribe(type_pattern_subject(pattern), cb=on_message)
+        sub = await self.nc.subscribe(type_pattern_subject(pattern), queue=queue or "", cb=on_message)
         self._listeners.append(sub)
         return sub
 

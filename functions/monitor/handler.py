@@ -151,7 +151,8 @@ async def send_alert(
         await function[ALERTS].post(text)
 
 
-@function.listen(ResourceExhausted, ResourceRecovered)  # every replica: the disk may be full, nothing is stored
+# Live (with the disk full nothing can be stored), and one monitor replica posts each, on whichever server.
+@function.listen(ResourceExhausted, ResourceRecovered, one_replica=True)
 async def alert_shortage(data: ResourceExhausted | ResourceRecovered) -> None:
     text = function[SHORTAGES].text(data, function.settings.public_url or "Local AI Studio", time.monotonic())
     if text:

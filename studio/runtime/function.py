@@ -82,6 +82,7 @@ class SubscriptionSpec:
     backoff: Backoff = field(default_factory=Backoff)
     envelope: bool = False
     batch_size: int = 0  # > 0: the handler takes a list of deliveries (up to this many)
+    one_replica: bool = False  # live events: one replica (a NATS queue group) sees each, not all of them
 
     def consumer_name(self, function: str) -> str:
         return f"{function}__{self.handler.__name__}"
@@ -157,10 +158,14 @@ class Function:
 
         return register
 
-    def listen(self, *patterns: type[EventData] | str, envelope: bool = False) -> Callable[[T], T]:
+    def listen(
+        self, *patterns: type[EventData] | str, envelope: bool = False, one_replica: bool = False
+    ) -> Callable[[T], T]:
         """A broadcast subscription: every replica sees every matching event (live, not replayed).
 
         The handler gets the event's typed data, or the whole `Event` with `envelope=True`.
+        `one_replica=True`: each event goes to one replica of this function, on whichever server (a
+        live event that must be acted on once, such as an alert to post), still never replayed.
         """
 
         def register(handler: T) -> T:
@@ -170,6 +175,7 @@ class Function:
                     types=tuple(_type_name(p) for p in patterns),
                     broadcast=True,
                     envelope=envelope,
+                    one_replica=one_replica,
                 )
             )
             return handler

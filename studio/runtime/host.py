@@ -164,8 +164,9 @@ class Host:
                 finally:
                     current_function.reset(token)
 
+            queue = spec.consumer_name(fn.name) if spec.one_replica else None
             for pattern in spec.types:
-                await self.bus.listen(pattern, on_event)
+                await self.bus.listen(pattern, on_event, queue=queue)
             return
 
         async def on_delivery(payload: Any, delivery: Delivery) -> None:
