@@ -18,8 +18,8 @@ import pytest
 
 from events.bus import STREAM, Bus
 from events.tail import stored
-from tests.cluster.conftest import StudioProcess
 from tests.cluster.nats_cluster import NatsCluster
+from tests.cluster.processes import StudioProcess
 from tests.support import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
