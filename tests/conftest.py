@@ -80,6 +80,7 @@ def settings(tmp_path: Path, nats_server: NatsServer) -> Settings:
         nats_connect_timeout_s=5.0,
         ollama_url=f"http://127.0.0.1:{free_port()}",  # nothing listens unless a test starts a double
         server_memory_bytes=64 * 1024**3,  # the stand-in server holds every catalog model, whatever this host has
+        scale_cpu_percent=100.0,  # this machine, busy running tests, never raises the scale alert (test_scale sets it)
     )
 
 
