@@ -170,6 +170,23 @@ class Bus:
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
 
+    async def wait_for_jetstream(self, timeout: float) -> None:
+        """Until JetStream answers: a NATS cluster answers once a majority of its nodes is up and has
+        elected a leader (its servers may start in any order). Raises BusUnavailable after `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                await self.nc.jsm().account_info()
+                return
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                if loop.time() >= deadline:
+                    raise BusUnavailable(
+                        f"JetStream at {self.url} does not answer ({type(exc).__name__}): is JetStream on, and "
+                        "with a NATS cluster, are most of its nodes up (2 of 3) and routed to each other?"
+                    ) from None
+                await asyncio.sleep(0.5)
+
     async def ensure_stream(self, policy: StreamPolicy | None = None) -> api.StreamInfo:
         """Create or update the durable stream; safe to run from every process at start-up."""
         config = (policy or StreamPolicy()).config()

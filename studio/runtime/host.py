@@ -71,6 +71,7 @@ class Host:
         s = self.settings
         try:
             await self.bus.connect(timeout=s.nats_connect_timeout_s if connect_timeout is None else connect_timeout)
+            await self.bus.wait_for_jetstream(s.nats_connect_timeout_s)
             if s.events_replicas > 1:  # a NATS cluster stores the stream on its nodes' disks, not this one's:
                 # every server must ask for the same size, or each start-up would resize it to its own disk
                 self.stream_budget = StreamBudget(s.events_max_bytes, s.events_max_bytes, free=0)

@@ -63,14 +63,14 @@ class NatsCluster:
         )
         return conf
 
-    def _spawn(self, node: Node) -> None:
+    def spawn(self, node: Node) -> None:
         conf = self._config(node)
         with open(node.store_dir / "nats-server.log", "ab") as log:
             node.proc = subprocess.Popen([find_binary(), "-c", str(conf)], stdout=log, stderr=log)
 
     async def start(self, timeout: float = 30.0) -> None:
         for node in self.nodes:
-            self._spawn(node)
+            self.spawn(node)
         await self.wait_for_meta_leader(timeout)
 
     async def wait_for_meta_leader(self, timeout: float = 30.0) -> None:
@@ -111,7 +111,7 @@ class NatsCluster:
             node.proc.wait(10)
 
     async def restart(self, index: int) -> None:
-        self._spawn(self.nodes[index])
+        self.spawn(self.nodes[index])
         await self.wait_for_meta_leader()
 
     def stop(self) -> None:

@@ -95,3 +95,21 @@ async def test_replicas_of_an_existing_stream_follow_the_setting(nats_cluster: N
         assert (await bus.nc.jsm().stream_info(STREAM)).state.messages == 1
     finally:
         await bus.close(1)
+
+
+@pytest.mark.slow
+async def test_a_studio_waits_for_a_cluster_quorum_and_says_what_is_missing(tmp_path) -> None:
+    cluster = NatsCluster(tmp_path / "nats")
+    cluster.spawn(cluster.nodes[0])  # the first server up: alone, JetStream has no leader yet
+    bus = Bus(cluster.url, name="test", source="/tests")
+    try:
+        await bus.connect(timeout=10)
+        with pytest.raises(BusUnavailable, match=r"most of its nodes up \(2 of 3\)"):
+            await bus.wait_for_jetstream(timeout=2)
+        cluster.spawn(cluster.nodes[1])  # the second server comes up: a majority
+        await bus.wait_for_jetstream(timeout=30)
+        info = await bus.ensure_stream(StreamPolicy(replicas=2))
+        assert info.config.num_replicas == 2
+    finally:
+        await bus.close(1)
+        cluster.stop()
