@@ -224,6 +224,26 @@ class Bus:
             ) from None
         return info
 
+    async def wait_for_stream_leader(self, timeout: float) -> None:
+        """Until the event stream has a leader: a stream just created (or grown) on a NATS cluster takes
+        a moment to elect one, and until then refuses publishes (NoStreamResponse) and new consumers."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                info = await self.nc.jsm().stream_info(STREAM)
+                if info.cluster is None or info.cluster.leader:
+                    return
+                problem = "it has no leader yet"
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                problem = type(exc).__name__
+            if loop.time() >= deadline:
+                raise BusUnavailable(
+                    f"the event stream on {self.url} is not available ({problem}): with a NATS cluster, are most "
+                    "of its nodes up and routed to each other?"
+                )
+            await asyncio.sleep(0.2)
+
     async def stream_bytes(self) -> int:
         """Bytes the event stream holds now (0 before it exists)."""
         try:

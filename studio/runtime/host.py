@@ -87,6 +87,7 @@ class Host:
                     replicas=s.events_replicas,
                 )
             )
+            await self.bus.wait_for_stream_leader(s.nats_connect_timeout_s)
             SHORTAGES.listeners.append(self._announce_shortage)
             if any(f.uses_database for f in self.functions):
                 self.db = Database(s.database_path)
@@ -147,8 +148,8 @@ class Host:
         finally:
             current_function.reset(token)
         self._tasks.append(asyncio.create_task(self._heartbeats(fn), name=f"heartbeat:{fn.name}"))
-        with contextlib.suppress(BusUnavailable):
-            await fn.publish(FunctionStarted(function=fn.name, instance=self.instance, version=VERSION))
+        with contextlib.suppress(BusUnavailable):  # an announcement: never a reason not to start
+            await self.bus.publish(fn.event(FunctionStarted(function=fn.name, instance=self.instance, version=VERSION)))
         log.info("function started", extra={"function": fn.name, "instance": self.instance})
 
     async def _subscribe(self, fn: Function, spec: SubscriptionSpec) -> None:
