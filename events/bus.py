@@ -63,6 +63,7 @@ class StreamPolicy:
     max_age_s: float = 30 * 86400
     max_bytes: int = 1 << 30
     duplicate_window_s: float = 600.0
+    replicas: int = 1  # copies kept by a NATS cluster (STUDIO_EVENTS_REPLICAS); 3 survive losing a node
 
     def config(self) -> api.StreamConfig:
         return api.StreamConfig(
@@ -75,6 +76,7 @@ class StreamPolicy:
             max_age=self.max_age_s,
             max_bytes=self.max_bytes,
             duplicate_window=self.duplicate_window_s,
+            num_replicas=self.replicas,
         )
 
 
@@ -91,9 +93,15 @@ def type_pattern_subject(pattern: str) -> str:
     return nats_subject(pattern)
 
 
+def server_urls(url: str) -> list[str]:
+    """`nats://a:4222,nats://b:4222` -> every node of a cluster; the client picks one and fails over."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
 class Bus:
     def __init__(self, url: str, *, name: str, source: str) -> None:
         self.url = url
+        self.servers = server_urls(url)
         self.name = name
         self.source = source
         self._nc: NatsClient | None = None
@@ -116,7 +124,7 @@ class Bus:
                 # so the overall wait is bounded here.
                 self._nc = await asyncio.wait_for(
                     nats.connect(
-                        self.url,
+                        servers=self.servers,
                         name=self.name,
                         connect_timeout=2,
                         allow_reconnect=True,
@@ -146,7 +154,8 @@ class Bus:
 
     async def _on_reconnected(self) -> None:
         self.disconnected_since = None
-        log.info("NATS connection restored", extra={"nats_url": self.url})
+        server = self._nc.connected_url if self._nc is not None else None
+        log.info("NATS connection restored", extra={"nats_url": self.url, "server": getattr(server, "netloc", None)})
 
     async def _on_error(self, exc: Exception) -> None:
         log.debug("NATS client error: %s", exc)
@@ -160,6 +169,23 @@ class Bus:
     @property
     def connected(self) -> bool:
         return self._nc is not None and self._nc.is_connected
+
+    async def wait_for_jetstream(self, timeout: float) -> None:
+        """Until JetStream answers: a NATS cluster answers once a majority of its nodes is up and has
+        elected a leader (its servers may start in any order). Raises BusUnavailable after `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                await self.nc.jsm().account_info()
+                return
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                if loop.time() >= deadline:
+                    raise BusUnavailable(
+                        f"JetStream at {self.url} does not answer ({type(exc).__name__}): is JetStream on, and "
+                        "with a NATS cluster, are most of its nodes up (2 of 3) and routed to each other?"
+                    ) from None
+                await asyncio.sleep(0.5)
 
     async def ensure_stream(self, policy: StreamPolicy | None = None) -> api.StreamInfo:
         """Create or update the durable stream; safe to run from every process at start-up."""
@@ -181,10 +207,13 @@ class Bus:
                 or current.max_age != config.max_age
                 or current.max_bytes != config.max_bytes
                 or current.duplicate_window != config.duplicate_window
+                or (current.num_replicas or 1) != config.num_replicas
             ):
                 info = await jsm.update_stream(config)
                 log.info(
-                    "updated stream %s", STREAM, extra={"subjects": config.subjects, "max_bytes": config.max_bytes}
+                    "updated stream %s",
+                    STREAM,
+                    extra={"subjects": config.subjects, "max_bytes": config.max_bytes, "replicas": config.num_replicas},
                 )
         except nats.js.errors.APIError as exc:
             if exc.err_code != INSUFFICIENT_STORAGE:
@@ -194,6 +223,26 @@ class Bus:
                 f"({exc.description}): free disk space where NATS stores its data, or lower STUDIO_EVENTS_MAX_BYTES"
             ) from None
         return info
+
+    async def wait_for_stream_leader(self, timeout: float) -> None:
+        """Until the event stream has a leader: a stream just created (or grown) on a NATS cluster takes
+        a moment to elect one, and until then refuses publishes (NoStreamResponse) and new consumers."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                info = await self.nc.jsm().stream_info(STREAM)
+                if info.cluster is None or info.cluster.leader:
+                    return
+                problem = "it has no leader yet"
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                problem = type(exc).__name__
+            if loop.time() >= deadline:
+                raise BusUnavailable(
+                    f"the event stream on {self.url} is not available ({problem}): with a NATS cluster, are most "
+                    "of its nodes up and routed to each other?"
+                )
+            await asyncio.sleep(0.2)
 
     async def stream_bytes(self) -> int:
         """Bytes the event stream holds now (0 before it exists)."""
@@ -292,8 +341,9 @@ class Bus:
                 return consumer
         raise KeyError(f"no consumer {name!r} runs in this process")
 
-    async def listen(self, pattern: str, listener: Listener) -> Any:
-        """Broadcast: every event whose type matches `pattern` (NATS wildcards), from now on."""
+    async def listen(self, pattern: str, listener: Listener, *, queue: str | None = None) -> Any:
+        """Broadcast: every event whose type matches `pattern` (NATS wildcards), from now on. With
+        `queue`, the listeners sharing that name (on any server) split the events: one sees each."""
 
         async def on_message(msg: Msg) -> None:
             try:
@@ -306,7 +356,7 @@ class Bus:
             except Exception:
                 log.exception("listener failed on %s", event.type, extra={"event_id": event.id})
 
-        sub = await self.nc.subscribe(type_pattern_subject(pattern), cb=on_message)
+        sub = await self.nc.subscribe(type_pattern_subject(pattern), queue=queue or "", cb=on_message)
         self._listeners.append(sub)
         return sub
 

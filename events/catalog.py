@@ -127,6 +127,39 @@ class HeartbeatEmitted(EventData):
     uptime_s: float
     inflight: int = 0
     http: dict[str, Any] = field(default_factory=dict)
+    load: dict[str, Any] = field(default_factory=dict)  # e.g. chat: {"ollama_queue": {node: answers}}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerReported(EventData):
+    """A gateway's load, every heartbeat: the monitor adds the servers up against the "when to scale"
+    thresholds (functions/monitor/scale.py)."""
+
+    TYPE = "server.reported"
+    DURABLE = False
+    SUBJECT_FIELD = "server"
+    server: str  # host name: the CPU figure is the whole machine's
+    instance: str
+    visitors: int  # distinct visitors this gateway saw in the last five minutes
+    live_streams: int = 0
+    cpu_percent: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleThresholdCrossed(EventData):
+    """A "when to scale" signal went over its threshold: the operator should add a server or an Ollama
+    node. Published by every monitor replica under one id per signal and quarter of an hour, so the
+    stream keeps one and one replica posts the alert."""
+
+    TYPE = "scale.threshold_crossed"
+    DURABLE = True
+    SUBJECT_FIELD = "signal"
+    signal: str  # visitors | chat_requests_per_s | ollama_queue | cpu_percent
+    key: str = ""  # the node or server it is about, when it is about one
+    value: float
+    threshold: float
+    setting: str
+    advice: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,8 @@ Either way the same route table decides which function owns a URL, and the same 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import resource
 from collections.abc import AsyncIterator, Sequence
 
@@ -24,6 +26,7 @@ from gateway.docs import docs_page
 from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, not_found
 from gateway.live import LiveFeed
 from gateway.openapi import document
+from gateway.presence import Presence, report_forever
 from gateway.proxy import Upstreams
 from gateway.routes import ROUTES, Route, RouteTable
 from gateway.session import Sessions
@@ -129,7 +132,7 @@ def gateway_app(
         return docs_page()
 
     app.router.add_get("/api/docs", api_docs)
-    app.cleanup_ctx.append(_live_feed(settings, bus, credentials))
+    app.cleanup_ctx.append(_live_feed(settings, bus, credentials, edge.presence))
     app.on_shutdown.append(lambda app: app[LIVE].close())
 
     async def live_events(request: web.Request) -> web.StreamResponse:
@@ -167,7 +170,7 @@ def gateway_app(
     return app
 
 
-def _live_feed(settings: Settings, shared: Bus | None, credentials: Credentials):
+def _live_feed(settings: Settings, shared: Bus | None, credentials: Credentials, presence: Presence):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         bus = shared or Bus(settings.effective_nats_url(), name="gateway", source="/gateway")
         if shared is None:
@@ -177,7 +180,14 @@ def _live_feed(settings: Settings, shared: Bus | None, credentials: Credentials)
         await feed.start()
         credentials.bus = bus
         await credentials.start()
+        reporting = asyncio.create_task(
+            report_forever(bus, presence, lambda: len(feed.subscribers), settings.heartbeat_s),
+            name="gateway:server-report",
+        )
         yield
+        reporting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporting
         if shared is None:
             await bus.close(1)
 

@@ -44,6 +44,7 @@ from gateway.guards import (
     refuse_cross_site,
     refuse_without_session,
 )
+from gateway.presence import Presence
 from gateway.routes import Route, RouteTable
 from gateway.session import COOKIE, MAX_AGE_S, Sessions
 from studio.runtime.errors import (
@@ -126,6 +127,7 @@ class Edge:
         self._visitors: dict[str, str] = {}  # Cookie header -> verified user id (HMAC once per visitor)
         self.limits = AddressLimits(settings.streams_per_address, settings.writes_per_address_per_minute)
         self.credentials = credentials or Credentials(None)
+        self.presence = Presence()  # visitors seen lately: the "when to scale" signal (gateway.presence)
 
     @web.middleware
     async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -138,6 +140,8 @@ class Edge:
             request[ROUTE_KEY] = route
             limit = self.limit_body(request, route)
             request[IDENTITY_KEY] = who = await self.identify(request, route)
+            if who.user_id and NEW_COOKIE_KEY not in request:  # a returning visitor (not a cookie-less hit)
+                self.presence.seen(who.user_id)
             self.require_operator(route, who)
             self.guard(request, route, who)
             if self.in_process and (request.content_length or request.body_exists):

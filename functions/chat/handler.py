@@ -74,6 +74,12 @@ REPORTS = Key[UsageReports]("reports")
 OWNERSHIP = Key[Ownership]("ownership")
 
 
+@function.reports_load
+def ollama_queue() -> dict[str, dict[str, int]]:
+    """Answers open on each Ollama node (waiting or being written): the monitor's queue-depth signal."""
+    return {"ollama_queue": {node.url: node.in_flight for node in function[FLEET].nodes}}
+
+
 @function.resource
 async def dependencies(fn: Function) -> AsyncIterator[None]:
     s = fn.settings

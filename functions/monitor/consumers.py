@@ -3,7 +3,9 @@
 Every few seconds (`STUDIO_HEARTBEAT_S`) the monitor reads each durable consumer's lag from JetStream
 (`events.lag`). A consumer whose oldest unacknowledged event is older than `STUDIO_EVENTS_LAG_ALERT_S`
 raises `consumer.fell_behind` once; when it is back under the threshold, `consumer.caught_up`. Both
-go to the alert webhook (alerts.py). Run one monitor replica: each replica watches on its own.
+go to the alert webhook (alerts.py). Every monitor replica (one per server in a cluster) watches on
+its own, and publishes each under one id per consumer, kind and quarter of an hour (`episode_id`), so
+the stream keeps one of them and one replica posts the alert.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from collections.abc import Awaitable, Callable
 from events.bus import Bus, BusUnavailable
 from events.catalog import ConsumerCaughtUp, ConsumerFellBehind, EventData
 from events.lag import ConsumerLag, consumer_lags
+from functions.monitor.scale import episode_id
 
 log = logging.getLogger("studio.functions.monitor")
 
 
 class ConsumerWatch:
-    def __init__(self, bus: Bus, threshold_s: float, publish: Callable[[EventData], Awaitable[object]]) -> None:
+    def __init__(self, bus: Bus, threshold_s: float, publish: Callable[[EventData, str], Awaitable[object]]) -> None:
         self.bus = bus
         self.threshold_s = threshold_s
         self.publish = publish
@@ -45,7 +48,8 @@ class ConsumerWatch:
                     ack_pending=lag.ack_pending,
                     oldest_pending_s=lag.oldest_pending_s,
                     threshold_s=self.threshold_s,
-                )
+                ),
+                episode_id(ConsumerFellBehind.TYPE, lag.consumer, time.time()),
             )
             self.behind_since[lag.consumer] = time.monotonic()
             log.warning("consumer fell behind", extra=lag.to_dict())
@@ -56,7 +60,8 @@ class ConsumerWatch:
                     behind_for_s=round(time.monotonic() - since, 1),
                     oldest_pending_s=lag.oldest_pending_s,
                     threshold_s=self.threshold_s,
-                )
+                ),
+                episode_id(ConsumerCaughtUp.TYPE, lag.consumer, time.time()),
             )
             del self.behind_since[lag.consumer]
             log.info("consumer caught up", extra=lag.to_dict())

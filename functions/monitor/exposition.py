@@ -15,6 +15,7 @@ from studio.runtime.metrics import BUCKETS
 if TYPE_CHECKING:
     from functions.monitor.consumers import ConsumerWatch
     from functions.monitor.observations import ChatUsage, EventCounts, FunctionReports
+    from functions.monitor.scale import ScaleSignals
 
 
 class StudioCollector(Collector):
@@ -25,7 +26,9 @@ class StudioCollector(Collector):
         heartbeat_s: float,
         chat: ChatUsage | None = None,
         consumers: ConsumerWatch | None = None,
+        scale: ScaleSignals | None = None,
     ) -> None:
+        self.scale = scale
         self.counts = counts
         self.reports = reports
         self.heartbeat_s = heartbeat_s
@@ -51,6 +54,11 @@ class StudioCollector(Collector):
         uptime = GaugeMetricFamily(
             "studio_function_uptime_seconds", "Instance uptime.", labels=["function", "instance"]
         )
+        inflight = GaugeMetricFamily(
+            "studio_function_inflight",
+            "HTTP requests (chat answers among them) an instance is handling; a drained server's go to 0.",
+            labels=["function", "instance"],
+        )
         requests = CounterMetricFamily(
             "studio_http_requests",
             "HTTP requests handled by functions.",
@@ -66,6 +74,7 @@ class StudioCollector(Collector):
             fi = [rep.function, rep.instance]
             up.add_metric(fi, 1.0 if now - rep.seen_at <= 3 * self.heartbeat_s else 0.0)
             uptime.add_metric(fi, rep.uptime_s)
+            inflight.add_metric(fi, rep.inflight)
             for r in rep.http.get("requests", []):
                 requests.add_metric([*fi, r["method"], r["route"], str(r["status"])], r["count"])
             for h in rep.http.get("latency", []):
@@ -76,12 +85,15 @@ class StudioCollector(Collector):
                 latency.add_metric([*fi, h["method"], h["route"]], cumulative, h["sum"])
         yield up
         yield uptime
+        yield inflight
         yield requests
         yield latency
         if self.chat is not None:
             yield from chat_metrics(self.chat)
         if self.consumers is not None:
             yield from consumer_metrics(self.consumers)
+        if self.scale is not None:
+            yield from scale_metrics(self.scale, now)
 
 
 def consumer_metrics(watch: ConsumerWatch) -> Iterator[Metric]:
@@ -170,3 +182,34 @@ def chat_metrics(usage: ChatUsage) -> Iterator[Metric]:
     yield first
     yield fallback
     yield nodes
+
+
+def scale_metrics(scale: ScaleSignals, now: float) -> Iterator[Metric]:
+    """The "when to scale" signals (functions/monitor/scale.py) and their thresholds."""
+    visitors = GaugeMetricFamily("studio_scale_visitors", "Concurrent visitors (seen in the last 5 min), all servers.")
+    visitors.add_metric([], scale.visitors(now))
+    chat = GaugeMetricFamily("studio_scale_chat_requests_per_second", "Chat requests a second, all servers.")
+    chat.add_metric([], scale.chat_per_s(now))
+    queue = GaugeMetricFamily(
+        "studio_ollama_queue_depth", "Answers open on each Ollama node (waiting or being written).", labels=["node"]
+    )
+    for node, n in sorted(scale.queue_depth(now).items()):
+        queue.add_metric([node], n)
+    cpu = GaugeMetricFamily("studio_server_cpu_percent", "CPU busy on each server (recent mean).", labels=["server"])
+    for server, pct in sorted(scale.cpu_percent(now).items()):
+        cpu.add_metric([server], pct)
+    t = scale.thresholds
+    threshold = GaugeMetricFamily("studio_scale_threshold", "The STUDIO_SCALE_* thresholds.", labels=["signal"])
+    for signal, value in (
+        ("visitors", t.visitors),
+        ("chat_requests_per_s", t.chat_per_s),
+        ("ollama_queue", t.queue_depth),
+        ("cpu_percent", t.cpu_percent),
+    ):
+        threshold.add_metric([signal], value)
+    over = GaugeMetricFamily(
+        "studio_scale_over_threshold", "1 while a signal is over its threshold.", labels=["signal", "key"]
+    )
+    for signal, key in sorted(scale.over):
+        over.add_metric([signal, key], 1)
+    yield from (visitors, chat, queue, cpu, threshold, over)

@@ -18,14 +18,17 @@ Events  listens  * (every event on the bus, durable and live)
         consumes install.failed, event.dead_lettered, consumer.fell_behind, consumer.caught_up
                  -> alerts to STUDIO_ALERT_WEBHOOK_URL (alerts.py)
         listens  resource.exhausted, resource.recovered -> alerts too (live: a full disk cannot store them)
+        listens  server.reported, heartbeat.emitted, chat.* -> the "when to scale" signals (scale.py)
+        consumes scale.threshold_crossed -> an alert saying which threshold and what to do
         emits    consumer.fell_behind, consumer.caught_up (STUDIO_EVENTS_LAG_ALERT_S),
-                 operator.dead_letter_redriven
+                 scale.threshold_crossed (STUDIO_SCALE_*), operator.dead_letter_redriven
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -33,14 +36,18 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from events.bus import BusUnavailable
 from events.catalog import (
     ConsumerCaughtUp,
     ConsumerFellBehind,
+    EventData,
     EventDeadLettered,
     HeartbeatEmitted,
     InstallFailed,
     ResourceExhausted,
     ResourceRecovered,
+    ScaleThresholdCrossed,
+    ServerReported,
 )
 from events.delivery import Delivery, Retry
 from events.envelope import Event
@@ -48,7 +55,9 @@ from functions.monitor.alerts import MAX_AGE_S, AlertWebhook, ShortageAlerts, ag
 from functions.monitor.consumers import ConsumerWatch
 from functions.monitor.dead_letters import UnknownDeadLetter, dead_letters, redrive
 from functions.monitor.exposition import StudioCollector
-from functions.monitor.observations import ChatUsage, EventCounts, FunctionReports, RecentEvents
+from functions.monitor.observations import CHAT_OUTCOMES, ChatUsage, EventCounts, FunctionReports, RecentEvents
+from functions.monitor.scale import ScaleSignals, Thresholds
+from functions.monitor.scale import alert_text as scale_alert_text
 from functions.monitor.tails import SSE_HEADERS, LiveTails, Tail, sse, timeline
 from studio.runtime.errors import BadRequest, NotFound
 from studio.runtime.function import Function, Key
@@ -67,24 +76,28 @@ SHORTAGES = Key[ShortageAlerts]("shortages")
 RETRIES = Key[set[asyncio.Task[None]]]("alert_retries")
 CONSUMERS = Key[ConsumerWatch]("consumers")
 TAILS = Key[LiveTails]("tails")
+SCALE = Key[ScaleSignals]("scale")
 
 
 @function.resource
 async def observations(fn: Function) -> AsyncIterator[None]:
     fn[COUNTS], fn[RECENT], fn[REPORTS], fn[CHAT] = EventCounts(), RecentEvents(), FunctionReports(), ChatUsage()
-    fn[CONSUMERS] = watch = ConsumerWatch(fn.bus, fn.settings.events_lag_alert_s, fn.publish)
+    fn[CONSUMERS] = watch = ConsumerWatch(fn.bus, fn.settings.events_lag_alert_s, publish_once)
+    fn[SCALE] = scale = ScaleSignals(Thresholds.of(fn.settings), stale_s=max(30.0, 6 * fn.settings.heartbeat_s))
     fn[REGISTRY] = registry = CollectorRegistry(auto_describe=False)
-    registry.register(StudioCollector(fn[COUNTS], fn[REPORTS], fn.settings.heartbeat_s, fn[CHAT], watch))
+    registry.register(StudioCollector(fn[COUNTS], fn[REPORTS], fn.settings.heartbeat_s, fn[CHAT], watch, scale))
     fn[ALERTS] = webhook = AlertWebhook(fn.settings.alert_webhook_url)
     fn[SHORTAGES] = ShortageAlerts()
     fn[RETRIES] = retries = set[asyncio.Task[None]]()
     fn[TAILS] = tails = LiveTails()
     watching = asyncio.create_task(watch.run(every_s=fn.settings.heartbeat_s), name="monitor:consumer-lag")
+    scaling = asyncio.create_task(watch_scale(scale, fn.settings.heartbeat_s), name="monitor:scale")
     yield
     tails.close()
-    watching.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await watching
+    for task in (watching, scaling):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     for task in list(retries):
         task.cancel()
     await webhook.close()
@@ -97,24 +110,49 @@ async def observe_event(event: Event) -> None:
         function[TAILS].offer(event)
     if event.type == HeartbeatEmitted.TYPE:
         function[REPORTS].update(event.data, time.monotonic())
+        function[SCALE].heartbeat(event.data, time.monotonic())
+    elif event.type == ServerReported.TYPE:
+        function[SCALE].server_reported(event.data, time.monotonic())
     elif not event.type.startswith("heartbeat."):
         function[RECENT].add(event)
         if event.type.startswith("chat."):
             function[CHAT].add(event.type, event.data)
+            if event.type in CHAT_OUTCOMES:
+                function[SCALE].chat_answered(time.monotonic())
+
+
+async def publish_once(data: EventData, event_id: str) -> None:
+    """Publish under an id every monitor replica gives the same fact: JetStream keeps one of them."""
+    await function.bus.publish(dataclasses.replace(function.event(data), id=event_id))
+
+
+async def watch_scale(scale: ScaleSignals, every_s: float) -> None:
+    """Weigh the signals every heartbeat; a crossing is published under its episode's id (see scale.py)."""
+    while True:
+        await asyncio.sleep(every_s)
+        for event_id, data in scale.check(time.monotonic(), time.time()):
+            log.warning("scale threshold crossed", extra={"signal": data.signal, "key": data.key, "value": data.value})
+            try:
+                await publish_once(data, event_id)
+            except BusUnavailable:
+                scale.over.discard((data.signal, data.key))  # not stored: try again at the next check
 
 
 @function.subscribe(  # one replica posts each alert
-    InstallFailed, EventDeadLettered, ConsumerFellBehind, ConsumerCaughtUp, max_attempts=8
+    InstallFailed, EventDeadLettered, ConsumerFellBehind, ConsumerCaughtUp, ScaleThresholdCrossed, max_attempts=8
 )
 async def send_alert(
-    data: InstallFailed | EventDeadLettered | ConsumerFellBehind | ConsumerCaughtUp, delivery: Delivery
+    data: InstallFailed | EventDeadLettered | ConsumerFellBehind | ConsumerCaughtUp | ScaleThresholdCrossed,
+    delivery: Delivery,
 ) -> None:
-    text = alert_text(data, function.settings.public_url or "Local AI Studio")
+    where = function.settings.public_url or "Local AI Studio"
+    text = scale_alert_text(data, where) if isinstance(data, ScaleThresholdCrossed) else alert_text(data, where)
     if text and age_s(delivery.event.time) <= MAX_AGE_S:
         await function[ALERTS].post(text)
 
 
-@function.listen(ResourceExhausted, ResourceRecovered)  # every replica: the disk may be full, nothing is stored
+# Live (with the disk full nothing can be stored), and one monitor replica posts each, on whichever server.
+@function.listen(ResourceExhausted, ResourceRecovered, one_replica=True)
 async def alert_shortage(data: ResourceExhausted | ResourceRecovered) -> None:
     text = function[SHORTAGES].text(data, function.settings.public_url or "Local AI Studio", time.monotonic())
     if text:

@@ -68,6 +68,7 @@ class InstanceReport:
     uptime_s: float
     http: dict[str, Any]
     seen_at: float
+    inflight: int = 0
 
 
 @dataclass
@@ -80,7 +81,12 @@ class FunctionReports:
     def update(self, data: dict[str, Any], now: float) -> None:
         key = (data["function"], data["instance"])
         self.instances[key] = InstanceReport(
-            data["function"], data["instance"], float(data.get("uptime_s", 0)), data.get("http") or {}, now
+            data["function"],
+            data["instance"],
+            float(data.get("uptime_s", 0)),
+            data.get("http") or {},
+            now,
+            int(data.get("inflight", 0)),
         )
 
     def current(self, now: float | None = None) -> list[InstanceReport]:

@@ -82,6 +82,7 @@ class SubscriptionSpec:
     backoff: Backoff = field(default_factory=Backoff)
     envelope: bool = False
     batch_size: int = 0  # > 0: the handler takes a list of deliveries (up to this many)
+    one_replica: bool = False  # live events: one replica (a NATS queue group) sees each, not all of them
 
     def consumer_name(self, function: str) -> str:
         return f"{function}__{self.handler.__name__}"
@@ -102,6 +103,7 @@ class Function:
         self.resources: list[Resource] = []
         self.queries: list[tuple[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]] = []
         self.retained: list[Retention] = []
+        self.load_reports: list[Callable[[], dict[str, Any]]] = []
         self.stats = RequestStats()
         self.log = logging.getLogger(f"studio.functions.{name}")
         self._values: dict[Key[Any], Any] = {}
@@ -156,10 +158,14 @@ class Function:
 
         return register
 
-    def listen(self, *patterns: type[EventData] | str, envelope: bool = False) -> Callable[[T], T]:
+    def listen(
+        self, *patterns: type[EventData] | str, envelope: bool = False, one_replica: bool = False
+    ) -> Callable[[T], T]:
         """A broadcast subscription: every replica sees every matching event (live, not replayed).
 
         The handler gets the event's typed data, or the whole `Event` with `envelope=True`.
+        `one_replica=True`: each event goes to one replica of this function, on whichever server (a
+        live event that must be acted on once, such as an alert to post), still never replayed.
         """
 
         def register(handler: T) -> T:
@@ -169,6 +175,7 @@ class Function:
                     types=tuple(_type_name(p) for p in patterns),
                     broadcast=True,
                     envelope=envelope,
+                    one_replica=one_replica,
                 )
             )
             return handler
@@ -191,6 +198,21 @@ class Function:
     def resource(self, ctx: Resource) -> Resource:
         self.resources.append(ctx)
         return ctx
+
+    def reports_load(self, report: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+        """`report()` -> figures every heartbeat carries as `load` (chat: answers per Ollama node), which
+        the monitor weighs against the "when to scale" thresholds."""
+        self.load_reports.append(report)
+        return report
+
+    def load(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for report in self.load_reports:
+            try:
+                out.update(report())
+            except Exception:  # a report must never cost the heartbeat itself
+                self.log.debug("load report failed", exc_info=True)
+        return out
 
     # -- running ---------------------------------------------------------------------------------
 

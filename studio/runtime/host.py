@@ -71,13 +71,23 @@ class Host:
         s = self.settings
         try:
             await self.bus.connect(timeout=s.nats_connect_timeout_s if connect_timeout is None else connect_timeout)
-            self.stream_budget = stream_budget(
-                s.data_dir, s.events_max_bytes, already_stored=await self.bus.stream_bytes()
-            )
+            await self.bus.wait_for_jetstream(s.nats_connect_timeout_s)
+            if s.events_replicas > 1:  # a NATS cluster stores the stream on its nodes' disks, not this one's:
+                # every server must ask for the same size, or each start-up would resize it to its own disk
+                self.stream_budget = StreamBudget(s.events_max_bytes, s.events_max_bytes, free=0)
+            else:
+                self.stream_budget = stream_budget(
+                    s.data_dir, s.events_max_bytes, already_stored=await self.bus.stream_bytes()
+                )
             log.info(self.stream_budget.describe(), extra={"max_bytes": self.stream_budget.max_bytes})
             await self.bus.ensure_stream(
-                StreamPolicy(max_age_s=s.events_max_age_days * 86400, max_bytes=self.stream_budget.max_bytes)
+                StreamPolicy(
+                    max_age_s=s.events_max_age_days * 86400,
+                    max_bytes=self.stream_budget.max_bytes,
+                    replicas=s.events_replicas,
+                )
             )
+            await self.bus.wait_for_stream_leader(s.nats_connect_timeout_s)
             SHORTAGES.listeners.append(self._announce_shortage)
             if any(f.uses_database for f in self.functions):
                 self.db = Database(s.database_target)
@@ -138,8 +148,8 @@ class Host:
         finally:
             current_function.reset(token)
         self._tasks.append(asyncio.create_task(self._heartbeats(fn), name=f"heartbeat:{fn.name}"))
-        with contextlib.suppress(BusUnavailable):
-            await fn.publish(FunctionStarted(function=fn.name, instance=self.instance, version=VERSION))
+        with contextlib.suppress(BusUnavailable):  # an announcement: never a reason not to start
+            await self.bus.publish(fn.event(FunctionStarted(function=fn.name, instance=self.instance, version=VERSION)))
         log.info("function started", extra={"function": fn.name, "instance": self.instance})
 
     async def _subscribe(self, fn: Function, spec: SubscriptionSpec) -> None:
@@ -156,8 +166,9 @@ class Host:
                 finally:
                     current_function.reset(token)
 
+            queue = spec.consumer_name(fn.name) if spec.one_replica else None
             for pattern in spec.types:
-                await self.bus.listen(pattern, on_event)
+                await self.bus.listen(pattern, on_event, queue=queue)
             return
 
         async def on_delivery(payload: Any, delivery: Delivery) -> None:
@@ -214,6 +225,7 @@ class Host:
             uptime_s=round(time.time() - self.started_at, 3),
             inflight=fn.stats.inflight,
             http=fn.stats.snapshot(),
+            load=fn.load(),
         )
 
     async def _beat(self, fn: Function) -> None:

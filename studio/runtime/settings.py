@@ -95,6 +95,19 @@ def _optional_url(raw: str) -> str | None:
     return _url(raw) if raw.strip() else None
 
 
+def _nats_urls(raw: str) -> str | None:
+    """One NATS URL or several, comma-separated (every node of a cluster); kept as one string."""
+    urls = [_url(u.strip()) for u in raw.split(",") if u.strip()]
+    return ",".join(urls) if urls else None
+
+
+def _replicas(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 5:
+        raise ValueError("JetStream keeps 1 to 5 copies of a stream (3 in a 3-node cluster)")
+    return value
+
+
 def _signup(raw: str) -> str:
     value = raw.strip().lower()
     if value not in ("open", "closed"):
@@ -165,9 +178,18 @@ VARS: tuple[Var, ...] = (
     Var(
         "STUDIO_NATS_URL",
         "nats_url",
-        _optional_url,
+        _nats_urls,
         "",
-        "An existing NATS server with JetStream; empty = `up` starts one (and `run` uses the local one).",
+        "An existing NATS server with JetStream, or every node of a NATS cluster comma-separated "
+        "(`nats://a:4222,nats://b:4222,nats://c:4222`); empty = `up` starts one (and `run` uses the local one).",
+    ),
+    Var(
+        "STUDIO_EVENTS_REPLICAS",
+        "events_replicas",
+        _replicas,
+        "1",
+        "Copies JetStream keeps of the event stream: 1 on one server, 3 in a 3-node NATS cluster "
+        "(survives losing a node); changed on the running stream at start-up.",
     ),
     Var(
         "STUDIO_DATABASE_URL",
@@ -480,6 +502,34 @@ VARS: tuple[Var, ...] = (
         "Slack-compatible webhook the monitor and ops scripts post alerts to; empty = no alerts.",
     ),
     Var(
+        "STUDIO_SCALE_VISITORS",
+        "scale_visitors",
+        _positive(int),
+        "100",
+        "Time to add a server: the monitor alerts above this many concurrent visitors (across every server).",
+    ),
+    Var(
+        "STUDIO_SCALE_CHAT_PER_S",
+        "scale_chat_per_s",
+        _positive(float),
+        "50",
+        "Time to add a server: the monitor alerts above this many chat requests a second (across every server).",
+    ),
+    Var(
+        "STUDIO_SCALE_QUEUE_DEPTH",
+        "scale_queue_depth",
+        _positive(int),
+        "10",
+        "Time to add an Ollama node: the monitor alerts when more answers than this wait on one node.",
+    ),
+    Var(
+        "STUDIO_SCALE_CPU_PERCENT",
+        "scale_cpu_percent",
+        _positive(float),
+        "80",
+        "Time to add a server: the monitor alerts when a server's CPU stays above this (percent of all cores).",
+    ),
+    Var(
         "STRIPE_SECRET_KEY",
         "stripe_secret_key",
         Secret,
@@ -530,6 +580,7 @@ class Settings:
     data_dir: Path
     nats_url: str | None
     database_url: DatabaseUrl | None
+    events_replicas: int
     nats_port: int
     ollama_url: str
     ollama_urls: tuple[str, ...]
@@ -577,6 +628,10 @@ class Settings:
     chat_max_image_bytes: int
     chat_max_images: int
     alert_webhook_url: str | None
+    scale_visitors: int
+    scale_chat_per_s: float
+    scale_queue_depth: int
+    scale_cpu_percent: float
     stripe_secret_key: Secret
     stripe_webhook_secret: Secret
     fallback_api_key: Secret

@@ -1,0 +1,142 @@
+"""A real 3-node NATS cluster with JetStream, as on three servers: each node its own client port,
+cluster port, store dir and server name, routes to the other two, `sync_interval: always`.
+
+`start()` returns once the nodes have elected a JetStream meta leader (before that, JetStream answers
+nothing); `kill(i)` is SIGKILL, `restart(i)` brings a node back on its own port and store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nats
+import nats.errors
+import nats.js.errors
+
+from events.bus import STREAM
+from events.server import find_binary
+from tests.conftest import free_port
+
+
+@dataclass
+class Node:
+    name: str
+    store_dir: Path
+    port: int = field(default_factory=free_port)
+    cluster_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class NatsCluster:
+    def __init__(self, root: Path, size: int = 3, *, name: str = "studio") -> None:
+        self.name = name
+        self.nodes = [Node(f"n{i + 1}", root / f"n{i + 1}") for i in range(size)]
+
+    @property
+    def url(self) -> str:
+        """Every node's URL, comma-separated: what STUDIO_NATS_URL holds in a cluster."""
+        return ",".join(n.url for n in self.nodes)
+
+    def _config(self, node: Node) -> Path:
+        node.store_dir.mkdir(parents=True, exist_ok=True)
+        routes = ", ".join(f'"nats-route://127.0.0.1:{o.cluster_port}"' for o in self.nodes if o is not node)
+        conf = node.store_dir / "nats-server.conf"
+        conf.write_text(
+            f'listen: "127.0.0.1:{node.port}"\n'
+            f"server_name: {node.name}\n"
+            "max_payload: 1MB\n"
+            f'jetstream {{\n  store_dir: "{node.store_dir}"\n  sync_interval: always\n}}\n'
+            f'cluster {{\n  name: {self.name}\n  listen: "127.0.0.1:{node.cluster_port}"\n  routes: [{routes}]\n}}\n'
+        )
+        return conf
+
+    def spawn(self, node: Node) -> None:
+        conf = self._config(node)
+        with open(node.store_dir / "nats-server.log", "ab") as log:
+            node.proc = subprocess.Popen([find_binary(), "-c", str(conf)], stdout=log, stderr=log)
+
+    async def start(self, timeout: float = 30.0) -> None:
+        for node in self.nodes:
+            self.spawn(node)
+        await self.wait_for_meta_leader(timeout)
+
+    async def wait_for_meta_leader(self, timeout: float = 30.0) -> None:
+        """Until JetStream answers through a running node (a meta leader was elected)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for node in self.nodes:
+                    if node.running and await _jetstream_answers(node.url):
+                        return
+                await asyncio.sleep(0.2)
+
+    async def wait_for_replicas(self, replicas: int, timeout: float = 30.0) -> None:
+        """Until the event stream has a leader and `replicas - 1` followers that are current."""
+        urls = [n.url for n in self.nodes if n.running]
+        nc = await nats.connect(servers=urls, connect_timeout=2)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    with contextlib.suppress(nats.errors.Error, nats.js.errors.Error, TimeoutError):
+                        info = await nc.jsm().stream_info(STREAM)
+                        cluster = info.cluster
+                        if (
+                            cluster is not None
+                            and cluster.leader
+                            and info.config.num_replicas == replicas
+                            and len([p for p in cluster.replicas or [] if p.current]) == replicas - 1
+                        ):
+                            return
+                    await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+
+    def kill(self, index: int) -> None:
+        node = self.nodes[index]
+        if node.running:
+            assert node.proc is not None
+            node.proc.send_signal(signal.SIGKILL)
+            node.proc.wait(10)
+
+    async def restart(self, index: int) -> None:
+        self.spawn(self.nodes[index])
+        await self.wait_for_meta_leader()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.running:
+                assert node.proc is not None
+                node.proc.terminate()
+        for node in self.nodes:
+            if node.proc is not None:
+                try:
+                    node.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    node.proc.kill()
+                    node.proc.wait()
+
+
+async def _jetstream_answers(url: str) -> bool:
+    try:
+        nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False)
+    except (OSError, nats.errors.Error, TimeoutError):
+        return False
+    try:
+        await nc.jsm().account_info()
+        return True
+    except (nats.errors.Error, nats.js.errors.Error, TimeoutError):
+        return False
+    finally:
+        await nc.close()
