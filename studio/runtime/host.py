@@ -45,6 +45,7 @@ from studio.runtime.shortages import SHORTAGES
 log = logging.getLogger("studio.runtime")
 
 VERSION = "0.1.0"
+STEP_SLACK_S = 5.0  # beyond the shutdown grace, how long one shutdown step may take before it is left
 
 
 def instance_id() -> str:
@@ -252,11 +253,14 @@ class Host:
         self.running = False
         with contextlib.suppress(ValueError):
             SHORTAGES.listeners.remove(self._announce_shortage)
+        grace = self.settings.shutdown_grace_s
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=grace + STEP_SLACK_S)
+            for task in stuck:
+                log.error("a background task ignored its cancellation, going on: %s", task.get_name())
         self._tasks.clear()
-        grace = self.settings.shutdown_grace_s
         steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("stop consuming", lambda: self.bus.stop_consuming(grace)),
             ("announce the stop", self._announce_stop),
@@ -267,7 +271,16 @@ class Host:
         ]
         for what, step in steps:
             try:
-                await step()
+                # bounded: a step that hangs (a resource that never closes) must not keep the process up
+                async with asyncio.timeout(grace + STEP_SLACK_S):
+                    await step()
+            except TimeoutError:
+                log.error(
+                    "shutdown step did not finish within %g s, going on: %s",
+                    grace + STEP_SLACK_S,
+                    what,
+                    extra={"step": what},
+                )
             except Exception:
                 log.exception("shutdown step failed: %s", what)
         self.relay = None

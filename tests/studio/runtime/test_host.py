@@ -74,3 +74,29 @@ async def _nats_status(client, status: str):
 
 async def _equals(coro, expected) -> bool:
     return (await coro) == expected
+
+
+async def test_a_resource_that_never_closes_does_not_keep_the_process_up(settings, monkeypatch, caplog) -> None:
+    import asyncio
+
+    from studio.runtime import host as host_module
+    from studio.runtime.function import Function
+    from studio.runtime.host import Host
+
+    stuck = Function("stuck")
+    closed = asyncio.Event()
+
+    @stuck.resource
+    async def never_closes(fn: Function):
+        yield
+        await closed.wait()  # nothing ever sets it
+
+    monkeypatch.setattr(host_module, "STEP_SLACK_S", 0.2)
+    host = Host([stuck, sample], settings.replace(shutdown_grace_s=0.3))
+    await host.start()
+
+    await host.stop()  # returns: the stuck step is left after its bound
+
+    assert not closed.is_set()
+    assert any("close function resources" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert host.db is None  # the steps after it still ran
