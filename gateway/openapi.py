@@ -66,6 +66,11 @@ SCHEMAS: dict[str, Any] = {
             "state": {"type": "string", "description": "not_installed, queued, pulling, verifying, installed, failed"},
             "install_id": {"type": ["string", "null"]},
             "updated_at": {"type": ["string", "null"]},
+            "nodes": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "The operator only: the state on each Ollama node, by the node's URL",
+            },
         },
         ("state",),
     ),

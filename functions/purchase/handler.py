@@ -90,11 +90,12 @@ def payment_mode() -> str:
     return "test" if s.skip_payment else "stripe" if s.stripe_secret_key else "disabled"
 
 
-async def model_list(user_id: str | None, *, strict: bool) -> list[dict[str, Any]]:
+async def model_list(user_id: str | None, *, strict: bool, operator: bool = False) -> list[dict[str, Any]]:
     """The catalog, what this visitor owns (ours) and every install state (install's, asked now).
 
     Without an answer from install, `strict` fails (the live stream must start from the truth);
-    otherwise the catalog is still served, each install state "unknown"."""
+    otherwise the catalog is still served, each install state "unknown". The operator also sees each
+    model's state on every Ollama node (`install.nodes`; visitors are not told the servers' addresses)."""
     owned = await function[LEDGER].owned(user_id) if user_id else set()
     try:
         installs = (await function.bus.query("installs.states", {}, timeout=2.0))["installs"]
@@ -102,15 +103,24 @@ async def model_list(user_id: str | None, *, strict: bool) -> list[dict[str, Any
         if strict:
             raise
         installs = {m.id: {"state": "unknown"} for m in catalog.cached(function.settings.catalog_path)}
-    return [
+    models = [
         {**m.to_dict(), "owned": m.id in owned, "install": installs.get(m.id) or {"state": "not_installed"}}
         for m in catalog.cached(function.settings.catalog_path)
     ]
+    if operator:
+        try:
+            per_node = (await function.bus.query("installs.nodes", {}, timeout=2.0))["nodes"]
+        except BusUnavailable:
+            per_node = {}
+        for m in models:
+            m["install"] = {**m["install"], "nodes": per_node.get(m["id"], {})}
+    return models
 
 
 @function.route("GET", "/api/models")
 async def list_models(request: web.Request) -> web.Response:
-    models = await model_list(identity(request).user_id, strict=False)
+    who = identity(request)
+    models = await model_list(who.user_id, strict=False, operator=who.admin)
     return web.json_response({"models": models, "payments": payment_mode()})
 
 

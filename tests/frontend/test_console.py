@@ -110,6 +110,7 @@ def test_the_operator_retries_a_failed_install(studio, page) -> None:
     wait_sync(lambda: studio.call(lambda: studio.ollama.is_installed(model_id)), timeout=30)
     wait_sync(lambda: refresh.click() or "installed" in row.inner_text(), message="shown installed")
     expect(row.get_by_role("button", name=f"Remove {model_id}")).to_be_visible()
+    expect(row.locator("td").nth(2)).to_have_text(f"{studio.ollama.url}: installed")  # each node's state
 
 
 def test_the_operator_redrives_a_dead_letter_after_the_fix(studio, page) -> None:

@@ -254,7 +254,8 @@ async function loadInstalls() {
     const tr = document.createElement("tr");
     tr.dataset.model = m.id;
     const state = m.install?.state || "not_installed";
-    tr.append(cell(m.id), cell(state), cell(m.install?.reason || ""));
+    const nodes = Object.entries(m.install?.nodes || {}).map(([node, st]) => `${node}: ${st}`).join(" · ");
+    tr.append(cell(m.id), cell(state), cell(nodes), cell(m.install?.reason || ""));
     const action = document.createElement("td");
     const offer = () => {
       action.replaceChildren();

@@ -178,3 +178,24 @@ async def test_one_node_is_a_fleet_of_one(embedded_studio, settings, ollama, str
     assert await node_states(MODEL) == {ollama.url: "installed"}
     resp = await studio.client.delete(f"/api/models/{MODEL}", headers=OPERATOR)
     assert resp.status == 200 and await node_states(MODEL) == {ollama.url: "removed"}
+
+
+async def test_the_operator_sees_each_nodes_state_and_a_visitor_not_the_servers(
+    embedded_studio, settings, ollama, second, stripe_api, bus
+) -> None:
+    nodes = (ollama.url, second.url)
+    studio = await start_studio(
+        embedded_studio, settings, ollama, stripe_api, bus, skip_payment=True, ollama_urls=nodes
+    )
+    await buy(studio)
+    await studio.wait_for_event("install.completed", MODEL, count=2)
+
+    async def operator_view() -> dict | None:
+        resp = await studio.client.get("/api/models", headers=OPERATOR)
+        assert resp.status == 200
+        shown = next(m for m in (await resp.json())["models"] if m["id"] == MODEL)["install"]
+        return shown if shown.get("nodes") == dict.fromkeys(nodes, "installed") else None
+
+    assert (await eventually(operator_view))["state"] == "installed"
+    visitor = (await studio.model(MODEL))["install"]
+    assert visitor["state"] == "installed" and "nodes" not in visitor
