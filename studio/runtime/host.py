@@ -45,7 +45,6 @@ from studio.runtime.shortages import SHORTAGES
 log = logging.getLogger("studio.runtime")
 
 VERSION = "0.1.0"
-STEP_SLACK_S = 5.0  # beyond the shutdown grace, how long one shutdown step may take before it is left
 
 
 def instance_id() -> str:
@@ -53,6 +52,8 @@ def instance_id() -> str:
 
 
 class Host:
+    step_slack_s = 5.0  # beyond the shutdown grace, how long one shutdown step may take before it is left
+
     def __init__(self, functions: Sequence[Function], settings: Settings, *, service: str = "studio") -> None:
         self.functions = list(functions)
         self.settings = settings
@@ -257,7 +258,7 @@ class Host:
         for task in self._tasks:
             task.cancel()
         if self._tasks:
-            _, stuck = await asyncio.wait(self._tasks, timeout=grace + STEP_SLACK_S)
+            _, stuck = await asyncio.wait(self._tasks, timeout=grace + self.step_slack_s)
             for task in stuck:
                 log.error("a background task ignored its cancellation, going on: %s", task.get_name())
         self._tasks.clear()
@@ -272,12 +273,12 @@ class Host:
         for what, step in steps:
             try:
                 # bounded: a step that hangs (a resource that never closes) must not keep the process up
-                async with asyncio.timeout(grace + STEP_SLACK_S):
+                async with asyncio.timeout(grace + self.step_slack_s):
                     await step()
             except TimeoutError:
                 log.error(
                     "shutdown step did not finish within %g s, going on: %s",
-                    grace + STEP_SLACK_S,
+                    grace + self.step_slack_s,
                     what,
                     extra={"step": what},
                 )

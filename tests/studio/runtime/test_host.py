@@ -76,10 +76,9 @@ async def _equals(coro, expected) -> bool:
     return (await coro) == expected
 
 
-async def test_a_resource_that_never_closes_does_not_keep_the_process_up(settings, monkeypatch, caplog) -> None:
+async def test_a_resource_that_never_closes_does_not_keep_the_process_up(settings, caplog) -> None:
     import asyncio
 
-    from studio.runtime import host as host_module
     from studio.runtime.function import Function
     from studio.runtime.host import Host
 
@@ -91,8 +90,8 @@ async def test_a_resource_that_never_closes_does_not_keep_the_process_up(setting
         yield
         await closed.wait()  # nothing ever sets it
 
-    monkeypatch.setattr(host_module, "STEP_SLACK_S", 0.2)
     host = Host([stuck, sample], settings.replace(shutdown_grace_s=0.3))
+    host.step_slack_s = 0.2
     await host.start()
 
     await host.stop()  # returns: the stuck step is left after its bound
