@@ -23,7 +23,7 @@ from typing import Any
 
 from studio.catalog import CatalogModel
 from studio.clients.cloud import CloudFallback
-from studio.clients.fleet import Fleet
+from studio.clients.fleet import Fleet, Node
 from studio.clients.ollama import Embeddings, ModelNotFound, OllamaError, OllamaUnavailable
 
 FALLBACK = "fallback"
@@ -76,19 +76,29 @@ async def first_line(
                 )
                 first = await anext(lines)
             except OllamaError as exc:
-                if not worth_another_node(exc):
-                    raise
-                errors.append(exc)
-                if isinstance(exc, ModelNotFound):
-                    fleet.lacks(node, model.id)
-                elif isinstance(exc, OllamaUnavailable):
-                    fleet.mark_down(node, exc.message)
+                skip(fleet, node, model.id, exc, errors)
                 continue
             fleet.answered(node, model.id)
             yield Opened(node.url, first, lines)
             return
-    telling = [e for e in errors if not isinstance(e, ModelNotFound)]  # the last node's, rather than "lacks it"
-    raise telling[-1] if telling else errors[0] if errors else OllamaUnavailable("no Ollama node is configured")
+    raise most_telling(errors)
+
+
+def skip(fleet: Fleet, node: Node, model: str, exc: OllamaError, errors: list[OllamaError]) -> None:
+    """A node failed: re-raise what another node would refuse too, else note it and what it says of the node."""
+    if not worth_another_node(exc):
+        raise exc
+    errors.append(exc)
+    if isinstance(exc, ModelNotFound):
+        fleet.lacks(node, model)
+    elif isinstance(exc, OllamaUnavailable):
+        fleet.mark_down(node, exc.message)
+
+
+def most_telling(errors: list[OllamaError]) -> OllamaError:
+    """The error to answer with when every node failed: the last node's, rather than "lacks it"."""
+    telling = [e for e in errors if not isinstance(e, ModelNotFound)]
+    return telling[-1] if telling else errors[0] if errors else OllamaUnavailable("no Ollama node is configured")
 
 
 async def embed(
@@ -102,18 +112,11 @@ async def embed(
             try:
                 result = await node.client.embed(model, inputs, dimensions=dimensions, timeout=timeout)
             except OllamaError as exc:
-                if not worth_another_node(exc):
-                    raise
-                errors.append(exc)
-                if isinstance(exc, ModelNotFound):
-                    fleet.lacks(node, model)
-                elif isinstance(exc, OllamaUnavailable):
-                    fleet.mark_down(node, exc.message)
+                skip(fleet, node, model, exc, errors)
                 continue
         fleet.answered(node, model)
         return node.url, result
-    telling = [e for e in errors if not isinstance(e, ModelNotFound)]
-    raise telling[-1] if telling else errors[0] if errors else OllamaUnavailable("no Ollama node is configured")
+    raise most_telling(errors)
 
 
 async def installed_anywhere(fleet: Fleet) -> set[str]:
