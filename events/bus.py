@@ -54,6 +54,7 @@ class StreamRefused(RuntimeError):
 
 
 INSUFFICIENT_STORAGE = 10047  # JetStream's err_code for a stream larger than the storage it has
+NO_SUITABLE_PEERS = 10005  # a clustered stream placed before enough peers are known (the cluster is forming)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +188,23 @@ class Bus:
                     ) from None
                 await asyncio.sleep(0.5)
 
-    async def ensure_stream(self, policy: StreamPolicy | None = None) -> api.StreamInfo:
-        """Create or update the durable stream; safe to run from every process at start-up."""
+    async def ensure_stream(self, policy: StreamPolicy | None = None, *, timeout: float = 10.0) -> api.StreamInfo:
+        """Create or update the durable stream; safe to run from every process at start-up. A NATS cluster
+        still forming (its JetStream API times out, or too few peers are known yet to place the copies) is
+        waited for, up to `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                return await self._ensure_stream(policy)
+            except (nats.errors.TimeoutError, nats.js.errors.BadRequestError) as exc:
+                forming = isinstance(exc, nats.errors.TimeoutError) or exc.err_code == NO_SUITABLE_PEERS
+                if not forming or loop.time() >= deadline:
+                    raise
+                log.info("the NATS cluster is still forming; creating the event stream again shortly")
+                await asyncio.sleep(0.5)
+
+    async def _ensure_stream(self, policy: StreamPolicy | None) -> api.StreamInfo:
         config = (policy or StreamPolicy()).config()
         jsm = self.nc.jsm()
         try:

@@ -87,7 +87,8 @@ class Host:
                     max_age_s=s.events_max_age_days * 86400,
                     max_bytes=self.stream_budget.max_bytes,
                     replicas=s.events_replicas,
-                )
+                ),
+                timeout=s.nats_connect_timeout_s,
             )
             await self.bus.wait_for_stream_leader(s.nats_connect_timeout_s)
             SHORTAGES.listeners.append(self._announce_shortage)
