@@ -1,4 +1,4 @@
-"""The shape the architecture promises, checked: who may import whom, and README kept true."""
+"""The shape the architecture promises, checked: who may import whom."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import ast
 from pathlib import Path
 
 from functions import NAMES
-from studio.runtime.settings import markdown_table
 
 ROOT = Path(__file__).resolve().parent.parent
 # What every function may import besides its own package: the platform beneath it.
@@ -96,7 +95,3 @@ def test_only_events_knows_nats() -> None:
                 offences.append(str(path.relative_to(ROOT)))
     assert offences == []
 
-
-def test_readme_lists_every_setting() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert markdown_table() in readme, "README's configuration table is stale: `localai-studio config --markdown`"
