@@ -627,6 +627,20 @@ def document() -> dict[str, Any]:
                 },
             }
         },
+        "/api/operator/session": {
+            "post": {
+                "summary": "The operator console's sign-in: the operator's token (or an operator's session) gets "
+                "a 12-hour HttpOnly cookie `studio_operator` that counts as the operator's on every route and page "
+                "(/api/docs, /health's details)",
+                "security": OPERATOR,
+                "responses": {"204": {"description": "Signed in: the cookie is set"}, **errors(401, 403)},
+            },
+            "delete": {
+                "summary": "Sign the console out: the operator cookie is cleared",
+                "security": ANYONE,
+                "responses": {"204": {"description": "Signed out"}, **errors()},
+            },
+        },
         "/health": {
             "get": {
                 "summary": "Is the studio well? Anyone: the status and which components fail; the operator: "
