@@ -14,7 +14,7 @@ from tests.frontend.conftest import FUNCTIONS, OPERATOR_TOKEN
 from tests.frontend.support import install_for_everyone
 from tests.support import wait_sync
 
-STUDIO = {"skip_payment": True, "functions": (*FUNCTIONS, "monitor", "health")}
+STUDIO = {"skip_payment": True, "functions": (*FUNCTIONS, "monitor")}
 BUYER = "buyer@example.com"
 FREE = "tinyllama:latest"
 

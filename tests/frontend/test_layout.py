@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from tests.frontend.conftest import FUNCTIONS, OPERATOR_TOKEN, new_context
 from tests.frontend.support import axe_violations, overflow
 
-STUDIO = {"skip_payment": True, "functions": (*FUNCTIONS, "monitor", "health")}
+STUDIO = {"skip_payment": True, "functions": (*FUNCTIONS, "monitor")}
 WIDTHS = (320, 390, 768, 1440)
 PASSWORD = "a long enough password"
 
