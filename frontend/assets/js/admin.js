@@ -165,7 +165,9 @@ function stat(id, value, note = "", tone = "") {
   card.dataset.tone = tone;
 }
 
-const money = (cents) => Object.entries(cents).map(([cur, c]) => price(c, cur)).join(" + ") || price(0);
+const amount = (cents, currency) =>
+  (cents / 100).toLocaleString("en-US", { style: "currency", currency: currency.toUpperCase() });
+const money = (cents) => Object.entries(cents).map(([cur, c]) => amount(c, cur)).join(" + ") || amount(0, "usd");
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 const SALES_LABELS = { today: "Today", "7d": "7 days", "30d": "30 days" };
 
