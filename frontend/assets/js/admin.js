@@ -333,6 +333,12 @@ async function loadActiveInstalls() {
   stat("stat-installs", String(active.length), active.map((m) => m.id).join(", ") || "nothing installing");
 }
 
+/** An install's progress, in place: a reload per progress event would be one request a second per pull. */
+function showProgress(data) {
+  const li = [...$("active-installs").children].find((x) => x.dataset.model === data.model);
+  if (li && typeof data.percent === "number") li.textContent = `${data.model}: pulling ${Math.round(data.percent)} %`;
+}
+
 async function loadOverview() {
   const parts = await Promise.allSettled([loadSales(), loadUsage(), loadHealth(), loadActiveInstalls()]);
   const failed = parts.find((p) => p.status === "rejected");
@@ -446,6 +452,7 @@ async function feed() {
           while ($("tail").children.length > 200) $("tail").lastChild.remove();
         }
         liveUpdate(event);
+        if (event.type === "install.progressed") showProgress(event.data || {});
         if (event.type.startsWith("install.") && event.type !== "install.progressed") loadInstalls().catch(() => {});
       }
     }
