@@ -30,6 +30,12 @@ async function call(path, { method = "GET", body, token } = {}) {
   return response.status === 204 ? {} : response.json();
 }
 
+/** On a phone a wide table is drawn as one card per row: each cell carries its column's name to show. */
+function labelCells(table) {
+  const heads = [...table.tHead.rows[0].cells].map((th) => th.textContent);
+  for (const tr of table.tBodies[0].rows) [...tr.cells].forEach((td, i) => { td.dataset.label = heads[i] || ""; });
+}
+
 function cell(text) {
   const td = document.createElement("td");
   td.textContent = text;
@@ -129,6 +135,7 @@ async function loadPurchases() {
     return tr;
   });
   $("purchases").tBodies[0].replaceChildren(...rows);
+  labelCells($("purchases"));
 }
 
 function buyerCell(p) {
@@ -516,6 +523,7 @@ async function loadInstalls() {
     return tr;
   });
   $("installs").tBodies[0].replaceChildren(...rows);
+  labelCells($("installs"));
   if (!document.getElementById("refresh-installs")) {
     const refresh = button("Refresh", "Refresh installs", () => loadInstalls().catch((err) => say(err.message, "error")));
     refresh.id = "refresh-installs";
@@ -576,6 +584,7 @@ async function loadCatalog() {
     return tr;
   });
   $("catalog").tBodies[0].replaceChildren(...rows);
+  labelCells($("catalog"));
 }
 
 $("add-model").addEventListener("submit", async (e) => {
@@ -634,6 +643,7 @@ async function loadDeadLetters() {
     return tr;
   });
   $("dead-letters").tBodies[0].replaceChildren(...rows);
+  labelCells($("dead-letters"));
 }
 
 $("refresh-dead").addEventListener("click", () => loadDeadLetters().catch((err) => say(err.message, "error")));

@@ -54,7 +54,8 @@ export function barChart(container, { days, series, stacked = false, title, unit
   const plotH = height - top - bottom;
   const totals = days.map((_, i) => series.reduce((sum, s) => sum + (s.values[i] || 0), 0));
   const peak = stacked ? Math.max(0, ...totals) : Math.max(0, ...series.flatMap((s) => s.values));
-  const max = niceMax(peak);
+  const counts = series.every((s) => s.values.every((v) => Number.isInteger(v || 0)));
+  const max = counts ? Math.max(niceMax(peak), 2) : niceMax(peak); // counts: whole ticks (0, 1, 2), never 0.5
   const slot = plotW / Math.max(days.length, 1);
   const y = (v) => top + plotH - (v / max) * plotH;
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart-svg", role: "img", preserveAspectRatio: "none" });
