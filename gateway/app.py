@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import resource
+import time
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
@@ -23,13 +24,13 @@ from events.bus import Bus
 from functions import NAMES, load
 from gateway.credentials import Credentials
 from gateway.docs import docs_page
-from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, not_found
+from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, is_https, not_found
 from gateway.live import LiveFeed
 from gateway.openapi import document
 from gateway.presence import Presence, report_forever
 from gateway.proxy import Upstreams
 from gateway.routes import ROUTES, Route, RouteTable
-from gateway.session import Sessions
+from gateway.session import OPERATOR_COOKIE, OPERATOR_MAX_AGE_S, Sessions
 from gateway.static import StaticSite, default_frontend_dir
 from studio.runtime.function import Function
 from studio.runtime.identity import IDENTITY_KEY, identity
@@ -132,6 +133,29 @@ def gateway_app(
         return docs_page()
 
     app.router.add_get("/api/docs", api_docs)
+
+    async def open_operator_pass(request: web.Request) -> web.Response:
+        """The console's sign-in: the admin token (or an operator's session) buys a 12-hour operator cookie."""
+        edge.operator_only(request[IDENTITY_KEY])
+        response = web.Response(status=204, headers={"Cache-Control": "no-store"})
+        response.set_cookie(
+            OPERATOR_COOKIE,
+            edge.operator_passes.issue(time.time()),
+            max_age=OPERATOR_MAX_AGE_S,
+            path="/",
+            httponly=True,
+            samesite="Strict",
+            secure=is_https(request),
+        )
+        return response
+
+    async def close_operator_pass(request: web.Request) -> web.Response:
+        response = web.Response(status=204, headers={"Cache-Control": "no-store"})
+        response.del_cookie(OPERATOR_COOKIE, path="/", samesite="Strict")
+        return response
+
+    app.router.add_post("/api/operator/session", open_operator_pass)
+    app.router.add_delete("/api/operator/session", close_operator_pass)
     app.cleanup_ctx.append(_live_feed(settings, bus, credentials, edge.presence))
     app.on_shutdown.append(lambda app: app[LIVE].close())
 

@@ -46,7 +46,7 @@ from gateway.guards import (
 )
 from gateway.presence import Presence
 from gateway.routes import Route, RouteTable
-from gateway.session import COOKIE, MAX_AGE_S, Sessions
+from gateway.session import COOKIE, MAX_AGE_S, OPERATOR_COOKIE, OperatorPasses, Sessions
 from studio.runtime.errors import (
     Forbidden,
     GatewayTimeout,
@@ -88,6 +88,7 @@ _SECURITY = CIMultiDict(SECURITY_HEADERS)
 HSTS = "max-age=31536000; includeSubDomains"
 COOKIE_CACHE_SIZE = 10_000
 _SESSION_MARK = SESSION_COOKIE + "="
+_OPERATOR_MARK = OPERATOR_COOKIE + "="
 
 
 class RequestIds:
@@ -128,6 +129,7 @@ class Edge:
         self.limits = AddressLimits(settings.streams_per_address, settings.writes_per_address_per_minute)
         self.credentials = credentials or Credentials(None)
         self.presence = Presence()  # visitors seen lately: the "when to scale" signal (gateway.presence)
+        self.operator_passes = OperatorPasses(settings.cookie_key(), settings.admin_token.get() or None)
 
     @web.middleware
     async def handle(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -253,6 +255,8 @@ class Edge:
                 )
             admin = True
         raw_cookie = headers.get("Cookie")
+        if not admin and raw_cookie and _OPERATOR_MARK in raw_cookie:
+            admin = self.operator_passes.verify(request.cookies.get(OPERATOR_COOKIE), time.time())
         user_id = self._visitors.get(raw_cookie) if raw_cookie else None
         if user_id is None and raw_cookie:
             user_id = self.sessions.verify(request.cookies.get(COOKIE))

@@ -6,7 +6,9 @@ starts with `event: state` (the `models.snapshot` query: every model with `owned
 its install state, which purchase asks of install, its one owner). The subscriber is registered before
 that query, and install writes each state in the transaction that publishes its event, so nothing
 falls between the state and the events after it: a reload or a reconnect never loses progress, and
-the browser needs no polling. A keep-alive comment every 15 s keeps proxies from closing an idle
+the browser needs no polling. The operator's catalog changes reach everyone as `event: catalog`
+(`{"model", "change"}` only: who changed it stays the operator's business), so an open marketplace shows
+a new price without a reload. A keep-alive comment every 15 s keeps proxies from closing an idle
 stream. A browser too slow to keep up gets `event: resync` and its stream is closed; EventSource
 reconnects and starts again from the state.
 """
@@ -21,12 +23,14 @@ from typing import Any
 from aiohttp import web
 
 from events.bus import Bus, BusUnavailable
+from events.catalog import OperatorCatalogChanged
 from events.envelope import Event
 from studio.runtime.errors import Unauthorized, UpstreamUnavailable
 from studio.runtime.identity import Identity, identity
 from studio.runtime.shortages import SHORTAGES
 
 KEEPALIVE_S = 15.0
+CATALOG_CHANGED = OperatorCatalogChanged.TYPE
 QUEUE_SIZE = 512
 _CLOSE = object()
 
@@ -45,6 +49,8 @@ class Subscriber:
 
     def wants(self, event: Event) -> bool:
         data = event.data
+        if event.type == CATALOG_CHANGED:
+            return True  # the catalog is public
         if event.type.startswith("purchase."):
             if not self.who.admin and data.get("user_id") != self.who.user_id:
                 return False
@@ -72,7 +78,7 @@ class LiveFeed:
         self.subscribers: set[Subscriber] = set()
 
     async def start(self) -> None:
-        for pattern in ("purchase.*", "install.*"):
+        for pattern in ("purchase.*", "install.*", CATALOG_CHANGED):
             await self.bus.listen(pattern, self._dispatch)
 
     async def _dispatch(self, event: Event) -> None:
@@ -137,7 +143,11 @@ class LiveFeed:
                     continue
                 if item is _CLOSE:
                     return
-                await response.write(sse(item.type, item.to_dict(), item.id))
+                if item.type == CATALOG_CHANGED:
+                    change = {"model": item.data.get("model"), "change": item.data.get("change")}
+                    await response.write(sse("catalog", change, item.id))
+                else:
+                    await response.write(sse(item.type, item.to_dict(), item.id))
                 if sub.overflowed and sub.queue.empty():
                     await response.write(sse("resync", {"reason": "too many events; reconnecting"}))
                     return

@@ -258,7 +258,12 @@ def console_paths() -> dict[str, Any]:
                 "responses": {**ok("Yes or no", obj({"operator": {"type": "boolean"}}, ("operator",))), **errors()},
             }
         },
-        "/api/overview": {"get": operator_op("Sales today, 7 and 30 days, Ollama's disk")},
+        "/api/overview": {
+            "get": operator_op(
+                "Sales today, 7 and 30 days (test-mode ones apart, under `test`), sales and refunds per day over "
+                "30 days (`days.rows`), the payment mode, Ollama's disk"
+            )
+        },
         "/api/purchases/reconcile": {
             "post": operator_op(
                 "Compare purchases and access with Stripe; `fix` repairs through events",
@@ -268,7 +273,8 @@ def console_paths() -> dict[str, Any]:
         },
         "/api/purchases/{purchase_id}/refund": {
             "post": operator_op(
-                "Refund a paid purchase in full through Stripe",
+                "Refund a paid purchase in full through Stripe; a test-mode purchase's refund is rehearsed "
+                "without Stripe (`test: true`) and revokes it the same way",
                 params=[path_param("purchase_id")],
                 body=obj({"confirm": {"type": "boolean"}}, ("confirm",)),
                 errors_too=(400, 404, 409, 503),
@@ -626,6 +632,20 @@ def document() -> dict[str, Any]:
                     **errors(401, 403),
                 },
             }
+        },
+        "/api/operator/session": {
+            "post": {
+                "summary": "The operator console's sign-in: the operator's token (or an operator's session) gets "
+                "a 12-hour HttpOnly cookie `studio_operator` that counts as the operator's on every route and page "
+                "(/api/docs, /health's details)",
+                "security": OPERATOR,
+                "responses": {"204": {"description": "Signed in: the cookie is set"}, **errors(401, 403)},
+            },
+            "delete": {
+                "summary": "Sign the console out: the operator cookie is cleared",
+                "security": ANYONE,
+                "responses": {"204": {"description": "Signed out"}, **errors()},
+            },
         },
         "/health": {
             "get": {

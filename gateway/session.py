@@ -35,3 +35,35 @@ class Sessions:
         if not user_id.startswith("v_") or len(user_id) > 64:
             return None
         return user_id if hmac.compare_digest(signature, self._sign(user_id)) else None
+
+
+OPERATOR_COOKIE = "studio_operator"
+OPERATOR_MAX_AGE_S = 12 * 3600
+
+
+class OperatorPasses:
+    """The operator's console session: a cookie the console gets for the admin token, so pages it opens
+    (/api/docs, /health's details) work without an `Authorization` header.
+
+    `studio_operator=<expires, unix seconds>.<HMAC-SHA256 of it and of the admin token's hash>`: HttpOnly,
+    SameSite=Strict, 12 hours. Changing STUDIO_ADMIN_TOKEN ends every pass (the token is in the MAC)."""
+
+    def __init__(self, key: bytes, admin_token: str | None) -> None:
+        self._key = key
+        self._token_hash = hashlib.sha256(admin_token.encode()).hexdigest() if admin_token else None
+
+    def _sign(self, expires: str) -> str:
+        mac = hmac.new(self._key, f"operator|{expires}|{self._token_hash}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
+
+    def issue(self, now: float) -> str:
+        expires = str(int(now) + OPERATOR_MAX_AGE_S)
+        return f"{expires}.{self._sign(expires)}"
+
+    def verify(self, cookie: str | None, now: float) -> bool:
+        if self._token_hash is None or not cookie or "." not in cookie:
+            return False
+        expires, _, signature = cookie.partition(".")
+        if not expires.isdigit() or int(expires) < now:
+            return False
+        return hmac.compare_digest(signature, self._sign(expires))

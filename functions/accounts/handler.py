@@ -15,6 +15,8 @@ HTTP    POST   /api/auth/signup {"email", "password"}   -> 201 the account, sign
         DELETE /api/account/keys/{key_id}               -> 204, the key stops working at once everywhere
 Events  emits    account.created, account.merged (with the session that merges), account.access_changed
 Query   credentials.resolve {"session": sha256} | {"key": sha256} -> {"account_id", "role", "email", "key_id"} | {}
+        accounts.emails {"account_ids": [...]} -> {"emails": {account_id: email}} (the console shows buyers
+                                                   by e-mail; at most 500 ids a query)
 
 Sessions are rows (the cookie carries a random id, the table its SHA-256): logging out, changing the
 password or disabling the account really ends them. The gateway caches what `credentials.resolve`
@@ -54,6 +56,7 @@ from studio.runtime.identity import EVICT_HEADER, SESSION_COOKIE, Identity, iden
 function = Function("accounts", migrations=Path(__file__).parent / "migrations")
 
 ACCOUNTS = Key[Accounts]("accounts")
+MAX_EMAIL_LOOKUP = 500
 MAILER = Key[Mailer | None]("mailer")
 MAILS = Key[set]("mails")  # reset e-mails being sent
 FAILURE_WINDOW = timedelta(minutes=15)
@@ -320,6 +323,14 @@ async def revoke_key(request: web.Request) -> web.Response:
             raise NotFound("no such key", code="unknown_key")
         await tx.publish(function.event(AccountAccessChanged(account_id=account_id, reason="key_revoked")))
     return web.Response(status=204, headers={EVICT_HEADER: account_id})
+
+
+@function.answer("accounts.emails")
+async def emails(query: dict[str, Any]) -> dict[str, Any]:
+    ids = query.get("account_ids")
+    if not isinstance(ids, list) or len(ids) > MAX_EMAIL_LOOKUP or not all(isinstance(i, str) for i in ids):
+        raise ValueError(f'accounts.emails needs "account_ids": a list of at most {MAX_EMAIL_LOOKUP} strings')
+    return {"emails": await function[ACCOUNTS].emails_of(sorted(set(ids)))}
 
 
 @function.answer("credentials.resolve")

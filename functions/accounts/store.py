@@ -98,6 +98,14 @@ class Accounts:
         row = await self.db.fetch_one("SELECT * FROM accounts WHERE id = ?", (account_id,))
         return Account.from_row(row) if row else None
 
+    async def emails_of(self, account_ids: list[str]) -> dict[str, str]:
+        """{account id: e-mail} of those of `account_ids` that exist."""
+        if not account_ids:
+            return {}
+        marks = ", ".join("?" * len(account_ids))
+        rows = await self.db.fetch_all(f"SELECT id, email FROM accounts WHERE id IN ({marks})", tuple(account_ids))
+        return {r["id"]: r["email"] for r in rows}
+
     async def all(self) -> list[Account]:
         return [Account.from_row(r) for r in await self.db.fetch_all("SELECT * FROM accounts ORDER BY created_at")]
 

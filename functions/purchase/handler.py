@@ -13,12 +13,14 @@ Events  consumes payment.succeeded, payment.failed, payment.refunded, payment.re
         consumes account.merged (a visitor signed in: their purchases move to the account; emits purchase.transferred)
         emits    purchase.created, purchase.completed, purchase.failed, purchase.revoked, purchase.transferred,
                  purchase.suspended, purchase.restored, purchase.flagged, install.requested,
-                 operator.refund_requested, operator.catalog_changed, operator.reconciled
+                 operator.refund_requested, operator.catalog_changed, operator.reconciled,
+                 payment.refunded (only a test-mode purchase's rehearsed refund: operator.py)
 Query   models.snapshot {"user_id", "admin"} -> {"models": [...]} (the gateway's live stream starts with it)
         purchases.owns {"user_id", "model"} -> {"owns": bool} (chat and install ask before a paid model
                                                 answers or an owner's install request)
         catalog.changes {} -> {"changes": [{"model", "entry"}]} (other processes lay them over their catalog)
 Asks    installs.states (install owns install state; purchase keeps no copy of it)
+        accounts.emails (the operator's purchase search shows buyers by e-mail)
 """
 
 from __future__ import annotations
@@ -178,11 +180,24 @@ async def list_purchases(request: web.Request) -> web.Response:
     if request.query.get("all") == "1":
         require_admin(request)
         found = await function[LEDGER].search(request.query.get("q", "").strip(), request.query.get("status", ""))
-        return web.json_response({"purchases": [p.for_operator() for p in found]})
+        return web.json_response({"purchases": await with_buyer_emails([p.for_operator() for p in found])})
     purchases = await function[LEDGER].of_user(require_visitor(request))
     return web.json_response({"purchases": [p.public() for p in purchases]})
 
     return web.json_response({"purchases": [p.public() for p in purchases]})
+
+
+async def with_buyer_emails(purchases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The operator sees buyers by e-mail: an account's comes from accounts (its owner), asked now; a
+    purchase that carries one (Stripe Checkout's) keeps it. Without an answer the ids stay."""
+    ids = sorted({p["user_id"] for p in purchases if p["user_id"].startswith("acc_") and not p.get("email")})
+    if not ids:
+        return purchases
+    try:
+        emails = (await function.bus.query("accounts.emails", {"account_ids": ids[:500]}, timeout=2.0))["emails"]
+    except (BusUnavailable, TimeoutError, KeyError):
+        return purchases
+    return [{**p, "email": p.get("email") or emails.get(p["user_id"])} for p in purchases]
 
 
 @function.route("GET", "/api/purchases/{purchase_id}")

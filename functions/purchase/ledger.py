@@ -176,20 +176,71 @@ class Ledger:
         return [Purchase.from_row(r) for r in rows]
 
     async def sales_since(self, since: str) -> dict[str, Any]:
-        """Paid purchases completed since `since` (ISO time): how many, and their amounts by currency."""
+        """Paid purchases completed since `since` (ISO time): how many, their amounts by currency, how many were
+        refunded since; Stripe's (live) at the top, test-mode purchases (STUDIO_SKIP_PAYMENT) apart under "test"."""
         rows = await self.db.fetch_all(
-            "SELECT currency, COUNT(*) AS n, SUM(amount_cents) AS cents FROM purchases "
-            "WHERE status = 'paid' AND kind = 'stripe' AND completed_at >= ? GROUP BY currency",
+            "SELECT kind, currency, COUNT(*) AS n, SUM(amount_cents) AS cents FROM purchases "
+            "WHERE status = 'paid' AND kind IN ('stripe', 'test') AND completed_at >= ? GROUP BY kind, currency",
             (since,),
         )
-        refunded = await self.db.fetch_one(
-            "SELECT COUNT(*) AS n FROM purchases WHERE status = 'refunded' AND updated_at >= ?", (since,)
+        refunded = await self.db.fetch_all(
+            "SELECT kind, COUNT(*) AS n FROM purchases WHERE status = 'refunded' AND updated_at >= ? GROUP BY kind",
+            (since,),
         )
-        return {
-            "purchases": sum(r["n"] for r in rows),
-            "amount_cents": {r["currency"]: r["cents"] for r in rows},
-            "refunded": refunded["n"] if refunded else 0,
-        }
+
+        def of(kind: str) -> dict[str, Any]:
+            mine = [r for r in rows if r["kind"] == kind]
+            return {
+                "purchases": sum(r["n"] for r in mine),
+                "amount_cents": {r["currency"]: r["cents"] for r in mine},
+                "refunded": sum(r["n"] for r in refunded if r["kind"] == kind),
+            }
+
+        return {**of("stripe"), "test": of("test")}
+
+    async def daily(self, since_day: str) -> list[dict[str, Any]]:
+        """Sales (purchases completed, whatever became of them) and refunds per UTC day since `since_day`
+        (YYYY-MM-DD), by kind (stripe, test) and currency: [{"day", "kind", "currency", "sales", "sales_cents",
+        "refunds", "refunded_cents"}], days without any left out."""
+        sold = await self.db.fetch_all(
+            "SELECT SUBSTR(completed_at, 1, 10) AS day, kind, currency, COUNT(*) AS n, SUM(amount_cents) AS cents "
+            "FROM purchases WHERE status IN ('paid', 'refunded') AND kind IN ('stripe', 'test') "
+            "AND completed_at >= ? GROUP BY SUBSTR(completed_at, 1, 10), kind, currency",
+            (since_day,),
+        )
+        back = await self.db.fetch_all(
+            "SELECT SUBSTR(updated_at, 1, 10) AS day, kind, currency, COUNT(*) AS n, SUM(amount_cents) AS cents "
+            "FROM purchases WHERE status = 'refunded' AND kind IN ('stripe', 'test') AND updated_at >= ? "
+            "GROUP BY SUBSTR(updated_at, 1, 10), kind, currency",
+            (since_day,),
+        )
+        out: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for rows, count, cents in ((sold, "sales", "sales_cents"), (back, "refunds", "refunded_cents")):
+            for r in rows:
+                key = (r["day"], r["kind"], r["currency"])
+                entry = out.setdefault(
+                    key,
+                    {
+                        "day": key[0],
+                        "kind": key[1],
+                        "currency": key[2],
+                        "sales": 0,
+                        "sales_cents": 0,
+                        "refunds": 0,
+                        "refunded_cents": 0,
+                    },
+                )
+                entry[count], entry[cents] = int(r["n"]), int(r["cents"] or 0)
+        return [out[k] for k in sorted(out)]
+
+    async def give_test_payment(self, tx: Transaction, purchase: Purchase) -> str:
+        """A test-mode purchase has no Stripe payment; its rehearsed refund needs one to name: `pi_test_...`."""
+        payment_intent = purchase.payment_intent or "pi_test_" + purchase.id.removeprefix("pur_")
+        await tx.execute(
+            "UPDATE purchases SET payment_intent = ? WHERE id = ? AND payment_intent IS NULL",
+            (payment_intent, purchase.id),
+        )
+        return payment_intent
 
     async def get(self, purchase_id: str) -> Purchase | None:
         row = await self.db.fetch_one("SELECT * FROM purchases WHERE id = ?", (purchase_id,))

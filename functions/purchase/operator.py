@@ -2,11 +2,16 @@
 edits. Every route here refuses anyone but the operator; every action is an `operator.*` event.
 
 HTTP    GET  /api/operator                    -> {"operator": bool}: whether this session is the operator's
-        GET  /api/overview                    -> sales today / 7 / 30 days, Ollama's disk
+        GET  /api/overview                    -> sales today / 7 / 30 days (test-mode ones apart, under
+                                                  "test"), sales and refunds per day over 30 days, the
+                                                  payment mode, Ollama's disk
         POST /api/purchases/reconcile {"since", "fix"} -> the reconciliation report with Stripe; also run by
                                                   itself every STUDIO_RECONCILE_EVERY_H (`reconcile_regularly`)
         POST /api/purchases/{purchase_id}/refund {"confirm": true} -> refunded in full through Stripe;
-                                                  Stripe's charge.refunded webhook then revokes it
+                                                  Stripe's charge.refunded webhook then revokes it. A test-mode
+                                                  purchase's refund is rehearsed: no Stripe call, and the
+                                                  payment.refunded the webhook would publish is published here,
+                                                  so settlement revokes it as it would a real one
         PATCH  /api/catalog/{model} {"price_cents"?, "featured"?, "description"?} -> the new entry
         POST   /api/catalog {catalog entry}    -> 201, the model added
         DELETE /api/catalog/{model}            -> the model removed from sale
@@ -17,19 +22,24 @@ The routes register on purchase's `function` when handler.py imports this module
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
 
-from events.catalog import OperatorReconciled, OperatorRefundRequested
+from events.catalog import OperatorReconciled, OperatorRefundRequested, PaymentRefunded
+from events.envelope import new_id
 from functions.purchase import catalog_changes
 from functions.purchase.capacity import ollama_disk
-from functions.purchase.handler import LEDGER, PAYMENTS, function
+from functions.purchase.handler import LEDGER, PAYMENTS, function, payment_mode
+from functions.purchase.ledger import Purchase
 from functions.purchase.reconciliation import Report, parse_since, reconcile
 from studio.clients.stripe import PaymentsUnavailable, RefundRefused
 from studio.runtime.errors import BadRequest, Conflict, NotFound, UpstreamUnavailable, json_body
 from studio.runtime.identity import identity, require_admin
+
+OVERVIEW_DAYS = 30
 
 
 def operator_name(who: Any) -> str:
@@ -104,7 +114,15 @@ async def overview(request: web.Request) -> web.Response:
         k: await ledger.sales_since(v.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
         for k, v in starts.items()
     }
-    return web.json_response({"sales": sales, "ollama_disk": await ollama_disk(function.settings)})
+    first_day = (now - timedelta(days=OVERVIEW_DAYS - 1)).date().isoformat()
+    return web.json_response(
+        {
+            "sales": sales,
+            "days": {"from": first_day, "to": now.date().isoformat(), "rows": await ledger.daily(first_day)},
+            "payments": payment_mode(),
+            "ollama_disk": await ollama_disk(function.settings),
+        }
+    )
 
 
 @function.route("POST", "/api/purchases/reconcile")
@@ -148,9 +166,12 @@ async def refund_purchase(request: web.Request) -> web.Response:
     purchase = await function[LEDGER].get(request.match_info["purchase_id"])
     if purchase is None:
         raise NotFound("no such purchase", code="unknown_purchase")
+    if purchase.kind == "test" and purchase.status == "paid":
+        return web.json_response(await rehearse_refund(purchase, operator_name(who)))
     if purchase.kind != "stripe" or not purchase.payment_intent or purchase.status != "paid":
         raise Conflict(
-            f"only a paid Stripe purchase can be refunded; this one is a {purchase.kind} purchase, {purchase.status}",
+            f"only a paid Stripe or test purchase can be refunded; this one is a {purchase.kind} purchase, "
+            f"{purchase.status}",
             code="not_refundable",
         )
     payments = function[PAYMENTS]
@@ -181,3 +202,38 @@ async def refund_purchase(request: web.Request) -> web.Response:
     return web.json_response(
         {"purchase_id": purchase.id, "refund_id": refund.get("id"), "status": refund.get("status")}
     )
+
+
+async def rehearse_refund(purchase: Purchase, operator: str) -> dict[str, Any]:
+    """A test-mode purchase's refund, so the operator can rehearse the journey before going live: the same
+    operator.refund_requested, then the payment.refunded Stripe's webhook would bring (no money moved, no
+    Stripe call); settlement takes access away from there exactly as for a real refund."""
+    tag = new_id()[:16]
+    async with function.db.transaction() as tx:
+        payment_intent = await function[LEDGER].give_test_payment(tx, purchase)
+        await tx.publish(
+            function.event(
+                OperatorRefundRequested(
+                    operator=operator,
+                    purchase_id=purchase.id,
+                    user_id=purchase.user_id,
+                    model=purchase.model,
+                    amount_cents=purchase.amount_cents,
+                    refund_id=f"re_test_{tag}",
+                )
+            )
+        )
+        await tx.publish(
+            function.event(
+                PaymentRefunded(
+                    stripe_event_id=f"evt_test_{tag}",
+                    charge_id=f"ch_test_{tag}",
+                    payment_intent=payment_intent,
+                    amount_cents=purchase.amount_cents,
+                    amount_refunded_cents=purchase.amount_cents,
+                    full=True,
+                    stripe_created=int(time.time()),
+                )
+            )
+        )
+    return {"purchase_id": purchase.id, "refund_id": f"re_test_{tag}", "status": "succeeded", "test": True}

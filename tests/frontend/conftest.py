@@ -33,7 +33,7 @@ from tests.doubles.ollama import OllamaDouble, tokenize
 from tests.doubles.stripe import StripeDouble
 
 HERE = Path(__file__).resolve().parent
-FUNCTIONS = ("accounts", "chat", "purchase", "install", "webhook")
+FUNCTIONS = ("accounts", "chat", "purchase", "install", "webhook", "health")  # health: pages ask /health
 OPERATOR_TOKEN = "op-console-token"
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or next(
     (p for p in ("/usr/bin/chromium", "/usr/lib/chromium/chromium") if os.path.exists(p)), None

@@ -4,11 +4,12 @@ make a key, copy it, find it in the snippet, revoke it; a wrong password explain
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from playwright.sync_api import expect
 
 from tests.frontend.conftest import new_context
-from tests.frontend.support import card
+from tests.frontend.support import card, install_for_everyone
 
 PASSWORD = "correct horse battery"
 
@@ -68,6 +69,19 @@ def test_a_key_is_shown_once_copied_used_in_the_snippet_and_revoked(studio, brow
         page.get_by_role("button", name="Revoke my editor").click()
         page.get_by_role("button", name="Yes, revoke it").click()
         expect(page.locator("#keys li")).to_have_count(0)
+
+        # A key revoked while its "copy it now" panel is still up: the panel and the snippets let go of it.
+        page.get_by_label("Name").fill("short-lived")
+        page.get_by_role("button", name="Create a key").click()
+        expect(shown).to_have_text(re.compile(r"^sk-studio-"))
+        second = shown.inner_text()
+        expect(page.locator("#snippet-curl")).to_contain_text(second)
+        page.get_by_role("button", name="Revoke short-lived").click()
+        page.get_by_role("button", name="Yes, revoke it").click()
+        expect(page.locator("#key-status")).to_have_text('Key "short-lived" revoked: it no longer works anywhere.')
+        expect(page.locator("#new-key-shown")).to_be_hidden()
+        expect(page.get_by_text(second)).to_have_count(0)
+        expect(page.locator("#snippet-curl")).to_contain_text("Bearer sk-studio-…")
     finally:
         ctx.close()
 
@@ -82,8 +96,31 @@ def test_wrong_password_is_explained_and_signing_out_works(studio, page, watch):
     page.locator("#in-email").fill("careful@example.com")
     page.locator("#in-password").fill("not my password")
     page.get_by_role("button", name="Sign in").click()
-    expect(page.locator("#sign-in .form-error")).to_have_text("wrong e-mail or password")
+    expect(page.locator("#sign-in .form-error")).to_have_text("Wrong e-mail or password.")  # a sentence
 
     page.locator("#in-password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#account-email")).to_have_text("careful@example.com")
+
+
+def test_the_usage_chart_has_an_axis_day_labels_and_its_numbers_beside_it(studio, page):
+    install_for_everyone(studio, "tinyllama:latest")
+    sign_up(page, studio, "usage@example.com")
+    answer = page.request.post(
+        studio.url + "/api/chat", data={"model": "tinyllama:latest", "message": "Hello", "stream": False}
+    )
+    assert answer.ok, answer.text()
+
+    page.reload()
+
+    chart = page.locator("#usage-chart svg")
+    expect(chart.locator("rect.bar")).to_have_count(1)
+    tokens = int(chart.locator("rect.bar").get_attribute("data-value") or 0)
+    assert tokens > 0
+    labels = chart.locator("text.tick").all_text_contents()
+    today = datetime.now(UTC)
+    assert "0" in labels and f"{today.day} {today.strftime('%b')}" in labels, labels  # the y axis and the days
+    assert len(labels) >= 3 + 5, labels
+    expect(chart).to_have_attribute("aria-label", re.compile(rf"tinyllama:latest {tokens} tokens over 30 days"))
+    page.locator("#usage-chart summary").click()
+    expect(page.locator("#usage-chart table tbody tr td").nth(1)).to_have_text(f"{tokens} tokens")

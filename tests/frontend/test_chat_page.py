@@ -177,7 +177,9 @@ def test_each_chat_error_gets_a_clear_message(studio, installed, page, watch, st
     expect(page.get_by_role("heading", name="Chat with TinyLlama")).to_be_visible()
     send(page, "Hello?")
     alert = page.get_by_role("alert")
-    expect(alert).to_contain_text(message)
+    as_sentence = message[0].upper() + message[1:] + "."  # the server's words, written as a sentence
+    expect(alert).to_contain_text(as_sentence)
+    expect(page.locator("#chat-status")).to_have_text(f"No answer: {as_sentence}")  # no longer "... is answering"
     expect(alert.get_by_role("link", name=action).or_(alert.get_by_role("button", name=action))).to_be_visible()
     expect(page.get_by_role("button", name="Send")).to_be_visible()
     expect(page.locator(".message.user .bubble")).to_have_text(["Hello?"])  # the question stays

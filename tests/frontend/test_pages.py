@@ -154,8 +154,16 @@ def test_the_pages_fit_a_phone(studio, browser, watch):
             wait_until_ready(page, path)
             width = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
             assert width[0] <= width[1], f"{path} scrolls sideways on a phone: {width}"
+            nav = page.get_by_role("navigation", name="Main")
+            expect(nav).to_be_hidden()  # folded into the header's menu
+            menu = page.get_by_role("button", name="Menu")
+            menu.click()
+            expect(menu).to_have_attribute("aria-expanded", "true")
             for name in ("Home", "Marketplace", "Chat"):
-                expect(page.get_by_role("navigation", name="Main").get_by_role("link", name=name)).to_be_visible()
+                expect(nav.get_by_role("link", name=name)).to_be_visible()
+            page.keyboard.press("Escape")
+            expect(nav).to_be_hidden()
+            expect(menu).to_be_focused()
         # the chat's conversation list is a drawer on a phone
         sidebar = page.get_by_role("complementary", name="Conversations")
         expect(sidebar).to_be_hidden()

@@ -11,9 +11,17 @@ import functions
 from functions import load
 from gateway.openapi import OPERATOR, document
 from gateway.routes import ROUTES, RouteTable
+from gateway.session import OperatorPasses
 from studio.runtime.settings import Secret
 
-GATEWAY_OWN = {("GET", "/api/events"), ("GET", "/api/openapi.json"), ("GET", "/api/docs"), ("GET", "/healthz")}
+GATEWAY_OWN = {
+    ("GET", "/api/events"),
+    ("GET", "/api/openapi.json"),
+    ("GET", "/api/docs"),
+    ("GET", "/healthz"),
+    ("POST", "/api/operator/session"),
+    ("DELETE", "/api/operator/session"),
+}
 CONCRETE = {"{model}": "llama3.2:1b", "{purchase_id}": "pur_x"}
 
 
@@ -87,3 +95,35 @@ async def test_the_api_docs_page_is_closed_while_operator_routes_are(embedded_st
     resp = await client.get("/api/docs")
 
     assert resp.status == 403 and (await resp.json())["error"]["code"] == "admin_disabled"
+
+
+async def test_the_consoles_operator_cookie_opens_the_api_docs_until_signed_out(embedded_studio, settings) -> None:
+    s = settings.replace(functions=("health",), admin_token=Secret("op-docs"))
+    client = await embedded_studio([load("health")], settings_override=s)
+
+    refused = await client.post("/api/operator/session", headers={"Authorization": "Bearer a-guess"})
+    assert refused.status == 401 and "studio_operator" not in refused.cookies
+    forged = await client.get("/api/docs", headers={"Cookie": "studio_operator=9999999999.forged"})
+    assert forged.status == 401
+    signed_in = await client.post("/api/operator/session", headers={"Authorization": "Bearer op-docs"})
+    assert signed_in.status == 204
+    cookie = signed_in.cookies["studio_operator"]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict"
+
+    docs = await client.get("/api/docs")  # the client's cookie jar carries the pass: no Authorization header
+    health = await client.get("/health")
+    assert docs.status == 200 and docs.content_type == "text/html"
+    assert "path" in (await health.json())["components"]["database"]  # the operator's details
+
+    signed_out = await client.delete("/api/operator/session")
+    assert signed_out.status == 204
+    assert (await client.get("/api/docs")).status == 401
+
+
+def test_a_new_admin_token_ends_every_operator_cookie() -> None:
+    old, new = OperatorPasses(b"key", "first-token"), OperatorPasses(b"key", "second-token")
+    issued = old.issue(1_000)
+    assert old.verify(issued, 2_000)
+    assert not new.verify(issued, 2_000)  # the token changed: the pass is void
+    assert not old.verify(issued, 1_000 + 13 * 3600)  # expired
+    assert not OperatorPasses(b"key", None).verify(issued, 2_000)  # operator routes closed

@@ -3,6 +3,7 @@
 // that signing in keeps what they bought on every device.
 
 import { api, request } from "./api.js";
+import { headerMenu } from "./header.js";
 import { h } from "./ui.js";
 
 /** The signed-in account, or null (cached for the page's life). */
@@ -22,9 +23,9 @@ export async function signOut() {
 }
 
 async function renderMenu() {
-  const header = document.querySelector(".site-header .wrap");
-  if (!header || header.querySelector(".account-menu")) return;
-  const menu = h("div", { class: "account-menu", "aria-label": "Account" });
+  const header = headerMenu();
+  if (!header || document.querySelector(".account-menu")) return;
+  const menu = h("div", { class: "account-menu", role: "group", "aria-label": "Account" });
   header.append(menu);
   const account = await currentAccount();
   if (account) {

@@ -3,10 +3,10 @@
 
 import { api, ApiError, request } from "./api.js";
 import { currentAccount } from "./account-menu.js";
+import { barChart, daysBetween } from "./charts.js";
 import { copyButton, h } from "./ui.js";
 
 const $ = (id) => document.getElementById(id);
-const SVG = "http://www.w3.org/2000/svg";
 
 function showError(form, err) {
   const box = form.querySelector(".form-error");
@@ -103,47 +103,20 @@ async function showPurchases() {
   $("no-purchases").hidden = purchases.length > 0;
 }
 
-function svg(tag, attrs) {
-  const el = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
-  return el;
-}
-
 async function showUsage() {
   const { usage, days } = await api("/api/account/usage?days=30");
-  const dates = [];
-  for (let i = days - 1; i >= 0; i -= 1) dates.push(new Date(Date.now() - i * 86400000).toISOString().slice(0, 10));
+  const to = new Date().toISOString().slice(0, 10);
+  const span = daysBetween(new Date(Date.now() - (days - 1) * 86400000).toISOString().slice(0, 10), to);
   const models = [...new Set(usage.map((u) => u.model))].sort();
-  const perDay = new Map(dates.map((d) => [d, new Map()]));
-  let total = 0;
-  for (const u of usage) {
-    const tokens = u.prompt_tokens + u.completion_tokens;
-    total += tokens;
-    perDay.get(u.day)?.set(u.model, tokens);
-  }
-  const max = Math.max(1, ...[...perDay.values()].map((m) => [...m.values()].reduce((a, b) => a + b, 0)));
-  const width = 600;
-  const height = 160;
-  const bar = width / dates.length;
-  const chart = svg("svg", { viewBox: `0 0 ${width} ${height + 20}`, class: "usage-svg", "aria-hidden": "true" });
-  dates.forEach((d, i) => {
-    let y = height;
-    models.forEach((m, k) => {
-      const tokens = perDay.get(d).get(m) || 0;
-      if (!tokens) return;
-      const tall = (tokens / max) * (height - 10);
-      y -= tall;
-      const rect = svg("rect", { x: i * bar + 1, y, width: Math.max(1, bar - 2), height: tall, class: `series-${k % 6}` });
-      rect.append(Object.assign(document.createElementNS(SVG, "title"), { textContent: `${d} · ${m}: ${tokens} tokens` }));
-      chart.append(rect);
-    });
-  });
-  chart.append(svg("line", { x1: 0, y1: height, x2: width, y2: height, class: "axis" }));
-  const legend = h("ul", { class: "legend" }, models.map((m, k) => h("li", {}, h("span", { class: `swatch series-${k % 6}` }), m)));
-  $("usage-chart").replaceChildren(chart, legend);
-  $("usage-chart").setAttribute("aria-label", `Tokens per day over ${days} days: ${total} in all`);
+  const series = models.map((m, k) => ({
+    name: m,
+    className: `series-${k % 6}`,
+    values: span.map((d) => usage.filter((u) => u.day === d && u.model === m).reduce((a, u) => a + u.prompt_tokens + u.completion_tokens, 0)),
+  }));
+  barChart($("usage-chart"), { days: span, series, stacked: true, title: "Tokens per day", unit: " tokens" });
+  const total = series.reduce((a, s) => a + s.values.reduce((x, y) => x + y, 0), 0);
   $("usage-summary").textContent = total
-    ? `${total.toLocaleString()} tokens over ${days} days across ${models.length} model${models.length === 1 ? "" : "s"}.`
+    ? `${total.toLocaleString("en-US")} tokens over ${days} days across ${models.length} model${models.length === 1 ? "" : "s"}.`
     : "No chats yet in the last 30 days.";
 }
 
@@ -165,6 +138,9 @@ async function showKeys() {
       confirm.addEventListener("click", async () => {
         try {
           await request(`/api/account/keys/${encodeURIComponent(k.id)}`, { method: "DELETE" });
+          if (k.id === shownKeyId) forgetShownKey(); // a dead key must not stay on screen, nor in the snippets
+          $("key-status").textContent = `Key "${k.name}" revoked: it no longer works anywhere.`;
+          $("key-status").hidden = false;
           await showKeys();
         } catch (err) {
           $("key-error").textContent = err.message;
@@ -179,7 +155,17 @@ async function showKeys() {
   );
 }
 
-let shownKey = "sk-studio-…";
+const KEY_PLACEHOLDER = "sk-studio-…";
+let shownKey = KEY_PLACEHOLDER;
+let shownKeyId = null;
+
+function forgetShownKey() {
+  shownKey = KEY_PLACEHOLDER;
+  shownKeyId = null;
+  $("new-key-shown").replaceChildren();
+  $("new-key-shown").hidden = true;
+  renderSnippets();
+}
 
 function renderSnippets() {
   const model = $("snippet-model").value || "tinyllama:latest";
@@ -213,6 +199,8 @@ function wireKeyForm() {
     try {
       const created = await api("/api/account/keys", { method: "POST", body: { name: $("key-name").value } });
       shownKey = created.key;
+      shownKeyId = created.id;
+      $("key-status").hidden = true;
       const shown = $("new-key-shown");
       shown.replaceChildren(
         h("p", {}, h("strong", {}, `Your new key "${created.name}"`), ": copy it now, it will not be shown again."),

@@ -2,6 +2,8 @@
 // parameters, request and response schemas, the error shape and the security schemes. No library and
 // no CDN; every text goes in through textContent (the document is data, never markup).
 
+import "./header.js";
+
 const METHODS = ["get", "head", "post", "put", "patch", "delete"];
 const SECURITY = { operatorToken: "operator", visitorCookie: "visitor", accountSession: "signed in", apiKey: "API key" };
 
@@ -61,12 +63,12 @@ function who(doc, op) {
 function contentBlocks(doc, content) {
   const out = [];
   for (const [type, media] of Object.entries(content || {})) {
-    out.push(el("p", { class: "api-media" }, type), el("pre", { class: "api-schema" }, schemaText(doc, media.schema)));
+    out.push(el("p", { class: "api-media" }, type), el("pre", { class: "api-schema", tabindex: "0" }, schemaText(doc, media.schema)));
   }
   return out;
 }
 
-function parameters(doc, params) {
+function parameters(doc, params, route) {
   const rows = params.map((p) =>
     el(
       "tr",
@@ -78,8 +80,9 @@ function parameters(doc, params) {
       el("td", {}, p.description || ""),
     ),
   );
-  const head = el("tr", {}, ...["name", "in", "required", "schema", ""].map((h) => el("th", { scope: "col" }, h)));
-  return el("div", { class: "table-scroll" }, el("table", { class: "api-params" }, el("thead", {}, head), el("tbody", {}, ...rows)));
+  const head = el("tr", {}, ...["name", "in", "required", "schema", "about"].map((h) => el("th", { scope: "col" }, h)));
+  const region = { class: "table-scroll", tabindex: "0", role: "region", "aria-label": `Parameters of ${route}` };
+  return el("div", region, el("table", { class: "api-params" }, el("thead", {}, head), el("tbody", {}, ...rows)));
 }
 
 function responses(doc, all) {
@@ -101,7 +104,7 @@ function operation(doc, path, method, op) {
     el("p", {}, op.summary || ""),
     el("p", { class: "api-who" }, `Who: ${who(doc, op)}`),
   );
-  if (op.parameters?.length) section.append(el("h3", {}, "Parameters"), parameters(doc, op.parameters));
+  if (op.parameters?.length) section.append(el("h3", {}, "Parameters"), parameters(doc, op.parameters, `${method.toUpperCase()} ${path}`));
   if (op.requestBody) {
     section.append(el("h3", {}, `Request body${op.requestBody.required ? "" : " (optional)"}`));
     section.append(...contentBlocks(doc, op.requestBody.content));
@@ -113,7 +116,7 @@ function operation(doc, path, method, op) {
 function components(doc) {
   const out = [el("h2", {}, "Error shape")];
   out.push(el("p", {}, doc.info?.description || ""));
-  out.push(el("pre", { class: "api-schema" }, schemaText(doc, { $ref: "#/components/schemas/Error" })));
+  out.push(el("pre", { class: "api-schema", tabindex: "0" }, schemaText(doc, { $ref: "#/components/schemas/Error" })));
   out.push(el("h2", {}, "Security schemes"));
   const list = el("dl", { class: "api-responses" });
   for (const [name, scheme] of Object.entries(doc.components?.securitySchemes || {})) {

@@ -16,6 +16,14 @@ export class ApiError extends Error {
   }
 }
 
+/** A server message as a sentence for people: "wrong e-mail or password" -> "Wrong e-mail or password." */
+export function sentence(text) {
+  const t = String(text || "").trim();
+  if (!t) return t;
+  const first = t[0].toUpperCase() + t.slice(1);
+  return /[.!?…)]$/.test(first) ? first : `${first}.`;
+}
+
 export const OFFLINE_MESSAGE = "Can't reach the studio right now. Check your connection and try again.";
 
 /** The ApiError an unsuccessful response stands for (`{"error": {"code", "message"}}` bodies). */
@@ -26,7 +34,7 @@ export async function errorFrom(response) {
     const body = await response.json();
     if (body && body.error) {
       code = body.error.code || code;
-      message = body.error.message || message;
+      message = body.error.message ? sentence(body.error.message) : message;
     }
   } catch {
     // not JSON (a proxy's error page): keep the generic message

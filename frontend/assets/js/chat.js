@@ -559,8 +559,10 @@ function finish(g, stats, failure) {
   } else {
     view.article.remove();
   }
-  if (failure && !g.text && conversation === current) showError(failure, conversation);
-  else if (failure) announce(status, `The answer was cut short: ${failure.message}`);
+  if (failure && !g.text) {
+    if (conversation === current) showError(failure, conversation);
+    announce(status, `No answer: ${failure.message}`); // never left saying "... is answering"
+  } else if (failure) announce(status, `The answer was cut short: ${failure.message}`);
   else if (g.stopped) announce(status, "Stopped.");
   else announce(status, "Answer complete.");
   picker.disabled = !available().length;

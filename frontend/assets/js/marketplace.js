@@ -295,6 +295,19 @@ function writeFilters() {
   history.replaceState(null, "", `${window.location.pathname}${query ? `?${query}` : ""}${window.location.hash}`);
 }
 
+// On a phone the filters beyond the search fold under a "Filters" button that says how many are set.
+function showFilterCount() {
+  const set = ["price", "size", "family", "capability", "sort"].filter((k) => controls[k].value).length + (controls.mine.checked ? 1 : 0);
+  $("filters-toggle").textContent = set ? `Filters (${set})` : "Filters";
+}
+
+$("filters-toggle").addEventListener("click", () => {
+  const open = !form.classList.contains("filters-open");
+  form.classList.toggle("filters-open", open);
+  $("filters-toggle").setAttribute("aria-expanded", String(open));
+});
+form.addEventListener("change", showFilterCount);
+
 function fillFamilies() {
   const families = [...new Set(store.list().map((m) => m.family).filter(Boolean))].sort();
   if (controls.family.dataset.families === families.join("\n")) return; // unchanged: leave the control alone
@@ -415,6 +428,14 @@ function noticeTransition(model) {
 
 store.addEventListener("change", (e) => {
   const { kind, model: id } = e.detail;
+  if (kind === "catalog") {
+    for (const changed of e.detail.models) {
+      cards.get(changed)?.item.remove(); // drawn again with the new price, description...
+      cards.delete(changed);
+    }
+    renderAll();
+    return;
+  }
   if (kind === "reset") {
     for (const m of store.list()) noticeTransition(m);
     renderAll();
@@ -436,10 +457,45 @@ store.addEventListener("purchase", (e) => {
   if (followed && data.purchase_id === followed.id) followed.check();
 });
 
-store.addEventListener("connection", (e) => {
+// Whether the model server answers: no event says Ollama went away (the studio only notices when it is
+// asked), so the page asks /health (public: each component's status) on load, on every (re)connection,
+// after a failed install and every 30 s while it is in view, and says so beside "Live updates".
+let serverDown = false;
+
+function showLive() {
   const live = $("live");
-  live.className = `live-dot ${e.detail.state}`;
-  live.textContent = e.detail.state === "live" ? "Live updates on" : "Reconnecting to live updates…";
+  const state = store.connection;
+  live.className = `live-dot ${state === "live" && serverDown ? "retrying" : state}`;
+  live.textContent = state !== "live"
+    ? "Live updates are off: reconnecting…"
+    : serverDown ? "Live updates on · the model server is down" : "Live updates on";
+  $("server-note").hidden = !serverDown;
+}
+
+async function checkServer() {
+  try {
+    const response = await fetch("/health", { cache: "no-store", credentials: "same-origin" });
+    const report = await response.json();
+    serverDown = report?.components?.ollama?.status === "fail";
+  } catch {
+    serverDown = false; // the studio itself is unreachable: the live-updates line already says so
+  }
+  showLive();
+}
+
+store.addEventListener("connection", () => {
+  showLive();
+  if (store.connection === "live") checkServer();
+});
+store.addEventListener("change", (e) => {
+  const model = e.detail.model && store.get(e.detail.model);
+  if (model && model.install.state === "failed") checkServer();
+});
+setInterval(() => {
+  if (document.visibilityState === "visible") checkServer();
+}, 30000);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") checkServer();
 });
 
 // -- back from Stripe Checkout ----------------------------------------------------------------------------
@@ -562,6 +618,7 @@ function start() {
 
   const params = new URLSearchParams(window.location.search);
   const returning = params.get("purchase");
+  showFilterCount();
 
   store.connect();
   store.load().catch((err) => {

@@ -62,6 +62,27 @@ export class ModelStore extends EventTarget {
     return this;
   }
 
+  /** The operator changed the catalog: take prices, descriptions and models from GET /api/models, keeping
+   * what the stream knows better (ownership, install state). */
+  async refreshCatalog() {
+    const data = await getModels();
+    this.payments = data.payments;
+    const known = this.models;
+    const changed = data.models
+      .filter((m) => {
+        const mine = known.get(m.id);
+        return !mine || ["price_cents", "currency", "featured", "description", "name"].some((k) => mine[k] !== m[k]);
+      })
+      .map((m) => m.id);
+    this.models = new Map(
+      data.models.map((m) => {
+        const mine = known.get(m.id);
+        return [m.id, mine ? { ...m, owned: mine.owned, install: mine.install } : { ...m, install: m.install || { state: "not_installed" } }];
+      }),
+    );
+    this._emit("change", { kind: "catalog", models: changed });
+  }
+
   connect() {
     this.close();
     clearTimeout(this._retryTimer);
@@ -78,6 +99,7 @@ export class ModelStore extends EventTarget {
       this._setConnection("live");
     });
     source.addEventListener("resync", () => this.connect()); // the server dropped us: start again from the state
+    source.addEventListener("catalog", () => this.refreshCatalog().catch(() => {})); // a price, a model added...
     for (const type of EVENT_TYPES) {
       source.addEventListener(type, (e) => {
         const event = parse(e.data);

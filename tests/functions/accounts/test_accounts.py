@@ -10,7 +10,7 @@ from yarl import URL
 
 from functions import load
 from studio.runtime.settings import Secret
-from tests.functions.accounts.conftest import FREE, OTHER_PAID, PAID, PASSWORD
+from tests.functions.accounts.conftest import FREE, OPERATOR_TOKEN, OTHER_PAID, PAID, PASSWORD
 from tests.support import eventually
 
 
@@ -222,3 +222,19 @@ async def test_an_open_checkout_moves_into_the_account_and_completes_there(make_
 async def _purchase_owner(purchase_id: str, owner: str) -> bool:
     row = await load("purchase").db.fetch_one("SELECT user_id FROM purchases WHERE id = ?", (purchase_id,))
     return row is not None and row["user_id"] == owner
+
+
+async def test_the_operators_purchase_search_shows_an_account_buyer_by_e_mail(studio) -> None:
+    buyer = studio.browser()
+    await buyer.visit()
+    assert (await buyer.signup("shows@example.com"))[0] == 201
+    status, bought, _ = await buyer.request("POST", f"/api/models/purchase/{PAID}")
+    assert status == 200
+    operator = studio.browser()
+    auth = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+    status, found, _ = await operator.request("GET", "/api/purchases?all=1", headers=auth)
+
+    row = next(p for p in found["purchases"] if p["id"] == bought["purchase_id"])
+    assert status == 200 and row["user_id"].startswith("acc_")
+    assert row["email"] == "shows@example.com"  # asked of accounts (accounts.emails), not copied into purchases

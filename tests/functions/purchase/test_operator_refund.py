@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.functions.pipeline import OPERATOR
+from tests.functions.pipeline import OPERATOR, start_studio
 from tests.support import Recorder
 
 
@@ -65,7 +65,12 @@ async def test_the_overview_counts_todays_sales(studio) -> None:
 
     sales = (await resp.json())["sales"]
     for period in ("today", "7d", "30d"):
-        assert sales[period] == {"purchases": 1, "amount_cents": {"usd": 299}, "refunded": 0}
+        assert sales[period] == {
+            "purchases": 1,
+            "amount_cents": {"usd": 299},
+            "refunded": 0,
+            "test": {"purchases": 0, "amount_cents": {}, "refunded": 0},
+        }
     assert (await resp.json())["ollama_disk"] is None  # STUDIO_OLLAMA_MODELS_DIR not set
     assert visitor.status in (401, 403)
 
@@ -87,3 +92,48 @@ async def test_an_install_the_operator_asks_for_says_who_asked(studio) -> None:
     assert [(e.type, e.data["model"], e.data["operator"]) for e in operator_events.items] == [
         ("operator.install_requested", "phi3:mini", "admin token")
     ]
+
+
+async def test_a_test_mode_refund_is_rehearsed_through_the_same_path_without_stripe(
+    embedded_studio, settings, ollama, stripe_api, bus
+) -> None:
+    studio = await start_studio(embedded_studio, settings, ollama, stripe_api, bus, skip_payment=True)
+    operator_events = Recorder()
+    await studio.bus.listen("operator.*", operator_events)
+    bought = await (await studio.client.post("/api/models/purchase/phi3:mini")).json()
+    await studio.client.post("/api/models/purchase/tinyllama:latest")  # free: never a sale, never refundable
+    await studio.wait_for_event("purchase.completed", "phi3:mini")
+    before = (await (await studio.client.get("/api/overview", headers=OPERATOR)).json())["sales"]["today"]
+    assert before == {
+        "purchases": 0,
+        "amount_cents": {},
+        "refunded": 0,
+        "test": {"purchases": 1, "amount_cents": {"usd": 299}, "refunded": 0},
+    }
+
+    url = f"/api/purchases/{bought['purchase_id']}/refund"
+    refunded = await studio.client.post(url, json={"confirm": True}, headers=OPERATOR)
+
+    body = await refunded.json()
+    assert refunded.status == 200 and body["test"] is True and body["refund_id"].startswith("re_test_")
+    assert studio.stripe.refund_requests == []  # no Stripe call
+    revoked = await studio.wait_for_event("purchase.revoked", "phi3:mini")
+    assert revoked[0].data["purchase_id"] == bought["purchase_id"]
+    refund_facts = studio.of_type("payment.refunded")
+    assert [e.data["payment_intent"] for e in refund_facts] == ["pi_test_" + bought["purchase_id"][4:]]
+    assert (await studio.model("phi3:mini"))["owned"] is False
+    assert [e.type for e in operator_events.items] == ["operator.refund_requested"]
+    overview = await (await studio.client.get("/api/overview", headers=OPERATOR)).json()
+    assert overview["payments"] == "test"
+    assert overview["sales"]["today"]["test"] == {"purchases": 0, "amount_cents": {}, "refunded": 1}
+    [today] = overview["days"]["rows"]
+    assert today["day"] == overview["days"]["to"]
+    assert {k: today[k] for k in ("kind", "sales", "sales_cents", "refunds", "refunded_cents")} == {
+        "kind": "test",
+        "sales": 1,
+        "sales_cents": 299,
+        "refunds": 1,
+        "refunded_cents": 299,
+    }
+    again = await studio.client.post(url, json={"confirm": True}, headers=OPERATOR)
+    assert again.status == 409 and (await again.json())["error"]["code"] == "not_refundable"
