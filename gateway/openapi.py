@@ -574,6 +574,26 @@ def document() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/responses": {
+            "post": {
+                "summary": "OpenAI's Responses API, stateless (as Ollama's): a Response object, or its events "
+                "(`event:` lines, response.created ... response.completed); errors in OpenAI's shape",
+                "security": KEY_OR_SESSION,
+                "requestBody": {"required": True, "content": json_content({"type": "object"})},
+                "responses": {
+                    "200": {
+                        "description": "a Response object, or its events",
+                        "content": {**json_content({"type": "object"}), **event_stream},
+                    },
+                    "default": {
+                        "description": "OpenAI's error shape",
+                        "content": json_content(
+                            obj({"error": obj({"message": {"type": "string"}, "type": {"type": "string"}})})
+                        ),
+                    },
+                },
+            }
+        },
         "/v1/embeddings": {
             "post": {
                 "summary": "OpenAI-compatible embeddings (models with `embedding`): `input` a string or a list, "

@@ -133,19 +133,22 @@ def _image_part(raw: Any, at: str, settings: Settings) -> str:
     url = raw.get("url") if isinstance(raw, dict) else None
     if not isinstance(url, str) or not url:
         raise BadRequest(f'{at} must be {{"url": "data:image/...;base64,..."}}', code="invalid_images", param=at)
+    return data_url_image(url, f"{at}.url", settings)
+
+
+def data_url_image(url: str, at: str, settings: Settings) -> str:
+    """An image sent as a URL (OpenAI's chat and Responses APIs): a base64 data URL, checked; never fetched."""
     if url[:8].lower().startswith(("http://", "https://")):
         raise BadRequest(
-            f"{at}.url is a web address: this server fetches nothing from the internet on a caller's behalf; "
+            f"{at} is a web address: this server fetches nothing from the internet on a caller's behalf; "
             "send the image inline as a data URL (data:image/png;base64,...)",
             code="remote_image_refused",
-            param=f"{at}.url",
+            param=at,
         )
     head = _DATA_URL.match(url)
     if head is None or ";base64" not in head.group(2).lower():
-        raise BadRequest(
-            f"{at}.url must be a base64 data URL (data:image/png;base64,...)", code="invalid_images", param=f"{at}.url"
-        )
-    return image(url[head.end() :], f"{at}.url", settings)
+        raise BadRequest(f"{at} must be a base64 data URL (data:image/png;base64,...)", code="invalid_images", param=at)
+    return image(url[head.end() :], at, settings)
 
 
 def _messages(raw: Any, settings: Settings) -> Any:

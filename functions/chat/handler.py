@@ -12,6 +12,7 @@ HTTP    POST /api/chat  {"model", "message"}  or
           503 ollama_unavailable / ollama_busy (Retry-After)    504 ollama_timeout (no first token in time)
         POST /v1/chat/completions  OpenAI's request -> OpenAI's chat.completion, or chat.completion.chunk SSE and
                                    [DONE]; the same answer, limits and events (completions.py)
+        POST /v1/responses         OpenAI's Responses API, stateless -> a Response object, or its events (responses.py)
         POST /v1/embeddings        OpenAI's embeddings request -> Ollama's /api/embed -> OpenAI's list of embeddings,
                                    for models with `embedding`; the same keys, ownership, limits, events (embeddings.py)
         GET  /v1/models            the models the caller may chat with now (owned or free, installed)
@@ -49,12 +50,14 @@ from events.catalog import (
 from events.delivery import Delivery
 from functions.chat import completions, nodes, relay
 from functions.chat.answer import Answer, UsageReports
+from functions.chat.bodies import read_json
 from functions.chat.completions import CompletionWire, openai_errors, parse_completion
 from functions.chat.conversation import Conversation, parse
 from functions.chat.disconnects import Disconnects
 from functions.chat.embeddings import embedding_list, parse_embedding
 from functions.chat.entitlements import Ownership, chattable_model, usable_models
 from functions.chat.limits import SharedLimits, usage_of
+from functions.chat.responses import ResponsesRequest, ResponsesWire, parse_responses
 from studio import catalog
 from studio.clients.cloud import CloudFallback
 from studio.clients.fleet import Fleet
@@ -133,6 +136,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         completion = parse_completion(await json_body(request), function.settings)
         wire = CompletionWire(completion.conversation.model, completion.include_usage)
         return await converse(request, completion.conversation, wire, started)
+
+
+@function.route("POST", "/v1/responses")
+async def create_response(request: web.Request) -> web.StreamResponse:
+    """OpenAI's Responses API (Codex, the Agents SDK), stateless: the same answer in its shapes (responses.py)."""
+    started = time.perf_counter()
+    with openai_errors():
+        caller(request)
+        asked = parse_responses(await read_json(request, ResponsesRequest), function.settings)
+        wire = ResponsesWire(asked.conversation.model, asked.echo, asked.max_calls)
+        return await converse(request, asked.conversation, wire, started)
 
 
 @function.route("POST", "/v1/embeddings")
