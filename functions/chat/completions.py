@@ -35,6 +35,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+import msgspec
+
 from functions.chat.answer import Answer
 from functions.chat.conversation import Conversation, image, parse
 from functions.chat.relay import Wire
@@ -43,7 +45,7 @@ from studio.runtime.errors import BadRequest, StudioError
 from studio.runtime.settings import Settings
 
 # Fields OpenAI clients send that change nothing here when left at OpenAI's defaults.
-NEUTRAL = {"n": 1, "frequency_penalty": 0, "presence_penalty": 0, "logprobs": False, "parallel_tool_calls": True}
+NEUTRAL = {"n": 1, "frequency_penalty": 0, "presence_penalty": 0, "logprobs": False}
 IGNORED = ("user", "metadata", "store", "service_tier")  # about the caller, not the answer
 FIELDS = (
     "model",
@@ -61,6 +63,7 @@ FIELDS = (
     "response_format",
     "reasoning_effort",
     "think",
+    "parallel_tool_calls",  # false: at most one tool call is returned (LangChain's structured output sends it)
 )
 FINISH = {"stop": "stop", "length": "length"}
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")  # OpenAI's; all but "none" think
@@ -97,6 +100,7 @@ def openai_errors() -> Iterator[None]:
 class Completion:
     conversation: Conversation
     include_usage: bool
+    max_calls: int | None = None  # parallel_tool_calls false: 1
 
 
 def _content(content: Any, where: str, role: Any, settings: Settings) -> tuple[Any, list[str]]:
@@ -230,6 +234,9 @@ def parse_completion(body: dict[str, Any], settings: Settings) -> Completion:
     tools = parse_tools(body.get("tools"), body.get("tool_choice"))
     fmt = parse_response_format(body.get("response_format"))
     think = _think(body)
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None and not isinstance(parallel, bool):
+        raise BadRequest("parallel_tool_calls must be true or false", code="invalid_parallel_tool_calls")
     conversation = parse(
         {
             "model": body.get("model"),
@@ -243,7 +250,7 @@ def parse_completion(body: dict[str, Any], settings: Settings) -> Completion:
     )
     if tools or fmt is not None:
         conversation = replace(conversation, tools=tools, format=fmt)
-    return Completion(conversation, bool((stream_options or {}).get("include_usage")))
+    return Completion(conversation, bool((stream_options or {}).get("include_usage")), 1 if parallel is False else None)
 
 
 def _usage(answer: Answer) -> dict[str, Any]:
@@ -260,8 +267,9 @@ def _usage(answer: Answer) -> dict[str, Any]:
 class CompletionWire(Wire):
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
-    def __init__(self, model: str, include_usage: bool = False) -> None:
+    def __init__(self, model: str, include_usage: bool = False, max_calls: int | None = None) -> None:
         self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.max_calls = max_calls  # parallel_tool_calls false: the first call only
         self.created = int(time.time())
         self.model = model
         self.include_usage = include_usage
@@ -279,9 +287,15 @@ class CompletionWire(Wire):
 
     def tool_calls(self, calls: list[Any]) -> bytes:
         """Ollama sends a turn's parsed calls in one chunk: one delta with each call whole, by `index`."""
+        calls = self._allowed(calls)
+        if not calls:
+            return b""
         shaped = calls_from_ollama(calls, self._calls)
         self._calls += len(shaped)
         return self._delta(b'"tool_calls": ', shaped)
+
+    def _allowed(self, calls: list[Any]) -> list[Any]:
+        return calls if self.max_calls is None else calls[: max(0, self.max_calls - self._calls)]
 
     def _finish(self, answer: Answer) -> str:
         return "tool_calls" if self._calls else FINISH.get(answer.totals()["done_reason"], "stop")
@@ -317,6 +331,7 @@ class CompletionWire(Wire):
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if thinking:
             message["reasoning_content"] = thinking
+        calls = self._allowed(calls or [])
         if calls:
             shaped = calls_from_ollama(calls)
             self._calls = len(shaped)
@@ -343,3 +358,115 @@ def model_list(models: list[str]) -> dict[str, Any]:
         "object": "list",
         "data": [{"id": m, "object": "model", "created": 0, "owned_by": "local-ai-studio"} for m in models],
     }
+
+
+# -- /v1/completions: a prompt in, text out (OpenAI's legacy completions, as Ollama serves them) ---------------
+
+
+class TextCompletionRequest(msgspec.Struct, forbid_unknown_fields=True):
+    model: str
+    prompt: str | list[str]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
+    suffix: str | None = None
+    echo: bool | None = None
+    n: int | None = None
+    best_of: int | None = None
+    logprobs: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+
+
+def parse_text_completion(body: TextCompletionRequest, settings: Settings) -> Completion:
+    """A prompt becomes one user message, answered without thinking: what Ollama's /v1/completions gives
+    an instruction-tuned model (its chat template applied), through the same conversation checks."""
+    neutral = {"n": 1, "best_of": 1, "echo": False, "frequency_penalty": 0, "presence_penalty": 0}
+    for name, value in neutral.items():
+        if getattr(body, name) not in (value, None):
+            raise BadRequest(
+                f"{name}={getattr(body, name)!r} is not supported here", code="unsupported_parameter", param=name
+            )
+    for name in ("suffix", "logprobs", "logit_bias"):
+        if getattr(body, name):
+            raise BadRequest(f"{name} is not supported here", code="unsupported_parameter", param=name)
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if len(prompts) != 1:
+        raise BadRequest(
+            "prompt must be one string (a list of several prompts is not supported)",
+            code="invalid_prompt",
+            param="prompt",
+        )
+    options: dict[str, Any] = {}
+    if body.temperature is not None:
+        options["temperature"] = body.temperature
+    if body.top_p is not None:
+        options["top_p"] = body.top_p
+    if body.seed is not None:
+        options["seed"] = body.seed
+    if body.max_tokens is not None:
+        options["max_tokens"] = body.max_tokens
+    if body.stop is not None:
+        options["stop"] = [body.stop] if isinstance(body.stop, str) else body.stop
+    conversation = parse(
+        {
+            "model": body.model,
+            "messages": [{"role": "user", "content": prompts[0]}],
+            "options": options,
+            "stream": bool(body.stream),
+            "think": False,
+        },
+        settings,
+        prepared=True,
+    )
+    return Completion(conversation, bool((body.stream_options or {}).get("include_usage")))
+
+
+class TextCompletionWire(CompletionWire):
+    """OpenAI's `text_completion` (whole) and its chunks (streamed, then `[DONE]`)."""
+
+    def __init__(self, model: str, include_usage: bool = False) -> None:
+        super().__init__(model, include_usage)
+        self.id = "cmpl-" + secrets.token_hex(12)
+        head = json.dumps({"id": self.id, "object": "text_completion", "created": self.created, "model": model})
+        self._head = b"data: " + head[:-1].encode() + b', "choices": [{"index": 0, "text": '
+
+    def token(self, content: str) -> bytes:
+        return (
+            self._head
+            + json.dumps(content, ensure_ascii=False).encode()
+            + b', "logprobs": null, "finish_reason": null}]}\n\n'
+        )
+
+    def thinking(self, text: str) -> bytes:
+        return b""  # never asked for (think false); a model thinking anyway is not shown as text
+
+    def tool_calls(self, calls: list[Any]) -> bytes:
+        return b""  # no tools are sent
+
+    def _chunk(self, **fields: Any) -> bytes:
+        chunk = {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model}
+        return b"data: " + json.dumps({**chunk, **fields}).encode() + b"\n\n"
+
+    def done(self, answer: Answer) -> bytes:
+        reason = self._finish(answer)
+        out = self._chunk(choices=[{"index": 0, "text": "", "logprobs": None, "finish_reason": reason}])
+        if self.include_usage:
+            out += self._chunk(choices=[], usage=_usage(answer))
+        return out + b"data: [DONE]\n\n"
+
+    def whole(self, answer: Answer, text: str, thinking: str = "", calls: list[Any] | None = None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": self._finish(answer)}],
+            "usage": _usage(answer),
+        }
