@@ -5,12 +5,11 @@ structured output (`parallel_tool_calls: false`) and `OpenAIEmbeddings` with its
 from __future__ import annotations
 
 import hashlib
-import shutil
+from importlib.resources import files
 from pathlib import Path
 
 import openai
 import pytest
-import tiktoken_ext
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from pydantic import BaseModel
 
@@ -121,8 +120,8 @@ async def test_langchain_structured_output_and_embeddings_with_their_defaults(
     # LangChain tokenizes on the client with tiktoken, which downloads cl100k_base: give it the shipped copy
     cache = tmp_path / "tiktoken"
     cache.mkdir()
-    shipped = Path(tiktoken_ext.__path__[0]) / "data" / "cl100k_base.tiktoken"
-    shutil.copy(shipped, cache / hashlib.sha1(CL100K_URL.encode()).hexdigest())
+    shipped = (files("tiktoken_ext") / "data" / "cl100k_base.tiktoken").read_bytes()
+    (cache / hashlib.sha1(CL100K_URL.encode()).hexdigest()).write_bytes(shipped)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
 
     chat = ChatOpenAI(model=TOOLER, base_url=base, api_key=key, max_retries=0)
