@@ -38,6 +38,7 @@ from typing import Any
 import msgspec
 
 from functions.chat.answer import Answer
+from functions.chat.bodies import convert
 from functions.chat.conversation import Conversation, image, parse
 from functions.chat.relay import Wire
 from functions.chat.tools import calls_from_ollama, calls_to_ollama, parse_response_format, parse_tools
@@ -46,25 +47,6 @@ from studio.runtime.settings import Settings
 
 # Fields OpenAI clients send that change nothing here when left at OpenAI's defaults.
 NEUTRAL = {"n": 1, "frequency_penalty": 0, "presence_penalty": 0, "logprobs": False}
-IGNORED = ("user", "metadata", "store", "service_tier")  # about the caller, not the answer
-FIELDS = (
-    "model",
-    "messages",
-    "stream",
-    "stream_options",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "seed",
-    "tools",
-    "tool_choice",
-    "response_format",
-    "reasoning_effort",
-    "think",
-    "parallel_tool_calls",  # false: at most one tool call is returned (LangChain's structured output sends it)
-)
 FINISH = {"stop": "stop", "length": "length"}
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")  # OpenAI's; all but "none" think
 # OpenAI's message fields; those after `tool_call_id` are the client's echo of a reply, and change nothing
@@ -193,16 +175,14 @@ def _messages(raw: Any, settings: Settings) -> Any:
     return out
 
 
-def _think(body: dict[str, Any]) -> bool | None:
+def _think(effort: Any, think: Any) -> bool | None:
     """`think: false` or `reasoning_effort: "none"` turn thinking off; other efforts leave the model's default."""
-    effort = body.get("reasoning_effort")
     if effort is not None and effort not in EFFORTS:
         raise BadRequest(
             f"reasoning_effort must be one of {', '.join(EFFORTS)}",
             code="invalid_reasoning_effort",
             param="reasoning_effort",
         )
-    think = body.get("think")
     if think is not None and not isinstance(think, bool):
         raise BadRequest("think must be true or false", code="invalid_think", param="think")
     if effort == "none" or think is False:
@@ -210,47 +190,68 @@ def _think(body: dict[str, Any]) -> bool | None:
     return think
 
 
-def parse_completion(body: dict[str, Any], settings: Settings) -> Completion:
+class CompletionRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A /v1/chat/completions body: the fields it may have (any other is 400 `unknown_parameter`). The
+    values are checked below and by `conversation.parse`, whose messages name each field."""
+
+    model: Any = None
+    messages: Any = None
+    stream: Any = None
+    stream_options: dict[str, Any] | None = None
+    temperature: Any = None
+    top_p: Any = None
+    max_tokens: Any = None
+    max_completion_tokens: Any = None
+    stop: Any = None
+    seed: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    response_format: Any = None
+    reasoning_effort: Any = None
+    think: Any = None
+    parallel_tool_calls: bool | None = None  # false: at most one tool call is returned
+    # OpenAI's, taken at their defaults only (NEUTRAL)
+    n: Any = None
+    frequency_penalty: Any = None
+    presence_penalty: Any = None
+    logprobs: Any = None
+    # about the caller, not the answer: accepted, change nothing
+    user: Any = None
+    metadata: Any = None
+    store: Any = None
+    service_tier: Any = None
+
+
+def parse_completion(body: CompletionRequest | dict[str, Any], settings: Settings) -> Completion:
+    if isinstance(body, dict):
+        body = convert(body, CompletionRequest, "")
+    assert isinstance(body, CompletionRequest)
     for name, neutral in NEUTRAL.items():
-        if name in body and body[name] not in (neutral, None):
-            raise BadRequest(f"{name}={body[name]!r} is not supported here", code="unsupported_parameter", param=name)
-    unknown = sorted(set(body) - set(FIELDS) - set(NEUTRAL) - set(IGNORED))
-    if unknown:
-        raise BadRequest(f"unknown parameter {unknown[0]!r}", code="unknown_parameter", param=unknown[0])
-    messages = _messages(body.get("messages"), settings)
+        value = getattr(body, name)
+        if value not in (neutral, None):
+            raise BadRequest(f"{name}={value!r} is not supported here", code="unsupported_parameter", param=name)
+    messages = _messages(body.messages, settings)
     options: dict[str, Any] = {}
     for name in ("temperature", "top_p", "seed"):
-        if body.get(name) is not None:
-            options[name] = body[name]
-    most = body.get("max_completion_tokens", body.get("max_tokens"))
+        if getattr(body, name) is not None:
+            options[name] = getattr(body, name)
+    most = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     if most is not None:
         options["max_tokens"] = most
-    stop = body.get("stop")
-    if stop is not None:
-        options["stop"] = [stop] if isinstance(stop, str) else stop
-    stream_options = body.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise BadRequest("stream_options must be an object", code="invalid_stream_options")
-    tools = parse_tools(body.get("tools"), body.get("tool_choice"))
-    fmt = parse_response_format(body.get("response_format"))
-    think = _think(body)
-    parallel = body.get("parallel_tool_calls")
-    if parallel is not None and not isinstance(parallel, bool):
-        raise BadRequest("parallel_tool_calls must be true or false", code="invalid_parallel_tool_calls")
+    if body.stop is not None:
+        options["stop"] = [body.stop] if isinstance(body.stop, str) else body.stop
+    tools = parse_tools(body.tools, body.tool_choice)
+    fmt = parse_response_format(body.response_format)
+    think = _think(body.reasoning_effort, body.think)
     conversation = parse(
-        {
-            "model": body.get("model"),
-            "messages": messages,
-            "options": options,
-            "stream": body.get("stream", False),
-            "think": think,
-        },
+        {"model": body.model, "messages": messages, "options": options, "stream": body.stream, "think": think},
         settings,
         prepared=True,
     )
     if tools or fmt is not None:
         conversation = replace(conversation, tools=tools, format=fmt)
-    return Completion(conversation, bool((stream_options or {}).get("include_usage")), 1 if parallel is False else None)
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    return Completion(conversation, include_usage, 1 if body.parallel_tool_calls is False else None)
 
 
 def _usage(answer: Answer) -> dict[str, Any]:

@@ -55,6 +55,7 @@ from functions.chat import completions, nodes, relay
 from functions.chat.answer import Answer, UsageReports
 from functions.chat.bodies import read_json
 from functions.chat.completions import (
+    CompletionRequest,
     CompletionWire,
     TextCompletionRequest,
     TextCompletionWire,
@@ -143,7 +144,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     with openai_errors():
         caller(request)
-        completion = parse_completion(await json_body(request), function.settings)
+        completion = parse_completion(await read_json(request, CompletionRequest), function.settings)
         wire = CompletionWire(completion.conversation.model, completion.include_usage, completion.max_calls)
         return await converse(request, completion.conversation, wire, started)
 
