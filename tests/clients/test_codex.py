@@ -66,7 +66,11 @@ async def test_codex_exec_answers_on_a_bought_model(bought, double, tmp_path: Pa
 
     assert status == 0, (out, err)
     assert DEFAULT_REPLY in out, (out, err)
-    sent = double.chat_requests
-    assert sent and all(r["model"] == model for r in sent)
-    assert sent[0]["messages"][0]["role"] == "system" and len(sent[0]["messages"][0]["content"]) > 1000
-    assert {t["function"]["name"] for t in sent[0].get("tools", [])}  # its function tools; web_search left out
+    first, last = double.chat_requests[0], double.chat_requests[-1]
+    assert all(r["model"] == model for r in double.chat_requests)
+    assert first["messages"][0]["role"] == "system" and len(first["messages"][0]["content"]) > 1000
+    assert first["messages"][-1] == {"role": "user", "content": "Say hello"}
+    tools = {t["function"]["name"] for t in first["tools"]}  # its function tools only: web_search left out
+    assert "exec_command" in tools and "web_search" not in tools
+    # the stand-in called Codex's first tool; Codex ran it (or refused its arguments) and sent the result back
+    assert last["messages"][-1]["role"] == "tool" and last["messages"][-2]["tool_calls"]
