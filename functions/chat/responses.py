@@ -447,6 +447,7 @@ class ResponsesWire(Wire):
         self.calls = 0
         self.started = False
         self._delta = b""  # the open item's delta event, up to the delta itself
+        self._kind = ""  # the open item's type ("" none): its deltas skip the checks of _write
 
     # -- shapes --
 
@@ -572,20 +573,25 @@ class ResponsesWire(Wire):
             done = self._reasoning(item["id"], text)
         out += self.event("response.output_item.done", output_index=len(self.output), item=done)
         self.output.append(done)
-        self.open, self.text = None, []
+        self.open, self.text, self._kind = None, [], ""
         return out
 
     def _write(self, kind: str, text: str) -> bytes:
         out = self._begin() + self._switch(kind)
+        self._kind = kind
+        return out + self._more(text)
+
+    def _more(self, text: str) -> bytes:
+        """One delta of the open item: the hot path, one per token (tests/bench/chat_bench.py)."""
         self.text.append(text)
         self.sequence += 1
-        return out + self._delta + _dumps(text) + b', "sequence_number": ' + str(self.sequence - 1).encode() + b"}\n\n"
+        return b'%s%s, "sequence_number": %d}\n\n' % (self._delta, _dumps(text), self.sequence - 1)
 
     def token(self, content: str) -> bytes:
-        return self._write("message", content)
+        return self._more(content) if self._kind == "message" else self._write("message", content)
 
     def thinking(self, text: str) -> bytes:
-        return self._write("reasoning", text)
+        return self._more(text) if self._kind == "reasoning" else self._write("reasoning", text)
 
     def tool_calls(self, calls: list[Any]) -> bytes:
         out = self._begin() + self._close()
