@@ -18,7 +18,13 @@ What a model can do, in OpenAI's words:
     reasoning  a thinking model's reasoning as `reasoning_content` (message or delta), counted in
                `usage.completion_tokens_details.reasoning_tokens`; `reasoning_effort: "none"` (or `think: false`)
                turns it off, any other effort leaves it on
-    tools      `tools`, `tool_choice`, `tool_calls` and `tool` messages, `response_format` (tools.py)
+    tools      `tools`, `tool_choice`, `tool_calls` and `tool` messages, `response_format` (tools.py);
+               `parallel_tool_calls: false` returns at most one call
+
+The body is declared as `CompletionRequest` (msgspec, bodies.py: unknown fields and wrong types refused in
+one pass). `/v1/completions` (OpenAI's legacy completions: `TextCompletionRequest`, `TextCompletionWire`)
+is here too: its prompt becomes one user message, answered without thinking, as `text_completion` or its
+chunks.
 
 Errors are OpenAI's shape: `{"error": {"message", "type", "code"}}` (the studio's `code` and `message`
 plus a `type`), with the same statuses as `/api/chat`.
