@@ -7,6 +7,7 @@ import json
 
 import openai
 import pytest
+from pydantic import BaseModel
 
 from functions.chat.answer import Answer
 from functions.chat.responses import ResponsesWire
@@ -316,3 +317,17 @@ def test_parallel_tool_calls_false_returns_one_call() -> None:
     whole = wire.whole(answer, "", "", calls)
 
     assert [i["name"] for i in whole["output"] if i["type"] == "function_call"] == ["a"]
+
+
+class Forecast(BaseModel):
+    city: str
+    celsius: int
+
+
+async def test_responses_parse_gives_a_pydantic_object(signed_up, double) -> None:
+    _, _, client = signed_up
+
+    reply = await client.responses.parse(model=FREE, input="Weather in Paris?", text_format=Forecast)
+
+    assert isinstance(reply.output_parsed, Forecast)
+    assert double.chat_requests[-1]["format"]["properties"].keys() == {"city", "celsius"}
