@@ -262,8 +262,10 @@ def _messages(instructions: str | None, raw: str | list[dict[str, Any]], setting
     """Ollama's messages for the instructions and the input items; images checked, calls named."""
     out: list[dict[str, Any]] = []
     if instructions:
+        _within(instructions, "instructions", settings)
         out.append({"role": "system", "content": instructions})
     if isinstance(raw, str):
+        _within(raw, "input", settings)
         out.append({"role": "user", "content": raw})
         return out
     names: dict[str, str] = {}  # call_id -> the function called, for the output answering it
@@ -276,6 +278,7 @@ def _messages(instructions: str | None, raw: str | list[dict[str, Any]], setting
         if isinstance(item, Message):
             role = "system" if item.role == "developer" else item.role
             text, pictures = _content(item.content, f"{where}.content", role, settings)
+            _within(text, f"{where}.content", settings)
             images += len(pictures)
             message: dict[str, Any] = {"role": role, "content": text}
             if pictures:
@@ -298,6 +301,7 @@ def _messages(instructions: str | None, raw: str | list[dict[str, Any]], setting
                 out.append({"role": "assistant", "content": "", "tool_calls": [call]})
         elif isinstance(item, FunctionCallOutput):
             text, pictures = _content(item.output, f"{where}.output", "tool", settings)
+            _within(text, f"{where}.output", settings)
             message = {"role": "tool", "content": text}
             if item.call_id in names:
                 message["tool_name"] = names[item.call_id]
@@ -305,6 +309,13 @@ def _messages(instructions: str | None, raw: str | list[dict[str, Any]], setting
         elif isinstance(item, ItemReference):
             raise _bad(f"{where}: an item_reference cannot be followed: {STATELESS}", where, "stateless")
         # Reasoning: an earlier answer's thinking, which Ollama does not take back
+    if len(out) > settings.chat_max_messages:
+        raise _bad(
+            f"instructions and input make {len(out)} messages; the limit is {settings.chat_max_messages} "
+            "(the operator's STUDIO_CHAT_MAX_MESSAGES; every function call and its output count)",
+            "input",
+            "invalid_input",
+        )
     if images > settings.chat_max_images:
         raise _bad(
             f"input carries {images} images; a request may carry at most {settings.chat_max_images}",
@@ -312,6 +323,18 @@ def _messages(instructions: str | None, raw: str | list[dict[str, Any]], setting
             "too_many_images",
         )
     return out
+
+
+def _within(text: str, where: str, settings: Settings) -> None:
+    limit = settings.chat_max_message_chars
+    if len(text) > limit:
+        code = "invalid_instructions" if where == "instructions" else "invalid_input"
+        raise _bad(
+            f"{where} is {len(text)} characters long; the limit is {limit} "
+            "(the operator's STUDIO_CHAT_MAX_MESSAGE_CHARS, for each message)",
+            where,
+            code,
+        )
 
 
 def _content(content: str | Parts, where: str, role: str, settings: Settings) -> tuple[str, list[str]]:
