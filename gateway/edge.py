@@ -138,7 +138,9 @@ class Edge:
         route: Route | None = None
         status = 500
         try:
-            route, _ = self.table.match(request.path, request.method)
+            route, allowed = self.table.match(request.path, request.method)
+            if route is None and request.path.startswith(OPENAI_PREFIX):
+                raise openai_not_found(request, allowed)  # before the key is judged: an API path, not a page
             request[ROUTE_KEY] = route
             limit = self.limit_body(request, route)
             request[IDENTITY_KEY] = who = await self.identify(request, route)
@@ -391,6 +393,17 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> web.Req
     copy.feed_eof()
     request._payload = copy  # `clone()` builds the new request on this payload (aiohttp has no public way)
     return request.clone()
+
+
+OPENAI_PREFIX = "/v1/"
+
+
+def openai_not_found(request: web.Request, allowed: frozenset[str]) -> StudioError:
+    """A /v1 path the studio does not serve: 404 (or 405) in OpenAI's error shape, whoever asks, so a
+    client holding an API key learns the path is wrong, not that its key is (never 403 key_not_allowed)."""
+    error = not_found(request, allowed)
+    error.details["type"] = "invalid_request_error"
+    return error
 
 
 def not_found(request: web.Request, allowed: frozenset[str] = frozenset()) -> StudioError:

@@ -560,6 +560,34 @@ def document() -> dict[str, Any]:
                 },
             }
         },
+        "/v1/models/{model}": {
+            "get": {
+                "summary": "OpenAI-compatible: one model the caller may use (free or owned), from the catalog",
+                "security": KEY_OR_SESSION,
+                "parameters": [MODEL_PARAM],
+                "responses": {**ok("OpenAI's model shape", {"type": "object"}), **errors(400, 401, 403, 404)},
+            }
+        },
+        "/v1/completions": {
+            "post": {
+                "summary": "OpenAI-compatible legacy completions (a prompt in, text out), whole or streamed "
+                "(text_completion chunks, [DONE]); errors in OpenAI's shape",
+                "security": KEY_OR_SESSION,
+                "requestBody": {"required": True, "content": json_content({"type": "object"})},
+                "responses": {
+                    "200": {
+                        "description": "text_completion, or its chunks",
+                        "content": {**json_content({"type": "object"}), **event_stream},
+                    },
+                    "default": {
+                        "description": "OpenAI's error shape",
+                        "content": json_content(
+                            obj({"error": obj({"message": {"type": "string"}, "type": {"type": "string"}})})
+                        ),
+                    },
+                },
+            }
+        },
         "/v1/chat/completions": {
             "post": {
                 "summary": "OpenAI-compatible chat completions, whole or streamed (chat.completion.chunk, [DONE]); "
@@ -569,6 +597,26 @@ def document() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "chat.completion, or its chunks",
+                        "content": {**json_content({"type": "object"}), **event_stream},
+                    },
+                    "default": {
+                        "description": "OpenAI's error shape",
+                        "content": json_content(
+                            obj({"error": obj({"message": {"type": "string"}, "type": {"type": "string"}})})
+                        ),
+                    },
+                },
+            }
+        },
+        "/v1/responses": {
+            "post": {
+                "summary": "OpenAI's Responses API, stateless (as Ollama's): a Response object, or its events "
+                "(`event:` lines, response.created ... response.completed); errors in OpenAI's shape",
+                "security": KEY_OR_SESSION,
+                "requestBody": {"required": True, "content": json_content({"type": "object"})},
+                "responses": {
+                    "200": {
+                        "description": "a Response object, or its events",
                         "content": {**json_content({"type": "object"}), **event_stream},
                     },
                     "default": {

@@ -85,6 +85,26 @@ ROUTES: tuple[Route, ...] = (
         stream=True,
     ),
     Route(
+        "/v1/completions",
+        "chat",
+        methods("POST"),
+        timeout=150,
+        max_body=lambda s: s.chat_max_body_bytes,
+        visitor=False,
+        keys=True,
+        stream=True,
+    ),
+    Route(
+        "/v1/responses",
+        "chat",
+        methods("POST"),
+        timeout=150,
+        max_body=lambda s: s.chat_max_body_bytes,  # images
+        visitor=False,
+        keys=True,
+        stream=True,
+    ),
+    Route(
         "/v1/embeddings",
         "chat",
         methods("POST"),

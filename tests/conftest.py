@@ -32,6 +32,7 @@ TIERS = {
     "browser": ("frontend/",),
     "nginx": ("production/test_nginx.py",),
     "stack": ("production/test_stack.py",),
+    "clients": ("clients/",),
 }
 HERE = Path(__file__).resolve().parent
 
@@ -55,7 +56,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--system-needs",
         metavar="FILE",
-        help="write to FILE the tiers (browser, nginx, stack, postgres) the selected tests need; tests/run reads it",
+        help="write to FILE the tiers (browser, nginx, stack, clients, postgres) the selected tests need (tests/run)",
     )
 
 

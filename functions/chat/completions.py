@@ -18,7 +18,13 @@ What a model can do, in OpenAI's words:
     reasoning  a thinking model's reasoning as `reasoning_content` (message or delta), counted in
                `usage.completion_tokens_details.reasoning_tokens`; `reasoning_effort: "none"` (or `think: false`)
                turns it off, any other effort leaves it on
-    tools      `tools`, `tool_choice`, `tool_calls` and `tool` messages, `response_format` (tools.py)
+    tools      `tools`, `tool_choice`, `tool_calls` and `tool` messages, `response_format` (tools.py);
+               `parallel_tool_calls: false` returns at most one call
+
+The body is declared as `CompletionRequest` (msgspec, bodies.py: unknown fields and wrong types refused in
+one pass). `/v1/completions` (OpenAI's legacy completions: `TextCompletionRequest`, `TextCompletionWire`)
+is here too: its prompt becomes one user message, answered without thinking, as `text_completion` or its
+chunks.
 
 Errors are OpenAI's shape: `{"error": {"message", "type", "code"}}` (the studio's `code` and `message`
 plus a `type`), with the same statuses as `/api/chat`.
@@ -35,7 +41,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+import msgspec
+
 from functions.chat.answer import Answer
+from functions.chat.bodies import convert
 from functions.chat.conversation import Conversation, image, parse
 from functions.chat.relay import Wire
 from functions.chat.tools import calls_from_ollama, calls_to_ollama, parse_response_format, parse_tools
@@ -43,25 +52,7 @@ from studio.runtime.errors import BadRequest, StudioError
 from studio.runtime.settings import Settings
 
 # Fields OpenAI clients send that change nothing here when left at OpenAI's defaults.
-NEUTRAL = {"n": 1, "frequency_penalty": 0, "presence_penalty": 0, "logprobs": False, "parallel_tool_calls": True}
-IGNORED = ("user", "metadata", "store", "service_tier")  # about the caller, not the answer
-FIELDS = (
-    "model",
-    "messages",
-    "stream",
-    "stream_options",
-    "temperature",
-    "top_p",
-    "max_tokens",
-    "max_completion_tokens",
-    "stop",
-    "seed",
-    "tools",
-    "tool_choice",
-    "response_format",
-    "reasoning_effort",
-    "think",
-)
+NEUTRAL = {"n": 1, "frequency_penalty": 0, "presence_penalty": 0, "logprobs": False}
 FINISH = {"stop": "stop", "length": "length"}
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")  # OpenAI's; all but "none" think
 # OpenAI's message fields; those after `tool_call_id` are the client's echo of a reply, and change nothing
@@ -97,6 +88,7 @@ def openai_errors() -> Iterator[None]:
 class Completion:
     conversation: Conversation
     include_usage: bool
+    max_calls: int | None = None  # parallel_tool_calls false: 1
 
 
 def _content(content: Any, where: str, role: Any, settings: Settings) -> tuple[Any, list[str]]:
@@ -133,19 +125,22 @@ def _image_part(raw: Any, at: str, settings: Settings) -> str:
     url = raw.get("url") if isinstance(raw, dict) else None
     if not isinstance(url, str) or not url:
         raise BadRequest(f'{at} must be {{"url": "data:image/...;base64,..."}}', code="invalid_images", param=at)
+    return data_url_image(url, f"{at}.url", settings)
+
+
+def data_url_image(url: str, at: str, settings: Settings) -> str:
+    """An image sent as a URL (OpenAI's chat and Responses APIs): a base64 data URL, checked; never fetched."""
     if url[:8].lower().startswith(("http://", "https://")):
         raise BadRequest(
-            f"{at}.url is a web address: this server fetches nothing from the internet on a caller's behalf; "
+            f"{at} is a web address: this server fetches nothing from the internet on a caller's behalf; "
             "send the image inline as a data URL (data:image/png;base64,...)",
             code="remote_image_refused",
-            param=f"{at}.url",
+            param=at,
         )
     head = _DATA_URL.match(url)
     if head is None or ";base64" not in head.group(2).lower():
-        raise BadRequest(
-            f"{at}.url must be a base64 data URL (data:image/png;base64,...)", code="invalid_images", param=f"{at}.url"
-        )
-    return image(url[head.end() :], f"{at}.url", settings)
+        raise BadRequest(f"{at} must be a base64 data URL (data:image/png;base64,...)", code="invalid_images", param=at)
+    return image(url[head.end() :], at, settings)
 
 
 def _messages(raw: Any, settings: Settings) -> Any:
@@ -186,16 +181,14 @@ def _messages(raw: Any, settings: Settings) -> Any:
     return out
 
 
-def _think(body: dict[str, Any]) -> bool | None:
+def _think(effort: Any, think: Any) -> bool | None:
     """`think: false` or `reasoning_effort: "none"` turn thinking off; other efforts leave the model's default."""
-    effort = body.get("reasoning_effort")
     if effort is not None and effort not in EFFORTS:
         raise BadRequest(
             f"reasoning_effort must be one of {', '.join(EFFORTS)}",
             code="invalid_reasoning_effort",
             param="reasoning_effort",
         )
-    think = body.get("think")
     if think is not None and not isinstance(think, bool):
         raise BadRequest("think must be true or false", code="invalid_think", param="think")
     if effort == "none" or think is False:
@@ -203,44 +196,68 @@ def _think(body: dict[str, Any]) -> bool | None:
     return think
 
 
-def parse_completion(body: dict[str, Any], settings: Settings) -> Completion:
+class CompletionRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A /v1/chat/completions body: the fields it may have (any other is 400 `unknown_parameter`). The
+    values are checked below and by `conversation.parse`, whose messages name each field."""
+
+    model: Any = None
+    messages: Any = None
+    stream: Any = None
+    stream_options: dict[str, Any] | None = None
+    temperature: Any = None
+    top_p: Any = None
+    max_tokens: Any = None
+    max_completion_tokens: Any = None
+    stop: Any = None
+    seed: Any = None
+    tools: Any = None
+    tool_choice: Any = None
+    response_format: Any = None
+    reasoning_effort: Any = None
+    think: Any = None
+    parallel_tool_calls: bool | None = None  # false: at most one tool call is returned
+    # OpenAI's, taken at their defaults only (NEUTRAL)
+    n: Any = None
+    frequency_penalty: Any = None
+    presence_penalty: Any = None
+    logprobs: Any = None
+    # about the caller, not the answer: accepted, change nothing
+    user: Any = None
+    metadata: Any = None
+    store: Any = None
+    service_tier: Any = None
+
+
+def parse_completion(body: CompletionRequest | dict[str, Any], settings: Settings) -> Completion:
+    if isinstance(body, dict):
+        body = convert(body, CompletionRequest, "")
+    assert isinstance(body, CompletionRequest)
     for name, neutral in NEUTRAL.items():
-        if name in body and body[name] not in (neutral, None):
-            raise BadRequest(f"{name}={body[name]!r} is not supported here", code="unsupported_parameter", param=name)
-    unknown = sorted(set(body) - set(FIELDS) - set(NEUTRAL) - set(IGNORED))
-    if unknown:
-        raise BadRequest(f"unknown parameter {unknown[0]!r}", code="unknown_parameter", param=unknown[0])
-    messages = _messages(body.get("messages"), settings)
+        value = getattr(body, name)
+        if value not in (neutral, None):
+            raise BadRequest(f"{name}={value!r} is not supported here", code="unsupported_parameter", param=name)
+    messages = _messages(body.messages, settings)
     options: dict[str, Any] = {}
     for name in ("temperature", "top_p", "seed"):
-        if body.get(name) is not None:
-            options[name] = body[name]
-    most = body.get("max_completion_tokens", body.get("max_tokens"))
+        if getattr(body, name) is not None:
+            options[name] = getattr(body, name)
+    most = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     if most is not None:
         options["max_tokens"] = most
-    stop = body.get("stop")
-    if stop is not None:
-        options["stop"] = [stop] if isinstance(stop, str) else stop
-    stream_options = body.get("stream_options")
-    if stream_options is not None and not isinstance(stream_options, dict):
-        raise BadRequest("stream_options must be an object", code="invalid_stream_options")
-    tools = parse_tools(body.get("tools"), body.get("tool_choice"))
-    fmt = parse_response_format(body.get("response_format"))
-    think = _think(body)
+    if body.stop is not None:
+        options["stop"] = [body.stop] if isinstance(body.stop, str) else body.stop
+    tools = parse_tools(body.tools, body.tool_choice)
+    fmt = parse_response_format(body.response_format)
+    think = _think(body.reasoning_effort, body.think)
     conversation = parse(
-        {
-            "model": body.get("model"),
-            "messages": messages,
-            "options": options,
-            "stream": body.get("stream", False),
-            "think": think,
-        },
+        {"model": body.model, "messages": messages, "options": options, "stream": body.stream, "think": think},
         settings,
         prepared=True,
     )
     if tools or fmt is not None:
         conversation = replace(conversation, tools=tools, format=fmt)
-    return Completion(conversation, bool((stream_options or {}).get("include_usage")))
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    return Completion(conversation, include_usage, 1 if body.parallel_tool_calls is False else None)
 
 
 def _usage(answer: Answer) -> dict[str, Any]:
@@ -257,8 +274,9 @@ def _usage(answer: Answer) -> dict[str, Any]:
 class CompletionWire(Wire):
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
-    def __init__(self, model: str, include_usage: bool = False) -> None:
+    def __init__(self, model: str, include_usage: bool = False, max_calls: int | None = None) -> None:
         self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.max_calls = max_calls  # parallel_tool_calls false: the first call only
         self.created = int(time.time())
         self.model = model
         self.include_usage = include_usage
@@ -276,9 +294,15 @@ class CompletionWire(Wire):
 
     def tool_calls(self, calls: list[Any]) -> bytes:
         """Ollama sends a turn's parsed calls in one chunk: one delta with each call whole, by `index`."""
+        calls = self._allowed(calls)
+        if not calls:
+            return b""
         shaped = calls_from_ollama(calls, self._calls)
         self._calls += len(shaped)
         return self._delta(b'"tool_calls": ', shaped)
+
+    def _allowed(self, calls: list[Any]) -> list[Any]:
+        return calls if self.max_calls is None else calls[: max(0, self.max_calls - self._calls)]
 
     def _finish(self, answer: Answer) -> str:
         return "tool_calls" if self._calls else FINISH.get(answer.totals()["done_reason"], "stop")
@@ -314,6 +338,7 @@ class CompletionWire(Wire):
         message: dict[str, Any] = {"role": "assistant", "content": text}
         if thinking:
             message["reasoning_content"] = thinking
+        calls = self._allowed(calls or [])
         if calls:
             shaped = calls_from_ollama(calls)
             self._calls = len(shaped)
@@ -340,3 +365,115 @@ def model_list(models: list[str]) -> dict[str, Any]:
         "object": "list",
         "data": [{"id": m, "object": "model", "created": 0, "owned_by": "local-ai-studio"} for m in models],
     }
+
+
+# -- /v1/completions: a prompt in, text out (OpenAI's legacy completions, as Ollama serves them) ---------------
+
+
+class TextCompletionRequest(msgspec.Struct, forbid_unknown_fields=True):
+    model: str
+    prompt: str | list[str]
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool | None = None
+    stream_options: dict[str, Any] | None = None
+    suffix: str | None = None
+    echo: bool | None = None
+    n: int | None = None
+    best_of: int | None = None
+    logprobs: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+
+
+def parse_text_completion(body: TextCompletionRequest, settings: Settings) -> Completion:
+    """A prompt becomes one user message, answered without thinking: what Ollama's /v1/completions gives
+    an instruction-tuned model (its chat template applied), through the same conversation checks."""
+    neutral = {"n": 1, "best_of": 1, "echo": False, "frequency_penalty": 0, "presence_penalty": 0}
+    for name, value in neutral.items():
+        if getattr(body, name) not in (value, None):
+            raise BadRequest(
+                f"{name}={getattr(body, name)!r} is not supported here", code="unsupported_parameter", param=name
+            )
+    for name in ("suffix", "logprobs", "logit_bias"):
+        if getattr(body, name):
+            raise BadRequest(f"{name} is not supported here", code="unsupported_parameter", param=name)
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if len(prompts) != 1:
+        raise BadRequest(
+            "prompt must be one string (a list of several prompts is not supported)",
+            code="invalid_prompt",
+            param="prompt",
+        )
+    options: dict[str, Any] = {}
+    if body.temperature is not None:
+        options["temperature"] = body.temperature
+    if body.top_p is not None:
+        options["top_p"] = body.top_p
+    if body.seed is not None:
+        options["seed"] = body.seed
+    if body.max_tokens is not None:
+        options["max_tokens"] = body.max_tokens
+    if body.stop is not None:
+        options["stop"] = [body.stop] if isinstance(body.stop, str) else body.stop
+    conversation = parse(
+        {
+            "model": body.model,
+            "messages": [{"role": "user", "content": prompts[0]}],
+            "options": options,
+            "stream": bool(body.stream),
+            "think": False,
+        },
+        settings,
+        prepared=True,
+    )
+    return Completion(conversation, bool((body.stream_options or {}).get("include_usage")))
+
+
+class TextCompletionWire(CompletionWire):
+    """OpenAI's `text_completion` (whole) and its chunks (streamed, then `[DONE]`)."""
+
+    def __init__(self, model: str, include_usage: bool = False) -> None:
+        super().__init__(model, include_usage)
+        self.id = "cmpl-" + secrets.token_hex(12)
+        head = json.dumps({"id": self.id, "object": "text_completion", "created": self.created, "model": model})
+        self._head = b"data: " + head[:-1].encode() + b', "choices": [{"index": 0, "text": '
+
+    def token(self, content: str) -> bytes:
+        return (
+            self._head
+            + json.dumps(content, ensure_ascii=False).encode()
+            + b', "logprobs": null, "finish_reason": null}]}\n\n'
+        )
+
+    def thinking(self, text: str) -> bytes:
+        return b""  # never asked for (think false); a model thinking anyway is not shown as text
+
+    def tool_calls(self, calls: list[Any]) -> bytes:
+        return b""  # no tools are sent
+
+    def _chunk(self, **fields: Any) -> bytes:
+        chunk = {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model}
+        return b"data: " + json.dumps({**chunk, **fields}).encode() + b"\n\n"
+
+    def done(self, answer: Answer) -> bytes:
+        reason = self._finish(answer)
+        out = self._chunk(choices=[{"index": 0, "text": "", "logprobs": None, "finish_reason": reason}])
+        if self.include_usage:
+            out += self._chunk(choices=[], usage=_usage(answer))
+        return out + b"data: [DONE]\n\n"
+
+    def whole(self, answer: Answer, text: str, thinking: str = "", calls: list[Any] | None = None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": self._finish(answer)}],
+            "usage": _usage(answer),
+        }

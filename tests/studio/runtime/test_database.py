@@ -97,6 +97,34 @@ async def test_rolled_back_transaction_publishes_nothing(tmp_path: Path, db_targ
     assert [[e.data["n"] for e in batch] for batch in committed] == [[2]]
 
 
+async def test_a_transaction_cancelled_as_it_begins_leaves_none_open(db_target: Path | DatabaseUrl) -> None:
+    """A caller cancelled while its BEGIN is on its way (a client hanging up as its usage is written) must
+    not leave the connection inside a transaction: the next one would fail ("within a transaction")."""
+    db = await open_db(db_target)
+    entered = 0
+
+    async def write() -> None:
+        nonlocal entered
+        async with db.transaction() as tx:
+            entered += 1
+            await tx.execute("INSERT INTO sample_notes VALUES (?, 'x', 'now')", (entered + 100,))
+
+    try:
+        await db.migrate([RUNTIME_MIGRATIONS, SAMPLE])
+        for n in range(1, 30):  # cancelled at each point a write can be cancelled in, in turn
+            task = asyncio.create_task(write())
+            for _ in range(n % 6):
+                await asyncio.sleep(0)  # lets the task run that many steps: no waiting on a condition
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO sample_notes VALUES (?, 'y', 'now')", (n,))
+        notes = await db.fetch_all("SELECT n FROM sample_notes WHERE n < 100")
+    finally:
+        await db.close()
+    assert sorted(r[0] for r in notes) == list(range(1, 30))
+
+
 def test_split_statements_keeps_triggers_whole() -> None:
     script = """
     -- a comment
