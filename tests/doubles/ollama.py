@@ -385,6 +385,17 @@ _CATALOG: tuple[tuple[Any, ...], ...] = (
         ("completion", "thinking"),
         ("deepseek-r1:latest",),
     ),
+    (  # thinks and calls tools in one answer, as Claude Code asks of a model
+        "qwen3:8b",
+        5_225_374_080,
+        "qwen3",
+        "8.2B",
+        8_190_735_360,
+        "Q4_K_M",
+        40960,
+        ("completion", "tools", "thinking"),
+        ("qwen3:latest",),
+    ),
     ("nomic-embed-text:latest", 274_290_656, "nomic-bert", "137M", 136_727_040, "F16", 2048, ("embedding",), ()),
 )
 # per-model extras that the tuple above does not carry
