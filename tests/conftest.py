@@ -32,6 +32,7 @@ TIERS = {
     "browser": ("frontend/",),
     "nginx": ("production/test_nginx.py",),
     "stack": ("production/test_stack.py",),
+    "clients": ("clients/",),
 }
 HERE = Path(__file__).resolve().parent
 

@@ -1152,8 +1152,10 @@ def _json_for(fmt: Any, reply: str) -> Any:
 
 def _tool_calls(tools: list[Any], messages: list[Any]) -> list[dict[str, Any]]:
     """With tools and a user's turn to answer, the model calls the first tool, arguments filled in from its
-    parameter schema; after a `tool` message it answers in words."""
-    if not tools or not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
+    parameter schema; after a `tool` message it answers in words. System messages after the user's (as
+    Claude Code sends) are instructions, not a turn."""
+    turns = [m for m in messages if not (isinstance(m, dict) and m.get("role") == "system")]
+    if not tools or not turns or not isinstance(turns[-1], dict) or turns[-1].get("role") != "user":
         return []
     tool: dict[str, Any] = tools[0] if isinstance(tools[0], dict) else {}
     declared = tool.get("function")
@@ -1162,7 +1164,7 @@ def _tool_calls(tools: list[Any], messages: list[Any]) -> list[dict[str, Any]]:
     name = named if isinstance(named, str) else ""
     if not name:
         return []
-    question = str(messages[-1].get("content") or "")[:40]
+    question = str(turns[-1].get("content") or "")[:40]
     given = fn.get("parameters")
     params: dict[str, Any] = given if isinstance(given, dict) else {"type": "object"}
     args = _instance({**params, "type": "object"}, question)
