@@ -622,6 +622,7 @@ def document() -> dict[str, Any]:
                         "description": "A Message, or its events",
                         "content": {**json_content(ref("AnthropicMessage")), **event_stream},
                     },
+                    "529": ANTHROPIC_ERROR,  # Ollama busy or unreachable (the studio's 503)
                     "default": ANTHROPIC_ERROR,
                 },
             }

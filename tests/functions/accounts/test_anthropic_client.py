@@ -16,6 +16,7 @@ from studio.catalog import DEFAULT_PATH
 from tests.doubles.ollama import DEFAULT_REPLY, DEFAULT_THINKING, OllamaDouble
 from tests.functions.accounts.conftest import FREE, OTHER_PAID, PAID
 from tests.functions.accounts.test_openai_client import signed_up_with_key
+from tests.support import eventually
 
 AGENT = "qwen3:8b"  # thinks and calls tools in one answer (what Claude Code asks of a model)
 VISION, THINKER = "llava:7b", "deepseek-r1:7b"
@@ -468,6 +469,41 @@ async def test_head_of_the_root_answers_with_or_without_a_key(signed_up) -> None
         for headers in ({}, {"x-api-key": key}, {"Authorization": f"Bearer {key}"}):
             async with session.head(studio.url("/"), headers=headers) as resp:
                 assert 200 <= resp.status < 300, headers
+
+
+async def test_without_credentials_or_on_a_path_that_does_not_exist_the_errors_are_anthropics(signed_up) -> None:
+    studio, _, key, _ = signed_up
+    body = {"model": FREE, "max_tokens": 10, "messages": HELLO}
+
+    status, nobody, _ = await post(studio, "/v1/messages", body, None)
+    missing_status, missing, _ = await post(studio, "/v1/messages/batches", body, key)
+
+    assert status == 401 and nobody["type"] == "error" and nobody["error"]["type"] == "authentication_error"
+    assert missing_status == 404 and missing["error"]["type"] == "not_found_error"
+
+
+async def test_count_tokens_checks_the_model_like_an_answer(signed_up) -> None:
+    _, _, _, client = signed_up
+
+    with pytest.raises(anthropic.PermissionDeniedError):
+        await client.messages.count_tokens(model=OTHER_PAID, messages=[{"role": "user", "content": "Hello"}])
+    with pytest.raises(anthropic.NotFoundError):
+        await client.messages.count_tokens(model="nope:1b", messages=[{"role": "user", "content": "Hello"}])
+
+
+async def test_an_answer_counts_in_the_accounts_usage_like_any_other(signed_up) -> None:
+    _, browser, _, client = signed_up
+
+    reply = await client.messages.create(model=FREE, max_tokens=50, messages=[{"role": "user", "content": "Hi"}])
+
+    async def counted():
+        _, usage, _ = await browser.request("GET", "/api/account/usage")
+        rows = [r for r in usage["usage"] if r["model"] == FREE]
+        return rows or None
+
+    (row,) = await eventually(counted, message="the usage of the answer to be recorded")
+    assert row["prompt_tokens"] == reply.usage.input_tokens
+    assert row["completion_tokens"] == reply.usage.output_tokens
 
 
 async def test_a_key_refused_outside_the_api_is_still_refused(signed_up) -> None:
