@@ -96,9 +96,16 @@ class ToolUseBlock(Struct, tag="tool_use"):
     cache_control: Any = None
 
 
+class ToolReferenceBlock(Struct, tag="tool_reference"):
+    """A tool search's result (Claude Code's deferred tools): every tool is sent to Ollama anyway."""
+
+    tool_name: str
+    cache_control: Any = None
+
+
 class ToolResultBlock(Struct, tag="tool_result"):
     tool_use_id: str
-    content: str | list[TextBlock | ImageBlock] = ""
+    content: str | list[TextBlock | ImageBlock | ToolReferenceBlock] = ""
     is_error: bool = False
     cache_control: Any = None
 
@@ -292,7 +299,11 @@ def _tool_result(block: ToolResultBlock, at: str, names: dict[str, str], setting
     if isinstance(block.content, str):
         text, images = block.content, []
     else:
-        text = "\n\n".join(b.text for b in block.content if isinstance(b, TextBlock))
+        text = "\n\n".join(
+            b.text if isinstance(b, TextBlock) else f"The tool {b.tool_name} is available."
+            for b in block.content
+            if isinstance(b, TextBlock | ToolReferenceBlock)
+        )
         images = [
             _image(b, f"{at}.content[{k}]", settings) for k, b in enumerate(block.content) if isinstance(b, ImageBlock)
         ]

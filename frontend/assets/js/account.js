@@ -195,7 +195,8 @@ const SNIPPETS = [
     `reply = client.messages.create(\n    model="${m}",\n    max_tokens=1024,\n` +
     `    messages=[{"role": "user", "content": "Hello"}],\n)\nprint(reply.content[0].text)`],
   ["claude-code", "Claude Code", (o, k, m) =>
-    `export ANTHROPIC_BASE_URL=${o}\nexport ANTHROPIC_AUTH_TOKEN=${k}\nclaude --model ${m}`],
+    `export ANTHROPIC_BASE_URL=${o}\nexport ANTHROPIC_AUTH_TOKEN=${k}\n` +
+    `export ANTHROPIC_DEFAULT_HAIKU_MODEL=${m}\nexport CLAUDE_CODE_SUBAGENT_MODEL=${m}\nclaude --model ${m}`],
   ["codex", "Codex CLI (~/.codex/config.toml, then export the key)", (o, k, m) =>
     `model = "${m}"\nmodel_provider = "studio"\n\n[model_providers.studio]\nname = "Local AI Studio"\n` +
     `base_url = "${o}/v1"\nenv_key = "STUDIO_API_KEY"\nwire_api = "responses"\n\n` +

@@ -261,6 +261,39 @@ async def test_a_streamed_tool_call_comes_whole_as_input_json(signed_up) -> None
     assert call.name == "get_time" and call.input == {"city": "Time in Paris?"}
 
 
+async def test_a_tool_result_of_errors_images_and_tool_references_reaches_the_model(signed_up, double) -> None:
+    """Claude Code's tool search answers with `tool_reference` blocks; a failed tool with `is_error`."""
+    _, _, _, client = signed_up
+    called: Any = {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}
+    searched: Any = {"type": "tool_use", "id": "toolu_2", "name": "ToolSearch", "input": {"query": "weather"}}
+    results: Any = [
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "no network", "is_error": True},
+        {
+            "type": "tool_result",
+            "tool_use_id": "toolu_2",
+            "content": [{"type": "text", "text": "Found:"}, {"type": "tool_reference", "tool_name": "get_weather"}],
+        },
+        {"type": "text", "text": "Go on."},
+    ]
+
+    await client.messages.create(
+        model=AGENT,
+        max_tokens=50,
+        tools=[WEATHER, {**WEATHER, "name": "ToolSearch"}],
+        messages=[
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": [called, searched]},
+            {"role": "user", "content": results},
+        ],
+    )
+
+    assert double.chat_requests[-1]["messages"][2:] == [
+        {"role": "tool", "content": "Error: no network", "tool_name": "get_weather"},
+        {"role": "tool", "content": "Found:\n\nThe tool get_weather is available.", "tool_name": "ToolSearch"},
+        {"role": "user", "content": "Go on."},
+    ]
+
+
 async def test_thinking_is_ignored_for_a_model_that_cannot_think(signed_up, double) -> None:
     _, _, _, client = signed_up
 
