@@ -13,7 +13,8 @@ limits, image checks, ownership and relay apply), and `MessagesWire` writes the 
 
 In Anthropic's words, what a model can do here:
 
-    system      a string or text blocks (joined by blank lines): the first system message
+    system      a string or text blocks (joined by blank lines): the first system message; `system` messages
+                inside `messages` (newer clients, Claude Code) stay where they are
     images      `image` blocks with a base64 source, checked like /api/chat's; a `url` source is refused
                 (the server fetches nothing on a caller's behalf)
     tools       `tools` [{name, description, input_schema}] -> Ollama's function tools; server tools (a `type`
@@ -261,6 +262,7 @@ def _message(m: MessageParam, where: str, names: dict[str, str], settings: Setti
     """One Anthropic message as Ollama's: tool results become `tool` messages ahead of the user's words."""
     if isinstance(m.content, str):
         return [{"role": m.role, "content": m.content}]
+    _count_images(m.content, where, settings)  # before any image is decoded
     texts: list[str] = []
     images: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -283,7 +285,6 @@ def _message(m: MessageParam, where: str, names: dict[str, str], settings: Setti
                 raise BadRequest(f"{at}: tool_result blocks belong in a user message", code="invalid_request")
             results.append(_tool_result(block, at, names, settings))
         # thinking and redacted_thinking blocks: accepted, not re-sent (Ollama's templates drop past reasoning)
-    _count_images(len(images) + sum(len(r.get("images", ())) for r in results), where, settings)
     out = list(results)
     if texts or images or calls or not results:
         message: dict[str, Any] = {"role": m.role, "content": "\n\n".join(texts)}
@@ -315,7 +316,14 @@ def _tool_result(block: ToolResultBlock, at: str, names: dict[str, str], setting
     return message
 
 
-def _count_images(n: int, where: str, settings: Settings) -> None:
+def _count_images(blocks: list[Block], where: str, settings: Settings) -> None:
+    """A message's images, its tool results' included, at most STUDIO_CHAT_MAX_IMAGES."""
+    n = sum(isinstance(b, ImageBlock) for b in blocks) + sum(
+        isinstance(part, ImageBlock)
+        for b in blocks
+        if isinstance(b, ToolResultBlock) and isinstance(b.content, list)
+        for part in b.content
+    )
     if n > settings.chat_max_images:
         raise BadRequest(
             f"{where}.content has {n} images; a message may carry at most {settings.chat_max_images}",
