@@ -124,6 +124,19 @@ async def test_a_whole_message(signed_up, double) -> None:
     assert "think" not in sent and "tools" not in sent
 
 
+async def test_an_answer_cut_at_max_tokens_says_so(signed_up) -> None:
+    _, _, _, client = signed_up
+    hello: Any = [{"role": "user", "content": "Hello"}]
+
+    whole = await client.messages.create(model=FREE, max_tokens=3, messages=hello)
+    async with client.messages.stream(model=FREE, max_tokens=3, messages=hello) as stream:
+        streamed = await stream.get_final_message()
+
+    assert whole.stop_reason == streamed.stop_reason == "max_tokens"
+    assert whole.usage.output_tokens == streamed.usage.output_tokens == 3
+    assert text_of(whole) == text_of(streamed) and DEFAULT_REPLY.startswith(text_of(whole))
+
+
 async def test_a_streamed_message_with_the_sdk(signed_up) -> None:
     _, _, _, client = signed_up
 
