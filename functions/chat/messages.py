@@ -24,7 +24,8 @@ In Anthropic's words, what a model can do here:
                 keeps the first call
     thinking    enabled | adaptive -> Ollama's `think` on a model that thinks, and ignored on one that cannot
                 (Claude Code always asks); disabled or absent -> off; `budget_tokens` cannot be applied
-                (Ollama has no thinking budget). `thinking` blocks sent back are accepted and not re-sent.
+                (Ollama has no thinking budget). An assistant's `thinking` blocks sent back go to Ollama as the
+                message's `thinking` (a model's template keeps what it needs, e.g. before tool calls).
 
 Fields that change nothing here are accepted: metadata, service_tier, context_management, output_config,
 container, cache_control on any block; other fields a newer client adds are ignored, as Ollama does. What
@@ -267,6 +268,7 @@ def _message(m: MessageParam, where: str, names: dict[str, str], settings: Setti
     images: list[str] = []
     calls: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
+    thoughts: list[str] = []  # an assistant's thinking: back to Ollama, whose template keeps what the model needs
     for j, block in enumerate(m.content):
         at = f"{where}.content[{j}]"
         if isinstance(block, TextBlock):
@@ -284,14 +286,18 @@ def _message(m: MessageParam, where: str, names: dict[str, str], settings: Setti
             if m.role != "user":
                 raise BadRequest(f"{at}: tool_result blocks belong in a user message", code="invalid_request")
             results.append(_tool_result(block, at, names, settings))
-        # thinking and redacted_thinking blocks: accepted, not re-sent (Ollama's templates drop past reasoning)
+        elif isinstance(block, ThinkingBlock) and m.role == "assistant":
+            thoughts.append(block.thinking)
+        # redacted_thinking: accepted, and nothing to give back (its text is not there)
     out = list(results)
-    if texts or images or calls or not results:
+    if texts or images or calls or thoughts or not results:
         message: dict[str, Any] = {"role": m.role, "content": "\n\n".join(texts)}
         if images:
             message["images"] = images
         if calls:
             message["tool_calls"] = calls
+        if thoughts:
+            message["thinking"] = "\n\n".join(thoughts)
         out.append(message)
     return out
 

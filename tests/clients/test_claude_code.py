@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.doubles.ollama import DEFAULT_REPLY, OllamaDouble
+from tests.doubles.ollama import DEFAULT_REPLY, DEFAULT_THINKING, OllamaDouble
 from tests.functions.accounts.conftest import FREE
 from tests.functions.accounts.test_anthropic_client import AGENT, bought, catalog_with_agent
 
@@ -74,5 +74,7 @@ async def test_claude_code_answers_with_a_bought_model(make_studio, double, tmp_
     called = first["tools"][0]["function"]["name"]
     assert [m["role"] for m in second["messages"] if m["role"] != "system"][-2:] == ["assistant", "tool"]
     assert next(m for m in second["messages"] if m["role"] == "tool")["tool_name"] == called
+    (asked_back,) = [m for m in second["messages"] if m["role"] == "assistant"]
+    assert asked_back["thinking"] == DEFAULT_THINKING  # our signed thinking block, kept and sent back
     seen = [(r.method, r.path, r.status) for r in caplog.records if r.name == "studio.gateway.access"]
     assert [s for s in seen if s[1].startswith("/v1/")] == [("POST", "/v1/messages", 200)] * 2, seen

@@ -249,6 +249,7 @@ async def test_a_tools_round_trip_while_thinking(signed_up, double) -> None:
             "role": "assistant",
             "content": "",
             "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Weather in Paris?"}}}],
+            "thinking": DEFAULT_THINKING,  # given back: a model's template keeps it before its tool calls
         },
         {"role": "tool", "content": "18 C, sunny", "tool_name": "get_weather"},
     ]
