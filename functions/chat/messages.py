@@ -91,6 +91,22 @@ class ImageBlock(Struct, tag="image"):
     cache_control: Any = None
 
 
+class TextSource(Struct, tag="text"):
+    data: str
+    media_type: str = "text/plain"
+
+
+class DocumentBlock(Struct, tag="document"):
+    """A document: plain text is read as words; a PDF (base64) or a web address is refused (nothing here
+    reads PDFs or fetches on a caller's behalf)."""
+
+    source: TextSource | Base64Source | UrlSource
+    title: str | None = None
+    context: str | None = None
+    cache_control: Any = None
+    citations: Any = None
+
+
 class ToolUseBlock(Struct, tag="tool_use"):
     id: str
     name: str
@@ -121,7 +137,7 @@ class RedactedThinkingBlock(Struct, tag="redacted_thinking"):
     data: str
 
 
-Block = TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
+Block = TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock
 
 
 class MessageParam(Struct):
@@ -277,6 +293,8 @@ def _message(m: MessageParam, where: str, names: dict[str, str], settings: Setti
             if m.role != "user":
                 raise BadRequest(f"{at}: only a user message may carry images", code="invalid_images")
             images.append(_image(block, at, settings))
+        elif isinstance(block, DocumentBlock):
+            texts.append(_document(block, at))
         elif isinstance(block, ToolUseBlock):
             if m.role != "assistant":
                 raise BadRequest(f"{at}: only an assistant message calls tools (tool_use)", code="invalid_request")
@@ -300,6 +318,17 @@ def _message(m: MessageParam, where: str, names: dict[str, str], settings: Setti
             message["thinking"] = "\n\n".join(thoughts)
         out.append(message)
     return out
+
+
+def _document(block: DocumentBlock, at: str) -> str:
+    if not isinstance(block.source, TextSource):
+        raise BadRequest(
+            f'{at}: only plain-text documents are read here ({{"type": "text", "data": ...}}); '
+            "send a PDF's text instead of the PDF",
+            code="unsupported_document",
+        )
+    parts = [p for p in (block.title, block.context, block.source.data) if p]
+    return "\n\n".join(parts)
 
 
 def _tool_result(block: ToolResultBlock, at: str, names: dict[str, str], settings: Settings) -> dict[str, Any]:

@@ -352,6 +352,19 @@ async def test_an_image_block_reaches_a_vision_model(signed_up, double) -> None:
     assert double.chat_requests[-1]["messages"] == [{"role": "user", "content": "What is this?", "images": [data]}]
 
 
+async def test_a_plain_text_document_is_read_as_words(signed_up, double) -> None:
+    _, _, _, client = signed_up
+    document: Any = {"type": "document", "title": "notes.txt", "source": {"type": "text", "data": "Buy milk."}}
+
+    await client.messages.create(
+        model=FREE,
+        max_tokens=20,
+        messages=[{"role": "user", "content": [document, {"type": "text", "text": "Summarise."}]}],
+    )
+
+    assert double.chat_requests[-1]["messages"] == [{"role": "user", "content": "notes.txt\n\nBuy milk.\n\nSummarise."}]
+
+
 # -- errors, as the client's exception classes ----------------------------------------------------------------------
 
 
@@ -487,6 +500,24 @@ BIG = {"type": "object", "properties": {f"p{i}": {"type": "string", "description
             "at most 4",
         ),
         ({"model": FREE, "max_tokens": 10, "messages": []}, "messages"),
+        (
+            {
+                "model": FREE,
+                "max_tokens": 10,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "document",
+                                "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="},
+                            }
+                        ],
+                    }
+                ],
+            },
+            "plain-text documents",
+        ),
         (b'{"model": ', "not valid JSON"),
         (b'{"model": "tinyllama", "metadata": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested too deep"),
     ],
