@@ -4,9 +4,9 @@
   correlation id of every log line and event the request causes, and is echoed in the response;
 - route policy from the route table: body size (413), operator-only routes (401/403), and in
   embedded mode the deadline for the function to start answering (504);
-- identity: the admin bearer token, a personal API key (`Authorization: Bearer`, or Anthropic's `x-api-key`),
-  a signed-in session (both checked through
-  `gateway.credentials`, cached), or the visitor's signed cookie (issued on the first visit);
+- identity: the admin bearer token, a personal API key (`Authorization: Bearer`, or Anthropic's
+  `x-api-key`), a signed-in session (both checked through `gateway.credentials`, cached), or the
+  visitor's signed cookie (issued on the first visit);
   identity headers a client sent are never trusted;
 - the hostile visitor's guards (`gateway.guards`): per-address stream and write limits (429),
   cross-site state changes (403), state changes without a session on session routes (401), and in
