@@ -4,8 +4,9 @@
   correlation id of every log line and event the request causes, and is echoed in the response;
 - route policy from the route table: body size (413), operator-only routes (401/403), and in
   embedded mode the deadline for the function to start answering (504);
-- identity: the admin bearer token, a personal API key, a signed-in session (both checked through
-  `gateway.credentials`, cached), or the visitor's signed cookie (issued on the first visit);
+- identity: the admin bearer token, a personal API key (`Authorization: Bearer`, or Anthropic's
+  `x-api-key`), a signed-in session (both checked through `gateway.credentials`, cached), or the
+  visitor's signed cookie (issued on the first visit);
   identity headers a client sent are never trusted;
 - the hostile visitor's guards (`gateway.guards`): per-address stream and write limits (429),
   cross-site state changes (403), state changes without a session on session routes (401), and in
@@ -243,6 +244,8 @@ class Edge:
         headers = request.headers
         auth = headers.get("Authorization")
         admin = False
+        if not auth and "x-api-key" in headers:  # Anthropic's clients send the key so (ANTHROPIC_API_KEY)
+            return await self.key_identity(headers["x-api-key"].strip(), route)
         if auth:
             scheme, _, token = auth.partition(" ")
             token = token.strip()
@@ -305,8 +308,20 @@ class Edge:
         )
 
     async def key_identity(self, key: str, route: Route | None) -> Identity:
-        """A personal API key: only on the routes that take one (/v1, chat), and only while it lives."""
-        if route is None or not route.keys:
+        """A personal API key: only on the routes that take one (/v1, chat), and only while it lives.
+
+        Off the route table (a page, `HEAD /` that Claude Code probes, a path that does not exist) the key
+        is not needed: the request goes on as nobody's, and the page or the 404 answers it."""
+        if route is None:
+            return Identity()
+        if not key.startswith(KEY_PREFIX):
+            raise Unauthorized(
+                f"this is not a studio API key (they start with {KEY_PREFIX}): create one on your account page",
+                code="invalid_api_key",
+                type="invalid_request_error",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        if not route.keys:
             raise Forbidden(
                 "API keys work on /v1 only; sign in to the studio for this",
                 code="key_not_allowed",

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
+from functions.chat.messages import CountTokensRequest, MessagesRequest
+
 VERSION = "1.0.0"
 
 ERROR = {"$ref": "#/components/responses/Error"}
@@ -304,6 +308,38 @@ def console_paths() -> dict[str, Any]:
             }
         },
     }
+
+
+# The Messages API's requests, from their one declaration (functions/chat/messages.py)
+(MESSAGES_REQUEST, COUNT_TOKENS_REQUEST), _STRUCTS = msgspec.json.schema_components(
+    (MessagesRequest, CountTokensRequest), ref_template="#/components/schemas/{name}"
+)
+SCHEMAS.update(_STRUCTS)
+SCHEMAS["AnthropicMessage"] = obj(
+    {
+        "id": {"type": "string"},
+        "type": {"const": "message"},
+        "role": {"const": "assistant"},
+        "model": {"type": "string"},
+        "content": {"type": "array", "items": {"type": "object"}},
+        "stop_reason": {"type": "string", "enum": ["end_turn", "max_tokens", "tool_use", "stop_sequence"]},
+        "stop_sequence": {"type": ["string", "null"]},
+        "usage": obj({"input_tokens": {"type": "integer"}, "output_tokens": {"type": "integer"}}),
+    },
+    ("id", "type", "role", "model", "content", "stop_reason", "usage"),
+)
+ANTHROPIC_ERROR = {
+    "description": "Anthropic's error shape (the studio's `code` kept); 503s are its 529 overloaded_error",
+    "content": json_content(
+        obj(
+            {
+                "type": {"const": "error"},
+                "error": obj({"type": {"type": "string"}, "message": {"type": "string"}}, ("type", "message")),
+            },
+            ("type", "error"),
+        )
+    ),
+}
 
 
 def document() -> dict[str, Any]:
@@ -625,6 +661,35 @@ def document() -> dict[str, Any]:
                             obj({"error": obj({"message": {"type": "string"}, "type": {"type": "string"}})})
                         ),
                     },
+                },
+            }
+        },
+        "/v1/messages": {
+            "post": {
+                "summary": "Anthropic's Messages API (Claude Code, the anthropic SDK; `?beta=true` too): a Message, or "
+                "its SSE events (message_start ... message_stop); the key as `x-api-key` or `Authorization: Bearer`; "
+                "errors in Anthropic's shape",
+                "security": KEY_OR_SESSION,
+                "requestBody": {"required": True, "content": json_content(MESSAGES_REQUEST)},
+                "responses": {
+                    "200": {
+                        "description": "A Message, or its events",
+                        "content": {**json_content(ref("AnthropicMessage")), **event_stream},
+                    },
+                    "529": ANTHROPIC_ERROR,  # Ollama busy or unreachable (the studio's 503)
+                    "default": ANTHROPIC_ERROR,
+                },
+            }
+        },
+        "/v1/messages/count_tokens": {
+            "post": {
+                "summary": "How many input tokens a Messages request is, estimated (Ollama has no tokenizer "
+                "endpoint: about four characters a token); errors in Anthropic's shape",
+                "security": KEY_OR_SESSION,
+                "requestBody": {"required": True, "content": json_content(COUNT_TOKENS_REQUEST)},
+                "responses": {
+                    **ok("The estimate", obj({"input_tokens": {"type": "integer", "minimum": 0}}, ("input_tokens",))),
+                    "default": ANTHROPIC_ERROR,
                 },
             }
         },

@@ -84,6 +84,16 @@ ROUTES: tuple[Route, ...] = (
         keys=True,
         stream=True,
     ),
+    Route(  # Anthropic's Messages API, and /v1/messages/count_tokens below it
+        "/v1/messages",
+        "chat",
+        methods("POST"),
+        timeout=150,
+        max_body=lambda s: s.chat_max_body_bytes,  # images
+        visitor=False,
+        keys=True,
+        stream=True,
+    ),
     Route(
         "/v1/completions",
         "chat",

@@ -94,4 +94,3 @@ def test_only_events_knows_nats() -> None:
             if any(m == "nats" or m.startswith("nats.") for m in imports(path)):
                 offences.append(str(path.relative_to(ROOT)))
     assert offences == []
-

@@ -15,7 +15,8 @@ default for a thinking model; an embedding-only model cannot chat (400 `not_a_ch
 
 The OpenAI-compatible API (`completions.py`) builds its messages in Ollama's shape and parses them with
 `prepared=True`: its images are already checked (under OpenAI's field names), and it may add what only it
-takes: `tool` messages (with `tool_name`), assistant messages carrying `tool_calls`, and `tools` and `format`
+takes: `tool` messages (with `tool_name`), assistant messages carrying `tool_calls` (and the `thinking` that
+came before them, which Ollama gives back to the model's template), and `tools` and `format`
 (set on the conversation after parsing; `for_model` refuses tools to a model without `tools`, 400
 `model_has_no_tools`).
 
@@ -41,7 +42,8 @@ ROLES = ("system", "user", "assistant")
 FIELDS = ("model", "message", "messages", "options", "stream", "think")
 _DATA_URL = re.compile(r"data:image/[a-z0-9.+-]{1,40};base64,", re.IGNORECASE)
 KEYS = frozenset({"role", "content", "images"})
-PREPARED_KEYS = KEYS | {"tool_calls", "tool_name"}
+PREPARED_KEYS = KEYS | {"tool_calls", "tool_name", "thinking"}
+CARRIED = PREPARED_KEYS - {"role", "content"}  # what a prepared message brings to Ollama besides its words
 MAX_MODEL_NAME = 200
 MAX_STOP_WORDS, MAX_STOP_CHARS = 8, 100
 
@@ -174,7 +176,7 @@ def _messages(body: dict[str, Any], settings: Settings, prepared: bool = False) 
             )
         message: dict[str, Any] = {"role": role, "content": content}
         if prepared:  # built by completions.py: images checked there, tool fields in Ollama's shape
-            message.update((k, v) for k, v in item.items() if k in ("images", "tool_calls", "tool_name") and v)
+            message.update((k, v) for k, v in item.items() if k in CARRIED and v)
         elif item.get("images") is not None:
             if role != "user":
                 raise BadRequest(f"{where}.images: only a user message may carry images", code="invalid_images")

@@ -19,6 +19,9 @@ HTTP    POST /api/chat  {"model", "message"}  or
         GET  /v1/models            the models the caller may chat with now (owned or free, installed; while
                                    Ollama is down, what the nodes last held)
         GET  /v1/models/{id}       one of them, from the catalog and ownership
+        POST /v1/messages          Anthropic's Messages API (Claude Code, the anthropic SDK; `?beta=true` too) -> its
+                                   Message, or its SSE events; the same answer, limits and events (messages.py)
+        POST /v1/messages/count_tokens  {"input_tokens"}: an estimate (Ollama has no tokenizer endpoint)
         GET  /api/account/usage?days=30   tokens per model per day (chat_usage); the operator: &all=1
 Events  consumes purchase.completed, purchase.revoked, purchase.suspended, purchase.restored,
                  purchase.transferred, in batches (who owns what: table chat_ownership)
@@ -51,7 +54,7 @@ from events.catalog import (
     PurchaseTransferred,
 )
 from events.delivery import Delivery
-from functions.chat import completions, nodes, relay
+from functions.chat import completions, messages, nodes, relay
 from functions.chat.answer import Answer, UsageReports
 from functions.chat.bodies import read_json
 from functions.chat.completions import (
@@ -68,6 +71,7 @@ from functions.chat.disconnects import Disconnects
 from functions.chat.embeddings import EmbeddingBody, embedding_list, parse_embedding
 from functions.chat.entitlements import Ownership, chattable_model, usable_models
 from functions.chat.limits import SharedLimits, usage_of
+from functions.chat.messages import CountTokensRequest, MessagesRequest, MessagesWire
 from functions.chat.responses import ResponsesRequest, ResponsesWire, parse_responses
 from studio import catalog
 from studio.clients.cloud import CloudFallback
@@ -169,6 +173,27 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         asked = parse_responses(await read_json(request, ResponsesRequest), function.settings)
         wire = ResponsesWire(asked.conversation.model, asked.echo, asked.max_calls)
         return await converse(request, asked.conversation, wire, started)
+
+
+@function.route("POST", "/v1/messages")
+async def anthropic_messages(request: web.Request) -> web.StreamResponse:
+    """Anthropic's Messages API: the same answer as /api/chat, in Anthropic's shapes (messages.py); errors
+    in its shape come from the one renderer (studio/runtime/errors.py)."""
+    started = time.perf_counter()
+    caller(request)
+    wanted = messages.conversation(await messages.decode(request, MessagesRequest), function.settings)
+    wire = MessagesWire(wanted.conversation.model, wanted.one_call)
+    return await converse(request, wanted.conversation, wire, started)
+
+
+@function.route("POST", "/v1/messages/count_tokens")
+async def count_message_tokens(request: web.Request) -> web.Response:
+    """How many input tokens a Messages request would be, estimated, for a model the caller may use."""
+    who = identity(request)
+    caller(request)
+    wanted = messages.conversation(await messages.decode(request, CountTokensRequest), function.settings)
+    model = await chattable_model(function[CATALOG], function.bus, function[OWNERSHIP], who, wanted.conversation.model)
+    return web.json_response({"input_tokens": messages.estimate_tokens(wanted.conversation.for_model(model))})
 
 
 @function.route("POST", "/v1/embeddings")

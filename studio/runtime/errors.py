@@ -2,6 +2,11 @@
 
 Every error response is `{"error": {"code": "...", "message": "..."}}` (plus optional details).
 Anything unexpected becomes a logged 500 that leaks no internals.
+
+On Anthropic's Messages API (`/v1/messages...`, whoever raised the error: gateway or function) the same
+error is written in Anthropic's shape, which keeps the studio's fields: `{"type": "error", "error":
+{"type": "invalid_request_error", "message", "code"}}`, with Anthropic's statuses (503 becomes 529
+`overloaded_error`), so its clients raise the right exception and retry what may be retried.
 """
 
 from __future__ import annotations
@@ -135,8 +140,49 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
     return error_response(exc.status, {"code": _HTTP_CODES.get(exc.status, "http_error"), "message": message}, headers)
 
 
+ANTHROPIC_PREFIX = "/v1/messages"
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_type(status: int) -> tuple[int, str]:
+    """Anthropic's status and error type for one of ours (our 503s are its 529 `overloaded_error`)."""
+    if status == 503:
+        status = 529
+    return status, _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+
+
+def anthropic_shaped(response: web.Response) -> web.Response:
+    """An error response rewritten in Anthropic's shape (the studio's fields kept inside `error`)."""
+    error = json.loads(response.body)["error"]  # type: ignore[arg-type]  # always ours: bytes
+    status, kind = anthropic_error_type(response.status)
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-type"}
+    headers.pop("Content-Length", None)
+    body = {"type": "error", "error": {**error, "type": kind}}
+    return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json", headers=headers)
+
+
 def render(request: web.Request, exc: BaseException) -> web.Response | None:
-    """The JSON response for an exception raised by a handler; None if it must propagate."""
+    """The JSON response for an exception raised by a handler (in Anthropic's shape on its API); None if
+    it must propagate."""
+    response = _render(request, exc)
+    path = request.path
+    if response is not None and (path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/")):
+        return anthropic_shaped(response)
+    return response
+
+
+def _render(request: web.Request, exc: BaseException) -> web.Response | None:
     if isinstance(exc, StudioError):
         if exc.status >= 500 and not isinstance(exc, DiskFull):
             log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)

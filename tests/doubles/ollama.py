@@ -385,6 +385,17 @@ _CATALOG: tuple[tuple[Any, ...], ...] = (
         ("completion", "thinking"),
         ("deepseek-r1:latest",),
     ),
+    (  # thinks and calls tools in one answer, as Claude Code asks of a model
+        "qwen3:8b",
+        5_225_374_080,
+        "qwen3",
+        "8.2B",
+        8_190_735_360,
+        "Q4_K_M",
+        40960,
+        ("completion", "tools", "thinking"),
+        ("qwen3:latest",),
+    ),
     ("nomic-embed-text:latest", 274_290_656, "nomic-bert", "137M", 136_727_040, "F16", 2048, ("embedding",), ()),
 )
 # per-model extras that the tuple above does not carry
@@ -1141,8 +1152,10 @@ def _json_for(fmt: Any, reply: str) -> Any:
 
 def _tool_calls(tools: list[Any], messages: list[Any]) -> list[dict[str, Any]]:
     """With tools and a user's turn to answer, the model calls the first tool, arguments filled in from its
-    parameter schema; after a `tool` message it answers in words."""
-    if not tools or not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
+    parameter schema; after a `tool` message it answers in words. System messages after the user's (as
+    Claude Code sends) are instructions, not a turn."""
+    turns = [m for m in messages if not (isinstance(m, dict) and m.get("role") == "system")]
+    if not tools or not turns or not isinstance(turns[-1], dict) or turns[-1].get("role") != "user":
         return []
     tool: dict[str, Any] = tools[0] if isinstance(tools[0], dict) else {}
     declared = tool.get("function")
@@ -1151,7 +1164,7 @@ def _tool_calls(tools: list[Any], messages: list[Any]) -> list[dict[str, Any]]:
     name = named if isinstance(named, str) else ""
     if not name:
         return []
-    question = str(messages[-1].get("content") or "")[:40]
+    question = str(turns[-1].get("content") or "")[:40]
     given = fn.get("parameters")
     params: dict[str, Any] = given if isinstance(given, dict) else {"type": "object"}
     args = _instance({**params, "type": "object"}, question)

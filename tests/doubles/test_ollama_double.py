@@ -815,6 +815,18 @@ async def test_thinking_streams_before_the_answer_and_counts_as_tokens(double, c
     assert (await client.chat("tinyllama", USER_HI, think=False)).message.content == DEFAULT_REPLY
 
 
+async def test_a_model_thinks_then_calls_a_tool_in_one_answer(double, client):
+    """What Claude Code asks of a model (thinking and tools at once): qwen3 does both, as Ollama's does."""
+    double.preinstall("qwen3:8b")
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    whole = await client.chat("qwen3:8b", ask, tools=[WEATHER_TOOL], think=True)
+    assert whole.message.thinking == DEFAULT_THINKING and whole.message.content == ""
+    assert [c.function.name for c in whole.message.tool_calls or []] == ["get_weather"]
+    parts = [p async for p in await client.chat("qwen3:8b", ask, tools=[WEATHER_TOOL], think=True, stream=True)]
+    kinds = ["thinking" if p.message.thinking else "calls" if p.message.tool_calls else "end" for p in parts]
+    assert kinds == ["thinking"] * (len(kinds) - 2) + ["calls", "end"]
+
+
 async def test_tool_calls_whole_and_streamed_then_the_tool_result_answered(double, client, http):
     double.preinstall("llama3.2:3b", "tinyllama")
     ask = [{"role": "user", "content": "Weather in Paris?"}]

@@ -59,6 +59,20 @@ def test_a_key_is_shown_once_copied_used_in_the_snippet_and_revoked(studio, brow
         assert page.evaluate("() => navigator.clipboard.readText()") == key
         expect(page.locator("#snippet-curl")).to_contain_text(f"Bearer {key}")
         expect(page.locator("#snippet-python")).to_contain_text(f'base_url="{studio.url}/v1"')
+        # every tool's set-up carries the studio's address, the new key and a model the account may use
+        expect(page.locator("#snippet-claude-code")).to_contain_text(f"ANTHROPIC_BASE_URL={studio.url}\n")
+        expect(page.locator("#snippet-claude-code")).to_contain_text(f"ANTHROPIC_AUTH_TOKEN={key}")
+        expect(page.locator("#snippet-anthropic")).to_contain_text(f'base_url="{studio.url}", api_key="{key}"')
+        expect(page.locator("#snippet-codex")).to_contain_text(f'base_url = "{studio.url}/v1"')
+        expect(page.locator("#snippet-codex")).to_contain_text('wire_api = "responses"')
+        for tool in ("langchain", "open-webui", "llm"):
+            expect(page.locator(f"#snippet-{tool}")).to_contain_text(f"{studio.url}/v1")
+        model = page.locator("#snippet-model").input_value() or "tinyllama:latest"  # none installed: the free one
+        assert f"model_name: {model}" in page.locator("#snippet-llm").inner_text()
+        page.get_by_role("button", name="Copy the Claude Code set-up").click()
+        assert (
+            page.evaluate("() => navigator.clipboard.readText()") == page.locator("#snippet-claude-code").inner_text()
+        )
         expect(page.locator("#keys li")).to_have_count(1)
         expect(page.locator("#keys li")).to_contain_text("my editor")
 

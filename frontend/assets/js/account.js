@@ -167,16 +167,47 @@ function forgetShownKey() {
   renderSnippets();
 }
 
+// One set-up per tool (docs/api-clients.md has the same): [id, title, text for (origin, key, model)].
+const SNIPPETS = [
+  ["curl", "curl", (o, k, m) =>
+    `curl ${o}/v1/chat/completions \\\n  -H "Authorization: Bearer ${k}" \\\n  -H "Content-Type: application/json" \\\n` +
+    `  -d '{"model": "${m}", "messages": [{"role": "user", "content": "Hello"}]}'`],
+  ["python", "Python, the openai SDK (pip install openai)", (o, k, m) =>
+    `from openai import OpenAI\n\nclient = OpenAI(base_url="${o}/v1", api_key="${k}")\n` +
+    `reply = client.chat.completions.create(\n    model="${m}",\n    messages=[{"role": "user", "content": "Hello"}],\n)\n` +
+    "print(reply.choices[0].message.content)"],
+  ["anthropic", "Python, the anthropic SDK (pip install anthropic)", (o, k, m) =>
+    `import anthropic\n\nclient = anthropic.Anthropic(base_url="${o}", api_key="${k}")\n` +
+    `reply = client.messages.create(\n    model="${m}",\n    max_tokens=1024,\n` +
+    `    messages=[{"role": "user", "content": "Hello"}],\n)\nprint(reply.content[0].text)`],
+  ["claude-code", "Claude Code", (o, k, m) =>
+    `export ANTHROPIC_BASE_URL=${o}\nexport ANTHROPIC_AUTH_TOKEN=${k}\n` +
+    `export ANTHROPIC_DEFAULT_HAIKU_MODEL=${m}\nexport CLAUDE_CODE_SUBAGENT_MODEL=${m}\nclaude --model ${m}`],
+  ["codex", "Codex CLI (~/.codex/config.toml, then export the key)", (o, k, m) =>
+    `model = "${m}"\nmodel_provider = "studio"\n\n[model_providers.studio]\nname = "Local AI Studio"\n` +
+    `base_url = "${o}/v1"\nenv_key = "STUDIO_API_KEY"\nwire_api = "responses"\n\n` +
+    `# in your shell:\n# export STUDIO_API_KEY=${k}\n# codex exec --skip-git-repo-check "Hello"`],
+  ["langchain", "LangChain (pip install langchain-openai)", (o, k, m) =>
+    `from langchain_openai import ChatOpenAI\n\nllm = ChatOpenAI(base_url="${o}/v1", api_key="${k}", model="${m}")\n` +
+    `print(llm.invoke("Hello").content)`],
+  ["open-webui", "Open WebUI (Admin settings, Connections, OpenAI API; or its environment)", (o, k) =>
+    `OPENAI_API_BASE_URL=${o}/v1\nOPENAI_API_KEY=${k}`],
+  ["llm", "llm (extra-openai-models.yaml beside llm's logs.db)", (o, k, m) =>
+    `- model_id: studio-${m}\n  model_name: ${m}\n  api_base: "${o}/v1"\n  api_key_name: studio\n\n` +
+    `# then: llm keys set studio   (paste ${k})\n#       llm -m studio-${m} "Hello"`],
+];
+
 function renderSnippets() {
   const model = $("snippet-model").value || "tinyllama:latest";
-  const base = `${window.location.origin}/v1`;
-  $("snippet-curl").textContent =
-    `curl ${base}/chat/completions \\\n  -H "Authorization: Bearer ${shownKey}" \\\n  -H "Content-Type: application/json" \\\n` +
-    `  -d '{"model": "${model}", "messages": [{"role": "user", "content": "Hello"}]}'`;
-  $("snippet-python").textContent =
-    `from openai import OpenAI\n\nclient = OpenAI(base_url="${base}", api_key="${shownKey}")\n` +
-    `reply = client.chat.completions.create(\n    model="${model}",\n    messages=[{"role": "user", "content": "Hello"}],\n)\n` +
-    "print(reply.choices[0].message.content)";
+  const origin = window.location.origin;
+  $("snippets").replaceChildren(
+    ...SNIPPETS.map(([id, title, text]) => {
+      const body = text(origin, shownKey, model);
+      const heading = h("h3", { id: `snippet-${id}-title` }, title);
+      const pre = h("pre", { id: `snippet-${id}`, tabindex: "0", "aria-labelledby": `snippet-${id}-title` }, body);
+      return h("section", { class: "snippet" }, heading, pre, copyButton(() => pre.textContent, `Copy the ${title} set-up`));
+    }),
+  );
 }
 
 async function showSnippets() {

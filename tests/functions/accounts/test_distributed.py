@@ -42,3 +42,30 @@ async def test_sign_up_key_and_revocation_across_services(settings: Settings, do
 
     assert (await client.post("/api/auth/logout")).status == 204
     assert (await client.get("/api/account")).status == 401
+
+
+async def test_anthropics_api_across_services(settings: Settings, double, aiohttp_server, aiohttp_client):
+    """/v1/messages through the proxying gateway: the key as x-api-key, a stream, and errors in Anthropic's
+    shape whether the chat function or the gateway refuses."""
+    s = settings.replace(ollama_url=double.url, functions=("accounts", "chat"))
+    accounts = await aiohttp_server(function_app(load("accounts"), s))
+    chat = await aiohttp_server(function_app(load("chat"), s))
+    upstreams = {"accounts": str(accounts.make_url("")).rstrip("/"), "chat": str(chat.make_url("")).rstrip("/")}
+    client = await aiohttp_client(gateway_app(s.replace(upstreams=upstreams)))
+    assert (
+        await client.post("/api/auth/signup", json={"email": "far@example.com", "password": PASSWORD})
+    ).status == 201
+    created = await (await client.post("/api/account/keys", json={"name": "far"})).json()
+    key = {"x-api-key": created["key"], "anthropic-version": "2023-06-01"}
+    hello = {"model": FREE, "max_tokens": 20, "messages": [{"role": "user", "content": "Hi"}]}
+    client.session.cookie_jar.clear()  # the key alone
+
+    streamed = await client.post("/v1/messages?beta=true", json={**hello, "stream": True}, headers=key)
+    bad = await client.post("/v1/messages", json={**hello, "max_tokens": "ten"}, headers=key)
+    stranger = await client.post("/v1/messages", json=hello, headers={"x-api-key": "sk-studio-nope"})
+
+    assert streamed.status == 200 and (await streamed.text()).endswith(
+        'event: message_stop\ndata: {"type": "message_stop"}\n\n'
+    )
+    assert bad.status == 400 and (await bad.json())["error"]["type"] == "invalid_request_error"
+    assert stranger.status == 401 and (await stranger.json())["error"]["type"] == "authentication_error"

@@ -129,8 +129,8 @@ async def test_too_many_requests_a_minute_is_a_429_with_retry_after(make_studio)
     [
         ({"message": "Hi"}, "invalid_model", "model"),
         ({"model": FREE}, "invalid_messages", "messages"),
-        ({"model": FREE, "message": "x" * 8001}, "invalid_message", "8000"),
-        ({"model": FREE, "messages": [{"role": "user", "content": "x"}] * 65}, "invalid_messages", "64"),
+        ({"model": FREE, "message": "x" * 200_001}, "invalid_message", "200000"),
+        ({"model": FREE, "messages": [{"role": "user", "content": "x"}] * 501}, "invalid_messages", "500"),
         (
             {"model": FREE, "messages": [{"role": "user", "content": "Hi"}, {"role": "robot", "content": "x"}]},
             "invalid_messages",
