@@ -253,13 +253,13 @@ async def test_max_output_tokens_makes_an_incomplete_response(signed_up) -> None
         ({"reasoning": {"effort": "enormous"}}, "invalid_reasoning", "reasoning.effort"),
         ({"text": {"format": {"type": "xml"}}}, "invalid_text", "text.format"),
         ({"top_logprobs": 5}, "unsupported_parameter", "top_logprobs"),
-        ({"instructions": "x" * 8001}, "invalid_instructions", "instructions"),
+        ({"instructions": "x" * 200_001}, "invalid_instructions", "instructions"),  # over STUDIO_CHAT_MAX_MESSAGE_CHARS
         (
-            {"input": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "x" * 8001}]},
+            {"input": [{"role": "user", "content": "Hi"}, {"role": "user", "content": "x" * 200_001}]},
             "invalid_input",
             "input[1].content",
         ),
-        ({"input": [{"role": "user", "content": "Hi"}] * 65}, "invalid_input", "input"),
+        ({"input": [{"role": "user", "content": "Hi"}] * 501}, "invalid_input", "input"),
     ],
 )
 async def test_malformed_requests_are_openai_400s_that_reach_no_model(signed_up, double, changes, code, param) -> None:
