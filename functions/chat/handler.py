@@ -36,6 +36,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -50,7 +51,8 @@ from events.delivery import Delivery
 from functions.chat import completions, nodes, relay
 from functions.chat.answer import Answer, UsageReports
 from functions.chat.completions import CompletionWire, openai_errors, parse_completion
-from functions.chat.conversation import Conversation, parse
+from functions.chat.contract import OPENAI_OBJECT, ChatAnswer, EmbeddingList, ModelList, OpenAIError, Usage, UsageQuery
+from functions.chat.conversation import ChatRequest, Conversation, parse
 from functions.chat.disconnects import Disconnects
 from functions.chat.embeddings import embedding_list, parse_embedding
 from functions.chat.entitlements import Ownership, chattable_model, usable_models
@@ -62,6 +64,9 @@ from studio.clients.ollama import OllamaError
 from studio.runtime.errors import BadRequest, GatewayTimeout, StudioError, Unauthorized, json_body
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity, require_visitor
+
+if TYPE_CHECKING:
+    from studio.runtime.settings import Settings
 
 function = Function("chat", migrations=Path(__file__).parent / "migrations")
 
@@ -116,15 +121,44 @@ async def track_ownership(deliveries: list[Delivery]) -> None:
     await function[OWNERSHIP].apply([(d.data, d.event.time) for d in deliveries])
 
 
-@function.route("POST", "/api/chat")
-async def chat(request: web.Request) -> web.StreamResponse:
+def chat_body_limit(settings: Settings) -> int:
+    return settings.chat_max_body_bytes  # images
+
+
+@function.route(
+    "POST",
+    "/api/chat",
+    summary="Chat with an owned (or free) installed model",
+    body=ChatRequest,
+    response=ChatAnswer,
+    errors=(401, 403, 404, 409, 429, 502, 503, 504),
+    timeout=150,
+    max_body=chat_body_limit,
+    visitor=False,
+    keys=True,
+    stream=True,
+)
+async def chat(request: web.Request, body: ChatRequest) -> web.StreamResponse:
     started = time.perf_counter()
     caller(request)
-    conversation = parse(await json_body(request), function.settings)
+    conversation = parse(body, function.settings)
     return await converse(request, conversation, relay.STUDIO_WIRE, started)
 
 
-@function.route("POST", "/v1/chat/completions")
+@function.route(
+    "POST",
+    "/v1/chat/completions",
+    summary="OpenAI-compatible chat completions, whole or streamed (chat.completion.chunk, [DONE])",
+    body=OPENAI_OBJECT,
+    response=OPENAI_OBJECT,
+    error=OpenAIError,
+    timeout=150,
+    max_body=chat_body_limit,
+    visitor=False,
+    keys=True,
+    stream=True,
+    decode=False,
+)
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """The OpenAI-compatible API: the same answer as /api/chat, in OpenAI's shapes (completions.py)."""
     started = time.perf_counter()
@@ -135,7 +169,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await converse(request, completion.conversation, wire, started)
 
 
-@function.route("POST", "/v1/embeddings")
+@function.route(
+    "POST",
+    "/v1/embeddings",
+    summary="OpenAI-compatible embeddings (models with `embedding`)",
+    body=OPENAI_OBJECT,
+    response=EmbeddingList,
+    error=OpenAIError,
+    timeout=150,
+    max_body=chat_body_limit,
+    visitor=False,
+    keys=True,
+    decode=False,
+)
 async def embeddings(request: web.Request) -> web.Response:
     """Vectors for text from an embedding model the caller may use; usage is reported like an answer's."""
     started = time.perf_counter()
@@ -181,7 +227,17 @@ def _refused(exc: OllamaError) -> StudioError | None:
     return None
 
 
-@function.route("GET", "/v1/models")
+@function.route(
+    "GET",
+    "/v1/models",
+    summary="OpenAI-compatible: the models the caller may chat with now (owned or free, installed)",
+    response=ModelList,
+    error=OpenAIError,
+    errors=(401, 502, 503),
+    timeout=10,
+    visitor=False,
+    keys=True,
+)
 async def list_models(request: web.Request) -> web.Response:
     """The models the caller may chat with now: owned or free, and installed."""
     with openai_errors():
@@ -233,7 +289,16 @@ async def converse(
                 slot.prompt_tokens, slot.completion_tokens = answer.usage()
 
 
-@function.route("GET", "/api/account/usage")
+@function.route(
+    "GET",
+    "/api/account/usage",
+    summary="Tokens per model per day (the operator: `all=1`, everyone's)",
+    query=UsageQuery,
+    response=Usage,
+    errors=(400, 401),
+    timeout=10,
+    visitor=False,
+)
 async def account_usage(request: web.Request) -> web.Response:
     """Tokens per model per day over `days` (1-366, default 30); the operator may ask for everyone's (`all=1`)."""
     who = identity(request)

@@ -42,7 +42,10 @@ def function_app(function: Function, settings: Settings) -> web.Application:
         client_max_size=max(settings.max_body_bytes, settings.chat_max_body_bytes),
     )
     for spec in function.routes:
-        app.router.add_route(spec.method, spec.path, function.http_handler(spec))
+        handler = function.http_handler(spec)
+        app.router.add_route(spec.method, spec.path, handler)
+        if spec.method == "GET":  # HEAD is answered as GET is (aiohttp leaves the body out)
+            app.router.add_route("HEAD", spec.path, handler)
 
     async def healthz(request: web.Request) -> web.Response:
         host = request.app[HOST_KEY]

@@ -1,0 +1,60 @@
+"""chat's HTTP answers as types, for the API reference (the request bodies: conversation.py)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from msgspec import Struct
+
+
+class ChatAnswer(Struct):
+    response: str
+    model: str
+    done_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_duration_ms: float | None = None
+    tokens_per_s: float | None = None
+    time_to_first_token_ms: float | None = None
+
+
+class ModelList(Struct):
+    """OpenAI's list shape."""
+
+    object: str
+    data: list[dict[str, Any]]
+
+
+class EmbeddingList(Struct):
+    """OpenAI's list of embeddings."""
+
+    object: str
+    data: list[dict[str, Any]]
+    model: str
+    usage: dict[str, Any]
+
+
+class OpenAIErrorDetail(Struct):
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+
+
+class OpenAIError(Struct):
+    """OpenAI's error shape."""
+
+    error: OpenAIErrorDetail
+
+
+class UsageQuery(Struct):
+    days: int = 30
+    all: Literal["1", "true"] | None = None
+
+
+class Usage(Struct):
+    days: int
+    usage: list[dict[str, Any]]
+
+
+OPENAI_OBJECT = dict[str, Any]
