@@ -35,8 +35,10 @@ class EmbeddingList(Struct):
 
 
 class OpenAIErrorDetail(Struct):
-    message: str
-    type: str
+    """OpenAI's fields; the gateway's own refusals (a bad token) carry the studio's code and message."""
+
+    message: str = ""
+    type: str = ""
     code: str | None = None
     param: str | None = None
 
