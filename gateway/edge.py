@@ -159,6 +159,9 @@ class Edge:
                     release()
             status = response.status
             return response
+        except asyncio.CancelledError:
+            status = 499  # the client closed the request (nginx's name for it): nobody to answer
+            raise
         except Exception as exc:
             rendered = render(request, exc)
             if rendered is None:

@@ -165,10 +165,15 @@ def _unwrap(info: Any) -> Any:
             return info
 
 
+@lru_cache(maxsize=256)
+def _type_info(type_: Any) -> Any:
+    return msgspec.inspect.type_info(type_)  # walks the whole type: once per type, not per refusal
+
+
 def _field_info(type_: Any, steps: list[str | int]) -> tuple[Any, Any]:
     """The msgspec type info at `steps` inside `type_`, and the field that holds it (or None)."""
     inspect = msgspec.inspect
-    info: Any = inspect.type_info(type_)
+    info: Any = _type_info(type_)
     field: Any = None
     for step in steps:
         info = _unwrap(info)
@@ -219,7 +224,7 @@ def _literals(info: Any) -> tuple[Any, ...]:
 
 def _has(info: Any) -> str:
     """'a chat request has model, message, ...': what an object of this type may carry."""
-    info = _unwrap(info if isinstance(info, msgspec.inspect.Type) else msgspec.inspect.type_info(info))
+    info = _unwrap(info if isinstance(info, msgspec.inspect.Type) else _type_info(info))
     if not isinstance(info, msgspec.inspect.StructType):
         return "that field is not part of this request"
     noun = getattr(info.cls, "noun", None) or "it"

@@ -81,7 +81,7 @@ class TooManyRequests(StudioError):
 class ClientHungUp(StudioError):
     """The client closed the connection before its request was read: nobody is left to answer."""
 
-    status, code = 400, "client_hung_up"
+    status, code = 499, "client_hung_up"  # nginx's status for a request its client closed
 
 
 class InsufficientStorage(StudioError):

@@ -55,7 +55,7 @@ from events.delivery import Backoff
 from events.envelope import Event
 from studio.runtime import bodies
 from studio.runtime.database import Database, Migrations
-from studio.runtime.errors import PayloadTooLarge, StudioError, UpstreamUnavailable
+from studio.runtime.errors import PAYLOAD_ERRORS, ClientHungUp, PayloadTooLarge, StudioError, UpstreamUnavailable
 from studio.runtime.logs import current_function
 from studio.runtime.metrics import RequestStats
 from studio.runtime.retention import Retention
@@ -357,6 +357,9 @@ class Function:
             except (StudioError, web.HTTPException) as exc:
                 status = exc.status
                 raise
+            except (*PAYLOAD_ERRORS, ConnectionResetError) as exc:  # the client (or the gateway for one) left
+                status = ClientHungUp.status
+                raise ClientHungUp(f"the client hung up before its whole body arrived: {exc}") from None
             finally:
                 stats.inflight -= 1
                 stats.observe(request.method, path, status, time.perf_counter() - started)

@@ -19,6 +19,7 @@ from gateway.edge import SECURITY_HEADERS
 from studio.runner import serve
 from studio.runtime.host import Host
 from studio.runtime.server import function_app
+from tests.conftest import free_port
 from tests.sample.handler import MAX_BODY
 from tests.sample.handler import function as sample
 from tests.support import eventually
@@ -341,3 +342,46 @@ async def test_the_distributed_gateway_applies_the_same_guards(settings, aiohttp
             await client.post("/api/sample/count", json={}, headers={"Sec-Fetch-Site": "same-origin"})
         ).status == 200
     await assert_error(await client.post("/api/sample/count", json={}), 429, "rate_limited")
+
+
+@pytest.mark.parametrize("length", [1000, MAX_BODY], ids=["read-whole", "streamed"])
+async def test_a_client_hanging_up_mid_body_behind_a_distributed_gateway_logs_no_error(
+    settings, caplog, length: int
+) -> None:
+    # Served as `run gateway` and `run sample` serve them: the gateway cancels a handler whose client
+    # left, which cuts the function's upstream request mid-body (when the body is streamed to it).
+    caplog.set_level(logging.INFO)
+    fn_settings = settings.replace(port=free_port())
+    fn_runner = await serve(function_app(sample, fn_settings), fn_settings, "function")
+    gw = settings.replace(port=free_port(), upstreams={"sample": f"http://127.0.0.1:{fn_settings.port}"})
+    gw_runner = await serve(
+        gateway_app(gw, behind=STUDIO_WITH_SAMPLE), gw, "gateway", cancel_on_disconnect=True, edge=True
+    )
+    try:
+        head = f"POST /api/sample/count HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
+        _reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(head.encode() + b"x" * 10)
+        await writer.drain()
+        streamed = length > 64 * 1024  # larger bodies are streamed to the function as they arrive
+        if streamed:  # hang up once the function is reading the body
+            await eventually(lambda: sample.stats.inflight == 1, message="the function to start reading")
+        writer.close()
+        await writer.wait_closed()
+
+        def answered():
+            return [
+                r for r in caplog.records if r.name == "studio.gateway.access" and "/api/sample/count" in r.getMessage()
+            ]
+
+        logged = await eventually(answered, message="the gateway's access line")
+        if streamed:  # the function saw its body cut, and said so in an info line
+            await eventually(
+                lambda: ("POST", "/api/sample/count", 499) in sample.stats.requests, message="the function's 499"
+            )
+            assert [r for r in caplog.records if "hung up" in r.getMessage()]
+    finally:
+        await gw_runner.cleanup()
+        await fn_runner.cleanup()
+    assert logged[0].status == 499  # the client closed the request
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    assert all(r.levelno == logging.INFO for r in caplog.records if "hung up" in r.getMessage())
