@@ -19,7 +19,10 @@ A route declares everything about itself: method and path (an aiohttp template; 
 everything below), the body's type (a msgspec Struct, or None: the handler reads the body itself),
 the answer's type and status for the docs, the errors it answers, who may call it (`operator`,
 `visitor`, `needs_session`, `keys`), `timeout`, `max_body` and `stream`. The gateway's route table,
-the OpenAPI document and the body checks all come from it (docs/contracts.md).
+the OpenAPI document and the body checks all come from it (docs/contracts.md). A body that does not
+fit its type is a 400 (`invalid_json`, `unknown_field`, `invalid_<field>`: studio/runtime/bodies.py)
+before the handler runs; `decode=False` keeps `body` for the docs while the handler reads the bytes
+itself (the Stripe webhook verifies them as signed).
 
     @function.subscribe(PurchaseCompleted, InstallRequested, max_concurrency=2)
     async def install_model(event: PurchaseCompleted | InstallRequested, delivery: Delivery) -> None: ...

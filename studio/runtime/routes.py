@@ -7,7 +7,7 @@ declare one.
 
 Policy, as the gateway applies it:
 - `timeout`: how long the function may take to start answering (504 past it; streams then run as
-  long as they need);
+  long as they need); the request's body must also have arrived within it (408);
 - `max_body`: the largest body (None: STUDIO_MAX_BODY_BYTES; a callable: read from the settings),
   refused from `Content-Length` before a byte is read, else counted as it arrives (413);
 - who may call it: `operator` closes it to everyone but the operator; `visitor=False` skips the

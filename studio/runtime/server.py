@@ -39,7 +39,7 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
 def function_app(function: Function, settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[context_middleware, error_middleware],
-        client_max_size=max(settings.max_body_bytes, settings.chat_max_body_bytes),
+        client_max_size=max([settings.max_body_bytes, *(r.body_limit(settings) for r in function.routes)]),
     )
     for spec in function.routes:
         handler = function.http_handler(spec)

@@ -261,6 +261,8 @@ async def test_an_undeclared_method_on_a_known_path_is_a_405_with_the_declared_m
     assert put.status == 405 and put.headers["Allow"] == "GET, HEAD"
     assert (await put.json())["error"]["code"] == "method_not_allowed"
     assert post.status == 404 and (await post.json())["error"]["code"] == "no_route"
+    own = await gateway.post("/api/openapi.json")  # the gateway's own routes are declared too
+    assert own.status == 405 and own.headers["Allow"] == "GET, HEAD"
 
 
 async def test_head_is_answered_by_the_get_route(gateway) -> None:
