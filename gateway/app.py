@@ -29,7 +29,7 @@ from gateway.live import LiveFeed
 from gateway.openapi import document
 from gateway.presence import Presence, report_forever
 from gateway.proxy import Upstreams
-from gateway.routes import ROUTES, Route, RouteTable
+from gateway.routes import GATEWAY_ROUTES, Route, RouteTable, RouteTableMismatch, declared
 from gateway.session import OPERATOR_COOKIE, OPERATOR_MAX_AGE_S, Sessions
 from gateway.static import StaticSite, default_frontend_dir
 from studio.runtime.function import Function
@@ -37,80 +37,46 @@ from studio.runtime.identity import IDENTITY_KEY, identity
 from studio.runtime.resources import live_streams_cap
 from studio.runtime.settings import Settings
 
+__all__ = ["ROUTE_TABLE", "RouteTableMismatch", "gateway_app", "served_functions"]
+
 UPSTREAMS = web.AppKey("upstreams", Upstreams)
+ROUTE_TABLE = web.AppKey("route_table", RouteTable)
 LIVE = web.AppKey("live", LiveFeed)
 
 
-class RouteTableMismatch(RuntimeError):
-    pass
+def served_functions(hosted: Sequence[Function] | None, behind: Sequence[Function] | None) -> list[Function]:
+    """The functions whose declared routes make the gateway's table, in either mode.
 
-
-def check_routes(table: RouteTable, functions: Sequence[Function]) -> None:
-    """The route table and the routes `functions` declare (`@function.route`) agree exactly, both ways:
-
-    - every route a function declares is routed to that function;
-    - every table entry is where some route of its function lands: an entry no declared route
-      reaches, or one naming a function not among `functions`, is dead policy and fails too.
-    """
-    problems = []
-    reached: set[Route] = set()
-    for fn in functions:
-        for spec in fn.routes:
-            route, _ = table.match(spec.path.split("{", 1)[0].rstrip("/") or "/", spec.method)
-            if route is None or route.function != fn.name:
-                owner = route.function if route else "nobody"
-                problems.append(f"{spec.method} {spec.path} is declared by {fn.name} but routed to {owner}")
-            else:
-                reached.add(route)
-    names = {fn.name for fn in functions}
-    for route in table.routes:
-        if route in reached:
-            continue
-        verbs = ",".join(sorted(route.methods)) if route.methods else "*"
-        if route.function not in names:
-            problems.append(f"{verbs} {route.prefix} is routed to {route.function}, which is not a function here")
-        else:
-            problems.append(f"{verbs} {route.prefix} is routed to {route.function}, which declares no route there")
-    if problems:
-        raise RouteTableMismatch("route table and functions disagree: " + "; ".join(problems))
-
-
-def functions_to_check(
-    table: RouteTable, hosted: Sequence[Function] | None, behind: Sequence[Function] | None
-) -> list[Function]:
-    """The declarations the route table is checked against, in either mode.
-
-    Embedded: the functions hosted here, and the declarations of any other studio function the
-    table names (a test may host a few of them behind the whole table). Distributed: the functions
-    behind the gateway, by default every studio function (`functions.NAMES`); their declarations
-    are imported, not run, so the gateway knows the routes it must send to them.
+    Embedded: the functions hosted here, and the declarations of every other studio function (a
+    route of a function not hosted here is still known: its policy applies, then it answers 404).
+    Distributed: the functions behind the gateway, by default every studio function
+    (`functions.NAMES`); their declarations are imported, not run, so the gateway knows the routes
+    it must send to them.
     """
     if hosted is None:
         return list(behind) if behind is not None else [load(name) for name in NAMES]
     here = {fn.name for fn in hosted}
-    named = {route.function for route in table.routes}
-    return [*hosted, *(load(name) for name in NAMES if name in named and name not in here)]
+    return [*hosted, *(load(name) for name in NAMES if name not in here)]
 
 
 def gateway_app(
     settings: Settings,
     *,
     functions: Sequence[Function] | None = None,
-    routes: tuple[Route, ...] = ROUTES,
     bus: Bus | None = None,
     behind: Sequence[Function] | None = None,
 ) -> web.Application:
     """`functions` given: embedded (in-process); else distributed. `bus`: share this NATS connection
     (the embedded studio's), else the gateway opens its own for the live event stream. `behind`:
-    distributed, the functions the upstreams run (default: every studio function), for the check
-    that the route table and their routes agree (`check_routes`, in both modes)."""
-    table = RouteTable(routes)
-    check_routes(table, functions_to_check(table, functions, behind))
+    distributed, the functions the upstreams run (default: every studio function). The route table
+    is built from the routes those functions declare (gateway/routes.py)."""
+    table = RouteTable(declared(served_functions(functions, behind)))
     embedded = functions is not None
     credentials = Credentials(None)  # bound to the gateway's NATS connection when the app starts
     edge = Edge(settings, table, Sessions(settings.cookie_key()), in_process=embedded, credentials=credentials)
-    biggest = max([settings.max_body_bytes, *(r.body_limit(settings) for r in routes)])
+    biggest = max([settings.max_body_bytes, *(r.body_limit(settings) for r in table.routes)])
     app = web.Application(middlewares=[edge.handle], client_max_size=biggest)
+    app[ROUTE_TABLE] = table
     app.on_response_prepare.append(edge.on_response_prepare)
     app.on_cleanup.append(lambda _: edge.deadlines.close())
 
@@ -121,7 +87,7 @@ def gateway_app(
 
     app.router.add_get("/healthz", healthz)
 
-    contract = web.json_response(document()).body  # the same bytes for every request
+    contract = web.json_response(document(table.routes)).body  # the same bytes for every request
 
     async def openapi(request: web.Request) -> web.Response:
         return web.Response(body=contract, content_type="application/json")
@@ -168,18 +134,24 @@ def gateway_app(
         assert functions is not None
         for fn in functions:
             for spec in fn.routes:
-                app.router.add_route(spec.method, spec.path, fn.http_handler(spec))
+                handler = fn.http_handler(spec)
+                app.router.add_route(spec.method, spec.path, handler)
+                if spec.method == "GET":
+                    app.router.add_route("HEAD", spec.path, handler)
     else:
         app.cleanup_ctx.append(_upstreams(settings))
 
     frontend = settings.frontend_dir or default_frontend_dir()
     site = StaticSite(frontend) if frontend is not None and frontend.is_dir() else None
 
+    own_methods = {r.path: frozenset({r.method, "HEAD"} if r.method == "GET" else {r.method}) for r in GATEWAY_ROUTES}
+
     async def fallback(request: web.Request) -> web.StreamResponse:
         route: Route | None = request[ROUTE_KEY]
         if route is not None and not embedded:
             return await request.app[UPSTREAMS].forward(request, route, identity(request), request[REQUEST_ID_KEY])
         _, allowed = table.match(request.path, request.method)
+        allowed = allowed or own_methods.get(request.path, frozenset())
         if route is None and not allowed and site is not None and request.method in ("GET", "HEAD"):
             page = site.response(request.path)
             if page is not None:

@@ -31,7 +31,7 @@ import os
 import re
 import time
 
-from aiohttp import StreamReader, web
+from aiohttp import ClientPayloadError, StreamReader, web
 from aiohttp.typedefs import Handler
 from multidict import CIMultiDict
 
@@ -49,6 +49,7 @@ from gateway.presence import Presence
 from gateway.routes import Route, RouteTable
 from gateway.session import COOKIE, MAX_AGE_S, OPERATOR_COOKIE, OperatorPasses, Sessions
 from studio.runtime.errors import (
+    ClientHungUp,
     Forbidden,
     GatewayTimeout,
     MethodNotAllowed,
@@ -150,7 +151,8 @@ class Edge:
             self.require_operator(route, who)
             self.guard(request, route, who)
             if self.in_process and (request.content_length or request.body_exists):
-                request = await read_body(request, limit, self.settings.client_timeout_s)
+                deadline = route.timeout if route is not None else self.settings.client_timeout_s
+                request = await read_body(request, limit, self.settings.client_timeout_s, deadline)
             release = self.open_stream(request, route)
             try:
                 if route is not None:
@@ -162,6 +164,9 @@ class Edge:
                     release()
             status = response.status
             return response
+        except asyncio.CancelledError:
+            status = 499  # the client closed the request (nginx's name for it): nobody to answer
+            raise
         except Exception as exc:
             rendered = render(request, exc)
             if rendered is None:
@@ -191,7 +196,7 @@ class Edge:
         return limit
 
     def require_operator(self, route: Route | None, who: Identity) -> None:
-        if route is not None and route.admin:
+        if route is not None and route.operator:
             self.operator_only(who)
 
     def operator_only(self, who: Identity) -> None:
@@ -379,31 +384,42 @@ def log_access(request: web.Request, route: Route | None, status: int, started: 
         )
 
 
-async def read_body(request: web.Request, limit: int, timeout: float) -> web.Request:
-    """Embedded mode: read the body (up to `limit`, else 413; each read within `timeout`, else 408)
-    so the function reads a bounded copy that is already here.
+async def read_body(request: web.Request, limit: int, timeout: float, deadline: float) -> web.Request:
+    """Embedded mode: read the body (up to `limit`, else 413; each read within `timeout` and the whole
+    body within `deadline`, the route's, else 408) so the function reads a bounded copy that is already here.
 
-    Over HTTP the proxy counts bytes as it streams them; in-process the function would read the
-    socket's stream itself, past any limit and for as long as a slow client cares to trickle it
-    (nginx's client_body_timeout is the model), so the body is taken off the wire here first.
+    Over HTTP the proxy counts bytes as it streams them, within the route's deadline; in-process the
+    function would read the socket's stream itself, past any limit and for as long as a slow client
+    cares to trickle it (nginx's client_body_timeout is the model, per read; the total deadline stops
+    a byte every few seconds from holding a request open for ever), so the body is taken off the
+    wire here first. A client that hangs up mid-body is an info line: nothing is left to answer.
     """
     buffered = bytearray()
     content = request.content
+    loop = asyncio.get_running_loop()
+    ends_at = loop.time() + deadline
     while True:
+        left = ends_at - loop.time()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(min(timeout, max(left, 0))):
                 chunk = await content.readany()
         except TimeoutError:
+            if left <= timeout:
+                raise RequestTimeout(
+                    f"the request body did not arrive within {deadline:g} s", code="body_timeout"
+                ) from None
             raise RequestTimeout(
                 f"the request body stalled: nothing arrived for {timeout:g} s", code="body_timeout"
             ) from None
+        except (ConnectionResetError, ClientPayloadError) as exc:
+            raise ClientHungUp(f"the client hung up after {len(buffered)} bytes of its body: {exc}") from None
         if not chunk:
             break
         buffered += chunk
         if len(buffered) > limit:
             raise PayloadTooLarge(f"the request body is larger than {limit} bytes", max_bytes=limit)
     # A limit above the body's size: the copy never asks the (finished) connection to pause reading.
-    copy = StreamReader(request.protocol, limit=max(2**16, len(buffered) + 1), loop=asyncio.get_running_loop())
+    copy = StreamReader(request.protocol, limit=max(2**16, len(buffered) + 1), loop=loop)
     copy.feed_data(bytes(buffered))
     copy.feed_eof()
     request._payload = copy  # `clone()` builds the new request on this payload (aiohttp has no public way)

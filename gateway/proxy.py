@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.routes import Route
 from gateway.upstream import UpstreamConnectError, UpstreamError, UpstreamPool, UpstreamResponse
-from studio.runtime.errors import BadGateway, PayloadTooLarge
+from studio.runtime.errors import BadGateway, ClientHungUp, PayloadTooLarge
 from studio.runtime.identity import IDENTITY_HEADERS, Identity, to_headers
 from studio.runtime.settings import Settings
 
@@ -76,17 +76,19 @@ class Upstreams:
         data: bytes | AsyncIterator[bytes] | None = None
         if request.body_exists:
             length = request.content_length
-            data = await request.read() if length is not None and length <= WHOLE_BODY_LIMIT else body.stream()
+            data = await body.read() if length is not None and length <= WHOLE_BODY_LIMIT else body.stream()
         pool = self.pool_for(route.function)
         try:  # the route's deadline is kept by the edge (gateway.edge.Deadlines)
             resp = await pool.request(request.method, request.rel_url.raw_path_qs, headers, data)
-        except PayloadTooLarge:
+        except (PayloadTooLarge, ClientHungUp):
             raise
         except UpstreamConnectError:
             raise BadGateway(
                 f"the {route.function} function is unreachable; is its service running?", code="upstream_unreachable"
             ) from None
         except (UpstreamError, ConnectionError) as exc:
+            if body.hung_up:
+                raise ClientHungUp(f"the client hung up after {body.seen} bytes of its body") from None
             if body.exceeded:
                 raise PayloadTooLarge(
                     f"the request body is larger than {body.limit} bytes", max_bytes=body.limit
@@ -129,18 +131,31 @@ class Upstreams:
 
 
 class LimitedBody:
-    """A request body streamed upstream, cut off (and remembered as such) past `limit` bytes."""
+    """A request body sent upstream, cut off (and remembered as such) past `limit` bytes; a client that
+    hangs up mid-body is remembered too (an info line, not an upstream failure)."""
 
     def __init__(self, request: web.Request, limit: int) -> None:
         self.request = request
         self.limit = limit
         self.exceeded = False
+        self.hung_up = False
+        self.seen = 0
+
+    async def read(self) -> bytes:
+        try:
+            return await self.request.read()
+        except (ConnectionResetError, ClientPayloadError) as exc:
+            self.hung_up = True
+            raise ClientHungUp(f"the client hung up before its whole body arrived: {exc}") from None
 
     async def stream(self) -> AsyncIterator[bytes]:
-        seen = 0
-        async for chunk in self.request.content.iter_any():
-            seen += len(chunk)
-            if seen > self.limit:
-                self.exceeded = True
-                raise PayloadTooLarge(f"the request body is larger than {self.limit} bytes", max_bytes=self.limit)
-            yield chunk
+        try:
+            async for chunk in self.request.content.iter_any():
+                self.seen += len(chunk)
+                if self.seen > self.limit:
+                    self.exceeded = True
+                    raise PayloadTooLarge(f"the request body is larger than {self.limit} bytes", max_bytes=self.limit)
+                yield chunk
+        except (ConnectionResetError, ClientPayloadError):
+            self.hung_up = True
+            raise

@@ -1,151 +1,132 @@
 """The route table: which function answers which URL, and the gateway's policy for each route.
 
-Longest prefix wins; a prefix matches the path itself and anything below it (`/api/models` matches
-`/api/models/x`, not `/api/modelsx`). `methods=None` means any method. `timeout` is how long the
-function may take to start answering (streams then run as long as they need); `max_body` caps the
-request body; `admin` closes the route to everyone but the operator; `visitor=False` skips the
-visitor cookie (machines such as Stripe or Prometheus have no session; chat answers only a visitor it
-already knows, a signed-in account or a key); `needs_session` refuses a state-changing request without
-an existing visitor session (401: a cookie-less client must not mint a visitor per request); `stream`
-counts the route's requests against the per-address stream cap; `keys` accepts personal API keys
-(never on account or purchase routes).
+Nothing here is written by hand: every route is declared once, on its handler (`@function.route`
+with its policy, studio/runtime/routes.py), and the table is built from the declarations of the
+functions the gateway serves: those it hosts (embedded) or those behind it (distributed, their
+modules imported, not run). docs/contracts.md shows how to declare one.
+
+Matching follows the declared templates as aiohttp does: a literal path first, then templates by
+their longest literal start (`/api/purchases/reconcile` before `/api/purchases/{purchase_id}`); HEAD
+is answered by a GET route. A known path with an undeclared method is a 405 whose `Allow` lists the
+declared methods (and HEAD with GET); an unknown path is a 404.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
 
-from studio.runtime.settings import Settings
+import msgspec
 
+from studio.runtime.function import Function
+from studio.runtime.routes import KIB, Route, RouteTableMismatch
 
-@dataclass(frozen=True)
-class Route:
-    prefix: str
-    function: str
-    methods: frozenset[str] | None = None
-    timeout: float = 30.0
-    max_body: int | Callable[[Settings], int] | None = None  # None: STUDIO_MAX_BODY_BYTES; callable: from settings
-    admin: bool = False
-    visitor: bool = True
-    needs_session: bool = False
-    stream: bool = False
-    keys: bool = False  # personal API keys (`Bearer sk-studio-...`) are accepted here
-    _below: str = field(init=False, repr=False, compare=False)  # prefix + "/", computed once
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "_below", self.prefix.rstrip("/") + "/")
-
-    def body_limit(self, settings: Settings) -> int:
-        """The largest body this route accepts under `settings`."""
-        limit = self.max_body(settings) if callable(self.max_body) else self.max_body
-        return limit or settings.max_body_bytes
-
-    def covers(self, path: str) -> bool:
-        return path == self.prefix or path.startswith(self._below)
+__all__ = ["GATEWAY_ROUTES", "KIB", "Route", "RouteTable", "RouteTableMismatch", "declared", "studio_routes"]
 
 
-def methods(*names: str) -> frozenset[str]:
-    return frozenset(names)
+class GatewayUp(msgspec.Struct):
+    status: str
+    service: str = ""
+    mode: str = ""
 
 
-KIB = 1024
+def declared(functions: Iterable[Function]) -> tuple[Route, ...]:
+    """Every route the functions declare."""
+    return tuple(route for fn in functions for route in fn.routes)
 
-ROUTES: tuple[Route, ...] = (
-    Route("/api/models", "purchase", methods("GET")),
-    Route("/api/models/purchase", "purchase", methods("POST"), timeout=30, max_body=4 * KIB, needs_session=True),
-    Route("/api/models/install", "install", methods("POST"), max_body=4 * KIB, needs_session=True),
-    Route("/api/models", "install", methods("DELETE"), timeout=60, admin=True),
-    Route("/api/purchases", "purchase", methods("GET")),
-    Route("/api/purchases", "purchase", methods("POST"), timeout=30, max_body=4 * KIB, admin=True),  # refunds
-    Route("/api/purchases/reconcile", "purchase", methods("POST"), timeout=120, max_body=4 * KIB, admin=True),
-    Route("/api/overview", "purchase", methods("GET"), admin=True),
-    Route("/api/operator", "purchase", methods("GET")),
-    Route("/api/catalog", "purchase", methods("POST", "PATCH", "DELETE"), max_body=16 * KIB, admin=True),
-    Route("/api/webhooks/stripe", "webhook", methods("POST"), timeout=10, max_body=64 * KIB, visitor=False),
+
+@lru_cache(maxsize=1)
+def studio_routes() -> tuple[Route, ...]:
+    """The routes of every studio function (`functions.NAMES`), as a distributed gateway serves them."""
+    from functions import NAMES, load  # the functions sit above this module: imported when first asked
+
+    return declared(load(name) for name in NAMES)
+
+
+# The gateway's own routes (served by gateway/app.py, never forwarded): declared here for the docs and
+# for 405s on their paths; not in the table, whose routes belong to functions.
+GATEWAY_ROUTES = (
     Route(
-        "/api/chat",
-        "chat",
-        methods("POST"),
-        timeout=150,
-        max_body=lambda s: s.chat_max_body_bytes,  # images
-        visitor=False,
-        keys=True,
-        stream=True,
+        "GET",
+        "/api/events",
+        "gateway",
+        summary="The visitor's purchase and install events, live (server-sent events; at most "
+        "STUDIO_STREAMS_PER_ADDRESS open per client address)",
+        response="text/event-stream",
+        errors=(429,),
     ),
-    Route("/v1/models", "chat", methods("GET"), timeout=10, visitor=False, keys=True),
+    Route("GET", "/api/openapi.json", "gateway", summary="This document", response=dict[str, Any], visitor=False),
     Route(
-        "/v1/chat/completions",
-        "chat",
-        methods("POST"),
-        timeout=150,
-        max_body=lambda s: s.chat_max_body_bytes,  # images
-        visitor=False,
-        keys=True,
-        stream=True,
-    ),
-    Route(  # Anthropic's Messages API, and /v1/messages/count_tokens below it
-        "/v1/messages",
-        "chat",
-        methods("POST"),
-        timeout=150,
-        max_body=lambda s: s.chat_max_body_bytes,  # images
-        visitor=False,
-        keys=True,
-        stream=True,
+        "GET",
+        "/api/docs",
+        "gateway",
+        summary="This document rendered for people: routes, parameters, schemas",
+        response="text/html",
+        operator=True,
     ),
     Route(
-        "/v1/completions",
-        "chat",
-        methods("POST"),
-        timeout=150,
-        max_body=lambda s: s.chat_max_body_bytes,
-        visitor=False,
-        keys=True,
-        stream=True,
+        "POST",
+        "/api/operator/session",
+        "gateway",
+        summary="The operator console's sign-in: the operator's token (or an operator's session) gets a 12-hour "
+        "HttpOnly cookie `studio_operator` that counts as the operator's on every route and page (/api/docs, "
+        "/health's details)",
+        status=204,
+        operator=True,
     ),
     Route(
-        "/v1/responses",
-        "chat",
-        methods("POST"),
-        timeout=150,
-        max_body=lambda s: s.chat_max_body_bytes,  # images
-        visitor=False,
-        keys=True,
-        stream=True,
+        "DELETE",
+        "/api/operator/session",
+        "gateway",
+        summary="Sign the console out: the operator cookie is cleared",
+        status=204,
     ),
     Route(
-        "/v1/embeddings",
-        "chat",
-        methods("POST"),
-        timeout=150,
-        max_body=lambda s: s.chat_max_body_bytes,
+        "GET",
+        "/healthz",
+        "gateway",
+        summary="The gateway process is up (container health check)",
+        response=GatewayUp,
         visitor=False,
-        keys=True,
     ),
-    Route("/api/auth", "accounts", methods("GET", "POST"), timeout=10, max_body=8 * KIB),
-    Route("/api/account", "accounts", methods("GET", "POST", "DELETE"), timeout=10, max_body=8 * KIB),
-    Route("/api/account/usage", "chat", methods("GET"), timeout=10, visitor=False),
-    Route("/health", "health", methods("GET", "HEAD"), timeout=10, visitor=False),
-    Route("/metrics", "monitor", methods("GET"), timeout=10, admin=True, visitor=False),
-    Route("/api/monitor", "monitor", methods("GET"), timeout=10, admin=True),
-    Route("/api/monitor/dead-letters", "monitor", methods("GET", "POST"), timeout=30, max_body=4 * KIB, admin=True),
 )
 
 
 class RouteTable:
-    def __init__(self, routes: tuple[Route, ...] = ROUTES) -> None:
-        # Longest prefix first, so the first covering route with the method is the answer.
-        self.routes = tuple(sorted(routes, key=lambda r: len(r.prefix), reverse=True))
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = tuple(routes)
+        by_path: dict[str, dict[str, Route]] = {}
+        for route in self.routes:
+            methods = by_path.setdefault(route.path, {})
+            other = methods.get(route.method)
+            if other is not None:
+                raise RouteTableMismatch(
+                    f"{route.method} {route.path} is declared twice: by {other.function} and by {route.function}"
+                )
+            methods[route.method] = route
+        self._literal = {path: methods for path, methods in by_path.items() if "{" not in path}
+        # Templates by their longest literal start first: the most specific declaration wins.
+        templated = [(methods, next(iter(methods.values()))) for path, methods in by_path.items() if "{" in path]
+        self._templated = sorted(templated, key=lambda pair: len(pair[1].prefix), reverse=True)
 
     def match(self, path: str, method: str) -> tuple[Route | None, frozenset[str]]:
-        """The route for (path, method), else None and the methods the path would allow."""
+        """The route for (path, method), else None and the methods the path allows (empty: unknown path)."""
         allowed: set[str] = set()
-        for route in self.routes:
-            if route.covers(path):
-                if route.methods is None or method in route.methods or (method == "HEAD" and "GET" in route.methods):
+        methods = self._literal.get(path)
+        if methods is not None:
+            route = methods.get(method) or (methods.get("GET") if method == "HEAD" else None)
+            if route is not None:
+                return route, frozenset()
+            allowed.update(methods)
+        for methods, sample in self._templated:
+            if sample.covers(path):
+                route = methods.get(method) or (methods.get("GET") if method == "HEAD" else None)
+                if route is not None:
                     return route, frozenset()
-                allowed |= route.methods
+                allowed.update(methods)
+        if "GET" in allowed:
+            allowed.add("HEAD")
         return None, frozenset(allowed)
 
     def functions(self) -> set[str]:

@@ -177,17 +177,16 @@ async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
 async def embedded_studio(settings: Settings, aiohttp_client):
     """Start functions in-process behind the embedded gateway: `client = await embedded_studio([fn, ...])`."""
     from gateway.app import gateway_app
-    from gateway.routes import ROUTES
     from studio.runtime.host import Host
 
     hosts: list[Host] = []
 
-    async def start(fns, *, routes=ROUTES, settings_override: Settings | None = None):
+    async def start(fns, *, settings_override: Settings | None = None):
         s = settings_override or settings
         host = Host(fns, s)
         await host.start()
         hosts.append(host)
-        client = await aiohttp_client(gateway_app(s, functions=fns, routes=routes, bus=host.bus))
+        client = await aiohttp_client(gateway_app(s, functions=fns, bus=host.bus))
         client.host_runtime = host
         return client
 

@@ -36,6 +36,19 @@ import aiosmtplib
 from aiohttp import web
 
 from events.catalog import AccountAccessChanged, AccountCreated, AccountMerged
+from functions.accounts.contract import Account as AccountAnswer
+from functions.accounts.contract import (
+    CreatedKey,
+    Credentials,
+    ForgotRequest,
+    KeyList,
+    LogoutQuery,
+    NewKey,
+    PasswordChange,
+    ResetRequest,
+    Sent,
+    SessionAnswer,
+)
 from functions.accounts.mail import Mailer
 from functions.accounts.passwords import check_strength, hash_password, verify_password
 from functions.accounts.store import SESSION_IDLE, Account, Accounts, normalise_email, now
@@ -48,10 +61,10 @@ from studio.runtime.errors import (
     TooManyRequests,
     Unauthorized,
     UpstreamUnavailable,
-    json_body,
 )
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import EVICT_HEADER, SESSION_COOKIE, Identity, identity, require_account
+from studio.runtime.routes import KIB
 
 function = Function("accounts", migrations=Path(__file__).parent / "migrations")
 
@@ -107,13 +120,11 @@ def signed_out(status: int = 204) -> web.Response:
     return response
 
 
-async def credentials(request: web.Request) -> tuple[str, str]:
-    body = await json_body(request)
-    email = normalise_email(body.get("email"))
-    password = body.get("password")
-    if not isinstance(password, str) or not password:
+def credentials(body: Credentials) -> tuple[str, str]:
+    email = normalise_email(body.email)
+    if not body.password:
         raise BadRequest("password is required", code="invalid_password")
-    return email, password
+    return email, body.password
 
 
 async def open_session(tx: Transaction, account: Account, who: Identity) -> str:
@@ -125,12 +136,22 @@ async def open_session(tx: Transaction, account: Account, who: Identity) -> str:
     return token
 
 
-@function.route("POST", "/api/auth/signup")
-async def signup(request: web.Request) -> web.Response:
+@function.route(
+    "POST",
+    "/api/auth/signup",
+    summary="Create an account and sign in (the visitor's purchases move into it)",
+    body=Credentials,
+    response=AccountAnswer,
+    status=201,
+    errors=(403, 409, 429),
+    timeout=10,
+    max_body=8 * KIB,
+)
+async def signup(request: web.Request, body: Credentials) -> web.Response:
     settings = function.settings
     if settings.signup != "open":
         raise Forbidden("sign-up is closed on this studio: ask its operator for an account", code="signup_closed")
-    email, password = await credentials(request)
+    email, password = credentials(body)
     check_strength(password, email)
     password_hash = await hash_password(password)
     accounts = function[ACCOUNTS]
@@ -145,9 +166,19 @@ async def signup(request: web.Request) -> web.Response:
     return signed_in(request, account, token, 201)
 
 
-@function.route("POST", "/api/auth/login")
-async def login(request: web.Request) -> web.Response:
-    email, password = await credentials(request)
+@function.route(
+    "POST",
+    "/api/auth/login",
+    summary="Sign in (the visitor's purchases move into the account); 10 failures in 15 minutes "
+    "per e-mail or address: 429",
+    body=Credentials,
+    response=AccountAnswer,
+    errors=(401, 403, 429),
+    timeout=10,
+    max_body=8 * KIB,
+)
+async def login(request: web.Request, body: Credentials) -> web.Response:
+    email, password = credentials(body)
     accounts = function[ACCOUNTS]
     subjects = [f"email:{email}", f"addr:{client_address(request)}"]
     await refuse_while_limited(accounts, subjects)
@@ -178,7 +209,15 @@ async def refuse_while_limited(accounts: Accounts, subjects: list[str]) -> None:
             )
 
 
-@function.route("POST", "/api/auth/logout")
+@function.route(
+    "POST",
+    "/api/auth/logout",
+    summary="End this session (`everywhere=1`: every session of the account)",
+    query=LogoutQuery,
+    status=204,
+    timeout=10,
+    max_body=8 * KIB,
+)
 async def logout(request: web.Request) -> web.Response:
     who = identity(request)
     if not who.account_id or not who.session_id:
@@ -200,8 +239,18 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
-@function.route("POST", "/api/auth/forgot")
-async def forgot_password(request: web.Request) -> web.Response:
+@function.route(
+    "POST",
+    "/api/auth/forgot",
+    summary="Mail a password reset link (the same answer whether or not the e-mail has an account)",
+    body=ForgotRequest,
+    response=Sent,
+    status=202,
+    errors=(429, 503),
+    timeout=10,
+    max_body=8 * KIB,
+)
+async def forgot_password(request: web.Request, body: ForgotRequest) -> web.Response:
     """Mail a reset link; the answer (and its timing: the work happens after it) never says whether the
     account exists."""
     mailer = function[MAILER]
@@ -209,7 +258,7 @@ async def forgot_password(request: web.Request) -> web.Response:
         raise UpstreamUnavailable(
             "this studio does not send e-mail: ask its operator for a reset link", code="mail_not_configured"
         )
-    email = normalise_email((await json_body(request)).get("email"))
+    email = normalise_email(body.email)
     task = asyncio.get_running_loop().create_task(mail_reset_link(mailer, email))
     function[MAILS].add(task)
     task.add_done_callback(function[MAILS].discard)
@@ -231,11 +280,19 @@ async def mail_reset_link(mailer: Mailer, email: str) -> None:
         function.log.warning("the reset e-mail could not be sent: %s", exc)
 
 
-@function.route("POST", "/api/auth/reset")
-async def reset_password(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    token = body.get("token")
-    if not isinstance(token, str) or not token:
+@function.route(
+    "POST",
+    "/api/auth/reset",
+    summary="Set a new password with a reset link's token",
+    body=ResetRequest,
+    status=204,
+    errors=(429,),
+    timeout=10,
+    max_body=8 * KIB,
+)
+async def reset_password(request: web.Request, body: ResetRequest) -> web.Response:
+    token = body.token
+    if not token:
         raise BadRequest("token is required: the one in your reset link", code="invalid_token")
     accounts = function[ACCOUNTS]
     async with function.db.transaction() as tx:
@@ -243,8 +300,8 @@ async def reset_password(request: web.Request) -> web.Response:
         account = await accounts.get(account_id) if account_id else None
         if account is None:
             raise BadRequest("this reset link is unknown, used or expired: ask for a new one", code="invalid_token")
-        check_strength(body.get("password"), account.email)
-        await accounts.set_password(tx, account.id, await hash_password(body["password"]))
+        check_strength(body.password, account.email)
+        await accounts.set_password(tx, account.id, await hash_password(body.password))
         await accounts.end_sessions(tx, account.id)
         await tx.publish(function.event(AccountAccessChanged(account_id=account.id, reason="password_changed")))
     response = signed_out()
@@ -252,7 +309,14 @@ async def reset_password(request: web.Request) -> web.Response:
     return response
 
 
-@function.route("GET", "/api/auth/session")
+@function.route(
+    "GET",
+    "/api/auth/session",
+    summary="Who is signed in here (null when nobody)",
+    response=SessionAnswer,
+    timeout=10,
+    max_body=8 * KIB,
+)
 async def show_session(request: web.Request) -> web.Response:
     """Who is signed in here: {"account": {...}} or {"account": null} (never a 401: pages ask on every load)."""
     who = identity(request)
@@ -260,7 +324,15 @@ async def show_session(request: web.Request) -> web.Response:
     return web.json_response({"account": account.public() if account else None})
 
 
-@function.route("GET", "/api/account")
+@function.route(
+    "GET",
+    "/api/account",
+    summary="The signed-in account",
+    response=AccountAnswer,
+    errors=(401, 403),
+    timeout=10,
+    max_body=8 * KIB,
+)
 async def show_account(request: web.Request) -> web.Response:
     who = require_account(request)
     account = await function[ACCOUNTS].get(who.account_id or "")
@@ -277,13 +349,19 @@ def session_only(request: web.Request) -> Identity:
     return who
 
 
-@function.route("POST", "/api/account/password")
-async def change_password(request: web.Request) -> web.Response:
+@function.route(
+    "POST",
+    "/api/account/password",
+    summary="Change the password; every other session ends",
+    body=PasswordChange,
+    status=204,
+    errors=(401, 403),
+    timeout=10,
+    max_body=8 * KIB,
+)
+async def change_password(request: web.Request, body: PasswordChange) -> web.Response:
     who = session_only(request)
-    body = await json_body(request)
-    current, new = body.get("current"), body.get("new")
-    if not isinstance(current, str):
-        raise BadRequest("current is required: your password now", code="invalid_password")
+    current, new = body.current, body.new
     accounts = function[ACCOUNTS]
     account = await accounts.get(who.account_id or "")
     if account is None or not await verify_password(account.password_hash, current):
@@ -296,25 +374,50 @@ async def change_password(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={EVICT_HEADER: account.id})
 
 
-@function.route("POST", "/api/account/keys")
-async def create_key(request: web.Request) -> web.Response:
+@function.route(
+    "POST",
+    "/api/account/keys",
+    summary="A new API key: shown once in this answer, stored as a hash",
+    body=NewKey,
+    response=CreatedKey,
+    status=201,
+    errors=(401, 403),
+    timeout=10,
+    max_body=8 * KIB,
+)
+async def create_key(request: web.Request, body: NewKey) -> web.Response:
     who = session_only(request)
-    body = await json_body(request)
-    name = body.get("name", "")
-    if not isinstance(name, str) or len(name.strip()) > MAX_KEY_NAME:
+    name = body.name
+    if len(name.strip()) > MAX_KEY_NAME:
         raise BadRequest(f"name must be text of at most {MAX_KEY_NAME} characters", code="invalid_name")
     async with function.db.transaction() as tx:
         record, key = await function[ACCOUNTS].create_key(tx, who.account_id or "", name.strip() or "key")
     return web.json_response({**record, "key": key}, status=201)
 
 
-@function.route("GET", "/api/account/keys")
+@function.route(
+    "GET",
+    "/api/account/keys",
+    summary="The account's API keys (never the keys themselves)",
+    response=KeyList,
+    errors=(401, 403),
+    timeout=10,
+    max_body=8 * KIB,
+)
 async def list_keys(request: web.Request) -> web.Response:
     who = session_only(request)
     return web.json_response({"keys": await function[ACCOUNTS].keys_of(who.account_id or "")})
 
 
-@function.route("DELETE", "/api/account/keys/{key_id}")
+@function.route(
+    "DELETE",
+    "/api/account/keys/{key_id}",
+    summary="Revoke a key: it stops working at once on every replica",
+    status=204,
+    errors=(401, 403, 404),
+    timeout=10,
+    max_body=8 * KIB,
+)
 async def revoke_key(request: web.Request) -> web.Response:
     who = session_only(request)
     account_id = who.account_id or ""

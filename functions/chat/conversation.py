@@ -20,7 +20,10 @@ came before them, which Ollama gives back to the model's template), and `tools` 
 (set on the conversation after parsing; `for_model` refuses tools to a model without `tools`, 400
 `model_has_no_tools`).
 
-Anything else is a 400 whose code is `invalid_<field>` and whose message names the field. Limits come
+The request's shape is its type (`ChatRequest`, decoded by the runtime: studio/runtime/bodies.py); what
+depends on the settings or on other fields is checked here. Anything wrong is a 400 whose code is
+`invalid_<field>` (`unknown_field` for a field a chat request does not have) and whose message names
+the field. Limits come
 from the STUDIO_CHAT_* settings; `max_tokens` becomes Ollama's `num_predict`, never above
 STUDIO_CHAT_MAX_TOKENS (which also applies when no `max_tokens` is given).
 """
@@ -30,20 +33,21 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+from msgspec import UNSET, UnsetType
 
 from studio.catalog import CatalogModel
 from studio.clients.ollama import normalise
+from studio.runtime import bodies
 from studio.runtime.errors import BadRequest, PayloadTooLarge
 from studio.runtime.settings import Settings
 
 ROLES = ("system", "user", "assistant")
-FIELDS = ("model", "message", "messages", "options", "stream", "think")
 _DATA_URL = re.compile(r"data:image/[a-z0-9.+-]{1,40};base64,", re.IGNORECASE)
-KEYS = frozenset({"role", "content", "images"})
-PREPARED_KEYS = KEYS | {"tool_calls", "tool_name", "thinking"}
-CARRIED = PREPARED_KEYS - {"role", "content"}  # what a prepared message brings to Ollama besides its words
 MAX_MODEL_NAME = 200
 MAX_STOP_WORDS, MAX_STOP_CHARS = 8, 100
 
@@ -96,28 +100,95 @@ class Conversation:
         return replace(self, think=None)
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+class ChatMessage(msgspec.Struct, forbid_unknown_fields=True):
+    noun: ClassVar[str] = "a message"
+    codes: ClassVar[dict[str, str]] = {"images": "invalid_images"}
+    role: Literal["system", "user", "assistant"]
+    content: str
+    images: Annotated[
+        list[str] | None, msgspec.Meta(description="base64 PNG, JPEG, WebP or GIF images (user messages only)")
+    ] = None
 
 
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+class PreparedMessage(msgspec.Struct, forbid_unknown_fields=True):
+    """A message the OpenAI API built (completions.py): images checked there, tool fields in Ollama's shape."""
+
+    noun: ClassVar[str] = "a message"
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    images: list[str] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_name: str | None = None
+    thinking: str | None = None
 
 
-def parse(body: dict[str, Any], settings: Settings, *, prepared: bool = False) -> Conversation:
-    """`prepared`: the messages come from the OpenAI API, images checked, tool messages and calls allowed."""
-    unknown = sorted(set(body) - set(FIELDS))
-    if unknown:
-        raise BadRequest(
-            f"unknown field {unknown[0]!r}; a chat request has model, message or messages, options and stream",
-            code="unknown_field",
-        )
+class ChatOptions(msgspec.Struct, forbid_unknown_fields=True):
+    noun: ClassVar[str] = "options"
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    top_p: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    seed: Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    num_predict: Annotated[int, msgspec.Meta(ge=1, description="Ollama's own name for max_tokens")] | None = None
+    stop: (
+        Annotated[
+            list[Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_STOP_CHARS)]],
+            msgspec.Meta(max_length=MAX_STOP_WORDS),
+        ]
+        | None
+    ) = None
+
+
+ModelName = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=MAX_MODEL_NAME,
+        description="the id of a model from the marketplace, such as tinyllama:latest",
+    ),
+]
+
+
+class ChatRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /api/chat: `message` (one question) or `messages` (a conversation)."""
+
+    noun: ClassVar[str] = "a chat request"
+    model: ModelName
+    message: Annotated[str, msgspec.Meta(description="one question (or send messages)")] | UnsetType = UNSET
+    messages: (
+        Annotated[list[ChatMessage], msgspec.Meta(description="a non-empty list of {role, content} (or send message)")]
+        | UnsetType
+    ) = UNSET
+    options: ChatOptions | None = None
+    stream: Annotated[bool, msgspec.Meta(description="true: text/event-stream")] | None = None
+    think: bool | None = None
+
+
+class PreparedChatRequest(msgspec.Struct, forbid_unknown_fields=True):
+    noun: ClassVar[str] = "a chat request"
+    model: ModelName
+    messages: list[PreparedMessage] | UnsetType = UNSET
+    message: str | UnsetType = UNSET
+    options: ChatOptions | None = None
+    stream: bool | None = None
+    think: bool | None = None
+
+
+def parse(
+    body: dict[str, Any] | ChatRequest | PreparedChatRequest, settings: Settings, *, prepared: bool = False
+) -> Conversation:
+    """A conversation from a decoded request (or a dict, checked as one: `prepared` for the OpenAI API's,
+    whose messages may carry tool calls and tool results)."""
+    request: ChatRequest | PreparedChatRequest
+    if isinstance(body, dict):
+        request = bodies.convert(body, PreparedChatRequest) if prepared else bodies.convert(body, ChatRequest)
+    else:
+        request = body
     return Conversation(
-        model=model_name(body.get("model")),
-        messages=_messages(body, settings, prepared),
-        options=_options(body.get("options"), settings),
-        stream=_stream(body.get("stream")),
-        think=_think(body.get("think")),
+        model=model_name(request.model),
+        messages=_messages(request, settings),
+        options=_options(request.options, settings),
+        stream=bool(request.stream),
+        think=request.think,
     )
 
 
@@ -131,21 +202,21 @@ def model_name(value: Any) -> str:
     return normalise(value)
 
 
-def _messages(body: dict[str, Any], settings: Settings, prepared: bool = False) -> list[dict[str, Any]]:
+def _messages(request: ChatRequest | PreparedChatRequest, settings: Settings) -> list[dict[str, Any]]:
     limit = settings.chat_max_message_chars
-    if "message" in body and "messages" in body:
+    if request.message is not UNSET and request.messages is not UNSET:
         raise BadRequest(
             "send either message (one question) or messages (a conversation), not both", code="invalid_messages"
         )
-    if "message" in body:
-        text = body["message"]
-        if not isinstance(text, str) or not text.strip():
+    if request.message is not UNSET:
+        text = request.message
+        if not text.strip():
             raise BadRequest("message must be a non-empty string", code="invalid_message")
         if len(text) > limit:
             raise BadRequest(f"message is {len(text)} characters long; the limit is {limit}", code="invalid_message")
         return [{"role": "user", "content": text}]
-    raw = body.get("messages")
-    if not isinstance(raw, list) or not raw:
+    raw = request.messages
+    if raw is UNSET or not raw:
         raise BadRequest(
             "messages is required: a non-empty list of {role, content} (or send message)", code="invalid_messages"
         )
@@ -153,34 +224,29 @@ def _messages(body: dict[str, Any], settings: Settings, prepared: bool = False) 
         raise BadRequest(
             f"messages has {len(raw)} entries; the limit is {settings.chat_max_messages}", code="invalid_messages"
         )
-    keys, roles = (PREPARED_KEYS, (*ROLES, "tool")) if prepared else (KEYS, ROLES)
     out = []
-    for i, item in enumerate(raw):
+    items: Sequence[ChatMessage | PreparedMessage] = raw
+    for i, item in enumerate(items):
         where = f"messages[{i}]"
-        if not isinstance(item, dict):
-            raise BadRequest(f"{where} must be an object with role and content", code="invalid_messages")
-        extra = sorted(set(item) - keys)
-        if extra:
-            raise BadRequest(
-                f"{where}.{extra[0]} is not supported; a message has role, content and images",
-                code="invalid_messages",
-            )
-        role, content = item.get("role"), item.get("content")
-        if role not in roles:
-            raise BadRequest(f"{where}.role must be one of {', '.join(roles)}", code="invalid_messages")
-        if not isinstance(content, str):
-            raise BadRequest(f"{where}.content must be a string", code="invalid_messages")
+        role, content = item.role, item.content
         if len(content) > limit:
             raise BadRequest(
                 f"{where}.content is {len(content)} characters long; the limit is {limit}", code="invalid_messages"
             )
         message: dict[str, Any] = {"role": role, "content": content}
-        if prepared:  # built by completions.py: images checked there, tool fields in Ollama's shape
-            message.update((k, v) for k, v in item.items() if k in CARRIED and v)
-        elif item.get("images") is not None:
+        if isinstance(item, PreparedMessage):  # built by completions.py: images checked there
+            if item.images:
+                message["images"] = item.images
+            if item.tool_calls:
+                message["tool_calls"] = item.tool_calls
+            if item.tool_name:
+                message["tool_name"] = item.tool_name
+            if item.thinking:  # an earlier answer's thinking, given back (Anthropic's thinking blocks)
+                message["thinking"] = item.thinking
+        elif item.images is not None:
             if role != "user":
                 raise BadRequest(f"{where}.images: only a user message may carry images", code="invalid_images")
-            images = _images(item["images"], where, settings)
+            images = _images(item.images, where, settings)
             if images:
                 message["images"] = images
         out.append(message)
@@ -243,65 +309,19 @@ def _mb(n: int) -> str:
     return f"{n / 1_048_576:g} MB" if n >= 1_048_576 else f"{n} bytes"
 
 
-def _think(value: Any) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    raise BadRequest("think must be true or false", code="invalid_think")
-
-
-def _options(raw: Any, settings: Settings) -> dict[str, Any]:
+def _options(options: ChatOptions | None, settings: Settings) -> dict[str, Any]:
+    """The options in Ollama's names; `max_tokens` (or `num_predict`) never above STUDIO_CHAT_MAX_TOKENS."""
     cap = settings.chat_max_tokens
-    if raw is None:
-        return {"num_predict": cap}
-    if not isinstance(raw, dict):
-        raise BadRequest("options must be an object", code="invalid_options")
     out: dict[str, Any] = {}
-    for name, value in raw.items():
-        where = f"options.{name}"
-        if name == "temperature":
-            if not _number(value) or not 0 <= value <= 2:
-                raise BadRequest(f"{where} must be a number from 0 to 2", code="invalid_options")
-            out["temperature"] = value
-        elif name == "top_p":
-            if not _number(value) or not 0 <= value <= 1:
-                raise BadRequest(f"{where} must be a number from 0 to 1", code="invalid_options")
-            out["top_p"] = value
-        elif name == "top_k":
-            if not _integer(value) or not 1 <= value <= 1000:
-                raise BadRequest(f"{where} must be a whole number from 1 to 1000", code="invalid_options")
-            out["top_k"] = value
-        elif name == "seed":
-            if not _integer(value) or not -(2**63) <= value < 2**63:
-                raise BadRequest(f"{where} must be a whole number", code="invalid_options")
-            out["seed"] = value
-        elif name in ("max_tokens", "num_predict"):  # num_predict: Ollama's own name for it
-            if not _integer(value) or value < 1:
-                raise BadRequest(f"{where} must be a whole number of at least 1", code="invalid_options")
-            out["num_predict"] = min(value, cap)
-        elif name == "stop":
-            if (
-                not isinstance(value, list)
-                or len(value) > MAX_STOP_WORDS
-                or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in value)
-            ):
-                raise BadRequest(
-                    f"{where} must be a list of at most {MAX_STOP_WORDS} strings of 1 to {MAX_STOP_CHARS} characters",
-                    code="invalid_options",
-                )
-            out["stop"] = list(value)
-        else:
-            raise BadRequest(
-                f"{where} is not supported; options are temperature, top_p, top_k, seed, "
-                "max_tokens (or num_predict) and stop",
-                code="invalid_options",
-            )
+    if options is not None:
+        for name in ("temperature", "top_p", "top_k", "seed"):
+            value = getattr(options, name)
+            if value is not None:
+                out[name] = value
+        most = options.max_tokens if options.max_tokens is not None else options.num_predict
+        if most is not None:
+            out["num_predict"] = min(most, cap)
+        if options.stop is not None:
+            out["stop"] = list(options.stop)
     out.setdefault("num_predict", cap)
     return out
-
-
-def _stream(value: Any) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise BadRequest("stream must be true or false", code="invalid_stream")
-    return value

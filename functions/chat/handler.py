@@ -43,6 +43,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -66,7 +67,17 @@ from functions.chat.completions import (
     parse_completion,
     parse_text_completion,
 )
-from functions.chat.conversation import Conversation, model_name, parse
+from functions.chat.contract import (
+    OPENAI_OBJECT,
+    AnthropicError,
+    ChatAnswer,
+    EmbeddingList,
+    ModelList,
+    OpenAIError,
+    Usage,
+    UsageQuery,
+)
+from functions.chat.conversation import ChatRequest, Conversation, model_name, parse
 from functions.chat.disconnects import Disconnects
 from functions.chat.embeddings import EmbeddingBody, embedding_list, parse_embedding
 from functions.chat.entitlements import Ownership, chattable_model, usable_models
@@ -80,6 +91,9 @@ from studio.clients.ollama import OllamaError
 from studio.runtime.errors import BadRequest, GatewayTimeout, StudioError, Unauthorized, json_body
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity, require_visitor
+
+if TYPE_CHECKING:
+    from studio.runtime.settings import Settings
 
 function = Function("chat", migrations=Path(__file__).parent / "migrations")
 
@@ -134,15 +148,44 @@ async def track_ownership(deliveries: list[Delivery]) -> None:
     await function[OWNERSHIP].apply([(d.data, d.event.time) for d in deliveries])
 
 
-@function.route("POST", "/api/chat")
-async def chat(request: web.Request) -> web.StreamResponse:
+def chat_body_limit(settings: Settings) -> int:
+    return settings.chat_max_body_bytes  # images
+
+
+@function.route(
+    "POST",
+    "/api/chat",
+    summary="Chat with an owned (or free) installed model",
+    body=ChatRequest,
+    response=ChatAnswer,
+    errors=(401, 403, 404, 409, 429, 502, 503, 504),
+    timeout=150,
+    max_body=chat_body_limit,
+    visitor=False,
+    keys=True,
+    stream=True,
+)
+async def chat(request: web.Request, body: ChatRequest) -> web.StreamResponse:
     started = time.perf_counter()
     caller(request)
-    conversation = parse(await json_body(request), function.settings)
+    conversation = parse(body, function.settings)
     return await converse(request, conversation, relay.STUDIO_WIRE, started)
 
 
-@function.route("POST", "/v1/chat/completions")
+@function.route(
+    "POST",
+    "/v1/chat/completions",
+    summary="OpenAI-compatible chat completions, whole or streamed (chat.completion.chunk, [DONE])",
+    body=CompletionRequest,
+    response=OPENAI_OBJECT,
+    error=OpenAIError,
+    timeout=150,
+    max_body=chat_body_limit,
+    visitor=False,
+    keys=True,
+    stream=True,
+    decode=False,
+)
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """The OpenAI-compatible API: the same answer as /api/chat, in OpenAI's shapes (completions.py)."""
     started = time.perf_counter()
@@ -153,7 +196,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return await converse(request, completion.conversation, wire, started)
 
 
-@function.route("POST", "/v1/completions")
+@function.route(
+    "POST",
+    "/v1/completions",
+    summary="OpenAI-compatible legacy completions: a prompt in, text out, whole or streamed",
+    body=TextCompletionRequest,
+    response=OPENAI_OBJECT,
+    error=OpenAIError,
+    timeout=150,
+    max_body=chat_body_limit,
+    visitor=False,
+    keys=True,
+    stream=True,
+    decode=False,
+)
 async def text_completions(request: web.Request) -> web.StreamResponse:
     """OpenAI's legacy completions (a prompt in, text out), as Ollama's compatibility layer serves them."""
     started = time.perf_counter()
@@ -164,7 +220,21 @@ async def text_completions(request: web.Request) -> web.StreamResponse:
         return await converse(request, completion.conversation, wire, started)
 
 
-@function.route("POST", "/v1/responses")
+@function.route(
+    "POST",
+    "/v1/responses",
+    summary="OpenAI's Responses API, stateless (as Ollama's): a Response object, or its events "
+    "(`event:` lines, response.created ... response.completed)",
+    body=ResponsesRequest,
+    response=OPENAI_OBJECT,
+    error=OpenAIError,
+    timeout=150,
+    max_body=chat_body_limit,
+    visitor=False,
+    keys=True,
+    stream=True,
+    decode=False,
+)
 async def create_response(request: web.Request) -> web.StreamResponse:
     """OpenAI's Responses API (Codex, the Agents SDK), stateless: the same answer in its shapes (responses.py)."""
     started = time.perf_counter()
@@ -175,7 +245,22 @@ async def create_response(request: web.Request) -> web.StreamResponse:
         return await converse(request, asked.conversation, wire, started)
 
 
-@function.route("POST", "/v1/messages")
+@function.route(
+    "POST",
+    "/v1/messages",
+    summary="Anthropic's Messages API (Claude Code, the anthropic SDK; `?beta=true` too): a Message, or its "
+    "events (message_start ... message_stop); the key as `x-api-key` or `Authorization: Bearer`",
+    body=MessagesRequest,
+    response=OPENAI_OBJECT,
+    error=AnthropicError,
+    errors=(529,),
+    timeout=150,
+    max_body=chat_body_limit,
+    visitor=False,
+    keys=True,
+    stream=True,
+    decode=False,
+)
 async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     """Anthropic's Messages API: the same answer as /api/chat, in Anthropic's shapes (messages.py); errors
     in its shape come from the one renderer (studio/runtime/errors.py)."""
@@ -186,7 +271,20 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     return await converse(request, wanted.conversation, wire, started)
 
 
-@function.route("POST", "/v1/messages/count_tokens")
+@function.route(
+    "POST",
+    "/v1/messages/count_tokens",
+    summary="How many input tokens a Messages request is, estimated (Ollama has no tokenizer endpoint: "
+    "about four characters a token)",
+    body=CountTokensRequest,
+    response=OPENAI_OBJECT,
+    error=AnthropicError,
+    timeout=30,
+    max_body=chat_body_limit,
+    visitor=False,
+    keys=True,
+    decode=False,
+)
 async def count_message_tokens(request: web.Request) -> web.Response:
     """How many input tokens a Messages request would be, estimated, for a model the caller may use."""
     who = identity(request)
@@ -196,7 +294,19 @@ async def count_message_tokens(request: web.Request) -> web.Response:
     return web.json_response({"input_tokens": messages.estimate_tokens(wanted.conversation.for_model(model))})
 
 
-@function.route("POST", "/v1/embeddings")
+@function.route(
+    "POST",
+    "/v1/embeddings",
+    summary="OpenAI-compatible embeddings (models with `embedding`)",
+    body=EmbeddingBody,
+    response=EmbeddingList,
+    error=OpenAIError,
+    timeout=150,
+    max_body=chat_body_limit,
+    visitor=False,
+    keys=True,
+    decode=False,
+)
 async def embeddings(request: web.Request) -> web.Response:
     """Vectors for text from an embedding model the caller may use; usage is reported like an answer's."""
     started = time.perf_counter()
@@ -242,7 +352,17 @@ def _refused(exc: OllamaError) -> StudioError | None:
     return None
 
 
-@function.route("GET", "/v1/models")
+@function.route(
+    "GET",
+    "/v1/models",
+    summary="OpenAI-compatible: the models the caller may chat with now (owned or free, installed)",
+    response=ModelList,
+    error=OpenAIError,
+    errors=(401, 502, 503),
+    timeout=10,
+    visitor=False,
+    keys=True,
+)
 async def list_models(request: web.Request) -> web.Response:
     """The models the caller may chat with now: owned or free, and installed. While no Ollama node answers,
     what the nodes last said they hold (or, never reached, every usable model): a client's start-up check
@@ -260,7 +380,17 @@ async def list_models(request: web.Request) -> web.Response:
         return web.json_response(completions.model_list([m for m in usable if m in installed]))
 
 
-@function.route("GET", "/v1/models/{model}")
+@function.route(
+    "GET",
+    "/v1/models/{model}",
+    summary="OpenAI-compatible: one model the caller may use (free or owned), from the catalog",
+    response=OPENAI_OBJECT,
+    error=OpenAIError,
+    errors=(401, 403, 404),
+    timeout=10,
+    visitor=False,
+    keys=True,
+)
 async def retrieve_model(request: web.Request) -> web.Response:
     """One model the caller may use (free or owned), from the catalog: 404 unknown, 403 not owned."""
     with openai_errors():
@@ -309,7 +439,16 @@ async def converse(
                 slot.prompt_tokens, slot.completion_tokens = answer.usage()
 
 
-@function.route("GET", "/api/account/usage")
+@function.route(
+    "GET",
+    "/api/account/usage",
+    summary="Tokens per model per day (the operator: `all=1`, everyone's)",
+    query=UsageQuery,
+    response=Usage,
+    errors=(400, 401),
+    timeout=10,
+    visitor=False,
+)
 async def account_usage(request: web.Request) -> web.Response:
     """Tokens per model per day over `days` (1-366, default 30); the operator may ask for everyone's (`all=1`)."""
     who = identity(request)

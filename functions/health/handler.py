@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
+import msgspec
 from aiohttp import web
 
 from events.bus import BusUnavailable
@@ -34,6 +35,18 @@ from functions.health.checks import (
 from studio.clients.ollama import OllamaClient
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity
+
+
+class Component(msgspec.Struct):
+    status: Literal["ok", "warn", "fail"]
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok", "fail"]
+    failing: list[str]
+    components: dict[str, Component]
+    checked_at: str = ""
+
 
 function = Function("health", uses_database=True)
 
@@ -56,7 +69,15 @@ async def record_heartbeat(beat: HeartbeatEmitted) -> None:
     function[LIVENESS].saw(beat.function, beat.instance, time.monotonic())
 
 
-@function.route("GET", "/health")
+@function.route(
+    "GET",
+    "/health",
+    summary="Is the studio well? Anyone: the status and which components fail; the operator: each component's details",
+    response=Health,
+    answers=((503, Health),),
+    timeout=10,
+    visitor=False,
+)
 async def report_health(request: web.Request) -> web.Response:
     operator = identity(request).admin
     report = await health_report(operator=operator)

@@ -18,8 +18,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from aiohttp import web
 
 from events.bus import BusUnavailable
@@ -30,10 +31,11 @@ from functions.install.installer import Installer
 from functions.install.store import InstallStore
 from studio import catalog
 from studio.clients.ollama import OllamaClient, OllamaError
-from studio.runtime.errors import BadRequest, Conflict, Forbidden, NotFound, UpstreamUnavailable, json_body
+from studio.runtime.errors import Conflict, Forbidden, NotFound, UpstreamUnavailable
 from studio.runtime.function import Function, Key
 from studio.runtime.host import instance_id
 from studio.runtime.identity import identity, require_admin, require_visitor
+from studio.runtime.routes import KIB
 
 function = Function("install", migrations=Path(__file__).parent / "migrations")
 
@@ -93,14 +95,36 @@ async def install_model(event: PurchaseCompleted | InstallRequested, delivery: D
     await function[INSTALLER].install(model, install_id, delivery)
 
 
-@function.route("POST", "/api/models/install")
-async def request_install(request: web.Request) -> web.Response:
+class InstallRequest(msgspec.Struct):
+    model: Annotated[str, msgspec.Meta(min_length=1, description='the catalog id of a model, e.g. "llama3.2:3b"')]
+
+
+class InstallAccepted(msgspec.Struct):
+    install_id: str
+    model: str
+    status: str
+
+
+class Removed(msgspec.Struct):
+    model: str
+    removed: bool
+
+
+@function.route(
+    "POST",
+    "/api/models/install",
+    summary="(Re)install an owned model (the operator: any model)",
+    body=InstallRequest,
+    response=InstallAccepted,
+    status=202,
+    errors=(401, 403, 404, 409),
+    max_body=4 * KIB,
+    needs_session=True,
+)
+async def request_install(request: web.Request, body: InstallRequest) -> web.Response:
     who = identity(request)
     user_id = who.user_id if who.admin else require_visitor(request)
-    body = await json_body(request)
-    if not isinstance(body.get("model"), str):
-        raise BadRequest('"model" must be the catalog id of a model, e.g. "llama3.2:3b"', code="invalid_model")
-    model = find_model(body["model"])
+    model = find_model(body.model)
     owner = bool(user_id) and await owns(user_id or "", model.id)
     if not (owner or who.admin):
         raise Forbidden(f"you don't own {model.id}: buy it in the marketplace first", code="not_owner")
@@ -142,7 +166,15 @@ async def owns(user_id: str, model: str) -> bool:
     return bool(answer["owns"])
 
 
-@function.route("DELETE", "/api/models/{model}")
+@function.route(
+    "DELETE",
+    "/api/models/{model}",
+    summary="Remove a model from Ollama",
+    response=Removed,
+    errors=(404, 409, 503),
+    timeout=60,
+    operator=True,
+)
 async def remove_model(request: web.Request) -> web.Response:
     require_admin(request)
     model = find_model(request.match_info["model"])

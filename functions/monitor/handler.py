@@ -32,6 +32,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -53,6 +54,7 @@ from events.delivery import Delivery, Retry
 from events.envelope import Event
 from functions.monitor.alerts import MAX_AGE_S, AlertWebhook, ShortageAlerts, age_s, alert_text
 from functions.monitor.consumers import ConsumerWatch
+from functions.monitor.contract import Events, EventsQuery, Redriven, Stats, TailQuery, TimelineQuery
 from functions.monitor.dead_letters import UnknownDeadLetter, dead_letters, redrive
 from functions.monitor.exposition import StudioCollector
 from functions.monitor.observations import CHAT_OUTCOMES, ChatUsage, EventCounts, FunctionReports, RecentEvents
@@ -62,6 +64,7 @@ from functions.monitor.tails import SSE_HEADERS, LiveTails, Tail, sse, timeline
 from studio.runtime.errors import BadRequest, NotFound
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import require_admin
+from studio.runtime.routes import KIB
 
 function = Function("monitor")
 log = logging.getLogger("studio.functions.monitor")
@@ -174,13 +177,24 @@ async def _post_until_delivered(text: str, kind: str, *, every_s: float = 5.0, t
     log.error("gave up posting a shortage alert", extra={"kind": kind, "text": text})
 
 
-@function.route("GET", "/metrics")
+@function.route(
+    "GET", "/metrics", summary="Prometheus metrics", response="text/plain", timeout=10, operator=True, visitor=False
+)
 async def serve_metrics(request: web.Request) -> web.Response:
     body = generate_latest(function[REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-@function.route("GET", "/api/monitor/events")
+@function.route(
+    "GET",
+    "/api/monitor/events",
+    summary="The latest events on the bus",
+    query=EventsQuery,
+    response=Events,
+    errors=(400,),
+    timeout=10,
+    operator=True,
+)
 async def list_recent_events(request: web.Request) -> web.Response:
     require_admin(request)
     try:
@@ -193,19 +207,36 @@ async def list_recent_events(request: web.Request) -> web.Response:
     return web.json_response({"events": function[RECENT].latest(limit, type_prefix)})
 
 
-@function.route("GET", "/api/monitor/stats")
+@function.route("GET", "/api/monitor/stats", summary="Event counts by type", response=Stats, timeout=10, operator=True)
 async def event_stats(request: web.Request) -> web.Response:
     require_admin(request)
     return web.json_response({"events": function[COUNTS].summary(time.time()), "chat": function[CHAT].per_model()})
 
 
-@function.route("GET", "/api/monitor/dead-letters")
+@function.route(
+    "GET",
+    "/api/monitor/dead-letters",
+    summary="Events a consumer gave up on",
+    response=dict[str, Any],
+    timeout=30,
+    max_body=4 * KIB,
+    operator=True,
+)
 async def list_dead_letters(request: web.Request) -> web.Response:
     require_admin(request)
     return web.json_response({"dead_letters": await dead_letters(function.bus)})
 
 
-@function.route("POST", "/api/monitor/dead-letters/{event_id}/redrive")
+@function.route(
+    "POST",
+    "/api/monitor/dead-letters/{event_id}/redrive",
+    summary="Deliver one dead letter again",
+    response=Redriven,
+    errors=(404,),
+    timeout=30,
+    max_body=4 * KIB,
+    operator=True,
+)
 async def redrive_dead_letter(request: web.Request) -> web.Response:
     who = require_admin(request)
     try:
@@ -215,7 +246,15 @@ async def redrive_dead_letter(request: web.Request) -> web.Response:
     return web.json_response({"redriven": [letter["event_id"]]})
 
 
-@function.route("POST", "/api/monitor/dead-letters/redrive")
+@function.route(
+    "POST",
+    "/api/monitor/dead-letters/redrive",
+    summary="Deliver every dead letter again",
+    response=Redriven,
+    timeout=30,
+    max_body=4 * KIB,
+    operator=True,
+)
 async def redrive_every_dead_letter(request: web.Request) -> web.Response:
     who = require_admin(request)
     pending = {d["event_id"] for d in await dead_letters(function.bus) if not d["redriven_at"]}
@@ -234,7 +273,15 @@ def operator_name(who: object) -> str:
     return getattr(who, "account_id", None) or "admin token"
 
 
-@function.route("GET", "/api/monitor/stream")
+@function.route(
+    "GET",
+    "/api/monitor/stream",
+    summary="The live event tail, filtered by type and correlation id",
+    query=TailQuery,
+    timeout=10,
+    response="text/event-stream",
+    operator=True,
+)
 async def stream_events(request: web.Request) -> web.StreamResponse:
     require_admin(request)
     tail = Tail(request.query.get("type", "").rstrip("*"), request.query.get("correlation_id", "").strip())
@@ -248,7 +295,16 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-@function.route("GET", "/api/monitor/timeline")
+@function.route(
+    "GET",
+    "/api/monitor/timeline",
+    summary="A purchase's events by correlation id",
+    query=TimelineQuery,
+    response=Events,
+    errors=(400,),
+    timeout=10,
+    operator=True,
+)
 async def purchase_timeline(request: web.Request) -> web.Response:
     require_admin(request)
     purchase_id = request.query.get("purchase_id", "").strip()

@@ -45,6 +45,7 @@ from events.envelope import new_id
 from functions.purchase import catalog_changes
 from functions.purchase.capacity import ensure_room_for
 from functions.purchase.checkout import RecheckThrottle, open_checkout, recheck
+from functions.purchase.contract import Catalog, Purchase, PurchaseAnswer, Purchases
 from functions.purchase.ledger import Ledger, new_purchase_id
 from functions.purchase.settlement import PAYMENT_EVENTS, PaymentEvent, settle
 from studio import catalog
@@ -52,6 +53,7 @@ from studio.clients.stripe import StripePayments
 from studio.runtime.errors import Conflict, NotFound
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity, require_admin, require_visitor
+from studio.runtime.routes import KIB
 
 function = Function("purchase", migrations=Path(__file__).parent / "migrations")
 
@@ -119,7 +121,12 @@ async def model_list(user_id: str | None, *, strict: bool, operator: bool = Fals
     return models
 
 
-@function.route("GET", "/api/models")
+@function.route(
+    "GET",
+    "/api/models",
+    summary="The catalog, with what the visitor owns and each model's install state",
+    response=Catalog,
+)
 async def list_models(request: web.Request) -> web.Response:
     who = identity(request)
     models = await model_list(who.user_id, strict=False, operator=who.admin)
@@ -145,7 +152,15 @@ async def answer_ownership(query: dict[str, Any]) -> dict[str, Any]:
     return {"owns": await function[LEDGER].owns(user_id, model)}
 
 
-@function.route("POST", "/api/models/purchase/{model}")
+@function.route(
+    "POST",
+    "/api/models/purchase/{model}",
+    summary="Buy a model: free and test purchases at once, else a Stripe Checkout URL",
+    response=PurchaseAnswer,
+    errors=(401, 403, 404, 409),
+    max_body=4 * KIB,
+    needs_session=True,
+)
 async def purchase_model(request: web.Request) -> web.Response:
     user_id = require_visitor(request)
     model = find_model(request.match_info["model"])
@@ -175,7 +190,7 @@ async def purchase_model(request: web.Request) -> web.Response:
     )
 
 
-@function.route("GET", "/api/purchases")
+@function.route("GET", "/api/purchases", summary="The visitor's purchases", response=Purchases, errors=(401,))
 async def list_purchases(request: web.Request) -> web.Response:
     if request.query.get("all") == "1":
         require_admin(request)
@@ -200,7 +215,13 @@ async def with_buyer_emails(purchases: list[dict[str, Any]]) -> list[dict[str, A
     return [{**p, "email": p.get("email") or emails.get(p["user_id"])} for p in purchases]
 
 
-@function.route("GET", "/api/purchases/{purchase_id}")
+@function.route(
+    "GET",
+    "/api/purchases/{purchase_id}",
+    summary="One purchase of the visitor's (a pending Checkout is re-checked with Stripe, at most every 2 s)",
+    response=Purchase,
+    errors=(404,),
+)
 async def show_purchase(request: web.Request) -> web.Response:
     who = identity(request)
     purchase = await function[LEDGER].get(request.match_info["purchase_id"])

@@ -26,18 +26,29 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 from aiohttp import web
+from msgspec import UNSET
 
 from events.catalog import OperatorReconciled, OperatorRefundRequested, PaymentRefunded
 from events.envelope import new_id
 from functions.purchase import catalog_changes
 from functions.purchase.capacity import ollama_disk
+from functions.purchase.contract import (
+    CatalogChange,
+    CatalogEntry,
+    IsOperator,
+    ReconcileRequest,
+    RefundRequest,
+    Removed,
+)
 from functions.purchase.handler import LEDGER, PAYMENTS, function, payment_mode
 from functions.purchase.ledger import Purchase
 from functions.purchase.reconciliation import Report, parse_since, reconcile
 from studio.clients.stripe import PaymentsUnavailable, RefundRefused
-from studio.runtime.errors import BadRequest, Conflict, NotFound, UpstreamUnavailable, json_body
+from studio.runtime.errors import BadRequest, Conflict, NotFound, UpstreamUnavailable
 from studio.runtime.identity import identity, require_admin
+from studio.runtime.routes import KIB
 
 OVERVIEW_DAYS = 30
 
@@ -71,36 +82,66 @@ async def run_reconciliation(*, since_s: float, fix: bool) -> Report:
     return await reconcile(function, function[LEDGER], payments, since_s=since_s, fix=fix)
 
 
-@function.route("PATCH", "/api/catalog/{model}")
-async def change_catalog_entry(request: web.Request) -> web.Response:
+@function.route(
+    "PATCH",
+    "/api/catalog/{model}",
+    summary="Change a model's price, featured flag or description",
+    body=CatalogChange,
+    response=dict[str, Any],
+    errors=(404,),
+    max_body=16 * KIB,
+    operator=True,
+)
+async def change_catalog_entry(request: web.Request, body: CatalogChange) -> web.Response:
     who = require_admin(request)
+    fields = msgspec.structs.asdict(body)
     model = await catalog_changes.change(
-        function, operator_name(who), request.match_info["model"], await json_body(request)
+        function, operator_name(who), request.match_info["model"], {k: v for k, v in fields.items() if v is not UNSET}
     )
     return web.json_response(model.to_dict())
 
 
-@function.route("POST", "/api/catalog")
-async def add_catalog_entry(request: web.Request) -> web.Response:
+@function.route(
+    "POST",
+    "/api/catalog",
+    summary="Add a model to the catalog",
+    body=CatalogEntry,
+    response=dict[str, Any],
+    status=201,
+    errors=(409,),
+    max_body=16 * KIB,
+    operator=True,
+)
+async def add_catalog_entry(request: web.Request, body: dict[str, Any]) -> web.Response:
     who = require_admin(request)
-    model = await catalog_changes.add(function, operator_name(who), await json_body(request))
+    model = await catalog_changes.add(function, operator_name(who), body)
     return web.json_response(model.to_dict(), status=201)
 
 
-@function.route("DELETE", "/api/catalog/{model}")
+@function.route(
+    "DELETE",
+    "/api/catalog/{model}",
+    summary="Take a model off sale",
+    response=Removed,
+    errors=(404,),
+    max_body=16 * KIB,
+    operator=True,
+)
 async def remove_catalog_entry(request: web.Request) -> web.Response:
     who = require_admin(request)
     removed = await catalog_changes.remove(function, operator_name(who), request.match_info["model"])
     return web.json_response({"model": removed, "removed": True})
 
 
-@function.route("GET", "/api/operator")
+@function.route("GET", "/api/operator", summary="Whether this session is the operator's", response=IsOperator)
 async def whoami(request: web.Request) -> web.Response:
     """Lets the console open without asking for the token when an operator session is signed in."""
     return web.json_response({"operator": identity(request).admin})
 
 
-@function.route("GET", "/api/overview")
+@function.route(
+    "GET", "/api/overview", summary="Sales today, 7 and 30 days, Ollama's disk", response=dict[str, Any], operator=True
+)
 async def overview(request: web.Request) -> web.Response:
     require_admin(request)
     now = datetime.now(UTC)
@@ -125,23 +166,30 @@ async def overview(request: web.Request) -> web.Response:
     )
 
 
-@function.route("POST", "/api/purchases/reconcile")
-async def reconcile_with_stripe(request: web.Request) -> web.Response:
+@function.route(
+    "POST",
+    "/api/purchases/reconcile",
+    summary="Compare purchases and access with Stripe; `fix` repairs through events",
+    body=ReconcileRequest,
+    response=dict[str, Any],
+    errors=(503,),
+    timeout=120,
+    max_body=4 * KIB,
+    operator=True,
+)
+async def reconcile_with_stripe(request: web.Request, body: ReconcileRequest) -> web.Response:
     who = require_admin(request)
-    body = await json_body(request)
     try:
-        since_s = parse_since(str(body.get("since", "7d")))
+        since_s = parse_since(body.since)
     except ValueError as exc:
         raise BadRequest(str(exc), code="invalid_since") from None
-    if not isinstance(body.get("fix", False), bool):
-        raise BadRequest('"fix" must be true or false', code="invalid_fix")
     if function[PAYMENTS] is None:
         raise UpstreamUnavailable(
             "payments are not configured (STRIPE_SECRET_KEY): there is nothing to reconcile with",
             code="payments_not_configured",
         )
     try:
-        report = await run_reconciliation(since_s=since_s, fix=body.get("fix", False))
+        report = await run_reconciliation(since_s=since_s, fix=body.fix)
     except PaymentsUnavailable as exc:
         raise UpstreamUnavailable(f"{exc}; nothing was changed", code="payments_unavailable") from None
     summary = report.to_dict()
@@ -157,11 +205,19 @@ async def reconcile_with_stripe(request: web.Request) -> web.Response:
     return web.json_response(summary)
 
 
-@function.route("POST", "/api/purchases/{purchase_id}/refund")
-async def refund_purchase(request: web.Request) -> web.Response:
+@function.route(
+    "POST",
+    "/api/purchases/{purchase_id}/refund",
+    summary="Refund a paid purchase in full through Stripe",
+    body=RefundRequest,
+    response=dict[str, Any],
+    errors=(404, 409, 503),
+    max_body=4 * KIB,
+    operator=True,
+)
+async def refund_purchase(request: web.Request, body: RefundRequest) -> web.Response:
     who = require_admin(request)
-    body = await json_body(request)
-    if body.get("confirm") is not True:
+    if body.confirm is not True:
         raise BadRequest('a refund gives the money back: send {"confirm": true}', code="confirmation_required")
     purchase = await function[LEDGER].get(request.match_info["purchase_id"])
     if purchase is None:

@@ -16,7 +16,9 @@ The ids are kept for STUDIO_OUTBOX_KEEP_DAYS (Stripe retries for 3 days), then p
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from events.catalog import StripeEventIgnored
@@ -25,12 +27,31 @@ from functions.webhook.translation import MalformedEvent, translate
 from studio.clients.stripe import InvalidWebhook, verify_webhook
 from studio.runtime.errors import BadRequest, UpstreamUnavailable
 from studio.runtime.function import Function
+from studio.runtime.routes import KIB
+
+
+class Received(msgspec.Struct):
+    received: bool
+    outcome: str = ""
+    duplicate: bool = False
+
 
 function = Function("webhook", migrations=Path(__file__).parent / "migrations")
 function.retain("stripe_events", time_column="received_at", key="event_id")
 
 
-@function.route("POST", "/api/webhooks/stripe")
+@function.route(
+    "POST",
+    "/api/webhooks/stripe",
+    summary="Stripe's signed events (no session, no origin check: the signature is the proof)",
+    body=dict[str, Any],
+    decode=False,  # verified as the bytes Stripe signed, then parsed (studio/clients/stripe.py)
+    response=Received,
+    errors=(400, 503),
+    timeout=10,
+    max_body=64 * KIB,
+    visitor=False,
+)
 async def receive_stripe_event(request: web.Request) -> web.Response:
     secret = function.settings.stripe_webhook_secret
     if not secret:

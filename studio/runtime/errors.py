@@ -16,12 +16,15 @@ import json
 import logging
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
+from aiohttp.http_exceptions import PayloadEncodingError
 from aiohttp.typedefs import Handler
 
 from studio.runtime.shortages import SHORTAGES, is_disk_full
 
 log = logging.getLogger("studio.http")
+# What reading a request body raises when the client left mid-body (a short body, a reset).
+PAYLOAD_ERRORS = (ClientPayloadError, PayloadEncodingError)
 
 
 class StudioError(Exception):
@@ -78,6 +81,12 @@ class PayloadTooLarge(StudioError):
 
 class TooManyRequests(StudioError):
     status, code = 429, "rate_limited"
+
+
+class ClientHungUp(StudioError):
+    """The client closed the connection before its request was read: nobody is left to answer."""
+
+    status, code = 499, "client_hung_up"  # nginx's status for a request its client closed
 
 
 class InsufficientStorage(StudioError):
@@ -183,6 +192,12 @@ def render(request: web.Request, exc: BaseException) -> web.Response | None:
 
 
 def _render(request: web.Request, exc: BaseException) -> web.Response | None:
+    if isinstance(exc, ClientHungUp):
+        log.info("%s %s: %s", request.method, request.path, exc.message)
+        return exc.to_response()  # written to nobody, which is fine
+    if isinstance(exc, PAYLOAD_ERRORS):  # a function reading the body itself saw the hang-up
+        log.info("%s %s: the client hung up before its whole body arrived (%s)", request.method, request.path, exc)
+        return ClientHungUp("the client hung up").to_response()
     if isinstance(exc, StudioError):
         if exc.status >= 500 and not isinstance(exc, DiskFull):
             log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)

@@ -4,8 +4,25 @@ A handler module creates one `Function`, then decorates its handlers:
 
     function = Function("install", migrations=Path(__file__).parent / "migrations")
 
-    @function.route("POST", "/api/models/install")
-    async def request_install(request: web.Request) -> web.Response: ...
+    class InstallRequest(msgspec.Struct):            # the body's type: decoded and checked before the handler
+        model: Annotated[str, Meta(min_length=1, description="a catalog model id, e.g. llama3.2:3b")]
+
+    @function.route(
+        "POST", "/api/models/install",
+        summary="(Re)install an owned model",        # one line: the API reference's title for it
+        body=InstallRequest, response=InstallAccepted, status=202, errors=(403, 404, 409),
+        max_body=4 * KIB, needs_session=True,         # the gateway's policy for it (studio/runtime/routes.py)
+    )
+    async def request_install(request: web.Request, body: InstallRequest) -> web.Response: ...
+
+A route declares everything about itself: method and path (an aiohttp template; `{tail:.*}` covers
+everything below), the body's type (a msgspec Struct, or None: the handler reads the body itself),
+the answer's type and status for the docs, the errors it answers, who may call it (`operator`,
+`visitor`, `needs_session`, `keys`), `timeout`, `max_body` and `stream`. The gateway's route table,
+the OpenAPI document and the body checks all come from it (docs/contracts.md). A body that does not
+fit its type is a 400 (`invalid_json`, `unknown_field`, `invalid_<field>`: studio/runtime/bodies.py)
+before the handler runs; `decode=False` keeps `body` for the docs while the handler reads the bytes
+itself (the Stripe webhook verifies them as signed).
 
     @function.subscribe(PurchaseCompleted, InstallRequested, max_concurrency=2)
     async def install_model(event: PurchaseCompleted | InstallRequested, delivery: Delivery) -> None: ...
@@ -39,17 +56,18 @@ from events.catalog import EventData
 from events.correlation import correlation_id
 from events.delivery import Backoff
 from events.envelope import Event
+from studio.runtime import bodies
 from studio.runtime.database import Database, Migrations
-from studio.runtime.errors import StudioError, UpstreamUnavailable
+from studio.runtime.errors import PAYLOAD_ERRORS, ClientHungUp, PayloadTooLarge, StudioError, UpstreamUnavailable
 from studio.runtime.logs import current_function
 from studio.runtime.metrics import RequestStats
 from studio.runtime.retention import Retention
+from studio.runtime.routes import BodyLimit, HttpHandler, Route
 
 if TYPE_CHECKING:
     from studio.runtime.settings import Settings
 
 T = TypeVar("T")
-HttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Resource = Callable[["Function"], AsyncIterator[None]]
 BATCH_SIZE = 256  # events a batch handler gets at most at once (JetStream fetch + one transaction)
 
@@ -62,13 +80,6 @@ class Key(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Key({self.name!r})"
-
-
-@dataclass(frozen=True)
-class RouteSpec:
-    method: str
-    path: str
-    handler: HttpHandler
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,7 @@ class Function:
         self.source = f"/functions/{name}"
         self.migrations = Migrations(name, migrations) if migrations is not None else None
         self.uses_database = uses_database or migrations is not None
-        self.routes: list[RouteSpec] = []
+        self.routes: list[Route] = []
         self.subscriptions: list[SubscriptionSpec] = []
         self.resources: list[Resource] = []
         self.queries: list[tuple[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]]] = []
@@ -116,9 +127,55 @@ class Function:
 
     # -- declaration -----------------------------------------------------------------------------
 
-    def route(self, method: str, path: str) -> Callable[[HttpHandler], HttpHandler]:
-        def register(handler: HttpHandler) -> HttpHandler:
-            self.routes.append(RouteSpec(method.upper(), path, handler))
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str = "",
+        body: Any = None,
+        query: Any = None,
+        response: Any = None,
+        status: int = 200,
+        error: Any = None,
+        errors: tuple[int, ...] = (),
+        answers: tuple[tuple[int, Any], ...] = (),
+        decode: bool = True,
+        timeout: float = 30.0,
+        max_body: BodyLimit = None,
+        operator: bool = False,
+        visitor: bool = True,
+        needs_session: bool = False,
+        stream: bool = False,
+        keys: bool = False,
+    ) -> Callable[[T], T]:
+        """Declare an HTTP route and everything about it (the module docstring; studio/runtime/routes.py)."""
+
+        def register(handler: T) -> T:
+            self.routes.append(
+                Route(
+                    method.upper(),
+                    path,
+                    self.name,
+                    handler,  # type: ignore[arg-type]
+                    summary=summary,
+                    body=body,
+                    query=query,
+                    response=response,
+                    status=status,
+                    error=error,
+                    errors=errors,
+                    answers=answers,
+                    decode=decode,
+                    timeout=timeout,
+                    max_body=max_body,
+                    operator=operator,
+                    visitor=visitor,
+                    needs_session=needs_session,
+                    stream=stream,
+                    keys=keys,
+                )
+            )
             return handler
 
         return register
@@ -272,9 +329,13 @@ class Function:
             ) from exc
         return event
 
-    def http_handler(self, spec: RouteSpec) -> HttpHandler:
-        """The route's handler wrapped with this function's log context and request metrics."""
+    def http_handler(self, spec: Route) -> HttpHandler:
+        """The route's handler wrapped with this function's log context and request metrics; with a
+        declared body type, the body refused from its Content-Length past the route's limit, then
+        decoded and checked (`studio.runtime.bodies`) and handed to the handler."""
         inner, stats, name, path = spec.handler, self.stats, self.name, spec.path
+        body_type = spec.body if spec.decode else None
+        assert inner is not None, f"{spec.method} {spec.path} has no handler"
 
         async def handle(request: web.Request) -> web.StreamResponse:
             token = current_function.set(name)
@@ -282,12 +343,26 @@ class Function:
             status = 500
             stats.inflight += 1
             try:
-                response = await inner(request)
+                length = request.content_length
+                if length is not None and self._settings is not None:
+                    limit = spec.body_limit(self._settings)
+                    if length > limit:
+                        raise PayloadTooLarge(
+                            f"the request body is {length} bytes; this route accepts at most {limit}",
+                            max_bytes=limit,
+                        )
+                if body_type is None:
+                    response = await inner(request)
+                else:
+                    response = await inner(request, await bodies.read(request, body_type))
                 status = response.status
                 return response
             except (StudioError, web.HTTPException) as exc:
                 status = exc.status
                 raise
+            except (*PAYLOAD_ERRORS, ConnectionResetError) as exc:  # the client (or the gateway for one) left
+                status = ClientHungUp.status
+                raise ClientHungUp(f"the client hung up before its whole body arrived: {exc}") from None
             finally:
                 stats.inflight -= 1
                 stats.observe(request.method, path, status, time.perf_counter() - started)

@@ -39,10 +39,13 @@ async def context_middleware(request: web.Request, handler: Handler) -> web.Stre
 def function_app(function: Function, settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[context_middleware, error_middleware],
-        client_max_size=max(settings.max_body_bytes, settings.chat_max_body_bytes),
+        client_max_size=max([settings.max_body_bytes, *(r.body_limit(settings) for r in function.routes)]),
     )
     for spec in function.routes:
-        app.router.add_route(spec.method, spec.path, function.http_handler(spec))
+        handler = function.http_handler(spec)
+        app.router.add_route(spec.method, spec.path, handler)
+        if spec.method == "GET":  # HEAD is answered as GET is (aiohttp leaves the body out)
+            app.router.add_route("HEAD", spec.path, handler)
 
     async def healthz(request: web.Request) -> web.Response:
         host = request.app[HOST_KEY]

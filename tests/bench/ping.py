@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.routes import ROUTES, Route
 from studio.runtime.function import Function
 
 function = Function("ping")
-ROUTES_WITH_PING = (*ROUTES, Route("/api/ping", "ping", timeout=5))
 
 
-@function.route("GET", "/api/ping")
+@function.route("GET", "/api/ping", timeout=5)
 async def pong(request: web.Request) -> web.Response:
     return web.json_response({"pong": True})

@@ -18,7 +18,6 @@ from studio.runtime.host import Host
 from studio.runtime.logs import configure
 from studio.runtime.server import function_app
 from studio.runtime.settings import Settings
-from tests.bench.ping import ROUTES_WITH_PING
 from tests.bench.ping import function as ping
 
 
@@ -38,9 +37,9 @@ async def main(mode: str, port: int, nats_url: str, upstream: str | None) -> Non
     elif mode == "embedded":
         host = Host([ping], settings)
         await host.start()
-        app = gateway_app(settings, functions=[ping], routes=ROUTES_WITH_PING, bus=host.bus)
+        app = gateway_app(settings, functions=[ping], bus=host.bus)
     else:
-        app = gateway_app(settings, routes=ROUTES_WITH_PING, behind=[*(load(n) for n in NAMES), ping])
+        app = gateway_app(settings, behind=[*(load(n) for n in NAMES), ping])
     runner = await serve(app, settings, f"ready {mode} {port}", edge=mode != "function")
     await wait_for_signal()
     await runner.cleanup()

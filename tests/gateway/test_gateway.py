@@ -9,17 +9,17 @@ from pathlib import Path
 import pytest
 
 from functions import NAMES, load
-from gateway.app import RouteTableMismatch, check_routes, gateway_app
+from gateway.app import ROUTE_TABLE, RouteTableMismatch, gateway_app
 from gateway.edge import SECURITY_HEADERS
-from gateway.routes import ROUTES, Route, RouteTable, methods
+from gateway.routes import Route, RouteTable, declared
 from studio.runtime.errors import GatewayTimeout
+from studio.runtime.function import Function
 from studio.runtime.server import function_app
 from studio.runtime.settings import Secret, Settings
 from tests.conftest import free_port
-from tests.sample.handler import ROUTE
+from tests.sample.handler import TIMEOUT_S
 from tests.sample.handler import function as sample
 
-ROUTES_WITH_SAMPLE = (*ROUTES, ROUTE)
 STUDIO_WITH_SAMPLE = [*(load(name) for name in NAMES), sample]  # the functions behind a distributed gateway
 
 
@@ -28,10 +28,10 @@ async def gateway(request, settings, embedded_studio, aiohttp_client, aiohttp_se
     """A test client talking to the gateway, with the sample function behind it."""
     settings = settings.replace(admin_token=Secret("op-secret"))
     if request.param == "embedded":
-        return await embedded_studio([sample], routes=ROUTES_WITH_SAMPLE, settings_override=settings)
+        return await embedded_studio([sample], settings_override=settings)
     function_server = await aiohttp_server(function_app(sample, settings))
     gw_settings = settings.replace(upstreams={"sample": str(function_server.make_url("")).rstrip("/")})
-    return await aiohttp_client(gateway_app(gw_settings, routes=ROUTES_WITH_SAMPLE, behind=STUDIO_WITH_SAMPLE))
+    return await aiohttp_client(gateway_app(gw_settings, behind=STUDIO_WITH_SAMPLE))
 
 
 def assert_security_headers(resp) -> None:
@@ -158,7 +158,7 @@ async def test_bad_json_is_a_400_that_says_why(gateway) -> None:
 
 
 async def test_operator_routes_are_closed_without_a_configured_token(settings, embedded_studio) -> None:
-    client = await embedded_studio([sample], routes=ROUTES_WITH_SAMPLE)  # no STUDIO_ADMIN_TOKEN
+    client = await embedded_studio([sample])  # no STUDIO_ADMIN_TOKEN
 
     resp = await client.get("/api/monitor/stats", headers={"Authorization": "Bearer anything"})
 
@@ -169,7 +169,7 @@ async def test_operator_routes_are_closed_without_a_configured_token(settings, e
 
 async def test_unreachable_function_gets_502(settings, aiohttp_client) -> None:
     gw_settings = settings.replace(upstreams={"sample": f"http://127.0.0.1:{free_port()}"})
-    client = await aiohttp_client(gateway_app(gw_settings, routes=ROUTES_WITH_SAMPLE, behind=STUDIO_WITH_SAMPLE))
+    client = await aiohttp_client(gateway_app(gw_settings, behind=STUDIO_WITH_SAMPLE))
 
     resp = await client.get("/api/sample/hello")
 
@@ -179,49 +179,61 @@ async def test_unreachable_function_gets_502(settings, aiohttp_client) -> None:
     assert_security_headers(resp)
 
 
-def test_route_table_must_agree_with_the_functions() -> None:
-    with pytest.raises(RouteTableMismatch, match="/api/sample/hello is declared by sample but routed to nobody"):
-        check_routes(RouteTable(ROUTES), [sample])
+def test_the_table_is_the_functions_declarations() -> None:
+    studio = [load(name) for name in NAMES]
+    table = RouteTable(declared([*studio, sample]))
+
+    for fn in [*studio, sample]:
+        for spec in fn.routes:
+            concrete = spec.path.replace("{", "x").replace("}", "")
+            route, _ = table.match(concrete, spec.method)
+            assert route is spec, (spec.method, spec.path, route)
+    hello, _ = table.match("/api/sample/hello", "GET")
+    assert hello is not None and hello.function == "sample" and hello.timeout == TIMEOUT_S
 
 
-def test_the_studio_route_table_matches_its_functions_exactly() -> None:
-    check_routes(RouteTable(ROUTES), [load(name) for name in NAMES])
-
-
-EXTRA = Route("/api/models/discount", "purchase", methods("POST"))  # purchase declares no such route
-GHOST = Route("/api/ghost", "ghost")  # no function has that name
-
-
-@pytest.mark.parametrize("extra", [EXTRA, GHOST], ids=["unreached", "no-such-function"])
-def test_an_extra_route_table_entry_fails_in_distributed_mode(tmp_path: Path, extra: Route) -> None:
+def test_a_route_declared_by_a_function_is_in_the_gateway_table(tmp_path: Path) -> None:
     settings = Settings.from_env({}, data_dir=tmp_path)
-    with pytest.raises(RouteTableMismatch, match=f"{extra.prefix} is routed to {extra.function}"):
-        gateway_app(settings, routes=(*ROUTES, extra))
+    extra = Function("extra")
+
+    @extra.route("PUT", "/api/extra/{thing}", summary="Put a thing", timeout=7, max_body=123, operator=True)
+    async def put_thing(request):  # pragma: no cover - never called
+        raise AssertionError
+
+    app = gateway_app(settings, behind=[*(load(n) for n in NAMES), extra])
+    route, _ = app[ROUTE_TABLE].match("/api/extra/a", "PUT")
+
+    assert route is not None and (route.function, route.timeout, route.max_body, route.operator) == (
+        "extra",
+        7,
+        123,
+        True,
+    )
 
 
-@pytest.mark.parametrize("extra", [EXTRA, GHOST], ids=["unreached", "no-such-function"])
-def test_an_extra_route_table_entry_fails_in_embedded_mode(tmp_path: Path, extra: Route) -> None:
+def test_two_functions_declaring_one_route_fail_in_both_modes(tmp_path: Path) -> None:
     settings = Settings.from_env({}, data_dir=tmp_path)
-    # Hosting one function checks the table against the declarations of every function it names.
-    with pytest.raises(RouteTableMismatch, match=f"{extra.prefix} is routed to {extra.function}"):
-        gateway_app(settings, functions=[sample], routes=(*ROUTES_WITH_SAMPLE, extra))
+    copy = Function("copycat")
+
+    @copy.route("POST", "/api/chat")
+    async def chat(request):  # pragma: no cover - never called
+        raise AssertionError
+
+    with pytest.raises(RouteTableMismatch, match="POST /api/chat is declared twice: by chat and by copycat"):
+        gateway_app(settings, behind=[*(load(n) for n in NAMES), copy])
+    with pytest.raises(RouteTableMismatch, match="POST /api/chat is declared twice"):
+        gateway_app(settings, functions=[copy])
 
 
-def test_a_function_route_missing_from_the_table_fails_in_both_modes(tmp_path: Path) -> None:
-    settings = Settings.from_env({}, data_dir=tmp_path)
-    without_chat = tuple(r for r in ROUTES if r.function != "chat")
-    with pytest.raises(RouteTableMismatch, match="POST /api/chat is declared by chat but routed to nobody"):
-        gateway_app(settings, routes=without_chat)
-    with pytest.raises(RouteTableMismatch, match="POST /api/chat is declared by chat but routed to nobody"):
-        gateway_app(settings, functions=[load("chat")], routes=(*without_chat,))
-
-
-def test_longest_prefix_and_method_decide_the_route() -> None:
+def test_literal_paths_then_the_longest_template_and_the_method_decide_the_route() -> None:
     table = RouteTable(
         (
-            Route("/api/models", "purchase", frozenset({"GET"})),
-            Route("/api/models", "install", frozenset({"DELETE"})),
-            Route("/api/models/install", "install", frozenset({"POST"})),
+            Route("GET", "/api/models", "purchase"),
+            Route("DELETE", "/api/models/{model}", "install"),
+            Route("POST", "/api/models/install", "install"),
+            Route("GET", "/api/purchases/{purchase_id}", "purchase"),
+            Route("POST", "/api/purchases/reconcile", "purchase"),
+            Route("GET", "/files/{tail:.*}", "files"),
         )
     )
 
@@ -230,10 +242,33 @@ def test_longest_prefix_and_method_decide_the_route() -> None:
         return route.function if route else None
 
     assert function_for("/api/models", "GET") == "purchase"
+    assert function_for("/api/models", "HEAD") == "purchase"
     assert function_for("/api/models/llama3.2:3b", "DELETE") == "install"
     assert function_for("/api/models/install", "POST") == "install"
+    assert function_for("/api/purchases/reconcile", "GET") == "purchase"  # the template answers GET
+    assert function_for("/files/a/b/c", "GET") == "files"
     assert table.match("/api/modelsx", "GET") == (None, frozenset())
-    assert table.match("/api/models/x", "PUT") == (None, frozenset({"GET", "DELETE"}))
+    assert table.match("/api/models/a/b", "DELETE") == (None, frozenset())
+    assert table.match("/api/models", "PUT") == (None, frozenset({"GET", "HEAD"}))
+    assert table.match("/api/models/x", "PUT") == (None, frozenset({"DELETE"}))
+    assert table.match("/api/models/install", "GET") == (None, frozenset({"POST", "DELETE"}))
+
+
+async def test_an_undeclared_method_on_a_known_path_is_a_405_with_the_declared_methods(gateway) -> None:
+    put = await gateway.put("/api/sample/hello")
+    post = await gateway.post("/api/sample/notes/x")
+
+    assert put.status == 405 and put.headers["Allow"] == "GET, HEAD"
+    assert (await put.json())["error"]["code"] == "method_not_allowed"
+    assert post.status == 404 and (await post.json())["error"]["code"] == "no_route"
+    own = await gateway.post("/api/openapi.json")  # the gateway's own routes are declared too
+    assert own.status == 405 and own.headers["Allow"] == "GET, HEAD"
+
+
+async def test_head_is_answered_by_the_get_route(gateway) -> None:
+    resp = await gateway.head("/api/sample/hello")
+
+    assert resp.status == 200 and await resp.read() == b""
 
 
 def test_gateway_timeout_error_shape() -> None:

@@ -16,15 +16,14 @@ import pytest
 from functions import NAMES, load
 from gateway.app import gateway_app
 from gateway.edge import SECURITY_HEADERS
-from gateway.routes import ROUTES
 from studio.runner import serve
 from studio.runtime.host import Host
 from studio.runtime.server import function_app
-from tests.sample.handler import ROUTE
+from tests.conftest import free_port
+from tests.sample.handler import MAX_BODY
 from tests.sample.handler import function as sample
 from tests.support import eventually
 
-ROUTES_WITH_SAMPLE = (*ROUTES, ROUTE)
 DEEP = b"[" * 1000 + b"]" * 1000
 
 STUDIO_WITH_SAMPLE = [*(load(name) for name in NAMES), sample]  # the functions behind a distributed gateway
@@ -49,7 +48,7 @@ async def served(settings):
     fns = [sample, load("purchase"), load("install")]
     host = Host(fns, s)
     await host.start()
-    runner = await serve(gateway_app(s, functions=fns, routes=ROUTES_WITH_SAMPLE, bus=host.bus), s, "test", edge=True)
+    runner = await serve(gateway_app(s, functions=fns, bus=host.bus), s, "test", edge=True)
     try:
         yield s
     finally:
@@ -62,9 +61,7 @@ async def served(settings):
 
 async def test_one_address_holds_at_most_its_share_of_streams(embedded_studio, settings) -> None:
     s = settings.replace(streams_per_address=3, functions=("sample", "purchase", "install"))
-    client = await embedded_studio(
-        [sample, load("purchase"), load("install")], routes=ROUTES_WITH_SAMPLE, settings_override=s
-    )
+    client = await embedded_studio([sample, load("purchase"), load("install")], settings_override=s)
     streams = [await client.get("/api/events") for _ in range(3)]
     assert [r.status for r in streams] == [200, 200, 200]
 
@@ -93,9 +90,7 @@ async def _opens(client):
 
 async def test_forwarded_addresses_are_believed_only_from_a_trusted_proxy(embedded_studio, settings) -> None:
     s = settings.replace(streams_per_address=1, trusted_proxies=(), functions=("sample", "purchase", "install"))
-    client = await embedded_studio(
-        [sample, load("purchase"), load("install")], routes=ROUTES_WITH_SAMPLE, settings_override=s
-    )
+    client = await embedded_studio([sample, load("purchase"), load("install")], settings_override=s)
     first = await client.get("/api/events", headers={"X-Forwarded-For": "203.0.113.1", "X-Real-IP": "203.0.113.1"})
     assert first.status == 200
     spoofed = await client.get("/api/events", headers={"X-Forwarded-For": "203.0.113.2", "X-Real-IP": "203.0.113.2"})
@@ -126,7 +121,7 @@ async def test_a_cookieless_purchase_is_refused_and_opens_no_checkout(studio) ->
 
 async def test_state_changes_per_address_are_limited(embedded_studio, settings) -> None:
     s = settings.replace(writes_per_address_per_minute=3, functions=("sample",))
-    client = await embedded_studio([sample], routes=ROUTES_WITH_SAMPLE, settings_override=s)
+    client = await embedded_studio([sample], settings_override=s)
     statuses = [(await client.post("/api/sample/count", json={})).status for _ in range(3)]
     assert 429 not in statuses
     await assert_error(await client.post("/api/sample/count", json={}), 429, "rate_limited")
@@ -152,7 +147,7 @@ async def test_json_nested_too_deep_is_a_400_on_chat(embedded_studio, settings, 
 
 
 async def test_a_nul_byte_in_a_static_path_is_a_400(embedded_studio, settings) -> None:
-    client = await embedded_studio([sample], routes=ROUTES_WITH_SAMPLE)
+    client = await embedded_studio([sample])
     for path in ("/%00", "/app%00.css", "/marketplace%00"):
         await assert_error(await client.get(path), 400, "invalid_path")
 
@@ -282,12 +277,64 @@ async def test_a_body_that_stalls_is_a_408(served) -> None:
     assert headers["X-Frame-Options"] == "DENY"
 
 
+async def test_a_declared_length_past_the_routes_limit_is_refused_before_the_body_is_sent(served) -> None:
+    # Only the head is sent: an answer at all means the gateway did not wait for the body.
+    head = f"POST /api/sample/count HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY + 1}\r\n\r\n"
+    status, _, body = parse(await raw(served, head.encode()))
+
+    assert status == 413
+    error = json.loads(body)["error"]
+    assert error["code"] == "payload_too_large" and str(MAX_BODY) in error["message"]
+
+
+async def test_a_body_trickled_faster_than_the_read_timeout_is_cut_at_the_routes_deadline(served) -> None:
+    # A byte every 0.3 s never trips the per-read timeout (0.5 s); the sample routes' deadline is 1 s.
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    writer.write(b"POST /api/sample/count HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+    sent: list[int] = []
+
+    async def trickle() -> None:
+        with contextlib.suppress(ConnectionError):
+            for n in range(100):
+                writer.write(b"x")
+                await writer.drain()
+                sent.append(n)
+                await asyncio.sleep(0.3)
+
+    dribbling = asyncio.create_task(trickle())
+    try:
+        answer = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        dribbling.cancel()
+        writer.close()
+    status, _, body = parse(answer)
+    assert status == 408 and json.loads(body)["error"]["code"] == "body_timeout"
+    assert "did not arrive within 1 s" in json.loads(body)["error"]["message"]
+    assert len(sent) < 100, "the body was cut while it was still arriving"
+
+
+async def test_a_client_that_hangs_up_mid_body_is_an_info_line_not_an_error(served, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+    writer.write(b"POST /api/sample/count HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+    await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+
+    def hung_up():
+        return [r for r in caplog.records if "hung up" in r.getMessage()]
+
+    lines = await eventually(hung_up, message="the hang-up to be logged")
+    assert all(r.levelno == logging.INFO for r in lines)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+
+
 async def test_the_distributed_gateway_applies_the_same_guards(settings, aiohttp_client, aiohttp_server) -> None:
     function_server = await aiohttp_server(function_app(sample, settings))
     gw = settings.replace(
         upstreams={"sample": str(function_server.make_url("")).rstrip("/")}, writes_per_address_per_minute=2
     )
-    client = await aiohttp_client(gateway_app(gw, routes=ROUTES_WITH_SAMPLE, behind=STUDIO_WITH_SAMPLE))
+    client = await aiohttp_client(gateway_app(gw, behind=STUDIO_WITH_SAMPLE))
     refused = await client.post("/api/sample/count", json={}, headers={"Origin": "https://evil.example"})
     await assert_error(refused, 403, "cross_site")
     for _ in range(2):  # the refused one was not counted
@@ -295,3 +342,46 @@ async def test_the_distributed_gateway_applies_the_same_guards(settings, aiohttp
             await client.post("/api/sample/count", json={}, headers={"Sec-Fetch-Site": "same-origin"})
         ).status == 200
     await assert_error(await client.post("/api/sample/count", json={}), 429, "rate_limited")
+
+
+@pytest.mark.parametrize("length", [1000, MAX_BODY], ids=["read-whole", "streamed"])
+async def test_a_client_hanging_up_mid_body_behind_a_distributed_gateway_logs_no_error(
+    settings, caplog, length: int
+) -> None:
+    # Served as `run gateway` and `run sample` serve them: the gateway cancels a handler whose client
+    # left, which cuts the function's upstream request mid-body (when the body is streamed to it).
+    caplog.set_level(logging.INFO)
+    fn_settings = settings.replace(port=free_port())
+    fn_runner = await serve(function_app(sample, fn_settings), fn_settings, "function")
+    gw = settings.replace(port=free_port(), upstreams={"sample": f"http://127.0.0.1:{fn_settings.port}"})
+    gw_runner = await serve(
+        gateway_app(gw, behind=STUDIO_WITH_SAMPLE), gw, "gateway", cancel_on_disconnect=True, edge=True
+    )
+    try:
+        head = f"POST /api/sample/count HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n"
+        _reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(head.encode() + b"x" * 10)
+        await writer.drain()
+        streamed = length > 64 * 1024  # larger bodies are streamed to the function as they arrive
+        if streamed:  # hang up once the function is reading the body
+            await eventually(lambda: sample.stats.inflight == 1, message="the function to start reading")
+        writer.close()
+        await writer.wait_closed()
+
+        def answered():
+            return [
+                r for r in caplog.records if r.name == "studio.gateway.access" and "/api/sample/count" in r.getMessage()
+            ]
+
+        logged = await eventually(answered, message="the gateway's access line")
+        if streamed:  # the function saw its body cut, and said so in an info line
+            await eventually(
+                lambda: ("POST", "/api/sample/count", 499) in sample.stats.requests, message="the function's 499"
+            )
+            assert [r for r in caplog.records if "hung up" in r.getMessage()]
+    finally:
+        await gw_runner.cleanup()
+        await fn_runner.cleanup()
+    assert logged[0].status == 499  # the client closed the request
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+    assert all(r.levelno == logging.INFO for r in caplog.records if "hung up" in r.getMessage())

@@ -22,11 +22,9 @@ import stripe
 
 from functions import load
 from gateway.edge import CSP, HSTS
-from gateway.routes import ROUTES
 from studio.runtime.settings import Secret
 from tests.conftest import free_port
 from tests.production import nginx
-from tests.sample.handler import ROUTE as SAMPLE_ROUTE
 from tests.sample.handler import function as sample
 
 WEBHOOK_SECRET = "whsec_test_nginx"
@@ -45,7 +43,6 @@ async def site(tmp_path: Path, embedded_studio, settings):
     """The gateway (embedded, real functions), the frontend's nginx, the host nginx in front."""
     client = await embedded_studio(
         [load("purchase"), load("install"), load("webhook"), load("health"), sample],
-        routes=(*ROUTES, SAMPLE_ROUTE),
         settings_override=settings.replace(
             skip_payment=True,
             stripe_webhook_secret=Secret(WEBHOOK_SECRET),

@@ -14,28 +14,32 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import msgspec
 from aiohttp import web
 
 from events.correlation import correlation_id
 from events.delivery import Delivery, Reject
-from gateway.routes import Route
 from studio.runtime.database import utcnow
-from studio.runtime.errors import BadRequest, json_body
 from studio.runtime.function import Function
 from studio.runtime.identity import identity
 from tests.support import SampleRecorded
 
 function = Function("sample", migrations=Path(__file__).parent / "migrations")
-ROUTE = Route("/api/sample", "sample", timeout=1.0, max_body=100_000)
+TIMEOUT_S, MAX_BODY = 1.0, 100_000  # every sample route's policy (tests rely on both)
 
 
-@function.route("GET", "/api/sample/hello")
+class Note(msgspec.Struct):
+    n: int
+    note: str = ""
+
+
+@function.route("GET", "/api/sample/hello", timeout=TIMEOUT_S, max_body=MAX_BODY)
 async def say_hello(request: web.Request) -> web.Response:
     who = identity(request)
     return web.json_response({"user_id": who.user_id, "admin": who.admin, "request_id": correlation_id.get()})
 
 
-@function.route("POST", "/api/sample/count")
+@function.route("POST", "/api/sample/count", timeout=TIMEOUT_S, max_body=MAX_BODY)
 async def count_body(request: web.Request) -> web.Response:
     size = chunks = 0
     async for chunk in request.content.iter_any():
@@ -44,7 +48,7 @@ async def count_body(request: web.Request) -> web.Response:
     return web.json_response({"bytes": size, "chunks": chunks})
 
 
-@function.route("GET", "/api/sample/sse")
+@function.route("GET", "/api/sample/sse", timeout=TIMEOUT_S, max_body=MAX_BODY)
 async def stream_events(request: web.Request) -> web.StreamResponse:
     n, delay = int(request.query.get("n", "3")), float(request.query.get("delay", "0"))
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -56,24 +60,20 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-@function.route("GET", "/api/sample/slow")
+@function.route("GET", "/api/sample/slow", timeout=TIMEOUT_S, max_body=MAX_BODY)
 async def answer_slowly(request: web.Request) -> web.Response:
     await asyncio.sleep(float(request.query.get("seconds", "2")))
     return web.json_response({"slow": True})
 
 
-@function.route("POST", "/api/sample/notes")
-async def record_note(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    if not isinstance(body.get("n"), int):
-        raise BadRequest("n must be an integer", code="invalid_n")
+@function.route("POST", "/api/sample/notes", body=Note, timeout=TIMEOUT_S, max_body=MAX_BODY)
+async def record_note(request: web.Request, body: Note) -> web.Response:
     async with function.db.transaction() as tx:
         await tx.execute(
-            "INSERT INTO sample_notes (n, note, created_at) VALUES (?, ?, ?)",
-            (body["n"], str(body.get("note", "")), utcnow()),
+            "INSERT INTO sample_notes (n, note, created_at) VALUES (?, ?, ?)", (body.n, body.note, utcnow())
         )
-        await tx.publish(function.event(SampleRecorded(n=body["n"], note=str(body.get("note", "")))))
-    return web.json_response({"n": body["n"]}, status=201)
+        await tx.publish(function.event(SampleRecorded(n=body.n, note=body.note)))
+    return web.json_response({"n": body.n}, status=201)
 
 
 @function.subscribe(SampleRecorded)

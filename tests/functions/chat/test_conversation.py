@@ -43,7 +43,8 @@ def test_options_are_translated_and_max_tokens_is_capped() -> None:
 @pytest.mark.parametrize(
     ("body", "code", "fragment"),
     [
-        ({"model": 3, "message": "Hi"}, "invalid_model", "model is required"),
+        ({"model": 3, "message": "Hi"}, "invalid_model", "model must be a string"),
+        ({"message": "Hi"}, "invalid_model", "model is required"),
         ({"model": "m", "message": "   "}, "invalid_message", "non-empty"),
         ({"model": "m", "message": "x" * 21}, "invalid_message", "21 characters long; the limit is 20"),
         ({"model": "m", "message": "Hi", "messages": []}, "invalid_messages", "not both"),

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from functions import load
-from gateway.routes import ROUTES
 from studio.runtime.settings import Secret
-from tests.sample.handler import ROUTE
 from tests.sample.handler import function as sample
 from tests.support import Recorder, eventually
 
@@ -17,7 +15,7 @@ async def start(embedded_studio, settings, bus):
     await bus.listen("event.dead_lettered", seen)
     await bus.listen("operator.*", seen)
     client = await embedded_studio(
-        [load("monitor"), sample], routes=(*ROUTES, ROUTE), settings_override=settings.replace(admin_token=Secret("op"))
+        [load("monitor"), sample], settings_override=settings.replace(admin_token=Secret("op"))
     )
     return client, seen
 

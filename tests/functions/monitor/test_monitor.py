@@ -5,9 +5,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from functions import load
-from gateway.routes import ROUTES
 from studio.runtime.settings import Secret
-from tests.sample.handler import ROUTE
 from tests.sample.handler import function as sample
 from tests.support import eventually
 
@@ -16,7 +14,7 @@ OPERATOR = {"Authorization": "Bearer op"}
 
 async def start(embedded_studio, settings):
     return await embedded_studio(
-        [load("monitor"), sample], routes=(*ROUTES, ROUTE), settings_override=settings.replace(admin_token=Secret("op"))
+        [load("monitor"), sample], settings_override=settings.replace(admin_token=Secret("op"))
     )
 
 

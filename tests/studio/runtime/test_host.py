@@ -5,13 +5,9 @@ from __future__ import annotations
 from events.bus import Bus
 from events.server import NatsServer
 from functions import load
-from gateway.routes import ROUTES
 from studio.runtime.settings import Secret
-from tests.sample.handler import ROUTE
 from tests.sample.handler import function as sample
 from tests.support import Recorder, SampleRecorded, eventually
-
-ROUTES_WITH_SAMPLE = (*ROUTES, ROUTE)
 
 
 async def seen_notes() -> list[int]:
@@ -20,7 +16,7 @@ async def seen_notes() -> list[int]:
 
 
 async def test_committed_state_change_reaches_its_subscriber(embedded_studio) -> None:
-    client = await embedded_studio([sample], routes=ROUTES_WITH_SAMPLE)
+    client = await embedded_studio([sample])
 
     resp = await client.post("/api/sample/notes", json={"n": 1, "note": "first"})
 
@@ -30,7 +26,7 @@ async def test_committed_state_change_reaches_its_subscriber(embedded_studio) ->
 
 
 async def test_request_id_becomes_the_correlation_id_of_caused_events(embedded_studio, bus: Bus) -> None:
-    client = await embedded_studio([sample], routes=ROUTES_WITH_SAMPLE)
+    client = await embedded_studio([sample])
     seen = Recorder()
     await bus.listen(SampleRecorded.TYPE, seen)
     await bus.nc.flush()
@@ -47,7 +43,7 @@ async def test_function_rides_out_a_nats_restart_and_loses_nothing(
 ) -> None:
     health = load("health")
     operator = settings.replace(admin_token=Secret("op"))  # /health's details are the operator's
-    client = await embedded_studio([health, sample], routes=ROUTES_WITH_SAMPLE, settings_override=operator)
+    client = await embedded_studio([health, sample], settings_override=operator)
     assert (await client.post("/api/sample/notes", json={"n": 1})).status == 201
     await eventually(lambda: seen_notes(), message="first note handled")
 
