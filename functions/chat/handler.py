@@ -88,7 +88,7 @@ from studio import catalog
 from studio.clients.cloud import CloudFallback
 from studio.clients.fleet import Fleet
 from studio.clients.ollama import OllamaError
-from studio.runtime.errors import BadRequest, GatewayTimeout, StudioError, Unauthorized, json_body
+from studio.runtime.errors import BadRequest, GatewayTimeout, StudioError, Unauthorized
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity, require_visitor
 
