@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,10 +37,15 @@ def configuration() -> str:
     )
 
 
+def _anchor(heading: str) -> str:
+    """The id the site gives a heading: lower case, without what is not a letter, digit, - or _."""
+    return re.sub(r"[^\w-]", "", heading.lower().replace(" ", "-"))
+
+
 def _type_of(schema: dict[str, Any]) -> str:
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
-        return f"[{name}](#{name.lower()})"
+        return f"[{name}](#{_anchor(name)})"
     if "enum" in schema:
         return " \\| ".join(f"`{json.dumps(v)}`" for v in schema["enum"])
     for key in ("anyOf", "oneOf"):
@@ -153,7 +159,7 @@ def events() -> str:
     for name in sorted(EVENT_TYPES):
         cls = EVENT_TYPES[name]
         summary = _cell((cls.__doc__ or "").strip().split("\n\n")[0])
-        out.append(f"| [`{name}`](#{name.replace('.', '')}) | {'durable' if cls.DURABLE else 'live'} | {summary} |")
+        out.append(f"| [`{name}`](#{_anchor(name)}) | {'durable' if cls.DURABLE else 'live'} | {summary} |")
     out.append("")
     for name in sorted(EVENT_TYPES):
         cls = EVENT_TYPES[name]
