@@ -11,7 +11,7 @@ from studio.runtime.settings import markdown_table
 ROOT = Path(__file__).resolve().parent.parent
 # What every function may import besides its own package: the platform beneath it.
 SHARED = ("events", "studio.runtime", "studio.catalog", "studio.clients")
-PROJECT = ("events", "functions", "gateway", "studio")
+PROJECT = ("app", "events", "functions", "gateway", "studio")
 
 
 def imports(path: Path, source: str | None = None) -> set[str]:
@@ -56,7 +56,7 @@ def test_the_import_check_catches_every_way_of_reaching_another_function() -> No
         "from functions import load",
         "from ..purchase import ledger",
         "from gateway import routes",
-        "from studio import cli",
+        "from app import cli",
     ):
         path = ROOT / "functions" / "chat" / "_probe.py"
         modules = _imports_of_source(source, path)

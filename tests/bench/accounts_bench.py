@@ -34,10 +34,10 @@ from pathlib import Path
 
 import aiohttp
 
+from app.runner import install_event_loop_policy
 from events.bus import Bus
 from events.server import NatsServer
 from gateway.credentials import Credentials
-from studio.runner import install_event_loop_policy
 from tests.bench.chat_bench import MODEL, SHORT_REPLY, Double, Stream, read_ndjson, read_openai, read_sse, reply_of
 from tests.bench.common import free_port, process
 

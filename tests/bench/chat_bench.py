@@ -38,9 +38,9 @@ from pathlib import Path
 
 import aiohttp
 
+from app.runner import install_event_loop_policy
 from events.server import NatsServer
 from studio.clients.ollama import OllamaClient
-from studio.runner import install_event_loop_policy
 from tests.bench.common import free_port, process
 
 MODEL = "tinyllama:latest"

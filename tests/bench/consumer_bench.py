@@ -22,6 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
+from app.runner import install_event_loop_policy
 from events.bus import Bus
 from events.catalog import PurchaseCompleted
 from events.delivery import Delivery
@@ -30,7 +31,6 @@ from events.lag import consumer_lags
 from events.server import NatsServer
 from functions import load
 from functions.chat.entitlements import Ownership
-from studio.runner import install_event_loop_policy
 from studio.runtime.database import RUNTIME_MIGRATIONS, Database
 from studio.runtime.host import Host
 from studio.runtime.logs import configure

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import aiohttp
 
+from app.runner import install_event_loop_policy
 from events.server import NatsServer
-from studio.runner import install_event_loop_policy
 from tests.bench.chat_bench import (
     MODEL,
     SHORT_REPLY,

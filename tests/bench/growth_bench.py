@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.runner import install_event_loop_policy
 from events.bus import Bus
 from events.lag import consumer_lags
-from studio.runner import install_event_loop_policy
 from tests.bench.studio_process import MODELS, Studio, buyers, ollama_double, visitor
 
 

@@ -11,9 +11,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from app.runner import install_event_loop_policy, serve, wait_for_signal
 from functions import NAMES, load
 from gateway.app import gateway_app
-from studio.runner import install_event_loop_policy, serve, wait_for_signal
 from studio.runtime.host import Host
 from studio.runtime.logs import configure
 from studio.runtime.server import function_app

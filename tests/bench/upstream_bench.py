@@ -21,9 +21,9 @@ from pathlib import Path
 
 import aiohttp
 
+from app.runner import install_event_loop_policy
 from events.server import NatsServer
 from gateway.upstream import UpstreamPool
-from studio.runner import install_event_loop_policy
 from tests.bench.common import free_port, process
 
 Get = Callable[[], Awaitable[bytes]]

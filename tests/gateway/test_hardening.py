@@ -13,11 +13,11 @@ import logging
 import aiohttp
 import pytest
 
+from app.runner import serve
 from functions import NAMES, load
 from gateway.app import gateway_app
 from gateway.edge import SECURITY_HEADERS
 from gateway.routes import ROUTES
-from studio.runner import serve
 from studio.runtime.host import Host
 from studio.runtime.server import function_app
 from tests.sample.handler import ROUTE

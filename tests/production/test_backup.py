@@ -24,7 +24,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from studio import ops
+from app import ops
 from studio.runtime.settings import Settings
 from tests.conftest import free_port
 from tests.doubles.ollama import OllamaDouble

@@ -13,7 +13,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from studio import ops
+from app import ops
 from tests.production.test_backup import Buyers, cli, ollama_double, run_studio, studio_env
 from tests.support import eventually
 

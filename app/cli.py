@@ -29,18 +29,18 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 
 import functions
-from events.bus import Bus, BusUnavailable
-from events.lag import consumer_lags, remove_consumer, table
-from events.tail import format_human, format_json, tail
-from functions.accounts import admin as users
-from studio import dbcopy, ops
-from studio.runner import (
+from app import dbcopy, ops
+from app.runner import (
     StartupError,
     install_event_loop_policy,
     run_embedded,
     run_function,
     run_gateway,
 )
+from events.bus import Bus, BusUnavailable
+from events.lag import consumer_lags, remove_consumer, table
+from events.tail import format_human, format_json, tail
+from functions.accounts import admin as users
 from studio.runtime.database import Database
 from studio.runtime.logs import configure
 from studio.runtime.settings import VARS, Settings, SettingsError, markdown_table
