@@ -41,6 +41,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from app import ops_postgres
+from app.ops_common import DatabaseReport, OpsError
 from studio import catalog
 from studio.runtime.host import VERSION
 from studio.runtime.settings import Settings
@@ -52,18 +54,7 @@ PG_DUMP_NAME = "studio.pgdump"  # pg_dump -Fc of a PostgreSQL database (app.ops_
 MANIFEST = "manifest.json"
 
 
-class OpsError(RuntimeError):
-    """A backup or restore cannot go on; the message says what is wrong and what to do."""
-
-
 # -- the database snapshot -----------------------------------------------------------------------
-
-
-@dataclass
-class DatabaseReport:
-    integrity: str
-    tables: dict[str, int]
-    migrations: list[str] = field(default_factory=list)
 
 
 def inspect_database(path: Path) -> DatabaseReport:
@@ -171,8 +162,6 @@ def create_backup(
         work = Path(tmp)
         started = time.monotonic()
         if settings.database_url is not None and settings.database_url.is_postgres:
-            from app import ops_postgres
-
             engine, snapshot = "postgresql", work / PG_DUMP_NAME
             report = ops_postgres.dump(settings.database_url, snapshot)
         else:
@@ -446,8 +435,6 @@ def _restore_postgres(
     settings: Settings, archive: Path, *, root: Path, check_only: bool, force: bool, overwrite_files: bool
 ) -> RestoreResult:
     """A pg_dump backup into the PostgreSQL database of STUDIO_DATABASE_URL (the rest as for SQLite)."""
-    from app import ops_postgres
-
     url = settings.database_url
     assert url is not None
     data_dir = settings.data_dir

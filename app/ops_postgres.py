@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from app.ops import DatabaseReport, OpsError
+from app.ops_common import DatabaseReport, OpsError
 from studio.runtime.database import Database, DatabaseError, quote_name
 from studio.runtime.dialect import DatabaseUrl
 

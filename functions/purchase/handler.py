@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -40,22 +39,18 @@ from events.catalog import (
 )
 from events.delivery import Delivery
 from events.envelope import new_id
-from functions.purchase import catalog_changes
+from functions.purchase import catalog_changes, operator
 from functions.purchase.capacity import ensure_room_for
 from functions.purchase.checkout import RecheckThrottle, open_checkout, recheck
+from functions.purchase.declaration import LEDGER, PAYMENTS, RECHECKS, function
 from functions.purchase.ledger import Ledger, new_purchase_id
 from functions.purchase.settlement import PAYMENT_EVENTS, PaymentEvent, settle
 from studio import catalog
 from studio.clients.stripe import StripePayments
 from studio.runtime.errors import Conflict, NotFound
-from studio.runtime.function import Function, Key
+from studio.runtime.function import Function
 from studio.runtime.identity import identity, require_admin, require_visitor
 
-function = Function("purchase", migrations=Path(__file__).parent / "migrations")
-
-LEDGER = Key[Ledger]("ledger")
-PAYMENTS = Key[StripePayments | None]("payments")
-RECHECKS = Key[RecheckThrottle]("rechecks")
 DISK_FULL = "disk is full"  # install.failed's reason when Ollama said "no space left on device"
 
 
@@ -231,7 +226,3 @@ async def reinstall_for_owners(event: InstallRemoved, delivery: Delivery) -> Non
                 install_id="ins_" + new_id()[:20], model=event.model, requested_by="studio", reason="restore"
             )
             await tx.publish(function.event(restore))
-
-
-# The operator's routes register on `function` above (imported last: they use its keys).
-from functions.purchase import operator  # noqa: E402

@@ -11,7 +11,7 @@ HTTP    GET  /api/operator                    -> {"operator": bool}: whether thi
         POST   /api/catalog {catalog entry}    -> 201, the model added
         DELETE /api/catalog/{model}            -> the model removed from sale
 
-The routes register on purchase's `function` when handler.py imports this module.
+The routes register on purchase's `function` (declaration.py) when handler.py imports this module.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from aiohttp import web
 from events.catalog import OperatorReconciled, OperatorRefundRequested
 from functions.purchase import catalog_changes
 from functions.purchase.capacity import ollama_disk
-from functions.purchase.handler import LEDGER, PAYMENTS, function
+from functions.purchase.declaration import LEDGER, PAYMENTS, function
 from functions.purchase.reconciliation import Report, parse_since, reconcile
 from studio.clients.stripe import PaymentsUnavailable, RefundRefused
 from studio.runtime.errors import BadRequest, Conflict, NotFound, UpstreamUnavailable, json_body

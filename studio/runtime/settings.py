@@ -119,13 +119,17 @@ def _names(raw: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in raw.split(",") if n.strip())
 
 
-def _function_names(raw: str) -> tuple[str, ...]:
-    from functions import NAMES
+# Every function of the studio, in start-up order (state owners before their observers): the choices of
+# STUDIO_FUNCTIONS. `functions.NAMES` is this tuple (the platform names the functions, never imports them;
+# tests/test_architecture.py checks that functions/ holds exactly these packages).
+FUNCTIONS: tuple[str, ...] = ("accounts", "chat", "purchase", "install", "webhook", "health", "monitor")
 
-    names = _names(raw) or NAMES
-    unknown = [n for n in names if n not in NAMES]
+
+def _function_names(raw: str) -> tuple[str, ...]:
+    names = _names(raw) or FUNCTIONS
+    unknown = [n for n in names if n not in FUNCTIONS]
     if unknown:
-        raise ValueError(f"unknown function(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
+        raise ValueError(f"unknown function(s) {', '.join(unknown)}; known: {', '.join(FUNCTIONS)}")
     return names
 
 
