@@ -1,10 +1,11 @@
 """events: the envelope, the catalog of event types, and the bus (the one place that knows NATS)."""
 
-from events.bus import STREAM, Bus, BusUnavailable, Consumer, StreamPolicy
+from events.bus import STREAM, Bus, BusUnavailable, Consumer, NatsBus, StreamPolicy
 from events.catalog import EVENT_TYPES, EventData
 from events.correlation import correlation_id
 from events.delivery import Backoff, Delivery, Reject, Retry
 from events.envelope import Event, InvalidEvent, nats_subject
+from events.memory import MemoryBus  # registers memory:// with Bus (tests)
 
 __all__ = [
     "EVENT_TYPES",
@@ -17,6 +18,8 @@ __all__ = [
     "Event",
     "EventData",
     "InvalidEvent",
+    "MemoryBus",
+    "NatsBus",
     "Reject",
     "Retry",
     "StreamPolicy",

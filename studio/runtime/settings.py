@@ -98,6 +98,8 @@ def _optional_url(raw: str) -> str | None:
 def _nats_urls(raw: str) -> str | None:
     """One NATS URL or several, comma-separated (every node of a cluster); kept as one string."""
     urls = [_url(u.strip()) for u in raw.split(",") if u.strip()]
+    if any(u.startswith("memory://") for u in urls):
+        raise ValueError("memory:// is the tests' in-process bus, never shared with another process: use nats://")
     return ",".join(urls) if urls else None
 
 
