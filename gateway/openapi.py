@@ -627,6 +627,25 @@ def document() -> dict[str, Any]:
                 },
             }
         },
+        "/api/asyncapi.json": {
+            "get": {
+                "summary": "The event catalog: an AsyncAPI 3.0 document of every event type on NATS, with its data "
+                "schema (operator only)",
+                "security": OPERATOR,
+                "responses": {**ok("AsyncAPI 3.0", {"type": "object"}), **errors(401, 403)},
+            }
+        },
+        "/api/docs/events": {
+            "get": {
+                "summary": "The event catalog rendered for people: each event type, its subject and fields "
+                "(operator only)",
+                "security": OPERATOR,
+                "responses": {
+                    "200": {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}},
+                    **errors(401, 403),
+                },
+            }
+        },
         "/health": {
             "get": {
                 "summary": "Is the studio well? Anyone: the status and which components fail; the operator: "

@@ -38,7 +38,7 @@ from events.catalog import (
     InstallRequested,
 )
 from events.delivery import Delivery
-from events.envelope import new_id
+from events.ids import new_install_id, purchase_id_of_install
 from functions.purchase import catalog_changes, operator
 from functions.purchase.capacity import ensure_room_for
 from functions.purchase.checkout import RecheckThrottle, open_checkout, recheck
@@ -204,8 +204,8 @@ async def flag_what_cannot_be_installed(event: InstallFailed, delivery: Delivery
     if event.will_retry or DISK_FULL not in event.reason:
         return
     async with function.db.transaction() as tx:
-        # the install of a purchase carries its id ("ins_" + the purchase id's tail, install's handler)
-        await function[LEDGER].flag_for_operator(tx, "pur_" + event.install_id[4:], event.reason)
+        # the install of a purchase carries its id (events/ids.py)
+        await function[LEDGER].flag_for_operator(tx, purchase_id_of_install(event.install_id), event.reason)
 
 
 @function.subscribe(AccountMerged, max_attempts=10)
@@ -223,6 +223,6 @@ async def reinstall_for_owners(event: InstallRemoved, delivery: Delivery) -> Non
     async with function.db.transaction() as tx:
         if await function[LEDGER].anyone_owns(tx, event.model):
             restore = InstallRequested(
-                install_id="ins_" + new_id()[:20], model=event.model, requested_by="studio", reason="restore"
+                install_id=new_install_id(), model=event.model, requested_by="studio", reason="restore"
             )
             await tx.publish(function.event(restore))
