@@ -44,6 +44,7 @@ async def settled(studio: Studio) -> None:
 
 
 async def test_each_difference_is_found_repaired_through_events_and_a_second_run_finds_nothing(studio) -> None:
+    studio.ollama.pull_speed = 0  # no pull is watched here: installs complete at once
     paid_id, paid_session = await open_checkout(studio, "llama3.2:1b")
     studio.stripe.pay(paid_session)  # paid at Stripe, the webhook never came
     refunded_id, refunded_session = await bought(studio, "llama3.2:3b")
@@ -157,6 +158,7 @@ async def run_cli(studio: Studio, *args: str) -> tuple[int, dict]:
 
 
 async def test_the_cli_prints_a_json_report_and_its_exit_code_says_what_is_left(studio) -> None:
+    studio.ollama.pull_speed = 0  # no pull is watched here: installs complete at once
     _, session = await open_checkout(studio, "llama3.2:1b")
     studio.stripe.pay(session)
 
