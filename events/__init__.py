@@ -1,4 +1,5 @@
-"""events: the envelope, the catalog of event types, and the bus (the one place that knows NATS)."""
+"""events: the envelope, the catalog of event types (and its AsyncAPI document), and the bus (the one place
+that knows NATS; `memory://` URLs give the in-process bus of events/memory.py, for tests)."""
 
 from events.bus import STREAM, Bus, BusUnavailable, Consumer, NatsBus, StreamPolicy
 from events.catalog import EVENT_TYPES, EventData
