@@ -58,7 +58,8 @@ BACKENDS = ("sqlite", pytest.param("postgres", marks=pytest.mark.postgres))
 
 # The tests that run on the in-memory bus (those that use the bus as a pipe between functions); a test
 # among them that needs the server itself (JetStream's own state, a restart, another process) is marked
-# `nats`. Everything else (tests/events, cluster, reliability, production, frontend) has a real server.
+# `nats`, as is the purchase-to-install pipeline end to end (tests/functions/purchase/test_purchase.py).
+# Everything else (tests/events, cluster, reliability, production, frontend) has a real server.
 MEMORY_BUS_TESTS = ("functions/", "gateway/", "studio/")
 
 
