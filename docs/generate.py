@@ -133,17 +133,12 @@ def http_api() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def _annotation(hint: Any) -> str:
-    text = getattr(hint, "__name__", None) if not getattr(hint, "__args__", None) else None
-    return f"`{text or str(hint).replace('typing.', '')}`"
-
-
 def events() -> str:
-    import dataclasses
-    import typing
+    from events import asyncapi
 
-    from events.catalog import EVENT_TYPES
-
+    doc = asyncapi.document()
+    schemas = doc["components"]["schemas"]
+    messages = sorted(doc["components"]["messages"].values(), key=lambda m: m["name"])
     out = [
         f"{HEADER}# Event reference",
         "",
@@ -151,33 +146,24 @@ def events() -> str:
         "`datacontenttype`, `data`, plus `correlationid`) published on subject `studio.<type>`. **Durable** events",
         "travel on the JetStream stream `STUDIO_EVENTS` (stored, replayable, consumed with acknowledgements);",
         "**live** events on core NATS (whoever listens now). Consumers ignore fields they do not know, so",
-        "events evolve additively. Follow them with `localai-studio events tail`.",
+        "events evolve additively. Follow them with `localai-studio events tail`; the same catalog is served to",
+        "the operator as AsyncAPI 3.0 at `/api/asyncapi.json` and as a page at `/api/docs/events`.",
         "",
         "| type | delivery | what it says |",
         "|---|---|---|",
     ]
-    for name in sorted(EVENT_TYPES):
-        cls = EVENT_TYPES[name]
-        summary = _cell((cls.__doc__ or "").strip().split("\n\n")[0])
-        out.append(f"| [`{name}`](#{_anchor(name)}) | {'durable' if cls.DURABLE else 'live'} | {summary} |")
+    for message in messages:
+        delivery = "durable" if message.get("x-durable") else "live"
+        out.append(f"| [`{message['name']}`](#{_anchor(message['name'])}) | {delivery} | {_cell(message['summary'])} |")
     out.append("")
-    for name in sorted(EVENT_TYPES):
-        cls = EVENT_TYPES[name]
-        hints = typing.get_type_hints(cls)
-        out += [f"## {name}", "", _cell((cls.__doc__ or "").strip()), ""]
-        out += [f"Delivery: {'durable (JetStream)' if cls.DURABLE else 'live (core NATS)'}."]
-        if cls.SUBJECT_FIELD:
-            out[-1] += f" CloudEvents `subject`: its `{cls.SUBJECT_FIELD}`."
-        out += ["", "| field | type | default |", "|---|---|---|"]
-        for f in dataclasses.fields(cls):
-            if f.default is not dataclasses.MISSING:
-                default = f"`{json.dumps(f.default)}`"
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f"`{json.dumps(f.default_factory())}`"
-            else:
-                default = "required"
-            out.append(f"| `{f.name}` | {_annotation(hints[f.name])} | {default} |")
-        out.append("")
+    for message in messages:
+        data = message["payload"]["allOf"][1]["properties"]
+        subject = data.get("subject", {}).get("description")
+        out += [f"## {message['name']}", "", _cell(message.get("description", "")), ""]
+        if subject:
+            out += [f"CloudEvents `subject`: {subject}.", ""]
+        name = data["data"]["$ref"].rsplit("/", 1)[-1]
+        out += ["Data:", "", *_properties(schemas[name])]
     return "\n".join(out).rstrip() + "\n"
 
 

@@ -10,6 +10,11 @@
   handled one by one, so a poison event is retried or dead-lettered alone and the others go on.
 - `listen(...)`: a broadcast subscription on core NATS; every instance sees every matching event,
   durable and live alike, from now on.
+
+`Bus` holds that behaviour once, over a few transport primitives (store a message, publish one, subscribe,
+request, bind and pull a durable consumer). `Bus(url, ...)` opens a `NatsBus` (nats-py against a
+nats-server), or for a `memory://name` URL a `MemoryBus` (events/memory.py: the same primitives inside
+this process, for tests that need no nats-server, like FastStream's TestNatsBroker).
 """
 
 from __future__ import annotations
@@ -18,21 +23,21 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Protocol
 
 import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.js import api
 
 from events.catalog import EventData, EventDeadLettered, data_class_for, durable_types
 from events.correlation import correlation_id
-from events.delivery import Backoff, Delivery, Reject, Retry
-from events.envelope import Event, InvalidEvent, nats_subject
+from events.delivery import Backoff, Delivery, Pulled, Reject, Retry
+from events.envelope import Event, InvalidEvent, nats_subject, new_id
 
 log = logging.getLogger("studio.events")
 
@@ -43,6 +48,48 @@ QUERY_PREFIX = "rpc.studio."  # request/reply queries: not events, so outside th
 ConsumerHandler = Callable[[Any, Delivery], Awaitable[None]]
 BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
 Listener = Callable[[Event], Awaitable[None]]
+
+
+class Message(Protocol):
+    """A core message (a live event, a query): nats-py's `Msg`, or the in-memory bus's."""
+
+    @property
+    def subject(self) -> str: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+    async def respond(self, data: bytes) -> None: ...
+
+
+class Subscription(Protocol):
+    async def unsubscribe(self) -> None: ...
+
+
+class PullSubscription(Protocol):
+    """The pull side of a durable consumer bound in this process."""
+
+    async def fetch(self, batch: int = 1, timeout: float | None = 5) -> Sequence[Pulled]: ...
+
+    async def unsubscribe(self) -> None: ...
+
+
+MessageCallback = Callable[[Message], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerLag:
+    """How far behind one durable consumer is (events/lag.py)."""
+
+    consumer: str
+    pending: int
+    ack_pending: int
+    redelivered: int
+    oldest_pending_s: float
+    last_active_s: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 class BusUnavailable(RuntimeError):
@@ -100,15 +147,252 @@ def server_urls(url: str) -> list[str]:
 
 
 class Bus:
+    """The event bus every function, the gateway and the CLI use. `Bus(url, name=..., source=...)` is a
+    `NatsBus`, or a `MemoryBus` for `memory://` (the transports register in `Bus.transports`)."""
+
+    transports: ClassVar[dict[str, type[Bus]]] = {}  # URL scheme -> class; "nats" is the default
+
+    def __new__(cls, url: str, *, name: str, source: str) -> Bus:
+        if cls is Bus:
+            scheme = url.split("://", 1)[0] if "://" in url else "nats"
+            transport = Bus.transports.get(scheme, Bus.transports.get("nats"))
+            if transport is None:
+                raise BusUnavailable(f"no bus for {url}")
+            instance: Bus = super().__new__(transport)
+            return instance
+        return super().__new__(cls)
+
     def __init__(self, url: str, *, name: str, source: str) -> None:
         self.url = url
         self.servers = server_urls(url)
         self.name = name
         self.source = source
-        self._nc: NatsClient | None = None
         self._consumers: list[Consumer] = []
-        self._listeners: list[Any] = []
+        self._listeners: list[Subscription] = []
         self.disconnected_since: float | None = None
+
+    # -- the transport: what NatsBus and MemoryBus each do their way ------------------------------
+
+    async def connect(self, *, timeout: float = 5.0) -> None:
+        raise NotImplementedError
+
+    @property
+    def connected(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def nc(self) -> NatsClient:
+        """The NATS connection (tests and tools that speak JetStream directly); BusUnavailable without one."""
+        raise BusUnavailable(f"{self.url} is not a NATS connection")
+
+    async def wait_for_jetstream(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    async def ensure_stream(self, policy: StreamPolicy | None = None, *, timeout: float = 10.0) -> api.StreamInfo:
+        raise NotImplementedError
+
+    async def wait_for_stream_leader(self, timeout: float) -> None:
+        raise NotImplementedError
+
+    async def stream_bytes(self) -> int:
+        raise NotImplementedError
+
+    async def jetstream_info(self, timeout: float = 1.0) -> dict[str, Any]:
+        raise NotImplementedError
+
+    async def consumer_lags(self) -> list[ConsumerLag]:
+        """Every durable consumer of the stream with its lag, sorted by name (events/lag.py)."""
+        raise NotImplementedError
+
+    async def history(
+        self, start: datetime | None, *, limit: int = 100_000, subjects: Sequence[str] | None = None
+    ) -> list[Event]:
+        """Durable events stored since `start` (None: all of them), oldest first."""
+        raise NotImplementedError
+
+    async def store(self, subject: str, data: bytes, *, msg_id: str, timeout: float) -> None:
+        """Into the durable stream, once per `msg_id` (within the duplicate window)."""
+        raise NotImplementedError
+
+    async def send(self, subject: str, data: bytes) -> None:
+        """On core NATS: whoever subscribes now."""
+        raise NotImplementedError
+
+    async def subscribe(self, subject: str, callback: MessageCallback, *, queue: str | None = None) -> Subscription:
+        """Core messages on `subject` (NATS wildcards); with `queue`, one subscriber of the group gets each."""
+        raise NotImplementedError
+
+    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
+        """The answer of one subscriber of `subject`; BusUnavailable when nobody answers in time."""
+        raise NotImplementedError
+
+    async def flush(self) -> None:
+        """Until what this bus sent (subscriptions included) has reached the server."""
+        raise NotImplementedError
+
+    async def _bind(self, name: str, subjects: list[str], *, ack_wait: float, max_deliver: int, in_flight: int) -> None:
+        """Create (or update) the durable consumer `name`."""
+        raise NotImplementedError
+
+    async def _pull(self, name: str) -> PullSubscription:
+        raise NotImplementedError
+
+    async def _disconnect(self) -> None:
+        raise NotImplementedError
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    async def publish(self, event: Event, *, timeout: float = 5.0) -> None:
+        cls = data_class_for(event.type)
+        durable = cls.DURABLE if cls is not None else False
+        if durable:
+            await self.store(event.nats_subject, event.to_json(), msg_id=event.id, timeout=timeout)
+        else:
+            await self.send(event.nats_subject, event.to_json())
+
+    async def publish_many(self, events: Iterable[Event], *, timeout: float = 5.0) -> None:
+        """Publish several events with their acknowledgements awaited together (pipelined)."""
+        await asyncio.gather(*(self.publish(e, timeout=timeout) for e in events))
+
+    async def republish(self, event: Event) -> None:
+        """Put a stored event into the stream again (a dead letter's redrive), under a fresh message id so
+        the duplicate window does not drop it."""
+        await self.store(event.nats_subject, event.to_json(), msg_id=f"{event.id}.{new_id()}", timeout=5.0)
+
+    # -- consuming -------------------------------------------------------------------------------
+
+    async def consume(
+        self,
+        name: str,
+        types: Iterable[str],
+        handler: ConsumerHandler | BatchHandler,
+        *,
+        max_concurrency: int = 1,
+        max_attempts: int = 5,
+        ack_wait: float = 30.0,
+        backoff: Backoff | None = None,
+        batch_size: int = 0,
+    ) -> Consumer:
+        """Bind to (creating or updating) the durable consumer `name` and start pulling.
+
+        `batch_size` 0: `handler(data, delivery)` per event, up to `max_concurrency` at once.
+        `batch_size` n: `handler(deliveries)` with up to n events (`delivery.data` is each one's data).
+        """
+        subjects = [nats_subject(t) for t in types]
+        in_flight = batch_size * 2 if batch_size else max(max_concurrency * 2, 16)
+        # max_deliver is a backstop: we terminate after max_attempts ourselves
+        await self._bind(name, subjects, ack_wait=ack_wait, max_deliver=max_attempts + 2, in_flight=in_flight)
+        consumer = Consumer(
+            bus=self,
+            name=name,
+            handler=handler,
+            max_concurrency=max_concurrency,
+            batch_size=batch_size,
+            max_attempts=max_attempts,
+            ack_wait=ack_wait,
+            backoff=backoff or Backoff(),
+        )
+        await consumer.start()
+        self._consumers.append(consumer)
+        return consumer
+
+    def consumer(self, name: str) -> Consumer:
+        """This process's pull loop of the durable consumer `name` (to pause or resume it)."""
+        for consumer in self._consumers:
+            if consumer.name == name:
+                return consumer
+        raise KeyError(f"no consumer {name!r} runs in this process")
+
+    async def listen(self, pattern: str, listener: Listener, *, queue: str | None = None) -> Subscription:
+        """Broadcast: every event whose type matches `pattern` (NATS wildcards), from now on. With
+        `queue`, the listeners sharing that name (on any server) split the events: one sees each."""
+
+        async def on_message(msg: Message) -> None:
+            try:
+                event = Event.from_json(msg.data)
+            except InvalidEvent as exc:
+                log.warning("ignored a malformed message on %s: %s", msg.subject, exc)
+                return
+            try:
+                await listener(event)
+            except Exception:
+                log.exception("listener failed on %s", event.type, extra={"event_id": event.id})
+
+        sub = await self.subscribe(type_pattern_subject(pattern), on_message, queue=queue)
+        self._listeners.append(sub)
+        return sub
+
+    # -- queries (request/reply) ----------------------------------------------------------------
+
+    async def respond(self, name: str, answer: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> Subscription:
+        """Answer queries named `name`; replicas share them (one answers each)."""
+
+        async def on_request(msg: Message) -> None:
+            try:
+                reply = await answer(json.loads(msg.data))
+            except Exception as exc:
+                log.exception("query %s failed", name)
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            with contextlib.suppress(Exception):
+                await msg.respond(json.dumps(reply, separators=(",", ":")).encode())
+
+        sub = await self.subscribe(QUERY_PREFIX + name, on_request, queue=name)
+        self._listeners.append(sub)
+        return sub
+
+    async def query(self, name: str, payload: dict[str, Any], *, timeout: float = 2.0) -> dict[str, Any]:
+        """Ask whichever replica answers `name`; raises BusUnavailable when nobody does in time."""
+        try:
+            data = await self.request(QUERY_PREFIX + name, json.dumps(payload).encode(), timeout=timeout)
+        except BusUnavailable as exc:
+            raise BusUnavailable(f"no answer to {name}: {exc}") from None
+        reply: dict[str, Any] = json.loads(data)
+        if "error" in reply:
+            raise BusUnavailable(f"{name} failed: {reply['error']}")
+        return reply
+
+    async def dead_letter(self, event: Event, consumer: str, attempts: int, reason: str, error: str) -> None:
+        data = EventDeadLettered(
+            event_id=event.id,
+            event_type=event.type,
+            consumer=consumer,
+            attempts=attempts,
+            reason=reason,
+            error=error[:500],
+        )
+        await self.publish(
+            Event(
+                type=data.TYPE,
+                source=self.source,
+                data=data.to_data(),
+                subject=data.subject,
+                correlationid=event.correlationid or event.id,
+            )
+        )
+
+    # -- shutdown --------------------------------------------------------------------------------
+
+    async def stop_consuming(self, grace: float = 10.0) -> None:
+        """Stop fetching; in-flight handlers get `grace` seconds, then their events are handed back."""
+        consumers, self._consumers = self._consumers, []
+        await asyncio.gather(*(c.stop(grace) for c in consumers), return_exceptions=True)
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop consuming (see `stop_consuming`), then drain the connection."""
+        await self.stop_consuming(grace)
+        for sub in self._listeners:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._listeners.clear()
+        await self._disconnect()
+
+
+class NatsBus(Bus):
+    """The bus on a nats-server (or cluster) with JetStream."""
+
+    def __init__(self, url: str, *, name: str, source: str) -> None:
+        super().__init__(url, name=name, source=source)
+        self._nc: NatsClient | None = None
         self._closing = False
 
     # -- connection ------------------------------------------------------------------------------
@@ -282,163 +566,133 @@ class Bus:
             "consumers": info.state.consumer_count,
         }
 
-    # -- publishing ------------------------------------------------------------------------------
-
-    async def publish(self, event: Event, *, timeout: float = 5.0) -> None:
-        cls = data_class_for(event.type)
-        durable = cls.DURABLE if cls is not None else False
+    async def store(self, subject: str, data: bytes, *, msg_id: str, timeout: float) -> None:
         try:
-            if durable:
-                await self.nc.jetstream().publish(
-                    event.nats_subject,
-                    event.to_json(),
-                    timeout=timeout,
-                    headers={"Nats-Msg-Id": event.id},
-                )
-            else:
-                await self.nc.publish(event.nats_subject, event.to_json())
+            await self.nc.jetstream().publish(subject, data, timeout=timeout, headers={"Nats-Msg-Id": msg_id})
         except (TimeoutError, nats.errors.Error, OSError) as exc:
-            raise BusUnavailable(f"could not publish {event.type}: {type(exc).__name__}") from None
+            raise BusUnavailable(f"could not publish to {subject}: {type(exc).__name__}") from None
 
-    async def publish_many(self, events: Iterable[Event], *, timeout: float = 5.0) -> None:
-        """Publish several events with their acknowledgements awaited together (pipelined)."""
-        await asyncio.gather(*(self.publish(e, timeout=timeout) for e in events))
+    async def flush(self) -> None:
+        await self.nc.flush()
 
-    # -- consuming -------------------------------------------------------------------------------
+    async def send(self, subject: str, data: bytes) -> None:
+        try:
+            await self.nc.publish(subject, data)
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BusUnavailable(f"could not publish to {subject}: {type(exc).__name__}") from None
 
-    async def consume(
-        self,
-        name: str,
-        types: Iterable[str],
-        handler: ConsumerHandler | BatchHandler,
-        *,
-        max_concurrency: int = 1,
-        max_attempts: int = 5,
-        ack_wait: float = 30.0,
-        backoff: Backoff | None = None,
-        batch_size: int = 0,
-    ) -> Consumer:
-        """Bind to (creating or updating) the durable consumer `name` and start pulling.
+    async def subscribe(self, subject: str, callback: MessageCallback, *, queue: str | None = None) -> Subscription:
+        sub: Subscription = await self.nc.subscribe(subject, queue=queue or "", cb=callback)
+        return sub
 
-        `batch_size` 0: `handler(data, delivery)` per event, up to `max_concurrency` at once.
-        `batch_size` n: `handler(deliveries)` with up to n events (`delivery.data` is each one's data).
-        """
-        subjects = [nats_subject(t) for t in types]
-        in_flight = batch_size * 2 if batch_size else max(max_concurrency * 2, 16)
+    async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
+        try:
+            msg = await self.nc.request(subject, data, timeout=timeout)
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise BusUnavailable(type(exc).__name__) from None
+        return msg.data
+
+    async def _bind(self, name: str, subjects: list[str], *, ack_wait: float, max_deliver: int, in_flight: int) -> None:
         config = api.ConsumerConfig(
             durable_name=name,
             name=name,
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
             ack_wait=ack_wait,
-            max_deliver=max_attempts + 2,  # backstop: we terminate after max_attempts ourselves
+            max_deliver=max_deliver,
             max_ack_pending=in_flight,
             **({"filter_subject": subjects[0]} if len(subjects) == 1 else {"filter_subjects": subjects}),
         )
         await self.nc.jsm().add_consumer(STREAM, config)  # creates, or updates a changed config
-        consumer = Consumer(
-            bus=self,
-            name=name,
-            handler=handler,
-            max_concurrency=max_concurrency,
-            batch_size=batch_size,
-            max_attempts=max_attempts,
-            ack_wait=ack_wait,
-            backoff=backoff or Backoff(),
-        )
-        await consumer.start()
-        self._consumers.append(consumer)
-        return consumer
 
-    def consumer(self, name: str) -> Consumer:
-        """This process's pull loop of the durable consumer `name` (to pause or resume it)."""
-        for consumer in self._consumers:
-            if consumer.name == name:
-                return consumer
-        raise KeyError(f"no consumer {name!r} runs in this process")
+    async def _pull(self, name: str) -> PullSubscription:
+        psub: PullSubscription = await self.nc.jetstream().pull_subscribe_bind(durable=name, stream=STREAM)
+        return psub
 
-    async def listen(self, pattern: str, listener: Listener, *, queue: str | None = None) -> Any:
-        """Broadcast: every event whose type matches `pattern` (NATS wildcards), from now on. With
-        `queue`, the listeners sharing that name (on any server) split the events: one sees each."""
-
-        async def on_message(msg: Msg) -> None:
-            try:
-                event = Event.from_json(msg.data)
-            except InvalidEvent as exc:
-                log.warning("ignored a malformed message on %s: %s", msg.subject, exc)
-                return
-            try:
-                await listener(event)
-            except Exception:
-                log.exception("listener failed on %s", event.type, extra={"event_id": event.id})
-
-        sub = await self.nc.subscribe(type_pattern_subject(pattern), queue=queue or "", cb=on_message)
-        self._listeners.append(sub)
-        return sub
-
-    # -- queries (request/reply) ----------------------------------------------------------------
-
-    async def respond(self, name: str, answer: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> Any:
-        """Answer queries named `name`; replicas share them (one answers each)."""
-
-        async def on_request(msg: Msg) -> None:
-            try:
-                reply = await answer(json.loads(msg.data))
-            except Exception as exc:
-                log.exception("query %s failed", name)
-                reply = {"error": f"{type(exc).__name__}: {exc}"}
-            with contextlib.suppress(Exception):
-                await msg.respond(json.dumps(reply, separators=(",", ":")).encode())
-
-        sub = await self.nc.subscribe(QUERY_PREFIX + name, queue=name, cb=on_request)
-        self._listeners.append(sub)
-        return sub
-
-    async def query(self, name: str, payload: dict[str, Any], *, timeout: float = 2.0) -> dict[str, Any]:
-        """Ask whichever replica answers `name`; raises BusUnavailable when nobody does in time."""
-        try:
-            msg = await self.nc.request(QUERY_PREFIX + name, json.dumps(payload).encode(), timeout=timeout)
-        except (TimeoutError, nats.errors.Error, OSError) as exc:
-            raise BusUnavailable(f"no answer to {name}: {type(exc).__name__}") from None
-        reply: dict[str, Any] = json.loads(msg.data)
-        if "error" in reply:
-            raise BusUnavailable(f"{name} failed: {reply['error']}")
-        return reply
-
-    async def dead_letter(self, event: Event, consumer: str, attempts: int, reason: str, error: str) -> None:
-        data = EventDeadLettered(
-            event_id=event.id,
-            event_type=event.type,
-            consumer=consumer,
-            attempts=attempts,
-            reason=reason,
-            error=error[:500],
-        )
-        await self.publish(
-            Event(
-                type=data.TYPE,
-                source=self.source,
-                data=data.to_data(),
-                subject=data.subject,
-                correlationid=event.correlationid or event.id,
+    async def consumer_lags(self) -> list[ConsumerLag]:
+        infos = await self.nc.jsm().consumers_info(STREAM)
+        now = datetime.now(UTC)
+        out = []
+        for info in infos:
+            if not info.config.durable_name:
+                continue  # an ephemeral reader (events tail), not a consumer that must keep up
+            oldest = await self._oldest_unacked(info)
+            active = [s.last_active for s in (info.delivered, info.ack_floor) if s is not None and s.last_active]
+            out.append(
+                ConsumerLag(
+                    consumer=info.name,
+                    pending=info.num_pending or 0,
+                    ack_pending=info.num_ack_pending or 0,
+                    redelivered=info.num_redelivered or 0,
+                    oldest_pending_s=round(_since(oldest, now) or 0.0, 3),
+                    last_active_s=None if not active else round(_since(max(active), now) or 0.0, 3),
+                )
             )
+        return sorted(out, key=lambda lag: lag.consumer)
+
+    async def _oldest_unacked(self, info: api.ConsumerInfo) -> datetime | None:
+        """When the oldest event this consumer has not acknowledged was stored (None: there is none)."""
+        if not (info.num_pending or info.num_ack_pending):
+            return None
+        floor = info.ack_floor.stream_seq if info.ack_floor else 0
+        config = info.config
+        subjects = list(config.filter_subjects or []) or [config.filter_subject or ">"]
+        jsm = self.nc.jsm()
+        times = []
+        for subject in subjects:
+            try:
+                msg = await jsm.get_msg(STREAM, seq=floor + 1, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                continue
+            if msg.time is not None:
+                times.append(msg.time)
+        return min(times) if times else None
+
+    async def history(
+        self, start: datetime | None, *, limit: int = 100_000, subjects: Sequence[str] | None = None
+    ) -> list[Event]:
+        """Read by an ephemeral consumer."""
+        js = self.nc.jetstream()
+        by_time = {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": start}
+        only = (
+            {}
+            if not subjects
+            else {"filter_subject": subjects[0]}
+            if len(subjects) == 1
+            else {"filter_subjects": list(subjects)}
         )
-
-    # -- shutdown --------------------------------------------------------------------------------
-
-    async def stop_consuming(self, grace: float = 10.0) -> None:
-        """Stop fetching; in-flight handlers get `grace` seconds, then their events are handed back."""
-        consumers, self._consumers = self._consumers, []
-        await asyncio.gather(*(c.stop(grace) for c in consumers), return_exceptions=True)
-
-    async def close(self, grace: float = 10.0) -> None:
-        """Stop consuming (see `stop_consuming`), then drain the connection."""
-        await self.stop_consuming(grace)
-        self._closing = True
-        for sub in self._listeners:
+        info = await self.nc.jsm().add_consumer(
+            STREAM,
+            api.ConsumerConfig(
+                **only,
+                **(by_time if start is not None else {"deliver_policy": api.DeliverPolicy.ALL}),
+                ack_policy=api.AckPolicy.NONE,
+                inactive_threshold=30.0,
+                mem_storage=True,
+            ),
+        )
+        psub = await js.pull_subscribe_bind(consumer=info.name, stream=STREAM)
+        events: list[Event] = []
+        try:
+            pending = info.num_pending or 0
+            while pending > 0 and len(events) < limit:
+                try:
+                    msgs = await psub.fetch(batch=min(500, pending), timeout=2)
+                except nats.errors.TimeoutError:
+                    break
+                for msg in msgs:
+                    with contextlib.suppress(InvalidEvent):
+                        events.append(Event.from_json(msg.data))
+                    pending = msg.metadata.num_pending
+        finally:
             with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        self._listeners.clear()
+                await psub.unsubscribe()
+            with contextlib.suppress(Exception):
+                await self.nc.jsm().delete_consumer(STREAM, info.name)
+        return events
+
+    async def _disconnect(self) -> None:
+        self._closing = True
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await asyncio.wait_for(self._nc.drain(), timeout=5)
@@ -446,6 +700,13 @@ class Bus:
                 with contextlib.suppress(Exception):
                     await self._nc.close()
         self._nc = None
+
+
+Bus.transports["nats"] = NatsBus
+
+
+def _since(when: datetime | None, now: datetime) -> float | None:
+    return None if when is None else max(0.0, (now - when).total_seconds())
 
 
 @dataclass(eq=False)
@@ -468,7 +729,7 @@ class Consumer:
     _fetching: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
-        self._psub = await self.bus.nc.jetstream().pull_subscribe_bind(durable=self.name, stream=STREAM)
+        self._psub = await self.bus._pull(self.name)
         self._fetching.set()
         self._task = asyncio.create_task(self._loop(), name=f"consumer:{self.name}")
 
@@ -476,12 +737,12 @@ class Consumer:
     def inflight(self) -> int:
         return len(self._inflight)
 
-    async def _fetch(self, n: int) -> list[Msg]:
+    async def _fetch(self, n: int) -> list[Pulled]:
         """Up to `n` messages: the first as soon as there is one (waiting up to 2 s), then as many of
         those waiting behind it (its `num_pending`) as fit. (One `fetch(n)` would hold the first
         message until n came or its whole timeout passed: seconds of lag at a trickle.)"""
         try:
-            msgs = await self._psub.fetch(batch=1, timeout=2.0)
+            msgs = list(await self._psub.fetch(batch=1, timeout=2.0))
         except nats.errors.TimeoutError:
             return []
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionDrainingError):
@@ -495,7 +756,7 @@ class Consumer:
         waiting = min(n - len(msgs), msgs[-1].metadata.num_pending) if msgs else 0
         if waiting > 0:  # there now: this returns as soon as they came (unless a replica took some)
             with contextlib.suppress(TimeoutError, nats.errors.Error, OSError):
-                msgs += await self._psub.fetch(batch=waiting, timeout=GATHER_S)
+                msgs += list(await self._psub.fetch(batch=waiting, timeout=GATHER_S))
         return msgs
 
     def pause(self) -> None:
@@ -527,7 +788,7 @@ class Consumer:
         """One batch handled at a time, in stream order, while the next one is being fetched
         (the handler's transaction runs in the database thread, so the fetch costs nothing)."""
         handling: asyncio.Task[None] | None = None
-        msgs: list[Msg] = []
+        msgs: list[Pulled] = []
         try:
             while not self._stopping:
                 await self._fetching.wait()
@@ -550,14 +811,14 @@ class Consumer:
         self._inflight.discard(task)
         self._slot_free.set()
 
-    async def _keep_lease(self, msgs: list[Msg]) -> None:
+    async def _keep_lease(self, msgs: list[Pulled]) -> None:
         while True:
             await asyncio.sleep(self.ack_wait / 3)
             for msg in msgs:
                 with contextlib.suppress(Exception):
                     await msg.in_progress()
 
-    async def _delivery(self, msg: Msg) -> Delivery | None:
+    async def _delivery(self, msg: Pulled) -> Delivery | None:
         """The delivery of `msg`, or None when it is malformed (then it is dead-lettered at once)."""
         attempt = msg.metadata.num_delivered
         try:
@@ -573,7 +834,7 @@ class Consumer:
             event=event, consumer=self.name, attempt=attempt, max_attempts=self.max_attempts, _msg=msg, data=payload
         )
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Pulled) -> None:
         delivery = await self._delivery(msg)
         if delivery is not None:
             await self._run_one(delivery, self.handler)  # type: ignore[arg-type]
@@ -614,7 +875,7 @@ class Consumer:
             lease.cancel()
             correlation_id.reset(token)
 
-    async def _handle_batch(self, msgs: list[Msg]) -> None:
+    async def _handle_batch(self, msgs: list[Pulled]) -> None:
         """The whole batch in one call, acked after it returns; if it raises, one event at a time."""
         deliveries = [d for d in [await self._delivery(m) for m in msgs] if d is not None]
         if not deliveries:
@@ -652,7 +913,7 @@ class Consumer:
         for d in deliveries:
             await self._run_one(d, alone)
 
-    async def _give_up(self, msg: Msg, event: Event, attempt: int, reason: str, error: str) -> None:
+    async def _give_up(self, msg: Pulled, event: Event, attempt: int, reason: str, error: str) -> None:
         """Dead-letter first, then terminate; if the dead letter cannot be published, retry later."""
         try:
             await self.bus.dead_letter(event, self.name, attempt, reason, error)

@@ -1,7 +1,9 @@
 """Every event type of the studio, in one place: its name, whether it is durable, its data.
 
-Event types are facts named `noun.past_tense`. Each is a frozen dataclass holding the event's `data`;
-`DURABLE` says where it travels:
+Event types are facts named `noun.past_tense`. Each is a frozen `msgspec.Struct` holding the event's
+`data`, checked deeply when it is read (a `list[str]` is a list of strings; an `int` is not a bool or
+a string; unknown fields are ignored); the AsyncAPI document of the catalog (events/asyncapi.py) is
+generated from these types. `DURABLE` says where it travels:
 
 - durable (JetStream stream `STUDIO_EVENTS`): stored on disk, replayable, consumed by durable pull
   consumers with acknowledgements. Anything that must not be lost.
@@ -14,19 +16,19 @@ incoming data are ignored, so old consumers keep working.
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
+import msgspec
+
 from events.envelope import Event, InvalidEvent
+from events.ids import install_id_for_purchase
 
 EVENT_TYPES: dict[str, type[EventData]] = {}
 
 
-class EventData:
-    """Base of every event's data. Subclasses are frozen dataclasses that set TYPE and DURABLE."""
+class EventData(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every event's data. Subclasses (`class X(EventData, frozen=True, kw_only=True)`) set TYPE and DURABLE;
+    a subclass without TYPE is a base that events share fields through (ChatUsage)."""
 
     TYPE: ClassVar[str]
     DURABLE: ClassVar[bool]
@@ -40,8 +42,8 @@ class EventData:
             EVENT_TYPES[cls.TYPE] = cls
 
     def to_data(self) -> dict[str, Any]:
-        # Shallow on purpose: fields hold JSON values already (asdict's deep copy costs ~10x).
-        return {f.name: getattr(self, f.name) for f in _fields(type(self))}
+        # Shallow on purpose: fields hold JSON values already.
+        return msgspec.structs.asdict(self)
 
     @property
     def subject(self) -> str | None:
@@ -55,51 +57,11 @@ class EventData:
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Self:
-        kwargs: dict[str, Any] = {}
-        hints = _hints(cls)
-        for f in _fields(cls):
-            if f.name in data:
-                value = data[f.name]
-                if not _matches(value, hints[f.name]):
-                    raise InvalidEvent(f"{cls.TYPE}: field {f.name!r} has the wrong type")
-                kwargs[f.name] = value
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise InvalidEvent(f"{cls.TYPE}: required field {f.name!r} is missing")
-        return cls(**kwargs)
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-_FIELDS: dict[type, tuple[dataclasses.Field[Any], ...]] = {}
-
-
-def _fields(cls: type) -> tuple[dataclasses.Field[Any], ...]:
-    if cls not in _FIELDS:
-        _FIELDS[cls] = dataclasses.fields(cls)
-    return _FIELDS[cls]
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
-
-
-def _matches(value: Any, hint: Any) -> bool:
-    """A shallow type check of decoded JSON against a field's annotation."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is Any:
-        return True
-    if hint is float:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is not None:
-        hint = origin
-    return isinstance(value, hint)
+        """The typed data, every field checked against its type all the way down; InvalidEvent says where not."""
+        try:
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            raise InvalidEvent(f"{cls.TYPE}: {exc}") from None
 
 
 def data_class_for(event_type: str) -> type[EventData] | None:
@@ -113,8 +75,7 @@ def durable_types() -> list[str]:
 # -- the runtime's own events ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class HeartbeatEmitted(EventData):
+class HeartbeatEmitted(EventData, frozen=True, kw_only=True):
     """A function instance is alive; carries its HTTP metrics snapshot for the monitor."""
 
     TYPE = "heartbeat.emitted"
@@ -126,12 +87,11 @@ class HeartbeatEmitted(EventData):
     started_at: str
     uptime_s: float
     inflight: int = 0
-    http: dict[str, Any] = field(default_factory=dict)
-    load: dict[str, Any] = field(default_factory=dict)  # e.g. chat: {"ollama_queue": {node: answers}}
+    http: dict[str, Any] = msgspec.field(default_factory=dict)
+    load: dict[str, Any] = msgspec.field(default_factory=dict)  # e.g. chat: {"ollama_queue": {node: answers}}
 
 
-@dataclass(frozen=True, kw_only=True)
-class ServerReported(EventData):
+class ServerReported(EventData, frozen=True, kw_only=True):
     """A gateway's load, every heartbeat: the monitor adds the servers up against the "when to scale"
     thresholds (functions/monitor/scale.py)."""
 
@@ -145,8 +105,7 @@ class ServerReported(EventData):
     cpu_percent: float = 0.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class ScaleThresholdCrossed(EventData):
+class ScaleThresholdCrossed(EventData, frozen=True, kw_only=True):
     """A "when to scale" signal went over its threshold: the operator should add a server or an Ollama
     node. Published by every monitor replica under one id per signal and quarter of an hour, so the
     stream keeps one and one replica posts the alert."""
@@ -162,8 +121,7 @@ class ScaleThresholdCrossed(EventData):
     advice: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class HeartbeatRequested(EventData):
+class HeartbeatRequested(EventData, frozen=True, kw_only=True):
     """Someone (the health function at start-up) asks every instance to beat now."""
 
     TYPE = "heartbeat.requested"
@@ -171,8 +129,7 @@ class HeartbeatRequested(EventData):
     requested_by: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class ResourceExhausted(EventData):
+class ResourceExhausted(EventData, frozen=True, kw_only=True):
     """A process is short of a resource (disk low or full, open files): the operator must act.
 
     Live-only on purpose: with the disk full, JetStream could not store it. Announced at most once a
@@ -187,8 +144,7 @@ class ResourceExhausted(EventData):
     instance: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class ResourceRecovered(EventData):
+class ResourceRecovered(EventData, frozen=True, kw_only=True):
     """A shortage announced by `resource.exhausted` is over."""
 
     TYPE = "resource.recovered"
@@ -199,8 +155,7 @@ class ResourceRecovered(EventData):
     instance: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class FunctionStarted(EventData):
+class FunctionStarted(EventData, frozen=True, kw_only=True):
     TYPE = "function.started"
     DURABLE = True
     SUBJECT_FIELD = "function"
@@ -209,8 +164,7 @@ class FunctionStarted(EventData):
     version: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class FunctionStopped(EventData):
+class FunctionStopped(EventData, frozen=True, kw_only=True):
     TYPE = "function.stopped"
     DURABLE = True
     SUBJECT_FIELD = "function"
@@ -219,8 +173,7 @@ class FunctionStopped(EventData):
     uptime_s: float
 
 
-@dataclass(frozen=True, kw_only=True)
-class EventDeadLettered(EventData):
+class EventDeadLettered(EventData, frozen=True, kw_only=True):
     """A consumer gave up on an event: it was rejected as poison or failed on every attempt."""
 
     TYPE = "event.dead_lettered"
@@ -234,8 +187,7 @@ class EventDeadLettered(EventData):
     error: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class ConsumerFellBehind(EventData):
+class ConsumerFellBehind(EventData, frozen=True, kw_only=True):
     """A durable consumer's oldest unacknowledged event is older than the lag alert threshold."""
 
     TYPE = "consumer.fell_behind"
@@ -248,8 +200,7 @@ class ConsumerFellBehind(EventData):
     threshold_s: float
 
 
-@dataclass(frozen=True, kw_only=True)
-class ConsumerCaughtUp(EventData):
+class ConsumerCaughtUp(EventData, frozen=True, kw_only=True):
     """A consumer that fell behind is back under the lag alert threshold."""
 
     TYPE = "consumer.caught_up"
@@ -264,8 +215,7 @@ class ConsumerCaughtUp(EventData):
 # -- purchases and payments -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class PurchaseCreated(EventData):
+class PurchaseCreated(EventData, frozen=True, kw_only=True):
     """A visitor started paying for a model (a Stripe Checkout Session is open)."""
 
     TYPE = "purchase.created"
@@ -278,8 +228,7 @@ class PurchaseCreated(EventData):
     currency: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class PurchaseCompleted(EventData):
+class PurchaseCompleted(EventData, frozen=True, kw_only=True):
     """A visitor owns a model now (paid, test mode, or free): it must end up installed."""
 
     TYPE = "purchase.completed"
@@ -292,9 +241,13 @@ class PurchaseCompleted(EventData):
     amount_cents: int
     currency: str
 
+    @property
+    def install_id(self) -> str:
+        """The install this purchase asks for (events/ids.py: derived from the purchase id)."""
+        return install_id_for_purchase(self.purchase_id)
 
-@dataclass(frozen=True, kw_only=True)
-class PurchaseFailed(EventData):
+
+class PurchaseFailed(EventData, frozen=True, kw_only=True):
     """A pending purchase will not complete (payment failed, checkout expired)."""
 
     TYPE = "purchase.failed"
@@ -306,8 +259,7 @@ class PurchaseFailed(EventData):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class PurchaseRevoked(EventData):
+class PurchaseRevoked(EventData, frozen=True, kw_only=True):
     """Ownership was taken back (a full refund, or a dispute lost)."""
 
     TYPE = "purchase.revoked"
@@ -319,8 +271,7 @@ class PurchaseRevoked(EventData):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class PaymentSucceeded(EventData):
+class PaymentSucceeded(EventData, frozen=True, kw_only=True):
     """Stripe says a Checkout Session is paid (from a verified webhook)."""
 
     TYPE = "payment.succeeded"
@@ -337,8 +288,7 @@ class PaymentSucceeded(EventData):
     email: str | None = None  # customer_details.email: for the operator's search, never sent further
 
 
-@dataclass(frozen=True, kw_only=True)
-class PaymentFailed(EventData):
+class PaymentFailed(EventData, frozen=True, kw_only=True):
     """Stripe says a Checkout Session will not be paid (async payment failed, or it expired)."""
 
     TYPE = "payment.failed"
@@ -350,8 +300,7 @@ class PaymentFailed(EventData):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class PaymentRefunded(EventData):
+class PaymentRefunded(EventData, frozen=True, kw_only=True):
     """Stripe says a charge was refunded (`full` when nothing of it is left)."""
 
     TYPE = "payment.refunded"
@@ -366,8 +315,7 @@ class PaymentRefunded(EventData):
     stripe_created: int = 0  # the Stripe event's `created` (seconds): a later refund failure outranks it
 
 
-@dataclass(frozen=True, kw_only=True)
-class PurchaseSuspended(EventData):
+class PurchaseSuspended(EventData, frozen=True, kw_only=True):
     """Access to a paid model is on hold while its payment is disputed (a chargeback is open)."""
 
     TYPE = "purchase.suspended"
@@ -379,8 +327,7 @@ class PurchaseSuspended(EventData):
     reason: str  # disputed
 
 
-@dataclass(frozen=True, kw_only=True)
-class PurchaseRestored(EventData):
+class PurchaseRestored(EventData, frozen=True, kw_only=True):
     """A suspended or revoked purchase is owned again (a dispute won, a refund that failed)."""
 
     TYPE = "purchase.restored"
@@ -392,8 +339,7 @@ class PurchaseRestored(EventData):
     reason: str  # dispute won | refund failed
 
 
-@dataclass(frozen=True, kw_only=True)
-class PurchaseFlagged(EventData):
+class PurchaseFlagged(EventData, frozen=True, kw_only=True):
     """A paid purchase needs the operator: its model could not be installed (the disk is full)."""
 
     TYPE = "purchase.flagged"
@@ -405,8 +351,7 @@ class PurchaseFlagged(EventData):
     reason: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class PaymentDisputed(EventData):
+class PaymentDisputed(EventData, frozen=True, kw_only=True):
     """Stripe says the buyer disputed a charge (`charge.dispute.created`): access is suspended meanwhile."""
 
     TYPE = "payment.disputed"
@@ -421,8 +366,7 @@ class PaymentDisputed(EventData):
     stripe_created: int = 0  # the Stripe event's `created` (seconds): orders facts that arrive out of order
 
 
-@dataclass(frozen=True, kw_only=True)
-class PaymentDisputeClosed(EventData):
+class PaymentDisputeClosed(EventData, frozen=True, kw_only=True):
     """Stripe says a dispute is over (`charge.dispute.closed`): `won` restores access, `lost` revokes it."""
 
     TYPE = "payment.dispute_closed"
@@ -436,8 +380,7 @@ class PaymentDisputeClosed(EventData):
     stripe_created: int = 0
 
 
-@dataclass(frozen=True, kw_only=True)
-class PaymentRefundFailed(EventData):
+class PaymentRefundFailed(EventData, frozen=True, kw_only=True):
     """Stripe says a refund failed (`refund.failed`, `charge.refund.updated` with status failed): the money
     stayed with the studio, so a revoked purchase is owned again."""
 
@@ -452,8 +395,7 @@ class PaymentRefundFailed(EventData):
     stripe_created: int = 0
 
 
-@dataclass(frozen=True, kw_only=True)
-class StripeEventIgnored(EventData):
+class StripeEventIgnored(EventData, frozen=True, kw_only=True):
     """A verified Stripe event that is not the studio's (another product of the same Stripe account, a
     `stripe trigger` test) or of a type the studio does not handle. Live-only: the monitor counts it
     (`studio_events_total{type="stripe_event.ignored"}`); nothing else happens."""
@@ -469,8 +411,7 @@ class StripeEventIgnored(EventData):
 # -- the operator ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class OperatorRefundRequested(EventData):
+class OperatorRefundRequested(EventData, frozen=True, kw_only=True):
     """The operator refunded a purchase through Stripe (console or API); Stripe's `charge.refunded`
     webhook then revokes it as for any refund. `operator` says who did it."""
 
@@ -485,8 +426,7 @@ class OperatorRefundRequested(EventData):
     refund_id: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class OperatorInstallRequested(EventData):
+class OperatorInstallRequested(EventData, frozen=True, kw_only=True):
     """The operator asked for a model to be installed (console: Retry / Install now)."""
 
     TYPE = "operator.install_requested"
@@ -497,8 +437,7 @@ class OperatorInstallRequested(EventData):
     install_id: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class OperatorReconciled(EventData):
+class OperatorReconciled(EventData, frozen=True, kw_only=True):
     """The operator ran a reconciliation with Stripe (console, CLI or API), and what it found."""
 
     TYPE = "operator.reconciled"
@@ -510,8 +449,7 @@ class OperatorReconciled(EventData):
     fixed: int
 
 
-@dataclass(frozen=True, kw_only=True)
-class OperatorCatalogChanged(EventData):
+class OperatorCatalogChanged(EventData, frozen=True, kw_only=True):
     """The operator changed the catalog (a price, featured, a description; a model added or removed).
     `entry` is the model's whole new catalog entry, None when removed; every process lays it over the
     STUDIO_CATALOG seed, so every replica sells the same thing without a restart."""
@@ -525,8 +463,7 @@ class OperatorCatalogChanged(EventData):
     entry: dict[str, Any] | None
 
 
-@dataclass(frozen=True, kw_only=True)
-class OperatorDeadLetterRedriven(EventData):
+class OperatorDeadLetterRedriven(EventData, frozen=True, kw_only=True):
     """The operator put a dead-lettered event back into the stream after a fix (console or API)."""
 
     TYPE = "operator.dead_letter_redriven"
@@ -541,8 +478,7 @@ class OperatorDeadLetterRedriven(EventData):
 # -- installs --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class InstallRequested(EventData):
+class InstallRequested(EventData, frozen=True, kw_only=True):
     """Install (again) a model: the owner retries a failed install, or the operator asks."""
 
     TYPE = "install.requested"
@@ -554,8 +490,7 @@ class InstallRequested(EventData):
     reason: str  # retry | operator | restore
 
 
-@dataclass(frozen=True, kw_only=True)
-class InstallStarted(EventData):
+class InstallStarted(EventData, frozen=True, kw_only=True):
     TYPE = "install.started"
     DURABLE = True
     SUBJECT_FIELD = "model"
@@ -565,8 +500,7 @@ class InstallStarted(EventData):
     nodes: list[str] | None = None  # the Ollama nodes being pulled onto
 
 
-@dataclass(frozen=True, kw_only=True)
-class InstallProgressed(EventData):
+class InstallProgressed(EventData, frozen=True, kw_only=True):
     """Overall progress of a pull across layers; at most about two a second (live-only)."""
 
     TYPE = "install.progressed"
@@ -583,8 +517,7 @@ class InstallProgressed(EventData):
     nodes: dict[str, Any] | None = None  # with a fleet: each node's {phase, percent, completed_bytes, total_bytes}
 
 
-@dataclass(frozen=True, kw_only=True)
-class InstallCompleted(EventData):
+class InstallCompleted(EventData, frozen=True, kw_only=True):
     """The model is in Ollama (seen in /api/tags with this digest)."""
 
     TYPE = "install.completed"
@@ -597,8 +530,7 @@ class InstallCompleted(EventData):
     node: str | None = None  # the Ollama node it landed on (a fleet announces each node)
 
 
-@dataclass(frozen=True, kw_only=True)
-class InstallFailed(EventData):
+class InstallFailed(EventData, frozen=True, kw_only=True):
     TYPE = "install.failed"
     DURABLE = True
     SUBJECT_FIELD = "model"
@@ -610,8 +542,7 @@ class InstallFailed(EventData):
     retry_in_s: float | None = None
 
 
-@dataclass(frozen=True, kw_only=True)
-class InstallRemoved(EventData):
+class InstallRemoved(EventData, frozen=True, kw_only=True):
     """The model is no longer in Ollama (the operator removed it, or it vanished)."""
 
     TYPE = "install.removed"
@@ -626,64 +557,51 @@ class InstallRemoved(EventData):
 # Usage facts only: never the conversation's content.
 
 
-@dataclass(frozen=True, kw_only=True)
-class ChatCompleted(EventData):
+class ChatUsage(EventData, frozen=True, kw_only=True):
+    """What every chat event says of one answer (a base: not an event type of its own)."""
+
+    SUBJECT_FIELD = "model"
+    model: str
+    user_id: str
+    completion_tokens: int
+    duration_ms: float
+    key_id: str | None = None  # the personal API key used (its id), if any
+    thinking_tokens: int = 0  # of completion_tokens, a thinking model's reasoning
+    node: str | None = None  # the Ollama node that answered (its URL), or "fallback"
+    fallback: bool = False  # the model's cloud fallback answered (every node was saturated)
+
+
+class ChatCompleted(ChatUsage, frozen=True, kw_only=True):
+    """An answer was given in full (Ollama said it was done)."""
+
     TYPE = "chat.completed"
     DURABLE = True
-    SUBJECT_FIELD = "model"
-    model: str
-    user_id: str
     prompt_tokens: int
-    completion_tokens: int
     time_to_first_token_ms: float | None
-    duration_ms: float
     tokens_per_s: float | None
     done_reason: str
-    key_id: str | None = None  # the personal API key used (its id), if any
-    thinking_tokens: int = 0  # of completion_tokens, a thinking model's reasoning
-    node: str | None = None  # the Ollama node that answered (its URL), or "fallback"
-    fallback: bool = False  # the model's cloud fallback answered (every node was saturated)
 
 
-@dataclass(frozen=True, kw_only=True)
-class ChatFailed(EventData):
+class ChatFailed(ChatUsage, frozen=True, kw_only=True):
+    """An answer broke off: Ollama failed or went away mid-answer (`reason` says how)."""
+
     TYPE = "chat.failed"
     DURABLE = True
-    SUBJECT_FIELD = "model"
-    model: str
-    user_id: str
     reason: str
-    completion_tokens: int
-    duration_ms: float
-    key_id: str | None = None  # the personal API key used (its id), if any
-    thinking_tokens: int = 0  # of completion_tokens, a thinking model's reasoning
-    node: str | None = None  # the Ollama node that answered (its URL), or "fallback"
-    fallback: bool = False  # the model's cloud fallback answered (every node was saturated)
 
 
-@dataclass(frozen=True, kw_only=True)
-class ChatCancelled(EventData):
+class ChatCancelled(ChatUsage, frozen=True, kw_only=True):
     """The visitor stopped the answer (or left): generation was stopped."""
 
     TYPE = "chat.cancelled"
     DURABLE = True
-    SUBJECT_FIELD = "model"
-    model: str
-    user_id: str
-    completion_tokens: int
     time_to_first_token_ms: float | None
-    duration_ms: float
-    key_id: str | None = None  # the personal API key used (its id), if any
-    thinking_tokens: int = 0  # of completion_tokens, a thinking model's reasoning
-    node: str | None = None  # the Ollama node that answered (its URL), or "fallback"
-    fallback: bool = False  # the model's cloud fallback answered (every node was saturated)
 
 
 # -- accounts --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class AccountCreated(EventData):
+class AccountCreated(EventData, frozen=True, kw_only=True):
     """Someone signed up (or the operator added an account with the CLI)."""
 
     TYPE = "account.created"
@@ -694,8 +612,7 @@ class AccountCreated(EventData):
     by: str  # signup | cli
 
 
-@dataclass(frozen=True, kw_only=True)
-class AccountMerged(EventData):
+class AccountMerged(EventData, frozen=True, kw_only=True):
     """An anonymous visitor signed up or in: what they bought (and any pending checkout) is the account's now."""
 
     TYPE = "account.merged"
@@ -705,8 +622,7 @@ class AccountMerged(EventData):
     visitor_id: str
 
 
-@dataclass(frozen=True, kw_only=True)
-class AccountAccessChanged(EventData):
+class AccountAccessChanged(EventData, frozen=True, kw_only=True):
     """Sessions or keys of an account ended, or its role changed: every gateway forgets what it cached.
 
     Live-only: a gateway that was away from NATS re-checks cached credentials within a minute anyway.
@@ -719,8 +635,7 @@ class AccountAccessChanged(EventData):
     reason: str  # logout | logout_everywhere | password_changed | key_revoked | role_changed | disabled
 
 
-@dataclass(frozen=True, kw_only=True)
-class PurchaseTransferred(EventData):
+class PurchaseTransferred(EventData, frozen=True, kw_only=True):
     """A paid purchase moved to another owner (a visitor's, into their account): ownership follows it."""
 
     TYPE = "purchase.transferred"

@@ -10,12 +10,39 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from nats.aio.msg import Msg
-
     from events.envelope import Event
+
+
+class Counts(Protocol):
+    @property
+    def num_delivered(self) -> int: ...
+
+    @property
+    def num_pending(self) -> int: ...
+
+
+class Pulled(Protocol):
+    """One message pulled from a durable consumer: nats-py's JetStream `Msg`, or the in-memory bus's."""
+
+    @property
+    def data(self) -> bytes: ...
+
+    @property
+    def header(self) -> dict[str, str] | None: ...
+
+    @property
+    def metadata(self) -> Counts: ...
+
+    async def ack(self) -> None: ...
+
+    async def nak(self, delay: float | None = None) -> None: ...
+
+    async def term(self) -> None: ...
+
+    async def in_progress(self) -> None: ...
 
 
 class Reject(Exception):
@@ -50,7 +77,7 @@ class Delivery:
     consumer: str
     attempt: int
     max_attempts: int
-    _msg: Msg | None = field(default=None, repr=False)
+    _msg: Pulled | None = field(default=None, repr=False)
     data: Any = None
 
     @property

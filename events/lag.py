@@ -10,81 +10,21 @@ The monitor exports these as metrics and alerts on them; `localai-studio events 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 import nats.errors
 import nats.js.errors
-from nats.js import api
 
-from events.bus import STREAM, Bus, BusUnavailable
+from events.bus import STREAM, Bus, BusUnavailable, ConsumerLag
 
-
-@dataclass(frozen=True, slots=True)
-class ConsumerLag:
-    consumer: str
-    pending: int
-    ack_pending: int
-    redelivered: int
-    oldest_pending_s: float
-    last_active_s: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-async def _oldest_unacked(bus: Bus, info: api.ConsumerInfo) -> datetime | None:
-    """When the oldest event this consumer has not acknowledged was stored (None: there is none)."""
-    if not (info.num_pending or info.num_ack_pending):
-        return None
-    floor = info.ack_floor.stream_seq if info.ack_floor else 0
-    config = info.config
-    subjects = list(config.filter_subjects or []) or [config.filter_subject or ">"]
-    jsm = bus.nc.jsm()
-    times = []
-    for subject in subjects:
-        try:
-            msg = await jsm.get_msg(STREAM, seq=floor + 1, subject=subject, next=True)
-        except nats.js.errors.NotFoundError:
-            continue
-        if msg.time is not None:
-            times.append(msg.time)
-    return min(times) if times else None
-
-
-def _since(when: datetime | None, now: datetime) -> float | None:
-    return None if when is None else max(0.0, (now - when).total_seconds())
+__all__ = ["ConsumerLag", "consumer_lags", "remove_consumer", "table"]
 
 
 async def consumer_lags(bus: Bus, *, timeout: float = 2.0) -> list[ConsumerLag]:
     """Every durable consumer of the stream with its lag, sorted by name; raises BusUnavailable."""
     try:
-        return await asyncio.wait_for(_lags(bus), timeout)
+        return await asyncio.wait_for(bus.consumer_lags(), timeout)
     except (TimeoutError, nats.errors.Error, OSError) as exc:
         raise BusUnavailable(f"JetStream did not report its consumers: {type(exc).__name__}") from None
-
-
-async def _lags(bus: Bus) -> list[ConsumerLag]:
-    infos = await bus.nc.jsm().consumers_info(STREAM)
-    now = datetime.now(UTC)
-    out = []
-    for info in infos:
-        if not info.config.durable_name:
-            continue  # an ephemeral reader (events tail), not a consumer that must keep up
-        oldest = await _oldest_unacked(bus, info)
-        active = [s.last_active for s in (info.delivered, info.ack_floor) if s is not None and s.last_active]
-        out.append(
-            ConsumerLag(
-                consumer=info.name,
-                pending=info.num_pending or 0,
-                ack_pending=info.num_ack_pending or 0,
-                redelivered=info.num_redelivered or 0,
-                oldest_pending_s=round(_since(oldest, now) or 0.0, 3),
-                last_active_s=None if not active else round(_since(max(active), now) or 0.0, 3),
-            )
-        )
-    return sorted(out, key=lambda lag: lag.consumer)
 
 
 async def remove_consumer(bus: Bus, name: str) -> None:

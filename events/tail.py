@@ -14,12 +14,8 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-import nats.aio.msg
-import nats.errors
-from nats.js import api
-
-from events.bus import STREAM, Bus, BusUnavailable
-from events.envelope import Event, InvalidEvent, nats_subject, new_id
+from events.bus import Bus, Message
+from events.envelope import Event, InvalidEvent, nats_subject
 
 
 def matches(event: Event, pattern: str) -> bool:
@@ -58,11 +54,11 @@ async def tail(
         return
     live: asyncio.Queue[Event] = asyncio.Queue()
 
-    async def on_live(msg: nats.aio.msg.Msg) -> None:
+    async def on_live(msg: Message) -> None:
         with contextlib.suppress(InvalidEvent):
             live.put_nowait(Event.from_json(msg.data))
 
-    sub = await bus.nc.subscribe(nats_subject(">"), cb=on_live)
+    sub = await bus.subscribe(nats_subject(">"), on_live)
     seen: set[str] = set()
     try:
         if since is not None:
@@ -113,53 +109,11 @@ async def redeliver(bus: Bus, event: Event) -> None:
     """Put a stored event into the stream again (a dead letter's redrive), under a fresh message id so
     the stream's duplicate window does not drop it; every consumer of its type handles it again (they
     are idempotent), the one that gave up included."""
-    try:
-        await bus.nc.jetstream().publish(
-            nats_subject(event.type), event.to_json(), timeout=5.0, headers={"Nats-Msg-Id": f"{event.id}.{new_id()}"}
-        )
-    except (TimeoutError, nats.errors.Error, OSError) as exc:
-        raise BusUnavailable(f"could not redeliver {event.type}: {type(exc).__name__}") from None
+    await bus.republish(event)
 
 
 async def replay(
     bus: Bus, start: datetime | None, limit: int = 100_000, subjects: Sequence[str] | None = None
 ) -> list[Event]:
-    """Durable events stored since `start` (None: all of them), oldest first, read by an ephemeral consumer."""
-    js = bus.nc.jetstream()
-    by_time = {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": start}
-    only = (
-        {}
-        if not subjects
-        else {"filter_subject": subjects[0]}
-        if len(subjects) == 1
-        else {"filter_subjects": list(subjects)}
-    )
-    info = await bus.nc.jsm().add_consumer(
-        STREAM,
-        api.ConsumerConfig(
-            **only,
-            **(by_time if start is not None else {"deliver_policy": api.DeliverPolicy.ALL}),
-            ack_policy=api.AckPolicy.NONE,
-            inactive_threshold=30.0,
-            mem_storage=True,
-        ),
-    )
-    psub = await js.pull_subscribe_bind(consumer=info.name, stream=STREAM)
-    events: list[Event] = []
-    try:
-        pending = info.num_pending or 0
-        while pending > 0 and len(events) < limit:
-            try:
-                msgs = await psub.fetch(batch=min(500, pending), timeout=2)
-            except nats.errors.TimeoutError:
-                break
-            for msg in msgs:
-                with contextlib.suppress(InvalidEvent):
-                    events.append(Event.from_json(msg.data))
-                pending = msg.metadata.num_pending
-    finally:
-        with contextlib.suppress(Exception):
-            await psub.unsubscribe()
-        with contextlib.suppress(Exception):
-            await bus.nc.jsm().delete_consumer(STREAM, info.name)
-    return events
+    """Durable events stored since `start` (None: all of them), oldest first."""
+    return await bus.history(start, limit=limit, subjects=subjects)

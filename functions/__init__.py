@@ -10,11 +10,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from studio.runtime.settings import FUNCTIONS
+
 if TYPE_CHECKING:
     from studio.runtime.function import Function
 
-# Every function of the studio, in start-up order (state owners before their observers).
-NAMES: tuple[str, ...] = ("accounts", "chat", "purchase", "install", "webhook", "health", "monitor")
+# Every function of the studio, in start-up order (state owners before their observers): declared with
+# the setting that chooses among them (STUDIO_FUNCTIONS), so the platform never imports this package.
+NAMES: tuple[str, ...] = FUNCTIONS
 
 
 def load(name: str) -> Function:

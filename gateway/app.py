@@ -20,10 +20,11 @@ from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
+from events import asyncapi
 from events.bus import Bus
 from functions import NAMES, load
 from gateway.credentials import Credentials
-from gateway.docs import docs_page
+from gateway.docs import docs_page, events_docs_page, events_page
 from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, is_https, not_found
 from gateway.live import LiveFeed
 from gateway.openapi import document
@@ -122,6 +123,21 @@ def gateway_app(
 
     app.router.add_post("/api/operator/session", open_operator_pass)
     app.router.add_delete("/api/operator/session", close_operator_pass)
+
+    # The event catalog's contract, for the operator (it names every internal event and its fields).
+    events_contract = web.json_response(asyncapi.document()).body
+    events_reference = events_page(asyncapi.document())
+
+    async def asyncapi_json(request: web.Request) -> web.Response:
+        edge.operator_only(request[IDENTITY_KEY])
+        return web.Response(body=events_contract, content_type="application/json")
+
+    async def events_docs(request: web.Request) -> web.Response:
+        edge.operator_only(request[IDENTITY_KEY])
+        return events_docs_page(events_reference)
+
+    app.router.add_get("/api/asyncapi.json", asyncapi_json)
+    app.router.add_get("/api/docs/events", events_docs)
     app.cleanup_ctx.append(_live_feed(settings, bus, credentials, edge.presence))
     app.on_shutdown.append(lambda app: app[LIVE].close())
 

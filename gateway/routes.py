@@ -66,6 +66,22 @@ GATEWAY_ROUTES = (
         operator=True,
     ),
     Route(
+        "GET",
+        "/api/asyncapi.json",
+        "gateway",
+        summary="The event catalog: an AsyncAPI 3.0 document of every event type on NATS, with its data schema",
+        response=dict[str, Any],
+        operator=True,
+    ),
+    Route(
+        "GET",
+        "/api/docs/events",
+        "gateway",
+        summary="The event catalog rendered for people: each event type, its subject and fields",
+        response="text/html",
+        operator=True,
+    ),
+    Route(
         "POST",
         "/api/operator/session",
         "gateway",

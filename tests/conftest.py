@@ -1,4 +1,9 @@
-"""Shared fixtures: a real nats-server with JetStream per test, a real database, settings.
+"""Shared fixtures: the bus (in memory, or a real nats-server with JetStream), a real database, settings.
+
+The bus: tests under MEMORY_BUS_TESTS run on the in-memory bus (events/memory.py: the same `Bus`, no
+server to start) unless marked `nats` (or asking for `nats_server`); every other test gets a real
+nats-server of its own. `nats_url` is the test's bus URL (`settings.nats_url` and `bus` use it);
+`transport` says which it is, and a test parametrises it (indirect) to run on both.
 
 The database is a SQLite file in the test's folder; the tests that exercise SQL (DATABASE_TESTS below)
 run twice, `[sqlite]` and `[postgres]`, the second on a real PostgreSQL server started once per session
@@ -17,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from events import memory
 from events.bus import Bus
 from events.server import NatsServer
 from studio.runtime.dialect import DatabaseUrl
@@ -50,6 +56,12 @@ DATABASE_TESTS = (
     "studio/runtime/test_host.py",
 )
 BACKENDS = ("sqlite", pytest.param("postgres", marks=pytest.mark.postgres))
+
+# The tests that run on the in-memory bus (those that use the bus as a pipe between functions); a test
+# among them that needs the server itself (JetStream's own state, a restart, another process) is marked
+# `nats`, as is the purchase-to-install pipeline end to end (tests/functions/purchase/test_purchase.py).
+# Everything else (tests/events, cluster, reliability, production, frontend) has a real server.
+MEMORY_BUS_TESTS = ("functions/", "gateway/", "studio/")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -102,6 +114,33 @@ async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
     server.stop()
 
 
+def _on_real_nats(request: pytest.FixtureRequest) -> bool:
+    node = request.node
+    where = node.path.relative_to(HERE).as_posix() if node.path.is_relative_to(HERE) else ""
+    return (
+        not where.startswith(MEMORY_BUS_TESTS)
+        or node.get_closest_marker("nats") is not None
+        or "nats_server" in request.fixturenames
+    )
+
+
+@pytest.fixture
+def transport(request: pytest.FixtureRequest) -> str:
+    """`nats` (a real nats-server) or `memory` (the in-memory bus): see the module's docstring."""
+    return getattr(request, "param", None) or ("nats" if _on_real_nats(request) else "memory")
+
+
+@pytest.fixture
+def nats_url(transport: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """This test's bus: the real server's URL, or a fresh in-memory bus's (forgotten after the test)."""
+    if transport == "nats":
+        yield request.getfixturevalue("nats_server").url
+        return
+    url = memory.new_url()
+    yield url
+    memory.forget(url)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One real PostgreSQL server for the session; `postgres_server.new_database()` gives a fresh
@@ -148,12 +187,12 @@ def db_target(tmp_path: Path, database_url: DatabaseUrl | None) -> Path | Databa
 
 
 @pytest.fixture
-def settings(tmp_path: Path, nats_server: NatsServer, database_url: DatabaseUrl | None) -> Settings:
+def settings(tmp_path: Path, nats_url: str, database_url: DatabaseUrl | None) -> Settings:
     return Settings.from_env(
         {},
         data_dir=tmp_path / "data",
         database_url=database_url,
-        nats_url=nats_server.url,
+        nats_url=nats_url,
         port=free_port(),
         heartbeat_s=0.5,
         shutdown_grace_s=3.0,
@@ -165,8 +204,8 @@ def settings(tmp_path: Path, nats_server: NatsServer, database_url: DatabaseUrl 
 
 
 @pytest.fixture
-async def bus(nats_server: NatsServer) -> AsyncIterator[Bus]:
-    b = Bus(nats_server.url, name="test", source="/tests")
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    b = Bus(nats_url, name="test", source="/tests")
     await b.connect()
     await b.ensure_stream()
     yield b

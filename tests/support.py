@@ -67,13 +67,11 @@ async def gather_with_timeout(*aws: Awaitable[T], timeout: float = 10.0) -> list
 
 # -- event types that exist only in tests --------------------------------------------------------
 
-from dataclasses import dataclass  # noqa: E402
 
 from events.catalog import EventData  # noqa: E402
 
 
-@dataclass(frozen=True, kw_only=True)
-class SampleRecorded(EventData):
+class SampleRecorded(EventData, frozen=True, kw_only=True):
     """A durable event for tests."""
 
     TYPE = "sample.recorded"
@@ -83,8 +81,7 @@ class SampleRecorded(EventData):
     note: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class SampleTicked(EventData):
+class SampleTicked(EventData, frozen=True, kw_only=True):
     """A live-only event for tests."""
 
     TYPE = "sample.ticked"

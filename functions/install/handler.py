@@ -26,7 +26,7 @@ from aiohttp import web
 from events.bus import BusUnavailable
 from events.catalog import InstallProgressed, InstallRequested, OperatorInstallRequested, PurchaseCompleted
 from events.delivery import Delivery, Reject
-from events.envelope import new_id
+from events.ids import new_install_id
 from functions.install.installer import Installer
 from functions.install.store import InstallStore
 from studio import catalog
@@ -91,8 +91,7 @@ async def install_model(event: PurchaseCompleted | InstallRequested, delivery: D
     model = catalog.cached(function.settings.catalog_path).get(event.model)
     if model is None:
         raise Reject(f"{event.model!r} is not in the catalog")
-    install_id = event.install_id if isinstance(event, InstallRequested) else "ins_" + event.purchase_id[4:]
-    await function[INSTALLER].install(model, install_id, delivery)
+    await function[INSTALLER].install(model, event.install_id, delivery)
 
 
 class InstallRequest(msgspec.Struct):
@@ -138,7 +137,7 @@ async def request_install(request: web.Request, body: InstallRequest) -> web.Res
                 {"install_id": current.install_id, "model": model.id, "status": current.state}, status=202
             )
         data = InstallRequested(
-            install_id="ins_" + new_id()[:20],
+            install_id=new_install_id(),
             model=model.id,
             requested_by=user_id if owner and user_id else "operator",
             reason="retry" if owner else "operator",

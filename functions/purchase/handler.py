@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -41,25 +40,21 @@ from events.catalog import (
     InstallRequested,
 )
 from events.delivery import Delivery
-from events.envelope import new_id
-from functions.purchase import catalog_changes
+from events.ids import new_install_id, purchase_id_of_install
+from functions.purchase import catalog_changes, operator
 from functions.purchase.capacity import ensure_room_for
 from functions.purchase.checkout import RecheckThrottle, open_checkout, recheck
 from functions.purchase.contract import Catalog, Purchase, PurchaseAnswer, Purchases
+from functions.purchase.declaration import LEDGER, PAYMENTS, RECHECKS, function, payment_mode
 from functions.purchase.ledger import Ledger, new_purchase_id
 from functions.purchase.settlement import PAYMENT_EVENTS, PaymentEvent, settle
 from studio import catalog
 from studio.clients.stripe import StripePayments
 from studio.runtime.errors import Conflict, NotFound
-from studio.runtime.function import Function, Key
+from studio.runtime.function import Function
 from studio.runtime.identity import identity, require_admin, require_visitor
 from studio.runtime.routes import KIB
 
-function = Function("purchase", migrations=Path(__file__).parent / "migrations")
-
-LEDGER = Key[Ledger]("ledger")
-PAYMENTS = Key[StripePayments | None]("payments")
-RECHECKS = Key[RecheckThrottle]("rechecks")
 DISK_FULL = "disk is full"  # install.failed's reason when Ollama said "no space left on device"
 
 
@@ -87,11 +82,6 @@ def find_model(model_id: str) -> catalog.CatalogModel:
     if model is None:
         raise NotFound(f"{model_id!r} is not in the catalog", code="unknown_model")
     return model
-
-
-def payment_mode() -> str:
-    s = function.settings
-    return "test" if s.skip_payment else "stripe" if s.stripe_secret_key else "disabled"
 
 
 async def model_list(user_id: str | None, *, strict: bool, operator: bool = False) -> list[dict[str, Any]]:
@@ -245,8 +235,8 @@ async def flag_what_cannot_be_installed(event: InstallFailed, delivery: Delivery
     if event.will_retry or DISK_FULL not in event.reason:
         return
     async with function.db.transaction() as tx:
-        # the install of a purchase carries its id ("ins_" + the purchase id's tail, install's handler)
-        await function[LEDGER].flag_for_operator(tx, "pur_" + event.install_id[4:], event.reason)
+        # the install of a purchase carries its id (events/ids.py)
+        await function[LEDGER].flag_for_operator(tx, purchase_id_of_install(event.install_id), event.reason)
 
 
 @function.subscribe(AccountMerged, max_attempts=10)
@@ -264,10 +254,6 @@ async def reinstall_for_owners(event: InstallRemoved, delivery: Delivery) -> Non
     async with function.db.transaction() as tx:
         if await function[LEDGER].anyone_owns(tx, event.model):
             restore = InstallRequested(
-                install_id="ins_" + new_id()[:20], model=event.model, requested_by="studio", reason="restore"
+                install_id=new_install_id(), model=event.model, requested_by="studio", reason="restore"
             )
             await tx.publish(function.event(restore))
-
-
-# The operator's routes register on `function` above (imported last: they use its keys).
-from functions.purchase import operator  # noqa: E402

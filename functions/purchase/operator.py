@@ -16,7 +16,7 @@ HTTP    GET  /api/operator                    -> {"operator": bool}: whether thi
         POST   /api/catalog {catalog entry}    -> 201, the model added
         DELETE /api/catalog/{model}            -> the model removed from sale
 
-The routes register on purchase's `function` when handler.py imports this module.
+The routes register on purchase's `function` (declaration.py) when handler.py imports this module.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from functions.purchase.contract import (
     RefundRequest,
     Removed,
 )
-from functions.purchase.handler import LEDGER, PAYMENTS, function, payment_mode
+from functions.purchase.declaration import LEDGER, PAYMENTS, function, payment_mode
 from functions.purchase.ledger import Purchase
 from functions.purchase.reconciliation import Report, parse_since, reconcile
 from studio.clients.stripe import PaymentsUnavailable, RefundRefused

@@ -34,7 +34,7 @@ from events.catalog import (
     PaymentRefunded,
     PaymentSucceeded,
 )
-from events.envelope import new_id
+from events.ids import new_install_id
 from functions.purchase.ledger import Ledger, is_purchase_id
 from studio.clients.stripe import StripePayments
 from studio.runtime.function import Function
@@ -273,7 +273,7 @@ async def _check_installs(ledger: Ledger, fn: Function) -> list[Difference]:
                 f"{model} is owned ({owners} purchase{'s' if owners != 1 else ''}) but its install is {state}",
                 model=model,
                 repair=InstallRequested(
-                    install_id="ins_" + new_id()[:20], model=model, requested_by="reconcile", reason="restore"
+                    install_id=new_install_id(), model=model, requested_by="reconcile", reason="restore"
                 ),
             )
         )

@@ -23,8 +23,8 @@ from typing import Any
 
 import asyncpg
 
-from studio.runtime.database import Database, DatabaseError, Params, Row, Transaction, quote_name
 from studio.runtime.dialect import WRITER_LOCK_SQL, DatabaseUrl, numbered, postgres_ddl, rowcount
+from studio.runtime.sql import Database, DatabaseError, Params, Row, Transaction, quote_name
 
 POOL_SIZE = 10
 CLOSE_GRACE_S = 5.0

@@ -98,6 +98,8 @@ def _optional_url(raw: str) -> str | None:
 def _nats_urls(raw: str) -> str | None:
     """One NATS URL or several, comma-separated (every node of a cluster); kept as one string."""
     urls = [_url(u.strip()) for u in raw.split(",") if u.strip()]
+    if any(u.startswith("memory://") for u in urls):
+        raise ValueError("memory:// is the tests' in-process bus, never shared with another process: use nats://")
     return ",".join(urls) if urls else None
 
 
@@ -119,13 +121,17 @@ def _names(raw: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in raw.split(",") if n.strip())
 
 
-def _function_names(raw: str) -> tuple[str, ...]:
-    from functions import NAMES
+# Every function of the studio, in start-up order (state owners before their observers): the choices of
+# STUDIO_FUNCTIONS. `functions.NAMES` is this tuple (the platform names the functions, never imports them;
+# tests/test_architecture.py checks that functions/ holds exactly these packages).
+FUNCTIONS: tuple[str, ...] = ("accounts", "chat", "purchase", "install", "webhook", "health", "monitor")
 
-    names = _names(raw) or NAMES
-    unknown = [n for n in names if n not in NAMES]
+
+def _function_names(raw: str) -> tuple[str, ...]:
+    names = _names(raw) or FUNCTIONS
+    unknown = [n for n in names if n not in FUNCTIONS]
     if unknown:
-        raise ValueError(f"unknown function(s) {', '.join(unknown)}; known: {', '.join(NAMES)}")
+        raise ValueError(f"unknown function(s) {', '.join(unknown)}; known: {', '.join(FUNCTIONS)}")
     return names
 
 

@@ -37,7 +37,7 @@ import aiohttp
 from events.bus import Bus
 from events.server import NatsServer
 from gateway.credentials import Credentials
-from studio.runner import install_event_loop_policy
+from studio.app.runner import install_event_loop_policy
 from tests.bench.chat_bench import MODEL, SHORT_REPLY, Double, Stream, read_ndjson, read_openai, read_sse, reply_of
 from tests.bench.common import free_port, process
 

@@ -39,8 +39,8 @@ from pathlib import Path
 import aiohttp
 
 from events.server import NatsServer
+from studio.app.runner import install_event_loop_policy
 from studio.clients.ollama import OllamaClient
-from studio.runner import install_event_loop_policy
 from tests.bench.common import free_port, process
 
 MODEL = "tinyllama:latest"

@@ -10,7 +10,7 @@ benchmark visitor can hold a thousand streams.
     python -m tests.bench.chat_serve ollama PORT
 
 The Ollama stand-in with its control API (`/_double/config` sets the token rate and the reply).
-The studio is served exactly as `localai-studio up` / `run` serve it (studio.runner.serve).
+The studio is served exactly as `localai-studio up` / `run` serve it (studio.app.runner.serve).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from aiohttp import web
 
 from functions import load
 from gateway.app import gateway_app
-from studio.runner import install_event_loop_policy, serve, wait_for_signal
+from studio.app.runner import install_event_loop_policy, serve, wait_for_signal
 from studio.runtime.host import Host
 from studio.runtime.logs import configure
 from studio.runtime.server import function_app

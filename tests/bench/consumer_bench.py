@@ -30,7 +30,7 @@ from events.lag import consumer_lags
 from events.server import NatsServer
 from functions import load
 from functions.chat.entitlements import Ownership
-from studio.runner import install_event_loop_policy
+from studio.app.runner import install_event_loop_policy
 from studio.runtime.database import RUNTIME_MIGRATIONS, Database
 from studio.runtime.host import Host
 from studio.runtime.logs import configure

@@ -18,7 +18,7 @@ import statistics
 import time
 from collections.abc import Awaitable, Callable
 
-from studio.runner import install_event_loop_policy
+from studio.app.runner import install_event_loop_policy
 from studio.runtime.watchdog import Watchdog
 
 IN_FLIGHT = 50

@@ -34,7 +34,7 @@ from pathlib import Path
 import aiohttp
 
 from events.server import NatsServer
-from studio.runner import install_event_loop_policy
+from studio.app.runner import install_event_loop_policy
 from tests.bench.chat_bench import (
     MODEL,
     SHORT_REPLY,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from events.bus import Bus
 from events.lag import consumer_lags
-from studio.runner import install_event_loop_policy
+from studio.app.runner import install_event_loop_policy
 from tests.bench.studio_process import MODELS, Studio, buyers, ollama_double, visitor
 
 

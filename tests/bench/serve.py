@@ -13,7 +13,7 @@ from pathlib import Path
 
 from functions import NAMES, load
 from gateway.app import gateway_app
-from studio.runner import install_event_loop_policy, serve, wait_for_signal
+from studio.app.runner import install_event_loop_policy, serve, wait_for_signal
 from studio.runtime.host import Host
 from studio.runtime.logs import configure
 from studio.runtime.server import function_app

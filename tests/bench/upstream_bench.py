@@ -23,7 +23,7 @@ import aiohttp
 
 from events.server import NatsServer
 from gateway.upstream import UpstreamPool
-from studio.runner import install_event_loop_policy
+from studio.app.runner import install_event_loop_policy
 from tests.bench.common import free_port, process
 
 Get = Callable[[], Awaitable[bytes]]

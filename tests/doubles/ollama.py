@@ -1450,10 +1450,10 @@ class _Handlers:
                 continue
             done = d.partials.get(layer.digest, 0)
             fail_at = max(done, layer.size // 2) if fault is not None else None
-            speed = d.pull_speed
-            step = max(1, round(speed * d.pull_interval)) if speed > 0 else layer.size
             yield progress(done)
             while done < layer.size or fail_at is not None:
+                speed = d.pull_speed  # read at every step: a test may let a slow pull finish at once (0)
+                step = max(1, round(speed * d.pull_interval)) if speed > 0 else layer.size
                 target = min(layer.size, done + step)
                 if fail_at is not None and target >= fail_at:
                     target = fail_at

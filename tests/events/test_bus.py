@@ -1,17 +1,26 @@
-"""The bus against a real nats-server with JetStream: delivery, dedupe, the ack policy, fan-out."""
+"""The bus, on a real nats-server with JetStream and on the in-memory bus (events/memory.py) alike:
+delivery, dedupe, the ack policy, fan-out. Each test runs on both (`transport`, tests/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 
-from events.bus import STREAM, Bus
+import pytest
+
+from events.bus import Bus, BusUnavailable, ConsumerLag
 from events.catalog import EventDeadLettered
 from events.delivery import Backoff, Delivery, Reject
 from events.envelope import Event, nats_subject
 from tests.support import Recorder, SampleRecorded, SampleTicked, eventually, simulate_work
 
 FAST = Backoff(base=0.05, cap=0.5)
+
+pytestmark = pytest.mark.parametrize("transport", ["nats", "memory"], indirect=True)
+
+
+async def stored_messages(bus: Bus) -> int:
+    return int((await bus.jetstream_info())["messages"])
 
 
 def sample(n: int, note: str = "") -> Event:
@@ -41,8 +50,7 @@ async def test_duplicate_publish_with_same_id_is_stored_and_delivered_once(bus: 
 
     await eventually(lambda: len(got) == 2, message="both distinct events")
     assert [item.n for item in got.items] == [7, 8]
-    info = await bus.nc.jsm().stream_info(STREAM)
-    assert info.state.messages == 2
+    assert await stored_messages(bus) == 2
 
 
 async def test_failing_handler_is_retried_with_backoff_then_dead_lettered(bus: Bus) -> None:
@@ -92,8 +100,7 @@ async def test_malformed_message_is_dead_lettered_not_retried(bus: Bus) -> None:
     await bus.listen(EventDeadLettered.TYPE, dead)
     await bus.consume("tests__poison", [SampleRecorded.TYPE], handled, backoff=FAST)
 
-    js = bus.nc.jetstream()
-    await js.publish(nats_subject(SampleRecorded.TYPE), b"{not json", headers={"Nats-Msg-Id": "poison-1"})
+    await bus.store(nats_subject(SampleRecorded.TYPE), b"{not json", msg_id="poison-1", timeout=5)
     bad_data = Event(type=SampleRecorded.TYPE, source="/tests", data={"n": "not a number"})
     await bus.publish(bad_data)
 
@@ -116,12 +123,18 @@ async def test_long_handler_keeps_its_lease(bus: Bus) -> None:
 
     await asyncio.wait_for(done.wait(), 10)
     assert deliveries == [1], "the event must not be redelivered while its handler works"
-    info = await bus.nc.jsm().consumer_info(STREAM, "tests__slow")
-    assert info.num_redelivered == 0
+    lags: list[ConsumerLag] = []
+
+    async def acknowledged() -> bool:
+        lags[:] = [lag for lag in await bus.consumer_lags() if lag.consumer == "tests__slow"]
+        return lags[0].ack_pending == 0
+
+    await eventually(acknowledged, message="the acknowledgement")
+    assert lags[0].redelivered == 0
 
 
-async def test_two_replicas_of_a_durable_consumer_share_the_work(bus: Bus, nats_server) -> None:
-    replica_b = Bus(nats_server.url, name="replica-b", source="/tests")
+async def test_two_replicas_of_a_durable_consumer_share_the_work(bus: Bus) -> None:
+    replica_b = Bus(bus.url, name="replica-b", source="/tests")
     await replica_b.connect()
     seen_a, seen_b = Recorder(), Recorder()
 
@@ -146,15 +159,15 @@ async def test_two_replicas_of_a_durable_consumer_share_the_work(bus: Bus, nats_
         await replica_b.close(1)
 
 
-async def test_broadcast_listeners_each_see_durable_and_live_events(bus: Bus, nats_server) -> None:
-    other = Bus(nats_server.url, name="observer-2", source="/tests")
+async def test_broadcast_listeners_each_see_durable_and_live_events(bus: Bus) -> None:
+    other = Bus(bus.url, name="observer-2", source="/tests")
     await other.connect()
     first, second = Recorder(), Recorder()
     try:
         await bus.listen("*", first)
         await other.listen("sample.*", second)
-        await bus.nc.flush()
-        await other.nc.flush()
+        await bus.flush()
+        await other.flush()
 
         await bus.publish(sample(1))
         await bus.publish(Event(type=SampleTicked.TYPE, source="/tests", data={"n": 2}))
@@ -172,5 +185,72 @@ async def test_broadcast_listeners_each_see_durable_and_live_events(bus: Bus, na
 async def test_live_events_are_not_stored(bus: Bus) -> None:
     await bus.publish(Event(type=SampleTicked.TYPE, source="/tests", data={"n": 1}))
     await bus.publish(sample(2))
-    info = await bus.nc.jsm().stream_info(STREAM)
-    assert info.state.messages == 1
+    assert await stored_messages(bus) == 1
+
+
+async def test_a_queue_group_of_listeners_sees_each_event_once(bus: Bus) -> None:
+    other = Bus(bus.url, name="server-2", source="/tests")
+    await other.connect()
+    here, there, everyone = Recorder(), Recorder(), Recorder()
+    try:
+        await bus.listen("sample.*", here, queue="one_replica")
+        await other.listen("sample.*", there, queue="one_replica")
+        await other.listen("sample.*", everyone)
+        await bus.flush()
+        await other.flush()
+
+        await bus.publish_many(Event(type=SampleTicked.TYPE, source="/tests", data={"n": n}) for n in range(30))
+
+        await eventually(lambda: len(everyone) == 30 and len(here) + len(there) == 30, message="30 seen")
+        assert sorted(e.data["n"] for e in here.items + there.items) == list(range(30)), "each once in the group"
+    finally:
+        await other.close(1)
+
+
+async def test_a_query_is_answered_by_one_replica_and_fails_plainly_without_one(bus: Bus) -> None:
+    asked: list[str] = []
+
+    async def answer(payload: dict) -> dict:
+        asked.append(payload["q"])
+        if payload["q"] == "boom":
+            raise ValueError("no such thing")
+        return {"echo": payload["q"]}
+
+    with pytest.raises(BusUnavailable, match=r"no answer to tests\.echo"):
+        await bus.query("tests.echo", {"q": "anyone?"}, timeout=0.5)
+    await bus.respond("tests.echo", answer)
+    other = Bus(bus.url, name="asker", source="/tests")
+    await other.connect()
+    try:
+        await other.flush()
+        assert await other.query("tests.echo", {"q": "hi"}) == {"echo": "hi"}
+        with pytest.raises(BusUnavailable, match=r"tests\.echo failed: ValueError: no such thing"):
+            await other.query("tests.echo", {"q": "boom"})
+    finally:
+        await other.close(1)
+    assert asked == ["hi", "boom"]
+
+
+async def test_a_handler_that_outlives_its_lease_without_renewing_it_gets_the_event_again(bus: Bus) -> None:
+    """What the lease is for: a replica that stops answering (here: a pull loop paused mid-handler, its
+    lease not renewed) does not hold an event forever; the consumer delivers it again after ack_wait."""
+    attempts: list[int] = []
+    second = asyncio.Event()
+
+    async def stalls_once(event: SampleRecorded, delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        if delivery.attempt >= 2:
+            second.set()
+
+    consumer = await bus.consume("tests__stalls", [SampleRecorded.TYPE], stalls_once, ack_wait=1.0)
+    await consumer.stop(0.1)  # this replica is gone before the event comes
+    await bus._bind("tests__stalls", [nats_subject(SampleRecorded.TYPE)], ack_wait=1.0, max_deliver=7, in_flight=16)
+    pull = await bus._pull("tests__stalls")
+    await bus.publish(sample(9))
+    (taken,) = await eventually(lambda: pull.fetch(batch=1, timeout=0.5), message="the first delivery")
+    assert taken.metadata.num_delivered == 1  # taken, never acknowledged nor renewed
+
+    await bus.consume("tests__stalls", [SampleRecorded.TYPE], stalls_once, ack_wait=1.0)
+    await asyncio.wait_for(second.wait(), 10)
+    assert attempts == [2]
+    await pull.unsubscribe()

@@ -9,8 +9,12 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from events.catalog import PurchaseCompleted, PurchaseFailed
 from events.envelope import Event
+from events.tail import tail
+from tests.support import eventually
 
 CLI = str(Path(sys.executable).parent / "localai-studio")
 
@@ -72,3 +76,29 @@ async def test_a_bad_until_is_refused_with_one_line(nats_server) -> None:
     )
     _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
     assert proc.returncode == 2 and b"is not a time" in err
+
+
+@pytest.mark.parametrize("transport", ["nats", "memory"], indirect=True)
+async def test_tail_replays_the_stored_history_then_follows_live_events_once_each(bus) -> None:
+    def completed(n: int) -> Event:
+        data = PurchaseCompleted(
+            purchase_id=f"pur_{n}", user_id="v_a", model="phi3:mini", kind="test", amount_cents=0, currency="usd"
+        )
+        return Event(type=data.TYPE, source="/tests", data=data.to_data(), subject=data.subject)
+
+    await bus.ensure_stream()
+    before = [completed(1), completed(2)]
+    for event in before:
+        await bus.publish(event)
+    seen: list[Event] = []
+    stop = asyncio.Event()
+    following = asyncio.create_task(tail(bus, seen.append, pattern="purchase.*", since=timedelta(minutes=5), stop=stop))
+    await eventually(lambda: len(seen) == 2, message="the history")
+
+    after = completed(3)
+    await bus.publish(after)
+    await bus.publish(Event(type="heartbeat.requested", source="/tests", data={"requested_by": "t"}))  # not matched
+    await eventually(lambda: len(seen) == 3, message="the live event")
+    stop.set()
+    await asyncio.wait_for(following, 5)
+    assert [e.id for e in seen] == [e.id for e in [*before, after]]

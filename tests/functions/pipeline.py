@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from events.bus import STREAM, Bus
+from events.bus import Bus
 from events.envelope import Event
 from functions import load
 from studio.runtime.settings import Secret, Settings
@@ -83,8 +83,13 @@ class Studio:
             row = await purchase.db.fetch_one(f"SELECT COUNT(*) FROM {table}")
             assert row is not None
             counts[table] = row[0]
-        counts["stream"] = (await self.bus.nc.jsm().stream_info(STREAM)).state.messages
+        counts["stream"] = (await self.bus.jetstream_info())["messages"]
         return counts
+
+    async def idle(self, *consumers: str) -> bool:
+        """Whether these durable consumers have handled everything stored for them."""
+        lags = {lag.consumer: lag for lag in await self.bus.consumer_lags()}
+        return all(c in lags and lags[c].pending == 0 and lags[c].ack_pending == 0 for c in consumers)
 
 
 async def start_studio(
@@ -94,7 +99,7 @@ async def start_studio(
     events = Recorder()  # listening before the studio starts: what it does at start-up is seen too
     for pattern in ("purchase.*", "install.*", "payment.*", "event.*"):
         await bus.listen(pattern, events)
-    await bus.nc.flush()
+    await bus.flush()
     client = await embedded_studio([load(n) for n in PIPELINE], settings_override=s)
     studio = Studio(client=client, bus=bus, ollama=ollama, stripe=stripe_api, events=events)
     assert (await client.get("/")).status in (200, 404)  # first visit: the visitor cookie

@@ -16,7 +16,7 @@ import pytest
 from functions import NAMES, load
 from gateway.app import gateway_app
 from gateway.edge import SECURITY_HEADERS
-from studio.runner import serve
+from studio.app.runner import serve
 from studio.runtime.host import Host
 from studio.runtime.server import function_app
 from tests.conftest import free_port
@@ -42,9 +42,12 @@ async def assert_error(resp, status: int, code: str) -> None:
 
 
 @pytest.fixture
-async def served(settings):
-    """The embedded gateway (sample + purchase) served as `up` serves it: the real runner and connections."""
-    s = settings.replace(client_timeout_s=0.5, skip_payment=True, functions=("sample", "purchase", "install"))
+async def served(settings, ollama):
+    """The embedded gateway (sample + purchase) served as `up` serves it: the real runner and connections
+    (and an Ollama for install, whose reconciliation would otherwise warn that there is none)."""
+    s = settings.replace(
+        client_timeout_s=0.5, skip_payment=True, functions=("sample", "purchase", "install"), ollama_url=ollama.url
+    )
     fns = [sample, load("purchase"), load("install")]
     host = Host(fns, s)
     await host.start()

@@ -10,6 +10,8 @@ import msgspec
 import schemathesis
 
 import functions
+from events import asyncapi
+from events.catalog import EVENT_TYPES
 from functions import load
 from gateway.openapi import OPERATOR, document
 from gateway.routes import RouteTable, studio_routes
@@ -24,6 +26,8 @@ GATEWAY_OWN = {
     ("GET", "/healthz"),
     ("POST", "/api/operator/session"),
     ("DELETE", "/api/operator/session"),
+    ("GET", "/api/asyncapi.json"),
+    ("GET", "/api/docs/events"),
 }
 CONCRETE = {"{model}": "llama3.2:1b", "{purchase_id}": "pur_x"}
 
@@ -153,3 +157,27 @@ def test_a_new_admin_token_ends_every_operator_cookie() -> None:
     assert not new.verify(issued, 2_000)  # the token changed: the pass is void
     assert not old.verify(issued, 1_000 + 13 * 3600)  # expired
     assert not OperatorPasses(b"key", None).verify(issued, 2_000)  # operator routes closed
+
+
+async def test_the_event_catalog_is_the_operators_as_asyncapi_and_as_a_page(embedded_studio, settings) -> None:
+    s = settings.replace(functions=("health",), admin_token=Secret("op-events"))
+    client = await embedded_studio([load("health")], settings_override=s)
+    operator = {"Authorization": "Bearer op-events"}
+
+    for path in ("/api/asyncapi.json", "/api/docs/events"):
+        visitor = await client.get(path)
+        assert visitor.status == 401 and (await visitor.json())["error"]["code"] == "admin_only", path
+    contract = await client.get("/api/asyncapi.json", headers=operator)
+    assert contract.status == 200 and contract.content_type == "application/json"
+    assert await contract.json() == asyncapi.document()
+
+    page = await client.get("/api/docs/events", headers=operator)
+    assert page.status == 200 and page.content_type == "text/html"
+    text = await page.text()
+    for event_type in EVENT_TYPES:
+        assert f'id="{event_type.replace(".", "_")}"' in text, event_type
+    assert "<code>nodes</code></td><td>array of string | null</td>" in text  # install.started's data, as typed
+    sources = re.findall(r'(?:src|href)="([^"]+)"', text)
+    assert all(src.startswith(("/", "#")) and not src.startswith("//") for src in sources), sources  # no CDN
+    docs = await (await client.get("/api/docs", headers=operator)).text()
+    assert 'href="/api/docs/events"' in docs  # linked from the API reference

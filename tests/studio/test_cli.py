@@ -164,7 +164,7 @@ def test_unwritable_data_dir_is_reported_in_one_line(tmp_path: Path) -> None:
 
 def test_nats_url_that_does_not_answer_is_reported_in_one_line(tmp_path: Path) -> None:
     silent = f"nats://127.0.0.1:{free_port()}"
-    result = run_up(studio_env(tmp_path, STUDIO_NATS_URL=silent))
+    result = run_up(studio_env(tmp_path, STUDIO_NATS_URL=silent, STUDIO_NATS_CONNECT_TIMEOUT_S="1"))
     assert_one_clear_line(result, silent, "does not answer", "STUDIO_NATS_URL")
 
 

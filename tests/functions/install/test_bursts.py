@@ -6,7 +6,6 @@ import uuid
 
 import pytest
 
-from events.bus import STREAM
 from events.catalog import PurchaseCompleted
 from events.envelope import Event
 from tests.functions.pipeline import start_studio
@@ -58,5 +57,4 @@ async def _installed(studio, model: str) -> bool:
 
 
 async def _drained(studio) -> bool:
-    info = await studio.bus.nc.jsm().consumer_info(STREAM, "install__install_model")
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    return await studio.idle("install__install_model")

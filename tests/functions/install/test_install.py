@@ -37,6 +37,7 @@ async def test_a_failed_download_is_retried_and_ends_installed(test_mode) -> Non
     failed = await studio.wait_for_event("install.failed", "llama3.2:1b")
     assert failed[0].data["will_retry"] is True and failed[0].data["retry_in_s"] > 0
     assert "max retries exceeded" in failed[0].data["reason"]
+    studio.ollama.pull_speed = 0  # the retry's pull at once
     await studio.wait_for_event("install.completed", "llama3.2:1b")
     assert studio.ollama.pull_count("llama3.2:1b") == 2
 
@@ -49,6 +50,7 @@ async def test_a_cut_stream_is_retried(test_mode) -> None:
 
     failed = await studio.wait_for_event("install.failed", "phi3:mini")
     assert failed[0].data["will_retry"] is True
+    studio.ollama.pull_speed = 0  # the retry's pull at once
     await studio.wait_for_event("install.completed", "phi3:mini")
 
 
@@ -58,6 +60,7 @@ async def test_ollama_down_then_back_ends_installed(test_mode) -> None:
         await buy(studio, "gemma2:2b")
         failed = await studio.wait_for_event("install.failed", "gemma2:2b")
         assert "unreachable" in failed[0].data["reason"] and failed[0].data["will_retry"] is True
+    studio.ollama.pull_speed = 0  # the retry's pull at once
     await studio.wait_for_event("install.completed", "gemma2:2b", timeout=20)
 
 
@@ -151,6 +154,7 @@ async def test_operator_removes_a_model_and_the_owner_reinstalls_for_free(test_m
 
 async def test_install_requests_are_checked(test_mode) -> None:
     studio = test_mode
+    studio.ollama.pull_speed = 0  # nothing here watches a pull
     not_owner = await studio.client.post("/api/models/install", json={"model": "mistral:7b"})
     unknown = await studio.client.post("/api/models/install", json={"model": "nope:1b"})
     no_model = await studio.client.post("/api/models/install", json={"name": "mistral:7b"})

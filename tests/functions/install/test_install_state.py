@@ -42,6 +42,7 @@ async def test_install_answers_the_state_of_every_install_from_its_own_record(te
     assert state["install_id"].startswith("ins_") and state["total_bytes"] > 0
     assert (await studio.model(SLOW))["install"]["state"] in ("pulling", "verifying", "installed")
 
+    studio.ollama.pull_speed = 0  # seen mid-way: the rest of the pull at once
     done = await studio.wait_for_event("install.completed", SLOW, timeout=30)
     state = (await installs(studio.bus))[SLOW]
     assert state["state"] == "installed" and state["install_id"] == done[0].data["install_id"]
@@ -63,6 +64,7 @@ async def test_a_stream_opened_mid_install_starts_from_the_current_progress(test
     assert model["install"]["state"] == "pulling", "the pull takes seconds: it is still running"
     assert model["install"]["percent"] >= progressed[0].data["percent"]
     assert model["install"]["install_id"] == progressed[0].data["install_id"]
+    studio.ollama.pull_speed = 0  # seen mid-way: the rest of the pull at once
     await stream.until("install.completed", timeout=30)
 
 
@@ -115,6 +117,7 @@ async def test_removing_a_model_being_installed_is_refused(test_mode) -> None:
     refused = await studio.client.delete(f"/api/models/{SLOW}", headers=OPERATOR)
 
     assert refused.status == 409 and (await refused.json())["error"]["code"] == "install_in_progress"
+    studio.ollama.pull_speed = 0  # refused mid-way: the rest of the pull at once
     await studio.wait_for_event("install.completed", SLOW, timeout=30)
     assert (await studio.client.delete(f"/api/models/{SLOW}", headers=OPERATOR)).status == 200
 
@@ -128,6 +131,7 @@ async def test_an_install_request_for_a_model_being_pulled_answers_that_install(
 
     assert resp.status == 202
     assert await resp.json() == {"install_id": started[0].data["install_id"], "model": SLOW, "status": "pulling"}
+    studio.ollama.pull_speed = 0  # answered mid-way: the rest of the pull at once
     await studio.wait_for_event("install.completed", SLOW, timeout=30)
     assert studio.of_type("install.requested", SLOW) == [], "no second install was asked for"
 

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 from aiohttp import web
 
 from events.bus import Bus
@@ -19,6 +20,10 @@ from tests.support import Recorder, SampleRecorded, eventually
 
 CLI = str(Path(sys.executable).parent / "localai-studio")
 LAGGING = "tests__lagging"
+
+
+# `localai-studio events consumers`, a process of its own, reads the lags from the same server.
+pytestmark = pytest.mark.nats
 
 
 def sample(n: int) -> Event:

@@ -8,6 +8,10 @@ from studio import catalog
 from tests.functions.pipeline import OPERATOR, start_studio
 from tests.support import eventually
 
+# The purchase-to-install pipeline end to end on a real nats-server (JetStream's stream, its durable
+# consumers and the outbox relay as in production); the other pipeline tests use the in-memory bus.
+pytestmark = pytest.mark.nats
+
 
 @pytest.fixture
 async def test_mode(embedded_studio, settings, ollama, stripe_api, bus):

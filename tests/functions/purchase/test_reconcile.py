@@ -9,7 +9,6 @@ import os
 import sys
 from pathlib import Path
 
-from events.bus import STREAM
 from tests.functions.pipeline import OPERATOR, OPERATOR_TOKEN, Studio, start_studio
 from tests.support import Recorder, eventually
 
@@ -37,18 +36,15 @@ async def bought(studio: Studio, model: str) -> tuple[str, str]:
 
 
 async def settled(studio: Studio) -> None:
-    async def idle():
-        jsm = studio.bus.nc.jsm()
-        for consumer in ("purchase__settle_payment", "install__install_model"):
-            info = await jsm.consumer_info(STREAM, consumer)
-            if info.num_pending or info.num_ack_pending:
-                return False
-        return True
-
-    await eventually(idle, timeout=20, message="every consumer idle")
+    await eventually(
+        lambda: studio.idle("purchase__settle_payment", "install__install_model"),
+        timeout=20,
+        message="every consumer idle",
+    )
 
 
 async def test_each_difference_is_found_repaired_through_events_and_a_second_run_finds_nothing(studio) -> None:
+    studio.ollama.pull_speed = 0  # no pull is watched here: installs complete at once
     paid_id, paid_session = await open_checkout(studio, "llama3.2:1b")
     studio.stripe.pay(paid_session)  # paid at Stripe, the webhook never came
     refunded_id, refunded_session = await bought(studio, "llama3.2:3b")
@@ -101,7 +97,7 @@ async def test_each_difference_is_found_repaired_through_events_and_a_second_run
     assert not (owned["llama3.2:3b"] or owned["phi3:mini"] or owned["mistral:7b"] or owned["codellama:7b"])
     await settled(studio)
     events_before = len(studio.events.items)
-    stream_before = (await studio.bus.nc.jsm().stream_info(STREAM)).state.messages
+    stream_before = (await studio.bus.jetstream_info())["messages"]
 
     again = await reconcile(studio, fix=True)
 
@@ -112,7 +108,7 @@ async def test_each_difference_is_found_repaired_through_events_and_a_second_run
         ("operator.reconciled", 0, 0),
     ]
     # the second run repaired nothing: the only new event in the stream says it ran
-    assert (await studio.bus.nc.jsm().stream_info(STREAM)).state.messages == stream_before + 1
+    assert (await studio.bus.jetstream_info())["messages"] == stream_before + 1
     assert len(studio.events.items) == events_before
 
 
@@ -162,6 +158,7 @@ async def run_cli(studio: Studio, *args: str) -> tuple[int, dict]:
 
 
 async def test_the_cli_prints_a_json_report_and_its_exit_code_says_what_is_left(studio) -> None:
+    studio.ollama.pull_speed = 0  # no pull is watched here: installs complete at once
     _, session = await open_checkout(studio, "llama3.2:1b")
     studio.stripe.pay(session)
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from events.bus import STREAM
 from functions import load
 from tests.functions.pipeline import OPERATOR, PIPELINE, Studio, pipeline_settings
 from tests.functions.webhook import fixtures
@@ -26,7 +25,7 @@ async def watched(embedded_studio, settings, ollama, stripe_api, bus) -> Studio:
     studio = Studio(client=client, bus=bus, ollama=ollama, stripe=stripe_api)
     for pattern in ("purchase.*", "install.*", "payment.*", "event.*", "stripe_event.*"):
         await bus.listen(pattern, studio.events)
-    await bus.nc.flush()
+    await bus.flush()
     assert (await client.get("/")).status in (200, 404)
     return studio
 
@@ -52,11 +51,7 @@ async def purchase_state(studio: Studio, purchase_id: str) -> dict:
 async def settled(studio: Studio) -> None:
     """Wait until the purchase function has settled every payment event (its consumer has none left)."""
 
-    async def idle():
-        info = await studio.bus.nc.jsm().consumer_info(STREAM, "purchase__settle_payment")
-        return info.num_pending == 0 and info.num_ack_pending == 0
-
-    await eventually(idle, message="purchase settled every payment event")
+    await eventually(lambda: studio.idle("purchase__settle_payment"), message="purchase settled every payment event")
 
 
 def refunded_charge(session: dict, **changes) -> dict:

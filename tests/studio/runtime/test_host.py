@@ -29,7 +29,7 @@ async def test_request_id_becomes_the_correlation_id_of_caused_events(embedded_s
     client = await embedded_studio([sample])
     seen = Recorder()
     await bus.listen(SampleRecorded.TYPE, seen)
-    await bus.nc.flush()
+    await bus.flush()
 
     resp = await client.post("/api/sample/notes", json={"n": 2}, headers={"X-Request-Id": "req-abc-123"})
 

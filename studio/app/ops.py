@@ -9,7 +9,7 @@ A backup is `localai_backup_YYYYMMDD_HHMMSS.tar.gz` holding:
   one step, so it is exact as of one instant even while the studio keeps writing (WAL readers never
   block writers); checked (`PRAGMA integrity_check`) and counted (rows per table) before it is kept;
   or, on PostgreSQL (STUDIO_DATABASE_URL), `data/studio.pgdump`: `pg_dump -Fc` of one snapshot,
-  counted in that snapshot, restored with `pg_restore --clean` (studio.ops_postgres);
+  counted in that snapshot, restored with `pg_restore --clean` (studio.app.ops_postgres);
 - `data/secret_key` (when the cookie key was generated there) and the catalog in effect;
 - `files/<path>`: the deployment's own files (`.env`, compose files), named with `--file`;
 - `data/ollama/`: the Ollama models, only with `--models` (large; without them they are pulled again);
@@ -41,29 +41,21 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from studio.app import ops_postgres
+
 from studio import catalog
+from studio.app.ops_common import DatabaseReport, OpsError
 from studio.runtime.host import VERSION
 from studio.runtime.settings import Settings
 
 FORMAT = 1
 ARCHIVE_NAME = re.compile(r"^localai_backup_(\d{8}_\d{6})\.tar\.gz$")
 DB_NAME = "studio.db"
-PG_DUMP_NAME = "studio.pgdump"  # pg_dump -Fc of a PostgreSQL database (studio.ops_postgres)
+PG_DUMP_NAME = "studio.pgdump"  # pg_dump -Fc of a PostgreSQL database (studio.app.ops_postgres)
 MANIFEST = "manifest.json"
 
 
-class OpsError(RuntimeError):
-    """A backup or restore cannot go on; the message says what is wrong and what to do."""
-
-
 # -- the database snapshot -----------------------------------------------------------------------
-
-
-@dataclass
-class DatabaseReport:
-    integrity: str
-    tables: dict[str, int]
-    migrations: list[str] = field(default_factory=list)
 
 
 def inspect_database(path: Path) -> DatabaseReport:
@@ -171,8 +163,6 @@ def create_backup(
         work = Path(tmp)
         started = time.monotonic()
         if settings.database_url is not None and settings.database_url.is_postgres:
-            from studio import ops_postgres
-
             engine, snapshot = "postgresql", work / PG_DUMP_NAME
             report = ops_postgres.dump(settings.database_url, snapshot)
         else:
@@ -446,8 +436,6 @@ def _restore_postgres(
     settings: Settings, archive: Path, *, root: Path, check_only: bool, force: bool, overwrite_files: bool
 ) -> RestoreResult:
     """A pg_dump backup into the PostgreSQL database of STUDIO_DATABASE_URL (the rest as for SQLite)."""
-    from studio import ops_postgres
-
     url = settings.database_url
     assert url is not None
     data_dir = settings.data_dir

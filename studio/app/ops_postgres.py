@@ -1,4 +1,4 @@
-"""Backups and restores of a PostgreSQL database (STUDIO_DATABASE_URL=postgresql://...), for studio.ops.
+"""Backups and restores of a PostgreSQL database (STUDIO_DATABASE_URL=postgresql://...), for studio.app.ops.
 
 - Backup: `pg_dump -Fc` (custom format: compressed, restorable table by table) of one consistent
   snapshot, and the row count of every table taken in that same snapshot (`pg_export_snapshot`), so
@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from studio.ops import DatabaseReport, OpsError
+from studio.app.ops_common import DatabaseReport, OpsError
 from studio.runtime.database import Database, DatabaseError, quote_name
 from studio.runtime.dialect import DatabaseUrl
 

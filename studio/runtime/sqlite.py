@@ -1,0 +1,140 @@
+"""The SQLite driver (the default): one writer connection under a lock, one reader (`studio.runtime.database`)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import aiosqlite
+
+from studio.runtime.dialect import DatabaseUrl
+from studio.runtime.sql import Database, DatabaseError, Params, Row, Transaction, quote_name
+
+# -- SQLite ----------------------------------------------------------------------------------------
+
+
+def _affinity(declared: str) -> str:
+    """SQLite's type affinity rules (sqlite.org/datatype3.html, 3.1), in our four kinds."""
+    t = declared.upper()
+    if "INT" in t:
+        return "integer"
+    if any(k in t for k in ("CHAR", "CLOB", "TEXT")):
+        return "text"
+    if "BLOB" in t or not t:
+        return "blob"
+    return "real"
+
+
+async def _run(conn: aiosqlite.Connection, sql: str, params: Params = ()) -> int:
+    """Execute one statement and close its cursor (an open cursor can hold a lock)."""
+    async with conn.execute(sql, params) as cursor:
+        return cursor.rowcount
+
+
+class SqliteTransaction(Transaction):
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        super().__init__()
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        return await _run(self._conn, sql, params)
+
+    async def execute_many(self, sql: str, rows: Iterable[Params]) -> int:
+        """One thread hand-off for the lot."""
+        async with self._conn.executemany(sql, rows) as cursor:
+            return cursor.rowcount
+
+    async def insert(self, sql: str, params: Params = (), *, key: str = "id") -> int | None:
+        async with self._conn.execute(sql, params) as cursor:
+            return cursor.lastrowid
+
+    async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
+        rows = await self._conn.execute_fetchall(sql, params)
+        return rows[0] if rows else None  # type: ignore[index]
+
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        return list(await self._conn.execute_fetchall(sql, params))
+
+
+class SqliteDatabase(Database):
+    def __init__(self, target: Path | str | DatabaseUrl) -> None:
+        super().__init__(target)
+        if isinstance(target, DatabaseUrl):
+            target = target.sqlite_path(Path.cwd())
+        elif isinstance(target, str) and "://" in target:
+            target = DatabaseUrl.parse(target).sqlite_path(Path.cwd())
+        self.path = Path(target)
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._connect()
+        await self._writer.execute_fetchall("PRAGMA journal_mode=WAL")
+        self._reader = await self._connect()
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        for pragma in ("busy_timeout=10000", "synchronous=FULL", "foreign_keys=ON"):
+            await conn.execute_fetchall(f"PRAGMA {pragma}")
+        return conn
+
+    async def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._writer = None
+
+    @property
+    def writer(self) -> aiosqlite.Connection:
+        if self._writer is None:
+            raise DatabaseError("the database is not open")
+        return self._writer
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[Transaction]:
+        async with self._lock:
+            conn = self.writer
+            tx = SqliteTransaction(conn)
+            try:
+                # Inside the try: a caller cancelled while BEGIN is queued (a client hanging up as its answer's
+                # usage is written) still has it run by aiosqlite's thread, and must not leave it open.
+                await _run(conn, "BEGIN IMMEDIATE")
+                yield tx
+            except BaseException:
+                with suppress(sqlite3.OperationalError):  # "no transaction is active": BEGIN failed
+                    await _run(conn, "ROLLBACK")
+                raise
+            await _run(conn, "COMMIT")
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        async with self._lock:
+            return await _run(self.writer, sql, params)
+
+    async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
+        if self._reader is None:
+            raise DatabaseError("the database is not open")
+        return list(await self._reader.execute_fetchall(sql, params))
+
+    async def tables(self) -> list[str]:
+        rows = await self.fetch_all(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+        return [r[0] for r in rows]
+
+    async def columns(self, table: str) -> dict[str, str]:
+        rows = await self.fetch_all(f"PRAGMA table_info({quote_name(table)})")
+        return {r["name"]: _affinity(r["type"]) for r in rows}
+
+    async def integrity_check(self) -> str:
+        rows = await self.fetch_all("PRAGMA integrity_check")
+        return "; ".join(str(r[0]) for r in rows)
