@@ -27,13 +27,13 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
-from studio.app import dbcopy, ops
 
 import functions
 from events.bus import Bus, BusUnavailable
 from events.lag import consumer_lags, remove_consumer, table
 from events.tail import format_human, format_json, tail
 from functions.accounts import admin as users
+from studio.app import dbcopy, ops
 from studio.app.runner import (
     StartupError,
     install_event_loop_policy,

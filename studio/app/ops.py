@@ -41,9 +41,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from studio.app import ops_postgres
-
 from studio import catalog
+from studio.app import ops_postgres
 from studio.app.ops_common import DatabaseReport, OpsError
 from studio.runtime.host import VERSION
 from studio.runtime.settings import Settings

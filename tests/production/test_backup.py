@@ -23,8 +23,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from studio.app import ops
 
+from studio.app import ops
 from studio.runtime.settings import Settings
 from tests.conftest import free_port
 from tests.doubles.ollama import OllamaDouble

@@ -12,8 +12,8 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from studio.app import ops
 
+from studio.app import ops
 from tests.production.test_backup import Buyers, cli, ollama_double, run_studio, studio_env
 from tests.support import eventually
 
