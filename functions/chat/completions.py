@@ -37,7 +37,7 @@ from typing import Any
 
 from functions.chat.answer import Answer
 from functions.chat.conversation import Conversation, image, parse
-from functions.chat.relay import Wire
+from functions.chat.relay import Wire, text
 from functions.chat.tools import calls_from_ollama, calls_to_ollama, parse_response_format, parse_tools
 from studio.runtime.errors import BadRequest, StudioError
 from studio.runtime.settings import Settings
@@ -283,16 +283,11 @@ class CompletionWire(Wire):
     def _finish(self, answer: Answer) -> str:
         return "tool_calls" if self._calls else FINISH.get(answer.totals()["done_reason"], "stop")
 
-    def _delta(self, field: bytes, text: Any) -> bytes:
+    def _delta(self, field: bytes, value: Any) -> bytes:
         role = b'"role": "assistant", ' if self._first else b""
         self._first = False
-        return (
-            self._head
-            + role
-            + field
-            + json.dumps(text, ensure_ascii=False).encode()
-            + b'}, "finish_reason": null}]}\n\n'
-        )
+        encoded = text(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False).encode()
+        return self._head + role + field + encoded + b'}, "finish_reason": null}]}\n\n'
 
     def _chunk(self, **fields: Any) -> bytes:
         chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}

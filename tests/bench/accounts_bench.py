@@ -51,13 +51,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def litellm_proxy(executable: str, port: int, ollama_url: str) -> Iterator[str]:
+def litellm_proxy(executable: str, port: int, ollama_url: str, model: str = MODEL) -> Iterator[str]:
     config = Path(tempfile.mkdtemp()) / "litellm.yaml"
     config.write_text(
         "model_list:\n"
-        f"  - model_name: {MODEL}\n"
+        f"  - model_name: {model}\n"
         "    litellm_params:\n"
-        f"      model: ollama_chat/{MODEL}\n"
+        f"      model: ollama_chat/{model}\n"
         f"      api_base: {ollama_url}\n"
     )
     proc = subprocess.Popen(
