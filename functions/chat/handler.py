@@ -18,6 +18,8 @@ HTTP    POST /api/chat  {"model", "message"}  or
         GET  /api/account/usage?days=30   tokens per model per day (chat_usage); the operator: &all=1
 Events  consumes purchase.completed, purchase.revoked, purchase.suspended, purchase.restored,
                  purchase.transferred, in batches (who owns what: table chat_ownership)
+        hears    purchase.revoked, purchase.suspended, purchase.restored live on every replica (what
+                 each replica remembers it owns, entitlements.py)
         emits    chat.completed | chat.failed | chat.cancelled, one per answer: usage, never content
 Query   asks purchases.owns (the purchase function) whether a caller owns a paid model (entitlements.py)
         answers chat.nodes {} -> {"nodes": {url: {status, models, loaded, in_flight, answers}}, "fallbacks": n}
@@ -114,6 +116,15 @@ async def node_report(query: dict[str, object]) -> dict[str, object]:
 )
 async def track_ownership(deliveries: list[Delivery]) -> None:
     await function[OWNERSHIP].apply([(d.data, d.event.time) for d in deliveries])
+
+
+@function.listen(PurchaseRevoked, PurchaseSuspended, PurchaseRestored)
+async def hear_access_change(change: PurchaseRevoked | PurchaseSuspended | PurchaseRestored) -> None:
+    """Every replica, as soon as it is published: a refund or dispute ends what this replica remembers."""
+    if isinstance(change, PurchaseRestored):
+        function[OWNERSHIP].restored(change.user_id, change.model)
+    else:
+        function[OWNERSHIP].forget(change.user_id, change.model)
 
 
 @function.route("POST", "/api/chat")
