@@ -643,6 +643,7 @@ class ChatCompleted(EventData):
     thinking_tokens: int = 0  # of completion_tokens, a thinking model's reasoning
     node: str | None = None  # the Ollama node that answered (its URL), or "fallback"
     fallback: bool = False  # the model's cloud fallback answered (every node was saturated)
+    api: str = "chat"  # the dialect asked: chat (/api/chat and /v1/chat/completions), responses, messages, ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -659,6 +660,7 @@ class ChatFailed(EventData):
     thinking_tokens: int = 0  # of completion_tokens, a thinking model's reasoning
     node: str | None = None  # the Ollama node that answered (its URL), or "fallback"
     fallback: bool = False  # the model's cloud fallback answered (every node was saturated)
+    api: str = "chat"  # the dialect asked: chat (/api/chat and /v1/chat/completions), responses, messages, ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -677,6 +679,7 @@ class ChatCancelled(EventData):
     thinking_tokens: int = 0  # of completion_tokens, a thinking model's reasoning
     node: str | None = None  # the Ollama node that answered (its URL), or "fallback"
     fallback: bool = False  # the model's cloud fallback answered (every node was saturated)
+    api: str = "chat"  # the dialect asked: chat (/api/chat and /v1/chat/completions), responses, messages, ...
 
 
 # -- accounts --------------------------------------------------------------------------------------

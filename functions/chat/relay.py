@@ -73,6 +73,7 @@ class Wire:
     API (`functions/chat/completions.py`) subclasses it, so both go through this one relay."""
 
     headers = SSE_HEADERS
+    api = "chat"  # which dialect, as the usage event names it (a dialect's wire sets its own)
 
     def token(self, content: str) -> bytes:
         return token_event(content)
