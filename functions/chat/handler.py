@@ -311,8 +311,8 @@ async def generate(
     slot: Slot | None = None,
 ) -> web.StreamResponse:
     """Ask the best Ollama node, wait for its first line (within the first-token timeout; a node failing
-    before it is skipped for the next one), then relay or collect. An early admission (limits.py) is
-    waited for before the first byte: refused, it ends the Ollama request unanswered (429).
+    before it is skipped for the next one), then relay or collect. An early admission (limits.py) refused
+    by then is a 429 and the Ollama request ends unanswered; one still being committed is left to the relay.
 
     Leaving the `first_line` block, however that happens, closes the request to Ollama: generation stops.
     """
@@ -331,12 +331,12 @@ async def generate(
                 queue_max=s.ollama_queue_max,
                 cloud=function[CLOUD],
             ) as opened:
-                if slot is not None:
-                    await slot.admitted()
                 first_token.reschedule(None)
                 answer.served_by(opened.node)
+                if slot is not None and (response is None or slot.known):
+                    await slot.admitted()  # refused: a 429, and the Ollama request ends unanswered
                 if response is not None:
-                    return await relay.stream(request, response, opened.first, opened.lines, answer, wire)
+                    return await relay.stream(request, response, opened.first, opened.lines, answer, wire, slot)
                 return await relay.collect(opened.first, opened.lines, answer, wire)
     except TimeoutError:
         raise GatewayTimeout(

@@ -19,11 +19,14 @@ failing over, it is published when NATS is back (issue 21).
 Tokens a day count the prompt and the answer; an admitted slot says how many are left (`Slot.remaining`)
 so the answer is cut there, not only refused once the day is spent.
 
-An early admission (`admit(..., early=True)`) is committed while the caller asks Ollama: the answer
-waits for it (`Slot.admitted()`) before its first byte, so the first token costs max(Ollama, admission),
-not their sum (tests/bench/relay_bench.py). It is early only when this replica's own count of the caller
-says the shared one will admit (well within both limits, and no daily quota to cut the answer at):
-a caller near a limit is admitted first, so a refused request never reaches Ollama in the common case.
+An early admission (`admit(..., early=True)`) is committed while the answer starts: the first token
+waits for neither the database nor the group commit it may queue behind (tests/bench/relay_bench.py:
+under a stream of answers the writer is busy with the last answer's release and outbox). It is early
+only when this replica's own count of the caller says the shared count will admit (well within both
+limits, and no daily quota to cut the answer at), so a caller near a limit is admitted before Ollama is
+asked. What is left, another replica's answers filling the caller's share at the same instant, ends
+the answer where the refusal is known: a streamed answer with an `error` event (the code of the 429),
+a whole one with the 429 itself. A refused admission records nothing, as any refusal.
 """
 
 from __future__ import annotations
@@ -78,6 +81,18 @@ class Slot:
         """Wait for an early admission; raises TooManyRequests if it was refused."""
         if self.admission is not None:
             await asyncio.shield(self.admission)
+
+    def refusal(self) -> BaseException | None:
+        """The early admission's refusal, if it is known by now (None: admitted, or not known yet)."""
+        a = self.admission
+        if a is None or not a.done() or a.cancelled():
+            return None
+        return a.exception()
+
+    @property
+    def known(self) -> bool:
+        """Whether the admission's outcome is known (always, unless early and still being committed)."""
+        return self.admission is None or self.admission.done()
 
 
 @dataclass
@@ -138,7 +153,8 @@ class SharedLimits:
         slot's model, token counts and event before leaving: they are recorded as the slot is freed.
 
         `early`: the block may start before the admission is committed, when this replica's own count
-        says it will pass; then `await slot.admitted()` before answering (it raises if refused)."""
+        says it will pass; then check `slot.refusal()` as the answer goes and `await slot.admitted()`
+        before it ends (it raises if refused)."""
         now = self.clock()
         slot = Slot()
         request = _Request("admit", user_id, answer_id(), now, slot)

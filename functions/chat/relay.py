@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -108,6 +108,14 @@ class Wire:
 
 
 STUDIO_WIRE = Wire()
+
+
+class Admission(Protocol):
+    """An admission that may still be committing as the answer starts (functions/chat/limits.py's Slot)."""
+
+    def refusal(self) -> BaseException | None: ...
+
+    async def admitted(self) -> None: ...
 
 
 def ollama_failure(exc: OllamaError, model: str) -> StudioError:
@@ -196,11 +204,14 @@ async def stream(
     lines: AsyncIterator[Batch],
     answer: Answer,
     wire: Wire = STUDIO_WIRE,
+    admission: Admission | None = None,
 ) -> web.StreamResponse:
     """Relay the answer as server-sent events on `response`; a visitor who leaves ends it.
 
     What one read from Ollama brought is written in one write (whatever is ready in this turn of the
-    loop), and the producer yields to the loop every `YIELD_EVERY` writes."""
+    loop), and the producer yields to the loop every `YIELD_EVERY` writes. An `admission` still being
+    committed is checked as the answer goes and waited for before its end: refused, the answer ends
+    with an `error` event."""
     try:
         await response.prepare(request)
         batch, writes = first, 0
@@ -213,9 +224,13 @@ async def stream(
                 writes += 1
                 if writes % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
+            if admission is not None and (refused := admission.refusal()) is not None:
+                raise refused
             if final is not None:
                 break
             batch = await anext(lines)
+        if admission is not None:
+            await admission.admitted()
         answer.complete(final)
         await response.write(wire.done(answer))
     except ConnectionResetError:  # the visitor stopped the answer or went away
@@ -229,6 +244,10 @@ async def stream(
         answer.fail(error.code)
         with contextlib.suppress(ConnectionResetError):
             await response.write(wire.error(error))
+    except StudioError as refused:  # an early admission refused (another replica filled the caller's share)
+        answer.fail(refused.code)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(wire.error(refused))
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
     if answer.outcome == COMPLETED:

@@ -29,6 +29,9 @@ SAFE_MODEL_NAME = re.compile(
 )
 
 
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
 class OllamaError(Exception):
     """Ollama answered with an error."""
 
@@ -103,6 +106,7 @@ class OllamaClient:
         self.request_timeout = request_timeout
         self.read_timeout = read_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._read_timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -118,6 +122,13 @@ class OllamaClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _read_timeout(self, idle: float) -> aiohttp.ClientTimeout:
+        """A stream's timeouts, made once per idle timeout (not once per request)."""
+        timeout = self._read_timeouts.get(idle)
+        if timeout is None:
+            timeout = self._read_timeouts[idle] = self._timeout(sock_read=idle)
+        return timeout
 
     def _timeout(self, total: float | None = None, sock_read: float | None = None) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(
@@ -273,15 +284,10 @@ class OllamaClient:
     ) -> AsyncIterator[AsyncIterator[Any]]:
         url = self.base_url + path
         try:
-            resp = await asyncio.wait_for(
-                self.session.post(
-                    url,
-                    data=_encode(body),
-                    headers={"Content-Type": "application/json"},
-                    timeout=self._timeout(sock_read=idle_timeout),
-                ),
-                timeout=first_byte_timeout or self.request_timeout,
-            )
+            async with asyncio.timeout(first_byte_timeout or self.request_timeout):  # no task of its own, as wait_for
+                resp = await self.session.post(
+                    url, data=_encode(body), headers=JSON_HEADERS, timeout=self._read_timeout(idle_timeout)
+                )
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise OllamaUnavailable(f"Ollama is unreachable at {self.base_url}: {_describe(exc)}") from None
         try:
