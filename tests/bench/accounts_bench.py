@@ -209,7 +209,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--logins", type=int, default=30)
     parser.add_argument("--litellm", default=None, help="the `litellm` executable of a venv with litellm[proxy]")
+    parser.add_argument("--smoke", action="store_true", help="tiny parameters: check that the bench runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.streams, args.tokens, args.rounds, args.logins = 3, 20, 1, 2
 
     install_event_loop_policy()
     nats = NatsServer(Path(tempfile.mkdtemp()) / "nats", port=free_port())
