@@ -27,6 +27,7 @@ plus a `type`), with the same statuses as `/api/chat`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import secrets
@@ -68,6 +69,8 @@ EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")  # OpenAI
 MESSAGE_KEYS = frozenset(
     {"role", "content", "name", "tool_calls", "tool_call_id", "refusal", "function_call", "audio", "annotations"}
 ) | {"reasoning_content"}
+_ID_PREFIX = secrets.token_hex(6)
+_ids = itertools.count(1)
 _DATA_URL = re.compile(r"data:([a-z0-9.+/-]{1,80})((?:;[^,;]{1,80})*),", re.IGNORECASE)
 
 
@@ -258,7 +261,7 @@ class CompletionWire(Wire):
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
     def __init__(self, model: str, include_usage: bool = False) -> None:
-        self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.id = f"chatcmpl-{_ID_PREFIX}{next(_ids):012x}"  # unique, not secret: no system call per answer
         self.created = int(time.time())
         self.model = model
         self.include_usage = include_usage
