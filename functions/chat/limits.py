@@ -170,8 +170,10 @@ class SharedLimits:
                 raise
             SHORTAGES.report("disk_full", DISK_FULL)
             async with self._fallback.admit(user_id, now) as fallback:  # chat writes nothing else: keep answering
-                yield fallback
-            self._send_unrecorded(fallback)
+                try:
+                    yield fallback
+                finally:
+                    self._send_unrecorded(fallback)
             return
         try:
             yield slot
