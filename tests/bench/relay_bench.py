@@ -101,6 +101,7 @@ DIALECTS = {
     "/v1/completions": Dialect("/v1/completions", {"prompt": PROMPT, "stream": True}, b'"text":', b"data: [DONE]"),
 }
 LITELLM = "LiteLLM proxy"
+LITELLM_VENV = ROOT / ".venv-litellm"  # python3 -m venv .venv-litellm && .venv-litellm/bin/pip install 'litellm[proxy]'
 
 
 async def read(session: aiohttp.ClientSession, url: str, dialect: Dialect, headers: dict[str, str]) -> Stream:
@@ -320,7 +321,11 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=50, help="requests of a burst, streams at once")
     parser.add_argument("--tokens", type=int, default=300, help="tokens of each stream of the throughput run")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--litellm", default=None, help="the `litellm` executable of a venv with litellm[proxy]")
+    parser.add_argument(
+        "--litellm",
+        default=str(LITELLM_VENV / "bin/litellm") if (LITELLM_VENV / "bin/litellm").exists() else None,
+        help="the `litellm` executable of a venv with litellm[proxy] (default: .venv-litellm's, if there)",
+    )
     parser.add_argument("--baseline", default=None, help="a checkout of an older studio, measured in the same run")
     parser.add_argument("--markdown", default=None, help="write the table into this Markdown file")
     parser.add_argument(
@@ -331,7 +336,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny parameters: check that the bench runs")
     args = parser.parse_args()
     if args.smoke:
-        args.ttft_requests, args.streams, args.tokens, args.rounds = 2, 3, 20, 1
+        args.ttft_requests, args.streams, args.tokens, args.rounds, args.litellm = 2, 3, 20, 1, None
 
     install_event_loop_policy()
     baseline = Path(args.baseline) if args.baseline else None
