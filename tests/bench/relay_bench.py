@@ -16,7 +16,8 @@ the node, the relay, the usage event). Targets, each measured against direct Oll
     /v1/messages             Anthropic's Messages events    (likewise)
     /v1/completions          OpenAI's legacy completions    (likewise)
     LiteLLM proxy            `--litellm` = the `litellm` executable of a venv with litellm[proxy]
-                             (one worker, ollama_chat/<model>); "not installed" without it
+                             (default: .venv-litellm/bin/litellm when it is there; one worker,
+                             ollama_chat/<model>); "not installed" without it
     before: ...              with `--baseline DIR` (a checkout of an older commit, e.g.
                              `git archive <commit> | tar -x -C DIR`), that studio too, in the same run
 
