@@ -569,6 +569,7 @@ class ChatUsage(EventData, frozen=True, kw_only=True):
     thinking_tokens: int = 0  # of completion_tokens, a thinking model's reasoning
     node: str | None = None  # the Ollama node that answered (its URL), or "fallback"
     fallback: bool = False  # the model's cloud fallback answered (every node was saturated)
+    api: str = "chat"  # the dialect asked: chat (/api/chat and /v1/chat/completions), responses, messages, ...
 
 
 class ChatCompleted(ChatUsage, frozen=True, kw_only=True):

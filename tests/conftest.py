@@ -68,7 +68,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--system-needs",
         metavar="FILE",
-        help="write to FILE the tiers (browser, nginx, stack, clients, postgres) the selected tests need (tests/run)",
+        help="write to FILE the tiers (browser, nginx, stack, clients, postgres, bench_smoke) the selected tests "
+        "need; tests/run reads it",
     )
 
 
@@ -95,7 +96,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     target = session.config.getoption("--system-needs")
     if target:
         needed = {
-            marker for item in session.items for marker in (*TIERS, "postgres") if item.get_closest_marker(marker)
+            marker
+            for item in session.items
+            for marker in (*TIERS, "postgres", "bench_smoke")
+            if item.get_closest_marker(marker)
         }
         Path(target).write_text("".join(f"{marker}\n" for marker in sorted(needed)))
 

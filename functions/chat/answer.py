@@ -12,7 +12,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from events.bus import BusUnavailable
 from events.catalog import ChatCancelled, ChatCompleted, ChatFailed, EventData
+from events.envelope import Event
 from studio.runtime.errors import UpstreamUnavailable
 
 COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
@@ -22,8 +24,22 @@ def _ms(ns: Any) -> float | None:
     return round(ns / 1e6, 3) if isinstance(ns, int | float) and ns > 0 else None
 
 
+APIS = ("chat", "responses", "messages", "completions", "embeddings")  # the dialects, as usage events name them
+
+
 class Answer:
-    def __init__(self, model: str, user_id: str, started: float | None = None, key_id: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str,
+        user_id: str,
+        started: float | None = None,
+        key_id: str | None = None,
+        *,
+        api: str = "chat",
+    ) -> None:
+        if api not in APIS:
+            raise ValueError(f"api must be one of {', '.join(APIS)}")
+        self.api = api  # which dialect was asked: the usage event says so, and metrics split by it
         self.model = model
         self.user_id = user_id
         self.key_id = key_id  # the personal API key used, if any (never the key itself)
@@ -122,6 +138,7 @@ class Answer:
                 key_id=self.key_id,
                 node=self.node,
                 fallback=self.fallback,
+                api=self.api,
                 prompt_tokens=t["prompt_tokens"],
                 completion_tokens=t["completion_tokens"],
                 time_to_first_token_ms=t["time_to_first_token_ms"],
@@ -137,6 +154,7 @@ class Answer:
                 key_id=self.key_id,
                 node=self.node,
                 fallback=self.fallback,
+                api=self.api,
                 reason=self.reason,
                 completion_tokens=self.chunks + self.thinking_chunks,
                 duration_ms=self.duration_ms,
@@ -149,6 +167,7 @@ class Answer:
                 key_id=self.key_id,
                 node=self.node,
                 fallback=self.fallback,
+                api=self.api,
                 completion_tokens=self.chunks + self.thinking_chunks,
                 time_to_first_token_ms=self.time_to_first_token_ms,
                 duration_ms=self.duration_ms,
@@ -158,29 +177,31 @@ class Answer:
 
 
 class UsageReports:
-    """Publishes answers' usage facts in the background: the visitor never waits on the event bus."""
+    """Outcome events that could not go through the outbox (a full disk), published in the background:
+    the visitor never waits on the event bus. (Every other outcome rides in the transaction that frees
+    the answer's slot: functions/chat/limits.py.)"""
 
-    def __init__(self, publish: Callable[[EventData], Awaitable[object]], log: logging.Logger) -> None:
+    def __init__(self, publish: Callable[[Event], Awaitable[object]], log: logging.Logger) -> None:
         self.publish = publish
         self.log = log
         self._pending: set[asyncio.Task[None]] = set()
         self.fallbacks = 0  # answers the cloud fallback gave, since start
 
-    def report(self, answer: Answer) -> None:
+    def count(self, answer: Answer) -> None:
         self.fallbacks += answer.fallback
-        data = answer.event()
-        if data is not None:
-            task = asyncio.get_running_loop().create_task(self._send(data))  # keeps the correlation id
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
 
-    async def _send(self, data: EventData) -> None:
+    def send(self, event: Event) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(event))  # keeps the correlation id
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _send(self, event: Event) -> None:
         try:
-            await self.publish(data)
-        except UpstreamUnavailable as exc:
-            self.log.warning("a %s event was not published: %s", data.TYPE, exc.message)
+            await self.publish(event)
+        except (UpstreamUnavailable, BusUnavailable) as exc:
+            self.log.warning("a %s event was not published: %s", event.type, exc)
         except Exception:
-            self.log.exception("a %s event was not published", data.TYPE)
+            self.log.exception("a %s event was not published", event.type)
 
     async def drain(self, timeout: float = 5.0) -> None:
         if self._pending:

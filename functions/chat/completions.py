@@ -33,6 +33,7 @@ plus a `type`), with the same statuses as `/api/chat`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import re
 import secrets
@@ -46,7 +47,7 @@ import msgspec
 from functions.chat.answer import Answer
 from functions.chat.bodies import convert
 from functions.chat.conversation import Conversation, image, parse
-from functions.chat.relay import Wire
+from functions.chat.relay import Wire, text
 from functions.chat.tools import calls_from_ollama, calls_to_ollama, parse_response_format, parse_tools
 from studio.runtime.errors import BadRequest, StudioError
 from studio.runtime.settings import Settings
@@ -59,6 +60,8 @@ EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")  # OpenAI
 MESSAGE_KEYS = frozenset(
     {"role", "content", "name", "tool_calls", "tool_call_id", "refusal", "function_call", "audio", "annotations"}
 ) | {"reasoning_content"}
+_ID_PREFIX = secrets.token_hex(6)
+_ids = itertools.count(1)
 _DATA_URL = re.compile(r"data:([a-z0-9.+/-]{1,80})((?:;[^,;]{1,80})*),", re.IGNORECASE)
 
 
@@ -275,7 +278,7 @@ class CompletionWire(Wire):
     headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
     def __init__(self, model: str, include_usage: bool = False, max_calls: int | None = None) -> None:
-        self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.id = f"chatcmpl-{_ID_PREFIX}{next(_ids):012x}"  # unique, not secret: no system call per answer
         self.max_calls = max_calls  # parallel_tool_calls false: the first call only
         self.created = int(time.time())
         self.model = model
@@ -307,16 +310,11 @@ class CompletionWire(Wire):
     def _finish(self, answer: Answer) -> str:
         return "tool_calls" if self._calls else FINISH.get(answer.totals()["done_reason"], "stop")
 
-    def _delta(self, field: bytes, text: Any) -> bytes:
+    def _delta(self, field: bytes, value: Any) -> bytes:
         role = b'"role": "assistant", ' if self._first else b""
         self._first = False
-        return (
-            self._head
-            + role
-            + field
-            + json.dumps(text, ensure_ascii=False).encode()
-            + b'}, "finish_reason": null}]}\n\n'
-        )
+        encoded = text(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False).encode()
+        return self._head + role + field + encoded + b'}, "finish_reason": null}]}\n\n'
 
     def _chunk(self, **fields: Any) -> bytes:
         chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
@@ -437,6 +435,8 @@ def parse_text_completion(body: TextCompletionRequest, settings: Settings) -> Co
 
 class TextCompletionWire(CompletionWire):
     """OpenAI's `text_completion` (whole) and its chunks (streamed, then `[DONE]`)."""
+
+    api = "completions"  # as the usage event and metrics name the dialect
 
     def __init__(self, model: str, include_usage: bool = False) -> None:
         super().__init__(model, include_usage)

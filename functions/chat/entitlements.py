@@ -5,18 +5,29 @@
 - the operator (admin token): any catalog model;
 - a paid model: only a visitor with a purchase of it that was not revoked, else 403 `not_owned`.
 
-The purchase function owns purchases, so chat asks it (`purchases.owns`, NATS request/reply, ~0.3 ms
-beside an answer that takes seconds): a purchase answered 200, or a refund the purchase function
-recorded, counts on the very next request, on any replica, however far behind any consumer is.
+Whether a caller owns a paid model is answered, cheapest first (`owner_says`):
 
-Chat also keeps its own projection, `chat_ownership` (one row per purchase id), fed in batches:
+1. this replica's memory of owned (caller, model) pairs (a dict lookup: no round trip on the hot path);
+2. chat's projection `chat_ownership` (below): an owned, not revoked, not suspended purchase there
+   needs no question to anyone, and is remembered;
+3. only on a miss, the purchase function, which owns purchases (`purchases.owns`, NATS request/reply):
+   a purchase answered 200 counts on the very next request, on any replica, however far behind any
+   consumer is (read-your-own-purchase), and is remembered.
+
+A refund or a dispute takes effect within the consumers' lag: every replica hears `purchase.revoked` and
+`purchase.suspended` as they are published (a broadcast, `forget`) and drops the pair from memory, and
+the projection applies them as its consumer reaches them (until then the pair is asked of purchase
+again, not taken from the projection). A replica cut from NATS when the event passed re-checks what it
+remembers every `REMEMBER_S` seconds.
+
+Chat keeps its own projection, `chat_ownership` (one row per purchase id), fed in batches:
 `purchase.completed` grants (never over an existing row), `purchase.revoked` (a full refund, a dispute
 lost) and `purchase.suspended` (a dispute open) take access away, `purchase.restored` (a dispute won, a
 refund that failed) gives it back, `purchase.transferred` moves it to the buyer's account. Each access
 change carries its event's time and applies only when it is not older than the row's, so the projection
-is idempotent under redelivery and order-safe. It answers only while the purchase function does not
-(down, or slower than `OWNER_TIMEOUT_S`): chat keeps working through a purchase outage, as of the events
-it has seen.
+is idempotent under redelivery and order-safe. It also answers "not owned" while the purchase function
+cannot answer (down, or slower than `OWNER_TIMEOUT_S`): chat keeps working through a purchase outage, as
+of the events it has seen.
 """
 
 from __future__ import annotations
@@ -44,7 +55,9 @@ log = logging.getLogger("studio.functions.chat")
 
 OWNER_QUERY = "purchases.owns"  # answered by the purchase function: {"user_id", "model"} -> {"owns": bool}
 WARN_EVERY_S = 60.0
+MEMORY_MAX = 100_000  # owned pairs remembered at most (past it, the expired ones go, or all)
 OWNER_TIMEOUT_S = 5.0  # purchase down: NATS says "no responders" at once; alive but busy: worth the wait
+REMEMBER_S = 60.0  # how long an owned pair is trusted from memory before the projection is read again
 
 GRANT = (
     "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at, event_time) "
@@ -64,12 +77,55 @@ TRANSFER = (  # a revocation stays a revocation: only the owner changes
 Change = PurchaseCompleted | PurchaseRevoked | PurchaseSuspended | PurchaseRestored | PurchaseTransferred
 
 
-class Ownership:
-    """The chat function's projection of purchases (table chat_ownership)."""
+Pair = tuple[str, str]  # (user id, normalised model)
 
-    def __init__(self, db: Database) -> None:
+
+class Ownership:
+    """The chat function's projection of purchases (table chat_ownership), and this replica's memory of it."""
+
+    def __init__(self, db: Database, *, remember_s: float = REMEMBER_S) -> None:
         self.db = db
         self.warned_at = float("-inf")  # when chat last said it answers from the projection
+        self.remember_s = remember_s
+        self._owned: dict[Pair, float] = {}  # owned pairs -> until when (monotonic) memory may say so
+        self._withdrawn: dict[Pair, float] = {}  # pairs revoked or suspended lately -> when heard
+
+    # -- memory ----------------------------------------------------------------------------------
+
+    def remembers(self, user_id: str, model: str) -> bool:
+        until = self._owned.get((user_id, model))
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self._owned[(user_id, model)]
+            return False
+        return True
+
+    def remember(self, user_id: str, model: str) -> None:
+        now = time.monotonic()
+        if len(self._owned) >= MEMORY_MAX:
+            self._owned = {pair: until for pair, until in self._owned.items() if until >= now}
+            if len(self._owned) >= MEMORY_MAX:
+                self._owned.clear()
+        self._owned[(user_id, model)] = now + self.remember_s
+
+    def forget(self, user_id: str, model: str) -> None:
+        """Access was taken away (heard live): not from memory, and not from the projection until it has
+        applied the change too (within REMEMBER_S: the consumers' lag is far shorter)."""
+        pair = (user_id, normalise(model))
+        self._owned.pop(pair, None)
+        now = time.monotonic()
+        self._withdrawn = {p: at for p, at in self._withdrawn.items() if now - at < self.remember_s}
+        self._withdrawn[pair] = now
+
+    def withdrawn(self, user_id: str, model: str) -> bool:
+        at = self._withdrawn.get((user_id, model))
+        return at is not None and time.monotonic() - at < self.remember_s
+
+    def restored(self, user_id: str, model: str) -> None:
+        self._withdrawn.pop((user_id, normalise(model)), None)
+
+    # -- the projection --------------------------------------------------------------------------
 
     async def apply(self, changes: Sequence[tuple[EventData, str | None]]) -> None:
         """Record a batch of changes, each with its event's time, in one transaction."""
@@ -124,16 +180,26 @@ async def owns(db: Database, user_id: str, model: str) -> bool:
 
 
 async def owner_says(bus: Bus, ownership: Ownership, user_id: str, model: str) -> bool:
-    """Whether `user_id` owns `model`: the purchase function's answer, else (it is unreachable) the projection's."""
+    """Whether `user_id` owns `model`: memory, else the projection, else the purchase function (module doc)."""
+    model = normalise(model)
+    if ownership.remembers(user_id, model):
+        return True
+    withdrawn = ownership.withdrawn(user_id, model)  # the projection may not have applied it yet
+    if not withdrawn and await ownership.owns(user_id, model):
+        ownership.remember(user_id, model)
+        return True
     try:
         answer = await bus.query(OWNER_QUERY, {"user_id": user_id, "model": model}, timeout=OWNER_TIMEOUT_S)
-        return answer["owns"] is True
+        owns = answer["owns"] is True
     except (BusUnavailable, KeyError) as exc:
         now = time.monotonic()
         if now - ownership.warned_at > WARN_EVERY_S:  # a purchase outage: say so, not once a request
             ownership.warned_at = now
             log.warning("the purchase function did not answer (%s); using chat's projection of purchases", exc)
-        return await ownership.owns(user_id, model)
+        return not withdrawn and await ownership.owns(user_id, model)
+    if owns:
+        ownership.remember(user_id, model)
+    return owns
 
 
 async def chattable_model(
@@ -161,5 +227,5 @@ async def usable_models(catalog: Catalog, ownership: Ownership, who: Identity) -
         rows = await ownership.db.fetch_all(
             "SELECT DISTINCT model FROM chat_ownership WHERE user_id = ? AND revoked = 0", (who.user_id,)
         )
-        owned = {r["model"] for r in rows}
+        owned = {r["model"] for r in rows if not ownership.withdrawn(who.user_id, r["model"])}
     return [m.id for m in catalog if m.free or m.id in owned]

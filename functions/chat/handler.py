@@ -25,7 +25,10 @@ HTTP    POST /api/chat  {"model", "message"}  or
         GET  /api/account/usage?days=30   tokens per model per day (chat_usage); the operator: &all=1
 Events  consumes purchase.completed, purchase.revoked, purchase.suspended, purchase.restored,
                  purchase.transferred, in batches (who owns what: table chat_ownership)
-        emits    chat.completed | chat.failed | chat.cancelled, one per answer: usage, never content
+        hears    purchase.revoked, purchase.suspended, purchase.restored live on every replica (what
+                 each replica remembers it owns, entitlements.py)
+        emits    chat.completed | chat.failed | chat.cancelled, one per answer: usage and which `api` (dialect),
+                 never content; through the outbox, in the transaction that frees the answer's slot
 Query   asks purchases.owns (the purchase function) whether a caller owns a paid model (entitlements.py)
         answers chat.nodes {} -> {"nodes": {url: {status, models, loaded, in_flight, answers}}, "fallbacks": n}
 
@@ -42,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,14 +85,14 @@ from functions.chat.conversation import ChatRequest, Conversation, model_name, p
 from functions.chat.disconnects import Disconnects
 from functions.chat.embeddings import EmbeddingBody, embedding_list, parse_embedding
 from functions.chat.entitlements import Ownership, chattable_model, usable_models
-from functions.chat.limits import SharedLimits, usage_of
+from functions.chat.limits import SharedLimits, Slot, seconds_to_midnight, usage_of
 from functions.chat.messages import CountTokensRequest, MessagesRequest, MessagesWire
 from functions.chat.responses import ResponsesRequest, ResponsesWire, parse_responses
 from studio import catalog
 from studio.clients.cloud import CloudFallback
 from studio.clients.fleet import Fleet
 from studio.clients.ollama import OllamaError
-from studio.runtime.errors import BadRequest, GatewayTimeout, StudioError, Unauthorized
+from studio.runtime.errors import BadRequest, GatewayTimeout, StudioError, TooManyRequests, Unauthorized
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity, require_visitor
 
@@ -119,14 +123,15 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
     fn[FLEET] = fleet = Fleet(s.ollama_nodes)
     fleet.start()
     fn[CLOUD] = cloud = CloudFallback(s.fallback_api_key.get() if s.fallback_api_key else "")
+    fn[REPORTS] = reports = UsageReports(fn.bus.publish, fn.log)
     fn[LIMITS] = SharedLimits(
         fn.db,
         concurrent=s.chat_concurrent_per_visitor,
         per_minute=s.chat_requests_per_minute,
         tokens_per_day=s.chat_tokens_per_day,
+        unrecorded=reports.send,
     )
     fn[DISCONNECTS] = disconnects = Disconnects()
-    fn[REPORTS] = reports = UsageReports(fn.publish, fn.log)
     fn[OWNERSHIP] = Ownership(fn.db)
     yield
     await disconnects.close()
@@ -146,6 +151,15 @@ async def node_report(query: dict[str, object]) -> dict[str, object]:
 )
 async def track_ownership(deliveries: list[Delivery]) -> None:
     await function[OWNERSHIP].apply([(d.data, d.event.time) for d in deliveries])
+
+
+@function.listen(PurchaseRevoked, PurchaseSuspended, PurchaseRestored)
+async def hear_access_change(change: PurchaseRevoked | PurchaseSuspended | PurchaseRestored) -> None:
+    """Every replica, as soon as it is published: a refund or dispute ends what this replica remembers."""
+    if isinstance(change, PurchaseRestored):
+        function[OWNERSHIP].restored(change.user_id, change.model)
+    else:
+        function[OWNERSHIP].forget(change.user_id, change.model)
 
 
 def chat_body_limit(settings: Settings) -> int:
@@ -319,7 +333,7 @@ async def embeddings(request: web.Request) -> web.Response:
                 f"{model.name} does not make embeddings; pick a model with embedding, such as nomic-embed-text",
                 code="model_has_no_embedding",
             )
-        answer = Answer(model.id, user_id, started, key_id=who.key_id)
+        answer = Answer(model.id, user_id, started, key_id=who.key_id, api="embeddings")
         async with function[LIMITS].admit(user_id) as slot:
             try:
                 node, result = await nodes.embed(
@@ -339,9 +353,7 @@ async def embeddings(request: web.Request) -> web.Response:
                 answer.cancel()
                 raise
             finally:
-                function[REPORTS].report(answer)
-                slot.model = answer.model
-                slot.prompt_tokens, slot.completion_tokens = answer.usage()
+                settle(slot, answer)
         return web.json_response(embedding_list(wanted, model.id, result))
 
 
@@ -412,19 +424,29 @@ def caller(request: web.Request) -> str:
 
 
 async def converse(
-    request: web.Request, conversation: Conversation, wire: relay.Wire, started: float
+    request: web.Request,
+    conversation: Conversation,
+    wire: relay.Wire,
+    started: float,
+    *,
+    api: str | None = None,
 ) -> web.StreamResponse:
-    """One answer, whatever the API: entitlement, limits, Ollama, the relay, the usage event."""
+    """One answer, whatever the API: entitlement, limits, Ollama, the relay, the usage event.
+
+    `api` names the dialect in the usage event and metrics (chat, responses, messages, completions);
+    by default the wire's own `api`. Every dialect shares one count of requests, answers at once and
+    tokens per caller (limits.py)."""
     who = identity(request)
     user_id = caller(request)
     model = await chattable_model(function[CATALOG], function.bus, function[OWNERSHIP], who, conversation.model)
     conversation = conversation.for_model(model)  # images need vision; thinking on by default where it exists
-    answer = Answer(model.id, user_id, started, key_id=who.key_id)
+    answer = Answer(model.id, user_id, started, key_id=who.key_id, api=api or wire.api)
     response = web.StreamResponse(headers=wire.headers) if conversation.stream else None
-    async with function[LIMITS].admit(user_id) as slot:
+    async with function[LIMITS].admit(user_id, early=True) as slot:
+        conversation = within_daily_tokens(conversation, slot.remaining)  # a refusal records nothing
         with function[DISCONNECTS].watch(request) as watch:
             try:
-                return await generate(request, conversation, answer, response, wire, model)
+                return await generate(request, conversation, answer, response, wire, model, slot)
             except asyncio.CancelledError as exc:
                 answer.cancel()  # the visitor left (or the studio is stopping): the Ollama request is closed
                 if not watch.owns(exc):
@@ -434,9 +456,41 @@ async def converse(
                 answer.fail(exc.code if isinstance(exc, StudioError) else "internal_error")
                 raise
             finally:
-                function[REPORTS].report(answer)
-                slot.model = answer.model
-                slot.prompt_tokens, slot.completion_tokens = answer.usage()
+                settle(slot, answer)
+
+
+def settle(slot: Slot, answer: Answer) -> None:
+    """What the answer used and its outcome event, recorded as its slot is freed (one transaction, limits.py)."""
+    function[REPORTS].count(answer)
+    slot.model = answer.model
+    slot.prompt_tokens, slot.completion_tokens = answer.usage()
+    data = answer.event()
+    slot.event = function.event(data) if data is not None else None  # built here: it carries this request's id
+
+
+def within_daily_tokens(conversation: Conversation, remaining: int | None) -> Conversation:
+    """The answer cut at the tokens left today (the prompt counts too: estimated at 4 characters a token
+    until Ollama counts it), or 429 when the prompt alone needs more than is left."""
+    if remaining is None:
+        return conversation
+    prompt = estimated_tokens(conversation)
+    room = remaining - prompt
+    if room < 1:
+        raise TooManyRequests(
+            f"this prompt (about {prompt} tokens) needs more than the {remaining} tokens you have left today; "
+            "send a shorter one, or wait for midnight UTC",
+            code="daily_tokens_exhausted",
+            headers={"Retry-After": str(seconds_to_midnight(time.time()))},
+        )
+    options = conversation.options
+    if options.get("num_predict", room + 1) <= room:
+        return conversation
+    return replace(conversation, options={**options, "num_predict": room})
+
+
+def estimated_tokens(conversation: Conversation) -> int:
+    chars = sum(len(m.get("content") or "") for m in conversation.messages)
+    return chars // 4 + 4 * len(conversation.messages)  # a few tokens of each message's template
 
 
 @function.route(
@@ -469,9 +523,11 @@ async def generate(
     response: web.StreamResponse | None,
     wire: relay.Wire = relay.STUDIO_WIRE,
     model: catalog.CatalogModel | None = None,
+    slot: Slot | None = None,
 ) -> web.StreamResponse:
     """Ask the best Ollama node, wait for its first line (within the first-token timeout; a node failing
-    before it is skipped for the next one), then relay or collect.
+    before it is skipped for the next one), then relay or collect. An early admission (limits.py) refused
+    by then is a 429 and the Ollama request ends unanswered; one still being committed is left to the relay.
 
     Leaving the `first_line` block, however that happens, closes the request to Ollama: generation stops.
     """
@@ -492,8 +548,10 @@ async def generate(
             ) as opened:
                 first_token.reschedule(None)
                 answer.served_by(opened.node)
+                if slot is not None and (response is None or slot.known):
+                    await slot.admitted()  # refused: a 429, and the Ollama request ends unanswered
                 if response is not None:
-                    return await relay.stream(request, response, opened.first, opened.lines, answer, wire)
+                    return await relay.stream(request, response, opened.first, opened.lines, answer, wire, slot)
                 return await relay.collect(opened.first, opened.lines, answer, wire)
     except TimeoutError:
         raise GatewayTimeout(

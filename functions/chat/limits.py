@@ -11,11 +11,28 @@ read from `chat_usage`, kept per caller, model and UTC day as answers end. Refus
 
 Admissions and releases are committed in groups (one transaction for everything waiting when the last
 one ended), so a burst of requests costs a few commits, not one each (tests/bench/accounts_bench.py).
+
+The transaction that frees an answer's slot also records its usage (`chat_usage`) and its outcome event
+(`chat.completed | failed | cancelled`, through the outbox): usage is never lost when NATS is down or
+failing over, it is published when NATS is back (issue 21).
+
+Tokens a day count the prompt and the answer; an admitted slot says how many are left (`Slot.remaining`)
+so the answer is cut there, not only refused once the day is spent.
+
+An early admission (`admit(..., early=True)`) is committed while the answer starts: the first token
+waits for neither the database nor the group commit it may queue behind (tests/bench/relay_bench.py:
+under a stream of answers the writer is busy with the last answer's release and outbox). It is early
+only when this replica's own count of the caller says the shared count will admit (well within both
+limits, and no daily quota to cut the answer at), so a caller near a limit is admitted before Ollama is
+asked. What is left, another replica's answers filling the caller's share at the same instant, ends
+the answer where the refusal is known: a streamed answer with an `error` event (the code of the 429),
+a whole one with the 429 itself. A refused admission records nothing, as any refusal.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import secrets
 import time
@@ -25,6 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from events.envelope import Event
 from studio.runtime.database import Database, Transaction
 from studio.runtime.errors import TooManyRequests
 from studio.runtime.shortages import SHORTAGES, is_disk_full
@@ -36,17 +54,45 @@ GROUP = 500  # admissions and releases committed together at most
 SWEEP_EVERY = 1024  # admissions between sweeps of forgotten allowances and lost answers
 
 
+def seconds_to_midnight(now: float) -> int:
+    """Until the next UTC day, when daily allowances start again (at least 1)."""
+    midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, math.ceil((midnight + timedelta(days=1)).timestamp() - now))
+
+
 def day_of(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
 
 
 @dataclass
 class Slot:
-    """One admitted answer; what it used is recorded (`chat_usage`) in the transaction that frees it."""
+    """One admitted answer; what it used (`chat_usage`) and its outcome event (the outbox) are recorded in
+    the transaction that frees it: set `model`, the token counts and `event` before leaving the block."""
 
     model: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    event: Event | None = None
+    remaining: int | None = None  # tokens left today when admitted (None: no daily limit)
+    admission: asyncio.Future[None] | None = None  # an early admission still being committed
+    written: bool = True  # False: a full disk kept the early admission out of the database
+
+    async def admitted(self) -> None:
+        """Wait for an early admission; raises TooManyRequests if it was refused."""
+        if self.admission is not None:
+            await asyncio.shield(self.admission)
+
+    def refusal(self) -> BaseException | None:
+        """The early admission's refusal, if it is known by now (None: admitted, or not known yet)."""
+        a = self.admission
+        if a is None or not a.done() or a.cancelled():
+            return None
+        return a.exception()
+
+    @property
+    def known(self) -> bool:
+        """Whether the admission's outcome is known (always, unless early and still being committed)."""
+        return self.admission is None or self.admission.done()
 
 
 @dataclass
@@ -57,6 +103,15 @@ class _Request:
     at: float = 0.0
     slot: Slot | None = None
     done: asyncio.Future[None] | None = None
+
+
+_ids = itertools.count(1)
+_PREFIX = secrets.token_hex(4)
+
+
+def answer_id() -> str:
+    """Unique without a call to the system's random source per answer (a row key, never a secret)."""
+    return f"{_PREFIX}{next(_ids):x}"
 
 
 @dataclass
@@ -77,6 +132,7 @@ class SharedLimits:
         per_minute: int,
         tokens_per_day: int = 0,
         clock: Callable[[], float] = time.time,
+        unrecorded: Callable[[Event], None] | None = None,
     ) -> None:
         self.db = db
         self.concurrent = concurrent
@@ -88,34 +144,74 @@ class SharedLimits:
         self._waiting: list[_Request] = []
         self._committing = asyncio.Lock()
         self._fallback = LocalLimits(concurrent, per_minute, clock)
+        self._mine = LocalLimits(concurrent, per_minute, clock)  # this replica's own count: may it be early?
+        self.unrecorded = unrecorded  # outcome events the outbox could not take (a full disk): sent another way
 
     @asynccontextmanager
-    async def admit(self, user_id: str) -> AsyncIterator[Slot]:
+    async def admit(self, user_id: str, *, early: bool = False) -> AsyncIterator[Slot]:
         """Hold one of the caller's generation slots for the block, or raise TooManyRequests. Set the
-        slot's model and token counts before leaving: they are added to the caller's usage of the day."""
+        slot's model, token counts and event before leaving: they are recorded as the slot is freed.
+
+        `early`: the block may start before the admission is committed, when this replica's own count
+        says it will pass; then check `slot.refusal()` as the answer goes and `await slot.admitted()`
+        before it ends (it raises if refused)."""
         now = self.clock()
-        if self.tokens_per_day:
-            await self._within_daily_tokens(user_id, now)
-        answer_id = secrets.token_hex(8)
+        slot = Slot()
+        request = _Request("admit", user_id, answer_id(), now, slot)
+        mine = self._mine.take(user_id, now)
+        if early and not self.tokens_per_day and mine.roomy:
+            slot.admission = asyncio.ensure_future(self._early(request, slot))
         try:
-            await self._submit(_Request("admit", user_id, answer_id, now))
+            if slot.admission is None:
+                await self._submit(request)
         except Exception as exc:
+            mine.give_back()
             if not is_disk_full(exc):
                 raise
             SHORTAGES.report("disk_full", DISK_FULL)
-            async with self._fallback.admit(user_id, now) as slot:  # chat writes nothing else: keep answering
-                yield slot
+            async with self._fallback.admit(user_id, now) as fallback:  # chat writes nothing else: keep answering
+                try:
+                    yield fallback
+                finally:
+                    self._send_unrecorded(fallback)
             return
-        slot = Slot()
         try:
             yield slot
         finally:
-            try:
-                await self._submit(_Request("release", user_id, answer_id, self.clock(), slot))
-            except Exception as exc:
-                if not is_disk_full(exc):
-                    raise
-                SHORTAGES.report("disk_full", DISK_FULL)  # its slot goes stale after STALE_S; usage unrecorded
+            mine.give_back()
+            if await self._was_admitted(slot):
+                try:
+                    await self._submit(_Request("release", user_id, request.answer_id, self.clock(), slot))
+                except Exception as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    SHORTAGES.report("disk_full", DISK_FULL)  # its slot goes stale after STALE_S; usage unrecorded
+                    self._send_unrecorded(slot)
+
+    async def _early(self, request: _Request, slot: Slot) -> None:
+        try:
+            await self._submit(request)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            SHORTAGES.report("disk_full", DISK_FULL)  # answered all the same, as `admit` does; nothing to free
+            slot.written = False
+
+    async def _was_admitted(self, slot: Slot) -> bool:
+        """Whether the slot holds a row to free (an early admission is waited for: it may still commit)."""
+        if slot.admission is None:
+            return True
+        try:
+            await asyncio.shield(slot.admission)
+        except Exception:
+            return False
+        if not slot.written:
+            self._send_unrecorded(slot)
+        return slot.written
+
+    def _send_unrecorded(self, slot: Slot) -> None:
+        if slot.event is not None and self.unrecorded is not None:
+            self.unrecorded(slot.event)
 
     async def _submit(self, request: _Request) -> None:
         request.done = asyncio.get_running_loop().create_future()
@@ -135,6 +231,7 @@ class SharedLimits:
                     released = [r.answer_id for r in releases]
                     await tx.execute(f"DELETE FROM chat_generating WHERE answer_id IN ({_marks(released)})", released)
                     await self._count_usage(tx, releases)
+                    await tx.publish_many([r.slot.event for r in releases if r.slot and r.slot.event])
                 admits = [r for r in group if r.kind == "admit"]
                 if admits:
                     outcomes = await self._decide(tx, admits)
@@ -171,12 +268,22 @@ class SharedLimits:
             [*users, now - STALE_S],
         ):
             callers[row["user_id"]].generating = int(row["n"])
+        used: dict[str, int] = {}
+        if self.tokens_per_day:
+            for row in await tx.fetch_all(
+                "SELECT user_id, SUM(prompt_tokens + completion_tokens) AS used FROM chat_usage "
+                f"WHERE user_id IN ({_marks(users)}) AND day = ? GROUP BY user_id",
+                [*users, day_of(now)],
+            ):
+                used[row["user_id"]] = int(row["used"] or 0)
         outcomes: dict[int, BaseException | None] = {}
         accepted: list[_Request] = []
         for r in admits:
             c = callers[r.user_id]
-            outcomes[id(r)] = refusal = self._refusal(c)
+            outcomes[id(r)] = refusal = self._refusal(c) or self._daily_refusal(used.get(r.user_id, 0), now)
             if refusal is None:
+                if self.tokens_per_day and r.slot is not None:
+                    r.slot.remaining = self.tokens_per_day - used.get(r.user_id, 0)
                 c.tokens -= 1
                 c.generating += 1
                 accepted.append(r)
@@ -236,20 +343,14 @@ class SharedLimits:
             )
         return None
 
-    async def _within_daily_tokens(self, user_id: str, now: float) -> None:
-        row = await self.db.fetch_one(
-            "SELECT SUM(prompt_tokens + completion_tokens) AS used FROM chat_usage WHERE user_id = ? AND day = ?",
-            (user_id, day_of(now)),
+    def _daily_refusal(self, used: int, now: float) -> TooManyRequests | None:
+        if not self.tokens_per_day or used < self.tokens_per_day:
+            return None
+        return TooManyRequests(
+            f"you have used your {self.tokens_per_day} tokens for today; more from midnight UTC",
+            code="daily_tokens_exhausted",
+            headers={"Retry-After": str(seconds_to_midnight(now))},
         )
-        used = int(row["used"] or 0) if row else 0
-        if used >= self.tokens_per_day:
-            midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-            wait = math.ceil((midnight + timedelta(days=1)).timestamp() - now)
-            raise TooManyRequests(
-                f"you have used your {self.tokens_per_day} tokens for today; more from midnight UTC",
-                code="daily_tokens_exhausted",
-                headers={"Retry-After": str(max(1, wait))},
-            )
 
     async def generating(self, user_id: str) -> int:
         row = await self.db.fetch_one(
@@ -261,18 +362,34 @@ class SharedLimits:
 
 class LocalLimits:
     """The same limits counted in this process alone: what chat falls back to while the database cannot
-    be written (a full disk), so chat, which writes nothing else, keeps answering."""
+    be written (a full disk), so chat, which writes nothing else, keeps answering; and each replica's own
+    count of its callers, which says when an admission may be early (`take`)."""
 
     def __init__(self, concurrent: int, per_minute: int, clock: Callable[[], float]) -> None:
         self.concurrent, self.per_minute, self.clock = concurrent, per_minute, clock
         self._callers: dict[str, _Caller] = {}
         self._seen: dict[str, float] = {}
 
-    @asynccontextmanager
-    async def admit(self, user_id: str, now: float) -> AsyncIterator[Slot]:
+    def _refill(self, user_id: str, now: float) -> _Caller:
+        if len(self._callers) > 100_000:  # forgotten callers: full allowances again
+            self._callers.clear()
+            self._seen.clear()
         c = self._callers.setdefault(user_id, _Caller(float(self.per_minute), 0))
         c.tokens = min(float(self.per_minute), c.tokens + (now - self._seen.get(user_id, now)) * self.per_minute / 60)
         self._seen[user_id] = now
+        return c
+
+    def take(self, user_id: str, now: float) -> _Taken:
+        """Count a request of this replica's (never refused); `roomy`: it is far from either limit here."""
+        c = self._refill(user_id, now)
+        roomy = c.generating + 2 <= self.concurrent and c.tokens >= 2
+        c.tokens = max(0.0, c.tokens - 1)
+        c.generating += 1
+        return _Taken(c, roomy)
+
+    @asynccontextmanager
+    async def admit(self, user_id: str, now: float) -> AsyncIterator[Slot]:
+        c = self._refill(user_id, now)
         if c.generating >= self.concurrent or c.tokens < 1:
             raise TooManyRequests(
                 f"too many chat requests right now (at most {self.concurrent} at once, {self.per_minute} a minute)",
@@ -285,6 +402,18 @@ class LocalLimits:
             yield Slot()
         finally:
             c.generating -= 1
+
+
+@dataclass
+class _Taken:
+    caller: _Caller
+    roomy: bool
+    returned: bool = False
+
+    def give_back(self) -> None:
+        if not self.returned:
+            self.returned = True
+            self.caller.generating -= 1
 
 
 def _marks(values: list[str]) -> str:

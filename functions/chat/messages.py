@@ -494,6 +494,8 @@ def _signature(digest: Any) -> str:
 class MessagesWire(Wire):
     """Anthropic's stream: a state machine over content blocks (thinking, then text, then tool_use blocks)."""
 
+    api = "messages"  # as the usage event and metrics name the dialect
+
     headers = SSE_HEADERS
 
     def __init__(self, model: str, one_call: bool = False) -> None:

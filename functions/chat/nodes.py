@@ -35,11 +35,19 @@ def worth_another_node(exc: OllamaError) -> bool:
     return exc.status is None or exc.status >= 500 or isinstance(exc, ModelNotFound)
 
 
+Batch = list[dict[str, Any]]  # Ollama's lines that arrived together (never empty)
+
+
 @dataclass
 class Opened:
     node: str  # the node's URL, or "fallback"
-    first: dict[str, Any]
-    lines: AsyncIterator[dict[str, Any]]
+    first: Batch  # the first lines (the first of them holds the first token, or the end)
+    lines: AsyncIterator[Batch]  # the batches that follow
+
+
+async def _one_by_one(lines: AsyncIterator[dict[str, Any]]) -> AsyncIterator[Batch]:
+    async for line in lines:
+        yield [line]
 
 
 @asynccontextmanager
@@ -57,8 +65,10 @@ async def first_line(
     if model.fallback is not None and cloud is not None and fleet.saturated(model.id, queue_max):
         async with AsyncExitStack() as stack:
             try:
-                lines = await stack.enter_async_context(
-                    cloud.chat(model.fallback.base_url, model.fallback.model, body, idle_timeout=idle_timeout)
+                lines = _one_by_one(
+                    await stack.enter_async_context(
+                        cloud.chat(model.fallback.base_url, model.fallback.model, body, idle_timeout=idle_timeout)
+                    )
                 )
                 first = await anext(lines)
             except OllamaError as exc:  # the cloud failed before its first token: the local queue it is
@@ -72,7 +82,7 @@ async def first_line(
             stack.enter_context(fleet.busy(node))
             try:
                 lines = await stack.enter_async_context(
-                    node.client.chat(body, first_token_timeout=first_token_timeout, idle_timeout=idle_timeout)
+                    node.client.chat_batches(body, first_token_timeout=first_token_timeout, idle_timeout=idle_timeout)
                 )
                 first = await anext(lines)
             except OllamaError as exc:

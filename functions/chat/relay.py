@@ -10,7 +10,8 @@ Streaming wire format (`text/event-stream`, never buffered by nginx or the gatew
                            "eval_duration_ms", "tokens_per_s", "time_to_first_token_ms", "thinking_tokens"}
     event: error    data: {"error": {"code", "message"}}          Ollama failed after the first token
 
-Producers yield to the event loop every few chunks: aiohttp's `write()` does not, so a fast stream
+What one read from Ollama brought (a batch of lines, decoded in one call) is written in one write, and
+producers yield to the event loop every few writes: aiohttp's `write()` does not, so a fast stream
 would otherwise starve every other one (docs/performance.md).
 """
 
@@ -22,11 +23,13 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
 
 from functions.chat.answer import COMPLETED, Answer
+from functions.chat.nodes import Batch
 from studio.clients.ollama import ModelNotFound, OllamaBusy, OllamaError, OllamaUnavailable
 from studio.runtime.errors import BadGateway, Conflict, StudioError, UpstreamUnavailable
 
@@ -37,12 +40,20 @@ YIELD_EVERY = 16  # chunks written between two yields to the event loop
 DRAIN_S = 1.0  # how long the end of Ollama's response may take to follow its `done` line
 
 
+def text(value: str) -> bytes:
+    """A JSON string, as json.dumps(value, ensure_ascii=False) writes it, several times faster."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # a lone surrogate (orjson refuses them)
+        return json.dumps(value, ensure_ascii=False).encode()
+
+
 def token_event(content: str) -> bytes:
-    return b'event: token\ndata: {"content": ' + json.dumps(content, ensure_ascii=False).encode() + b"}\n\n"
+    return b'event: token\ndata: {"content": ' + text(content) + b"}\n\n"
 
 
 def thinking_event(thinking: str) -> bytes:
-    return b'event: thinking\ndata: {"content": ' + json.dumps(thinking, ensure_ascii=False).encode() + b"}\n\n"
+    return b'event: thinking\ndata: {"content": ' + text(thinking) + b"}\n\n"
 
 
 def done_event(totals: dict[str, Any]) -> bytes:
@@ -62,6 +73,7 @@ class Wire:
     API (`functions/chat/completions.py`) subclasses it, so both go through this one relay."""
 
     headers = SSE_HEADERS
+    api = "chat"  # which dialect, as the usage event names it (a dialect's wire sets its own)
 
     def token(self, content: str) -> bytes:
         return token_event(content)
@@ -98,6 +110,14 @@ class Wire:
 STUDIO_WIRE = Wire()
 
 
+class Admission(Protocol):
+    """An admission that may still be committing as the answer starts (functions/chat/limits.py's Slot)."""
+
+    def refusal(self) -> BaseException | None: ...
+
+    async def admitted(self) -> None: ...
+
+
 def ollama_failure(exc: OllamaError, model: str) -> StudioError:
     """What the visitor is told when Ollama could not answer (the details go to the log)."""
     log.warning(
@@ -124,7 +144,7 @@ def ollama_failure(exc: OllamaError, model: str) -> StudioError:
     return BadGateway(f"the model failed to answer: {exc.message}", code="ollama_error")
 
 
-async def read_to_the_end(lines: AsyncIterator[dict[str, Any]]) -> None:
+async def read_to_the_end(lines: AsyncIterator[Batch]) -> None:
     """After `done`, read Ollama's response to its end, so its connection goes back to the pool for the
     next answer (leaving at `done` would close it: a new TCP connection to Ollama for every answer)."""
     with contextlib.suppress(OllamaError, TimeoutError):
@@ -156,45 +176,78 @@ def parse_chunk(line: dict[str, Any]) -> Chunk:
     return Chunk(content, thinking) if content or thinking else _NOTHING
 
 
+def _events(batch: Batch, answer: Answer, wire: Wire, out: list[bytes]) -> dict[str, Any] | None:
+    """The wire's bytes for a batch of Ollama's lines, appended to `out`; Ollama's last line if it is there."""
+    for line in batch:
+        if line.get("done"):
+            return line
+        message = line.get("message")
+        if not isinstance(message, dict):
+            continue
+        thinking, content, calls = message.get("thinking"), message.get("content"), message.get("tool_calls")
+        if thinking:
+            answer.thought()
+            out.append(wire.thinking(thinking))
+        if content:
+            answer.token()
+            out.append(wire.token(content))
+        if calls and isinstance(calls, list):
+            answer.called()
+            out.append(wire.tool_calls(calls))
+    return None
+
+
 async def stream(
     request: web.Request,
     response: web.StreamResponse,
-    first: dict[str, Any],
-    lines: AsyncIterator[dict[str, Any]],
+    first: Batch,
+    lines: AsyncIterator[Batch],
     answer: Answer,
     wire: Wire = STUDIO_WIRE,
+    admission: Admission | None = None,
 ) -> web.StreamResponse:
-    """Relay the answer as server-sent events on `response`; a visitor who leaves ends it."""
+    """Relay the answer as server-sent events on `response`; a visitor who leaves ends it.
+
+    What one read from Ollama brought is written in one write (whatever is ready in this turn of the
+    loop), and the producer yields to the loop every `YIELD_EVERY` writes. An `admission` still being
+    committed is checked as the answer goes and waited for before its end: refused, the answer ends
+    with an `error` event."""
     try:
         await response.prepare(request)
-        line, written = first, 0
-        while not line.get("done"):
-            chunk = parse_chunk(line)
-            if chunk.thinking:
-                answer.thought()
-                await response.write(wire.thinking(chunk.thinking))
-                written += 1
-            if chunk.content:
-                answer.token()
-                await response.write(wire.token(chunk.content))
-                written += 1
-            if chunk.calls:
-                answer.called()
-                await response.write(wire.tool_calls(chunk.calls))
-                written += 1
-            if chunk is not _NOTHING and written % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-            line = await anext(lines)
-        answer.complete(line)
+        batch, writes = first, 0
+        out: list[bytes] = []
+        while True:
+            final = _events(batch, answer, wire, out)
+            if out:
+                await response.write(out[0] if len(out) == 1 else b"".join(out))
+                out.clear()
+                writes += 1
+                if writes % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+            if admission is not None and (refused := admission.refusal()) is not None:
+                raise refused
+            if final is not None:
+                break
+            batch = await anext(lines)
+        if admission is not None:
+            await admission.admitted()
+        answer.complete(final)
         await response.write(wire.done(answer))
     except ConnectionResetError:  # the visitor stopped the answer or went away
         answer.cancel()
+        return response
+    except StopAsyncIteration:  # cannot happen: Ollama's client raises on a stream without its end
+        answer.fail("ollama_error")
         return response
     except OllamaError as exc:
         error = ollama_failure(exc, answer.model)
         answer.fail(error.code)
         with contextlib.suppress(ConnectionResetError):
             await response.write(wire.error(error))
+    except StudioError as refused:  # an early admission refused (another replica filled the caller's share)
+        answer.fail(refused.code)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write(wire.error(refused))
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
     if answer.outcome == COMPLETED:
@@ -202,33 +255,39 @@ async def stream(
     return response
 
 
-async def collect(
-    first: dict[str, Any], lines: AsyncIterator[dict[str, Any]], answer: Answer, wire: Wire = STUDIO_WIRE
-) -> web.Response:
+async def collect(first: Batch, lines: AsyncIterator[Batch], answer: Answer, wire: Wire = STUDIO_WIRE) -> web.Response:
     """The whole answer as one JSON object; Ollama failing on the way is a JSON error."""
     parts: list[str] = []
     thoughts: list[str] = []
     calls: list[Any] = []
-    line = first
+    batch, batches = first, 0
     try:
-        while not line.get("done"):
-            chunk = parse_chunk(line)
-            if chunk.thinking:
-                answer.thought()
-                thoughts.append(chunk.thinking)
-            if chunk.content:
-                answer.token()
-                parts.append(chunk.content)
-            if chunk.calls:
-                answer.called()
-                calls.extend(chunk.calls)
-            if chunk is not _NOTHING and (answer.chunks + answer.thinking_chunks) % (4 * YIELD_EVERY) == 0:
+        while True:
+            final = None
+            for line in batch:
+                if line.get("done"):
+                    final = line
+                    break
+                chunk = parse_chunk(line)
+                if chunk.thinking:
+                    answer.thought()
+                    thoughts.append(chunk.thinking)
+                if chunk.content:
+                    answer.token()
+                    parts.append(chunk.content)
+                if chunk.calls:
+                    answer.called()
+                    calls.extend(chunk.calls)
+            if final is not None:
+                break
+            batches += 1
+            if batches % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
-            line = await anext(lines)
+            batch = await anext(lines)
     except OllamaError as exc:
         error = ollama_failure(exc, answer.model)
         answer.fail(error.code)
         raise error from None
-    answer.complete(line)
+    answer.complete(final)
     await read_to_the_end(lines)
     return web.json_response(wire.whole(answer, "".join(parts), "".join(thoughts), calls))

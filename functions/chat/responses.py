@@ -455,6 +455,8 @@ class ResponsesWire(Wire):
     being written: a `reasoning` item while the model thinks, then a `message` while it writes; each
     tool call is an item of its own, written whole (Ollama sends a call whole)."""
 
+    api = "responses"  # as the usage event and metrics name the dialect
+
     headers = SSE_HEADERS
 
     def __init__(self, model: str, echo: dict[str, Any] | None = None, max_calls: int | None = None) -> None:

@@ -177,8 +177,24 @@ def chat_metrics(usage: ChatUsage) -> Iterator[Metric]:
     )
     for node, n in sorted(usage.nodes.items()):
         nodes.add_metric([node], n)
+    by_api = CounterMetricFamily(
+        "studio_chat_api_answers",
+        "Chat answers by the API dialect asked (chat, responses, messages, completions, embeddings) and outcome.",
+        labels=["api", "outcome"],
+    )
+    for (api, outcome), n in sorted(usage.apis.items()):
+        by_api.add_metric([api, outcome], n)
+    api_tokens = CounterMetricFamily(
+        "studio_chat_api_tokens",
+        "Tokens read (prompt) and generated (completion) by API dialect.",
+        labels=["api", "kind"],
+    )
+    for (api, kind), n in sorted(usage.api_tokens.items()):
+        api_tokens.add_metric([api, kind], n)
     yield answers
     yield tokens
+    yield by_api
+    yield api_tokens
     yield first
     yield fallback
     yield nodes

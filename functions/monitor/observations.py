@@ -111,6 +111,8 @@ class ChatUsage:
     first_token: dict[str, list[float]] = field(default_factory=dict)  # model -> [count per bucket..., sum]
     fallbacks: dict[str, int] = field(default_factory=dict)  # model -> answers its cloud fallback gave
     nodes: dict[str, int] = field(default_factory=dict)  # Ollama node (or "fallback") -> answers
+    apis: dict[tuple[str, str], int] = field(default_factory=dict)  # (api, outcome) -> answers
+    api_tokens: dict[tuple[str, str], int] = field(default_factory=dict)  # (api, prompt|completion) -> tokens
 
     def per_model(self) -> dict[str, dict[str, int]]:
         """{model: {"completed", "failed", "cancelled", "prompt_tokens", "completion_tokens", "thinking_tokens"}}
@@ -129,7 +131,9 @@ class ChatUsage:
         if outcome is None:
             return
         model = str(data.get("model") or "unknown")
+        api = str(data.get("api") or "chat")  # events from before the field: chat, the only dialect then
         self.answers[(model, outcome)] = self.answers.get((model, outcome), 0) + 1
+        self.apis[(api, outcome)] = self.apis.get((api, outcome), 0) + 1
         if data.get("fallback") is True:
             self.fallbacks[model] = self.fallbacks.get(model, 0) + 1
         if isinstance(data.get("node"), str):
@@ -139,6 +143,8 @@ class ChatUsage:
             n = data.get(f"{kind}_tokens")
             if isinstance(n, int) and n > 0:
                 self.tokens[(model, kind)] = self.tokens.get((model, kind), 0) + n
+                if kind != "thinking":
+                    self.api_tokens[(api, kind)] = self.api_tokens.get((api, kind), 0) + n
         ms = data.get("time_to_first_token_ms")
         if isinstance(ms, int | float) and ms >= 0:
             hist = self.first_token.setdefault(model, [0.0] * (len(FIRST_TOKEN_BUCKETS) + 2))

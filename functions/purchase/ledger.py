@@ -131,8 +131,11 @@ class Ledger:
         return {r["model"] for r in rows}
 
     async def owns(self, user_id: str, model: str) -> bool:
+        """Paid and not suspended: a purchase under an open dispute is owned nowhere (chat asks this)."""
         row = await self.db.fetch_one(
-            "SELECT 1 FROM purchases WHERE user_id = ? AND model = ? AND status = 'paid' LIMIT 1", (user_id, model)
+            "SELECT 1 FROM purchases WHERE user_id = ? AND model = ? AND status = 'paid' AND suspended_at IS NULL "
+            "LIMIT 1",
+            (user_id, model),
         )
         return row is not None
 

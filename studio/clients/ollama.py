@@ -21,11 +21,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 # Host-less names only (see the pull-host rule): [namespace/]model[:tag].
 SAFE_MODEL_NAME = re.compile(
     r"(?:[A-Za-z0-9_][A-Za-z0-9_-]{0,79}/)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,79})?"
 )
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class OllamaError(Exception):
@@ -102,6 +106,7 @@ class OllamaClient:
         self.request_timeout = request_timeout
         self.read_timeout = read_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._read_timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -117,6 +122,13 @@ class OllamaClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _read_timeout(self, idle: float) -> aiohttp.ClientTimeout:
+        """A stream's timeouts, made once per idle timeout (not once per request)."""
+        timeout = self._read_timeouts.get(idle)
+        if timeout is None:
+            timeout = self._read_timeouts[idle] = self._timeout(sock_read=idle)
+        return timeout
 
     def _timeout(self, total: float | None = None, sock_read: float | None = None) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(
@@ -234,21 +246,54 @@ class OllamaClient:
             yield checked()
 
     @asynccontextmanager
+    async def chat_batches(
+        self, body: dict[str, Any], *, first_token_timeout: float = 120.0, idle_timeout: float = 60.0
+    ) -> AsyncIterator[AsyncIterator[list[dict[str, Any]]]]:
+        """`chat`, its lines in batches: every whole line one read from the socket brought, decoded together.
+
+        The relay writes a batch as one write (one syscall, not one per token) and decodes it with one
+        call (tests/bench/relay_bench.py). Never an empty batch; the same errors as `chat`.
+        """
+        async with self._stream(
+            "/api/chat", {**body, "stream": True}, idle_timeout, first_byte_timeout=first_token_timeout, batched=True
+        ) as batches:
+
+            async def checked() -> AsyncIterator[list[dict[str, Any]]]:
+                done = False
+                async for batch in batches:
+                    for i, line in enumerate(batch):
+                        if "error" in line:  # the lines before it are the answer's: they go first
+                            if i:
+                                yield batch[:i]
+                            raise OllamaError(str(line["error"]))
+                    done = bool(batch[-1].get("done"))
+                    yield batch
+                if not done:
+                    raise OllamaUnavailable("the chat stream ended before done (connection cut)")
+
+            yield checked()
+
+    @asynccontextmanager
     async def _stream(
-        self, path: str, body: dict[str, Any], idle_timeout: float, first_byte_timeout: float | None = None
-    ) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
+        self,
+        path: str,
+        body: dict[str, Any],
+        idle_timeout: float,
+        first_byte_timeout: float | None = None,
+        batched: bool = False,
+    ) -> AsyncIterator[AsyncIterator[Any]]:
         url = self.base_url + path
         try:
-            resp = await asyncio.wait_for(
-                self.session.post(url, json=body, timeout=self._timeout(sock_read=idle_timeout)),
-                timeout=first_byte_timeout or self.request_timeout,
-            )
+            async with asyncio.timeout(first_byte_timeout or self.request_timeout):  # no task of its own, as wait_for
+                resp = await self.session.post(
+                    url, data=_encode(body), headers=JSON_HEADERS, timeout=self._read_timeout(idle_timeout)
+                )
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             raise OllamaUnavailable(f"Ollama is unreachable at {self.base_url}: {_describe(exc)}") from None
         try:
             if resp.status >= 400:
                 raise _error_for(resp.status, await resp.read())
-            yield _ndjson(resp, self.base_url)
+            yield _ndjson_batches(resp, self.base_url) if batched else _ndjson(resp, self.base_url)
         finally:
             resp.close()  # closes the connection if the stream was not read to the end
 
@@ -266,6 +311,45 @@ async def _ndjson(resp: aiohttp.ClientResponse, base_url: str) -> AsyncIterator[
     except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
         raise OllamaUnavailable(f"the stream from Ollama at {base_url} broke: {_describe(exc)}") from None
     except json.JSONDecodeError as exc:
+        raise OllamaError(f"Ollama sent a line that is not JSON: {exc}") from None
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(body)
+    except TypeError:  # what orjson cannot write (an integer past 64 bits in a tool's schema): the slow way
+        return json.dumps(body).encode()
+
+
+async def _ndjson_batches(resp: aiohttp.ClientResponse, base_url: str) -> AsyncIterator[list[dict[str, Any]]]:
+    rest = b""
+    try:
+        async for chunk in resp.content.iter_any():
+            *lines, rest = (rest + chunk).split(b"\n")
+            whole = [raw for raw in lines if raw.strip()]
+            if whole:
+                yield _decode(whole)
+        if rest.strip():
+            yield _decode([rest])
+    except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+        raise OllamaUnavailable(f"the stream from Ollama at {base_url} broke: {_describe(exc)}") from None
+
+
+def _decode(lines: list[bytes]) -> list[dict[str, Any]]:
+    """Lines of JSON objects decoded in one call (as one JSON array); a line that is not JSON is an OllamaError."""
+    try:
+        batch = orjson.loads(b"[" + b",".join(lines) + b"]") if len(lines) > 1 else [orjson.loads(lines[0])]
+    except orjson.JSONDecodeError:
+        batch = [_line(raw) for raw in lines]  # which line, and lines orjson refuses but json takes (lone surrogates)
+    if not all(isinstance(line, dict) for line in batch):
+        raise OllamaError("Ollama sent a line that is not a JSON object")
+    return batch
+
+
+def _line(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
         raise OllamaError(f"Ollama sent a line that is not JSON: {exc}") from None
 
 

@@ -115,11 +115,19 @@ class Transaction:
 
     async def publish(self, event: Event) -> None:
         """Record `event` for publication once (and only if) this transaction commits."""
+        await self.publish_many([event])
+
+    async def publish_many(self, events: list[Event]) -> None:
+        """`publish` for several events, in one statement."""
+        if not events:
+            return
+        now = utcnow()
         await self.execute(
-            "INSERT INTO outbox (event_id, event_type, payload, created_at) VALUES (?, ?, ?, ?)",
-            (event.id, event.type, event.to_json(), utcnow()),
+            "INSERT INTO outbox (event_id, event_type, payload, created_at) VALUES "
+            + ", ".join("(?, ?, ?, ?)" for _ in events),
+            [v for e in events for v in (e.id, e.type, e.to_json(), now)],
         )
-        self.events.append(event)
+        self.events.extend(events)
 
 
 class Database:

@@ -28,10 +28,19 @@ def _affinity(declared: str) -> str:
     return "real"
 
 
+def _executed(conn: sqlite3.Connection, sql: str, params: Params, lastrowid: bool = False) -> int | None:
+    cursor = conn.execute(sql, params)
+    try:
+        return cursor.lastrowid if lastrowid else cursor.rowcount
+    finally:
+        cursor.close()
+
+
 async def _run(conn: aiosqlite.Connection, sql: str, params: Params = ()) -> int:
-    """Execute one statement and close its cursor (an open cursor can hold a lock)."""
-    async with conn.execute(sql, params) as cursor:
-        return cursor.rowcount
+    """Execute one statement and close its cursor (an open cursor can hold a lock), in one hand-off to
+    aiosqlite's thread, not two (execute, then close): each costs ~0.1-0.2 ms (docs/performance.md), and
+    a chat admission is several statements (tests/bench/relay_bench.py)."""
+    return await conn._execute(_executed, conn._conn, sql, params) or 0  # type: ignore[no-untyped-call]
 
 
 class SqliteTransaction(Transaction):
@@ -48,8 +57,9 @@ class SqliteTransaction(Transaction):
             return cursor.rowcount
 
     async def insert(self, sql: str, params: Params = (), *, key: str = "id") -> int | None:
-        async with self._conn.execute(sql, params) as cursor:
-            return cursor.lastrowid
+        conn = self._conn
+        result: int | None = await conn._execute(_executed, conn._conn, sql, params, True)  # type: ignore[no-untyped-call]
+        return result
 
     async def fetch_one(self, sql: str, params: Params = ()) -> Row | None:
         rows = await self._conn.execute_fetchall(sql, params)

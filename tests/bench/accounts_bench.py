@@ -51,13 +51,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 @contextlib.contextmanager
-def litellm_proxy(executable: str, port: int, ollama_url: str) -> Iterator[str]:
+def litellm_proxy(executable: str, port: int, ollama_url: str, model: str = MODEL) -> Iterator[str]:
     config = Path(tempfile.mkdtemp()) / "litellm.yaml"
     config.write_text(
         "model_list:\n"
-        f"  - model_name: {MODEL}\n"
+        f"  - model_name: {model}\n"
         "    litellm_params:\n"
-        f"      model: ollama_chat/{MODEL}\n"
+        f"      model: ollama_chat/{model}\n"
         f"      api_base: {ollama_url}\n"
     )
     proc = subprocess.Popen(
@@ -209,7 +209,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--logins", type=int, default=30)
     parser.add_argument("--litellm", default=None, help="the `litellm` executable of a venv with litellm[proxy]")
+    parser.add_argument("--smoke", action="store_true", help="tiny parameters: check that the bench runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.streams, args.tokens, args.rounds, args.logins = 3, 20, 1, 2
 
     install_event_loop_policy()
     nats = NatsServer(Path(tempfile.mkdtemp()) / "nats", port=free_port())

@@ -557,7 +557,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the throughput measurements")
     parser.add_argument("--tokens", type=int, default=50_000, help="tokens of the one flat-out stream")
     parser.add_argument("--ttft-requests", type=int, default=100, help="requests per target for time to first token")
+    parser.add_argument("--smoke", action="store_true", help="tiny parameters: check that the bench runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.loads, args.seconds, args.ramp = [(5, 30.0)], 0.5, 0.2
+        args.rounds, args.tokens, args.ttft_requests = 1, 200, 3
 
     install_event_loop_policy()
     nats = NatsServer(Path(tempfile.mkdtemp()) / "nats", port=free_port())

@@ -4,8 +4,9 @@
 
 MODE: function (chat alone, as its container), embedded (gateway with chat in-process), proxied
 (gateway forwarding to UPSTREAM over HTTP), accounts (embedded, with the accounts function
-too). Per-visitor limits and the token cap are lifted so one
-benchmark visitor can hold a thousand streams.
+too), store (embedded, with accounts and purchase too: a buyer signs up, buys a paid model with
+payment skipped and chats with it, the whole path). Per-visitor limits and the token cap are lifted so
+one benchmark visitor can hold a thousand streams.
 
     python -m tests.bench.chat_serve ollama PORT
 
@@ -32,12 +33,17 @@ from studio.runtime.settings import Settings
 from tests.doubles import ollama as ollama_double
 from tests.doubles.ollama import OllamaDouble, create_app
 
+PAID_MODEL = "llama3.2:1b"  # a paid catalog model the stand-in has: the store mode's buyer buys it
+FUNCTIONS = {"accounts": ("accounts", "chat"), "store": ("accounts", "purchase", "chat")}
+
 
 async def serve_ollama(port: int) -> None:
     """The stand-in, made to stand in for a Go server at a thousand streams: a listen backlog that does
     not drop connections, and paced tokens without its 20 ms disconnect polls (a sleep per token)."""
     ollama_double._POLL = 3600.0
-    double = OllamaDouble(installed=["tinyllama:latest"], control=True, history_limit=2000, host_guard=False)
+    double = OllamaDouble(
+        installed=["tinyllama:latest", PAID_MODEL], control=True, history_limit=2000, host_guard=False
+    )
     runner = web.AppRunner(create_app(double), access_log=None, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port, backlog=4096, reuse_address=True).start()
@@ -55,7 +61,8 @@ async def main(mode: str, port: int, nats_url: str, ollama_url: str, upstream: s
         **({"ollama_urls": tuple(ollama_url.split(","))} if "," in ollama_url else {}),
         data_dir=Path(tempfile.mkdtemp()),
         log_level="WARNING",
-        functions=("accounts", "chat") if mode == "accounts" else ("chat",),
+        functions=FUNCTIONS.get(mode, ("chat",)),
+        skip_payment=True,
         upstreams={"chat": upstream} if upstream else {},
         chat_max_tokens=10_000_000,
         chat_concurrent_per_visitor=1_000_000,
@@ -68,8 +75,8 @@ async def main(mode: str, port: int, nats_url: str, ollama_url: str, upstream: s
     host = None
     if mode == "function":
         app = function_app(chat, settings)
-    elif mode in ("embedded", "accounts"):
-        fns = [load("accounts"), chat] if mode == "accounts" else [chat]
+    elif mode in ("embedded", "accounts", "store"):
+        fns = [load(name) for name in FUNCTIONS.get(mode, ("chat",))]
         host = Host(fns, settings)
         await host.start()
         app = gateway_app(settings, functions=fns, bus=host.bus)

@@ -167,4 +167,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--purchases", type=int, default=400)
     parser.add_argument("--buyers", type=int, default=8)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--smoke", action="store_true", help="tiny parameters: check that the bench runs (CI)")
+    args = parser.parse_args()
+    if args.smoke:
+        args.purchases, args.buyers = 20, 2
+    asyncio.run(main(args))

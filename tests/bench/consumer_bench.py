@@ -184,4 +184,8 @@ if __name__ == "__main__":
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--buyers", type=int, default=16)
     install_event_loop_policy()
-    asyncio.run(main(p.parse_args()))
+    p.add_argument("--smoke", action="store_true", help="tiny parameters: check that the bench runs (CI)")
+    args = p.parse_args()
+    if args.smoke:
+        args.events, args.seconds, args.buyers = 200, 1.0, 2
+    asyncio.run(main(args))

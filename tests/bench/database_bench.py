@@ -159,7 +159,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--no-fsync", action="store_true", help="PostgreSQL with fsync off (to see what fsync costs)")
+    parser.add_argument("--smoke", action="store_true", help="tiny parameters: check that the bench runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.purchases, args.seconds, args.concurrency = 10, 0.5, 2
     bin_dir = postgres_bin()
     if bin_dir is None:
         raise SystemExit("PostgreSQL is needed for this benchmark: apt-get install postgresql")

@@ -84,7 +84,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--request-us", type=float, default=100.0, help="one gateway request, for the share")
+    parser.add_argument("--smoke", action="store_true", help="tiny parameters: check that the bench runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.requests, args.rounds = 2_000, 1
     install_event_loop_policy()
     results = asyncio.run(measure(args.requests, args.rounds))
     base = results["bare handler"]

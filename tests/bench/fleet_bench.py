@@ -143,7 +143,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ttft-requests", type=int, default=200)
     parser.add_argument("--baseline", type=Path, help="a checkout from before fleets, measured beside (see above)")
+    parser.add_argument("--smoke", action="store_true", help="tiny parameters: check that the bench runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.streams, args.answers, args.tokens, args.rounds, args.ttft_requests = 2, 1, 5, 1, 3
 
     install_event_loop_policy()
     nats = NatsServer(Path(tempfile.mkdtemp()) / "nats", port=free_port())

@@ -47,7 +47,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3, help="targets are measured in turn, this many times")
+    parser.add_argument("--smoke", action="store_true", help="tiny parameters: check that the bench runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.seconds, args.rounds = 1.0, 1
 
     nats = NatsServer(Path(tempfile.mkdtemp()) / "nats", port=free_port())
     asyncio.run(nats.start())

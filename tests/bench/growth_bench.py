@@ -22,7 +22,7 @@ from pathlib import Path
 from events.bus import Bus
 from events.lag import consumer_lags
 from studio.app.runner import install_event_loop_policy
-from tests.bench.studio_process import MODELS, Studio, buyers, ollama_double, visitor
+from tests.bench.studio_process import MODELS, Studio, buyers, first_visit, ollama_double, visitor
 
 
 def dir_bytes(path: Path) -> int:
@@ -98,6 +98,7 @@ async def main(args: argparse.Namespace) -> None:
         studio.start()
         try:
             async with visitor() as me:
+                await first_visit(me, studio.url)
                 for model in MODELS:  # the visitor measured owns every model, before and after
                     async with me.post(f"{studio.url}/api/models/purchase/{model}") as resp:
                         assert resp.status == 200
@@ -148,4 +149,8 @@ if __name__ == "__main__":
     p.add_argument("--purchases", type=int, default=100_000)
     p.add_argument("--buyers", type=int, default=16)
     install_event_loop_policy()
-    asyncio.run(main(p.parse_args()))
+    p.add_argument("--smoke", action="store_true", help="tiny parameters: check that the bench runs (CI)")
+    args = p.parse_args()
+    if args.smoke:
+        args.purchases, args.buyers = 200, 4
+    asyncio.run(main(args))

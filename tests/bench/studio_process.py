@@ -73,8 +73,9 @@ class Studio:
             STUDIO_SKIP_PAYMENT="true",
             STUDIO_LOG_LEVEL="WARNING",
             STUDIO_CHAT_REQUESTS_PER_MINUTE="100000",
-            **self.extra,
         )
+        env.setdefault("STUDIO_WRITES_PER_ADDRESS_PER_MINUTE", "100000000")  # every buyer here is 127.0.0.1
+        env.update(self.extra)
         return env
 
     def start(self) -> float:
@@ -102,6 +103,14 @@ def visitor() -> aiohttp.ClientSession:
     return aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
 
 
+async def first_visit(session: aiohttp.ClientSession, url: str) -> None:
+    """A page view, as a browser's first: it sets the visitor's session cookie purchases need."""
+    async with session.get(f"{url}/api/models") as resp:
+        if resp.status != 200:
+            raise RuntimeError(f"the first visit answered {resp.status}: {await resp.text()}")
+        await resp.read()
+
+
 async def buyers(url: str, concurrency: int, *, seconds: float | None = None, total: int | None = None) -> int:
     """`concurrency` visitors buying every model, one after another, then new visitors; returns purchases."""
     done = 0
@@ -115,6 +124,7 @@ async def buyers(url: str, concurrency: int, *, seconds: float | None = None, to
         nonlocal done
         while more():
             async with visitor() as session:
+                await first_visit(session, url)
                 for model in MODELS:
                     if not more():
                         return

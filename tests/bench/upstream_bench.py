@@ -76,7 +76,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="tiny parameters: check that the bench runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.requests, args.rounds = 500, 1
     install_event_loop_policy()
     nats = NatsServer(Path(tempfile.mkdtemp()) / "nats", port=free_port())
     asyncio.run(nats.start())

@@ -6,13 +6,15 @@ print one table (README's "Reliability figures" are this table, rerun):
 
 - faults: the studio SIGKILLed at a random moment during a stream of purchases (each round), then
   restarted: every purchase it answered 200 is there, paid, once, with one purchase.completed;
-  nats-server killed and restarted mid-purchases: every purchase answered 200 is there and the
-  outbox drains onto the bus; the install function alone (`localai-studio run install` beside an `up`
-  without it, as the containers run it) SIGKILLed mid-pull and started again: every model bought ends
-  installed, no model pulled twice at once; Ollama down (`--ollama-down-s`) during purchases and chat:
-  chat answers 503, /health names ollama, installs wait visibly and end installed; the same Stripe
-  webhook 3x at once: one purchase.completed; a backup taken while purchases are written, restored into
-  a fresh data dir: the studio starts on it, every purchase answered before the backup is there, whole;
+  nats-server killed and restarted mid-purchases: every purchase answered 200 is there and the outbox
+  drains onto the bus; the same mid-chats: every chat answered has its usage event (chat.completed
+  through the outbox, published once NATS is back); the install function alone (`localai-studio run
+  install` beside an `up` without it, as the containers run it) SIGKILLed mid-pull and started again:
+  every model bought ends installed, no model pulled twice at once; Ollama down (`--ollama-down-s`)
+  during purchases and chat: chat answers 503, /health names ollama, installs wait visibly and end
+  installed; the same Stripe webhook 3x at once: one purchase.completed; a backup taken while purchases
+  are written, restored into a fresh data dir: the studio starts on it, every purchase answered before
+  the backup is there, whole;
 - bad inputs: schemathesis with the contract (tests/gateway/test_contract.py), outcomes counted;
 - load through nginx: one address opens many event streams while another asks /health.
 
@@ -219,6 +221,68 @@ async def nats_killed_mid_purchases(studio: Studio, servers: list[NatsServer]) -
     ok = drained and not lost
     outbox = "drained" if drained else "NOT drained"
     return ("ok" if ok else "FAILED"), f"{len(accepted)} purchases across the outage: {len(lost)} lost, outbox {outbox}"
+
+
+async def chat_free(studio: Studio, answered: list[str], stop: asyncio.Event) -> None:
+    """A visitor chatting with a free model as fast as it answers; each answer completed (200) is counted."""
+    async with await visitor_session() as s:
+        async with s.get(studio.url + "/api/models") as first:  # the visitor's cookie
+            await first.read()
+        while not stop.is_set():
+            try:
+                body = {"model": FREE_MODELS[0], "message": "Hello"}
+                async with s.post(studio.url + "/api/chat", json=body) as resp:
+                    if resp.status == 200 and (await resp.json()).get("done_reason"):
+                        answered.append(resp.headers.get("X-Request-Id", ""))
+            except (aiohttp.ClientError, TimeoutError):
+                await asyncio.sleep(0.05)  # the studio is busy or down: try again (not a wait for an event)
+
+
+async def nats_killed_mid_chats(lab: Lab) -> tuple[str, str]:
+    """nats-server killed and restarted while visitors chat: every answered chat has its usage event
+    (chat.completed, through the outbox), and the outbox drains onto the bus."""
+    await lab.ollama.control("preinstall", {"models": [FREE_MODELS[0]]})
+    studio = await lab.studio("nats-chats")
+    studio.env["STUDIO_CHAT_REQUESTS_PER_MINUTE"] = "100000"
+    nats_server = lab.servers[-1]
+    studio.start()
+    answered: list[str] = []
+    stop = asyncio.Event()
+    chatters = [asyncio.create_task(chat_free(studio, answered, stop)) for _ in range(2)]
+    try:
+        await eventually(lambda: len(answered) >= 5, timeout=30, message="chats answered")
+        before = len(answered)
+        nats_server.kill()
+        await eventually(lambda: len(answered) >= before + 5, timeout=30, message="chats answered without NATS")
+        during = len(answered) - before
+        restarted = NatsServer(nats_server.store_dir, port=nats_server.port)
+        lab.servers.append(restarted)  # stopped with the others
+        await restarted.start()
+        await eventually(lambda: len(answered) >= before + during + 5, timeout=30, message="chats after NATS is back")
+    finally:
+        stop.set()
+        await asyncio.gather(*chatters)
+
+    def usage(published: bool) -> int:
+        extra = " AND published_at IS NOT NULL" if published else ""
+        return studio.rows(f"SELECT count(*) FROM outbox WHERE event_type = 'chat.completed'{extra}")[0][0]
+
+    try:
+        wait_sync(lambda: usage(True) >= len(answered), timeout=30, message="every usage event published")
+    except AssertionError:
+        pass
+    recorded, published = usage(False), usage(True)
+    ids = {
+        json.loads(p)["correlationid"]
+        for (p,) in studio.rows("SELECT CAST(payload AS TEXT) FROM outbox WHERE event_type = 'chat.completed'")
+    }
+    missing = [a for a in answered if a not in ids]
+    studio.stop()
+    ok = not missing and published == recorded >= len(answered)
+    return ("ok" if ok else "FAILED"), (
+        f"{len(answered)} chats answered ({during} while NATS was down): {len(missing)} without a usage event, "
+        f"{recorded - published} events not published"
+    )
 
 
 async def same_webhook_three_times(studio: Studio, stripe: StripeDouble) -> tuple[str, str]:
@@ -666,6 +730,8 @@ async def main(rounds: int, ollama_down_s: float) -> None:
             rows.append(("fault", "studio SIGKILLed mid-purchases", f"{verdict}: {text}"))
             verdict, text = await nats_killed_mid_purchases(await lab.studio("nats"), lab.servers)
             rows.append(("fault", "nats-server killed mid-purchases", f"{verdict}: {text}"))
+            verdict, text = await nats_killed_mid_chats(lab)
+            rows.append(("fault", "nats-server killed mid-chats", f"{verdict}: {text}"))
             verdict, text = await install_killed_mid_pull(lab)
             rows.append(("fault", "install function alone SIGKILLed mid-pull", f"{verdict}: {text}"))
             verdict, text = await ollama_down(lab, ollama_down_s)

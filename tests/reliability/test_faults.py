@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.run import Lab, install_killed_mid_pull, ollama_down, restore_under_writes
+from tests.reliability.run import Lab, install_killed_mid_pull, nats_killed_mid_chats, ollama_down, restore_under_writes
 
 pytestmark = pytest.mark.slow
 
@@ -38,5 +38,13 @@ async def test_ollama_down_chat_503_health_names_it_and_purchases_end_installed(
 @pytest.mark.timeout(180)
 async def test_backup_under_writes_restores_whole_and_the_studio_starts_on_it(lab: Lab) -> None:
     verdict, text = await restore_under_writes(lab)
+    print(text)
+    assert verdict == "ok", text
+
+
+@pytest.mark.timeout(180)
+async def test_nats_killed_mid_chats_loses_no_usage_event(lab: Lab) -> None:
+    """Issue 21: chat outcomes go through the outbox, so a NATS outage delays them and loses none."""
+    verdict, text = await nats_killed_mid_chats(lab)
     print(text)
     assert verdict == "ok", text

@@ -121,6 +121,22 @@ async def test_too_many_requests_a_minute_is_a_429_with_retry_after(make_studio)
     assert (await studio.visitor().chat(model=FREE, message="Hi")).status == 200
 
 
+async def test_the_daily_quota_counts_the_prompt_and_cuts_the_answer_at_what_is_left(make_studio, double) -> None:
+    """Issue 23: a long prompt spends the day's tokens too, and an answer stops where the quota does."""
+    double.reply = " word" * 500  # far longer than the day's 120 tokens
+    studio = await make_studio("embedded", chat_tokens_per_day=120)
+    visitor = studio.visitor()
+    prompt = "x" * 200  # about 50 tokens by the studio's estimate (4 characters a token)
+
+    first = await (await visitor.chat(model=FREE, message=prompt)).json()
+
+    assert first["done_reason"] == "length", "the answer was cut, not finished"
+    assert first["prompt_tokens"] + first["completion_tokens"] <= 120 + 10  # the estimate errs by a few
+    status, error = await error_of(await visitor.chat(model=FREE, message=prompt))
+    assert status == 429 and error["code"] == "daily_tokens_exhausted"
+    assert (await studio.visitor().chat(model=FREE, message="Hi")).status == 200, "another caller has their own day"
+
+
 # -- bad requests ------------------------------------------------------------------------------------
 
 

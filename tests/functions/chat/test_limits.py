@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 
 import pytest
 
+from events.catalog import ChatCompleted
+from events.envelope import Event
 from functions import load
 from functions.chat.limits import SharedLimits
 from studio.runtime.database import RUNTIME_MIGRATIONS, Database
@@ -124,6 +127,8 @@ async def test_a_burst_is_committed_in_groups_and_counted_exactly(db) -> None:
 
 TWO_REPLICAS = """
 import asyncio, json, sys
+from events.catalog import ChatCompleted
+from events.envelope import Event
 from functions.chat.limits import SharedLimits
 from studio.runtime.database import Database
 from studio.runtime.errors import TooManyRequests
@@ -156,3 +161,52 @@ async def test_two_chat_replicas_in_two_processes_share_one_limit(db, db_target:
 
     admitted = [int(out.decode().strip()) for out, _ in outputs]
     assert sum(admitted) == 10, admitted  # ten a minute in all, not ten per replica
+
+
+async def test_the_slot_that_frees_records_the_outcome_event_in_the_outbox_with_the_usage(db) -> None:
+    """Issue 21: the usage event rides in the transaction that frees the slot (published by the outbox)."""
+    limits = SharedLimits(db, concurrent=2, per_minute=100, clock=Clock())
+    data = ChatCompleted(
+        model="tinyllama:latest",
+        user_id="v1",
+        prompt_tokens=3,
+        completion_tokens=4,
+        time_to_first_token_ms=1.0,
+        duration_ms=2.0,
+        tokens_per_s=None,
+        done_reason="stop",
+        api="messages",
+    )
+    event = Event(type=data.TYPE, source="/chat", data=data.to_data(), subject=data.subject)
+    async with limits.admit("v1") as slot:
+        slot.model, slot.prompt_tokens, slot.completion_tokens, slot.event = "tinyllama:latest", 3, 4, event
+
+    rows = await db.fetch_all("SELECT event_id, event_type FROM outbox")
+    assert [tuple(r) for r in rows] == [(event.id, "chat.completed")]
+    assert Event.from_json((await db.fetch_one("SELECT payload FROM outbox"))["payload"]).data["api"] == "messages"
+    usage = await db.fetch_all("SELECT prompt_tokens, completion_tokens FROM chat_usage")
+    assert [tuple(r) for r in usage] == [(3, 4)]
+
+
+async def test_an_admitted_slot_says_how_many_tokens_are_left_today(db) -> None:
+    limits = SharedLimits(db, concurrent=2, per_minute=100, tokens_per_day=100, clock=Clock())
+    await answer_using(limits, "v1", "tinyllama:latest", 30, 40)
+    async with limits.admit("v1") as slot:
+        assert slot.remaining == 30
+    async with SharedLimits(db, concurrent=2, per_minute=100).admit("v1") as unlimited:
+        assert unlimited.remaining is None
+
+
+async def test_an_early_admission_refused_by_the_shared_count_raises_when_awaited_and_frees_nothing(db) -> None:
+    clock = Clock()
+    one, other = (SharedLimits(db, concurrent=3, per_minute=100, clock=clock) for _ in range(2))  # two replicas
+    async with contextlib.AsyncExitStack() as held:
+        for _ in range(3):
+            await held.enter_async_context(one.admit("v1"))
+        with pytest.raises(TooManyRequests) as caught:
+            async with other.admit("v1", early=True) as slot:  # this replica has seen none: early
+                assert slot.admission is not None
+                await slot.admitted()
+        assert caught.value.code == "too_many_generations"
+        assert await other.generating("v1") == 3
+    assert await other.generating("v1") == 0

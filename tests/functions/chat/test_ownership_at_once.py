@@ -1,5 +1,6 @@
 """Read your own purchase: a purchase answered 200 (or settled by a webhook) is chattable on the very
-next request, and a refund is refused on the very next one, whatever chat's projection has seen."""
+next request, whatever chat's projection has seen; a refund is refused as soon as its event is heard,
+before the projection applies it (entitlements.py: it takes effect within the consumers' lag)."""
 
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ async def test_buyers_who_chat_right_after_their_200_are_never_refused_under_loa
     assert [c for _, c in results] == [200] * 20, f"refused right after buying: {results}"
 
 
-async def test_a_settled_payment_counts_and_a_refund_is_refused_at_once_whatever_the_projection_saw(
+async def test_a_settled_payment_counts_and_a_refund_is_refused_once_heard_whatever_the_projection_saw(
     embedded_studio, settings, ollama, stripe_api
 ) -> None:
     ollama.preinstall(PAID)
@@ -118,14 +119,66 @@ async def test_a_settled_payment_counts_and_a_refund_is_refused_at_once_whatever
 
         await stripe_api.send(hook, stripe_api.refund_event(session_id))
         await eventually(lambda: _is(purchase_status(body["purchase_id"]), "refunded"), message="the refund settled")
-        assert await chat_status(session, str(client.make_url("/api/chat")), PAID) == 403
+        chat_url = str(client.make_url("/api/chat"))
+        await eventually(lambda: _refused(chat_status(session, chat_url, PAID)), message="the refund heard by chat")
 
         projection.resume()
         await eventually(lambda: _not(_owned_by_anyone(chat)), message="the projection caught up with the refund")
 
 
+async def test_a_disputed_purchase_is_owned_nowhere_while_the_dispute_is_open(
+    embedded_studio, settings, ollama, stripe_api
+) -> None:
+    """Issue 21: /api/models, the purchase function's answer to chat, chat itself and /v1/models agree."""
+    ollama.preinstall(PAID)
+    client = await start(embedded_studio, settings, ollama, stripe_api)
+    bus = client.host_runtime.bus
+    hook = str(client.make_url("/api/webhooks/stripe"))
+    chat_url = str(client.make_url("/api/chat"))
+    async with visitor(client) as session:
+        async with session.post(str(client.make_url(f"/api/models/purchase/{PAID}"))) as resp:
+            body = await resp.json()
+        session_id = body["checkout_url"].rsplit("/", 1)[1]
+        stripe_api.pay(session_id)
+        assert await stripe_api.deliver(hook, "checkout.session.completed", session_id) == [200]
+        await eventually(lambda: _listed(session, client, PAID), message="the purchase owned")
+        assert await chat_status(session, chat_url, PAID) == 200  # chat remembers it from here on
+
+        dispute = stripe_api.dispute(session_id)
+        assert await stripe_api.send(hook, stripe_api.event("charge.dispute.created", dispute)) == [200]
+        await eventually(lambda: _not(_owned_in_models(session, client)), message="/api/models says not owned")
+
+        await eventually(lambda: _refused(chat_status(session, chat_url, PAID)), message="chat refuses it")
+        assert not await _listed(session, client, PAID), "/v1/models lists a suspended purchase"
+        owner = await _buyer(client)
+        assert (await bus.query("purchases.owns", {"user_id": owner, "model": PAID}))["owns"] is False
+
+
+async def _owned_in_models(session: aiohttp.ClientSession, client) -> bool:
+    async with session.get(str(client.make_url("/api/models"))) as resp:
+        models = (await resp.json())["models"]
+    return next(m for m in models if m["id"] == PAID)["owned"]
+
+
+async def _listed(session: aiohttp.ClientSession, client, model: str) -> bool:
+    async with session.get(str(client.make_url("/v1/models"))) as resp:
+        assert resp.status == 200, await resp.text()
+        return model in [m["id"] for m in (await resp.json())["data"]]
+
+
+async def _buyer(client) -> str:
+    purchase = load("purchase")
+    row = await purchase.db.fetch_one("SELECT user_id FROM purchases WHERE model = ?", (PAID,))
+    assert row is not None
+    return str(row["user_id"])
+
+
 async def _is(status, expected: str) -> bool:
     return await status == expected
+
+
+async def _refused(status) -> bool:
+    return await status == 403
 
 
 async def _not(awaitable) -> bool:
