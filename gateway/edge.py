@@ -39,7 +39,6 @@ from gateway.credentials import KEY_PREFIX, Credentials
 from gateway.guards import (
     AddressLimits,
     changes_state,
-    client_address,
     is_stream,
     refuse_cross_site,
     refuse_without_session,
@@ -47,6 +46,7 @@ from gateway.guards import (
 from gateway.presence import Presence
 from gateway.routes import Route, RouteTable
 from gateway.session import COOKIE, MAX_AGE_S, Sessions
+from studio.runtime.addresses import client_address
 from studio.runtime.errors import (
     Forbidden,
     GatewayTimeout,

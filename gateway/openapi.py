@@ -426,8 +426,11 @@ def document() -> dict[str, Any]:
         },
         "/api/auth/login": {
             "post": {
-                "summary": "Sign in (the visitor's purchases move into the account); 10 failures in 15 minutes "
-                "per e-mail or address: 429",
+                "summary": "Sign in (the visitor's purchases move into the account)",
+                "description": "Wrong passwords slow the attacker, never lock the owner out: after 5 failures "
+                "in 15 minutes from one address, or on one account from addresses that failed themselves, the "
+                "next attempt waits 1 s, then 2, 4 ... up to 15 minutes (429 with Retry-After). An address with "
+                "no recent failures is not held back by the account's count.",
                 "security": [*VISITOR, {}],
                 "requestBody": {"required": True, "content": json_content(ref("Credentials"))},
                 "responses": {**ok("Signed in", ref("Account")), **errors(400, 401, 403, 429)},
@@ -435,32 +438,53 @@ def document() -> dict[str, Any]:
         },
         "/api/auth/logout": {
             "post": {
-                "summary": "End this session (`everywhere=1`: every session of the account)",
+                "summary": "End this session (`everywhere=1`: every session of the account; with `keys=1` its "
+                "API keys are revoked too)",
                 "security": [*SIGNED_IN, {}],
-                "parameters": [{"name": "everywhere", "in": "query", "schema": {"type": "string", "enum": ["1"]}}],
+                "parameters": [
+                    {"name": "everywhere", "in": "query", "schema": {"type": "string", "enum": ["1"]}},
+                    {"name": "keys", "in": "query", "schema": {"type": "string", "enum": ["1"]}},
+                ],
                 "responses": {**NO_CONTENT, **errors()},
             }
         },
         "/api/auth/forgot": {
             "post": {
                 "summary": "Mail a password reset link (the same answer whether or not the e-mail has an account)",
+                "description": "409 `mail_not_configured` when the studio sends no e-mail (STUDIO_SMTP_URL is not "
+                "set): a setting, not a fault; the operator makes a link with `localai-studio users reset-link`.",
                 "security": ANYONE,
                 "requestBody": {"required": True, "content": json_content(obj({"email": TEXT}, ("email",)))},
                 "responses": {
                     **ok("Sent if the account exists", obj({"status": {"type": "string"}}, ("status",)), "202"),
-                    **errors(400, 429, 503),
+                    **errors(400, 409, 429),
                 },
             }
         },
         "/api/auth/reset": {
             "post": {
-                "summary": "Set a new password with a reset link's token",
+                "summary": "Set a new password with a reset link's token: every session ends and every API key "
+                "is revoked (the answer says how many)",
                 "security": ANYONE,
                 "requestBody": {
                     "required": True,
                     "content": json_content(obj({"token": TEXT, "password": TEXT}, ("token", "password"))),
                 },
-                "responses": {**ok("Signed in", ref("Account")), **errors(400, 429)},
+                "responses": {
+                    **ok(
+                        "Changed; sign in again",
+                        obj(
+                            {
+                                "status": TEXT,
+                                "sessions_ended": {"type": "integer"},
+                                "keys_revoked": {"type": "integer"},
+                                "message": TEXT,
+                            },
+                            ("status", "sessions_ended", "keys_revoked", "message"),
+                        ),
+                    ),
+                    **errors(400, 429),
+                },
             }
         },
         "/api/auth/session": {
@@ -482,13 +506,14 @@ def document() -> dict[str, Any]:
         },
         "/api/account/password": {
             "post": {
-                "summary": "Change the password; every other session ends",
+                "summary": "Change the password; every other session ends (wrong current passwords are throttled "
+                "like sign-ins: 429)",
                 "security": SIGNED_IN,
                 "requestBody": {
                     "required": True,
                     "content": json_content(obj({"current": TEXT, "new": TEXT}, ("current", "new"))),
                 },
-                "responses": {**NO_CONTENT, **errors(400, 401, 403)},
+                "responses": {**NO_CONTENT, **errors(400, 401, 403, 429)},
             }
         },
         "/api/account/keys": {

@@ -17,6 +17,7 @@ from yarl import URL
 
 from gateway.routes import Route
 from gateway.upstream import UpstreamConnectError, UpstreamError, UpstreamPool, UpstreamResponse
+from studio.runtime.addresses import client_address, forwarded_for
 from studio.runtime.errors import BadGateway, PayloadTooLarge
 from studio.runtime.identity import IDENTITY_HEADERS, Identity, to_headers
 from studio.runtime.settings import Settings
@@ -37,7 +38,17 @@ HOP_BY_HOP = frozenset(
     )
 )
 # Expect: the gateway's server already answered the client's 100-continue; the body is on its way.
-NOT_FORWARDED = HOP_BY_HOP | {h.lower() for h in (*IDENTITY_HEADERS, "Authorization", "X-Request-Id", "Expect")}
+NOT_FORWARDED = HOP_BY_HOP | {
+    h.lower()
+    for h in (
+        *IDENTITY_HEADERS,
+        "Authorization",
+        "X-Request-Id",
+        "Expect",
+        "X-Forwarded-For",  # sent on with the peer appended (studio.runtime.addresses)
+        "X-Real-IP",  # sent on as the client this gateway resolved
+    )
+}
 WHOLE_BODY_LIMIT = 64 * 1024  # bodies up to this size are read and sent in one piece
 STREAM_IDLE_S = 600.0
 
@@ -66,7 +77,8 @@ class Upstreams:
         headers = [(k, v) for k, v in incoming.items() if k.lower() not in NOT_FORWARDED]
         headers.extend(to_headers(who).items())
         headers.append(("X-Request-Id", request_id))
-        headers.append(("X-Forwarded-For", request.remote or ""))
+        headers.append(("X-Forwarded-For", forwarded_for(request)))
+        headers.append(("X-Real-IP", client_address(request, self.settings.trusted_proxies)))
         if "X-Forwarded-Proto" not in incoming:
             headers.append(("X-Forwarded-Proto", request.scheme))
         if "X-Forwarded-Host" not in incoming:
