@@ -19,7 +19,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -295,6 +297,17 @@ class SqliteTransaction(Transaction):
         return list(await self._conn.execute_fetchall(sql, params))
 
 
+def private(path: Path) -> None:
+    """The database file readable by its owner only (0600), created so if new: it holds password hashes,
+    e-mails and purchases. SQLite gives its -wal and -shm files the database file's permissions."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if existing.stat().st_mode & 0o077:
+                os.chmod(existing, 0o600)
+
+
 class SqliteDatabase(Database):
     def __init__(self, target: Path | str | DatabaseUrl) -> None:
         super().__init__(target)
@@ -313,6 +326,7 @@ class SqliteDatabase(Database):
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        private(self.path)
         self._writer = await self._connect()
         await self._writer.execute_fetchall("PRAGMA journal_mode=WAL")
         self._reader = await self._connect()
