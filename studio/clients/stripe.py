@@ -42,6 +42,7 @@ class Checkout:
     metadata: dict[str, str]
     amount_total: int | None
     currency: str | None
+    email: str | None = None  # customer_details.email: the buyer's, as Checkout collected it
 
 
 def _checkout(session: Any) -> Checkout:
@@ -58,6 +59,7 @@ def _checkout(session: Any) -> Checkout:
         metadata=dict(doc.get("metadata") or {}),
         amount_total=doc.get("amount_total"),
         currency=doc.get("currency"),
+        email=(doc.get("customer_details") or {}).get("email") or None,
     )
 
 
