@@ -25,6 +25,7 @@ from typing import Any
 import nats
 import nats.errors
 import nats.js.errors
+from nats.aio.client import DEFAULT_INBOX_PREFIX
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api
@@ -47,6 +48,23 @@ Listener = Callable[[Event], Awaitable[None]]
 
 class BusUnavailable(RuntimeError):
     """NATS (or JetStream) cannot be reached right now."""
+
+
+class BusRefused(BusUnavailable):
+    """NATS refused this process's credentials (or it has none and NATS requires them)."""
+
+
+def inbox_prefix(user: str) -> str:
+    """Where a user's replies arrive (`_INBOX_<user>.>`): its permissions let only it subscribe there."""
+    return f"_INBOX_{user}"
+
+
+@dataclass(frozen=True)
+class NatsLogin:
+    """A NATS user and password (studio.runtime.nats_users says what each may do)."""
+
+    user: str
+    password: str = field(repr=False)
 
 
 class StreamRefused(RuntimeError):
@@ -100,8 +118,9 @@ def server_urls(url: str) -> list[str]:
 
 
 class Bus:
-    def __init__(self, url: str, *, name: str, source: str) -> None:
+    def __init__(self, url: str, *, name: str, source: str, login: NatsLogin | None = None) -> None:
         self.url = url
+        self.login = login
         self.servers = server_urls(url)
         self.name = name
         self.source = source
@@ -110,6 +129,7 @@ class Bus:
         self._listeners: list[Any] = []
         self.disconnected_since: float | None = None
         self._closing = False
+        self._refused = asyncio.Event()
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -122,22 +142,15 @@ class Bus:
             remaining = max(0.5, deadline - loop.time())
             try:
                 # nats-py retries an unanswered first connect forever when reconnects are unlimited,
-                # so the overall wait is bounded here.
-                self._nc = await asyncio.wait_for(
-                    nats.connect(
-                        servers=self.servers,
-                        name=self.name,
-                        connect_timeout=2,
-                        allow_reconnect=True,
-                        max_reconnect_attempts=-1,
-                        reconnect_time_wait=0.5,
-                        disconnected_cb=self._on_disconnected,
-                        reconnected_cb=self._on_reconnected,
-                        error_cb=self._on_error,
-                    ),
-                    timeout=remaining,
-                )
+                # so the overall wait is bounded here; a refused login ends it at once (`_on_error`).
+                self._nc = await self._connect_once(remaining)
                 return
+            except nats.errors.AuthorizationError:
+                who = f"the user {self.login.user!r}" if self.login else "a client without credentials"
+                raise BusRefused(
+                    f"NATS at {self.url} refused {who}: the password in STUDIO_NATS_CREDENTIALS_DIR must be the one "
+                    "nats-server was given (`localai-studio nats credentials`, docs/hardening.md)"
+                ) from None
             except (TimeoutError, OSError, nats.errors.Error) as exc:
                 last_error = exc
                 if loop.time() >= deadline:
@@ -145,6 +158,43 @@ class Bus:
                         f"NATS at {self.url} does not answer ({type(last_error).__name__}: {last_error})"
                     ) from None
                 await asyncio.sleep(0.25)
+
+    async def _connect_once(self, timeout: float) -> NatsClient:
+        nc = NatsClient()
+        self._refused = refused = asyncio.Event()
+        connecting = asyncio.ensure_future(
+            asyncio.wait_for(
+                nc.connect(
+                    servers=self.servers,
+                    name=self.name,
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int, used as seconds
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    error_cb=self._on_error,
+                    user=self.login.user if self.login else None,
+                    password=self.login.password if self.login else None,
+                    inbox_prefix=inbox_prefix(self.login.user) if self.login else DEFAULT_INBOX_PREFIX,
+                ),
+                timeout=timeout,
+            )
+        )
+        waiting = asyncio.ensure_future(refused.wait())
+        try:
+            await asyncio.wait({connecting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise nats.errors.AuthorizationError()
+        connecting.result()  # raises what the connect raised
+        return nc
 
     async def _on_disconnected(self) -> None:
         if self._closing:
@@ -159,6 +209,15 @@ class Bus:
         log.info("NATS connection restored", extra={"nats_url": self.url, "server": getattr(server, "netloc", None)})
 
     async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower():
+            if self._nc is None:  # the first connect: the login is wrong, retrying cannot help
+                self._refused.set()
+            else:
+                log.error("NATS refused this process's login while reconnecting: were the credentials rotated?")
+            return
+        if "permissions violation" in str(exc).lower():  # a subject this user's contract does not allow
+            log.error("NATS refused: %s", exc, extra={"nats_user": self.login.user if self.login else None})
+            return
         log.debug("NATS client error: %s", exc)
 
     @property

@@ -52,7 +52,11 @@ from studio.runtime.errors import (
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import EVICT_HEADER, SESSION_COOKIE, Identity, identity, require_account
 
-function = Function("accounts", migrations=Path(__file__).parent / "migrations")
+function = Function(
+    "accounts",
+    migrations=Path(__file__).parent / "migrations",
+    publishes=("account.created", "account.merged", "account.access_changed"),
+)
 
 ACCOUNTS = Key[Accounts]("accounts")
 MAILER = Key[Mailer | None]("mailer")

@@ -63,7 +63,12 @@ from studio.runtime.errors import BadRequest, GatewayTimeout, StudioError, Unaut
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity, require_visitor
 
-function = Function("chat", migrations=Path(__file__).parent / "migrations")
+function = Function(
+    "chat",
+    migrations=Path(__file__).parent / "migrations",
+    publishes=("chat.completed", "chat.failed", "chat.cancelled"),
+    asks=("purchases.owns",),
+)
 
 CATALOG = Key[catalog.Catalog]("catalog")
 FLEET = Key[Fleet]("fleet")

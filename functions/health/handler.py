@@ -35,7 +35,9 @@ from studio.clients.ollama import OllamaClient
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity
 
-function = Function("health", uses_database=True)
+function = Function(
+    "health", uses_database=True, publishes=("heartbeat.requested",), asks=("chat.nodes",), reads_stream=True
+)
 
 OLLAMA = Key[list[OllamaClient]]("ollama")
 LIVENESS = Key[Liveness]("liveness")

@@ -63,7 +63,16 @@ from studio.runtime.errors import BadRequest, NotFound
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import require_admin
 
-function = Function("monitor")
+function = Function(
+    "monitor",
+    publishes=(
+        "consumer.fell_behind",
+        "consumer.caught_up",
+        "scale.threshold_crossed",
+        "operator.dead_letter_redriven",
+    ),
+    redrives=True,  # reads dead letters and consumer lag; a redrive puts a stored event back
+)
 log = logging.getLogger("studio.functions.monitor")
 
 COUNTS = Key[EventCounts]("counts")

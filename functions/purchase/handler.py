@@ -51,7 +51,30 @@ from studio.runtime.errors import Conflict, NotFound
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity, require_admin, require_visitor
 
-function = Function("purchase", migrations=Path(__file__).parent / "migrations")
+function = Function(
+    "purchase",
+    migrations=Path(__file__).parent / "migrations",
+    publishes=(
+        "purchase.created",
+        "purchase.completed",
+        "purchase.failed",
+        "purchase.revoked",
+        "purchase.suspended",
+        "purchase.restored",
+        "purchase.flagged",
+        "purchase.transferred",
+        "payment.succeeded",  # the reconciliation repairs what a lost webhook never said
+        "payment.failed",
+        "payment.refunded",
+        "payment.disputed",
+        "payment.dispute_closed",
+        "install.requested",
+        "operator.catalog_changed",
+        "operator.refund_requested",
+        "operator.reconciled",
+    ),
+    asks=("installs.states", "installs.nodes"),
+)
 
 LEDGER = Key[Ledger]("ledger")
 PAYMENTS = Key[StripePayments | None]("payments")

@@ -26,7 +26,19 @@ from studio.clients.stripe import InvalidWebhook, verify_webhook
 from studio.runtime.errors import BadRequest, UpstreamUnavailable
 from studio.runtime.function import Function
 
-function = Function("webhook", migrations=Path(__file__).parent / "migrations")
+function = Function(
+    "webhook",
+    migrations=Path(__file__).parent / "migrations",
+    publishes=(
+        "payment.succeeded",
+        "payment.failed",
+        "payment.refunded",
+        "payment.refund_failed",
+        "payment.disputed",
+        "payment.dispute_closed",
+        "stripe_event.ignored",
+    ),
+)
 function.retain("stripe_events", time_column="received_at", key="event_id")
 
 
