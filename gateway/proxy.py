@@ -17,7 +17,7 @@ from yarl import URL
 
 from gateway.routes import Route
 from gateway.upstream import UpstreamConnectError, UpstreamError, UpstreamPool, UpstreamResponse
-from studio.runtime.addresses import client_address, forwarded_for
+from studio.runtime.addresses import client_address
 from studio.runtime.errors import BadGateway, PayloadTooLarge
 from studio.runtime.identity import IDENTITY_HEADERS, Identity, to_headers
 from studio.runtime.settings import Settings
@@ -45,8 +45,8 @@ NOT_FORWARDED = HOP_BY_HOP | {
         "Authorization",
         "X-Request-Id",
         "Expect",
-        "X-Forwarded-For",  # sent on with the peer appended (studio.runtime.addresses)
-        "X-Real-IP",  # sent on as the client this gateway resolved
+        "X-Forwarded-For",  # replaced by the client this gateway resolved (studio.runtime.addresses)
+        "X-Real-IP",
     )
 }
 WHOLE_BODY_LIMIT = 64 * 1024  # bodies up to this size are read and sent in one piece
@@ -77,8 +77,9 @@ class Upstreams:
         headers = [(k, v) for k, v in incoming.items() if k.lower() not in NOT_FORWARDED]
         headers.extend(to_headers(who).items())
         headers.append(("X-Request-Id", request_id))
-        headers.append(("X-Forwarded-For", forwarded_for(request)))
-        headers.append(("X-Real-IP", client_address(request, self.settings.trusted_proxies)))
+        client = client_address(request, self.settings.trusted_proxies)  # what this gateway believes, only
+        headers.append(("X-Forwarded-For", client))
+        headers.append(("X-Real-IP", client))
         if "X-Forwarded-Proto" not in incoming:
             headers.append(("X-Forwarded-Proto", request.scheme))
         if "X-Forwarded-Host" not in incoming:

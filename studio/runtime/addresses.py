@@ -8,9 +8,10 @@ client, and anything left of it was written by the client and proves nothing. Wi
 trusted proxy's `X-Real-IP` names the client. From any other peer both headers are ignored, so a
 client cannot name an address of its choosing (to dodge a per-address limit, or to throttle a victim's).
 
-Behind the distributed gateway, a function's peer is the gateway, which appends the peer it saw to
-`X-Forwarded-For`: the function applies the same rule, with the gateway's network among its trusted
-proxies (compose sets STUDIO_TRUSTED_PROXIES for every service).
+Behind the distributed gateway, a function's peer is the gateway, which sends the client it resolved by
+this rule as both `X-Forwarded-For` and `X-Real-IP` (never the chain a client wrote): the function applies
+the same rule, with the gateway's network among its trusted proxies (compose sets STUDIO_TRUSTED_PROXIES
+for every service); a client that is itself a trusted address (loopback) comes through `X-Real-IP`.
 """
 
 from __future__ import annotations
@@ -43,9 +44,3 @@ def client_address(request: web.Request, proxies: tuple[IPNetwork, ...]) -> str:
             return hop[:64]
     real = request.headers.get("X-Real-IP", "").strip()
     return real[:64] or peer
-
-
-def forwarded_for(request: web.Request) -> str:
-    """The `X-Forwarded-For` a proxy sends on: what it received, plus the peer it saw."""
-    hops = [h.strip() for value in request.headers.getall("X-Forwarded-For", []) for h in value.split(",")]
-    return ", ".join([*(h for h in hops if h), request.remote or "unknown"])
