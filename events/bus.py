@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import nats
@@ -61,10 +63,27 @@ def inbox_prefix(user: str) -> str:
 
 @dataclass(frozen=True)
 class NatsLogin:
-    """A NATS user and password (studio.runtime.nats_users says what each may do)."""
+    """How to reach NATS: a user and password (studio.runtime.nats_users says what each may do), and the
+    CA certificate the server's must chain to (TLS, a NATS cluster across servers)."""
 
     user: str
     password: str = field(repr=False)
+    ca: Path | None = None
+
+    @classmethod
+    def anonymous(cls, ca: Path | None) -> NatsLogin | None:
+        """No user (a NATS without users); still TLS when a CA is given."""
+        return cls("", "", ca) if ca is not None else None
+
+    def tls(self) -> ssl.SSLContext | None:
+        if self.ca is None:
+            return None
+        try:
+            return ssl.create_default_context(cafile=str(self.ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise BusUnavailable(
+                f"the NATS CA certificate {self.ca} cannot be read ({exc}): check STUDIO_NATS_CA"
+            ) from None
 
 
 class StreamRefused(RuntimeError):
@@ -146,7 +165,8 @@ class Bus:
                 self._nc = await self._connect_once(remaining)
                 return
             except nats.errors.AuthorizationError:
-                who = f"the user {self.login.user!r}" if self.login else "a client without credentials"
+                user = self.login.user if self.login else ""
+                who = f"the user {user!r}" if user else "a client without credentials"
                 raise BusRefused(
                     f"NATS at {self.url} refused {who}: the password in STUDIO_NATS_CREDENTIALS_DIR must be the one "
                     "nats-server was given (`localai-studio nats credentials`, docs/hardening.md)"
@@ -162,6 +182,7 @@ class Bus:
     async def _connect_once(self, timeout: float) -> NatsClient:
         nc = NatsClient()
         self._refused = refused = asyncio.Event()
+        user = self.login.user if self.login else ""
         connecting = asyncio.ensure_future(
             asyncio.wait_for(
                 nc.connect(
@@ -174,9 +195,10 @@ class Bus:
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
                     error_cb=self._on_error,
-                    user=self.login.user if self.login else None,
-                    password=self.login.password if self.login else None,
-                    inbox_prefix=inbox_prefix(self.login.user) if self.login else DEFAULT_INBOX_PREFIX,
+                    user=user or None,
+                    password=self.login.password if self.login and user else None,
+                    inbox_prefix=inbox_prefix(user) if user else DEFAULT_INBOX_PREFIX,
+                    tls=self.login.tls() if self.login else None,
                 ),
                 timeout=timeout,
             )

@@ -204,6 +204,14 @@ VARS: tuple[Var, ...] = (
     ),
     Var("STUDIO_NATS_PORT", "nats_port", _port, "4222", "Port of the NATS server `up` starts."),
     Var(
+        "STUDIO_NATS_CA",
+        "nats_ca",
+        lambda s: Path(s) if s else None,
+        "",
+        "The CA certificate NATS's own certificate must chain to (a NATS cluster across servers: "
+        "compose/nats/cluster-certs' ca.pem); set = TLS to NATS, required. Empty = plain (one host).",
+    ),
+    Var(
         "STUDIO_NATS_CREDENTIALS_DIR",
         "nats_credentials_dir",
         lambda s: Path(s) if s else None,
@@ -591,6 +599,7 @@ class Settings:
     database_url: DatabaseUrl | None
     events_replicas: int
     nats_port: int
+    nats_ca: Path | None
     nats_credentials_dir: Path | None
     ollama_url: str
     ollama_urls: tuple[str, ...]
@@ -730,7 +739,7 @@ class Settings:
                 f"the NATS password of {user!r} in {self.nats_credentials} cannot be read ({exc.strerror}): the "
                 "studio's user must own it (STUDIO_NATS_CREDENTIALS_DIR)"
             ) from None
-        return NatsLogin(user, password) if password else None
+        return NatsLogin(user, password, ca=self.nats_ca) if password else NatsLogin.anonymous(self.nats_ca)
 
     def effective_nats_url(self) -> str:
         return self.nats_url or f"nats://127.0.0.1:{self.nats_port}"

@@ -149,6 +149,7 @@ async def main(args: argparse.Namespace) -> None:
                         ollama.url,
                         replicas=3,
                         STUDIO_NATS_CREDENTIALS_DIR=str(cluster.credentials),
+                        STUDIO_NATS_CA=str(cluster.ca),
                     ),
                 )
                 for n in ("a", "b")

@@ -45,7 +45,8 @@ def studios(
             nats_cluster.url,
             cluster_ollama_url,
             replicas=3,
-            STUDIO_NATS_CREDENTIALS_DIR=str(nats_cluster.credentials),  # NATS requires its users
+            STUDIO_NATS_CREDENTIALS_DIR=str(nats_cluster.credentials),  # NATS requires its users,
+            STUDIO_NATS_CA=str(nats_cluster.ca),  # over TLS
             **shared_database,
             **extra,
         )

@@ -1,7 +1,8 @@
 """A real 3-node NATS cluster with JetStream, as on three servers: each node its own client port,
 cluster port, store dir and server name, routes to the other two, `sync_interval: always`. Locked
-down as in production: clients log in as the studio's generated NATS users (`credentials`, `login()`),
-and the routes use mutual TLS with certificates from compose/nats/cluster-certs.
+down as in production: clients log in as the studio's generated NATS users (`credentials`, `login()`)
+over TLS checked against the cluster's CA (`ca`), and the routes use mutual TLS, with certificates from
+compose/nats/cluster-certs.
 
 `start()` returns once the nodes have elected a JetStream meta leader (before that, JetStream answers
 nothing); `kill(i)` is SIGKILL, `restart(i)` brings a node back on its own port and store.
@@ -15,6 +16,7 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nats
 import nats.errors
@@ -55,14 +57,19 @@ class NatsCluster:
         self._authorization = write_credentials(self.credentials, every_user([load(n) for n in NAMES]))
         subprocess.run([str(CERTS), str(self.tls), "127.0.0.1"], check=True, capture_output=True)
 
+    @property
+    def ca(self) -> Path:
+        """STUDIO_NATS_CA for the studios."""
+        return self.tls / "ca.pem"
+
     def login(self, user: str = "ops") -> NatsLogin:
         password = password_of(self.credentials, user)
         assert password is not None, user
-        return NatsLogin(user, password)
+        return NatsLogin(user, password, ca=self.ca)
 
-    def _connect_options(self) -> dict[str, str]:
+    def _connect_options(self) -> dict[str, Any]:
         ops = self.login()
-        return {"user": ops.user, "password": ops.password}
+        return {"user": ops.user, "password": ops.password, "tls": ops.tls()}
 
     @property
     def url(self) -> str:
@@ -77,9 +84,11 @@ class NatsCluster:
             f'listen: "127.0.0.1:{node.port}"\n'
             f"server_name: {node.name}\n"
             "max_payload: 1MB\n"
+            f'tls {{\n  cert_file: "{self.tls / "node.pem"}"\n  key_file: "{self.tls / "node-key.pem"}"\n'
+            f'  ca_file: "{self.ca}"\n  timeout: 5\n}}\n'
             f'jetstream {{\n  store_dir: "{node.store_dir}"\n  sync_interval: always\n}}\n'
             f'cluster {{\n  name: {self.name}\n  listen: "127.0.0.1:{node.cluster_port}"\n  routes: [{routes}]\n'
-            f'  tls {{\n    cert_file: "{self.tls / "route.pem"}"\n    key_file: "{self.tls / "route-key.pem"}"\n'
+            f'  tls {{\n    cert_file: "{self.tls / "node.pem"}"\n    key_file: "{self.tls / "node-key.pem"}"\n'
             f'    ca_file: "{self.tls / "ca.pem"}"\n    verify: true\n    timeout: 5\n  }}\n}}\n' + self._authorization
         )
         return conf
@@ -149,7 +158,7 @@ class NatsCluster:
                     node.proc.wait()
 
 
-async def _jetstream_answers(url: str, login: dict[str, str]) -> bool:
+async def _jetstream_answers(url: str, login: dict[str, Any]) -> bool:
     try:
         nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False, **login)
     except (OSError, nats.errors.Error, TimeoutError):

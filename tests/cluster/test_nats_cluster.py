@@ -9,7 +9,7 @@ import subprocess
 import aiohttp
 import pytest
 
-from events.bus import STREAM, Bus, BusRefused, BusUnavailable, StreamPolicy
+from events.bus import STREAM, Bus, BusRefused, BusUnavailable, NatsLogin, StreamPolicy
 from events.envelope import Event
 from events.server import find_binary
 from studio.runtime.settings import Settings, SettingsError
@@ -119,11 +119,16 @@ async def test_a_studio_waits_for_a_cluster_quorum_and_says_what_is_missing(tmp_
         cluster.stop()
 
 
-async def test_the_cluster_refuses_clients_without_a_login_and_nodes_without_its_certificate(
+async def test_the_cluster_refuses_clients_without_a_login_or_tls_and_nodes_without_its_certificate(
     nats_cluster: NatsCluster, tmp_path
 ) -> None:
-    with pytest.raises(BusRefused):
-        await Bus(nats_cluster.url, name="stranger", source="/x").connect(timeout=5)
+    with pytest.raises(BusRefused):  # TLS with the cluster's CA, but no user
+        await Bus(nats_cluster.url, name="stranger", source="/x", login=NatsLogin.anonymous(nats_cluster.ca)).connect(
+            timeout=5
+        )
+    with pytest.raises(BusUnavailable) as plain:  # without the CA: no TLS it can trust, no connection at all
+        await Bus(nats_cluster.url, name="plain", source="/x").connect(timeout=3)
+    assert not isinstance(plain.value, BusRefused)
 
     rogue = tmp_path / "rogue"  # a server someone starts next to the cluster, routing into it in plain text
     rogue.mkdir()

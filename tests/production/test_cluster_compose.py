@@ -108,9 +108,9 @@ def nats_dir(tmp_path: Path) -> Path:
 def test_the_nats_cluster_config_passes_nats_servers_check(tmp_path: Path) -> None:
     etc = nats_dir(tmp_path)
     tls = {
-        "NATS_ROUTE_CERT": str(etc / "tls" / "route.pem"),
-        "NATS_ROUTE_KEY": str(etc / "tls" / "route-key.pem"),
-        "NATS_ROUTE_CA": str(etc / "tls" / "ca.pem"),
+        "NATS_TLS_CERT": str(etc / "tls" / "node.pem"),
+        "NATS_TLS_KEY": str(etc / "tls" / "node-key.pem"),
+        "NATS_TLS_CA": str(etc / "tls" / "ca.pem"),
     }
     env = {**os.environ, **tls, **{k: SERVER_ENV[k] for k in ("NATS_SERVER_NAME", "NATS_ROUTE_1", "NATS_ROUTE_2")}}
     conf = etc / "nats-server.conf"
