@@ -227,6 +227,7 @@ class Bus:
 
     async def _on_reconnected(self) -> None:
         self.disconnected_since = None
+        self._refused.clear()
         server = self._nc.connected_url if self._nc is not None else None
         log.info("NATS connection restored", extra={"nats_url": self.url, "server": getattr(server, "netloc", None)})
 
@@ -234,8 +235,12 @@ class Bus:
         if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower():
             if self._nc is None:  # the first connect: the login is wrong, retrying cannot help
                 self._refused.set()
-            else:
-                log.error("NATS refused this process's login while reconnecting: were the credentials rotated?")
+            elif not self._refused.is_set():  # once per outage, not at every reconnect attempt
+                self._refused.set()
+                log.error(
+                    "NATS refused this process's login while reconnecting: were the credentials rotated? Restart "
+                    "this service so it reads its new password (docs/hardening.md)"
+                )
             return
         if "permissions violation" in str(exc).lower():  # a subject this user's contract does not allow
             log.error("NATS refused: %s", exc, extra={"nats_user": self.login.user if self.login else None})

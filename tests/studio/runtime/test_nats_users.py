@@ -175,3 +175,22 @@ def test_every_function_declares_what_it_publishes_and_its_user_allows_exactly_t
         if not fn.redrives:
             assert allowed == fn.publishes | RUNTIME_EVENTS, name
     assert users["ops"].publish == {">"} and "studio.operator.catalog_changed" not in users["install"].publish
+
+
+async def test_rotated_credentials_refuse_the_old_password_once_nats_restarts_and_say_so(locked, caplog) -> None:
+    server, credentials = locked
+    old = login(credentials, "install")
+    running = await connected(server, credentials, "install")
+    server.authorization = write_credentials(credentials, every_user([load(n) for n in NAMES]), rotate=True)
+    new = login(credentials, "install")
+    assert new.password != old.password
+    with caplog.at_level(logging.ERROR, logger="studio.events"):
+        await server.restart()  # the documented rotation: NATS first, then every service
+        await eventually(lambda: "were the credentials rotated" in caplog.text, message="the refusal, said")
+        with pytest.raises(BusRefused, match="'install'"):
+            await Bus(server.url, name="stale", source="/x", login=old).connect(timeout=5)
+    assert caplog.text.count("were the credentials rotated") == 1, "said once, not at every reconnect"
+    restarted = await connected(server, credentials, "install")  # the service restarted: its new password
+    assert restarted.connected
+    await restarted.close(0)
+    await running.close(0)
