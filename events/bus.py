@@ -23,14 +23,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import nats
 import nats.errors
 import nats.js.errors
+from nats.aio.client import DEFAULT_INBOX_PREFIX
 from nats.aio.client import Client as NatsClient
 from nats.js import api
 
@@ -96,6 +99,40 @@ class BusUnavailable(RuntimeError):
     """NATS (or JetStream) cannot be reached right now."""
 
 
+class BusRefused(BusUnavailable):
+    """NATS refused this process's credentials (or it has none and NATS requires them)."""
+
+
+def inbox_prefix(user: str) -> str:
+    """Where a user's replies arrive (`_INBOX_<user>.>`): its permissions let only it subscribe there."""
+    return f"_INBOX_{user}"
+
+
+@dataclass(frozen=True)
+class NatsLogin:
+    """How to reach NATS: a user and password (studio.runtime.nats_users says what each may do), and the
+    CA certificate the server's must chain to (TLS, a NATS cluster across servers)."""
+
+    user: str
+    password: str = field(repr=False)
+    ca: Path | None = None
+
+    @classmethod
+    def anonymous(cls, ca: Path | None) -> NatsLogin | None:
+        """No user (a NATS without users); still TLS when a CA is given."""
+        return cls("", "", ca) if ca is not None else None
+
+    def tls(self) -> ssl.SSLContext | None:
+        if self.ca is None:
+            return None
+        try:
+            return ssl.create_default_context(cafile=str(self.ca))
+        except (OSError, ssl.SSLError) as exc:
+            raise BusUnavailable(
+                f"the NATS CA certificate {self.ca} cannot be read ({exc}): check STUDIO_NATS_CA"
+            ) from None
+
+
 class StreamRefused(RuntimeError):
     """JetStream will not create or resize the event stream (e.g. not enough storage for its limits)."""
 
@@ -152,7 +189,7 @@ class Bus:
 
     transports: ClassVar[dict[str, type[Bus]]] = {}  # URL scheme -> class; "nats" is the default
 
-    def __new__(cls, url: str, *, name: str, source: str) -> Bus:
+    def __new__(cls, url: str, *, name: str, source: str, login: NatsLogin | None = None) -> Bus:
         if cls is Bus:
             scheme = url.split("://", 1)[0] if "://" in url else "nats"
             transport = Bus.transports.get(scheme, Bus.transports.get("nats"))
@@ -162,8 +199,9 @@ class Bus:
             return instance
         return super().__new__(cls)
 
-    def __init__(self, url: str, *, name: str, source: str) -> None:
+    def __init__(self, url: str, *, name: str, source: str, login: NatsLogin | None = None) -> None:
         self.url = url
+        self.login = login
         self.servers = server_urls(url)
         self.name = name
         self.source = source
@@ -390,10 +428,11 @@ class Bus:
 class NatsBus(Bus):
     """The bus on a nats-server (or cluster) with JetStream."""
 
-    def __init__(self, url: str, *, name: str, source: str) -> None:
-        super().__init__(url, name=name, source=source)
+    def __init__(self, url: str, *, name: str, source: str, login: NatsLogin | None = None) -> None:
+        super().__init__(url, name=name, source=source, login=login)
         self._nc: NatsClient | None = None
         self._closing = False
+        self._refused = asyncio.Event()
 
     # -- connection ------------------------------------------------------------------------------
 
@@ -406,22 +445,16 @@ class NatsBus(Bus):
             remaining = max(0.5, deadline - loop.time())
             try:
                 # nats-py retries an unanswered first connect forever when reconnects are unlimited,
-                # so the overall wait is bounded here.
-                self._nc = await asyncio.wait_for(
-                    nats.connect(
-                        servers=self.servers,
-                        name=self.name,
-                        connect_timeout=2,
-                        allow_reconnect=True,
-                        max_reconnect_attempts=-1,
-                        reconnect_time_wait=0.5,
-                        disconnected_cb=self._on_disconnected,
-                        reconnected_cb=self._on_reconnected,
-                        error_cb=self._on_error,
-                    ),
-                    timeout=remaining,
-                )
+                # so the overall wait is bounded here; a refused login ends it at once (`_on_error`).
+                self._nc = await self._connect_once(remaining)
                 return
+            except nats.errors.AuthorizationError:
+                user = self.login.user if self.login else ""
+                who = f"the user {user!r}" if user else "a client without credentials"
+                raise BusRefused(
+                    f"NATS at {self.url} refused {who}: the password in STUDIO_NATS_CREDENTIALS_DIR must be the one "
+                    "nats-server was given (`localai-studio nats credentials`, docs/operators/locking-down.md)"
+                ) from None
             except (TimeoutError, OSError, nats.errors.Error) as exc:
                 last_error = exc
                 if loop.time() >= deadline:
@@ -429,6 +462,45 @@ class NatsBus(Bus):
                         f"NATS at {self.url} does not answer ({type(last_error).__name__}: {last_error})"
                     ) from None
                 await asyncio.sleep(0.25)
+
+    async def _connect_once(self, timeout: float) -> NatsClient:
+        nc = NatsClient()
+        self._refused = refused = asyncio.Event()
+        user = self.login.user if self.login else ""
+        connecting = asyncio.ensure_future(
+            asyncio.wait_for(
+                nc.connect(
+                    servers=self.servers,
+                    name=self.name,
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # annotated int, used as seconds
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    error_cb=self._on_error,
+                    user=user or None,
+                    password=self.login.password if self.login and user else None,
+                    inbox_prefix=inbox_prefix(user) if user else DEFAULT_INBOX_PREFIX,
+                    tls=self.login.tls() if self.login else None,
+                ),
+                timeout=timeout,
+            )
+        )
+        waiting = asyncio.ensure_future(refused.wait())
+        try:
+            await asyncio.wait({connecting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if not connecting.done():
+            connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await connecting
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise nats.errors.AuthorizationError()
+        connecting.result()  # raises what the connect raised
+        return nc
 
     async def _on_disconnected(self) -> None:
         if self._closing:
@@ -439,10 +511,24 @@ class NatsBus(Bus):
 
     async def _on_reconnected(self) -> None:
         self.disconnected_since = None
+        self._refused.clear()
         server = self._nc.connected_url if self._nc is not None else None
         log.info("NATS connection restored", extra={"nats_url": self.url, "server": getattr(server, "netloc", None)})
 
     async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower():
+            if self._nc is None:  # the first connect: the login is wrong, retrying cannot help
+                self._refused.set()
+            elif not self._refused.is_set():  # once per outage, not at every reconnect attempt
+                self._refused.set()
+                log.error(
+                    "NATS refused this process's login while reconnecting: were the credentials rotated? Restart "
+                    "this service so it reads its new password (docs/operators/locking-down.md)"
+                )
+            return
+        if "permissions violation" in str(exc).lower():  # a subject this user's contract does not allow
+            log.error("NATS refused: %s", exc, extra={"nats_user": self.login.user if self.login else None})
+            return
         log.debug("NATS client error: %s", exc)
 
     @property

@@ -285,7 +285,8 @@ class PaymentSucceeded(EventData, frozen=True, kw_only=True):
     payment_intent: str | None
     amount_cents: int
     currency: str
-    email: str | None = None  # customer_details.email: for the operator's search, never sent further
+    # No e-mail: the buyer's address stays with the purchase (purchase asks Stripe for it), never in the
+    # event stream, which keeps events for 30 days and is read by every function and `events tail`.
 
 
 class PaymentFailed(EventData, frozen=True, kw_only=True):

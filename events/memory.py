@@ -40,6 +40,7 @@ from events.bus import (
     BusUnavailable,
     ConsumerLag,
     MessageCallback,
+    NatsLogin,
     PullSubscription,
     StreamPolicy,
     Subscription,
@@ -353,8 +354,8 @@ class Broker:
 class MemoryBus(Bus):
     """The bus on a `Broker` in this process (see the module's docstring)."""
 
-    def __init__(self, url: str, *, name: str, source: str) -> None:
-        super().__init__(url, name=name, source=source)
+    def __init__(self, url: str, *, name: str, source: str, login: NatsLogin | None = None) -> None:
+        super().__init__(url, name=name, source=source, login=login)  # no logins in one process: `login` unused
         self.servers = [url]
         self._broker: Broker | None = None
         self._subs: list[CoreSubscription] = []

@@ -3,6 +3,8 @@
 Used by `localai-studio up` (when STUDIO_NATS_URL is not set) and by the tests. The server gets a
 config file under its store directory, `sync_interval: always` (every JetStream write reaches the
 disk before it is acknowledged, so a power loss cannot lose a stored event), and dies with its parent.
+With `authorization` (the users block studio.runtime.nats_users writes), every client must log in and
+may use only its own subjects; the config is then readable by its owner only, as it holds passwords.
 """
 
 from __future__ import annotations
@@ -58,8 +60,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 
 class NatsServer:
-    def __init__(self, store_dir: Path, *, host: str = "127.0.0.1", port: int = 4222) -> None:
+    def __init__(
+        self, store_dir: Path, *, host: str = "127.0.0.1", port: int = 4222, authorization: str | None = None
+    ) -> None:
         self.store_dir = Path(store_dir)
+        self.authorization = authorization
         self.host = host
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
@@ -72,15 +77,18 @@ class NatsServer:
     def _write_config(self) -> Path:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.store_dir / "nats-server.conf"
-        conf.write_text(
-            f'listen: "{self.host}:{self.port}"\n'
-            "server_name: studio\n"
-            "max_payload: 1MB\n"
-            "jetstream {\n"
-            f'  store_dir: "{self.store_dir}"\n'
-            "  sync_interval: always\n"
-            "}\n"
-        )
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(
+                f'listen: "{self.host}:{self.port}"\n'
+                "server_name: studio\n"
+                "max_payload: 1MB\n"
+                "jetstream {\n"
+                f'  store_dir: "{self.store_dir}"\n'
+                "  sync_interval: always\n"
+                "}\n" + (self.authorization or "")
+            )
+        os.chmod(conf, 0o600)  # an older one may have been 0644
         return conf
 
     async def start(self, timeout: float = 10.0) -> None:

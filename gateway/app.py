@@ -184,7 +184,9 @@ def gateway_app(
 
 def _live_feed(settings: Settings, shared: Bus | None, credentials: Credentials, presence: Presence):
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        bus = shared or Bus(settings.effective_nats_url(), name="gateway", source="/gateway")
+        bus = shared or Bus(
+            settings.effective_nats_url(), name="gateway", source="/gateway", login=settings.nats_login("gateway")
+        )
         if shared is None:
             await bus.connect(timeout=settings.nats_connect_timeout_s)
         soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]

@@ -40,7 +40,6 @@ from gateway.credentials import KEY_PREFIX, Credentials
 from gateway.guards import (
     AddressLimits,
     changes_state,
-    client_address,
     is_stream,
     refuse_cross_site,
     refuse_without_session,
@@ -48,6 +47,7 @@ from gateway.guards import (
 from gateway.presence import Presence
 from gateway.routes import Route, RouteTable
 from gateway.session import COOKIE, MAX_AGE_S, OPERATOR_COOKIE, OperatorPasses, Sessions
+from studio.runtime.addresses import client_address
 from studio.runtime.errors import (
     ClientHungUp,
     Forbidden,

@@ -1,7 +1,7 @@
 """What the gateway refuses before a function sees a request: the hostile visitor's findings (issue 13).
 
-- client address: the peer, or, when the peer is a trusted proxy (STUDIO_TRUSTED_PROXIES: nginx),
-  the address that proxy names in `X-Forwarded-For` / `X-Real-IP` (never believed from anyone else);
+- client address: `studio.runtime.addresses.client_address` (the peer, or the client a trusted proxy
+  names; never believed from anyone else);
 - per-address limits, the second line behind nginx's and the only one when `up` runs without it:
   open event and chat streams (STUDIO_STREAMS_PER_ADDRESS) and state-changing requests per minute
   (STUDIO_WRITES_PER_ADDRESS_PER_MINUTE), beyond which the answer is 429;
@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -23,7 +22,7 @@ from aiohttp import web
 
 from gateway.routes import Route
 from studio.runtime.errors import Forbidden, TooManyRequests, Unauthorized
-from studio.runtime.settings import IPNetwork, Settings
+from studio.runtime.settings import Settings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 STREAM_PATHS = frozenset({"/api/events"})
@@ -37,30 +36,6 @@ def changes_state(request: web.Request) -> bool:
 
 def is_stream(request: web.Request, route: Route | None) -> bool:
     return request.path in STREAM_PATHS if route is None else route.stream
-
-
-def _trusted(address: str, proxies: tuple[IPNetwork, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in net for net in proxies)
-
-
-def client_address(request: web.Request, proxies: tuple[IPNetwork, ...]) -> str:
-    """The client's address: the peer's, unless the peer is a trusted proxy that names the client."""
-    peer = request.remote or "unknown"
-    if not _trusted(peer, proxies):
-        return peer
-    forwarded = request.headers.get("X-Forwarded-For")
-    if forwarded:
-        # Each proxy appends the address it saw: the rightmost one that is not a trusted proxy is
-        # the client (anything left of it was written by the client and proves nothing).
-        for hop in reversed([h.strip() for h in forwarded.split(",")]):
-            if hop and not _trusted(hop, proxies):
-                return hop
-    real = request.headers.get("X-Real-IP", "").strip()
-    return real or peer
 
 
 class AddressLimits:

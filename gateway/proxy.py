@@ -17,6 +17,7 @@ from yarl import URL
 
 from gateway.routes import Route
 from gateway.upstream import UpstreamConnectError, UpstreamError, UpstreamPool, UpstreamResponse
+from studio.runtime.addresses import client_address
 from studio.runtime.errors import BadGateway, ClientHungUp, PayloadTooLarge
 from studio.runtime.identity import IDENTITY_HEADERS, Identity, to_headers
 from studio.runtime.settings import Settings
@@ -37,7 +38,17 @@ HOP_BY_HOP = frozenset(
     )
 )
 # Expect: the gateway's server already answered the client's 100-continue; the body is on its way.
-NOT_FORWARDED = HOP_BY_HOP | {h.lower() for h in (*IDENTITY_HEADERS, "Authorization", "X-Request-Id", "Expect")}
+NOT_FORWARDED = HOP_BY_HOP | {
+    h.lower()
+    for h in (
+        *IDENTITY_HEADERS,
+        "Authorization",
+        "X-Request-Id",
+        "Expect",
+        "X-Forwarded-For",  # replaced by the client this gateway resolved (studio.runtime.addresses)
+        "X-Real-IP",
+    )
+}
 WHOLE_BODY_LIMIT = 64 * 1024  # bodies up to this size are read and sent in one piece
 STREAM_IDLE_S = 600.0
 
@@ -66,7 +77,9 @@ class Upstreams:
         headers = [(k, v) for k, v in incoming.items() if k.lower() not in NOT_FORWARDED]
         headers.extend(to_headers(who).items())
         headers.append(("X-Request-Id", request_id))
-        headers.append(("X-Forwarded-For", request.remote or ""))
+        client = client_address(request, self.settings.trusted_proxies)  # what this gateway believes, only
+        headers.append(("X-Forwarded-For", client))
+        headers.append(("X-Real-IP", client))
         if "X-Forwarded-Proto" not in incoming:
             headers.append(("X-Forwarded-Proto", request.scheme))
         if "X-Forwarded-Host" not in incoming:

@@ -67,7 +67,17 @@ class KeyList(Struct):
 
 
 class LogoutQuery(Struct):
-    everywhere: Literal["1"] | None = None
+    everywhere: Literal["1", "true", "yes"] | None = None
+    keys: Literal["1", "true", "yes"] | None = None  # with everywhere: every API key of the account is revoked too
+
+
+class PasswordReset(Struct):
+    """A reset ends every session and revokes every API key: whoever took the account may have made some."""
+
+    status: str
+    sessions_ended: int
+    keys_revoked: int
+    message: str
 
 
 class Sent(Struct):

@@ -2,14 +2,16 @@
 
 HTTP    POST   /api/auth/signup {"email", "password"}   -> 201 the account, signed in (session cookie)
         POST   /api/auth/login  {"email", "password"}   -> 200 the account, signed in; 401 / 429 Retry-After
-        POST   /api/auth/logout[?everywhere=1]          -> 204 this session (or every one) ended
-        POST   /api/auth/forgot {"email"}               -> 202 whether or not the account exists; with
-                                                           STUDIO_SMTP_URL, the account gets a reset link by e-mail
-        POST   /api/auth/reset  {"token", "password"}   -> 204 (a reset link's token, from the e-mail or
-                                                           `localai-studio users reset-link`)
+                                                           (throttle.py: backoff per address and account)
+        POST   /api/auth/logout[?everywhere=1[&keys=1]] -> 204 this session (or every one, and the API keys) ended
+        POST   /api/auth/forgot {"email"}               -> 202 whether or not the account exists (the account
+                                                           gets a reset link by e-mail); 409 without STUDIO_SMTP_URL
+        POST   /api/auth/reset  {"token", "password"}   -> 200 {"sessions_ended", "keys_revoked", "message"}: every
+                                                           session and API key ended (a reset link's token, from
+                                                           the e-mail or `localai-studio users reset-link`)
         GET    /api/auth/session                        -> {"account": {...} | null} (for pages: never a 401)
         GET    /api/account                             -> {"id", "email", "role", "created"} or 401
-        POST   /api/account/password {"current", "new"} -> 204, every other session ended
+        POST   /api/account/password {"current", "new"} -> 204, every other session ended; 429 like sign-ins
         POST   /api/account/keys {"name"}               -> 201 {"id", "name", "prefix", "key"} (shown once)
         GET    /api/account/keys                        -> {"keys": [{"id", "name", "prefix", "created", "last_used"}]}
         DELETE /api/account/keys/{key_id}               -> 204, the key stops working at once everywhere
@@ -27,7 +29,6 @@ through the X-Studio-Evict response header).
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,41 +46,46 @@ from functions.accounts.contract import (
     LogoutQuery,
     NewKey,
     PasswordChange,
+    PasswordReset,
     ResetRequest,
     Sent,
     SessionAnswer,
 )
 from functions.accounts.mail import Mailer
 from functions.accounts.passwords import check_strength, hash_password, verify_password
-from functions.accounts.store import SESSION_IDLE, Account, Accounts, normalise_email, now
+from functions.accounts.store import SESSION_IDLE, Account, Accounts, normalise_email
+from functions.accounts.throttle import Attempt, SignInThrottle
+from studio.runtime.addresses import client_address
 from studio.runtime.database import Transaction
 from studio.runtime.errors import (
     BadRequest,
     Conflict,
     Forbidden,
     NotFound,
-    TooManyRequests,
     Unauthorized,
-    UpstreamUnavailable,
 )
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import EVICT_HEADER, SESSION_COOKIE, Identity, identity, require_account
 from studio.runtime.routes import KIB
 
-function = Function("accounts", migrations=Path(__file__).parent / "migrations")
+function = Function(
+    "accounts",
+    migrations=Path(__file__).parent / "migrations",
+    publishes=("account.created", "account.merged", "account.access_changed"),
+)
 
 ACCOUNTS = Key[Accounts]("accounts")
 MAX_EMAIL_LOOKUP = 500
 MAILER = Key[Mailer | None]("mailer")
 MAILS = Key[set]("mails")  # reset e-mails being sent
-FAILURE_WINDOW = timedelta(minutes=15)
-MAX_FAILURES = 10  # per e-mail and per client address in the window
+THROTTLE = Key[SignInThrottle]("throttle")
 MAX_KEY_NAME = 100
 
 
 @function.resource
 async def dependencies(fn: Function):
     fn[ACCOUNTS] = Accounts(fn.db)
+    fn[THROTTLE] = SignInThrottle(fn.db)
     s = fn.settings
     sender = s.mail_from or f"Local AI Studio <no-reply@{urlsplit(s.visitor_url).hostname or 'localhost'}>"
     fn[MAILER] = Mailer(s.smtp_url.get(), sender) if s.smtp_url else None
@@ -90,13 +96,8 @@ async def dependencies(fn: Function):
         await asyncio.wait(mails, timeout=10)
 
 
-def client_address(request: web.Request) -> str:
-    """The caller's address: the gateway's X-Forwarded-For (its peer), or nginx's X-Real-IP behind it."""
-    forwarded = request.headers.getall("X-Forwarded-For", [])
-    peer = forwarded[-1].split(",")[-1].strip() if forwarded else (request.remote or "")
-    if peer.startswith(("127.", "10.", "172.", "192.168.", "::1")) and request.headers.get("X-Real-IP"):
-        return request.headers["X-Real-IP"].strip()
-    return peer or "unknown"
+def attempt_on(request: web.Request, email: str) -> Attempt:
+    return Attempt(email, client_address(request, function.settings.trusted_proxies))
 
 
 def signed_in(request: web.Request, account: Account, token: str, status: int) -> web.Response:
@@ -169,8 +170,8 @@ async def signup(request: web.Request, body: Credentials) -> web.Response:
 @function.route(
     "POST",
     "/api/auth/login",
-    summary="Sign in (the visitor's purchases move into the account); 10 failures in 15 minutes "
-    "per e-mail or address: 429",
+    summary="Sign in (the visitor's purchases move into the account); failures slow the next try down per "
+    "address and per account (429, Retry-After), never for an address that has not failed",
     body=Credentials,
     response=AccountAnswer,
     errors=(401, 403, 429),
@@ -179,40 +180,29 @@ async def signup(request: web.Request, body: Credentials) -> web.Response:
 )
 async def login(request: web.Request, body: Credentials) -> web.Response:
     email, password = credentials(body)
-    accounts = function[ACCOUNTS]
-    subjects = [f"email:{email}", f"addr:{client_address(request)}"]
-    await refuse_while_limited(accounts, subjects)
+    accounts, throttle = function[ACCOUNTS], function[THROTTLE]
+    attempt = attempt_on(request, email)
+    await throttle.refuse_while_limited(attempt)
     account = await accounts.by_email(email)
     ok = await verify_password(account.password_hash if account else None, password)
     if account is None or not ok:
-        await accounts.record_failure(subjects, older_than=now() - FAILURE_WINDOW)
+        await throttle.record_failure(attempt)
         raise Unauthorized("wrong e-mail or password", code="invalid_credentials")
     if account.disabled:
         raise Forbidden("this account is disabled; ask the studio's operator", code="account_disabled")
     async with function.db.transaction() as tx:
-        await accounts.forget_failures(tx, subjects[0])
+        await throttle.forget(tx, attempt)
         token = await open_session(tx, account, identity(request))
     return signed_in(request, account, token, 200)
 
 
-async def refuse_while_limited(accounts: Accounts, subjects: list[str]) -> None:
-    at = now()
-    for failed in (await accounts.failures(subjects, at - FAILURE_WINDOW)).values():
-        if len(failed) >= MAX_FAILURES:
-            oldest = failed[-MAX_FAILURES]
-            free_at = datetime.fromisoformat(oldest.replace("Z", "+00:00")) + FAILURE_WINDOW
-            wait = max(1, int((free_at - at).total_seconds()) + 1)
-            raise TooManyRequests(
-                f"too many failed sign-ins; try again in {wait} s",
-                code="too_many_attempts",
-                headers={"Retry-After": str(wait)},
-            )
+YES = ("1", "true", "yes")
 
 
 @function.route(
     "POST",
     "/api/auth/logout",
-    summary="End this session (`everywhere=1`: every session of the account)",
+    summary="End this session (`everywhere=1`: every session of the account; with `keys=1` every API key too)",
     query=LogoutQuery,
     status=204,
     timeout=10,
@@ -222,11 +212,14 @@ async def logout(request: web.Request) -> web.Response:
     who = identity(request)
     if not who.account_id or not who.session_id:
         return signed_out()
-    everywhere = request.query.get("everywhere", "") in ("1", "true", "yes")
+    everywhere = request.query.get("everywhere", "") in YES
+    keys = everywhere and request.query.get("keys", "") in YES
     accounts = function[ACCOUNTS]
     async with function.db.transaction() as tx:
         if everywhere:
             await accounts.end_sessions(tx, who.account_id)
+            if keys:
+                await accounts.revoke_keys(tx, who.account_id)
         else:
             await accounts.end_session(tx, who.session_id)
         await tx.publish(
@@ -246,7 +239,7 @@ async def logout(request: web.Request) -> web.Response:
     body=ForgotRequest,
     response=Sent,
     status=202,
-    errors=(429, 503),
+    errors=(409, 429),
     timeout=10,
     max_body=8 * KIB,
 )
@@ -254,9 +247,11 @@ async def forgot_password(request: web.Request, body: ForgotRequest) -> web.Resp
     """Mail a reset link; the answer (and its timing: the work happens after it) never says whether the
     account exists."""
     mailer = function[MAILER]
-    if mailer is None:
-        raise UpstreamUnavailable(
-            "this studio does not send e-mail: ask its operator for a reset link", code="mail_not_configured"
+    if mailer is None:  # a setting, not a fault: a 4xx that says who can help
+        raise Conflict(
+            "this studio does not send e-mail, so it cannot mail a reset link: ask its operator for one "
+            "(`localai-studio users reset-link EMAIL`), or the operator sets STUDIO_SMTP_URL",
+            code="mail_not_configured",
         )
     email = normalise_email(body.email)
     task = asyncio.get_running_loop().create_task(mail_reset_link(mailer, email))
@@ -283,9 +278,9 @@ async def mail_reset_link(mailer: Mailer, email: str) -> None:
 @function.route(
     "POST",
     "/api/auth/reset",
-    summary="Set a new password with a reset link's token",
+    summary="Set a new password with a reset link's token: every session ends and every API key is revoked",
     body=ResetRequest,
-    status=204,
+    response=PasswordReset,
     errors=(429,),
     timeout=10,
     max_body=8 * KIB,
@@ -302,9 +297,19 @@ async def reset_password(request: web.Request, body: ResetRequest) -> web.Respon
             raise BadRequest("this reset link is unknown, used or expired: ask for a new one", code="invalid_token")
         check_strength(body.password, account.email)
         await accounts.set_password(tx, account.id, await hash_password(body.password))
-        await accounts.end_sessions(tx, account.id)
+        sessions = await accounts.end_sessions(tx, account.id)
+        keys = await accounts.revoke_keys(tx, account.id)  # whoever took the account may have made some
         await tx.publish(function.event(AccountAccessChanged(account_id=account.id, reason="password_changed")))
-    response = signed_out()
+    response = web.json_response(
+        {
+            "status": "password_changed",
+            "sessions_ended": sessions,
+            "keys_revoked": keys,
+            "message": f"the password is changed; {sessions} session(s) ended and {keys} API key(s) revoked: "
+            "sign in with the new password, and make new keys where you need them",
+        }
+    )
+    response.del_cookie(SESSION_COOKIE, path="/")
     response.headers[EVICT_HEADER] = account.id
     return response
 
@@ -362,12 +367,18 @@ def session_only(request: web.Request) -> Identity:
 async def change_password(request: web.Request, body: PasswordChange) -> web.Response:
     who = session_only(request)
     current, new = body.current, body.new
-    accounts = function[ACCOUNTS]
+    accounts, throttle = function[ACCOUNTS], function[THROTTLE]
     account = await accounts.get(who.account_id or "")
-    if account is None or not await verify_password(account.password_hash, current):
+    if account is None:
+        raise Unauthorized("sign in first (POST /api/auth/login)", code="not_signed_in")
+    attempt = attempt_on(request, account.email)  # throttled like a sign-in: a stolen session cannot guess on
+    await throttle.refuse_while_limited(attempt)
+    if not await verify_password(account.password_hash, current):
+        await throttle.record_failure(attempt)
         raise Forbidden("the current password is wrong", code="wrong_password")
     new_hash = await hash_password(check_strength(new, account.email))
     async with function.db.transaction() as tx:
+        await throttle.forget(tx, attempt)
         await accounts.set_password(tx, account.id, new_hash)
         await accounts.end_sessions(tx, account.id, keep=who.session_id)
         await tx.publish(function.event(AccountAccessChanged(account_id=account.id, reason="password_changed")))

@@ -1,4 +1,4 @@
-"""The accounts store: accounts, sessions, personal API keys, failed sign-ins, reset links.
+"""The accounts store: accounts, sessions, personal API keys, reset links (failed sign-ins: throttle.py).
 
 SQL lives here, portable (SQLite and PostgreSQL): times are ISO-8601 UTC strings computed in Python,
 so comparisons are plain string comparisons. Secrets (session ids, keys, reset tokens) are stored as
@@ -221,6 +221,13 @@ class Accounts:
         )
         return changed > 0
 
+    async def revoke_keys(self, tx: Transaction, account_id: str) -> int:
+        """Revoke every live key of the account (a password reset, or "sign out everywhere" asked to)."""
+        return await tx.execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE account_id = ? AND revoked_at IS NULL",
+            (stamp(now()), account_id),
+        )
+
     async def key_owner(self, key_hash: str) -> tuple[Account, str] | None:
         """The account and key id of a live key (noting when it was last used), or None."""
         row = await self.db.fetch_one(
@@ -234,31 +241,6 @@ class Accounts:
         if row["used"] is None or row["used"] < stamp(at - KEY_USED_EVERY):
             await self.db.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (stamp(at), row["key_id"]))
         return Account.from_row(row), row["key_id"]
-
-    # -- failed sign-ins -------------------------------------------------------------------------
-
-    async def failures(self, subjects: list[str], since: datetime) -> dict[str, list[str]]:
-        """Each subject's failures since `since`, oldest first."""
-        marks = ", ".join("?" for _ in subjects)
-        rows = await self.db.fetch_all(
-            f"SELECT subject, failed_at FROM login_failures WHERE subject IN ({marks}) AND failed_at >= ? "
-            "ORDER BY failed_at",
-            (*subjects, stamp(since)),
-        )
-        out: dict[str, list[str]] = {s: [] for s in subjects}
-        for r in rows:
-            out[r["subject"]].append(r["failed_at"])
-        return out
-
-    async def record_failure(self, subjects: list[str], older_than: datetime) -> None:
-        at = stamp(now())
-        async with self.db.transaction() as tx:
-            for subject in subjects:
-                await tx.execute("INSERT INTO login_failures (subject, failed_at) VALUES (?, ?)", (subject, at))
-            await tx.execute("DELETE FROM login_failures WHERE failed_at < ?", (stamp(older_than),))
-
-    async def forget_failures(self, tx: Transaction, subject: str) -> None:
-        await tx.execute("DELETE FROM login_failures WHERE subject = ?", (subject,))
 
     # -- password reset links --------------------------------------------------------------------
 

@@ -99,7 +99,12 @@ from studio.runtime.identity import identity, require_visitor
 if TYPE_CHECKING:
     from studio.runtime.settings import Settings
 
-function = Function("chat", migrations=Path(__file__).parent / "migrations")
+function = Function(
+    "chat",
+    migrations=Path(__file__).parent / "migrations",
+    publishes=("chat.completed", "chat.failed", "chat.cancelled"),
+    asks=("purchases.owns",),
+)
 
 CATALOG = Key[catalog.Catalog]("catalog")
 FLEET = Key[Fleet]("fleet")

@@ -48,7 +48,9 @@ class Health(msgspec.Struct):
     checked_at: str = ""
 
 
-function = Function("health", uses_database=True)
+function = Function(
+    "health", uses_database=True, publishes=("heartbeat.requested",), asks=("chat.nodes",), reads_stream=True
+)
 
 OLLAMA = Key[list[OllamaClient]]("ollama")
 LIVENESS = Key[Liveness]("liveness")

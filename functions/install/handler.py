@@ -37,7 +37,20 @@ from studio.runtime.host import instance_id
 from studio.runtime.identity import identity, require_admin, require_visitor
 from studio.runtime.routes import KIB
 
-function = Function("install", migrations=Path(__file__).parent / "migrations")
+function = Function(
+    "install",
+    migrations=Path(__file__).parent / "migrations",
+    publishes=(
+        "install.requested",
+        "install.started",
+        "install.progressed",
+        "install.completed",
+        "install.failed",
+        "install.removed",
+        "operator.install_requested",
+    ),
+    asks=("purchases.owns",),
+)
 
 STORE = Key[InstallStore]("installs")
 INSTALLER = Key[Installer]("installer")

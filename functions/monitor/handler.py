@@ -66,7 +66,16 @@ from studio.runtime.function import Function, Key
 from studio.runtime.identity import require_admin
 from studio.runtime.routes import KIB
 
-function = Function("monitor")
+function = Function(
+    "monitor",
+    publishes=(
+        "consumer.fell_behind",
+        "consumer.caught_up",
+        "scale.threshold_crossed",
+        "operator.dead_letter_redriven",
+    ),
+    redrives=True,  # reads dead letters and consumer lag; a redrive puts a stored event back
+)
 log = logging.getLogger("studio.functions.monitor")
 
 COUNTS = Key[EventCounts]("counts")

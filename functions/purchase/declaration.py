@@ -13,7 +13,30 @@ from functions.purchase.ledger import Ledger
 from studio.clients.stripe import StripePayments
 from studio.runtime.function import Function, Key
 
-function = Function("purchase", migrations=Path(__file__).parent / "migrations")
+function = Function(
+    "purchase",
+    migrations=Path(__file__).parent / "migrations",
+    publishes=(
+        "purchase.created",
+        "purchase.completed",
+        "purchase.failed",
+        "purchase.revoked",
+        "purchase.suspended",
+        "purchase.restored",
+        "purchase.flagged",
+        "purchase.transferred",
+        "payment.succeeded",  # the reconciliation repairs what a lost webhook never said
+        "payment.failed",
+        "payment.refunded",  # also a test purchase's rehearsed refund (no Stripe call)
+        "payment.disputed",
+        "payment.dispute_closed",
+        "install.requested",
+        "operator.catalog_changed",
+        "operator.refund_requested",
+        "operator.reconciled",
+    ),
+    asks=("installs.states", "installs.nodes", "accounts.emails"),
+)
 
 LEDGER = Key[Ledger]("ledger")
 PAYMENTS = Key[StripePayments | None]("payments")

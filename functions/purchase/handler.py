@@ -47,7 +47,7 @@ from functions.purchase.checkout import RecheckThrottle, open_checkout, recheck
 from functions.purchase.contract import Catalog, Purchase, PurchaseAnswer, Purchases
 from functions.purchase.declaration import LEDGER, PAYMENTS, RECHECKS, function, payment_mode
 from functions.purchase.ledger import Ledger, new_purchase_id
-from functions.purchase.settlement import PAYMENT_EVENTS, PaymentEvent, settle
+from functions.purchase.settlement import PAYMENT_EVENTS, PaymentEvent, buyer_email, settle
 from studio import catalog
 from studio.clients.stripe import StripePayments
 from studio.runtime.errors import Conflict, NotFound
@@ -226,7 +226,7 @@ async def show_purchase(request: web.Request) -> web.Response:
 
 @function.subscribe(*PAYMENT_EVENTS, max_attempts=10)
 async def settle_payment(event: PaymentEvent, delivery: Delivery) -> None:
-    await settle(function, function[LEDGER], event)
+    await settle(function, function[LEDGER], event, email=await buyer_email(function[PAYMENTS], event))
 
 
 @function.subscribe(InstallFailed)

@@ -28,7 +28,7 @@ from events.catalog import (
 from events.delivery import Reject
 from functions.purchase.ledger import Ledger, PaymentFacts, Purchase, new_purchase_id
 from studio import catalog
-from studio.clients.stripe import Checkout
+from studio.clients.stripe import Checkout, PaymentsUnavailable, StripePayments
 from studio.runtime.database import Transaction
 from studio.runtime.function import Function
 
@@ -49,7 +49,8 @@ PAYMENT_EVENTS = (
 DISPUTE_CLOSED = {"won": "won", "warning_closed": "won", "lost": "lost"}
 
 
-async def settle(fn: Function, ledger: Ledger, event: PaymentEvent) -> None:
+async def settle(fn: Function, ledger: Ledger, event: PaymentEvent, *, email: str | None = None) -> None:
+    """`email`: the buyer's, asked of Stripe for a `payment.succeeded` (the event does not carry it)."""
     if isinstance(event, PaymentSucceeded):
         await complete(
             fn,
@@ -61,7 +62,7 @@ async def settle(fn: Function, ledger: Ledger, event: PaymentEvent) -> None:
             payment_intent=event.payment_intent,
             amount_cents=event.amount_cents,
             currency=event.currency,
-            email=event.email,
+            email=email,
         )
     elif isinstance(event, PaymentFailed):
         await fail(fn, ledger, event.purchase_id, event.session_id, event.reason)
@@ -73,6 +74,18 @@ async def settle(fn: Function, ledger: Ledger, event: PaymentEvent) -> None:
         await dispute_opened(fn, ledger, event)
     else:
         await dispute_closed(fn, ledger, event)
+
+
+async def buyer_email(payments: StripePayments | None, event: PaymentEvent) -> str | None:
+    """The e-mail Checkout collected, for the operator's search and the purchase's record: asked of Stripe,
+    since `payment.succeeded` does not carry it. Best effort: without an answer the purchase settles anyway."""
+    if not isinstance(event, PaymentSucceeded) or payments is None:
+        return None
+    try:
+        return (await payments.checkout(event.session_id)).email
+    except PaymentsUnavailable as exc:
+        log.warning("the buyer's e-mail could not be asked of Stripe: %s", exc, extra={"session_id": event.session_id})
+        return None
 
 
 def fulfilled(checkout: Checkout) -> bool:
@@ -94,6 +107,7 @@ async def settle_checkout(fn: Function, ledger: Ledger, purchase: Purchase, chec
             payment_intent=checkout.payment_intent,
             amount_cents=checkout.amount_total or purchase.amount_cents,
             currency=checkout.currency or purchase.currency,
+            email=checkout.email,
         )
     elif checkout.status == "expired":
         await fail(fn, ledger, purchase.id, checkout.session_id, "checkout expired")

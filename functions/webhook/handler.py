@@ -36,7 +36,19 @@ class Received(msgspec.Struct):
     duplicate: bool = False
 
 
-function = Function("webhook", migrations=Path(__file__).parent / "migrations")
+function = Function(
+    "webhook",
+    migrations=Path(__file__).parent / "migrations",
+    publishes=(
+        "payment.succeeded",
+        "payment.failed",
+        "payment.refunded",
+        "payment.refund_failed",
+        "payment.disputed",
+        "payment.dispute_closed",
+        "stripe_event.ignored",
+    ),
+)
 function.retain("stripe_events", time_column="received_at", key="event_id")
 
 

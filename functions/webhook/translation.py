@@ -83,7 +83,6 @@ def translate(stripe_event: dict[str, Any]) -> EventData | None:
                 payment_intent=_stripe_id(obj, "payment_intent"),
                 amount_cents=_number(obj, "amount_total"),
                 currency=_text(obj, "currency") or "usd",
-                email=_text(_mapping(obj, "customer_details"), "email"),
             )
         return PaymentFailed(
             stripe_event_id=event_id,

@@ -25,6 +25,7 @@ import re
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 
@@ -43,6 +44,7 @@ from studio.app.runner import (
 )
 from studio.runtime.database import Database
 from studio.runtime.logs import configure
+from studio.runtime.nats_users import every_user, write_credentials
 from studio.runtime.settings import VARS, Settings, SettingsError, markdown_table
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
@@ -99,6 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
     consumers_cmd.add_argument(
         "--remove", metavar="NAME", default=None, help="delete this durable consumer (one a renamed handler left)"
     )
+    nats_cmd = sub.add_parser("nats", help="NATS users: their passwords and the server's users block")
+    nats_sub = nats_cmd.add_subparsers(dest="nats_command", required=True)
+    creds = nats_sub.add_parser(
+        "credentials",
+        help="write a password per user (function, gateway, studio, ops) and auth.conf, nats-server's users",
+    )
+    creds.add_argument("--dir", type=Path, default=None, help="where (default: STUDIO_NATS_CREDENTIALS_DIR)")
+    creds.add_argument("--rotate", action="store_true", help="new passwords for every user (then restart NATS first)")
     health = sub.add_parser("health", help="print the health report; exit 0 when healthy")
     health.add_argument("--url", default=None, help="the studio's URL (default from STUDIO_HOST/PORT)")
     rec = sub.add_parser("reconcile", help="compare purchases and access with Stripe; --fix repairs")
@@ -116,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def connect_cli(settings: Settings, name: str) -> Bus:
-    bus = Bus(settings.effective_nats_url(), name=name, source="/cli")
+    bus = Bus(settings.effective_nats_url(), name=name, source="/cli", login=settings.nats_login("ops"))
     try:
         await bus.connect(timeout=3)
     except BusUnavailable as exc:
@@ -200,6 +210,17 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
     return 1 if report.get("remaining") else 0
 
 
+def nats_credentials(settings: Settings, directory: Path | None, *, rotate: bool) -> int:
+    """`localai-studio nats credentials`: the NATS users' passwords (kept, unless --rotate) and auth.conf."""
+    where = directory or settings.nats_credentials
+    write_credentials(where, every_user([functions.load(name) for name in functions.NAMES]), rotate=rotate)
+    print(
+        f"NATS credentials in {where}: one password file per user and auth.conf (nats-server's users); "
+        + ("rotated: restart NATS, then every service" if rotate else "existing passwords kept")
+    )
+    return 0
+
+
 def show_config(settings: Settings, markdown: bool) -> int:
     if markdown:
         print(markdown_table())
@@ -226,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         return users.run(settings, args)
     if args.command == "db":
         return dbcopy.run(Database(settings.database_target), args)
+    if args.command == "nats":
+        return nats_credentials(settings, args.dir, rotate=args.rotate)
     service = args.service if args.command == "run" else "studio" if args.command == "up" else "cli"
     configure(settings.log_level, service)
     install_event_loop_policy()

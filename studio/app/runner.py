@@ -31,6 +31,7 @@ from studio import catalog
 from studio.runtime.database import DatabaseError
 from studio.runtime.function import Function
 from studio.runtime.host import Host
+from studio.runtime.nats_users import every_user, write_credentials
 from studio.runtime.resources import (
     STREAM_FLOOR_BYTES,
     FilesWatch,
@@ -91,6 +92,11 @@ def check_catalog(settings: Settings) -> None:
         catalog.cached(settings.catalog_path)
     except catalog.CatalogError as exc:
         raise StartupError(str(exc)) from None
+
+
+def all_functions() -> list[Function]:
+    """Every function of the studio (their NATS users exist whichever of them run here)."""
+    return [functions.load(name) for name in functions.NAMES]
 
 
 def load_functions(names: tuple[str, ...]) -> list[Function]:
@@ -200,8 +206,9 @@ async def run_embedded(settings: Settings) -> None:
     check_catalog(settings)
     fns = load_functions(settings.functions)
     nats_server = None
-    if settings.nats_url is None:
-        nats_server = NatsServer(settings.nats_store_dir, port=settings.nats_port)
+    if settings.nats_url is None:  # every client logs in, and may use only its own subjects
+        authorization = write_credentials(settings.nats_credentials, every_user([*all_functions()]))
+        nats_server = NatsServer(settings.nats_store_dir, port=settings.nats_port, authorization=authorization)
         try:
             await nats_server.start()
         except NatsServerError as exc:

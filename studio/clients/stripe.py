@@ -42,6 +42,7 @@ class Checkout:
     metadata: dict[str, str]
     amount_total: int | None
     currency: str | None
+    email: str | None = None  # customer_details.email: the buyer's, as Checkout collected it
 
 
 def _checkout(session: Any) -> Checkout:
@@ -58,6 +59,7 @@ def _checkout(session: Any) -> Checkout:
         metadata=dict(doc.get("metadata") or {}),
         amount_total=doc.get("amount_total"),
         currency=doc.get("currency"),
+        email=(doc.get("customer_details") or {}).get("email") or None,
     )
 
 
@@ -153,6 +155,22 @@ class StripePayments:
             raise PaymentsUnavailable(_describe(exc)) from None
 
 
+MAX_WEBHOOK_DEPTH = 32  # Stripe's events nest under 10 levels
+
+
+def nesting(value: Any) -> int:
+    """How deep objects and arrays nest in parsed JSON (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
 def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict[str, Any]:
     """The verified event as a plain dict; raises InvalidWebhook."""
     if not signature:
@@ -167,6 +185,10 @@ def verify_webhook(payload: bytes, signature: str | None, secret: str) -> dict[s
         event = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:  # signed, but not JSON
         raise InvalidWebhook(f"the body is not JSON: {exc}") from None
+    except RecursionError:  # nested deeper than the parser's stack: no Stripe event is
+        raise InvalidWebhook(f"the body is nested deeper than {MAX_WEBHOOK_DEPTH} levels") from None
+    if nesting(event) > MAX_WEBHOOK_DEPTH:  # every later step (recording it, logging it) stays shallow
+        raise InvalidWebhook(f"the body is nested deeper than {MAX_WEBHOOK_DEPTH} levels")
     data = event.get("data") if isinstance(event, dict) else None
     if (
         not isinstance(event, dict)

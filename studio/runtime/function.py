@@ -38,6 +38,11 @@ itself (the Stripe webhook verifies them as signed).
         fn[OLLAMA] = client = OllamaClient(fn.settings.ollama_url); yield; await client.close()
 
 While running, `function.settings`, `.bus`, `.db` and the resources (`function[KEY]`) are bound.
+
+What a function may say on the bus is declared with it too: `publishes=` the event types it emits,
+`asks=` the queries it sends. With its subscriptions, listeners and answers, they are its contract,
+and its NATS user's permissions are derived from them (`studio.runtime.nats_users`): NATS refuses a
+function anything else, and `function.event(...)` refuses an undeclared type at once.
 """
 
 from __future__ import annotations
@@ -103,9 +108,43 @@ def _type_name(t: type[EventData] | str) -> str:
     return t if isinstance(t, str) else t.TYPE
 
 
+# Published by the runtime for every function (Host, Bus): never declared by one.
+RUNTIME_EVENTS = frozenset(
+    {
+        "function.started",
+        "function.stopped",
+        "heartbeat.emitted",
+        "resource.exhausted",
+        "resource.recovered",
+        "event.dead_lettered",
+    }
+)
+
+
+class UndeclaredEvent(RuntimeError):
+    """A function built an event of a type its declaration does not list in `publishes=`."""
+
+
 class Function:
-    def __init__(self, name: str, *, migrations: Path | None = None, uses_database: bool = False) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        migrations: Path | None = None,
+        uses_database: bool = False,
+        publishes: tuple[type[EventData] | str, ...] | None = None,
+        asks: tuple[str, ...] = (),
+        reads_stream: bool = False,
+        redrives: bool = False,
+    ) -> None:
+        """`publishes`: every event type it emits (None: undeclared, a test's sample function: anything).
+        `asks`: the queries it sends. `reads_stream`: it reads the stored stream and its consumers itself
+        (health, monitor: lag, dead letters). `redrives`: it may put any stored event back (the monitor)."""
         self.name = name
+        self.publishes = None if publishes is None else frozenset(_type_name(t) for t in publishes)
+        self.asks = tuple(asks)
+        self.reads_stream = reads_stream or redrives
+        self.redrives = redrives
         self.source = f"/functions/{name}"
         self.migrations = Migrations(name, migrations) if migrations is not None else None
         self.uses_database = uses_database or migrations is not None
@@ -308,6 +347,11 @@ class Function:
 
     def event(self, data: EventData) -> Event:
         """The envelope for `data`, carrying the current correlation id."""
+        if self.publishes is not None and data.TYPE not in self.publishes and data.TYPE not in RUNTIME_EVENTS:
+            raise UndeclaredEvent(
+                f"function {self.name} publishes {data.TYPE}, which its declaration does not list: add it to "
+                f"Function({self.name!r}, publishes=...) (its NATS user may publish only what is listed)"
+            )
         return Event(
             type=data.TYPE,
             source=self.source,

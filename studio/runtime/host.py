@@ -34,7 +34,7 @@ from events.delivery import Delivery
 from events.envelope import Event
 from studio import catalog
 from studio.runtime.database import RUNTIME_MIGRATIONS, Database
-from studio.runtime.function import Function, SubscriptionSpec
+from studio.runtime.function import RUNTIME_EVENTS, Function, SubscriptionSpec
 from studio.runtime.logs import current_function
 from studio.runtime.outbox import OutboxRelay
 from studio.runtime.resources import DiskWatch, StreamBudget, stream_budget
@@ -58,7 +58,12 @@ class Host:
         self.functions = list(functions)
         self.settings = settings
         self.instance = instance_id()
-        self.bus = Bus(settings.effective_nats_url(), name=f"{service}@{self.instance}", source=f"/functions/{service}")
+        self.bus = Bus(
+            settings.effective_nats_url(),
+            name=f"{service}@{self.instance}",
+            source=f"/functions/{service}",
+            login=settings.nats_login(service),  # the NATS user named after the service (nats_users)
+        )
         self.db: Database | None = None
         self.relay: OutboxRelay | None = None
         self.pruner: Pruner | None = None
@@ -96,7 +101,7 @@ class Host:
                 self.db = Database(s.database_target)
                 await self.db.open()
                 await self.db.migrate([RUNTIME_MIGRATIONS, *(f.migrations for f in self.functions if f.migrations)])
-                self.relay = OutboxRelay(self.db, self.bus)
+                self.relay = OutboxRelay(self.db, self.bus, types=self.publishes())
                 self.relay.start()
                 watch = DiskWatch(s.data_dir, s.disk_min_free_mb)
                 self._tasks.append(asyncio.create_task(watch.run(), name="disk-watch"))
@@ -111,6 +116,14 @@ class Host:
             await self.stop()
             raise
         self.running = True
+
+    def publishes(self) -> frozenset[str] | None:
+        """The event types this process may publish (its NATS user's), or None when one of its functions
+        does not declare them (anything)."""
+        declared = [fn.publishes for fn in self.functions]
+        if any(d is None for d in declared):
+            return None
+        return RUNTIME_EVENTS.union(*(d for d in declared if d is not None))
 
     async def _follow_catalog(self) -> None:
         """The operator's catalog changes, laid over this process's catalog: those stored (asked of the

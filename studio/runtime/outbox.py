@@ -24,9 +24,12 @@ BATCH = 100
 
 
 class OutboxRelay:
-    def __init__(self, db: Database, bus: Bus, *, poll_s: float = 1.0) -> None:
+    def __init__(self, db: Database, bus: Bus, *, poll_s: float = 1.0, types: frozenset[str] | None = None) -> None:
+        """`types`: publish only rows of these event types (the ones this process's NATS user may publish:
+        with a function per process sharing one database, each relays its own); None: every row."""
         self.db = db
         self.bus = bus
+        self.types = None if types is None else tuple(sorted(types))
         self.poll_s = poll_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -80,8 +83,10 @@ class OutboxRelay:
 
     async def flush(self) -> int:
         """Publish one batch of pending events; returns how many were published."""
+        only = "" if self.types is None else f" AND event_type IN ({', '.join('?' * len(self.types))})"
         rows = await self.db.fetch_all(
-            "SELECT seq, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?", (BATCH,)
+            f"SELECT seq, payload FROM outbox WHERE published_at IS NULL{only} ORDER BY seq LIMIT ?",
+            (*(self.types or ()), BATCH),
         )
         self.backlog = len(rows)
         if not rows:

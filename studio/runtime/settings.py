@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from events.bus import NatsLogin
 from studio.runtime.dialect import DatabaseUrl
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -208,6 +209,22 @@ VARS: tuple[Var, ...] = (
         secret=True,
     ),
     Var("STUDIO_NATS_PORT", "nats_port", _port, "4222", "Port of the NATS server `up` starts."),
+    Var(
+        "STUDIO_NATS_CA",
+        "nats_ca",
+        lambda s: Path(s) if s else None,
+        "",
+        "The CA certificate NATS's own certificate must chain to (a NATS cluster across servers: "
+        "compose/nats/cluster-certs' ca.pem); set = TLS to NATS, required. Empty = plain (one host).",
+    ),
+    Var(
+        "STUDIO_NATS_CREDENTIALS_DIR",
+        "nats_credentials_dir",
+        lambda s: Path(s) if s else None,
+        "",
+        "NATS passwords, one file per user (0600): `up` makes them there; in compose, the mounted secrets "
+        "(`/run/secrets`). Empty = `STUDIO_DATA_DIR/nats-credentials`. No file for this process's user: no login.",
+    ),
     Var("STUDIO_OLLAMA_URL", "ollama_url", _url, "http://127.0.0.1:11434", "Ollama's API (a fleet of one node)."),
     Var(
         "STUDIO_OLLAMA_URLS",
@@ -594,6 +611,8 @@ class Settings:
     database_url: DatabaseUrl | None
     events_replicas: int
     nats_port: int
+    nats_ca: Path | None
+    nats_credentials_dir: Path | None
     ollama_url: str
     ollama_urls: tuple[str, ...]
     ollama_copies: int
@@ -716,6 +735,23 @@ class Settings:
     @property
     def nats_store_dir(self) -> Path:
         return self.data_dir / "nats"
+
+    @property
+    def nats_credentials(self) -> Path:
+        return self.nats_credentials_dir or self.data_dir / "nats-credentials"
+
+    def nats_login(self, user: str) -> NatsLogin | None:
+        """How `user` logs in to NATS: its password file in `nats_credentials`, or None (NATS without users)."""
+        try:
+            password = (self.nats_credentials / user).read_text().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except PermissionError as exc:
+            raise SettingsError(
+                f"the NATS password of {user!r} in {self.nats_credentials} cannot be read ({exc.strerror}): the "
+                "studio's user must own it (STUDIO_NATS_CREDENTIALS_DIR)"
+            ) from None
+        return NatsLogin(user, password, ca=self.nats_ca) if password else NatsLogin.anonymous(self.nats_ca)
 
     def effective_nats_url(self) -> str:
         return self.nats_url or f"nats://127.0.0.1:{self.nats_port}"

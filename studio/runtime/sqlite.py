@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
@@ -69,6 +70,17 @@ class SqliteTransaction(Transaction):
         return list(await self._conn.execute_fetchall(sql, params))
 
 
+def private(path: Path) -> None:
+    """The database file readable by its owner only (0600), created so if new: it holds password hashes,
+    e-mails and purchases. SQLite gives its -wal and -shm files the database file's permissions."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with suppress(FileNotFoundError):
+            if existing.stat().st_mode & 0o077:
+                os.chmod(existing, 0o600)
+
+
 class SqliteDatabase(Database):
     def __init__(self, target: Path | str | DatabaseUrl) -> None:
         super().__init__(target)
@@ -87,6 +99,7 @@ class SqliteDatabase(Database):
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        private(self.path)
         self._writer = await self._connect()
         await self._writer.execute_fetchall("PRAGMA journal_mode=WAL")
         self._reader = await self._connect()

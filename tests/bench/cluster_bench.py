@@ -88,7 +88,7 @@ async def timed(sites: list[str], n: int, buyers: int) -> tuple[float, float, fl
 
 
 async def leader_of(cluster: NatsCluster) -> int:
-    bus = Bus(cluster.url, name="bench", source="/bench")
+    bus = Bus(cluster.url, name="bench", source="/bench", login=cluster.login())
     await bus.connect()
     try:
         info = await bus.nc.jsm().stream_info(STREAM)
@@ -101,7 +101,7 @@ async def leader_of(cluster: NatsCluster) -> int:
 async def failover(cluster: NatsCluster, sites: list[str], buyers: int, kill: bool) -> tuple[float, float, int]:
     leader = await leader_of(cluster)
     watcher = next(n for i, n in enumerate(cluster.nodes) if i != leader and n.running)  # not the one killed
-    bus = Bus(watcher.url, name="bench-watch", source="/bench")
+    bus = Bus(watcher.url, name="bench-watch", source="/bench", login=cluster.login())
     await bus.connect()
     seen: dict[str, float] = {}
 
@@ -140,7 +140,20 @@ async def main(args: argparse.Namespace) -> None:
             cluster = NatsCluster(root / "cluster")
             await cluster.start()
             shared = root / "shared"
-            pair = [StudioProcess(n, shared, studio_env(cluster.url, ollama.url, replicas=3)) for n in ("a", "b")]
+            pair = [
+                StudioProcess(
+                    n,
+                    shared,
+                    studio_env(
+                        cluster.url,
+                        ollama.url,
+                        replicas=3,
+                        STUDIO_NATS_CREDENTIALS_DIR=str(cluster.credentials),
+                        STUDIO_NATS_CA=str(cluster.ca),
+                    ),
+                )
+                for n in ("a", "b")
+            ]
             try:
                 for studio in pair:
                     await studio.start()

@@ -130,7 +130,7 @@ async def lag_under_load(seconds: float, concurrency: int) -> dict:
         studio = Studio(Path(tmp) / "data", ollama_url)
         studio.start()
         try:
-            bus = Bus(studio.nats_url, name="bench-lag", source="/bench")
+            bus = Bus(studio.nats_url, name="bench-lag", source="/bench", login=studio.nats_login())
             await bus.connect()
             samples: dict[str, list[float]] = {}
             stop = asyncio.Event()

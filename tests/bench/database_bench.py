@@ -82,7 +82,7 @@ async def purchase_to_pull(studio: Studio, names: list[str]) -> list[float]:
         if waiting is not None and not waiting.done():
             waiting.set_result(time.perf_counter())
 
-    bus = Bus(studio.nats_url, name="bench-database", source="/bench")
+    bus = Bus(studio.nats_url, name="bench-database", source="/bench", login=studio.nats_login())
     await bus.connect()
     await bus.listen("install.started", on_started)
     await bus.nc.flush()

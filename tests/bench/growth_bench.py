@@ -54,8 +54,8 @@ async def p50_ms(session, url: str, n: int = 300) -> float:
     return statistics.median(times)
 
 
-async def caught_up(nats_url: str, timeout: float = 600) -> float:
-    bus = Bus(nats_url, name="bench-growth", source="/bench")
+async def caught_up(studio: Studio, timeout: float = 600) -> float:
+    bus = Bus(studio.nats_url, name="bench-growth", source="/bench", login=studio.nats_login())
     await bus.connect()
     started = time.perf_counter()
     try:
@@ -102,7 +102,7 @@ async def main(args: argparse.Namespace) -> None:
                 for model in MODELS:  # the visitor measured owns every model, before and after
                     async with me.post(f"{studio.url}/api/models/purchase/{model}") as resp:
                         assert resp.status == 200
-                await caught_up(studio.nats_url)
+                await caught_up(studio)
                 empty = await figures(studio, me)
                 empty_restart = restart(studio)
                 before = db_facts(data / "studio.db")
@@ -110,7 +110,7 @@ async def main(args: argparse.Namespace) -> None:
                 started = time.perf_counter()
                 bought = await buyers(studio.url, args.buyers, total=args.purchases)
                 rate = bought / (time.perf_counter() - started)
-                drain = await caught_up(studio.nats_url)
+                drain = await caught_up(studio)
                 full = await figures(studio, me)
                 facts = db_facts(data / "studio.db")
                 nats_bytes = dir_bytes(data / "nats")

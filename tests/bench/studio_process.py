@@ -17,7 +17,9 @@ from pathlib import Path
 
 import aiohttp
 
+from events.bus import NatsLogin
 from studio import catalog
+from studio.runtime.nats_users import password_of
 from tests.bench.common import ROOT, free_port
 
 CLI = str(Path(sys.executable).parent / "localai-studio")
@@ -62,6 +64,11 @@ class Studio:
     @property
     def nats_url(self) -> str:
         return f"nats://127.0.0.1:{self.nats_port}"
+
+    def nats_login(self) -> NatsLogin | None:
+        """The operator's NATS user (`ops`), which `up` wrote into the data dir: its NATS requires a login."""
+        password = password_of(self.data_dir / "nats-credentials", "ops")
+        return NatsLogin("ops", password) if password else None
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}

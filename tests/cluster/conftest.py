@@ -41,7 +41,15 @@ def studios(
     made: list[StudioProcess] = []
 
     def make(name: str, **extra: str) -> StudioProcess:
-        env = studio_env(nats_cluster.url, cluster_ollama_url, replicas=3, **shared_database, **extra)
+        env = studio_env(
+            nats_cluster.url,
+            cluster_ollama_url,
+            replicas=3,
+            STUDIO_NATS_CREDENTIALS_DIR=str(nats_cluster.credentials),  # NATS requires its users,
+            STUDIO_NATS_CA=str(nats_cluster.ca),  # over TLS
+            **shared_database,
+            **extra,
+        )
         data_dir = Path(env.pop("STUDIO_DATA_DIR", str(tmp_path / f"studio-{name}")))
         studio = StudioProcess(name, data_dir, env)
         made.append(studio)

@@ -1,5 +1,8 @@
 """A real 3-node NATS cluster with JetStream, as on three servers: each node its own client port,
-cluster port, store dir and server name, routes to the other two, `sync_interval: always`.
+cluster port, store dir and server name, routes to the other two, `sync_interval: always`. Locked
+down as in production: clients log in as the studio's generated NATS users (`credentials`, `login()`)
+over TLS checked against the cluster's CA (`ca`), and the routes use mutual TLS, with certificates from
+compose/nats/cluster-certs.
 
 `start()` returns once the nodes have elected a JetStream meta leader (before that, JetStream answers
 nothing); `kill(i)` is SIGKILL, `restart(i)` brings a node back on its own port and store.
@@ -13,14 +16,19 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nats
 import nats.errors
 import nats.js.errors
 
-from events.bus import STREAM
+from events.bus import STREAM, NatsLogin
 from events.server import find_binary
+from functions import NAMES, load
+from studio.runtime.nats_users import every_user, password_of, write_credentials
 from tests.conftest import free_port
+
+CERTS = Path(__file__).resolve().parents[2] / "compose" / "nats" / "cluster-certs"
 
 
 @dataclass
@@ -44,6 +52,24 @@ class NatsCluster:
     def __init__(self, root: Path, size: int = 3, *, name: str = "studio") -> None:
         self.name = name
         self.nodes = [Node(f"n{i + 1}", root / f"n{i + 1}") for i in range(size)]
+        self.credentials = root / "credentials"  # STUDIO_NATS_CREDENTIALS_DIR for the studios
+        self.tls = root / "tls"
+        self._authorization = write_credentials(self.credentials, every_user([load(n) for n in NAMES]))
+        subprocess.run([str(CERTS), str(self.tls), "127.0.0.1"], check=True, capture_output=True)
+
+    @property
+    def ca(self) -> Path:
+        """STUDIO_NATS_CA for the studios."""
+        return self.tls / "ca.pem"
+
+    def login(self, user: str = "ops") -> NatsLogin:
+        password = password_of(self.credentials, user)
+        assert password is not None, user
+        return NatsLogin(user, password, ca=self.ca)
+
+    def _connect_options(self) -> dict[str, Any]:
+        ops = self.login()
+        return {"user": ops.user, "password": ops.password, "tls": ops.tls()}
 
     @property
     def url(self) -> str:
@@ -58,8 +84,12 @@ class NatsCluster:
             f'listen: "127.0.0.1:{node.port}"\n'
             f"server_name: {node.name}\n"
             "max_payload: 1MB\n"
+            f'tls {{\n  cert_file: "{self.tls / "node.pem"}"\n  key_file: "{self.tls / "node-key.pem"}"\n'
+            f'  ca_file: "{self.ca}"\n  timeout: 5\n}}\n'
             f'jetstream {{\n  store_dir: "{node.store_dir}"\n  sync_interval: always\n}}\n'
-            f'cluster {{\n  name: {self.name}\n  listen: "127.0.0.1:{node.cluster_port}"\n  routes: [{routes}]\n}}\n'
+            f'cluster {{\n  name: {self.name}\n  listen: "127.0.0.1:{node.cluster_port}"\n  routes: [{routes}]\n'
+            f'  tls {{\n    cert_file: "{self.tls / "node.pem"}"\n    key_file: "{self.tls / "node-key.pem"}"\n'
+            f'    ca_file: "{self.tls / "ca.pem"}"\n    verify: true\n    timeout: 5\n  }}\n}}\n' + self._authorization
         )
         return conf
 
@@ -78,14 +108,14 @@ class NatsCluster:
         async with asyncio.timeout(timeout):
             while True:
                 for node in self.nodes:
-                    if node.running and await _jetstream_answers(node.url):
+                    if node.running and await _jetstream_answers(node.url, self._connect_options()):
                         return
                 await asyncio.sleep(0.2)
 
     async def wait_for_replicas(self, replicas: int, timeout: float = 30.0) -> None:
         """Until the event stream has a leader and `replicas - 1` followers that are current."""
         urls = [n.url for n in self.nodes if n.running]
-        nc = await nats.connect(servers=urls, connect_timeout=2)
+        nc = await nats.connect(servers=urls, connect_timeout=2, **self._connect_options())
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -128,9 +158,9 @@ class NatsCluster:
                     node.proc.wait()
 
 
-async def _jetstream_answers(url: str) -> bool:
+async def _jetstream_answers(url: str, login: dict[str, Any]) -> bool:
     try:
-        nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False)
+        nc = await nats.connect(url, connect_timeout=1, allow_reconnect=False, **login)
     except (OSError, nats.errors.Error, TimeoutError):
         return False
     try:

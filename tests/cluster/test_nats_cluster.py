@@ -4,13 +4,17 @@ in `STUDIO_EVENTS_REPLICAS` copies, and rides out losing the node it is connecte
 from __future__ import annotations
 
 import asyncio
+import subprocess
 
+import aiohttp
 import pytest
 
-from events.bus import STREAM, Bus, BusUnavailable, StreamPolicy
+from events.bus import STREAM, Bus, BusRefused, BusUnavailable, NatsLogin, StreamPolicy
 from events.envelope import Event
+from events.server import find_binary
 from studio.runtime.settings import Settings, SettingsError
 from tests.cluster.nats_cluster import NatsCluster
+from tests.conftest import free_port
 from tests.support import Recorder, SampleRecorded, eventually
 
 
@@ -53,7 +57,7 @@ def connected_port(bus: Bus) -> int | None:
 
 @pytest.mark.slow
 async def test_stream_is_replicated_and_survives_losing_the_connected_node(nats_cluster: NatsCluster) -> None:
-    bus = Bus(nats_cluster.url, name="test", source="/tests")
+    bus = Bus(nats_cluster.url, name="test", source="/tests", login=nats_cluster.login())
     await bus.connect()
     try:
         info = await bus.ensure_stream(StreamPolicy(replicas=3))
@@ -84,7 +88,7 @@ async def test_stream_is_replicated_and_survives_losing_the_connected_node(nats_
 
 @pytest.mark.slow
 async def test_replicas_of_an_existing_stream_follow_the_setting(nats_cluster: NatsCluster) -> None:
-    bus = Bus(nats_cluster.url, name="test", source="/tests")
+    bus = Bus(nats_cluster.url, name="test", source="/tests", login=nats_cluster.login())
     await bus.connect()
     try:
         await bus.ensure_stream(StreamPolicy(replicas=1))
@@ -101,7 +105,7 @@ async def test_replicas_of_an_existing_stream_follow_the_setting(nats_cluster: N
 async def test_a_studio_waits_for_a_cluster_quorum_and_says_what_is_missing(tmp_path) -> None:
     cluster = NatsCluster(tmp_path / "nats")
     cluster.spawn(cluster.nodes[0])  # the first server up: alone, JetStream has no leader yet
-    bus = Bus(cluster.url, name="test", source="/tests")
+    bus = Bus(cluster.url, name="test", source="/tests", login=cluster.login())
     try:
         await bus.connect(timeout=10)
         with pytest.raises(BusUnavailable, match=r"most of its nodes up \(2 of 3\)"):
@@ -113,3 +117,40 @@ async def test_a_studio_waits_for_a_cluster_quorum_and_says_what_is_missing(tmp_
     finally:
         await bus.close(1)
         cluster.stop()
+
+
+async def test_the_cluster_refuses_clients_without_a_login_or_tls_and_nodes_without_its_certificate(
+    nats_cluster: NatsCluster, tmp_path
+) -> None:
+    with pytest.raises(BusRefused):  # TLS with the cluster's CA, but no user
+        await Bus(nats_cluster.url, name="stranger", source="/x", login=NatsLogin.anonymous(nats_cluster.ca)).connect(
+            timeout=5
+        )
+    with pytest.raises(BusUnavailable) as plain:  # without the CA: no TLS it can trust, no connection at all
+        await Bus(nats_cluster.url, name="plain", source="/x").connect(timeout=3)
+    assert not isinstance(plain.value, BusRefused)
+
+    rogue = tmp_path / "rogue"  # a server someone starts next to the cluster, routing into it in plain text
+    rogue.mkdir()
+    target = nats_cluster.nodes[0]
+    monitor = free_port()
+    (rogue / "nats.conf").write_text(
+        f'listen: "127.0.0.1:{free_port()}"\nserver_name: rogue\nhttp: "127.0.0.1:{monitor}"\n'
+        f'cluster {{\n  name: {nats_cluster.name}\n  listen: "127.0.0.1:{free_port()}"\n'
+        f'  routes: ["nats-route://127.0.0.1:{target.cluster_port}"]\n}}\n'
+    )
+    log = target.store_dir / "nats-server.log"
+    with open(rogue / "log", "wb") as out:
+        proc = subprocess.Popen([find_binary(), "-c", str(rogue / "nats.conf")], stdout=out, stderr=out)
+    try:
+        # The node wants TLS with a certificate of the cluster's CA on its route port: the route fails.
+        await eventually(
+            lambda: "TLS route handshake error" in log.read_text(),
+            timeout=15,
+            message="the node refusing the rogue route",
+        )
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{monitor}/routez") as resp:
+            assert (await resp.json())["num_routes"] == 0, "the rogue server never joined the cluster"
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -52,9 +52,9 @@ async def installed(s: aiohttp.ClientSession, site: str, *wanted: str) -> bool:
     return all(seen[m]["install"]["state"] == "installed" for m in wanted)
 
 
-async def stored_completions(nats_url: str) -> Counter[str]:
+async def stored_completions(cluster: NatsCluster) -> Counter[str]:
     """purchase.completed events in the replicated stream, counted per purchase id."""
-    bus = Bus(nats_url, name="test-reader", source="/tests")
+    bus = Bus(cluster.url, name="test-reader", source="/tests", login=cluster.login())
     await bus.connect()
     try:
         return Counter(e.data["purchase_id"] for e in await stored(bus, ["purchase.completed"]))
@@ -133,7 +133,7 @@ async def test_fifty_purchases_of_one_model_through_both_servers_pull_it_once(
         await eventually(lambda: installed(s, a.url, PAID), timeout=120, interval=0.5, message=f"{PAID} installed")
         assert await installed(s, b.url, PAID)
     assert cluster_ollama.pull_count(PAID) == 1
-    completions = await stored_completions(nats_cluster.url)
+    completions = await stored_completions(nats_cluster)
     assert set(purchases) <= set(completions) and all(completions[p] == 1 for p in purchases)
 
 
@@ -167,19 +167,19 @@ async def test_a_nats_node_killed_mid_flow_loses_nothing_and_does_nothing_twice(
 
     async def all_stored() -> bool:
         try:
-            return set(answered) <= set(await stored_completions(nats_cluster.url))
+            return set(answered) <= set(await stored_completions(nats_cluster))
         except (nats.errors.Error, TimeoutError):  # the meta leader may still be moving: ask again
             return False
 
     await eventually(all_stored, timeout=60, interval=0.5, message="every answered purchase in the stream")
-    completions = await stored_completions(nats_cluster.url)
+    completions = await stored_completions(nats_cluster)
     twice = {p: n for p, n in completions.items() if n != 1}
     assert not twice, f"purchase.completed stored more than once: {twice}"
     assert len(answered) == len(set(answered))
 
 
 async def stream_leader(cluster: NatsCluster) -> str:
-    bus = Bus(cluster.url, name="test-leader", source="/tests")
+    bus = Bus(cluster.url, name="test-leader", source="/tests", login=cluster.login())
     await bus.connect()
     try:
         info = await bus.nc.jsm().stream_info(STREAM)

@@ -15,6 +15,8 @@ import pytest
 import yaml  # type: ignore[import-untyped]  # PyYAML, with schemathesis (test extra)
 
 from events.server import find_binary
+from functions import NAMES, load
+from studio.runtime.nats_users import every_user, write_credentials
 from studio.runtime.settings import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
@@ -93,9 +95,25 @@ def test_a_server_without_its_cluster_settings_is_refused_with_what_to_set() -> 
             merged({k: v for k, v in SERVER_ENV.items() if k != missing})
 
 
-def test_the_nats_cluster_config_passes_nats_servers_check() -> None:
-    env = {**os.environ, **{k: SERVER_ENV[k] for k in ("NATS_SERVER_NAME", "NATS_ROUTE_1", "NATS_ROUTE_2")}}
-    conf = COMPOSE / "nats" / "nats-cluster.conf"
+def nats_dir(tmp_path: Path) -> Path:
+    """/etc/nats as the overlay mounts it: the config, the generated users (auth.conf) and route certificates."""
+    etc = tmp_path / "etc-nats"
+    write_credentials(etc / "secrets", every_user([load(n) for n in NAMES]))
+    (etc / "nats-server.conf").write_text((COMPOSE / "nats" / "nats-cluster.conf").read_text())
+    (etc / "auth.conf").write_text((etc / "secrets" / "auth.conf").read_text())
+    subprocess.run([str(COMPOSE / "nats" / "cluster-certs"), str(etc / "tls"), "10.0.0.1"], check=True)
+    return etc
+
+
+def test_the_nats_cluster_config_passes_nats_servers_check(tmp_path: Path) -> None:
+    etc = nats_dir(tmp_path)
+    tls = {
+        "NATS_TLS_CERT": str(etc / "tls" / "node.pem"),
+        "NATS_TLS_KEY": str(etc / "tls" / "node-key.pem"),
+        "NATS_TLS_CA": str(etc / "tls" / "ca.pem"),
+    }
+    env = {**os.environ, **tls, **{k: SERVER_ENV[k] for k in ("NATS_SERVER_NAME", "NATS_ROUTE_1", "NATS_ROUTE_2")}}
+    conf = etc / "nats-server.conf"
     result = subprocess.run([find_binary(), "-c", str(conf), "-t"], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     broken = subprocess.run(

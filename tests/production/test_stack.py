@@ -168,6 +168,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
                 f"LOCALAI_PROJECT={project}",
                 f"LOCALAI_DATA_DIR={data}",
                 f"LOCALAI_BACKUP_DIR={backups}",
+                f"LOCALAI_NATS_SECRETS={tmp / 'nats-secrets'}",  # deploy writes the NATS users there
                 f"LOCALAI_SUBNET={subnet}",
                 f"LOCALAI_NOFILE={NOFILE}",
                 f"LOCALAI_NPROC={NPROC}",

@@ -46,9 +46,15 @@ function signedOut() {
   if (reset) {
     $("reset").hidden = false;
     onSubmit($("reset"), async ({ password }) => {
-      await request("/api/auth/reset", { method: "POST", body: { token: reset, password } });
-      window.location.assign("/account#sign-in");
+      await api("/api/auth/reset", { method: "POST", body: { token: reset, password } });
+      window.location.assign("/account?reset_done=1#sign-in");
     });
+  }
+  if (new URLSearchParams(window.location.search).get("reset_done")) {
+    // The reset ended every session and revoked every API key: say so once, before signing in again.
+    const ok = $("sign-in").querySelector(".form-ok");
+    ok.textContent = "Password changed: every session ended and every API key was revoked. Sign in with the new password.";
+    ok.hidden = false;
   }
   onSubmit($("sign-in"), async ({ email, password }) => {
     await api("/api/auth/login", { method: "POST", body: { email, password } });
@@ -254,7 +260,8 @@ async function signedIn(account) {
   $("account-role").textContent = account.role === "operator" ? "operator" : "member";
   $("account-since").textContent = day(account.created);
   $("sign-out-everywhere").addEventListener("click", async () => {
-    await request("/api/auth/logout?everywhere=1", { method: "POST" });
+    const keys = $("sign-out-keys").checked ? "&keys=1" : "";
+    await request(`/api/auth/logout?everywhere=1${keys}`, { method: "POST" });
     window.location.assign("/");
   });
   onSubmit($("password"), async ({ current, new: next }) => {

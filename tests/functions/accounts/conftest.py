@@ -63,8 +63,8 @@ class Browser:
         status, body, _ = await self.request("POST", "/api/auth/signup", {"email": email, "password": password})
         return status, body
 
-    async def login(self, email: str, password: str = PASSWORD) -> tuple[int, Any, Any]:
-        return await self.request("POST", "/api/auth/login", {"email": email, "password": password})
+    async def login(self, email: str, password: str = PASSWORD, **kw: Any) -> tuple[int, Any, Any]:
+        return await self.request("POST", "/api/auth/login", {"email": email, "password": password}, **kw)
 
     async def owned(self) -> set[str]:
         status, body, _ = await self.request("GET", "/api/models")

@@ -3,7 +3,10 @@ travels in X-Studio-* headers, and a revocation reaches the gateway through the 
 
 from __future__ import annotations
 
+import ipaddress
+
 from functions import load
+from functions.accounts.throttle import FREE_PER_ADDRESS
 from gateway.app import gateway_app
 from studio.runtime.server import function_app
 from studio.runtime.settings import Settings
@@ -69,3 +72,26 @@ async def test_anthropics_api_across_services(settings: Settings, double, aiohtt
     )
     assert bad.status == 400 and (await bad.json())["error"]["type"] == "invalid_request_error"
     assert stranger.status == 401 and (await stranger.json())["error"]["type"] == "authentication_error"
+
+
+async def test_behind_the_distributed_gateway_accounts_sees_the_address_the_gateway_believes(
+    settings: Settings, aiohttp_server, aiohttp_client
+) -> None:
+    """The gateway trusts no proxy here (its clients are the visitors): a client naming a new address in
+    X-Forwarded-For on every attempt is still one address to the accounts function behind it."""
+    s = settings.replace(functions=("accounts",))
+    accounts = await aiohttp_server(function_app(load("accounts"), s))  # trusts loopback: the gateway
+    gw = s.replace(
+        upstreams={"accounts": str(accounts.make_url("")).rstrip("/")},
+        trusted_proxies=(ipaddress.ip_network("10.255.255.254/32"),),
+    )
+    client = await aiohttp_client(gateway_app(gw))
+    statuses = []
+    for i in range(FREE_PER_ADDRESS + 1):
+        resp = await client.post(
+            "/api/auth/login",
+            json={"email": f"x{i}@example.com", "password": "a guess"},
+            headers={"X-Forwarded-For": f"198.51.100.{i}", "X-Real-IP": f"198.51.100.{i}"},
+        )
+        statuses.append(resp.status)
+    assert statuses == [401] * FREE_PER_ADDRESS + [429]

@@ -137,3 +137,17 @@ async def test_a_test_mode_refund_is_rehearsed_through_the_same_path_without_str
     }
     again = await studio.client.post(url, json={"confirm": True}, headers=OPERATOR)
     assert again.status == 409 and (await again.json())["error"]["code"] == "not_refundable"
+
+
+async def test_the_buyers_email_stays_with_the_purchase_never_in_the_event_stream(studio) -> None:
+    body = await (await studio.client.post("/api/models/purchase/phi3:mini")).json()
+    session_id = body["checkout_url"].rsplit("/", 1)[1]
+    studio.stripe.pay(session_id)
+    await studio.stripe.deliver(studio.url("/api/webhooks/stripe"), "checkout.session.completed", session_id)
+    await studio.wait_for_event("purchase.completed", "phi3:mini")
+
+    (paid,) = studio.of_type("payment.succeeded")
+    assert "email" not in paid.data and "buyer@example.com" not in paid.to_json().decode()
+    assert not any(b"buyer@example.com" in e.to_json() for e in studio.events.items), "in no event at all"
+    found = await (await studio.client.get("/api/purchases?all=1&q=buyer@", headers=OPERATOR)).json()
+    assert [(p["id"], p["email"]) for p in found["purchases"]] == [(body["purchase_id"], "buyer@example.com")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+import stripe
 
 from studio.runtime.settings import Secret
 from tests.functions.pipeline import start_studio
@@ -105,3 +106,19 @@ async def test_without_a_webhook_secret_stripe_is_told_to_retry(
     body, headers = studio.stripe.signed(studio.stripe.event("customer.created", {"id": "cus_1"}))
     status, answer = await post_hook(studio, body, headers)
     assert status == 503 and answer["error"]["code"] == "webhooks_not_configured"
+
+
+@pytest.mark.parametrize("depth", [100, 1000, 5000])
+async def test_a_signed_event_nested_deep_is_400_and_changes_nothing(studio, depth) -> None:
+    nested = "[" * depth + "]" * depth  # what no parser stack (and no Stripe event) holds
+    body = (
+        '{"id": "evt_deep", "type": "checkout.session.completed", "data": {"object": {"id": "cs_deep", "x": '
+        + nested
+        + "}}}"
+    )
+    header = stripe.WebhookSignature.generate_signature_header(body, studio.stripe.webhook_secret)
+    before = await studio.db_counts()
+    status, answer = await post_hook(studio, body.encode(), {"Stripe-Signature": header})
+    assert status == 400 and answer["error"]["code"] == "invalid_signature", answer
+    assert "nested deeper" in answer["error"]["message"]
+    assert await studio.db_counts() == before

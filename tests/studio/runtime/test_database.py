@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,19 @@ async def test_read_then_write_transactions_of_two_processes_lose_no_update(db_t
         for db in dbs:
             await db.close()
     assert final is not None and final[0] == 40
+
+
+async def test_the_database_file_and_its_wal_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    old = os.umask(0o022)  # the usual umask, which made studio.db 0644
+    try:
+        fresh = await open_db(tmp_path / "studio.db")
+        await fresh.migrate([RUNTIME_MIGRATIONS, SAMPLE])
+        await fresh.close()
+        made_before = tmp_path / "old.db"
+        made_before.touch(mode=0o644)  # a studio.db from an earlier version
+        await (await open_db(made_before)).close()  # opened by this version: its mode is fixed
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir() if p.name.split("-")[0].endswith(".db")}
+    assert modes["studio.db"] == modes["old.db"] == 0o600, modes
+    assert all(mode == 0o600 for mode in modes.values()), modes
