@@ -49,7 +49,12 @@ GATEWAY_PUBLISH = frozenset(
     {nats_subject("server.reported"), QUERY_PREFIX + "models.snapshot", QUERY_PREFIX + "credentials.resolve"}
 )
 GATEWAY_SUBSCRIBE = frozenset(
-    {nats_subject("purchase.*"), nats_subject("install.*"), nats_subject("account.access_changed")}
+    {
+        nats_subject("purchase.*"),
+        nats_subject("install.*"),
+        nats_subject("account.access_changed"),
+        nats_subject("operator.catalog_changed"),  # the live feed tells open marketplace tabs (gateway/live.py)
+    }
 )
 # Reading the stored stream and its consumers (lag, dead letters, replays through ephemeral consumers).
 STREAM_READER = frozenset(
