@@ -431,14 +431,25 @@ class Bus:
         consumers, self._consumers = self._consumers, []
         await asyncio.gather(*(c.stop(grace) for c in consumers), return_exceptions=True)
 
+    async def stop_listening(self, grace: float = 10.0) -> None:
+        """Stop live listeners and query answers: no new message reaches them; those already
+        delivered finish (up to `grace` seconds, then they are cut)."""
+        subs, self._listeners = self._listeners, []
+
+        async def stop(sub: Any) -> None:
+            try:
+                await asyncio.wait_for(sub.drain(), grace)
+            except Exception:  # timed out, or the connection is gone: cut it
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+        await asyncio.gather(*(stop(sub) for sub in subs), return_exceptions=True)
+
     async def close(self, grace: float = 10.0) -> None:
-        """Stop consuming (see `stop_consuming`), then drain the connection."""
+        """Stop consuming and listening (see `stop_consuming`, `stop_listening`), then drain the connection."""
         await self.stop_consuming(grace)
+        await self.stop_listening(grace)
         self._closing = True
-        for sub in self._listeners:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        self._listeners.clear()
         if self._nc is not None and not self._nc.is_closed:
             try:
                 await asyncio.wait_for(self._nc.drain(), timeout=5)

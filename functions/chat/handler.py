@@ -53,7 +53,8 @@ from functions.chat.completions import CompletionWire, openai_errors, parse_comp
 from functions.chat.conversation import Conversation, parse
 from functions.chat.disconnects import Disconnects
 from functions.chat.embeddings import embedding_list, parse_embedding
-from functions.chat.entitlements import Ownership, chattable_model, usable_models
+from functions.chat.entitlements import Ownership, usable_models
+from functions.chat.known import KnownOwners
 from functions.chat.limits import SharedLimits, usage_of
 from studio import catalog
 from studio.clients.cloud import CloudFallback
@@ -72,6 +73,7 @@ LIMITS = Key[SharedLimits]("limits")
 DISCONNECTS = Key[Disconnects]("disconnects")
 REPORTS = Key[UsageReports]("reports")
 OWNERSHIP = Key[Ownership]("ownership")
+KNOWN = Key[KnownOwners]("known_owners")
 
 
 @function.reports_load
@@ -96,6 +98,7 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
     fn[DISCONNECTS] = disconnects = Disconnects()
     fn[REPORTS] = reports = UsageReports(fn.publish, fn.log)
     fn[OWNERSHIP] = Ownership(fn.db)
+    fn[KNOWN] = KnownOwners()
     yield
     await disconnects.close()
     await reports.drain()
@@ -142,7 +145,7 @@ async def embeddings(request: web.Request) -> web.Response:
     with openai_errors():
         who, user_id = identity(request), caller(request)
         wanted = parse_embedding(await json_body(request), function.settings)
-        model = await chattable_model(function[CATALOG], function.bus, function[OWNERSHIP], who, wanted.model)
+        model = await function[KNOWN].model_for(function[CATALOG], function.bus, function[OWNERSHIP], who, wanted.model)
         if not model.can("embedding"):
             raise BadRequest(
                 f"{model.name} does not make embeddings; pick a model with embedding, such as nomic-embed-text",
@@ -211,7 +214,9 @@ async def converse(
     """One answer, whatever the API: entitlement, limits, Ollama, the relay, the usage event."""
     who = identity(request)
     user_id = caller(request)
-    model = await chattable_model(function[CATALOG], function.bus, function[OWNERSHIP], who, conversation.model)
+    model = await function[KNOWN].model_for(
+        function[CATALOG], function.bus, function[OWNERSHIP], who, conversation.model
+    )
     conversation = conversation.for_model(model)  # images need vision; thinking on by default where it exists
     answer = Answer(model.id, user_id, started, key_id=who.key_id)
     response = web.StreamResponse(headers=wire.headers) if conversation.stream else None

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from studio.runtime.database import Database, Transaction
-from studio.runtime.errors import TooManyRequests
+from studio.runtime.database import Database, DatabaseUnavailable, Transaction
+from studio.runtime.errors import TooManyRequests, report_database_down
 from studio.runtime.shortages import SHORTAGES, is_disk_full
 
 DISK_FULL = "chat limits cannot be written (the disk is full): counted in each process until there is room"
@@ -95,14 +95,16 @@ class SharedLimits:
         slot's model and token counts before leaving: they are added to the caller's usage of the day."""
         now = self.clock()
         if self.tokens_per_day:
-            await self._within_daily_tokens(user_id, now)
+            try:
+                await self._within_daily_tokens(user_id, now)
+            except DatabaseUnavailable as exc:  # the day's usage is unknown until it is back: answer
+                report_database_down(exc)
         answer_id = secrets.token_hex(8)
         try:
             await self._submit(_Request("admit", user_id, answer_id, now))
         except Exception as exc:
-            if not is_disk_full(exc):
+            if not _cannot_write(exc):
                 raise
-            SHORTAGES.report("disk_full", DISK_FULL)
             async with self._fallback.admit(user_id, now) as slot:  # chat writes nothing else: keep answering
                 yield slot
             return
@@ -113,9 +115,8 @@ class SharedLimits:
             try:
                 await self._submit(_Request("release", user_id, answer_id, self.clock(), slot))
             except Exception as exc:
-                if not is_disk_full(exc):
+                if not _cannot_write(exc):  # its slot goes stale after STALE_S; usage unrecorded
                     raise
-                SHORTAGES.report("disk_full", DISK_FULL)  # its slot goes stale after STALE_S; usage unrecorded
 
     async def _submit(self, request: _Request) -> None:
         request.done = asyncio.get_running_loop().create_future()
@@ -261,7 +262,7 @@ class SharedLimits:
 
 class LocalLimits:
     """The same limits counted in this process alone: what chat falls back to while the database cannot
-    be written (a full disk), so chat, which writes nothing else, keeps answering."""
+    be written (a full disk, a database outage), so chat, which writes nothing else, keeps answering."""
 
     def __init__(self, concurrent: int, per_minute: int, clock: Callable[[], float]) -> None:
         self.concurrent, self.per_minute, self.clock = concurrent, per_minute, clock
@@ -285,6 +286,17 @@ class LocalLimits:
             yield Slot()
         finally:
             c.generating -= 1
+
+
+def _cannot_write(exc: Exception) -> bool:
+    """A full disk or a database outage (reported as such): limits are counted in this process meanwhile."""
+    if is_disk_full(exc):
+        SHORTAGES.report("disk_full", DISK_FULL)
+        return True
+    if isinstance(exc, DatabaseUnavailable):
+        report_database_down(exc)
+        return True
+    return False
 
 
 def _marks(values: list[str]) -> str:

@@ -14,11 +14,15 @@
   per component.
 - `tx.publish(event)` writes the event to the outbox table in the same transaction as the state
   change it describes; the outbox relay (`studio.runtime.outbox`) moves it to JetStream.
+- A database the studio cannot reach (PostgreSQL stopped or restarting, its connections cut; a SQLite
+  file that cannot be opened, read or locked in time) raises `DatabaseUnavailable`, whatever the driver
+  said: callers answer 503 `database_unavailable` and retry, they never see the driver's own errors.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sqlite3
@@ -54,6 +58,25 @@ class Row(Protocol):
 
 class DatabaseError(RuntimeError):
     pass
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached right now (a transient fault, not a bug): try again shortly."""
+
+    def __init__(self, location: str, cause: BaseException) -> None:
+        super().__init__(f"the database at {location} is unavailable ({type(cause).__name__}: {cause})")
+        self.location = location
+
+
+# SQLite result codes (primary, the low byte) that mean "the file cannot be used right now":
+# BUSY/LOCKED (another process held the lock past busy_timeout), IOERR, CANTOPEN.
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 10, 14})
+
+
+def _sqlite_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in (
+        _SQLITE_UNAVAILABLE
+    )
 
 
 def utcnow(offset_s: float = 0) -> str:
@@ -337,26 +360,42 @@ class SqliteDatabase(Database):
         return self._writer
 
     @asynccontextmanager
+    async def _unavailable(self) -> AsyncIterator[None]:
+        """The driver's "cannot use the file now" errors as `DatabaseUnavailable`."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if _sqlite_unavailable(exc):
+                raise DatabaseUnavailable(self.location, exc) from exc
+            raise
+
+    @asynccontextmanager
     async def _write(self) -> AsyncIterator[Transaction]:
         async with self._lock:
             conn = self.writer
-            await _run(conn, "BEGIN IMMEDIATE")
+            async with self._unavailable():
+                await _run(conn, "BEGIN IMMEDIATE")
             tx = SqliteTransaction(conn)
             try:
                 yield tx
-            except BaseException:
-                await _run(conn, "ROLLBACK")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):  # (a failed statement may have ended it already)
+                    await _run(conn, "ROLLBACK")
+                if _sqlite_unavailable(exc):
+                    raise DatabaseUnavailable(self.location, exc) from exc
                 raise
-            await _run(conn, "COMMIT")
+            async with self._unavailable():
+                await _run(conn, "COMMIT")
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        async with self._lock:
+        async with self._lock, self._unavailable():
             return await _run(self.writer, sql, params)
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
         if self._reader is None:
             raise DatabaseError("the database is not open")
-        return list(await self._reader.execute_fetchall(sql, params))
+        async with self._unavailable():
+            return list(await self._reader.execute_fetchall(sql, params))
 
     async def tables(self) -> list[str]:
         rows = await self.fetch_all(

@@ -1,7 +1,9 @@
 """One error mechanism for functions and gateway: raise a `StudioError`, get a JSON error response.
 
 Every error response is `{"error": {"code": "...", "message": "..."}}` (plus optional details).
-Anything unexpected becomes a logged 500 that leaks no internals.
+Anything unexpected becomes a logged 500 that leaks no internals. An outage of what every request
+leans on (the disk, the database, NATS) is a 503 with Retry-After, counted and logged once a minute
+(`studio.runtime.shortages`, which also alerts), not a traceback a request.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from events.bus import BusUnavailable
+from studio.runtime.database import DatabaseUnavailable
 from studio.runtime.shortages import SHORTAGES, is_disk_full
 
 log = logging.getLogger("studio.http")
@@ -101,6 +105,40 @@ class DiskFull(StudioError):
         super().__init__(message, headers={"Retry-After": "60"})
 
 
+class DatabaseDown(StudioError):
+    status, code = 503, "database_unavailable"
+    MESSAGE = "the studio cannot reach its database right now; nothing was changed, try again in a few seconds"
+    RETRY_AFTER_S = 5
+
+    def __init__(self, message: str = MESSAGE) -> None:
+        super().__init__(message, headers={"Retry-After": str(self.RETRY_AFTER_S)})
+
+
+BUS_DOWN = "bus_unavailable"
+BUS_DOWN_MESSAGE = "the studio's event bus (NATS) is unavailable; try again in a few seconds"
+
+
+def bus_down(message: str = BUS_DOWN_MESSAGE) -> UpstreamUnavailable:
+    return UpstreamUnavailable(message, code=BUS_DOWN, headers={"Retry-After": "5"})
+
+
+def report_database_down(exc: BaseException) -> None:
+    """Counted, logged once a minute and alerted (`resource.exhausted` database_unavailable)."""
+    SHORTAGES.report(
+        "database_unavailable",
+        f"{exc}: requests that need it answer 503 database_unavailable and events wait until it is back; "
+        "check that the database server runs and STUDIO_DATABASE_URL reaches it",
+    )
+
+
+def report_bus_down(exc: BaseException) -> None:
+    SHORTAGES.report(
+        BUS_DOWN,
+        f"NATS cannot be reached ({exc}): requests that need it answer 503 bus_unavailable until it is back; "
+        "check that nats-server runs and STUDIO_NATS_URL reaches it",
+    )
+
+
 def error_response(status: int, error: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         status=status,
@@ -137,8 +175,16 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
 
 def render(request: web.Request, exc: BaseException) -> web.Response | None:
     """The JSON response for an exception raised by a handler; None if it must propagate."""
+    if isinstance(exc, DatabaseUnavailable):  # counted and logged once a minute, not a traceback a request
+        report_database_down(exc)
+        return DatabaseDown().to_response()
+    if isinstance(exc, BusUnavailable):
+        report_bus_down(exc)
+        return bus_down().to_response()
     if isinstance(exc, StudioError):
-        if exc.status >= 500 and not isinstance(exc, DiskFull):
+        if exc.code == BUS_DOWN:
+            report_bus_down(exc.__cause__ or exc)
+        elif exc.status >= 500 and not isinstance(exc, DiskFull):
             log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
         return exc.to_response()
     if isinstance(exc, web.HTTPException):

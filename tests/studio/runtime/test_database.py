@@ -31,6 +31,7 @@ async def test_migrations_apply_once_and_are_recorded(tmp_path: Path, db_target:
     assert first == [
         "runtime:0001_outbox",
         "runtime:0002_outbox_published_index",
+        "runtime:0003_outbox_claims",
         "sample:0001_notes",
         "sample:0002_cures",
     ]
@@ -38,6 +39,7 @@ async def test_migrations_apply_once_and_are_recorded(tmp_path: Path, db_target:
     assert [tuple(r) for r in rows] == [
         ("runtime", 1, "outbox"),
         ("runtime", 2, "outbox_published_index"),
+        ("runtime", 3, "outbox_claims"),
         ("sample", 1, "notes"),
         ("sample", 2, "cures"),
     ]
@@ -54,10 +56,11 @@ async def test_racing_processes_apply_each_migration_once(tmp_path: Path, db_tar
     assert sorted(m for r in results for m in r) == [
         "runtime:0001_outbox",
         "runtime:0002_outbox_published_index",
+        "runtime:0003_outbox_claims",
         "sample:0001_notes",
         "sample:0002_cures",
     ]
-    assert count is not None and count[0] == 4
+    assert count is not None and count[0] == 5
 
 
 async def test_failed_migration_is_rolled_back_and_named(tmp_path: Path, db_target: Path | DatabaseUrl) -> None:
