@@ -108,6 +108,7 @@ class Bus:
         self._nc: NatsClient | None = None
         self._consumers: list[Consumer] = []
         self._listeners: list[Any] = []
+        self._listening: set[asyncio.Task[Any]] = set()  # the tasks inside a listener or a query answer now
         self.disconnected_since: float | None = None
         self._closing = False
 
@@ -367,10 +368,15 @@ class Bus:
             except InvalidEvent as exc:
                 log.warning("ignored a malformed message on %s: %s", msg.subject, exc)
                 return
+            task = asyncio.current_task()
+            if task is not None:
+                self._listening.add(task)
             try:
                 await listener(event)
             except Exception:
                 log.exception("listener failed on %s", event.type, extra={"event_id": event.id})
+            finally:
+                self._listening.discard(task)
 
         sub = await self.nc.subscribe(type_pattern_subject(pattern), queue=queue or "", cb=on_message)
         self._listeners.append(sub)
@@ -382,11 +388,16 @@ class Bus:
         """Answer queries named `name`; replicas share them (one answers each)."""
 
         async def on_request(msg: Msg) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._listening.add(task)
             try:
                 reply = await answer(json.loads(msg.data))
             except Exception as exc:
                 log.exception("query %s failed", name)
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
+            finally:
+                self._listening.discard(task)
             with contextlib.suppress(Exception):
                 await msg.respond(json.dumps(reply, separators=(",", ":")).encode())
 
@@ -444,6 +455,10 @@ class Bus:
                     await sub.unsubscribe()
 
         await asyncio.gather(*(stop(sub) for sub in subs), return_exceptions=True)
+        cut = list(self._listening)  # still in a listener after the grace period: cut it now
+        for task in cut:
+            task.cancel()
+        await asyncio.gather(*cut, return_exceptions=True)
 
     async def close(self, grace: float = 10.0) -> None:
         """Stop consuming and listening (see `stop_consuming`, `stop_listening`), then drain the connection."""
