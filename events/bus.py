@@ -87,6 +87,26 @@ def decode(event: Event) -> EventData | Event:
     return event if cls is None else cls.from_event(event)
 
 
+# The NATS client's own errors that mean "NATS cannot be reached now" (code that calls the client
+# directly, e.g. reading the stream, meets them in an outage); its other errors are bugs.
+_NATS_DOWN = (
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.FlushTimeoutError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+def is_bus_outage(exc: BaseException) -> bool:
+    """`BusUnavailable`, or the client's own error for NATS being unreachable now."""
+    return isinstance(exc, (BusUnavailable, *_NATS_DOWN))
+
+
 def type_pattern_subject(pattern: str) -> str:
     """`purchase.*` / `*` / `install.completed` -> a NATS subject under the studio prefix."""
     if pattern in ("*", ">", ""):

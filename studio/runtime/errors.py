@@ -13,12 +13,10 @@ import json
 import logging
 from typing import Any
 
-import nats.errors
-import nats.js.errors
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from events.bus import BusUnavailable
+from events.bus import is_bus_outage
 from studio.runtime.database import DatabaseUnavailable
 from studio.runtime.shortages import SHORTAGES, is_disk_full
 
@@ -124,21 +122,6 @@ def bus_down(message: str = BUS_DOWN_MESSAGE) -> UpstreamUnavailable:
     return UpstreamUnavailable(message, code=BUS_DOWN, headers={"Retry-After": "5"})
 
 
-# The NATS client's own errors that mean "NATS cannot be reached now" (a handler that calls it directly,
-# e.g. reading the stream, and meets an outage): as BusUnavailable. Its other errors are bugs (500).
-_NATS_DOWN = (
-    nats.errors.TimeoutError,
-    nats.errors.ConnectionClosedError,
-    nats.errors.ConnectionDrainingError,
-    nats.errors.ConnectionReconnectingError,
-    nats.errors.NoServersError,
-    nats.errors.StaleConnectionError,
-    nats.errors.OutboundBufferLimitError,
-    nats.errors.FlushTimeoutError,
-    nats.js.errors.ServiceUnavailableError,
-)
-
-
 def report_database_down(exc: BaseException) -> None:
     """Counted, logged once a minute and alerted (`resource.exhausted` database_unavailable)."""
     SHORTAGES.report(
@@ -195,7 +178,7 @@ def render(request: web.Request, exc: BaseException) -> web.Response | None:
     if isinstance(exc, DatabaseUnavailable):  # counted and logged once a minute, not a traceback a request
         report_database_down(exc)
         return DatabaseDown().to_response()
-    if isinstance(exc, (BusUnavailable, *_NATS_DOWN)):
+    if is_bus_outage(exc):
         report_bus_down(exc)
         return bus_down().to_response()
     if isinstance(exc, StudioError):
