@@ -203,6 +203,8 @@ class PostgresDatabase(Database):
                 with _reachable(self.location):
                     await conn.execute("COMMIT")
             finally:
+                if not conn.is_closed() and conn.is_in_transaction():  # a ROLLBACK cut short: never pooled so
+                    conn.terminate()
                 with _reachable(self.location):
                     await self.pool.release(conn)
 
