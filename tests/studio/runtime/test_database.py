@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from events.envelope import Event
-from studio.runtime.database import RUNTIME_MIGRATIONS, Database, DatabaseError, Migrations, split_statements
+from studio.runtime.database import (
+    RUNTIME_MIGRATIONS,
+    Database,
+    DatabaseError,
+    DatabaseUnavailable,
+    Migrations,
+    split_statements,
+)
 from studio.runtime.dialect import DatabaseUrl
 
 SAMPLE = Migrations("sample", Path(__file__).resolve().parents[2] / "sample" / "migrations")
@@ -132,3 +140,20 @@ async def test_read_then_write_transactions_of_two_processes_lose_no_update(db_t
         for db in dbs:
             await db.close()
     assert final is not None and final[0] == 40
+
+
+async def test_a_sqlite_file_another_process_keeps_locked_is_unavailable_not_a_driver_error(tmp_path: Path) -> None:
+    db = await open_db(tmp_path / "studio.db")
+    await db.migrate([RUNTIME_MIGRATIONS])
+    other = sqlite3.connect(tmp_path / "studio.db", isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")  # held past the studio's busy timeout (10 s)
+        with pytest.raises(DatabaseUnavailable, match="unavailable"):
+            async with db.transaction() as tx:
+                await tx.execute("DELETE FROM outbox")
+        other.execute("ROLLBACK")
+        async with db.transaction() as tx:  # the lock gone, the same connection writes again
+            await tx.execute("DELETE FROM outbox")
+    finally:
+        other.close()
+        await db.close()
