@@ -716,6 +716,35 @@ async def two_studios_one_outbox(lab: Lab, seconds: float = 8.0) -> tuple[str, s
     )
 
 
+async def drained_under_traffic(lab: Lab, rounds: int = 3) -> tuple[str, str]:
+    """A studio stopped with SIGTERM (a drain) while visitors buy and every function's events flow
+    (heartbeats twice a second, the monitor listening to everything): it exits 0, loses no purchase,
+    and logs no error on the way out (before: KeyError('counts') in the monitor, KeyError('installs') in
+    install, deliveries meeting a function already torn down)."""
+    studio = await lab.studio("drain")
+    accepted: list[str] = []
+    exits: list[int | None] = []
+    for _ in range(rounds):
+        studio.start()
+        stop = asyncio.Event()
+        buyers = [asyncio.create_task(buy_free(studio, accepted, stop)) for _ in range(3)]
+        await asyncio.sleep(random.uniform(1.0, 2.0))  # a random moment in the traffic
+        assert studio.proc is not None
+        studio.proc.terminate()  # SIGTERM: the drain
+        exits.append(await asyncio.to_thread(studio.proc.wait, 30))
+        stop.set()
+        await asyncio.gather(*buyers)
+    studio.start()
+    lost, twice = books(studio, accepted)
+    studio.stop()
+    tracebacks, errors, by_message = log_summary(studio)
+    ok = all(code == 0 for code in exits) and not lost and not twice and not errors
+    return ("ok" if ok else "FAILED"), (
+        f"{rounds} SIGTERMs under purchases (exit codes {exits}): {len(accepted)} purchases answered 200, {lost} "
+        f"lost, {twice} twice; log: {errors} error lines, {tracebacks} tracebacks ({counted(by_message)})"
+    )
+
+
 def bad_inputs(studio: Studio) -> list[tuple[str, str, str]]:
     from tests.gateway.test_contract import ENDLESS, fuzz
 
@@ -913,6 +942,8 @@ async def main(rounds: int, ollama_down_s: float, postgres_down_s: float) -> Non
             rows.append(("fault", "the same webhook 3x at once", f"{verdict}: {text}"))
             verdict, text = await restore_under_writes(lab)
             rows.append(("fault", "backup under writes, restored", f"{verdict}: {text}"))
+            verdict, text = await drained_under_traffic(lab)
+            rows.append(("fault", "studio drained (SIGTERM) under purchases", f"{verdict}: {text}"))
             verdict, text = await postgres_stopped(lab, postgres_down_s)
             rows.append(("fault", f"PostgreSQL stopped {postgres_down_s:g} s", f"{verdict}: {text}"))
             verdict, text = await two_studios_one_outbox(lab)
@@ -934,14 +965,25 @@ async def postgres_only(postgres_down_s: float) -> None:
             print(f"| fault | two studios on one database | {verdict}: {text} |", flush=True)
 
 
+async def drain_only() -> None:
+    with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
+        async with Lab(Path(tmp)) as lab:
+            verdict, text = await drained_under_traffic(lab)
+            print(f"| fault | studio drained (SIGTERM) under purchases | {verdict}: {text} |", flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="SIGKILLs during purchases")
     parser.add_argument("--ollama-down-s", type=float, default=60, help="how long Ollama is down")
     parser.add_argument("--postgres-down-s", type=float, default=10, help="how long PostgreSQL is stopped")
-    parser.add_argument("--only", choices=["postgres"], help="only the PostgreSQL scenarios (stopped, two studios)")
+    parser.add_argument(
+        "--only", choices=["postgres", "drain"], help="the PostgreSQL scenarios (stopped, two studios), or the drain"
+    )
     args = parser.parse_args()
     if args.only == "postgres":
         asyncio.run(postgres_only(args.postgres_down_s))
+    elif args.only == "drain":
+        asyncio.run(drain_only())
     else:
         asyncio.run(main(args.rounds, args.ollama_down_s, args.postgres_down_s))
