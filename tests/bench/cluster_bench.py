@@ -139,8 +139,13 @@ async def main(args: argparse.Namespace) -> None:
             # two servers, a 3-node cluster, one shared database
             cluster = NatsCluster(root / "cluster")
             await cluster.start()
-            shared = root / "shared"
-            pair = [StudioProcess(n, shared, studio_env(cluster.url, ollama.url, replicas=3)) for n in ("a", "b")]
+            # (each server has its own data dir, as on two VPSs: one studio per data dir; the database they
+            # share is one SQLite file both name, as PostgreSQL would be)
+            database = {"STUDIO_DATABASE_URL": f"sqlite:///{root / 'shared.db'}"}
+            pair = [
+                StudioProcess(n, root / n / "data", studio_env(cluster.url, ollama.url, replicas=3, **database))
+                for n in ("a", "b")
+            ]
             try:
                 for studio in pair:
                     await studio.start()
