@@ -126,11 +126,15 @@ SCHEMA_MIGRATIONS = (
 )
 
 
+OUTBOX_LEASE_S = 30.0  # an outbox row is its writer's relay's to publish for so long (studio.runtime.outbox)
+
+
 class Transaction:
     """One write transaction; the driver's subclass runs the statements."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self.outbox_owner: str | None = None  # whose relay publishes what this transaction publishes
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; returns the number of rows it changed."""
@@ -153,9 +157,11 @@ class Transaction:
 
     async def publish(self, event: Event) -> None:
         """Record `event` for publication once (and only if) this transaction commits."""
+        owner = self.outbox_owner
         await self.execute(
-            "INSERT INTO outbox (event_id, event_type, payload, created_at) VALUES (?, ?, ?, ?)",
-            (event.id, event.type, event.to_json(), utcnow()),
+            "INSERT INTO outbox (event_id, event_type, payload, created_at, claimed_by, claimed_until) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (event.id, event.type, event.to_json(), utcnow(), owner, utcnow(OUTBOX_LEASE_S) if owner else None),
         )
         self.events.append(event)
 
@@ -177,6 +183,7 @@ class Database:
 
     def __init__(self, target: Path | str | DatabaseUrl) -> None:
         self.on_events_committed: list[Callable[[list[Event]], None]] = []
+        self.outbox_owner: str | None = None  # this process's outbox relay (set when it starts)
 
     @property
     def location(self) -> str:
@@ -235,6 +242,7 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._write() as tx:
+            tx.outbox_owner = self.outbox_owner
             yield tx
         if tx.events:
             for callback in self.on_events_committed:

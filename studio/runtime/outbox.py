@@ -6,12 +6,16 @@ once), then marks them published. While NATS is down, rows wait and the relay re
 nothing is lost and nothing is published for a transaction that rolled back. Published rows are
 pruned after `STUDIO_OUTBOX_KEEP_DAYS` (studio.runtime.retention).
 
-Several studios on one database share the outbox: each relay claims a batch before publishing it
-(`claimed_by`, `claimed_until`: a lease of `LEASE_S`), so each row is published by one of them. On
-PostgreSQL the claim skips rows another relay is claiming at that instant (`FOR UPDATE SKIP LOCKED`);
-SQLite's claims are serialised by its single writer. A relay that dies holding a claim leaves its rows
-to the others once the lease lapses (the stream drops a re-publish of an id it has seen, for two
-minutes). During a database outage the relay waits, counted once a minute, not a traceback a second.
+Several studios on one database share the outbox, and each row is published by one of them: a row
+belongs to the process whose transaction wrote it (`claimed_by`, with a lease of `LEASE_S`,
+`claimed_until`, set by `tx.publish`), and each relay publishes its own rows, which costs no more than
+one relay alone (a read, then the mark). Rows nobody owns (written by a process without a relay, such
+as a CLI command) or whose owner's lease lapsed (it died, or has not reached NATS for `LEASE_S`) are
+adopted by whichever relay claims them first: one `UPDATE ... RETURNING`, which on PostgreSQL skips the
+rows another relay is claiming at that instant (`FOR UPDATE SKIP LOCKED`) and on SQLite is serialised
+by its single writer. A row published twice after all (its owner slow, not dead) is dropped by the
+stream, by event id, within two minutes. During a database outage the relay waits, counted once a
+minute, not a traceback a second.
 """
 
 from __future__ import annotations
@@ -22,34 +26,41 @@ import logging
 
 from events.bus import Bus, BusUnavailable
 from events.envelope import Event, InvalidEvent
-from studio.runtime.database import Database, DatabaseUnavailable, utcnow
+from studio.runtime.database import OUTBOX_LEASE_S, Database, DatabaseUnavailable, Row, utcnow
 from studio.runtime.errors import report_database_down
 from studio.runtime.shortages import SHORTAGES, is_disk_full
 
 log = logging.getLogger("studio.outbox")
 
 BATCH = 100
-LEASE_S = 30.0  # a claimed batch is this relay's for so long (renewed by each claim)
+LEASE_S = OUTBOX_LEASE_S  # a row is its writer's to publish for so long; then anyone's
+ADOPT_EVERY_S = 1.0  # how often a relay looks for rows nobody publishes
 
-_CLAIM = (  # the oldest unclaimed rows (or this relay's own, or those whose lease lapsed), one batch
-    "UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE seq IN (SELECT seq FROM outbox "
-    "WHERE published_at IS NULL AND (claimed_until IS NULL OR claimed_until < ? OR claimed_by = ?) "
+_MINE = "SELECT seq, payload FROM outbox WHERE published_at IS NULL AND claimed_by = ? ORDER BY seq LIMIT ?"
+_ORPHANED = "published_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?)"
+_ADOPT = (  # the oldest rows nobody owns now, one batch
+    f"UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE seq IN (SELECT seq FROM outbox WHERE {_ORPHANED} "
     "ORDER BY seq LIMIT ?{lock}) RETURNING seq, payload"
 )
 
 
 class OutboxRelay:
-    def __init__(self, db: Database, bus: Bus, *, owner: str = "", poll_s: float = 1.0) -> None:
+    def __init__(
+        self, db: Database, bus: Bus, *, owner: str = "", poll_s: float = 1.0, adopt_every_s: float = ADOPT_EVERY_S
+    ) -> None:
         self.db = db
         self.bus = bus
         self.owner = owner or "relay"
-        self._claim = _CLAIM.format(lock=" FOR UPDATE SKIP LOCKED" if db.dialect == "postgresql" else "")
+        self._adopt = _ADOPT.replace("{lock}", " FOR UPDATE SKIP LOCKED" if db.dialect == "postgresql" else "")
+        self.adopt_every_s = adopt_every_s
+        self._adopt_after = 0.0
         self.poll_s = poll_s
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.backlog = 0
 
     def start(self) -> None:
+        self.db.outbox_owner = self.owner  # rows this process writes are this relay's to publish
         self.db.on_events_committed.append(self._on_commit)
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
@@ -98,16 +109,17 @@ class OutboxRelay:
                 await asyncio.sleep(1)
 
     async def flush(self) -> int:
-        """Claim and publish one batch of pending events; returns how many were published."""
-        if await self.db.fetch_one("SELECT 1 FROM outbox WHERE published_at IS NULL LIMIT 1") is None:
-            self.backlog = 0
-            return 0  # (a read: an idle relay takes no writer lock)
-        async with self.db.transaction() as tx:
-            rows = await tx.fetch_all(self._claim, (self.owner, utcnow(LEASE_S), utcnow(), self.owner, BATCH))
-        rows.sort(key=lambda r: int(r["seq"]))  # (RETURNING promises no order)
+        """Publish one batch of pending events (this relay's own, else those nobody publishes); returns
+        how many were published."""
+        rows = await self.db.fetch_all(_MINE, (self.owner, BATCH))
+        now = asyncio.get_running_loop().time()
+        if len(rows) < BATCH and now >= self._adopt_after:
+            self._adopt_after = now + self.adopt_every_s
+            rows += await self._adopt_orphans(BATCH - len(rows))
         self.backlog = len(rows)
         if not rows:
             return 0
+        rows.sort(key=lambda r: int(r["seq"]))
         events, seqs = [], []
         for row in rows:
             try:
@@ -117,9 +129,14 @@ class OutboxRelay:
             seqs.append(row["seq"])
         await self.bus.publish_many(events)
         marks = ",".join("?" * len(seqs))
-        await self.db.execute(
-            f"UPDATE outbox SET published_at = ?, claimed_by = NULL, claimed_until = NULL WHERE seq IN ({marks})",
-            (utcnow(), *seqs),
-        )
+        await self.db.execute(f"UPDATE outbox SET published_at = ? WHERE seq IN ({marks})", (utcnow(), *seqs))
         self.backlog = 0
         return len(rows)
+
+    async def _adopt_orphans(self, most: int) -> list[Row]:
+        """Claim up to `most` rows nobody owns now (a read first: usually there are none)."""
+        now = utcnow()
+        if await self.db.fetch_one(f"SELECT 1 FROM outbox WHERE {_ORPHANED} LIMIT 1", (now,)) is None:
+            return []
+        async with self.db.transaction() as tx:
+            return await tx.fetch_all(self._adopt, (self.owner, utcnow(LEASE_S), now, most))

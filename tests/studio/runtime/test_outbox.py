@@ -65,3 +65,47 @@ async def test_three_relays_on_one_database_publish_each_row_once(
 
 async def _is(awaitable, expected) -> bool:
     return (await awaitable) == expected
+
+
+async def test_a_studio_publishes_its_own_rows_and_adopts_those_of_one_that_died_when_their_lease_lapses(
+    db_target: Path | DatabaseUrl, nats_server: NatsServer, bus: Bus
+) -> None:
+    seen = Recorder()
+    await bus.listen(SampleRecorded.TYPE, seen)
+    await bus.nc.flush()
+    db = Database(db_target)
+    relay_bus = Bus(nats_server.url, name="alive", source="/tests")
+    try:
+        await db.open()
+        await relay_bus.connect()
+        await db.migrate([RUNTIME_MIGRATIONS])
+        alive = OutboxRelay(db, relay_bus, owner="alive", adopt_every_s=0)  # (looks for orphans at every flush)
+        for owner, n in (("died", 1), ("died", 2), (None, 3)):  # two of a studio now gone, one of a CLI command
+            db.outbox_owner = owner
+            async with db.transaction() as tx:
+                data = SampleRecorded(n=n)
+                await tx.publish(Event(type=data.TYPE, source="/tests", data=data.to_data(), subject=str(n)))
+        db.outbox_owner = "alive"  # as `start()` sets it
+        async with db.transaction() as tx:
+            data = SampleRecorded(n=4)
+            await tx.publish(Event(type=data.TYPE, source="/tests", data=data.to_data(), subject="4"))
+
+        assert await alive.flush() == 2  # its own row, and the one nobody owns; the dead studio's lease runs
+        await db.execute("UPDATE outbox SET claimed_until = ? WHERE claimed_by = 'died'", ("2000-01-01T00:00:00.000Z",))
+        assert await alive.flush() == 2  # the lease lapsed: adopted
+        assert await alive.flush() == 0
+        await eventually(lambda: len(seen) == 4, message="every event on the bus")
+    finally:
+        await relay_bus.close(1)
+        await db.close()
+    assert sorted(e.data["n"] for e in seen.items) == [1, 2, 3, 4]
+    assert await unpublished_after(db_target) == 0
+
+
+async def unpublished_after(db_target: Path | DatabaseUrl) -> int:
+    db = Database(db_target)
+    await db.open()
+    try:
+        return await unpublished(db)
+    finally:
+        await db.close()
