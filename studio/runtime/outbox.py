@@ -35,6 +35,9 @@ log = logging.getLogger("studio.outbox")
 BATCH = 100
 LEASE_S = OUTBOX_LEASE_S  # a row is its writer's to publish for so long; then anyone's
 ADOPT_EVERY_S = 1.0  # how often a relay looks for rows nobody publishes
+# The longest wait between tries while NATS refuses: each relay publishes only its own rows, so its
+# studio's events wait out its own backoff (a stream leader lost in a cluster: about 5 s).
+RETRY_MAX_S = 5.0
 
 _MINE = "SELECT seq, payload FROM outbox WHERE published_at IS NULL AND claimed_by = ? ORDER BY seq LIMIT ?"
 _ORPHANED = "published_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?)"
@@ -90,7 +93,7 @@ class OutboxRelay:
                 failures = 0
             except BusUnavailable as exc:
                 failures += 1
-                delay = min(10.0, 0.25 * 2 ** min(failures, 6))
+                delay = min(RETRY_MAX_S, 0.25 * 2 ** min(failures, 6))
                 log.warning(
                     "outbox waiting for NATS: %s (%d events pending)",
                     exc,
