@@ -61,7 +61,8 @@ compose() {
   local env_args=()
   [ -f "$ENV_FILE" ] && env_args=(--env-file "$ENV_FILE")
   # shellcheck disable=SC2086  # COMPOSE may be two words ("docker compose")
-  $COMPOSE "${env_args[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" ${COMPOSE_OVERRIDE:+-f "$COMPOSE_OVERRIDE"} "$@"
+  # COMPOSE_OVERRIDE (.env): an overlay such as docker-compose.cluster.yml, relative to compose/
+  $COMPOSE "${env_args[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" ${COMPOSE_OVERRIDE:+-f "$(abs_path "$COMPOSE_OVERRIDE")"} "$@"
 }
 
 # The project's containers: "name service state health" a line (health: healthy, unhealthy,

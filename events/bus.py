@@ -171,6 +171,26 @@ def decode(event: Event) -> EventData | Event:
     return event if cls is None else cls.from_event(event)
 
 
+# The NATS client's own errors that mean "NATS cannot be reached now" (code that calls the client
+# directly, e.g. reading the stream, meets them in an outage); its other errors are bugs.
+_NATS_DOWN = (
+    nats.errors.TimeoutError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.NoServersError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,
+    nats.errors.FlushTimeoutError,
+    nats.js.errors.ServiceUnavailableError,
+)
+
+
+def is_bus_outage(exc: BaseException) -> bool:
+    """`BusUnavailable`, or the client's own error for NATS being unreachable now."""
+    return isinstance(exc, (BusUnavailable, *_NATS_DOWN))
+
+
 def type_pattern_subject(pattern: str) -> str:
     """`purchase.*` / `*` / `install.completed` -> a NATS subject under the studio prefix."""
     if pattern in ("*", ">", ""):
@@ -207,6 +227,7 @@ class Bus:
         self.source = source
         self._consumers: list[Consumer] = []
         self._listeners: list[Subscription] = []
+        self._listening: set[asyncio.Task[Any]] = set()  # the tasks inside a listener or a query answer now
         self.disconnected_since: float | None = None
 
     # -- the transport: what NatsBus and MemoryBus each do their way ------------------------------
@@ -351,10 +372,15 @@ class Bus:
             except InvalidEvent as exc:
                 log.warning("ignored a malformed message on %s: %s", msg.subject, exc)
                 return
+            task = asyncio.current_task()
+            if task is not None:
+                self._listening.add(task)
             try:
                 await listener(event)
             except Exception:
                 log.exception("listener failed on %s", event.type, extra={"event_id": event.id})
+            finally:
+                self._listening.discard(task)
 
         sub = await self.subscribe(type_pattern_subject(pattern), on_message, queue=queue)
         self._listeners.append(sub)
@@ -366,11 +392,16 @@ class Bus:
         """Answer queries named `name`; replicas share them (one answers each)."""
 
         async def on_request(msg: Message) -> None:
+            task = asyncio.current_task()
+            if task is not None:
+                self._listening.add(task)
             try:
                 reply = await answer(json.loads(msg.data))
             except Exception as exc:
                 log.exception("query %s failed", name)
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
+            finally:
+                self._listening.discard(task)
             with contextlib.suppress(Exception):
                 await msg.respond(json.dumps(reply, separators=(",", ":")).encode())
 
@@ -415,13 +446,32 @@ class Bus:
         consumers, self._consumers = self._consumers, []
         await asyncio.gather(*(c.stop(grace) for c in consumers), return_exceptions=True)
 
+    async def stop_listening(self, grace: float = 10.0) -> None:
+        """Stop live listeners and query answers: no new message reaches them; those already
+        delivered finish (up to `grace` seconds, then they are cut)."""
+        subs, self._listeners = self._listeners, []
+
+        async def stop(sub: Subscription) -> None:
+            drain = getattr(sub, "drain", None)  # NATS: no new message, the delivered ones handled
+            try:
+                if drain is None:
+                    await sub.unsubscribe()
+                else:
+                    await asyncio.wait_for(drain(), grace)
+            except Exception:  # timed out, or the connection is gone: cut it
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+        await asyncio.gather(*(stop(sub) for sub in subs), return_exceptions=True)
+        cut = list(self._listening)  # still in a listener after the grace period: cut it now
+        for task in cut:
+            task.cancel()
+        await asyncio.gather(*cut, return_exceptions=True)
+
     async def close(self, grace: float = 10.0) -> None:
-        """Stop consuming (see `stop_consuming`), then drain the connection."""
+        """Stop consuming and listening (see `stop_consuming`, `stop_listening`), then drain the connection."""
         await self.stop_consuming(grace)
-        for sub in self._listeners:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-        self._listeners.clear()
+        await self.stop_listening(grace)
         await self._disconnect()
 
 

@@ -138,7 +138,7 @@ class ResourceExhausted(EventData, frozen=True, kw_only=True):
     TYPE = "resource.exhausted"
     DURABLE = False
     SUBJECT_FIELD = "kind"
-    kind: str  # disk_low | disk_full | out_of_files | live_streams_full
+    kind: str  # disk_low | disk_full | out_of_files | live_streams_full | database_unavailable | bus_unavailable
     message: str
     count: int = 1
     instance: str = ""

@@ -54,6 +54,7 @@ DATABASE_TESTS = (
     "studio/runtime/test_database.py",
     "studio/runtime/test_retention.py",
     "studio/runtime/test_host.py",
+    "studio/runtime/test_outbox.py",
 )
 BACKENDS = ("sqlite", pytest.param("postgres", marks=pytest.mark.postgres))
 

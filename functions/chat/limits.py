@@ -43,8 +43,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from events.envelope import Event
-from studio.runtime.database import Database, Transaction
-from studio.runtime.errors import TooManyRequests
+from studio.runtime.database import Database, DatabaseUnavailable, Transaction
+from studio.runtime.errors import TooManyRequests, report_database_down
 from studio.runtime.shortages import SHORTAGES, is_disk_full
 
 DISK_FULL = "chat limits cannot be written (the disk is full): counted in each process until there is room"
@@ -166,9 +166,8 @@ class SharedLimits:
                 await self._submit(request)
         except Exception as exc:
             mine.give_back()
-            if not is_disk_full(exc):
+            if not _cannot_write(exc):
                 raise
-            SHORTAGES.report("disk_full", DISK_FULL)
             async with self._fallback.admit(user_id, now) as fallback:  # chat writes nothing else: keep answering
                 try:
                     yield fallback
@@ -183,18 +182,16 @@ class SharedLimits:
                 try:
                     await self._submit(_Request("release", user_id, request.answer_id, self.clock(), slot))
                 except Exception as exc:
-                    if not is_disk_full(exc):
+                    if not _cannot_write(exc):  # its slot goes stale after STALE_S; usage unrecorded
                         raise
-                    SHORTAGES.report("disk_full", DISK_FULL)  # its slot goes stale after STALE_S; usage unrecorded
                     self._send_unrecorded(slot)
 
     async def _early(self, request: _Request, slot: Slot) -> None:
         try:
             await self._submit(request)
         except Exception as exc:
-            if not is_disk_full(exc):
+            if not _cannot_write(exc):  # answered all the same, as `admit` does; nothing to free
                 raise
-            SHORTAGES.report("disk_full", DISK_FULL)  # answered all the same, as `admit` does; nothing to free
             slot.written = False
 
     async def _was_admitted(self, slot: Slot) -> bool:
@@ -362,8 +359,8 @@ class SharedLimits:
 
 class LocalLimits:
     """The same limits counted in this process alone: what chat falls back to while the database cannot
-    be written (a full disk), so chat, which writes nothing else, keeps answering; and each replica's own
-    count of its callers, which says when an admission may be early (`take`)."""
+    be written (a full disk, a database outage), so chat, which writes nothing else, keeps answering; and
+    each replica's own count of its callers, which says when an admission may be early (`take`)."""
 
     def __init__(self, concurrent: int, per_minute: int, clock: Callable[[], float]) -> None:
         self.concurrent, self.per_minute, self.clock = concurrent, per_minute, clock
@@ -414,6 +411,17 @@ class _Taken:
         if not self.returned:
             self.returned = True
             self.caller.generating -= 1
+
+
+def _cannot_write(exc: Exception) -> bool:
+    """A full disk or a database outage (reported as such): limits are counted in this process meanwhile."""
+    if is_disk_full(exc):
+        SHORTAGES.report("disk_full", DISK_FULL)
+        return True
+    if isinstance(exc, DatabaseUnavailable):
+        report_database_down(exc)
+        return True
+    return False
 
 
 def _marks(values: list[str]) -> str:

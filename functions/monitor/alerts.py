@@ -76,6 +76,9 @@ _SHORTAGE_ADVICE = {
     "disk_full": "purchases answer 503 disk_full until disk space is freed (nothing answered 200 is lost)",
     "out_of_files": "new connections are refused: raise the open-files limit (ulimit -n, compose ulimits.nofile)",
     "live_streams_full": "new live streams get 503 (pages keep working): raise the open-files limit or add a server",
+    "database_unavailable": "requests that need the database answer 503 (chat keeps answering what it knows) and "
+    "events wait: start the database server or fix STUDIO_DATABASE_URL; nothing answered 200 is lost",
+    "bus_unavailable": "requests that need NATS answer 503: start nats-server (or the node) or fix STUDIO_NATS_URL",
     "ollama_node_down": "chat goes to the other nodes: start Ollama there (it gets the models it lacks when it is "
     "back), or take it out of STUDIO_OLLAMA_URLS; GET /health (operator) shows every node",
 }

@@ -11,14 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import gc
 import logging
+import os
 import resource
 import signal
+import socket
 import sys
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
+from typing import IO
 
 from aiohttp import web
 
@@ -77,6 +82,35 @@ def check_data_dir(path: Path) -> None:
             f"the data dir {path.resolve()} cannot be written ({exc.strerror}): fix its permissions "
             f"or point STUDIO_DATA_DIR at a writable folder"
         ) from None
+
+
+LOCK_FILE = "studio.lock"
+
+
+def lock_data_dir(path: Path, port: int) -> IO[str]:
+    """Hold `<data dir>/studio.lock` for as long as this process lives (the kernel lets it go when the
+    process ends, however it ends): a second `up` on the same data dir would run a second nats-server
+    on the same JetStream store, write the same SQLite file and rewrite the NATS config under the first.
+    Refused with one line naming the process that holds it. (`run <function>` beside an `up` shares the
+    data dir on purpose and takes no lock.)"""
+    lock = path / LOCK_FILE
+    handle = lock.open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise StartupError(
+            f"the data dir {path.resolve()} is in use by another studio ({holder}): stop that one first, or "
+            "give this one a data dir of its own (STUDIO_DATA_DIR)"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    since = time.strftime("%Y-%m-%d %H:%M:%S")
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}, port {port}, since {since}\n")
+    handle.flush()
+    return handle
 
 
 def check_port(host: str, port: int, what: str, variable: str) -> None:
@@ -202,6 +236,7 @@ async def run_embedded(settings: Settings) -> None:
     """`localai-studio up`: NATS (unless given), every function and the gateway in one process."""
     open_files_limit()
     check_data_dir(settings.data_dir)
+    data_dir_lock = lock_data_dir(settings.data_dir, settings.port)
     check_port(settings.host, settings.port, "the studio", "STUDIO_PORT")
     check_catalog(settings)
     fns = load_functions(settings.functions)
@@ -241,6 +276,7 @@ async def run_embedded(settings: Settings) -> None:
         await host.stop()
         if nats_server is not None:
             nats_server.stop()
+        data_dir_lock.close()
     log.info("studio stopped")
 
 

@@ -14,6 +14,9 @@
   per component.
 - `tx.publish(event)` writes the event to the outbox table in the same transaction as the state
   change it describes; the outbox relay (`studio.runtime.outbox`) moves it to JetStream.
+- A database the studio cannot reach (PostgreSQL stopped or restarting, its connections cut; a SQLite
+  file that cannot be opened, read or locked in time) raises `DatabaseUnavailable`, whatever the driver
+  said: callers answer 503 `database_unavailable` and retry, they never see the driver's own errors.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from studio.runtime.sql import (
     SCHEMA_MIGRATIONS,
     Database,
     DatabaseError,
+    DatabaseUnavailable,
     Migrations,
     Params,
     Row,
@@ -41,6 +45,7 @@ __all__ = [
     "SCHEMA_MIGRATIONS",
     "Database",
     "DatabaseError",
+    "DatabaseUnavailable",
     "Migrations",
     "Params",
     "PostgresDatabase",

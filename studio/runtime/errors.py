@@ -1,7 +1,9 @@
 """One error mechanism for functions and gateway: raise a `StudioError`, get a JSON error response.
 
 Every error response is `{"error": {"code": "...", "message": "..."}}` (plus optional details).
-Anything unexpected becomes a logged 500 that leaks no internals.
+Anything unexpected becomes a logged 500 that leaks no internals. An outage of what every request
+leans on (the disk, the database, NATS) is a 503 with Retry-After, counted and logged once a minute
+(`studio.runtime.shortages`, which also alerts), not a traceback a request.
 
 On Anthropic's Messages API (`/v1/messages...`, whoever raised the error: gateway or function) the same
 error is written in Anthropic's shape, which keeps the studio's fields: `{"type": "error", "error":
@@ -20,7 +22,9 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import PayloadEncodingError
 from aiohttp.typedefs import Handler
 
+from events.bus import is_bus_outage
 from studio.runtime.shortages import SHORTAGES, is_disk_full
+from studio.runtime.sql import DatabaseUnavailable
 
 log = logging.getLogger("studio.http")
 # What reading a request body raises when the client left mid-body (a short body, a reset).
@@ -115,6 +119,40 @@ class DiskFull(StudioError):
         super().__init__(message, headers={"Retry-After": "60"})
 
 
+class DatabaseDown(StudioError):
+    status, code = 503, "database_unavailable"
+    MESSAGE = "the studio cannot reach its database right now; nothing was changed, try again in a few seconds"
+    RETRY_AFTER_S = 5
+
+    def __init__(self, message: str = MESSAGE) -> None:
+        super().__init__(message, headers={"Retry-After": str(self.RETRY_AFTER_S)})
+
+
+BUS_DOWN = "bus_unavailable"
+BUS_DOWN_MESSAGE = "the studio's event bus (NATS) is unavailable; try again in a few seconds"
+
+
+def bus_down(message: str = BUS_DOWN_MESSAGE) -> UpstreamUnavailable:
+    return UpstreamUnavailable(message, code=BUS_DOWN, headers={"Retry-After": "5"})
+
+
+def report_database_down(exc: BaseException) -> None:
+    """Counted, logged once a minute and alerted (`resource.exhausted` database_unavailable)."""
+    SHORTAGES.report(
+        "database_unavailable",
+        f"{exc}: requests that need it answer 503 database_unavailable and events wait until it is back; "
+        "check that the database server runs and STUDIO_DATABASE_URL reaches it",
+    )
+
+
+def report_bus_down(exc: BaseException) -> None:
+    SHORTAGES.report(
+        BUS_DOWN,
+        f"NATS cannot be reached ({exc}): requests that need it answer 503 bus_unavailable until it is back; "
+        "check that nats-server runs and STUDIO_NATS_URL reaches it",
+    )
+
+
 def error_response(status: int, error: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(
         status=status,
@@ -198,8 +236,16 @@ def _render(request: web.Request, exc: BaseException) -> web.Response | None:
     if isinstance(exc, PAYLOAD_ERRORS):  # a function reading the body itself saw the hang-up
         log.info("%s %s: the client hung up before its whole body arrived (%s)", request.method, request.path, exc)
         return ClientHungUp("the client hung up").to_response()
+    if isinstance(exc, DatabaseUnavailable):  # counted and logged once a minute, not a traceback a request
+        report_database_down(exc)
+        return DatabaseDown().to_response()
+    if is_bus_outage(exc):
+        report_bus_down(exc)
+        return bus_down().to_response()
     if isinstance(exc, StudioError):
-        if exc.status >= 500 and not isinstance(exc, DiskFull):
+        if exc.code == BUS_DOWN:
+            report_bus_down(exc.__cause__ or exc)
+        elif exc.status >= 500 and not isinstance(exc, DiskFull):
             log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
         return exc.to_response()
     if isinstance(exc, web.HTTPException):

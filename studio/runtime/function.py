@@ -63,7 +63,13 @@ from events.delivery import Backoff
 from events.envelope import Event
 from studio.runtime import bodies
 from studio.runtime.database import Database, Migrations
-from studio.runtime.errors import PAYLOAD_ERRORS, ClientHungUp, PayloadTooLarge, StudioError, UpstreamUnavailable
+from studio.runtime.errors import (
+    PAYLOAD_ERRORS,
+    ClientHungUp,
+    PayloadTooLarge,
+    StudioError,
+    bus_down,
+)
 from studio.runtime.logs import current_function
 from studio.runtime.metrics import RequestStats
 from studio.runtime.retention import Retention
@@ -366,11 +372,7 @@ class Function:
         try:
             await self.bus.publish(event)
         except BusUnavailable as exc:
-            raise UpstreamUnavailable(
-                "the event bus is unavailable; try again in a moment",
-                code="bus_unavailable",
-                headers={"Retry-After": "5"},
-            ) from exc
+            raise bus_down() from exc
         return event
 
     def http_handler(self, spec: Route) -> HttpHandler:

@@ -3,7 +3,14 @@
 It owns what they share: the NATS connection (`Bus`), the database and its outbox relay. For each
 function it binds settings/bus/db, enters its resources, starts its subscriptions and heartbeats,
 and announces it; `stop()` undoes all of that in reverse order, letting in-flight events finish
-(up to the grace period) or handing them back for redelivery.
+(up to the grace period) or handing them back for redelivery: first nothing new arrives (consumers,
+live listeners and query answers stop, those in flight finish), only then do the functions' resources
+go, so no event meets a function whose state is gone.
+
+An outage of the database meets every handler the same way: a request answers 503 (the error
+middleware), an event handler waits for the database to answer again and then runs again with the same
+delivery (an outage spends none of its attempts: nothing is dead-lettered for it), a query answers an
+error the asker falls back from, and `OutageWatch` alerts and clears it.
 """
 
 from __future__ import annotations
@@ -33,9 +40,11 @@ from events.catalog import (
 from events.delivery import Delivery
 from events.envelope import Event
 from studio import catalog
-from studio.runtime.database import RUNTIME_MIGRATIONS, Database
+from studio.runtime.database import RUNTIME_MIGRATIONS, Database, DatabaseUnavailable
+from studio.runtime.errors import report_database_down
 from studio.runtime.function import RUNTIME_EVENTS, Function, SubscriptionSpec
 from studio.runtime.logs import current_function
+from studio.runtime.outages import OutageWatch
 from studio.runtime.outbox import OutboxRelay
 from studio.runtime.resources import DiskWatch, StreamBudget, stream_budget
 from studio.runtime.retention import OUTBOX, Pruner
@@ -72,6 +81,7 @@ class Host:
         self._tasks: list[asyncio.Task[None]] = []
         self._announcements: set[asyncio.Task[None]] = set()
         self.stream_budget: StreamBudget | None = None
+        self.outages = OutageWatch(None, self.bus)
         self.running = False
 
     async def start(self, *, connect_timeout: float | None = None) -> None:
@@ -101,13 +111,15 @@ class Host:
                 self.db = Database(s.database_target)
                 await self.db.open()
                 await self.db.migrate([RUNTIME_MIGRATIONS, *(f.migrations for f in self.functions if f.migrations)])
-                self.relay = OutboxRelay(self.db, self.bus, types=self.publishes())
+                self.relay = OutboxRelay(self.db, self.bus, owner=self.instance, types=self.publishes())
                 self.relay.start()
+                self.outages = OutageWatch(self.db, self.bus)
                 watch = DiskWatch(s.data_dir, s.disk_min_free_mb)
                 self._tasks.append(asyncio.create_task(watch.run(), name="disk-watch"))
                 retained = [OUTBOX, *(r for f in self.functions for r in f.retained)]
                 self.pruner = Pruner(self.db, retained, keep_s=s.outbox_keep_days * 86400)
                 self._tasks.append(asyncio.create_task(self.pruner.run(), name="pruner"))
+            self._tasks.append(asyncio.create_task(self.outages.run(), name="outage-watch"))
             await self.bus.listen(HeartbeatRequested.TYPE, self._beat_all)  # before health asks at its start
             await self._follow_catalog()
             for fn in self.functions:
@@ -160,13 +172,37 @@ class Host:
             for spec in fn.subscriptions:
                 await self._subscribe(fn, spec)
             for name, answer in fn.queries:
-                await self.bus.respond(name, answer)
+                await self.bus.respond(name, self._answering(answer))
         finally:
             current_function.reset(token)
         self._tasks.append(asyncio.create_task(self._heartbeats(fn), name=f"heartbeat:{fn.name}"))
         with contextlib.suppress(BusUnavailable):  # an announcement: never a reason not to start
             await self.bus.publish(fn.event(FunctionStarted(function=fn.name, instance=self.instance, version=VERSION)))
         log.info("function started", extra={"function": fn.name, "instance": self.instance})
+
+    def _answering(self, answer: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]) -> Any:
+        """A query answer that meets a database outage says so in one word (the asker falls back, e.g.
+        chat to what it knows), counted once a minute instead of a traceback a query."""
+
+        async def answering(request: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return await answer(request)
+            except DatabaseUnavailable as exc:
+                report_database_down(exc)
+                return {"error": "database_unavailable"}
+
+        return answering
+
+    async def _until_the_database_answers(self, run: Callable[[], Awaitable[None]]) -> None:
+        """`run()`; through a database outage, again once the database answers (the delivery's lease
+        is kept meanwhile, and shutdown cancels the wait, handing the event back)."""
+        while True:
+            try:
+                await run()
+                return
+            except DatabaseUnavailable as exc:
+                report_database_down(exc)
+                await self.outages.database_back()
 
     async def _subscribe(self, fn: Function, spec: SubscriptionSpec) -> None:
         handler = spec.handler
@@ -179,6 +215,8 @@ class Host:
                 token = current_function.set(name)
                 try:
                     await handler(event if envelope else decode(event))
+                except DatabaseUnavailable as exc:  # a live event: missed, counted, not a traceback each
+                    report_database_down(exc)
                 finally:
                     current_function.reset(token)
 
@@ -190,14 +228,14 @@ class Host:
         async def on_delivery(payload: Any, delivery: Delivery) -> None:
             token = current_function.set(name)
             try:
-                await handler(payload, delivery)
+                await self._until_the_database_answers(lambda: handler(payload, delivery))
             finally:
                 current_function.reset(token)
 
         async def on_batch(deliveries: list[Delivery]) -> None:
             token = current_function.set(name)
             try:
-                await handler(deliveries)
+                await self._until_the_database_answers(lambda: handler(deliveries))
             finally:
                 current_function.reset(token)
 
@@ -262,7 +300,8 @@ class Host:
     # -- shutdown --------------------------------------------------------------------------------
 
     async def stop(self) -> None:
-        """Graceful: consumers finish or hand back their events, then resources, relay, bus, db.
+        """Graceful: consumers and listeners stop (in-flight events finish or go back), then the
+        functions' resources, the relay, the bus, the database.
 
         Every step runs even if an earlier one fails, so the process can always exit."""
         self.running = False
@@ -278,6 +317,7 @@ class Host:
         self._tasks.clear()
         steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("stop consuming", lambda: self.bus.stop_consuming(grace)),
+            ("stop listening", lambda: self.bus.stop_listening(grace)),
             ("announce the stop", self._announce_stop),
             ("close function resources", self._stack.aclose),
             ("flush the outbox", self.relay.stop if self.relay else _nothing),

@@ -8,6 +8,9 @@
   ROLLBACK), in process first (an asyncio lock, so a waiting writer holds no pooled connection) then
   across processes and servers. A single write statement outside a transaction is atomic by itself
   and runs at once; reads use the pool freely and never wait for a writer.
+- A server that cannot be reached (stopped, restarting, its connections cut, the pool's connection
+  gone under a query) raises `DatabaseUnavailable` (`_reachable`), never asyncpg's own error; the pool
+  drops the dead connections and opens new ones when the server is back, without a restart.
 - Round trips are the cost here (SQLite's are function calls): BEGIN and the lock go in one, and a
   pooled connection goes back without asyncpg's reset query (tests/bench/database_bench.py).
 """
@@ -15,8 +18,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import decimal
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,15 @@ from typing import Any
 import asyncpg
 
 from studio.runtime.dialect import WRITER_LOCK_SQL, DatabaseUrl, numbered, postgres_ddl, rowcount
-from studio.runtime.sql import Database, DatabaseError, Params, Row, Transaction, quote_name
+from studio.runtime.sql import (
+    Database,
+    DatabaseError,
+    DatabaseUnavailable,
+    Params,
+    Row,
+    Transaction,
+    quote_name,
+)
 
 POOL_SIZE = 10
 CLOSE_GRACE_S = 5.0
@@ -60,6 +72,37 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("numeric", schema="pg_catalog", encoder=str, decoder=_decode_numeric, format="text")
 
 
+# Server states that mean "not now": shutting down or starting up (57P01-57P03), too many connections.
+_NOT_NOW = (
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+
+_LOST = (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the server cannot be reached now (as opposed to a bad query or a bug)."""
+    if isinstance(exc, (asyncpg.PostgresConnectionError, *_NOT_NOW)):  # class 08, 57P0x, 53300
+        return True
+    if type(exc) in _LOST:  # "connection is closed", "... released back to the pool", a protocol state
+        return True  # left behind by a cut connection (InterfaceError's other kinds, such as DataError for a
+        # bad argument, are the caller's fault)
+    return isinstance(exc, OSError | TimeoutError)  # refused, reset, unresolvable, connect timed out
+
+
+@contextlib.contextmanager
+def _reachable(location: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        if unreachable(exc):
+            raise DatabaseUnavailable(location, exc) from exc
+        raise
+
+
 def _args(params: Params) -> Iterable[Any]:
     if isinstance(params, dict):
         raise DatabaseError("named parameters are SQLite-only: use ? placeholders")
@@ -67,24 +110,29 @@ def _args(params: Params) -> Iterable[Any]:
 
 
 class PostgresTransaction(Transaction):
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def __init__(self, conn: asyncpg.Connection, location: str) -> None:
         super().__init__()
         self._conn = conn
+        self._location = location
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        return rowcount(await self._conn.execute(numbered(sql), *_args(params)))
+        with _reachable(self._location):
+            return rowcount(await self._conn.execute(numbered(sql), *_args(params)))
 
     async def execute_many(self, sql: str, rows: Iterable[Params]) -> int:
         batch = [tuple(_args(r)) for r in rows]
-        await self._conn.executemany(numbered(sql), batch)
+        with _reachable(self._location):
+            await self._conn.executemany(numbered(sql), batch)
         return len(batch)  # asyncpg reports no count for a batch: each row is one statement
 
     async def insert(self, sql: str, params: Params = (), *, key: str = "id") -> int | None:
-        value = await self._conn.fetchval(numbered(f"{sql} RETURNING {key}"), *_args(params))
+        with _reachable(self._location):
+            value = await self._conn.fetchval(numbered(f"{sql} RETURNING {key}"), *_args(params))
         return None if value is None else int(value)
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
-        rows: list[Row] = await self._conn.fetch(numbered(sql), *_args(params))
+        with _reachable(self._location):
+            rows: list[Row] = await self._conn.fetch(numbered(sql), *_args(params))
         return rows
 
 
@@ -105,12 +153,13 @@ class PostgresDatabase(Database):
         try:
             self._pool = await asyncpg.create_pool(
                 self.url.url,
-                min_size=1,
+                min_size=0,  # no floor to restore: asyncpg would log a traceback for each try during an outage
                 max_size=POOL_SIZE,
                 init=_init_connection,
                 connection_class=_Connection,
                 timeout=10,
             )
+            await self._pool.fetchval("SELECT 1")  # reachable now, or one line saying so
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise DatabaseError(
                 f"cannot connect to {self.url.masked()}: {exc}; check STUDIO_DATABASE_URL and that the server runs"
@@ -137,22 +186,37 @@ class PostgresDatabase(Database):
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[Transaction]:
-        async with self._lock, self.pool.acquire() as conn:
-            await conn.execute(_BEGIN_WRITE)  # one round trip: BEGIN and the writer lock
+        async with self._lock:
+            with _reachable(self.location):
+                conn = await self.pool.acquire()
             try:
-                yield PostgresTransaction(conn)
-            except BaseException:
-                await conn.execute("ROLLBACK")
-                raise
-            await conn.execute("COMMIT")
+                with _reachable(self.location):
+                    await conn.execute(_BEGIN_WRITE)  # one round trip: BEGIN and the writer lock
+                try:
+                    yield PostgresTransaction(conn, self.location)
+                except BaseException:
+                    try:
+                        await conn.execute("ROLLBACK")
+                    except Exception:  # its connection is gone (or unusable): never back into the pool as is
+                        conn.terminate()
+                    raise
+                with _reachable(self.location):
+                    await conn.execute("COMMIT")
+            finally:
+                if not conn.is_closed() and conn.is_in_transaction():  # a ROLLBACK cut short: never pooled so
+                    conn.terminate()
+                with _reachable(self.location):
+                    await self.pool.release(conn)
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """One write statement, atomic by itself (its own implicit transaction; rows it changes are
         locked against every transaction that changes them too), so it needs no writer lock."""
-        return rowcount(await self.pool.execute(numbered(sql), *_args(params)))
+        with _reachable(self.location):
+            return rowcount(await self.pool.execute(numbered(sql), *_args(params)))
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
-        rows: list[Row] = await self.pool.fetch(numbered(sql), *_args(params))
+        with _reachable(self.location):
+            rows: list[Row] = await self.pool.fetch(numbered(sql), *_args(params))
         return rows
 
     async def tables(self) -> list[str]:

@@ -17,7 +17,8 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from studio.runtime.database import Database
+from studio.runtime.database import Database, DatabaseUnavailable
+from studio.runtime.errors import report_database_down
 
 log = logging.getLogger("studio.retention")
 
@@ -76,6 +77,8 @@ class Pruner:
         while True:
             try:
                 await self.prune()
+            except DatabaseUnavailable as exc:  # an outage: counted with the others, not a traceback
+                report_database_down(exc)
             except Exception:
                 log.exception("pruning failed; trying again later")
             await asyncio.sleep(every_s)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from events.bus import NatsLogin
 from studio.runtime.dialect import DatabaseUrl
@@ -86,10 +87,33 @@ def _port(raw: str) -> int:
     return value
 
 
-def _url(raw: str) -> str:
-    if "://" not in raw:
-        raise ValueError("must be a URL such as http://host:port")
+def _checked_url(raw: str, schemes: tuple[str, ...], example: str) -> str:
+    """`raw` if it is a URL of one of `schemes` with a host (and a port number, if any), else a plain error."""
+    raw = raw.strip()
+    try:
+        parts = urlsplit(raw)
+        port = parts.port  # (raises for a port that is not a number 0-65535)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a URL such as {example}") from None
+    if "://" not in raw or parts.scheme.lower() not in schemes:
+        raise ValueError(f"{raw!r} is not a URL such as {example} (it must start with {_either(schemes)})")
+    if not parts.hostname:
+        raise ValueError(f"{raw!r} names no host; expected a URL such as {example}")
+    del port
     return raw.rstrip("/")
+
+
+def _either(schemes: tuple[str, ...]) -> str:
+    names = [f"{scheme}://" for scheme in schemes]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def _url(raw: str) -> str:
+    return _checked_url(raw, ("http", "https"), "http://host:port")
+
+
+def _nats_url(raw: str) -> str:
+    return _checked_url(raw, ("nats", "tls", "ws", "wss"), "nats://host:4222")
 
 
 def _optional_url(raw: str) -> str | None:
@@ -98,9 +122,9 @@ def _optional_url(raw: str) -> str | None:
 
 def _nats_urls(raw: str) -> str | None:
     """One NATS URL or several, comma-separated (every node of a cluster); kept as one string."""
-    urls = [_url(u.strip()) for u in raw.split(",") if u.strip()]
-    if any(u.startswith("memory://") for u in urls):
+    if "memory://" in raw:
         raise ValueError("memory:// is the tests' in-process bus, never shared with another process: use nats://")
+    urls = [_nats_url(u) for u in raw.split(",") if u.strip()]
     return ",".join(urls) if urls else None
 
 

@@ -41,6 +41,14 @@ class DatabaseError(RuntimeError):
     pass
 
 
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot be reached right now (a transient fault, not a bug): try again shortly."""
+
+    def __init__(self, location: str, cause: BaseException) -> None:
+        super().__init__(f"the database at {location} is unavailable ({type(cause).__name__}: {cause})")
+        self.location = location
+
+
 def utcnow(offset_s: float = 0) -> str:
     """Now (or `offset_s` from now), as the ISO text every table stores: 2026-12-02T07:36:04.123Z."""
     at = datetime.now(UTC) + timedelta(seconds=offset_s)
@@ -88,11 +96,15 @@ SCHEMA_MIGRATIONS = (
 )
 
 
+OUTBOX_LEASE_S = 30.0  # an outbox row is its writer's relay's to publish for so long (studio.runtime.outbox)
+
+
 class Transaction:
     """One write transaction; the driver's subclass runs the statements."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self.outbox_owner: str | None = None  # whose relay publishes what this transaction publishes
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         """Run one statement; returns the number of rows it changed."""
@@ -121,11 +133,12 @@ class Transaction:
         """`publish` for several events, in one statement."""
         if not events:
             return
-        now = utcnow()
+        now, owner = utcnow(), self.outbox_owner
+        until = utcnow(OUTBOX_LEASE_S) if owner else None
         await self.execute(
-            "INSERT INTO outbox (event_id, event_type, payload, created_at) VALUES "
-            + ", ".join("(?, ?, ?, ?)" for _ in events),
-            [v for e in events for v in (e.id, e.type, e.to_json(), now)],
+            "INSERT INTO outbox (event_id, event_type, payload, created_at, claimed_by, claimed_until) VALUES "
+            + ", ".join("(?, ?, ?, ?, ?, ?)" for _ in events),
+            [v for e in events for v in (e.id, e.type, e.to_json(), now, owner, until)],
         )
         self.events.extend(events)
 
@@ -151,6 +164,7 @@ class Database:
 
     def __init__(self, target: Path | str | DatabaseUrl) -> None:
         self.on_events_committed: list[Callable[[list[Event]], None]] = []
+        self.outbox_owner: str | None = None  # this process's outbox relay (set when it starts)
 
     @property
     def location(self) -> str:
@@ -209,6 +223,7 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         async with self._write() as tx:
+            tx.outbox_owner = self.outbox_owner
             yield tx
         if tx.events:
             for callback in self.on_events_committed:

@@ -12,7 +12,7 @@ from pathlib import Path
 import aiosqlite
 
 from studio.runtime.dialect import DatabaseUrl
-from studio.runtime.sql import Database, DatabaseError, Params, Row, Transaction, quote_name
+from studio.runtime.sql import Database, DatabaseError, DatabaseUnavailable, Params, Row, Transaction, quote_name
 
 # -- SQLite ----------------------------------------------------------------------------------------
 
@@ -27,6 +27,17 @@ def _affinity(declared: str) -> str:
     if "BLOB" in t or not t:
         return "blob"
     return "real"
+
+
+# SQLite result codes (primary, the low byte) that mean "the file cannot be used right now":
+# BUSY/LOCKED (another process held the lock past busy_timeout), IOERR, CANTOPEN.
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 10, 14})
+
+
+def _sqlite_unavailable(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in (
+        _SQLITE_UNAVAILABLE
+    )
 
 
 def _executed(conn: sqlite3.Connection, sql: str, params: Params, lastrowid: bool = False) -> int | None:
@@ -124,6 +135,16 @@ class SqliteDatabase(Database):
         return self._writer
 
     @asynccontextmanager
+    async def _unavailable(self) -> AsyncIterator[None]:
+        """The driver's "cannot use the file now" errors as `DatabaseUnavailable`."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            if _sqlite_unavailable(exc):
+                raise DatabaseUnavailable(self.location, exc) from exc
+            raise
+
+    @asynccontextmanager
     async def _write(self) -> AsyncIterator[Transaction]:
         async with self._lock:
             conn = self.writer
@@ -133,20 +154,24 @@ class SqliteDatabase(Database):
                 # usage is written) still has it run by aiosqlite's thread, and must not leave it open.
                 await _run(conn, "BEGIN IMMEDIATE")
                 yield tx
-            except BaseException:
-                with suppress(sqlite3.OperationalError):  # "no transaction is active": BEGIN failed
+            except BaseException as exc:
+                with suppress(sqlite3.Error):  # "no transaction is active": BEGIN failed, or a statement ended it
                     await _run(conn, "ROLLBACK")
+                if _sqlite_unavailable(exc):
+                    raise DatabaseUnavailable(self.location, exc) from exc
                 raise
-            await _run(conn, "COMMIT")
+            async with self._unavailable():
+                await _run(conn, "COMMIT")
 
     async def execute(self, sql: str, params: Params = ()) -> int:
-        async with self._lock:
+        async with self._lock, self._unavailable():
             return await _run(self.writer, sql, params)
 
     async def fetch_all(self, sql: str, params: Params = ()) -> list[Row]:
         if self._reader is None:
             raise DatabaseError("the database is not open")
-        return list(await self._reader.execute_fetchall(sql, params))
+        async with self._unavailable():
+            return list(await self._reader.execute_fetchall(sql, params))
 
     async def tables(self) -> list[str]:
         rows = await self.fetch_all(

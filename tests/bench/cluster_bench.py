@@ -139,17 +139,20 @@ async def main(args: argparse.Namespace) -> None:
             # two servers, a 3-node cluster, one shared database
             cluster = NatsCluster(root / "cluster")
             await cluster.start()
-            shared = root / "shared"
+            # (each server has its own data dir, as on two VPSs: one studio per data dir; the database they
+            # share is one SQLite file both name, as PostgreSQL would be)
+            database = {"STUDIO_DATABASE_URL": f"sqlite:///{root / 'shared.db'}"}
             pair = [
                 StudioProcess(
                     n,
-                    shared,
+                    root / n / "data",
                     studio_env(
                         cluster.url,
                         ollama.url,
                         replicas=3,
                         STUDIO_NATS_CREDENTIALS_DIR=str(cluster.credentials),
                         STUDIO_NATS_CA=str(cluster.ca),
+                        **database,
                     ),
                 )
                 for n in ("a", "b")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from studio.runtime.nats_users import every_user, write_credentials
 from studio.runtime.settings import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose"
-SERVER_ENV = {  # one server's .env, as README's "Several servers" describes it
+SERVER_ENV = {  # one server's .env, as the docs' "Several servers" (docs/operators/several-servers.md) describe it
     "LOCALAI_PRIVATE_IP": "10.0.0.1",
     "NATS_SERVER_NAME": "vps-1",
     "NATS_ROUTE_1": "nats-route://10.0.0.2:6222",
@@ -123,3 +124,69 @@ def test_the_nats_cluster_config_passes_nats_servers_check(tmp_path: Path) -> No
         text=True,
     )
     assert broken.returncode != 0, "a node without its routes must not start"
+
+
+ROOT = COMPOSE.parent
+PODMAN_COMPOSE = str(Path(sys.executable).parent / "podman-compose")  # the test extra; --dry-run needs no podman
+
+
+def documented_env(tmp_path: Path, *, drop: tuple[str, ...] = ()) -> Path:
+    """compose/.env as the docs' "Several servers" step 3 makes it: .env.example, then the step's lines."""
+    readme = (ROOT / "docs" / "operators" / "several-servers.md").read_text()
+    step = readme[readme.index("3. **`.env` on each server**") :]
+    block = step[step.index("```bash") + len("```bash") : step.index("```", step.index("```bash") + 7)]
+    lines = [ln.strip() for ln in block.splitlines() if ln.strip() and not ln.strip().startswith(drop)]
+    env = tmp_path / ".env"
+    env.write_text((COMPOSE / ".env.example").read_text() + "\n" + "\n".join(lines) + "\n")
+    return env
+
+
+def compose_config(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config: dict[str, Any] = yaml.safe_load(result.stdout[result.stdout.index("services:") :])
+    return config
+
+
+@pytest.mark.parametrize("postgres_here", [True, False], ids=["postgres-container-here", "managed-postgres"])
+def test_the_documented_steps_give_a_config_compose_accepts_and_a_nats_node_that_starts(
+    tmp_path: Path, postgres_here: bool
+) -> None:
+    env_file = documented_env(tmp_path, drop=() if postgres_here else ("POSTGRES_PASSWORD",))
+
+    config = compose_config(  # step 4, as written
+        PODMAN_COMPOSE,
+        "--dry-run",
+        "--env-file",
+        str(env_file),
+        "-f",
+        "compose/docker-compose.production.yml",
+        "-f",
+        "compose/docker-compose.cluster.yml",
+        "config",
+    )
+
+    for name in studio_services(config):
+        settings = Settings.from_env({k: str(v) for k, v in config["services"][name]["environment"].items()})
+        assert settings.nats_url == SERVER_ENV["LOCALAI_NATS_URLS"] and settings.events_replicas == 3, name
+        assert settings.database_url is not None and settings.database_url.is_postgres, name
+    nats = config["services"]["nats"]
+    assert nats["ports"] == ["10.0.0.1:4222:4222", "10.0.0.1:6222:6222"]
+    node_env = {**os.environ, **{k: str(v) for k, v in nats["environment"].items()}}
+    checked = subprocess.run(
+        [find_binary(), "-c", str(COMPOSE / "nats" / "nats-cluster.conf"), "-t"],
+        env=node_env,
+        capture_output=True,
+        text=True,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_ops_scripts_use_the_overlay_the_env_names(tmp_path: Path) -> None:
+    env_file = documented_env(tmp_path)
+    env = {**os.environ, "LOCALAI_ENV_FILE": str(env_file), "COMPOSE": f"{PODMAN_COMPOSE} --dry-run"}
+
+    config = compose_config("bash", "-c", "source compose/lib.sh && compose config", env=env)
+
+    assert config["services"]["nats"]["command"] == ["nats-server", "-c", "/etc/nats/nats-server.conf"]
+    assert config["services"]["chat"]["environment"]["STUDIO_EVENTS_REPLICAS"] == "3"

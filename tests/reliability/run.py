@@ -2,19 +2,23 @@
 config in a real nginx, the Ollama and Stripe stand-ins) through faults, bad inputs and a flood, and
 print one table (README's "Reliability figures" are this table, rerun):
 
-    .venv/bin/python -m tests.reliability.run [--rounds 5] [--ollama-down-s 60]
+    .venv/bin/python -m tests.reliability.run [--rounds 5] [--ollama-down-s 60] [--postgres-down-s 10]
+    .venv/bin/python -m tests.reliability.run --only postgres      # the two PostgreSQL rows alone
 
-- faults: the studio SIGKILLed at a random moment during a stream of purchases (each round), then
-  restarted: every purchase it answered 200 is there, paid, once, with one purchase.completed;
-  nats-server killed and restarted mid-purchases: every purchase answered 200 is there and the outbox
-  drains onto the bus; the same mid-chats: every chat answered has its usage event (chat.completed
-  through the outbox, published once NATS is back); the install function alone (`localai-studio run
-  install` beside an `up` without it, as the containers run it) SIGKILLed mid-pull and started again:
-  every model bought ends installed, no model pulled twice at once; Ollama down (`--ollama-down-s`)
-  during purchases and chat: chat answers 503, /health names ollama, installs wait visibly and end
-  installed; the same Stripe webhook 3x at once: one purchase.completed; a backup taken while purchases
-  are written, restored into a fresh data dir: the studio starts on it, every purchase answered before
-  the backup is there, whole;
+- faults: the studio SIGKILLed at a random moment during a stream of purchases (each round), then restarted:
+  every purchase it answered 200 is there, paid, once, with one purchase.completed; nats-server killed and
+  restarted mid-purchases: every purchase answered 200 is there and the outbox drains onto the bus; the same
+  mid-chats: every chat answered has its usage event (chat.completed through the outbox, published once NATS
+  is back); the install function alone (`localai-studio run install` beside an `up` without it, as the
+  containers run it) SIGKILLed mid-pull and started again: every model bought ends installed, no model
+  pulled twice at once; Ollama down (`--ollama-down-s`) during purchases and chat: chat answers 503, /health
+  names ollama, installs wait visibly and end installed; the same Stripe webhook 3x at once: one
+  purchase.completed; a backup taken while purchases are written, restored into a fresh data dir: the studio
+  starts on it, every purchase answered before the backup is there, whole; PostgreSQL stopped (`--postgres-
+  down-s`) under a studio on it while visitors load pages, buy and chat: no 500, nothing answered 200 lost,
+  owners of a paid model keep chatting, one log line and no traceback, serving again without a restart; two
+  studios on one PostgreSQL database and one NATS, visitors buying through both: every outbox row published
+  once (a listener counts every publish);
 - bad inputs: schemathesis with the contract (tests/gateway/test_contract.py), outcomes counted;
 - load through nginx: one address opens many event streams while another asks /health.
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import copy
 import json
 import math
@@ -48,11 +53,14 @@ import requests
 import schemathesis
 
 import functions
+from events.bus import Bus
+from events.envelope import Event
 from events.server import NatsServer
 from gateway.openapi import document
 from studio import catalog
 from tests.conftest import free_port
 from tests.doubles.stripe import StripeDouble
+from tests.postgres import PostgresServer, postgres_bin
 from tests.production import nginx
 from tests.support import eventually, wait_sync
 
@@ -67,9 +75,18 @@ class Studio:
     `up` leaves out, to be run alone beside it (`alone`), as the containers run them."""
 
     def __init__(
-        self, data: Path, nats_url: str, stripe: StripeDouble, ollama_port: int, without: tuple[str, ...] = ()
+        self,
+        data: Path,
+        nats_url: str,
+        stripe: StripeDouble,
+        ollama_port: int,
+        without: tuple[str, ...] = (),
+        *,
+        postgres: tuple[PostgresServer, str] | None = None,
     ) -> None:
         self.args = ["up"]
+        self.postgres = postgres  # (the server, this studio's database URL), or the SQLite file in the data dir
+        self.log = data.parent / "studio.log"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data = data
@@ -90,6 +107,8 @@ class Studio:
         )
         if without:
             self.env["STUDIO_FUNCTIONS"] = ",".join(n for n in functions.NAMES if n not in without)
+        if postgres is not None:
+            self.env["STUDIO_DATABASE_URL"] = postgres[1]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def alone(self, function: str) -> Studio:
@@ -103,9 +122,9 @@ class Studio:
         return other
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [CLI, *self.args], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.data.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:  # the studio's JSON log lines (warnings and errors), kept
+            self.proc = subprocess.Popen([CLI, *self.args], env=self.env, stdout=subprocess.DEVNULL, stderr=log)
 
         def up() -> bool:
             assert self.proc is not None and self.proc.poll() is None, f"{' '.join(self.args)} exited at start-up"
@@ -129,7 +148,21 @@ class Studio:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def log_lines(self) -> list[dict]:
+        """The studio's log so far, one JSON document a line (its other output skipped)."""
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines() if self.log.exists() else []:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                out.append({"level": "raw", "message": line})
+        return out
+
     def rows(self, sql: str) -> list[tuple]:
+        if self.postgres is not None:
+            server, url = self.postgres
+            text = server.psql(url.rsplit("/", 1)[1], sql)
+            return [tuple(int(v) if v.isdigit() else v for v in line.split("|")) for line in text.splitlines() if line]
         conn = sqlite3.connect(f"file:{self.data / 'studio.db'}?mode=ro", uri=True)
         try:
             return conn.execute(sql).fetchall()
@@ -492,9 +525,6 @@ async def ollama_down(lab: Lab, seconds: float) -> tuple[str, str]:
         and not any("final" in s for s in states)
     )
 
-    def counted(c: collections.Counter[str]) -> str:
-        return ", ".join(f"{k} x{n}" for k, n in c.most_common())
-
     return ("ok" if ok else "FAILED"), (
         f"{seconds:g} s down: {len(accepted)} purchases answered 200 meanwhile: {lost} lost, {twice} twice, "
         f"{len(missing)} of {len(models)} models not installed ({installed_after:.0f} s after it came back); "
@@ -565,6 +595,216 @@ async def restore_under_writes(lab: Lab) -> tuple[str, str]:
         f"{len(during)} during it: {len(during & purchases.keys())} in the copy; {len(after)} after it: "
         f"{len(after) - len(present_after)} absent (the copy is one instant; nothing reconciles them back); "
         f"{half} half-written (a purchase without its purchase.completed, or not paid)"
+    )
+
+
+def counted(c: collections.Counter[str]) -> str:
+    return ", ".join(f"{k} x{n}" for k, n in c.most_common()) or "none"
+
+
+async def outcome(resp: aiohttp.ClientResponse) -> str:
+    if resp.status < 400:
+        await resp.read()
+        return str(resp.status)
+    try:
+        return f"{resp.status} {(await resp.json())['error']['code']}"
+    except (aiohttp.ContentTypeError, KeyError, TypeError, json.JSONDecodeError):
+        return str(resp.status)
+
+
+async def buy_paid(lab: Lab, studio: Studio, visitor: aiohttp.ClientSession, model: str) -> str:
+    """A paid purchase the whole way: checkout, paid at the Stripe stand-in, its webhook delivered."""
+    async with visitor.post(f"{studio.url}/api/models/purchase/{model}") as resp:
+        body = await resp.json()
+    session_id = body["checkout_url"].rsplit("/", 1)[1]
+    lab.stripe.pay(session_id)
+    await lab.stripe.deliver(studio.url + "/api/webhooks/stripe", "checkout.session.completed", session_id, times=1)
+    return str(body["purchase_id"])
+
+
+def log_summary(studio: Studio) -> tuple[int, int, collections.Counter[str]]:
+    """(tracebacks, error lines, the error lines by message's start) in the studio's log."""
+    lines = studio.log_lines()
+    errors = [ln for ln in lines if ln.get("level") in ("error", "critical", "raw")]
+    return (
+        sum("traceback" in ln for ln in lines),
+        len(errors),
+        collections.Counter(str(ln.get("message", ""))[:60] for ln in errors),
+    )
+
+
+async def postgres_stopped(lab: Lab, seconds: float) -> tuple[str, str]:
+    """PostgreSQL stopped (`pg_ctl stop -m fast`: every connection cut) for `seconds` under a studio on
+    it, while visitors load pages, buy free models and chat (free models, and a paid model they own),
+    then started again: every request is answered (no 500), nothing answered 200 is lost, the owners
+    keep chatting, the log says it without a traceback, and the studio recovers without a restart."""
+    await lab.ollama.control("reset", {"uninstall_all": True})
+    studio = await lab.studio("postgres-stopped", postgres=True)
+    paid, free = "phi3:mini", "tinyllama:latest"
+    statuses: dict[str, collections.Counter[str]] = {k: collections.Counter() for k in ("pages", "purchases", "chats")}
+    owner_chats: collections.Counter[str] = collections.Counter()
+    accepted: list[str] = []
+    stop = asyncio.Event()
+    try:
+        studio.start()
+        async with AsyncExitStack() as held:
+            owners = [await held.enter_async_context(await visitor_session()) for _ in range(3)]
+            others = [await held.enter_async_context(await visitor_session()) for _ in range(3)]
+            for v in owners + others:
+                async with v.get(studio.url + "/api/models") as first:
+                    await first.read()
+            for v in owners:
+                await buy_paid(lab, studio, v, paid)
+            async with others[0].post(f"{studio.url}/api/models/purchase/{free}") as resp:
+                assert resp.status == 200, await resp.text()
+            await eventually(lambda: {paid, free} <= installed(studio), timeout=60, message="the models installed")
+            for v in owners:  # chat learns they own it
+                assert await chat_outcome(v, studio, paid) == "200"
+
+            async def pages() -> None:
+                async with await visitor_session() as v:
+                    while not stop.is_set():
+                        for path in ("/api/models", "/api/purchases"):
+                            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                                async with v.get(studio.url + path) as resp:
+                                    statuses["pages"][await outcome(resp)] += 1
+                        await asyncio.sleep(0.2)  # a visitor's pace
+
+            async def buyer() -> None:
+                while not stop.is_set():
+                    async with await visitor_session() as v:
+                        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                            async with v.get(studio.url + "/api/models") as first:  # the visitor's cookie
+                                await first.read()
+                            async with v.post(f"{studio.url}/api/models/purchase/{free}") as resp:
+                                got = await outcome(resp) if resp.status != 200 else "200"
+                                if resp.status == 200:
+                                    accepted.append((await resp.json())["purchase_id"])
+                                statuses["purchases"][got] += 1
+                    await asyncio.sleep(0.2)
+
+            async def chatter(v: aiohttp.ClientSession, model: str, owner: bool) -> None:
+                while not stop.is_set():
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                        got = await chat_outcome(v, studio, model)
+                        statuses["chats"][got] += 1
+                        if owner:
+                            owner_chats[got] += 1
+                    await asyncio.sleep(3.2)  # under STUDIO_CHAT_REQUESTS_PER_MINUTE (20) a visitor
+
+            load = [asyncio.create_task(pages()), *(asyncio.create_task(buyer()) for _ in range(2))]
+            load += [asyncio.create_task(chatter(v, paid, True)) for v in owners]
+            load += [asyncio.create_task(chatter(v, free, False)) for v in others]
+            try:
+                await asyncio.sleep(2.0)  # traffic flowing
+                await asyncio.to_thread(lab.postgres.halt)
+                await asyncio.sleep(seconds)  # the outage
+                await asyncio.to_thread(lab.postgres.resume)
+                back = time.monotonic()
+
+                async def serves() -> bool:
+                    async with aiohttp.ClientSession() as s, s.get(studio.url + "/api/models") as resp:
+                        return resp.status == 200
+
+                await eventually(serves, timeout=60, interval=0.2, message="the studio to serve again")
+                recovered_s = time.monotonic() - back
+                await asyncio.sleep(3.0)  # and traffic after it
+            finally:
+                stop.set()
+                await asyncio.gather(*load, return_exceptions=True)
+        lost, twice = books(studio, accepted)
+    finally:
+        studio.stop()
+    tracebacks, errors, by_message = log_summary(studio)
+    five_hundreds = sum(n for c in statuses.values() for k, n in c.items() if k.startswith("500"))
+    ok = not five_hundreds and not lost and not twice and not tracebacks and set(owner_chats) == {"200"}
+    return ("ok" if ok else "FAILED"), (
+        f"{seconds:g} s stopped: {five_hundreds} x 500; pages: {counted(statuses['pages'])}; purchases: "
+        f"{counted(statuses['purchases'])} ({len(accepted)} answered 200: {lost} lost, {twice} twice); chats: "
+        f"{counted(statuses['chats'])} (owners of the paid model: {counted(owner_chats)}); serving again "
+        f"{recovered_s:.1f} s after PostgreSQL was back, no restart; log: {tracebacks} tracebacks, {errors} error "
+        f"lines ({counted(by_message)})"
+    )
+
+
+async def two_studios_one_outbox(lab: Lab, seconds: float = 8.0) -> tuple[str, str]:
+    """Two studios (`up`, each its own data dir) on one PostgreSQL database and one NATS, visitors buying
+    through both: every event of the shared outbox is published once (a listener on the bus counts every
+    publish, those the stream would drop as duplicates included), and no error line in steady state."""
+    first = await lab.studio("outbox-1", postgres=True)
+    second = await lab.studio("outbox-2", beside=first)
+    bus = Bus(first.env["STUDIO_NATS_URL"], name="reliability", source="/reliability")
+    seen: collections.Counter[str] = collections.Counter()
+
+    async def count(event: Event) -> None:
+        seen[event.id] += 1
+
+    accepted: list[str] = []
+    try:
+        await bus.connect()
+        await bus.listen("*", count)
+        await bus.nc.flush()  # listening before the studios start (start() blocks this loop while it waits)
+        first.start()
+        second.start()
+        stop = asyncio.Event()
+        buyers = [asyncio.create_task(buy_free(s, accepted, stop, pause=0.05)) for s in (first, second, first, second)]
+        await asyncio.sleep(seconds)  # steady state, both relaying
+        stop.set()
+        await asyncio.gather(*buyers)
+        await eventually(
+            lambda: first.rows("SELECT count(*) FROM outbox WHERE published_at IS NULL")[0][0] == 0,
+            timeout=30,
+            message="the outbox to drain",
+        )
+        await bus.nc.flush()
+        outboxed = [r[0] for r in first.rows("SELECT event_id FROM outbox")]
+        with contextlib.suppress(AssertionError):  # (those never seen are counted below)
+            await eventually(lambda: all(seen[e] for e in outboxed), timeout=10, message="every event on the bus")
+        lost, twice = books(first, accepted)
+    finally:
+        second.stop()
+        first.stop()
+        await bus.close(1)
+    published = collections.Counter(seen[e] for e in outboxed)
+    more_than_once = sum(n for times, n in published.items() if times > 1)
+    never = published.get(0, 0)
+    logs = [log_summary(s) for s in (first, second)]
+    waits = sum("outbox waiting" in str(ln.get("message", "")) for s in (first, second) for ln in s.log_lines())
+    errors = sum(e for _, e, _ in logs)
+    ok = not more_than_once and not never and not lost and not twice and not errors and not waits
+    return ("ok" if ok else "FAILED"), (
+        f"{len(accepted)} purchases through both in {seconds:g} s ({lost} lost, {twice} twice); {len(outboxed)} "
+        f"outbox rows: {published.get(1, 0)} published once, {more_than_once} more than once, {never} never; "
+        f"log: {waits} 'outbox waiting for NATS', {errors} error lines"
+    )
+
+
+async def drained_under_traffic(lab: Lab, rounds: int = 3) -> tuple[str, str]:
+    """A studio stopped with SIGTERM (a drain) while visitors buy and every function's events flow
+    (heartbeats twice a second, the monitor listening to everything): it exits 0, loses no purchase,
+    and logs no error on the way out (before: KeyError('counts') in the monitor, KeyError('installs') in
+    install, deliveries meeting a function already torn down)."""
+    studio = await lab.studio("drain")
+    accepted: list[str] = []
+    exits: list[int | None] = []
+    for _ in range(rounds):
+        studio.start()
+        stop = asyncio.Event()
+        buyers = [asyncio.create_task(buy_free(studio, accepted, stop)) for _ in range(3)]
+        await asyncio.sleep(random.uniform(1.0, 2.0))  # a random moment in the traffic
+        assert studio.proc is not None
+        studio.proc.terminate()  # SIGTERM: the drain
+        exits.append(await asyncio.to_thread(studio.proc.wait, 30))
+        stop.set()
+        await asyncio.gather(*buyers)
+    studio.start()
+    lost, twice = books(studio, accepted)
+    studio.stop()
+    tracebacks, errors, by_message = log_summary(studio)
+    ok = all(code == 0 for code in exits) and not lost and not twice and not errors
+    return ("ok" if ok else "FAILED"), (
+        f"{rounds} SIGTERMs under purchases (exit codes {exits}): {len(accepted)} purchases answered 200, {lost} "
+        f"lost, {twice} twice; log: {errors} error lines, {tracebacks} tracebacks ({counted(by_message)})"
     )
 
 
@@ -702,6 +942,17 @@ class Lab:
         self.root = root
         self.servers: list[NatsServer] = []
         self.stripe = StripeDouble()
+        self._postgres: PostgresServer | None = None
+
+    @property
+    def postgres(self) -> PostgresServer:
+        """A PostgreSQL server of the lab's own (started on first use): scenarios stop and start it."""
+        if self._postgres is None:
+            bin_dir = postgres_bin()
+            if bin_dir is None:
+                raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql (tests/run does)")
+            self._postgres = PostgresServer(bin_dir).start()
+        return self._postgres
 
     async def __aenter__(self) -> Lab:
         self.ollama = Ollama()
@@ -711,17 +962,33 @@ class Lab:
     async def __aexit__(self, *exc: object) -> None:
         for server in self.servers:
             server.stop()
+        if self._postgres is not None:
+            self._postgres.stop()
         await self.stripe.stop()
         self.ollama.stop()
 
-    async def studio(self, name: str, without: tuple[str, ...] = ()) -> Studio:
+    async def studio(
+        self, name: str, without: tuple[str, ...] = (), *, postgres: bool = False, beside: Studio | None = None
+    ) -> Studio:
+        """A studio of its own (data dir and NATS; its own PostgreSQL database with `postgres`), or a
+        second server `beside` another: its own data dir, the other's NATS and database."""
+        if beside is not None:
+            return Studio(
+                self.root / name / "data",
+                beside.env["STUDIO_NATS_URL"],
+                self.stripe,
+                self.ollama.port,
+                without,
+                postgres=beside.postgres,
+            )
         server = NatsServer(self.root / name / "nats-server", port=free_port())
         await server.start()
         self.servers.append(server)
-        return Studio(self.root / name / "data", server.url, self.stripe, self.ollama.port, without)
+        database = (self.postgres, self.postgres.new_database("rel")) if postgres else None
+        return Studio(self.root / name / "data", server.url, self.stripe, self.ollama.port, without, postgres=database)
 
 
-async def main(rounds: int, ollama_down_s: float) -> None:
+async def main(rounds: int, ollama_down_s: float, postgres_down_s: float) -> None:
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
         root = Path(tmp)
@@ -740,6 +1007,12 @@ async def main(rounds: int, ollama_down_s: float) -> None:
             rows.append(("fault", "the same webhook 3x at once", f"{verdict}: {text}"))
             verdict, text = await restore_under_writes(lab)
             rows.append(("fault", "backup under writes, restored", f"{verdict}: {text}"))
+            verdict, text = await drained_under_traffic(lab)
+            rows.append(("fault", "studio drained (SIGTERM) under purchases", f"{verdict}: {text}"))
+            verdict, text = await postgres_stopped(lab, postgres_down_s)
+            rows.append(("fault", f"PostgreSQL stopped {postgres_down_s:g} s", f"{verdict}: {text}"))
+            verdict, text = await two_studios_one_outbox(lab)
+            rows.append(("fault", "two studios on one database", f"{verdict}: {text}"))
             rows.extend(bad_inputs(await lab.studio("fuzz")))
             rows.extend(await flood_through_nginx(await lab.studio("flood"), root / "nginx"))
     print("| kind | what | outcome |")
@@ -748,9 +1021,34 @@ async def main(rounds: int, ollama_down_s: float) -> None:
         print(f"| {kind} | {what} | {outcome} |")
 
 
+async def postgres_only(postgres_down_s: float) -> None:
+    with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
+        async with Lab(Path(tmp)) as lab:
+            verdict, text = await postgres_stopped(lab, postgres_down_s)
+            print(f"| fault | PostgreSQL stopped {postgres_down_s:g} s | {verdict}: {text} |", flush=True)
+            verdict, text = await two_studios_one_outbox(lab)
+            print(f"| fault | two studios on one database | {verdict}: {text} |", flush=True)
+
+
+async def drain_only() -> None:
+    with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
+        async with Lab(Path(tmp)) as lab:
+            verdict, text = await drained_under_traffic(lab)
+            print(f"| fault | studio drained (SIGTERM) under purchases | {verdict}: {text} |", flush=True)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="SIGKILLs during purchases")
     parser.add_argument("--ollama-down-s", type=float, default=60, help="how long Ollama is down")
+    parser.add_argument("--postgres-down-s", type=float, default=10, help="how long PostgreSQL is stopped")
+    parser.add_argument(
+        "--only", choices=["postgres", "drain"], help="the PostgreSQL scenarios (stopped, two studios), or the drain"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.rounds, args.ollama_down_s))
+    if args.only == "postgres":
+        asyncio.run(postgres_only(args.postgres_down_s))
+    elif args.only == "drain":
+        asyncio.run(drain_only())
+    else:
+        asyncio.run(main(args.rounds, args.ollama_down_s, args.postgres_down_s))

@@ -172,3 +172,28 @@ def test_invalid_setting_names_the_variable(tmp_path: Path) -> None:
     result = run_up(studio_env(tmp_path, STUDIO_PORT="eighty"))
     assert result.returncode == 2
     assert_one_clear_line(result, "STUDIO_PORT")
+
+
+def test_a_second_studio_on_the_same_data_dir_is_refused_naming_the_first(studio, tmp_path: Path) -> None:
+    proc, env, _ = studio
+    second = studio_env(tmp_path, STUDIO_DATA_DIR=env["STUDIO_DATA_DIR"])  # its own ports, the same data dir
+
+    result = run_up(second)
+
+    assert_one_clear_line(result, "in use by another studio", f"pid {proc.pid}", "STUDIO_DATA_DIR")
+    assert proc.poll() is None  # the first one runs on, untouched
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "needle"),
+    [
+        ("STUDIO_NATS_URL", "http://x", "nats://"),
+        ("STUDIO_NATS_URL", "nats://a:4222,nats://b:port", "nats://b:port"),
+        ("STUDIO_OLLAMA_URL", "127.0.0.1:11434", "http://"),
+        ("STUDIO_OLLAMA_URLS", "http://a:11434,http://", "names no host"),
+    ],
+)
+def test_a_url_that_is_not_one_is_refused_in_one_line(tmp_path: Path, variable: str, value: str, needle: str) -> None:
+    result = run_up(studio_env(tmp_path, **{variable: value}))
+    assert result.returncode == 2
+    assert_one_clear_line(result, variable, needle)

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import stat
 from pathlib import Path
 
 import pytest
 
 from events.envelope import Event
-from studio.runtime.database import RUNTIME_MIGRATIONS, Database, DatabaseError, Migrations, split_statements
+from studio.runtime.database import (
+    RUNTIME_MIGRATIONS,
+    Database,
+    DatabaseError,
+    DatabaseUnavailable,
+    Migrations,
+    split_statements,
+)
 from studio.runtime.dialect import DatabaseUrl
 
 SAMPLE = Migrations("sample", Path(__file__).resolve().parents[2] / "sample" / "migrations")
@@ -33,6 +41,7 @@ async def test_migrations_apply_once_and_are_recorded(tmp_path: Path, db_target:
     assert first == [
         "runtime:0001_outbox",
         "runtime:0002_outbox_published_index",
+        "runtime:0003_outbox_claims",
         "sample:0001_notes",
         "sample:0002_cures",
     ]
@@ -40,6 +49,7 @@ async def test_migrations_apply_once_and_are_recorded(tmp_path: Path, db_target:
     assert [tuple(r) for r in rows] == [
         ("runtime", 1, "outbox"),
         ("runtime", 2, "outbox_published_index"),
+        ("runtime", 3, "outbox_claims"),
         ("sample", 1, "notes"),
         ("sample", 2, "cures"),
     ]
@@ -56,10 +66,11 @@ async def test_racing_processes_apply_each_migration_once(tmp_path: Path, db_tar
     assert sorted(m for r in results for m in r) == [
         "runtime:0001_outbox",
         "runtime:0002_outbox_published_index",
+        "runtime:0003_outbox_claims",
         "sample:0001_notes",
         "sample:0002_cures",
     ]
-    assert count is not None and count[0] == 4
+    assert count is not None and count[0] == 5
 
 
 async def test_failed_migration_is_rolled_back_and_named(tmp_path: Path, db_target: Path | DatabaseUrl) -> None:
@@ -175,3 +186,20 @@ async def test_the_database_file_and_its_wal_are_readable_by_their_owner_only(tm
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir() if p.name.split("-")[0].endswith(".db")}
     assert modes["studio.db"] == modes["old.db"] == 0o600, modes
     assert all(mode == 0o600 for mode in modes.values()), modes
+
+
+async def test_a_sqlite_file_another_process_keeps_locked_is_unavailable_not_a_driver_error(tmp_path: Path) -> None:
+    db = await open_db(tmp_path / "studio.db")
+    await db.migrate([RUNTIME_MIGRATIONS])
+    other = sqlite3.connect(tmp_path / "studio.db", isolation_level=None)
+    try:
+        other.execute("BEGIN EXCLUSIVE")  # held past the studio's busy timeout (10 s)
+        with pytest.raises(DatabaseUnavailable, match="unavailable"):
+            async with db.transaction() as tx:
+                await tx.execute("DELETE FROM outbox")
+        other.execute("ROLLBACK")
+        async with db.transaction() as tx:  # the lock gone, the same connection writes again
+            await tx.execute("DELETE FROM outbox")
+    finally:
+        other.close()
+        await db.close()
