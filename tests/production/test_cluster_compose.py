@@ -96,6 +96,9 @@ def test_a_server_without_its_cluster_settings_is_refused_with_what_to_set() -> 
             merged({k: v for k, v in SERVER_ENV.items() if k != missing})
 
 
+TLS_FILES = {"NATS_TLS_CERT": "node.pem", "NATS_TLS_KEY": "node-key.pem", "NATS_TLS_CA": "ca.pem"}
+
+
 def nats_dir(tmp_path: Path) -> Path:
     """/etc/nats as the overlay mounts it: the config, the generated users (auth.conf) and route certificates."""
     etc = tmp_path / "etc-nats"
@@ -172,9 +175,14 @@ def test_the_documented_steps_give_a_config_compose_accepts_and_a_nats_node_that
         assert settings.database_url is not None and settings.database_url.is_postgres, name
     nats = config["services"]["nats"]
     assert nats["ports"] == ["10.0.0.1:4222:4222", "10.0.0.1:6222:6222"]
-    node_env = {**os.environ, **{k: str(v) for k, v in nats["environment"].items()}}
+    etc = nats_dir(tmp_path)  # /etc/nats as the overlay mounts it: the users and certificates step 3 made
+    node_env = {
+        **os.environ,
+        **{k: str(v) for k, v in nats["environment"].items()},
+        **{k: str(etc / "tls" / name) for k, name in TLS_FILES.items()},  # mounted at /etc/nats/tls in the container
+    }
     checked = subprocess.run(
-        [find_binary(), "-c", str(COMPOSE / "nats" / "nats-cluster.conf"), "-t"],
+        [find_binary(), "-c", str(etc / "nats-server.conf"), "-t"],
         env=node_env,
         capture_output=True,
         text=True,
