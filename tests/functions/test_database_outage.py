@@ -67,7 +67,7 @@ async def test_postgres_stopped_answers_503_with_retry_after_alerts_once_and_rec
     shortages = Recorder()
     await bus.listen(ResourceExhausted.TYPE, shortages)
     await bus.listen(ResourceRecovered.TYPE, shortages)
-    await bus.nc.flush()
+    await bus.flush()
     caplog.set_level(logging.INFO)
     caplog.clear()
 
