@@ -43,7 +43,7 @@ from studio.runner import (
 )
 from studio.runtime.database import Database
 from studio.runtime.logs import configure
-from studio.runtime.settings import VARS, Settings, SettingsError, markdown_table
+from studio.runtime.settings import Settings, SettingsError, markdown_table
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -201,12 +201,7 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def show_config(settings: Settings, markdown: bool) -> int:
-    if markdown:
-        print(markdown_table())
-        return 0
-    for var in VARS:
-        value = getattr(settings, var.attr)
-        print(f"{var.env}={value!r}")
+    print(markdown_table() if markdown else settings.as_env())
     return 0
 
 
