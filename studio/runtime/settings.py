@@ -1,17 +1,19 @@
 """Settings: every environment variable the studio reads, declared once, read once into a typed, frozen object.
 
-This is the only module that reads `os.environ`. Each variable is one field of `Settings` below,
-declared with `setting(...)`: its variable name, what it accepts (a `Kind`: parser and the plain
-words an error shows), default, meaning, group, and whether it is a secret or belongs in
-`compose/.env.example`. Everything else is derived from those fields: `VARS` (one `Var` a row),
-the error an operator reads for a bad value (one sentence naming the variable and what it accepts),
-`localai-studio config` (the values in effect as `.env` lines, by group) and README's configuration
-table (`localai-studio config --markdown`). Secrets may also come from a file named by `<NAME>_FILE`
-(the way container secrets are mounted) and are masked in `repr` and in `config`.
+This is the only module that reads `os.environ`. Each variable is one field of a group below
+(`ChatLimits`, `PaymentSettings`, ...), declared with `setting(...)`: its variable name, what it
+accepts (a `Kind`: the parser and the plain words an error shows), default, meaning, and whether it is
+a secret or belongs in `compose/.env.example`. `Settings` inherits every group. Everything else is
+derived from those fields: `VARS` (one `Var` a row), the error an operator reads for a bad value (one
+sentence naming the variable and what it accepts), `localai-studio config` (the values in effect as
+`.env` lines, by group) and README's configuration table (`localai-studio config --markdown`).
+Secrets may also come from a file named by `<NAME>_FILE` (the way container secrets are mounted) and
+are masked in `repr` and in `config`.
 
-Functions receive the whole `Settings` and read the attributes of their group
-(`settings.chat_max_tokens`); groups are declared here for operators (the printed config and the
-docs), not as separate objects, so that each setting stays one typed declaration.
+Functions receive the whole `Settings` (`settings.chat_max_tokens`); code that needs one group only
+can take that group as its type (`limits: ChatLimits`), and is given the same `Settings` object.
+Adding a setting: one `name: type = setting("STUDIO_NAME", KIND, "default", "Meaning.")` line in its
+group (mypy checks the type against the kind), then `localai-studio config --markdown` into README.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, TypeVar, cast
 from urllib.parse import urlsplit
 
 from studio.runtime.dialect import DatabaseUrl, DatabaseUrlError
@@ -69,23 +71,15 @@ class Secret:
 
 
 @dataclass(frozen=True)
-class Group:
-    """A set of settings that belong together (what one function or one concern reads)."""
+class SettingsGroup:
+    """A group of settings that belong together (what one function or one concern reads).
 
-    title: str
+    Each group is a frozen dataclass whose fields are its settings' declarations; `Settings` inherits
+    every group. So `settings.chat_max_tokens` and a function typed to take only `ChatLimits` read the
+    same declaration, and mypy keeps such a function to its own group.
+    """
 
-
-SERVER = Group("The studio process")
-DATABASE = Group("Database")
-EVENTS = Group("NATS and events")
-FLEET = Group("Ollama fleet")
-PAYMENTS = Group("Catalog and payments")
-CHAT = Group("Chat limits")
-ACCOUNTS = Group("Accounts")
-EDGE = Group("Gateway and edge")
-OPERATIONS = Group("Operations and alerts")
-SCALING = Group("Scaling alerts")
-GROUPS: tuple[Group, ...] = (SERVER, DATABASE, EVENTS, FLEET, PAYMENTS, CHAT, ACCOUNTS, EDGE, OPERATIONS, SCALING)
+    title: ClassVar[str] = "Settings"
 
 
 # -- kinds: what a setting accepts -------------------------------------------------------------------
@@ -422,7 +416,7 @@ class Var:
     default: str
     doc: str
     secret: bool = False
-    group: Group = SERVER
+    group: type[SettingsGroup] = SettingsGroup  # the class that declares it
     accepts: str = "any text"
     bad: tuple[str, ...] = ()
     example: bool = False  # listed in compose/.env.example (what an operator of the production compose sets)
@@ -451,57 +445,64 @@ def setting(
     kind: Kind[T],
     default: str,
     doc: str,
-    group: Group,
     *,
     secret: bool = False,
     example: bool = False,
 ) -> T:
     """Declare one field of `Settings`: the only place a setting is written down."""
-    declared = Var(env, "", kind.parse, default, doc, secret, group, kind.accepts, kind.bad, example)
+    declared = Var(env, "", kind.parse, default, doc, secret, SettingsGroup, kind.accepts, kind.bad, example)
     return cast(T, field(metadata={_VAR: declared}))
 
 
-@dataclass(frozen=True, repr=True)
-class Settings:
-    # -- the studio process
-    host: str = setting("STUDIO_HOST", HOST, "127.0.0.1", "Address the studio (or one service) listens on.", SERVER)
-    port: int = setting("STUDIO_PORT", PORT, "8080", "HTTP port of the studio (or of one service with `run`).", SERVER)
+@dataclass(frozen=True)
+class ProcessSettings(SettingsGroup):
+    title: ClassVar[str] = "The studio process"
+
+    host: str = setting("STUDIO_HOST", HOST, "127.0.0.1", "Address the studio (or one service) listens on.")
+    port: int = setting("STUDIO_PORT", PORT, "8080", "HTTP port of the studio (or of one service with `run`).")
     public_url: str | None = setting(
         "STUDIO_PUBLIC_URL",
         OPTIONAL_URL,
         "",
         "URL visitors use (for Stripe return links); default `http://STUDIO_HOST:STUDIO_PORT`.",
-        SERVER,
         example=True,
     )
-    data_dir: Path = setting("STUDIO_DATA_DIR", PATH, "./data", "Runtime state: SQLite database, NATS store.", SERVER)
-    log_level: str = setting(
-        "STUDIO_LOG_LEVEL", LOG_LEVEL, "INFO", "DEBUG, INFO, WARNING or ERROR.", SERVER, example=True
-    )
+    data_dir: Path = setting("STUDIO_DATA_DIR", PATH, "./data", "Runtime state: SQLite database, NATS store.")
+    log_level: str = setting("STUDIO_LOG_LEVEL", LOG_LEVEL, "INFO", "DEBUG, INFO, WARNING or ERROR.", example=True)
     functions: tuple[str, ...] = setting(
         "STUDIO_FUNCTIONS",
         FUNCTIONS,
         "",
         "Functions `up` runs and `/health` expects heartbeats from; empty = all of them.",
-        SERVER,
     )
     frontend_dir: Path | None = setting(
         "STUDIO_FRONTEND_DIR",
         OPTIONAL_PATH,
         "",
         "Static site the embedded gateway serves; default the repository's `frontend/`.",
-        SERVER,
     )
-    heartbeat_s: float = setting("STUDIO_HEARTBEAT_S", POSITIVE, "5", "Seconds between function heartbeats.", SERVER)
+    heartbeat_s: float = setting("STUDIO_HEARTBEAT_S", POSITIVE, "5", "Seconds between function heartbeats.")
     shutdown_grace_s: float = setting(
         "STUDIO_SHUTDOWN_GRACE_S",
         POSITIVE,
         "10",
         "On SIGTERM, how long in-flight work may take before it is handed back for redelivery.",
-        SERVER,
     )
 
-    # -- database
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def visitor_url(self) -> str:
+        return self.public_url or self.url
+
+
+@dataclass(frozen=True)
+class DatabaseSettings(SettingsGroup):
+    title: ClassVar[str] = "Database"
+
     database_url: DatabaseUrl | None = setting(
         "STUDIO_DATABASE_URL",
         DATABASE_URL,
@@ -509,7 +510,6 @@ class Settings:
         "The database: empty = SQLite at `STUDIO_DATA_DIR/studio.db` (`sqlite:///data/studio.db` with the default "
         "data dir); `sqlite:///path.db` (`sqlite:////abs/path.db`), or `postgresql://user:pass@host:5432/db` "
         "(README, PostgreSQL).",
-        DATABASE,
         secret=True,
     )
     outbox_keep_days: float = setting(
@@ -517,58 +517,61 @@ class Settings:
         POSITIVE,
         "7",
         "Published outbox rows and processed Stripe event ids older than this are pruned (Stripe retries 3 days).",
-        DATABASE,
     )
 
-    # -- NATS and events
+
+@dataclass(frozen=True)
+class EventSettings(SettingsGroup):
+    title: ClassVar[str] = "NATS and events"
+
     nats_url: str | None = setting(
         "STUDIO_NATS_URL",
         NATS_URLS,
         "",
         "An existing NATS server with JetStream, or every node of a NATS cluster comma-separated "
         "(`nats://a:4222,nats://b:4222,nats://c:4222`); empty = `up` starts one (and `run` uses the local one).",
-        EVENTS,
     )
-    nats_port: int = setting("STUDIO_NATS_PORT", PORT, "4222", "Port of the NATS server `up` starts.", EVENTS)
+    nats_port: int = setting("STUDIO_NATS_PORT", PORT, "4222", "Port of the NATS server `up` starts.")
     events_replicas: int = setting(
         "STUDIO_EVENTS_REPLICAS",
         REPLICAS,
         "1",
         "Copies JetStream keeps of the event stream: 1 on one server, 3 in a 3-node NATS cluster "
         "(survives losing a node); changed on the running stream at start-up.",
-        EVENTS,
     )
     nats_connect_timeout_s: float = setting(
-        "STUDIO_NATS_CONNECT_TIMEOUT_S", POSITIVE, "30", "How long a service waits for NATS at start-up.", EVENTS
+        "STUDIO_NATS_CONNECT_TIMEOUT_S", POSITIVE, "30", "How long a service waits for NATS at start-up."
     )
     events_max_age_days: float = setting(
-        "STUDIO_EVENTS_MAX_AGE_DAYS", POSITIVE, "30", "How long durable events stay replayable.", EVENTS, example=True
+        "STUDIO_EVENTS_MAX_AGE_DAYS", POSITIVE, "30", "How long durable events stay replayable.", example=True
     )
     events_max_bytes: int = setting(
         "STUDIO_EVENTS_MAX_BYTES",
         POSITIVE_INT,
         str(1 << 30),
         "Most disk the event stream may use; less when the disk has less (half its free space, at least 16 MB).",
-        EVENTS,
     )
     live_streams_max: int = setting(
         "STUDIO_LIVE_STREAMS_MAX",
         COUNT,
         "0",
         "Live event streams (`/api/events`) one process keeps open; 0 = derived from the open-file limit.",
-        EVENTS,
     )
 
-    # -- Ollama fleet
-    ollama_url: str = setting(
-        "STUDIO_OLLAMA_URL", URL, "http://127.0.0.1:11434", "Ollama's API (a fleet of one node).", FLEET
-    )
+    def effective_nats_url(self) -> str:
+        return self.nats_url or f"nats://127.0.0.1:{self.nats_port}"
+
+
+@dataclass(frozen=True)
+class FleetSettings(SettingsGroup):
+    title: ClassVar[str] = "Ollama fleet"
+
+    ollama_url: str = setting("STUDIO_OLLAMA_URL", URL, "http://127.0.0.1:11434", "Ollama's API (a fleet of one node).")
     ollama_urls: tuple[str, ...] = setting(
         "STUDIO_OLLAMA_URLS",
         OLLAMA_URLS,
         "",
         "A fleet of Ollama nodes, comma-separated (`http://a:11434,http://b:11434`); empty = STUDIO_OLLAMA_URL alone.",
-        FLEET,
         example=True,
     )
     ollama_copies: int = setting(
@@ -576,7 +579,6 @@ class Settings:
         COUNT,
         "0",
         "On how many nodes each installed model is kept; 0 = every node.",
-        FLEET,
         example=True,
     )
     ollama_queue_max: int = setting(
@@ -585,7 +587,6 @@ class Settings:
         "10",
         "Answers in flight on one node beyond which it counts as saturated (a model's cloud fallback is used "
         "only when every node is).",
-        FLEET,
         example=True,
     )
     ollama_check_s: float = setting(
@@ -594,7 +595,6 @@ class Settings:
         "15",
         "How often install checks every Ollama node: reconciles install states, fills a node that lacks "
         "models, alerts a node down.",
-        FLEET,
     )
     ollama_models_dir: Path | None = setting(
         "STUDIO_OLLAMA_MODELS_DIR",
@@ -602,7 +602,6 @@ class Settings:
         "",
         "Ollama's models directory as the studio sees it (its volume mounted here): a model whose download "
         "plus STUDIO_DISK_MIN_FREE_MB does not fit is refused before payment; empty = no disk check.",
-        FLEET,
     )
     ollama_library_url: str = setting(
         "STUDIO_OLLAMA_LIBRARY_URL",
@@ -610,7 +609,6 @@ class Settings:
         "https://registry.ollama.ai",
         "Ollama's library, asked whether a model the operator adds to the catalog exists (when it "
         "cannot be reached, the model is added unchecked); empty = never asked.",
-        FLEET,
     )
     server_memory_bytes: int = setting(
         "STUDIO_SERVER_MEMORY_BYTES",
@@ -618,25 +616,31 @@ class Settings:
         "0",
         "Memory Ollama can use; a model needing more is refused before payment. 0 = the host's total "
         "memory (/proc/meminfo).",
-        FLEET,
     )
     fallback_api_key: Secret = setting(
         "STUDIO_FALLBACK_API_KEY",
         SECRET,
         "",
         "API key sent to a catalog model's cloud fallback (`fallback` in the catalog); empty = no key sent.",
-        FLEET,
         secret=True,
         example=True,
     )
 
-    # -- catalog and payments
+    @property
+    def ollama_nodes(self) -> tuple[str, ...]:
+        """Every Ollama node's URL: STUDIO_OLLAMA_URLS, or the single STUDIO_OLLAMA_URL."""
+        return self.ollama_urls or (self.ollama_url.rstrip("/"),)
+
+
+@dataclass(frozen=True)
+class PaymentSettings(SettingsGroup):
+    title: ClassVar[str] = "Catalog and payments"
+
     catalog_path: Path | None = setting(
         "STUDIO_CATALOG",
         OPTIONAL_PATH,
         "",
         "Your own catalog of models for sale (JSON); default the one shipped in studio/catalog/.",
-        PAYMENTS,
         example=True,
     )
     skip_payment: bool = setting(
@@ -644,7 +648,6 @@ class Settings:
         BOOL,
         "false",
         'Test mode: paid models are "bought" without Stripe (never in production).',
-        PAYMENTS,
         example=True,
     )
     stripe_api_base: str = setting(
@@ -652,14 +655,12 @@ class Settings:
         URL,
         "https://api.stripe.com",
         "Stripe's API (tests point it at a local stand-in).",
-        PAYMENTS,
     )
     stripe_secret_key: Secret = setting(
         "STRIPE_SECRET_KEY",
         SECRET,
         "",
         "Stripe API key (sk_test_... / sk_live_...); empty = paid models cannot be bought (unless test mode).",
-        PAYMENTS,
         secret=True,
         example=True,
     )
@@ -668,7 +669,6 @@ class Settings:
         SECRET,
         "",
         "Signing secret of the Stripe webhook endpoint (whsec_...); empty = webhooks refused.",
-        PAYMENTS,
         secret=True,
         example=True,
     )
@@ -677,22 +677,24 @@ class Settings:
         NON_NEGATIVE,
         "24",
         "Hours between the studio's own reconciliations with Stripe (last 7 days, repaired); 0 = never.",
-        PAYMENTS,
     )
 
-    # -- chat limits
+
+@dataclass(frozen=True)
+class ChatLimits(SettingsGroup):
+    title: ClassVar[str] = "Chat limits"
+
     chat_max_message_chars: int = setting(
-        "STUDIO_CHAT_MAX_MESSAGE_CHARS", POSITIVE_INT, "8000", "Longest single chat message.", CHAT
+        "STUDIO_CHAT_MAX_MESSAGE_CHARS", POSITIVE_INT, "8000", "Longest single chat message."
     )
     chat_max_messages: int = setting(
-        "STUDIO_CHAT_MAX_MESSAGES", POSITIVE_INT, "64", "Most messages in one chat request.", CHAT
+        "STUDIO_CHAT_MAX_MESSAGES", POSITIVE_INT, "64", "Most messages in one chat request."
     )
     chat_max_tokens: int = setting(
         "STUDIO_CHAT_MAX_TOKENS",
         POSITIVE_INT,
         "2048",
         "Cap on tokens generated per answer (Ollama's num_predict).",
-        CHAT,
         example=True,
     )
     chat_concurrent_per_visitor: int = setting(
@@ -700,7 +702,6 @@ class Settings:
         POSITIVE_INT,
         "2",
         "Answers one visitor may have generating at once.",
-        CHAT,
         example=True,
     )
     chat_requests_per_minute: int = setting(
@@ -708,7 +709,6 @@ class Settings:
         POSITIVE_INT,
         "20",
         "Chat requests one visitor may start per minute.",
-        CHAT,
         example=True,
     )
     chat_first_token_timeout_s: float = setting(
@@ -716,17 +716,15 @@ class Settings:
         POSITIVE,
         "120",
         "How long Ollama may take to start answering (loading a model can be slow).",
-        CHAT,
     )
     chat_token_timeout_s: float = setting(
-        "STUDIO_CHAT_TOKEN_TIMEOUT_S", POSITIVE, "60", "Longest silence allowed between two tokens.", CHAT
+        "STUDIO_CHAT_TOKEN_TIMEOUT_S", POSITIVE, "60", "Longest silence allowed between two tokens."
     )
     chat_tokens_per_day: int = setting(
         "STUDIO_CHAT_TOKENS_PER_DAY",
         COUNT,
         "0",
         "Tokens (prompt + answer) one account or visitor may use a day, over every chat replica; 0 = no limit.",
-        CHAT,
         example=True,
     )
     chat_max_image_bytes: int = setting(
@@ -734,19 +732,26 @@ class Settings:
         POSITIVE_INT,
         "10485760",
         "Largest image (decoded bytes) a chat message may carry (PNG, JPEG, WebP or GIF).",
-        CHAT,
     )
     chat_max_images: int = setting(
-        "STUDIO_CHAT_MAX_IMAGES", POSITIVE_INT, "4", "Most images one chat message may carry.", CHAT
+        "STUDIO_CHAT_MAX_IMAGES", POSITIVE_INT, "4", "Most images one chat message may carry."
     )
 
-    # -- accounts
+    @property
+    def chat_max_body_bytes(self) -> int:
+        """Largest chat request body: one message's images at their limit (base64) and room for the text."""
+        return max(512 * 1024, self.chat_max_images * (-(-self.chat_max_image_bytes // 3) * 4) + 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class AccountSettings(SettingsGroup):
+    title: ClassVar[str] = "Accounts"
+
     signup: str = setting(
         "STUDIO_SIGNUP",
         SIGNUP,
         "open",
         "open: anyone may create an account; closed: only the operator adds accounts (`localai-studio users add`).",
-        ACCOUNTS,
         example=True,
     )
     first_user_is_operator: bool = setting(
@@ -754,7 +759,6 @@ class Settings:
         BOOL,
         "true",
         "On a studio with no account yet, the first sign-up becomes the operator (production compose: false).",
-        ACCOUNTS,
     )
     smtp_url: Secret = setting(
         "STUDIO_SMTP_URL",
@@ -762,7 +766,6 @@ class Settings:
         "",
         "Mail server for password reset links: smtp://user:pass@host:587 (STARTTLS) or smtps://...:465; "
         "empty = reset links only from `localai-studio users reset-link`.",
-        ACCOUNTS,
         secret=True,
         example=True,
     )
@@ -771,7 +774,6 @@ class Settings:
         MAIL_FROM,
         "",
         "Sender of the studio's e-mails; default no-reply@ the host of STUDIO_PUBLIC_URL.",
-        ACCOUNTS,
         example=True,
     )
     admin_token: Secret = setting(
@@ -779,7 +781,6 @@ class Settings:
         SECRET,
         "",
         "Bearer token for operator routes; empty = operator routes closed.",
-        ACCOUNTS,
         secret=True,
         example=True,
     )
@@ -788,69 +789,71 @@ class Settings:
         SECRET,
         "",
         "Signs visitor cookies; empty = generated once into the data dir.",
-        ACCOUNTS,
         secret=True,
         example=True,
     )
 
-    # -- gateway and edge
+
+@dataclass(frozen=True)
+class EdgeSettings(SettingsGroup):
+    title: ClassVar[str] = "Gateway and edge"
+
     upstreams: dict[str, str] = setting(
         "STUDIO_UPSTREAMS",
         UPSTREAMS,
         "",
         "Gateway (distributed): `name=url` pairs overriding STUDIO_UPSTREAM_TEMPLATE.",
-        EDGE,
     )
     upstream_template: str = setting(
         "STUDIO_UPSTREAM_TEMPLATE",
         UPSTREAM_TEMPLATE,
         "http://{function}:8000",
         "Gateway (distributed): URL of each function's container.",
-        EDGE,
     )
     max_body_bytes: int = setting(
         "STUDIO_MAX_BODY_BYTES",
         POSITIVE_INT,
         "1048576",
         "Largest request body the gateway accepts (routes may set less).",
-        EDGE,
     )
     client_timeout_s: float = setting(
         "STUDIO_CLIENT_TIMEOUT_S",
         POSITIVE,
         "15",
         "How long a client may take to send a request's headers, and between two reads of its body (nginx's 15 s).",
-        EDGE,
     )
     streams_per_address: int = setting(
         "STUDIO_STREAMS_PER_ADDRESS",
         POSITIVE_INT,
         "20",
         "Event and chat streams one client address may hold open at once (beyond: 429).",
-        EDGE,
     )
     writes_per_address_per_minute: int = setting(
         "STUDIO_WRITES_PER_ADDRESS_PER_MINUTE",
         POSITIVE_INT,
         "120",
         "State-changing requests (POST, DELETE...) one client address may send per minute (beyond: 429).",
-        EDGE,
     )
     trusted_proxies: tuple[IPNetwork, ...] = setting(
         "STUDIO_TRUSTED_PROXIES",
         NETWORKS,
         "127.0.0.1,::1",
         "Addresses or networks of the proxies (nginx) whose X-Forwarded-For / X-Real-IP name the client.",
-        EDGE,
     )
 
-    # -- operations and alerts
+    def upstream_url(self, function: str) -> str:
+        return self.upstreams.get(function) or self.upstream_template.format(function=function)
+
+
+@dataclass(frozen=True)
+class AlertSettings(SettingsGroup):
+    title: ClassVar[str] = "Operations and alerts"
+
     alert_webhook_url: str | None = setting(
         "STUDIO_ALERT_WEBHOOK_URL",
         OPTIONAL_URL,
         "",
         "Slack-compatible webhook the monitor and ops scripts post alerts to; empty = no alerts.",
-        OPERATIONS,
         example=True,
     )
     disk_min_free_mb: int = setting(
@@ -858,7 +861,6 @@ class Settings:
         POSITIVE_INT,
         "1024",
         "Free space under the data dir below which `/health` fails and the monitor alerts.",
-        OPERATIONS,
         example=True,
     )
     events_lag_alert_s: float = setting(
@@ -866,38 +868,67 @@ class Settings:
         POSITIVE,
         "30",
         "The monitor alerts when a consumer's oldest unacknowledged event is older than this (seconds).",
-        OPERATIONS,
     )
 
-    # -- scaling alerts
+
+@dataclass(frozen=True)
+class ScalingSettings(SettingsGroup):
+    title: ClassVar[str] = "Scaling alerts"
+
     scale_visitors: int = setting(
         "STUDIO_SCALE_VISITORS",
         POSITIVE_INT,
         "100",
         "Time to add a server: the monitor alerts above this many concurrent visitors (across every server).",
-        SCALING,
     )
     scale_chat_per_s: float = setting(
         "STUDIO_SCALE_CHAT_PER_S",
         POSITIVE,
         "50",
         "Time to add a server: the monitor alerts above this many chat requests a second (across every server).",
-        SCALING,
     )
     scale_queue_depth: int = setting(
         "STUDIO_SCALE_QUEUE_DEPTH",
         POSITIVE_INT,
         "10",
         "Time to add an Ollama node: the monitor alerts when more answers than this wait on one node.",
-        SCALING,
     )
     scale_cpu_percent: float = setting(
         "STUDIO_SCALE_CPU_PERCENT",
         POSITIVE,
         "80",
         "Time to add a server: the monitor alerts when a server's CPU stays above this (percent of all cores).",
-        SCALING,
     )
+
+
+GROUPS: tuple[type[SettingsGroup], ...] = (
+    ProcessSettings,
+    DatabaseSettings,
+    EventSettings,
+    FleetSettings,
+    PaymentSettings,
+    ChatLimits,
+    AccountSettings,
+    EdgeSettings,
+    AlertSettings,
+    ScalingSettings,
+)
+
+
+@dataclass(frozen=True, repr=True)
+class Settings(
+    ProcessSettings,
+    DatabaseSettings,
+    EventSettings,
+    FleetSettings,
+    PaymentSettings,
+    ChatLimits,
+    AccountSettings,
+    EdgeSettings,
+    AlertSettings,
+    ScalingSettings,
+):
+    """Every setting: each group's fields, read once from the environment."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -937,20 +968,6 @@ class Settings:
         return "\n\n".join(blocks)
 
     @property
-    def ollama_nodes(self) -> tuple[str, ...]:
-        """Every Ollama node's URL: STUDIO_OLLAMA_URLS, or the single STUDIO_OLLAMA_URL."""
-        return self.ollama_urls or (self.ollama_url.rstrip("/"),)
-
-    @property
-    def url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
-        return f"http://{host}:{self.port}"
-
-    @property
-    def visitor_url(self) -> str:
-        return self.public_url or self.url
-
-    @property
     def database_is_postgres(self) -> bool:
         return self.database_url is not None and self.database_url.is_postgres
 
@@ -974,17 +991,6 @@ class Settings:
     def nats_store_dir(self) -> Path:
         return self.data_dir / "nats"
 
-    def effective_nats_url(self) -> str:
-        return self.nats_url or f"nats://127.0.0.1:{self.nats_port}"
-
-    @property
-    def chat_max_body_bytes(self) -> int:
-        """Largest chat request body: one message's images at their limit (base64) and room for the text."""
-        return max(512 * 1024, self.chat_max_images * (-(-self.chat_max_image_bytes // 3) * 4) + 1024 * 1024)
-
-    def upstream_url(self, function: str) -> str:
-        return self.upstreams.get(function) or self.upstream_template.format(function=function)
-
     def cookie_key(self) -> bytes:
         """The visitor-cookie signing key: configured, or generated once and kept in the data dir."""
         if self.secret_key:
@@ -1005,9 +1011,7 @@ class Settings:
 
 
 def _declared() -> tuple[Var, ...]:
-    order = {group: i for i, group in enumerate(GROUPS)}
-    rows = [replace(f.metadata[_VAR], attr=f.name) for f in fields(Settings)]
-    return tuple(sorted(rows, key=lambda var: order[var.group]))
+    return tuple(replace(f.metadata[_VAR], attr=f.name, group=group) for group in GROUPS for f in fields(group))
 
 
 VARS: tuple[Var, ...] = _declared()

@@ -11,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from studio.runtime.settings import GROUPS, VARS, Secret, Settings, SettingsError, Var, markdown_table
+from studio.runtime.settings import (
+    GROUPS,
+    VARS,
+    ChatLimits,
+    FleetSettings,
+    Secret,
+    Settings,
+    SettingsError,
+    Var,
+    markdown_table,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 CLI = str(Path(sys.executable).parent / "localai-studio")
@@ -39,6 +49,19 @@ def test_each_setting_is_one_field_of_settings_and_one_row_of_vars() -> None:
     defaults = Settings.from_env({})
     for var in VARS:  # every default is a value its own kind accepts
         assert getattr(defaults, var.attr) == var.read(var.default), var.env
+
+
+def test_a_group_is_a_typed_view_of_the_same_settings() -> None:
+    settings = Settings.from_env({"STUDIO_CHAT_MAX_TOKENS": "512", "STUDIO_OLLAMA_URL": "http://gpu:11434/"})
+
+    def answer_cap(limits: ChatLimits) -> int:  # what a chat module typed to its own group sees
+        return limits.chat_max_tokens
+
+    assert answer_cap(settings) == 512
+    assert isinstance(settings, FleetSettings) and settings.ollama_nodes == ("http://gpu:11434",)
+    chat = {f.name for f in dataclasses.fields(ChatLimits)}
+    assert chat == {var.attr for var in VARS if var.attr.startswith("chat_")}
+    assert all(issubclass(Settings, group) for group in GROUPS)
 
 
 def test_the_settings_that_take_any_text_are_the_paths_and_the_secrets() -> None:
