@@ -511,6 +511,7 @@ class DatabaseSettings(SettingsGroup):
         "data dir); `sqlite:///path.db` (`sqlite:////abs/path.db`), or `postgresql://user:pass@host:5432/db` "
         "(README, PostgreSQL).",
         secret=True,
+        example=True,
     )
     outbox_keep_days: float = setting(
         "STUDIO_OUTBOX_KEEP_DAYS",

@@ -181,6 +181,9 @@ def test_env_example_lists_the_settings_meant_for_operators() -> None:
     assert sorted(listed) == sorted(var.env for var in VARS if var.example)
     values = dict(re.findall(r"^((?:STUDIO|STRIPE)_[A-Z_]+)=(.*)$", example, flags=re.M))
     Settings.from_env(values)  # every value the example sets is one the studio accepts
+    by_env = {var.env: var for var in VARS}
+    for name, value in re.findall(r"^# ((?:STUDIO|STRIPE)_[A-Z_]+)=(.*)$", example, flags=re.M):
+        by_env[name].read(value)  # and so is every value it suggests in a commented line
 
 
 def test_secret_stays_masked_in_repr() -> None:
