@@ -10,14 +10,14 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from studio.runtime.settings import FUNCTIONS
+from studio.runtime.settings import FUNCTION_NAMES
 
 if TYPE_CHECKING:
     from studio.runtime.function import Function
 
 # Every function of the studio, in start-up order (state owners before their observers): declared with
 # the setting that chooses among them (STUDIO_FUNCTIONS), so the platform never imports this package.
-NAMES: tuple[str, ...] = FUNCTIONS
+NAMES: tuple[str, ...] = FUNCTION_NAMES
 
 
 def load(name: str) -> Function:

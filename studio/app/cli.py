@@ -45,7 +45,7 @@ from studio.app.runner import (
 from studio.runtime.database import Database
 from studio.runtime.logs import configure
 from studio.runtime.nats_users import every_user, write_credentials
-from studio.runtime.settings import VARS, Settings, SettingsError, markdown_table
+from studio.runtime.settings import Settings, SettingsError, markdown_table
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -222,12 +222,7 @@ def nats_credentials(settings: Settings, directory: Path | None, *, rotate: bool
 
 
 def show_config(settings: Settings, markdown: bool) -> int:
-    if markdown:
-        print(markdown_table())
-        return 0
-    for var in VARS:
-        value = getattr(settings, var.attr)
-        print(f"{var.env}={value!r}")
+    print(markdown_table() if markdown else settings.as_env())
     return 0
 
 
