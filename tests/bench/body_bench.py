@@ -66,7 +66,10 @@ def best_us(fn: Callable[[], object], number: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--number", type=int, default=20_000, help="bodies per round (fewer for the long one)")
+    parser.add_argument("--smoke", action="store_true", help="tiny parameters: check that the bench runs (CI)")
     args = parser.parse_args()
+    if args.smoke:
+        args.number = 20
     untyped = msgspec.json.Decoder()
     print(
         f"{'body':22} {'bytes':>7} {'json.loads':>11} {'msgspec untyped':>16} {'typed decode':>13} "
