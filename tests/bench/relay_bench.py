@@ -90,8 +90,11 @@ DIALECTS = {
         b'"content":',
         b"data: [DONE]",
     ),
-    "/v1/responses": Dialect(
-        "/v1/responses", {"input": PROMPT, "stream": True}, b"response.output_text.delta", b"response.completed"
+    "/v1/responses": Dialect(  # (the event line only: its data names its type too)
+        "/v1/responses",
+        {"input": PROMPT, "stream": True},
+        b"event: response.output_text.delta\n",
+        b"response.completed",
     ),
     "/v1/messages": Dialect(
         "/v1/messages",
