@@ -445,11 +445,7 @@ class TextCompletionWire(CompletionWire):
         self._head = b"data: " + head[:-1].encode() + b', "choices": [{"index": 0, "text": '
 
     def token(self, content: str) -> bytes:
-        return (
-            self._head
-            + json.dumps(content, ensure_ascii=False).encode()
-            + b', "logprobs": null, "finish_reason": null}]}\n\n'
-        )
+        return self._head + text(content) + b', "logprobs": null, "finish_reason": null}]}\n\n'
 
     def thinking(self, text: str) -> bytes:
         return b""  # never asked for (think false); a model thinking anyway is not shown as text

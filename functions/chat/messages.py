@@ -54,6 +54,7 @@ from msgspec import Meta, Struct
 from functions.chat.answer import Answer
 from functions.chat.conversation import Conversation, image, parse
 from functions.chat.relay import SSE_HEADERS, Wire
+from functions.chat.relay import text as json_text
 from studio.runtime.errors import BadRequest, StudioError, anthropic_error_type
 from studio.runtime.settings import Settings
 
@@ -574,7 +575,7 @@ class MessagesWire(Wire):
         return head + self._text(self._delta["thinking_delta"], text)
 
     def _text(self, prefix: bytes, text: str) -> bytes:
-        return prefix % self._index + json.dumps(text, ensure_ascii=False).encode() + b"}}\n\n"
+        return prefix % self._index + json_text(text) + b"}}\n\n"
 
     def tool_calls(self, calls: list[Any]) -> bytes:
         """Each call is a tool_use block whose input comes whole in one input_json_delta."""

@@ -48,6 +48,7 @@ from functions.chat.bodies import convert
 from functions.chat.completions import EFFORTS, data_url_image
 from functions.chat.conversation import Conversation, parse
 from functions.chat.relay import SSE_HEADERS, Wire
+from functions.chat.relay import text as json_text
 from functions.chat.tools import TOOL_NAME, bounded, calls_from_ollama, parse_tools
 from studio.runtime.errors import BadRequest, StudioError
 from studio.runtime.settings import Settings
@@ -610,7 +611,7 @@ class ResponsesWire(Wire):
         """One delta of the open item: the hot path, one per token (tests/bench/chat_bench.py)."""
         self.text.append(text)
         self.sequence += 1
-        return b'%s%s, "sequence_number": %d}\n\n' % (self._delta, _dumps(text), self.sequence - 1)
+        return b'%s%s, "sequence_number": %d}\n\n' % (self._delta, json_text(text), self.sequence - 1)
 
     def token(self, content: str) -> bytes:
         return self._more(content) if self._kind == "message" else self._write("message", content)
