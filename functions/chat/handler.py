@@ -47,7 +47,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -175,6 +175,19 @@ def chat_body_limit(settings: Settings) -> int:
     return settings.chat_max_body_bytes  # images
 
 
+# What every /v1 dialect's answering route shares: chat's time to the first answer, chat's body limit
+# (images), personal keys welcome and no visitor minted, one stream per request, and its body read by the
+# dialect's own decoder (errors in its shape); the declared body type documents it.
+DIALECT_ANSWER: dict[str, Any] = {
+    "timeout": 150,
+    "max_body": chat_body_limit,
+    "visitor": False,
+    "keys": True,
+    "stream": True,
+    "decode": False,
+}
+
+
 @function.route(
     "POST",
     "/api/chat",
@@ -202,12 +215,7 @@ async def chat(request: web.Request, body: ChatRequest) -> web.StreamResponse:
     body=CompletionRequest,
     response=OPENAI_OBJECT,
     error=OpenAIError,
-    timeout=150,
-    max_body=chat_body_limit,
-    visitor=False,
-    keys=True,
-    stream=True,
-    decode=False,
+    **DIALECT_ANSWER,
 )
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     """The OpenAI-compatible API: the same answer as /api/chat, in OpenAI's shapes (completions.py)."""
@@ -226,12 +234,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body=TextCompletionRequest,
     response=OPENAI_OBJECT,
     error=OpenAIError,
-    timeout=150,
-    max_body=chat_body_limit,
-    visitor=False,
-    keys=True,
-    stream=True,
-    decode=False,
+    **DIALECT_ANSWER,
 )
 async def text_completions(request: web.Request) -> web.StreamResponse:
     """OpenAI's legacy completions (a prompt in, text out), as Ollama's compatibility layer serves them."""
@@ -251,12 +254,7 @@ async def text_completions(request: web.Request) -> web.StreamResponse:
     body=ResponsesRequest,
     response=OPENAI_OBJECT,
     error=OpenAIError,
-    timeout=150,
-    max_body=chat_body_limit,
-    visitor=False,
-    keys=True,
-    stream=True,
-    decode=False,
+    **DIALECT_ANSWER,
 )
 async def create_response(request: web.Request) -> web.StreamResponse:
     """OpenAI's Responses API (Codex, the Agents SDK), stateless: the same answer in its shapes (responses.py)."""
@@ -277,12 +275,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     response=OPENAI_OBJECT,
     error=AnthropicError,
     errors=(529,),
-    timeout=150,
-    max_body=chat_body_limit,
-    visitor=False,
-    keys=True,
-    stream=True,
-    decode=False,
+    **DIALECT_ANSWER,
 )
 async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     """Anthropic's Messages API: the same answer as /api/chat, in Anthropic's shapes (messages.py); errors
