@@ -21,10 +21,10 @@ What a model can do, in OpenAI's words:
     tools      `tools`, `tool_choice`, `tool_calls` and `tool` messages, `response_format` (tools.py);
                `parallel_tool_calls: false` returns at most one call
 
-The body is declared as `CompletionRequest` (msgspec, bodies.py: unknown fields and wrong types refused in
-one pass). `/v1/completions` (OpenAI's legacy completions: `TextCompletionRequest`, `TextCompletionWire`)
-is here too: its prompt becomes one user message, answered without thinking, as `text_completion` or its
-chunks.
+The body is declared as `CompletionRequest` (msgspec, studio/runtime/bodies.py: unknown fields and wrong
+types refused in one pass). `/v1/completions` (OpenAI's legacy completions: `TextCompletionRequest`,
+`TextCompletionWire`) is here too: its prompt becomes one user message, answered without thinking, as
+`text_completion` or its chunks.
 
 Errors are OpenAI's shape: `{"error": {"message", "type", "code"}}` (the studio's `code` and `message`
 plus a `type`), with the same statuses as `/api/chat`.
@@ -45,11 +45,12 @@ from typing import Any
 import msgspec
 
 from functions.chat.answer import Answer
-from functions.chat.bodies import convert
 from functions.chat.conversation import Conversation, image, parse
 from functions.chat.relay import Wire, text
 from functions.chat.tools import calls_from_ollama, calls_to_ollama, parse_response_format, parse_tools
-from studio.runtime.errors import BadRequest, StudioError
+from studio.runtime.bodies import convert
+from studio.runtime.errors import OPENAI, BadRequest, StudioError
+from studio.runtime.errors import openai_error_type as error_type
 from studio.runtime.settings import Settings
 
 # Fields OpenAI clients send that change nothing here when left at OpenAI's defaults.
@@ -63,18 +64,6 @@ MESSAGE_KEYS = frozenset(
 _ID_PREFIX = secrets.token_hex(6)
 _ids = itertools.count(1)
 _DATA_URL = re.compile(r"data:([a-z0-9.+/-]{1,80})((?:;[^,;]{1,80})*),", re.IGNORECASE)
-
-
-def error_type(status: int) -> str:
-    if status == 401:
-        return "authentication_error"
-    if status == 403:
-        return "permission_error"
-    if status == 429:
-        return "rate_limit_error"
-    if status >= 500:
-        return "api_error"
-    return "invalid_request_error"
 
 
 @contextlib.contextmanager
@@ -233,7 +222,7 @@ class CompletionRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 def parse_completion(body: CompletionRequest | dict[str, Any], settings: Settings) -> Completion:
     if isinstance(body, dict):
-        body = convert(body, CompletionRequest, "")
+        body = convert(body, CompletionRequest, api=OPENAI)
     assert isinstance(body, CompletionRequest)
     for name, neutral in NEUTRAL.items():
         value = getattr(body, name)

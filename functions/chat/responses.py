@@ -44,13 +44,13 @@ from typing import Any, Literal
 import msgspec
 
 from functions.chat.answer import Answer
-from functions.chat.bodies import convert
 from functions.chat.completions import EFFORTS, data_url_image
 from functions.chat.conversation import Conversation, parse
 from functions.chat.relay import SSE_HEADERS, Wire
 from functions.chat.relay import text as json_text
 from functions.chat.tools import TOOL_NAME, bounded, calls_from_ollama, parse_tools
-from studio.runtime.errors import BadRequest, StudioError
+from studio.runtime.bodies import convert
+from studio.runtime.errors import OPENAI, BadRequest, StudioError
 from studio.runtime.settings import Settings
 
 # -- the request, as declared ------------------------------------------------------------------------
@@ -275,7 +275,7 @@ def _messages(instructions: str | None, raw: str | list[dict[str, Any]], setting
         where = f"input[{i}]"
         if "type" not in entry and "role" in entry:  # the short form {"role", "content"} is a message
             entry = {**entry, "type": "message"}
-        item: Input = convert(entry, Input, where)
+        item: Input = convert(entry, Input, where=where, api=OPENAI)
         if isinstance(item, Message):
             role = "system" if item.role == "developer" else item.role
             text, pictures = _content(item.content, f"{where}.content", role, settings)

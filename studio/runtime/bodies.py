@@ -14,6 +14,14 @@ is checked. Anything wrong is a `BadRequest` whose code and message come from on
   "invalid_password"}`), with a message naming where (`messages[0].role`) and what it accepts (the
   field's `Meta(description=...)` when it has one).
 
+The API a path speaks (`studio.runtime.errors.dialect`) words two things its own way: on OpenAI's (`/v1/`),
+a field the type does not know is `unknown_parameter` at any depth ("unknown parameter 'x'"), and every
+refusal about a field names it in `param` (`input[2].call_id`), as OpenAI's SDKs read it; Anthropic's
+and the studio's are worded as above. The error's shape (OpenAI's `type`, Anthropic's envelope) is the
+one renderer's (studio/runtime/errors.py). Handlers that read the body themselves (`decode=False`) call
+`read`; a part decoded later (an item of a list whose kinds differ) is checked with `convert(...,
+where="input[3]")`, so its refusal names the whole path.
+
 Checks that depend on settings (a length limit an operator sets) stay in the handler, after decoding.
 msgspec decodes straight into the type in one pass (tests/bench/body_bench.py has the figures against
 `json.loads` and the hand-written checks it replaced).
@@ -22,13 +30,14 @@ msgspec decodes straight into the type in one pass (tests/bench/body_bench.py ha
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
 
-from studio.runtime.errors import BadRequest
+from studio.runtime.errors import OPENAI, STUDIO, BadRequest, dialect
 
 T = TypeVar("T")
 _AT = re.compile(r"^(?P<reason>.*?)(?: - at `(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -56,18 +65,18 @@ def check_content_type(request: web.Request) -> None:
 
 
 async def read(request: web.Request, type_: type[T]) -> T:
-    """The request's body as `type_`, or a 400 that says what is wrong with it."""
+    """The request's body as `type_`, or a 400 that says what is wrong with it (in its API's words)."""
     check_content_type(request)
-    return decode(await request.read(), type_)
+    return decode(await request.read(), type_, api=dialect(request.path))
 
 
-def decode(raw: bytes, type_: type[T]) -> T:
+def decode(raw: bytes, type_: type[T], *, api: str = STUDIO) -> T:
     if not raw:
         raise BadRequest("the request body is empty; expected a JSON object", code="invalid_json")
     try:
         value: T = decoder(type_).decode(raw)  # type: ignore[arg-type]  # types are hashable
     except msgspec.ValidationError as exc:
-        raise refusal(exc, type_) from None
+        raise refusal(exc, type_, api=api) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", code="invalid_json") from None
     except RecursionError:  # nested deeper than the decoder follows: no request needs that
@@ -75,58 +84,72 @@ def decode(raw: bytes, type_: type[T]) -> T:
     return value
 
 
-def convert(data: Any, type_: type[T]) -> T:
-    """`data` (already parsed JSON, e.g. built by another API's translation) checked as `type_`."""
+def convert(data: Any, type_: Any, *, where: str = "", api: str = STUDIO) -> Any:
+    """`data` (already parsed JSON: built by another API's translation, or a part of a body at `where`)
+    checked as `type_` (a Struct, or a union of them)."""
     try:
-        value: T = msgspec.convert(data, type_)
+        value = msgspec.convert(data, type_)
     except msgspec.ValidationError as exc:
-        raise refusal(exc, type_) from None
+        raise refusal(exc, type_, where=where, api=api) from None
     return value
 
 
-def refusal(exc: msgspec.ValidationError, type_: Any) -> BadRequest:
-    """The 400 for a body that decoded as JSON but is not a `type_`: see the module docstring."""
+def refusal(exc: msgspec.ValidationError, type_: Any, *, where: str = "", api: str = STUDIO) -> BadRequest:
+    """The 400 for a body (or the part of one at `where`) that decoded as JSON but is not a `type_`: see the
+    module docstring."""
     m = _AT.match(str(exc))
     reason, path = (m.group("reason"), m.group("path") or "$") if m else (str(exc), "$")
-    steps = [s for s in _steps(path)]
-    names = [s for s in steps if isinstance(s, str)]
-    where = _where(steps)
+    steps = [s for s in _steps(path)]  # inside `type_`
+    outer = _steps(where if where.startswith(("[", ".")) else f".{where}") if where else []  # where `type_` sits
+    full = [*outer, *steps]
+    at = _where(full)
     codes: dict[str, str] = getattr(type_, "codes", None) or {}
     missing = re.match(r"Object missing required field `([^`]+)`", reason)
     unknown = re.match(r"Object contains unknown field `([^`]+)`", reason)
-    if not steps:  # about the body itself
+    openai = api == OPENAI
+
+    def refused(message: str, code: str, param: str) -> BadRequest:
+        return BadRequest(message, code=code, param=param) if openai and param else BadRequest(message, code=code)
+
+    if unknown and openai:
+        param = f"{at}.{unknown.group(1)}" if at else unknown.group(1)
+        return refused(f"unknown parameter {param!r}", "unknown_parameter", param)
+    if not full:  # about the body itself
         if missing:
             field = missing.group(1)
-            return BadRequest(f"{field} is required{_hint(type_, [field])}", code=codes.get(field, f"invalid_{field}"))
+            code = codes.get(field, f"invalid_{field}")
+            return refused(f"{field} is required{_hint(type_, [field])}", code, field)
         if unknown:
-            return BadRequest(
-                f"unknown field {unknown.group(1)!r}; {_has(type_)}", code=codes.get("unknown_field", "unknown_field")
+            return refused(
+                f"unknown field {unknown.group(1)!r}; {_has(type_)}", codes.get("unknown_field", "unknown_field"), ""
             )
-        return BadRequest("the body must be a JSON object", code="invalid_json")
-    code = _code(type_, steps) if names else "invalid_json"
+        return refused("the body must be a JSON object", "invalid_json", "")
+    code = _code(type_, steps, outer)
     if missing:
-        return BadRequest(
-            f"{where}.{missing.group(1)} is required{_hint(type_, [*steps, missing.group(1)])}", code=code
-        )
+        param = f"{at}.{missing.group(1)}"
+        return refused(f"{param} is required{_hint(type_, [*steps, missing.group(1)])}", code, param)
     if unknown:
-        return BadRequest(f"{where}.{unknown.group(1)} is not supported; {_has(_type_at(type_, steps))}", code=code)
+        return refused(f"{at}.{unknown.group(1)} is not supported; {_has(_type_at(type_, steps))}", code, at)
     enum = re.match(r"Invalid enum value (.*)", reason)
     if enum:
         values = _literals(_type_at(type_, steps))
         accepted = f"one of {', '.join(map(str, values))}" if values else "one of the accepted values"
-        return BadRequest(f"{where} must be {accepted}, not {enum.group(1)}", code=code)
+        return refused(f"{at} must be {accepted}, not {enum.group(1)}", code, at)
     expected = re.match(r"Expected `([^`]+)`(.*?)(?:, got `([^`]+)`)?$", reason)
     if expected:
         wanted = " or ".join(_NOUNS.get(t.strip(), t.strip()) for t in expected.group(1).split("|") if t.strip())
         got = expected.group(3)
-        said = f"{where} must be {wanted}{expected.group(2)}" + (f", not {_NOUNS.get(got, got)}" if got else "")
-        return BadRequest(said + _hint(type_, steps), code=code)
-    return BadRequest(f"{where}: {reason[:1].lower()}{reason[1:]}{_hint(type_, steps)}", code=code)
+        said = f"{at} must be {wanted}{expected.group(2)}" + (f", not {_NOUNS.get(got, got)}" if got else "")
+        return refused(said + _hint(type_, steps), code, at)
+    return refused(f"{at}: {reason[:1].lower()}{reason[1:]}{_hint(type_, steps)}", code, at)
 
 
-def _code(type_: Any, steps: list[str | int]) -> str:
-    """`invalid_<top field>`, unless a type along the way names its field's code (`codes`)."""
-    top = next(s for s in steps if isinstance(s, str))
+def _code(type_: Any, steps: list[str | int], outer: Sequence[str | int] = ()) -> str:
+    """`invalid_<top field>` (of the whole body), unless a type along the way names its field's code (`codes`);
+    `invalid_json` when no field is named (a list item of the wrong kind at the top)."""
+    top = next((s for s in [*outer, *steps] if isinstance(s, str)), None)
+    if top is None:
+        return "invalid_json"
     code = f"invalid_{top}"
     for i, step in enumerate(steps):
         if isinstance(step, str):

@@ -5,10 +5,14 @@ Anything unexpected becomes a logged 500 that leaks no internals. An outage of w
 leans on (the disk, the database, NATS) is a 503 with Retry-After, counted and logged once a minute
 (`studio.runtime.shortages`, which also alerts), not a traceback a request.
 
-On Anthropic's Messages API (`/v1/messages...`, whoever raised the error: gateway or function) the same
-error is written in Anthropic's shape, which keeps the studio's fields: `{"type": "error", "error":
-{"type": "invalid_request_error", "message", "code"}}`, with Anthropic's statuses (503 becomes 529
-`overloaded_error`), so its clients raise the right exception and retry what may be retried.
+Each API speaks its own dialect (`dialect(path)`), whoever raised the error (gateway or function):
+- Anthropic's Messages API (`/v1/messages...`): the same error in Anthropic's shape, which keeps the
+  studio's fields: `{"type": "error", "error": {"type": "invalid_request_error", "message", "code"}}`,
+  with Anthropic's statuses (503 becomes 529 `overloaded_error`), so its clients raise the right
+  exception and retry what may be retried;
+- OpenAI's API (every other `/v1/` path): the studio's error with OpenAI's `type` beside its code and
+  message (`invalid_request_error`, `rate_limit_error`, ...; `param` where a field is to blame);
+- everything else: the studio's `{"error": {"code", "message"}}`.
 """
 
 from __future__ import annotations
@@ -85,6 +89,12 @@ class PayloadTooLarge(StudioError):
 
 class TooManyRequests(StudioError):
     status, code = 429, "rate_limited"
+
+
+class Busy(StudioError):
+    """The studio is short of something for a moment (bytes for request bodies): try again shortly."""
+
+    status, code = 503, "busy"
 
 
 class ClientHungUp(StudioError):
@@ -188,6 +198,42 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
 
 
 ANTHROPIC_PREFIX = "/v1/messages"
+OPENAI_PREFIX = "/v1/"
+STUDIO, OPENAI, ANTHROPIC = "studio", "openai", "anthropic"
+
+
+def dialect(path: str) -> str:
+    """The API a path speaks, and so the shape of its errors: Anthropic's, OpenAI's (/v1) or the studio's."""
+    if path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/"):
+        return ANTHROPIC
+    if path.startswith(OPENAI_PREFIX):
+        return OPENAI
+    return STUDIO
+
+
+def openai_error_type(status: int) -> str:
+    """OpenAI's error `type` for a status (its SDKs pick the exception by status; `type` is what they show)."""
+    if status == 401:
+        return "authentication_error"
+    if status == 403:
+        return "permission_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "api_error"
+    return "invalid_request_error"
+
+
+def openai_shaped(response: web.Response) -> web.Response:
+    """An error response with OpenAI's `type` beside the studio's code and message (kept when already set)."""
+    body = json.loads(response.body)  # type: ignore[arg-type]  # always ours: bytes
+    if "type" in body["error"]:
+        return response
+    body["error"]["type"] = openai_error_type(response.status)
+    response.body = json.dumps(body).encode()
+    return response
+
+
 _ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -223,9 +269,13 @@ def render(request: web.Request, exc: BaseException) -> web.Response | None:
     """The JSON response for an exception raised by a handler (in Anthropic's shape on its API); None if
     it must propagate."""
     response = _render(request, exc)
-    path = request.path
-    if response is not None and (path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/")):
+    if response is None:
+        return None
+    speaks = dialect(request.path)
+    if speaks == ANTHROPIC:
         return anthropic_shaped(response)
+    if speaks == OPENAI:
+        return openai_shaped(response)
     return response
 
 

@@ -781,9 +781,18 @@ class ChatLimits(SettingsGroup):
     )
 
     @property
+    def chat_max_text_body_bytes(self) -> int:
+        """Largest body of a chat request that cannot carry images (/v1/completions, /v1/embeddings): one
+        message at STUDIO_CHAT_MAX_MESSAGE_CHARS with every character escaped (`\\uXXXX`, 6 bytes: the worst
+        case, a client that writes ASCII-only JSON), and a megabyte for the rest (several texts, the other
+        fields). 2.2 MB by default: agents' bodies are 50-500 KB, an embedding batch of OpenAI's 300k tokens ~1.2 MB."""
+        return 6 * self.chat_max_message_chars + 1024 * 1024
+
+    @property
     def chat_max_body_bytes(self) -> int:
-        """Largest chat request body: one message's images at their limit (base64) and room for the text."""
-        return max(512 * 1024, self.chat_max_images * (-(-self.chat_max_image_bytes // 3) * 4) + 1024 * 1024)
+        """Largest body of a chat request that may carry images: one message's images at their limit (base64)
+        and the text a text-only request may carry (`chat_max_text_body_bytes`)."""
+        return self.chat_max_images * (-(-self.chat_max_image_bytes // 3) * 4) + self.chat_max_text_body_bytes
 
 
 @dataclass(frozen=True)
@@ -858,6 +867,13 @@ class EdgeSettings(SettingsGroup):
         POSITIVE_INT,
         "1048576",
         "Largest request body the gateway accepts (routes may set less).",
+    )
+    body_bytes_in_flight: int = setting(
+        "STUDIO_BODY_BYTES_IN_FLIGHT",
+        POSITIVE_INT,
+        "268435456",
+        "Bytes of request bodies the gateway holds at once, over every route (256 MiB; beyond: 503 `busy` with "
+        "Retry-After, before the body is read). A body bigger than this passes only while no other is held.",
     )
     client_timeout_s: float = setting(
         "STUDIO_CLIENT_TIMEOUT_S",

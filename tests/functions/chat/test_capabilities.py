@@ -140,8 +140,8 @@ async def test_think_is_only_for_thinking_models_and_embedding_models_do_not_cha
 async def test_the_chat_body_limit_follows_the_image_settings(make_studio, double) -> None:
     small = await make_studio("embedded", chat_max_images=1, chat_max_image_bytes=100_000)
     limit = small.settings.chat_max_body_bytes
-    assert limit == 133_336 + 1024 * 1024  # one image's base64 and a megabyte for the text
-    big = b64(PNG + bytes(1_000_000))  # the gateway refuses it before the chat function reads it
+    assert limit == 133_336 + small.settings.chat_max_text_body_bytes  # one image's base64, and the text's room
+    big = b64(PNG + bytes(2_000_000))  # the gateway refuses it before the chat function reads it
 
     status, error = await error_of(await small.visitor(admin=True).chat(model=VISION, messages=looking(big)))
 
