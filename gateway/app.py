@@ -26,6 +26,7 @@ from functions import NAMES, load
 from gateway.credentials import Credentials
 from gateway.docs import docs_page, events_docs_page, events_page
 from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, is_https, not_found
+from gateway.inflight import BodyBudget
 from gateway.live import LiveFeed
 from gateway.openapi import document
 from gateway.presence import Presence, report_forever
@@ -43,6 +44,7 @@ __all__ = ["ROUTE_TABLE", "RouteTableMismatch", "gateway_app", "served_functions
 UPSTREAMS = web.AppKey("upstreams", Upstreams)
 ROUTE_TABLE = web.AppKey("route_table", RouteTable)
 LIVE = web.AppKey("live", LiveFeed)
+BODY_BUDGET = web.AppKey("body_budget", BodyBudget)  # the bytes of request bodies held at once (gateway.inflight)
 
 
 def served_functions(hosted: Sequence[Function] | None, behind: Sequence[Function] | None) -> list[Function]:
@@ -78,6 +80,7 @@ def gateway_app(
     biggest = max([settings.max_body_bytes, *(r.body_limit(settings) for r in table.routes)])
     app = web.Application(middlewares=[edge.handle], client_max_size=biggest)
     app[ROUTE_TABLE] = table
+    app[BODY_BUDGET] = edge.bodies
     app.on_response_prepare.append(edge.on_response_prepare)
     app.on_cleanup.append(lambda _: edge.deadlines.close())
 

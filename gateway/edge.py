@@ -4,6 +4,8 @@
   correlation id of every log line and event the request causes, and is echoed in the response;
 - route policy from the route table: body size (413), operator-only routes (401/403), and in
   embedded mode the deadline for the function to start answering (504);
+- the bytes of bodies held at once (`gateway.inflight`): a body that would pass
+  STUDIO_BODY_BYTES_IN_FLIGHT is a 503 with Retry-After before it is read;
 - identity: the admin bearer token, a personal API key (`Authorization: Bearer`, or Anthropic's
   `x-api-key`), a signed-in session (both checked through `gateway.credentials`, cached), or the
   visitor's signed cookie (issued on the first visit);
@@ -44,6 +46,7 @@ from gateway.guards import (
     refuse_cross_site,
     refuse_without_session,
 )
+from gateway.inflight import BODY_SHARE_KEY, FULL, BodyBudget, BodyShare
 from gateway.presence import Presence
 from gateway.routes import Route, RouteTable
 from gateway.session import COOKIE, MAX_AGE_S, OPERATOR_COOKIE, OperatorPasses, Sessions
@@ -129,6 +132,7 @@ class Edge:
         self.deadlines = Watchdog("gateway-deadlines")
         self._visitors: dict[str, str] = {}  # Cookie header -> verified user id (HMAC once per visitor)
         self.limits = AddressLimits(settings.streams_per_address, settings.writes_per_address_per_minute)
+        self.bodies = BodyBudget(settings.body_bytes_in_flight)
         self.credentials = credentials or Credentials(None)
         self.presence = Presence()  # visitors seen lately: the "when to scale" signal (gateway.presence)
         self.operator_passes = OperatorPasses(settings.cookie_key(), settings.admin_token.get() or None)
@@ -139,12 +143,14 @@ class Edge:
         started = time.perf_counter()
         route: Route | None = None
         status = 500
+        share: BodyShare | None = None
         try:
             route, allowed = self.table.match(request.path, request.method)
             if route is None and request.path.startswith(OPENAI_PREFIX):
                 raise openai_not_found(request, allowed)  # before the key is judged: an API path, not a page
             request[ROUTE_KEY] = route
             limit = self.limit_body(request, route)
+            request[BODY_SHARE_KEY] = share = self.bodies.take(request)  # 503 before a byte is read
             request[IDENTITY_KEY] = who = await self.identify(request, route)
             if who.user_id and NEW_COOKIE_KEY not in request:  # a returning visitor (not a cookie-less hit)
                 self.presence.seen(who.user_id)
@@ -152,7 +158,7 @@ class Edge:
             self.guard(request, route, who)
             if self.in_process and (request.content_length or request.body_exists) and not arrived(request):
                 deadline = route.timeout if route is not None else self.settings.client_timeout_s
-                request = await read_body(request, limit, self.settings.client_timeout_s, deadline)
+                request = await read_body(request, limit, self.settings.client_timeout_s, deadline, share)
             release = self.open_stream(request, route)
             try:
                 if route is not None:
@@ -171,11 +177,15 @@ class Edge:
             rendered = render(request, exc)
             if rendered is None:
                 raise
-            if isinstance(exc, RequestTimeout):
-                rendered.force_close()  # the rest of a stalled body is not worth waiting for
+            if isinstance(exc, RequestTimeout) or getattr(exc, "code", None) == FULL:
+                # The rest of a stalled body is not worth waiting for; nor is a refused one worth reading
+                # to throw away (thirty 56 MB bodies read for nothing cost /healthz seconds: body_bench.py).
+                rendered.force_close()
             status = rendered.status
             return rendered
         finally:
+            if share is not None:
+                share.release()  # answered, refused or hung up: the body is let go
             log_access(request, route, status, started)
             correlation_id.reset(token)
 
@@ -390,9 +400,12 @@ def arrived(request: web.Request) -> bool:
     return request.content_length is not None and request.content.is_eof()
 
 
-async def read_body(request: web.Request, limit: int, timeout: float, deadline: float) -> web.Request:
+async def read_body(
+    request: web.Request, limit: int, timeout: float, deadline: float, share: BodyShare | None = None
+) -> web.Request:
     """Embedded mode: read the body (up to `limit`, else 413; each read within `timeout` and the whole
-    body within `deadline`, the route's, else 408) so the function reads a bounded copy that is already here.
+    body within `deadline`, the route's, else 408; a chunked one counted against the bodies in flight
+    as it arrives, else 503) so the function reads a bounded copy that is already here.
 
     Over HTTP the proxy counts bytes as it streams them, within the route's deadline; in-process the
     function would read the socket's stream itself, past any limit and for as long as a slow client
@@ -401,6 +414,7 @@ async def read_body(request: web.Request, limit: int, timeout: float, deadline: 
     wire here first. A client that hangs up mid-body is an info line: nothing is left to answer.
     """
     buffered = bytearray()
+    chunked = request.content_length is None  # a declared length took its share before reading
     content = request.content
     loop = asyncio.get_running_loop()
     ends_at = loop.time() + deadline
@@ -424,12 +438,20 @@ async def read_body(request: web.Request, limit: int, timeout: float, deadline: 
         buffered += chunk
         if len(buffered) > limit:
             raise PayloadTooLarge(f"the request body is larger than {limit} bytes", max_bytes=limit)
+        if share is not None and chunked:
+            share.grow(len(chunk))
+    body = bytes(buffered)
+    del buffered
     # A limit above the body's size: the copy never asks the (finished) connection to pause reading.
-    copy = StreamReader(request.protocol, limit=max(2**16, len(buffered) + 1), loop=loop)
-    copy.feed_data(bytes(buffered))
+    copy = StreamReader(request.protocol, limit=max(2**16, len(body) + 1), loop=loop)
+    copy.feed_data(body)
     copy.feed_eof()
     request._payload = copy  # `clone()` builds the new request on this payload (aiohttp has no public way)
-    return request.clone()
+    cloned = request.clone()
+    # What `read()` would build from that payload, already built: aiohttp's read() joins the chunks, copies
+    # them into a bytearray and that into bytes, three copies of a 50 MB body at once (body_bench.py).
+    cloned._read_bytes = body
+    return cloned
 
 
 OPENAI_PREFIX = "/v1/"

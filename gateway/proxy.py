@@ -1,7 +1,8 @@
 """Distributed mode: the gateway forwards a request to its function's container over HTTP.
 
 Requests go through `gateway.upstream` (a lean keep-alive HTTP/1.1 client). Small bodies are read
-and sent whole; large or chunked ones are streamed, counted against the route's limit. Responses
+and sent whole; large or chunked ones are streamed, counted against the route's limit (and a chunked
+one against the bodies in flight, `gateway.inflight`: its declared length took its share before). Responses
 with a known small length are relayed whole; streams (server-sent events, chunked) chunk by chunk,
 unbuffered. Upstream down -> 502, no answer within the route's timeout -> 504, both as JSON errors.
 """
@@ -15,10 +16,11 @@ from aiohttp import ClientPayloadError, web
 from multidict import CIMultiDict
 from yarl import URL
 
+from gateway.inflight import BODY_SHARE_KEY, BodyShare
 from gateway.routes import Route
 from gateway.upstream import UpstreamConnectError, UpstreamError, UpstreamPool, UpstreamResponse
 from studio.runtime.addresses import client_address
-from studio.runtime.errors import BadGateway, ClientHungUp, PayloadTooLarge
+from studio.runtime.errors import BadGateway, ClientHungUp, PayloadTooLarge, UpstreamUnavailable
 from studio.runtime.identity import IDENTITY_HEADERS, Identity, to_headers
 from studio.runtime.settings import Settings
 
@@ -85,7 +87,7 @@ class Upstreams:
         if "X-Forwarded-Host" not in incoming:
             headers.append(("X-Forwarded-Host", request.host))
 
-        body = LimitedBody(request, route.body_limit(self.settings))
+        body = LimitedBody(request, route.body_limit(self.settings), request.get(BODY_SHARE_KEY))
         data: bytes | AsyncIterator[bytes] | None = None
         if request.body_exists:
             length = request.content_length
@@ -93,7 +95,7 @@ class Upstreams:
         pool = self.pool_for(route.function)
         try:  # the route's deadline is kept by the edge (gateway.edge.Deadlines)
             resp = await pool.request(request.method, request.rel_url.raw_path_qs, headers, data)
-        except (PayloadTooLarge, ClientHungUp):
+        except (PayloadTooLarge, ClientHungUp, UpstreamUnavailable):  # the body's own: too big, gone, no room
             raise
         except UpstreamConnectError:
             raise BadGateway(
@@ -147,9 +149,10 @@ class LimitedBody:
     """A request body sent upstream, cut off (and remembered as such) past `limit` bytes; a client that
     hangs up mid-body is remembered too (an info line, not an upstream failure)."""
 
-    def __init__(self, request: web.Request, limit: int) -> None:
+    def __init__(self, request: web.Request, limit: int, share: BodyShare | None = None) -> None:
         self.request = request
         self.limit = limit
+        self.share = share if request.content_length is None else None  # a chunked body grows its share
         self.exceeded = False
         self.hung_up = False
         self.seen = 0
@@ -168,6 +171,8 @@ class LimitedBody:
                 if self.seen > self.limit:
                     self.exceeded = True
                     raise PayloadTooLarge(f"the request body is larger than {self.limit} bytes", max_bytes=self.limit)
+                if self.share is not None:
+                    self.share.grow(len(chunk))
                 yield chunk
         except (ConnectionResetError, ClientPayloadError):
             self.hung_up = True

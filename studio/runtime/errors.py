@@ -91,12 +91,6 @@ class TooManyRequests(StudioError):
     status, code = 429, "rate_limited"
 
 
-class Busy(StudioError):
-    """The studio is short of something for a moment (bytes for request bodies): try again shortly."""
-
-    status, code = 503, "busy"
-
-
 class ClientHungUp(StudioError):
     """The client closed the connection before its request was read: nobody is left to answer."""
 
