@@ -872,8 +872,9 @@ class EdgeSettings(SettingsGroup):
         "STUDIO_BODY_BYTES_IN_FLIGHT",
         POSITIVE_INT,
         "268435456",
-        "Bytes of request bodies the gateway holds at once, over every route (256 MiB; beyond: 503 `busy` with "
-        "Retry-After, before the body is read). A body bigger than this passes only while no other is held.",
+        "Bytes of request bodies the gateway holds at once, over every route (256 MiB; beyond: 503 "
+        "`request_bodies_full` with Retry-After, before the body is read). A body bigger than this passes only "
+        "while no other is held.",
     )
     client_timeout_s: float = setting(
         "STUDIO_CLIENT_TIMEOUT_S",
