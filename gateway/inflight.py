@@ -10,7 +10,10 @@ read. A share is given back when its request ends, however it ends (answered, re
 hung up): the body, its decoded value and the answer built from it live until then.
 
 A body bigger than the whole budget still passes while no other body is held, so the largest body a
-route accepts always gets through on a quiet studio. In the one-process studio this is the whole
+route accepts always gets through on a quiet studio. A declared body of SMALL bytes or less (a sign-in,
+a purchase, a Stripe event, a short chat) takes no share and is never refused here: a few clients
+holding the budget with large bodies must not lock everyone out of the forms (the per-address limits
+bound how many small ones one client sends). In the one-process studio this is the whole
 studio's budget; in distributed mode each gateway's, which bounds what it sends its functions at once.
 tests/bench/body_bench.py measures RSS and /healthz under thirty concurrent large bodies.
 """
@@ -23,6 +26,7 @@ from studio.runtime.errors import UpstreamUnavailable
 from studio.runtime.shortages import SHORTAGES
 
 RETRY_AFTER_S = 5
+SMALL = 64 * 1024  # a declared body this size or smaller takes no share
 FULL = "request_bodies_full"
 MIB = 1024 * 1024
 
@@ -58,7 +62,7 @@ class BodyBudget:
     def take(self, request: web.Request) -> BodyShare | None:
         """A share for `request`'s body (None when it has none), or the 503 when the budget is spent."""
         length = request.content_length
-        if length is None and not request.body_exists:
+        if (length is None and not request.body_exists) or (length is not None and length <= SMALL):
             return None
         n = length or 0
         self._check(n, 0)
