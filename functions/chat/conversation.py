@@ -250,6 +250,12 @@ def _messages(request: ChatRequest | PreparedChatRequest, settings: Settings) ->
             if images:
                 message["images"] = images
         out.append(message)
+    carried = sum(len(m.get("images", ())) for m in out)
+    if carried > settings.chat_max_request_images:
+        raise BadRequest(
+            f"messages carry {carried} images; a request may carry at most {settings.chat_max_request_images}",
+            code="too_many_images",
+        )
     if not any(m["role"] == "user" and (m["content"].strip() or m.get("images")) for m in out):
         raise BadRequest("messages has no user message with content to answer", code="invalid_messages")
     return out

@@ -14,8 +14,8 @@ as a CLI command) or whose owner's lease lapsed (it died, or has not reached NAT
 adopted by whichever relay claims them first: one `UPDATE ... RETURNING`, which on PostgreSQL skips the
 rows another relay is claiming at that instant (`FOR UPDATE SKIP LOCKED`) and on SQLite is serialised
 by its single writer. A row published twice after all (its owner slow, not dead) is dropped by the
-stream, by event id, within two minutes. During a database outage the relay waits, counted once a
-minute, not a traceback a second.
+stream, by event id, within its ten-minute duplicate window. During a database outage the relay waits,
+counted once a minute, not a traceback a second.
 """
 
 from __future__ import annotations

@@ -779,6 +779,12 @@ class ChatLimits(SettingsGroup):
     chat_max_images: int = setting(
         "STUDIO_CHAT_MAX_IMAGES", POSITIVE_INT, "4", "Most images one chat message may carry."
     )
+    chat_max_request_images: int = setting(
+        "STUDIO_CHAT_MAX_REQUEST_IMAGES",
+        POSITIVE_INT,
+        "16",
+        "Most images one chat request may carry over all its messages (a conversation resends earlier ones).",
+    )
 
     @property
     def chat_max_text_body_bytes(self) -> int:

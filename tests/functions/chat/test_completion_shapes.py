@@ -63,6 +63,22 @@ def test_image_limits_name_the_openai_field(settings: Settings) -> None:
     assert "messages[0].content[0]" in audio.value.message
 
 
+def test_images_are_bounded_per_request_over_every_message(settings: Settings) -> None:
+    """Each message within its 4, but a conversation resending its pictures cannot carry more than the
+    request's bound (STUDIO_CHAT_MAX_REQUEST_IMAGES) to Ollama."""
+    image = picture("data:image/png;base64," + PNG)
+    turns = [user(image, image), {"role": "assistant", "content": "Seen."}] * 3
+    few = settings.replace(chat_max_request_images=5)
+    with pytest.raises(BadRequest) as many:
+        parse_completion(body(*turns), few)
+    assert many.value.code == "too_many_images"
+    assert "6 images" in many.value.message and "at most 5" in many.value.message
+    assert len(parse_completion(body(*turns[:4]), few).conversation.messages) == 4
+    with pytest.raises(BadRequest) as native:
+        parse({"model": "qwen2.5:0.5b", "messages": [{"role": "user", "content": "Hi", "images": [PNG] * 3}] * 2}, few)
+    assert native.value.code == "too_many_images"
+
+
 def test_tool_calls_with_arguments_that_are_not_a_json_object_are_refused(settings: Settings) -> None:
     call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "[1, 2]"}}
     with pytest.raises(BadRequest) as refused:
