@@ -164,7 +164,7 @@ class NatsCluster:
                 nc = await nats.connect(
                     servers=[n.url for n in self.nodes if n.running], connect_timeout=2, **self._connect_options()
                 )
-            info = await nc.jsm().stream_info(stream)
+            info = await nc.jsm(timeout=1.0).stream_info(stream)  # a second: without a leader nobody answers
             return str(info.cluster.leader or "") if info.cluster is not None else ""
         except (OSError, nats.errors.Error, nats.js.errors.Error, TimeoutError):
             return ""
