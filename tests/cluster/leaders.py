@@ -12,9 +12,14 @@ Shared by `tests/reliability/run.py` (the reliability row, at full size) and
 3. restart it on its own store and wait until the stream has its three copies current again, then
    `settle` more chats before the next kill.
 
+The "both" kill SIGKILLs the meta leader and the stream leader at once (and a follower when one node
+leads both): two nodes of three, so JetStream has no quorum and stores nothing until they are
+restarted; its new leaders are counted from the kill to their election after the restart.
+
 "During the failover" counts chats answered between the kill and the new leaders; "while down" between
 the kill and the restart. Each stored event's stream timestamp against when its chat was answered gives
-how long usage waited for the stream (the outbox relay retrying while no leader takes publishes).
+how long usage waited for the stream (the outbox relay retrying while no leader takes publishes): "usage
+at most ... late" is the longest wait of a chat answered while the killed node was down.
 """
 
 from __future__ import annotations
@@ -58,10 +63,10 @@ def studio_on(cluster: NatsCluster, name: str, root: Path, ollama_url: str, data
 
 @dataclass
 class Kill:
-    node: str
-    roles: str  # "meta leader", "stream leader", or both
+    node: str  # "n2", or "n2 and n3 at once"
+    roles: str  # what each led: "meta leader", "stream leader", "meta leader and stream leader", "a follower"
     killed_at: float
-    elected_at: float = 0.0  # the survivors named a new meta leader and a new stream leader
+    elected_at: float = 0.0  # a new meta leader and stream leader named (by the survivors, or once restarted)
     restarted_at: float = 0.0
 
     @property
@@ -131,32 +136,47 @@ async def stored_usage(cluster: NatsCluster) -> list[tuple[Event, float]]:
         await bus.close(1)
 
 
-async def new_leaders(cluster: NatsCluster, nc: NatsClient, killed: str) -> bool:
+async def new_leaders(cluster: NatsCluster, nc: NatsClient, killed: list[str]) -> bool:
     meta, stream = await cluster.meta_leader(), await cluster.stream_leader(nc)
-    return bool(meta and stream and killed not in (meta, stream))
+    return bool(meta and stream and meta not in killed and stream not in killed)
 
 
 async def kill_leader(
     cluster: NatsCluster, nc: NatsClient, role: str, chats: Chats, settle: int, down_s: float
 ) -> Kill:
     """SIGKILL the node leading `role` ("meta" or "stream"), chat on, restart it (see the module docstring);
-    `nc` asks who leads."""
+    `nc` asks who leads. "both": the meta leader and the stream leader at once (with a follower when one
+    node leads both): two nodes of three, so JetStream has no quorum until they are back."""
     meta = await eventually(cluster.meta_leader, timeout=30, message="a meta leader")
     stream = await eventually(lambda: cluster.stream_leader(nc), timeout=30, message="a stream leader")
-    node = meta if role == "meta" else stream
-    roles = " and ".join(r for r, n in (("meta leader", meta), ("stream leader", stream)) if n == node)
-    index = cluster.index(node)
-    kill = Kill(node, roles, time.time())
-    cluster.kill(index)
-    await eventually(lambda: new_leaders(cluster, nc, node), timeout=60, interval=0.1, message="new leaders")
-    kill.elected_at = time.time()
+    if role == "both":
+        victims = sorted({meta, stream})
+        if len(victims) == 1:
+            victims.append(next(n.name for n in cluster.nodes if n.name != meta))
+    else:
+        victims = [meta if role == "meta" else stream]
+    roles = "; ".join(
+        " and ".join(r for r, n in (("meta leader", meta), ("stream leader", stream)) if n == v) or "a follower"
+        for v in victims
+    )
+    kill = Kill(" and ".join(victims) + (" at once" if len(victims) > 1 else ""), roles, time.time())
+    for victim in victims:
+        cluster.kill(cluster.index(victim))
+    if role != "both":
+        await eventually(lambda: new_leaders(cluster, nc, victims), timeout=60, interval=0.1, message="new leaders")
+        kill.elected_at = time.time()
     await eventually(
         lambda: len(chats.between(kill.killed_at, time.time())) >= settle and time.time() >= kill.killed_at + down_s,
         timeout=60 + down_s,
         interval=0.1,
         message="chats, a node down",
     )
-    await cluster.restart(index)
+    for victim in victims:
+        cluster.spawn(cluster.nodes[cluster.index(victim)])
+    await cluster.wait_for_meta_leader(timeout=60)
+    if role == "both":  # no quorum until they are back: the leaders are elected after the restart
+        await eventually(lambda: new_leaders(cluster, nc, []), timeout=60, interval=0.1, message="new leaders")
+        kill.elected_at = time.time()
     await cluster.wait_for_replicas(3, timeout=60)
     kill.restarted_at = time.time()
     back = len(chats.answered)
@@ -182,27 +202,34 @@ class Outcome:
     def while_down(self) -> list[str]:
         return [cid for k in self.kills for cid in self.chats.between(k.killed_at, k.restarted_at)]
 
+    def late_s(self, kill: Kill) -> float | None:
+        """The longest a chat answered while the killed node was down waited for its usage in the stream."""
+        delays = [self.delays[c] for c in self.chats.between(kill.killed_at, kill.restarted_at) if c in self.delays]
+        return max(delays) if delays else None
+
     def text(self, studios: int) -> str:
         steady = [self.delays[c] for c in self.chats.between(0, self.kills[0].killed_at) if c in self.delays]
-        down = [self.delays[c] for c in self.while_down() if c in self.delays]
         refused = ", ".join(f"{k} x{n}" for k, n in self.chats.refused.most_common()) or "none"
-        kills = ", then ".join(f"{k.node} ({k.roles}; new leaders after {k.new_leaders_s:.1f} s)" for k in self.kills)
+        kills = ", then ".join(
+            f"{k.node} ({k.roles}; new leaders after {k.new_leaders_s:.1f} s, usage at most "
+            f"{_seconds(self.late_s(k))} late)"
+            for k in self.kills
+        )
         return (
             f"{studios} studio{'s' if studios > 1 else ''}, 3 NATS nodes; killed {kills}; "
             f"{len(self.chats.answered)} chats answered ({len(self.during())} during the failovers, "
             f"{len(self.while_down())} while a node was down; not answered: {refused}): "
             f"{len(self.missing)} without a chat.completed in the stream, {len(self.twice)} with more than one; "
-            f"usage stored {_median(steady)} after its answer before the kills, at most {_most(down)} "
-            "while a node was down"
+            f"usage stored {_median(steady)} after its answer before the kills"
         )
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} s"
 
 
 def _median(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} s" if values else "n/a"
-
-
-def _most(values: list[float]) -> str:
-    return f"{max(values):.1f} s" if values else "n/a"
 
 
 async def leaders_killed_mid_chats(

@@ -342,7 +342,9 @@ async def nats_leaders_killed_mid_chats(lab: Lab, down_s: float, studios: int = 
         for studio in made:  # one after the other: the first applies the migrations
             await studio.start()
         await cluster.wait_for_replicas(3)
-        outcome = await leaders_killed_mid_chats(cluster, [s.url for s in made], settle=50, down_s=down_s)
+        outcome = await leaders_killed_mid_chats(
+            cluster, [s.url for s in made], roles=("meta", "stream", "both"), settle=50, down_s=down_s
+        )
     finally:
         for studio in made:
             studio.stop()
