@@ -5,7 +5,9 @@ over TLS checked against the cluster's CA (`ca`), and the routes use mutual TLS,
 compose/nats/cluster-certs.
 
 `start()` returns once the nodes have elected a JetStream meta leader (before that, JetStream answers
-nothing); `kill(i)` is SIGKILL, `restart(i)` brings a node back on its own port and store.
+nothing); `kill(i)` is SIGKILL, `restart(i)` brings a node back on its own port and store. Each node
+serves NATS's monitoring endpoint on `monitor_port` (`/jsz`: who leads JetStream's meta group, which
+`meta_leader()` asks; `stream_leader()` asks JetStream itself, `$JS.API.STREAM.INFO.<stream>`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import nats
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client as NatsClient
 
 from events.bus import STREAM, NatsLogin
 from events.server import find_binary
@@ -37,6 +41,7 @@ class Node:
     store_dir: Path
     port: int = field(default_factory=free_port)
     cluster_port: int = field(default_factory=free_port)
+    monitor_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -82,6 +87,7 @@ class NatsCluster:
         conf = node.store_dir / "nats-server.conf"
         conf.write_text(
             f'listen: "127.0.0.1:{node.port}"\n'
+            f'http: "127.0.0.1:{node.monitor_port}"\n'
             f"server_name: {node.name}\n"
             "max_payload: 1MB\n"
             f'tls {{\n  cert_file: "{self.tls / "node.pem"}"\n  key_file: "{self.tls / "node-key.pem"}"\n'
@@ -132,6 +138,39 @@ class NatsCluster:
                     await asyncio.sleep(0.2)
         finally:
             await nc.close()
+
+    def index(self, name: str) -> int:
+        return next(i for i, n in enumerate(self.nodes) if n.name == name)
+
+    async def meta_leader(self) -> str:
+        """The node leading JetStream's meta group, as the running nodes' `/jsz` says ("" while none does)."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            for node in self.nodes:
+                if not node.running:
+                    continue
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                    async with session.get(f"http://127.0.0.1:{node.monitor_port}/jsz") as resp:
+                        leader = str(((await resp.json()).get("meta_cluster") or {}).get("leader") or "")
+                        if leader:
+                            return leader
+        return ""
+
+    async def stream_leader(self, nc: NatsClient | None = None, stream: str = STREAM) -> str:
+        """The node leading `stream` (its `cluster.leader` in JetStream's stream info; "" while none does),
+        asked through `nc` (a connection that rides out a node's loss), else a connection of its own."""
+        own = nc is None
+        try:
+            if nc is None:
+                nc = await nats.connect(
+                    servers=[n.url for n in self.nodes if n.running], connect_timeout=2, **self._connect_options()
+                )
+            info = await nc.jsm(timeout=1.0).stream_info(stream)  # a second: without a leader nobody answers
+            return str(info.cluster.leader or "") if info.cluster is not None else ""
+        except (OSError, nats.errors.Error, nats.js.errors.Error, TimeoutError):
+            return ""
+        finally:
+            if own and nc is not None:
+                await nc.close()
 
     def kill(self, index: int) -> None:
         node = self.nodes[index]

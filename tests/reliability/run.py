@@ -4,12 +4,16 @@ print one table (README's "Reliability figures" are this table, rerun):
 
     .venv/bin/python -m tests.reliability.run [--rounds 5] [--ollama-down-s 60] [--postgres-down-s 10]
     .venv/bin/python -m tests.reliability.run --only postgres      # the two PostgreSQL rows alone
+    .venv/bin/python -m tests.reliability.run --only nats-leaders  # the NATS cluster leaders' row alone
 
 - faults: the studio SIGKILLed at a random moment during a stream of purchases (each round), then restarted:
   every purchase it answered 200 is there, paid, once, with one purchase.completed; nats-server killed and
   restarted mid-purchases: every purchase answered 200 is there and the outbox drains onto the bus; the same
   mid-chats: every chat answered has its usage event (chat.completed through the outbox, published once NATS
-  is back); the install function alone (`localai-studio run install` beside an `up` without it, as the
+  is back); two studios on one PostgreSQL database and a 3-node NATS cluster while visitors chat, the
+  JetStream meta leader and then the event stream's leader SIGKILLed and restarted (`--leader-down-s`):
+  every chat answered has exactly one chat.completed in the stream (tests/cluster/leaders.py); the install
+  function alone (`localai-studio run install` beside an `up` without it, as the
   containers run it) SIGKILLed mid-pull and started again: every model bought ends installed, no model
   pulled twice at once; Ollama down (`--ollama-down-s`) during purchases and chat: chat answers 503, /health
   names ollama, installs wait visibly and end installed; the same Stripe webhook 3x at once: one
@@ -58,6 +62,8 @@ from events.envelope import Event
 from events.server import NatsServer
 from gateway.openapi import document
 from studio import catalog
+from tests.cluster.leaders import leaders_killed_mid_chats, studio_on
+from tests.cluster.nats_cluster import NatsCluster
 from tests.conftest import free_port
 from tests.doubles.stripe import StripeDouble
 from tests.postgres import PostgresServer, postgres_bin
@@ -150,8 +156,12 @@ class Studio:
 
     def log_lines(self) -> list[dict]:
         """The studio's log so far, one JSON document a line (its other output skipped)."""
+        return self.read_log(self.log)
+
+    @staticmethod
+    def read_log(path: Path) -> list[dict]:
         out = []
-        for line in self.log.read_text(errors="replace").splitlines() if self.log.exists() else []:
+        for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
@@ -316,6 +326,34 @@ async def nats_killed_mid_chats(lab: Lab) -> tuple[str, str]:
         f"{len(answered)} chats answered ({during} while NATS was down): {len(missing)} without a usage event, "
         f"{recorded - published} events not published"
     )
+
+
+async def nats_leaders_killed_mid_chats(lab: Lab, down_s: float, studios: int = 2) -> tuple[str, str]:
+    """Two studios on one PostgreSQL database and a 3-node NATS cluster (TLS, the studio's users), two
+    visitors chatting through each; the JetStream meta leader, then the event stream's leader, SIGKILLed,
+    kept down `down_s`, restarted: every answered chat has exactly one chat.completed in the stream."""
+    await lab.ollama.control("preinstall", {"models": [FREE_MODELS[0]]})
+    root = lab.root / "nats-leaders"
+    cluster = NatsCluster(root / "nats")
+    database = lab.postgres.new_database("rel")
+    made = [studio_on(cluster, name, root, lab.ollama.url, database) for name in "ab"[:studios]]
+    try:
+        await cluster.start()
+        for studio in made:  # one after the other: the first applies the migrations
+            await studio.start()
+        await cluster.wait_for_replicas(3)
+        outcome = await leaders_killed_mid_chats(
+            cluster, [s.url for s in made], roles=("meta", "stream", "both"), settle=50, down_s=down_s
+        )
+    finally:
+        for studio in made:
+            studio.stop()
+        cluster.stop()
+    lines = [ln for s in made for ln in Studio.read_log(s.log_path)]
+    waits = sum("outbox waiting" in str(ln.get("message", "")) for ln in lines)
+    errors = sum(ln.get("level") in ("error", "critical") for ln in lines)
+    verdict = "ok" if outcome.ok else "FAILED"
+    return verdict, f"{outcome.text(len(made))}; log: {waits} 'outbox waiting for NATS', {errors} error lines"
 
 
 async def same_webhook_three_times(studio: Studio, stripe: StripeDouble) -> tuple[str, str]:
@@ -988,7 +1026,7 @@ class Lab:
         return Studio(self.root / name / "data", server.url, self.stripe, self.ollama.port, without, postgres=database)
 
 
-async def main(rounds: int, ollama_down_s: float, postgres_down_s: float) -> None:
+async def main(rounds: int, ollama_down_s: float, postgres_down_s: float, leader_down_s: float) -> None:
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
         root = Path(tmp)
@@ -999,6 +1037,8 @@ async def main(rounds: int, ollama_down_s: float, postgres_down_s: float) -> Non
             rows.append(("fault", "nats-server killed mid-purchases", f"{verdict}: {text}"))
             verdict, text = await nats_killed_mid_chats(lab)
             rows.append(("fault", "nats-server killed mid-chats", f"{verdict}: {text}"))
+            verdict, text = await nats_leaders_killed_mid_chats(lab, leader_down_s)
+            rows.append(("fault", "NATS leaders killed under chats (3-node cluster)", f"{verdict}: {text}"))
             verdict, text = await install_killed_mid_pull(lab)
             rows.append(("fault", "install function alone SIGKILLed mid-pull", f"{verdict}: {text}"))
             verdict, text = await ollama_down(lab, ollama_down_s)
@@ -1030,6 +1070,13 @@ async def postgres_only(postgres_down_s: float) -> None:
             print(f"| fault | two studios on one database | {verdict}: {text} |", flush=True)
 
 
+async def nats_leaders_only(leader_down_s: float) -> None:
+    with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
+        async with Lab(Path(tmp)) as lab:
+            verdict, text = await nats_leaders_killed_mid_chats(lab, leader_down_s)
+            print(f"| fault | NATS leaders killed under chats (3-node cluster) | {verdict}: {text} |", flush=True)
+
+
 async def drain_only() -> None:
     with tempfile.TemporaryDirectory(prefix="reliability-") as tmp:
         async with Lab(Path(tmp)) as lab:
@@ -1042,13 +1089,18 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5, help="SIGKILLs during purchases")
     parser.add_argument("--ollama-down-s", type=float, default=60, help="how long Ollama is down")
     parser.add_argument("--postgres-down-s", type=float, default=10, help="how long PostgreSQL is stopped")
+    parser.add_argument("--leader-down-s", type=float, default=10, help="how long each killed NATS leader stays down")
     parser.add_argument(
-        "--only", choices=["postgres", "drain"], help="the PostgreSQL scenarios (stopped, two studios), or the drain"
+        "--only",
+        choices=["postgres", "drain", "nats-leaders"],
+        help="the PostgreSQL scenarios (stopped, two studios), the drain, or the NATS cluster leaders killed",
     )
     args = parser.parse_args()
     if args.only == "postgres":
         asyncio.run(postgres_only(args.postgres_down_s))
     elif args.only == "drain":
         asyncio.run(drain_only())
+    elif args.only == "nats-leaders":
+        asyncio.run(nats_leaders_only(args.leader_down_s))
     else:
-        asyncio.run(main(args.rounds, args.ollama_down_s, args.postgres_down_s))
+        asyncio.run(main(args.rounds, args.ollama_down_s, args.postgres_down_s, args.leader_down_s))
