@@ -445,7 +445,7 @@ async def converse(
     )
     conversation = conversation.for_model(model)  # images need vision; thinking on by default where it exists
     answer = Answer(model.id, user_id, started, key_id=who.key_id, api=api or wire.api)
-    response = web.StreamResponse(headers=wire.headers) if conversation.stream else None
+    response = relay.event_stream(wire) if conversation.stream else None
     async with function[LIMITS].admit(user_id, early=True) as slot:
         conversation = within_daily_tokens(conversation, slot.remaining)  # a refusal records nothing
         with function[DISCONNECTS].watch(request) as watch:
