@@ -194,24 +194,29 @@ def parse_chunk(line: dict[str, Any]) -> Chunk:
 
 
 def _events(batch: Batch, answer: Answer, wire: Wire, out: list[bytes]) -> dict[str, Any] | None:
-    """The wire's bytes for a batch of Ollama's lines, appended to `out`; Ollama's last line if it is there."""
-    for line in batch:
-        if line.get("done"):
-            return line
-        message = line.get("message")
-        if not isinstance(message, dict):
-            continue
-        thinking, content, calls = message.get("thinking"), message.get("content"), message.get("tool_calls")
-        if thinking:
-            answer.thought()
-            out.append(wire.thinking(thinking))
-        if content:
-            answer.token()
-            out.append(wire.token(content))
-        if calls and isinstance(calls, list):
-            answer.called()
-            out.append(wire.tool_calls(calls))
-    return None
+    """The wire's bytes for a batch of Ollama's lines, appended to `out`; Ollama's last line if it is there.
+    The hot path, once per token: its names are bound once per batch and its tokens counted once."""
+    token, append, tokens = wire.token, out.append, 0
+    try:
+        for line in batch:
+            if line.get("done"):
+                return line
+            message = line.get("message")
+            if not isinstance(message, dict):
+                continue
+            thinking, content, calls = message.get("thinking"), message.get("content"), message.get("tool_calls")
+            if thinking:
+                answer.thought()
+                append(wire.thinking(thinking))
+            if content:
+                tokens += 1
+                append(token(content))
+            if calls and isinstance(calls, list):
+                answer.called()
+                append(wire.tool_calls(calls))
+        return None
+    finally:
+        answer.tokens(tokens)
 
 
 async def stream(
