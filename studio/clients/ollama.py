@@ -2,7 +2,9 @@
 
 Built on aiohttp's client (one shared session, keep-alive): measured here, it relays a token stream
 several times faster than httpx (on which the official `ollama` client rides) and keeps its time to
-first byte flat under concurrency (see tests/bench/chat_bench.py).
+first byte flat under concurrency (see tests/bench/chat_bench.py). Chat's streamed answers
+(`chat_batches`), one request per answer, go through the lean client of studio/clients/http1.py on a
+plain http:// node: less than half of aiohttp's CPU per request (docs/benchmarks.md).
 
 Facts this follows (docs/ollama-api.md): streams are NDJSON; an error that happens after
 the stream started arrives as a final `{"error": ...}` line under HTTP 200; a stream that ends with
