@@ -67,6 +67,13 @@ class Answer:
             self.first_token_at = time.perf_counter()
         self.chunks += 1
 
+    def tokens(self, n: int) -> None:
+        """`n` chunks of text that arrived together (one read from Ollama)."""
+        if n:
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            self.chunks += n
+
     def called(self) -> None:
         """Tool calls arrived: the model has answered (first token); Ollama's final count includes their tokens."""
         if self.first_token_at is None:

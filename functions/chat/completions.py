@@ -274,11 +274,14 @@ class CompletionWire(Wire):
         self.include_usage = include_usage
         head = json.dumps({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": model})
         self._head = b"data: " + head[:-1].encode() + b', "choices": [{"index": 0, "delta": {'
+        self._content = self._head + b'"content": '
         self._first = True
         self._calls = 0  # tool calls streamed so far (their `index`)
 
     def token(self, content: str) -> bytes:
-        return self._delta(b'"content": ', content)
+        if self._first:
+            return self._delta(b'"content": ', content)
+        return self._content + text(content) + b'}, "finish_reason": null}]}\n\n'  # the hot path, one per token
 
     def thinking(self, text: str) -> bytes:
         """A reasoning model's thinking: `delta.reasoning_content` (DeepSeek's API, vLLM and LiteLLM)."""

@@ -20,6 +20,12 @@ the projection applies them as its consumer reaches them (until then the pair is
 again, not taken from the projection). A replica cut from NATS when the event passed re-checks what it
 remembers every `REMEMBER_S` seconds.
 
+While the database is unreachable (an outage), a caller who chatted with a paid model lately (a pair
+this replica saw owned within `KEEP_S`) keeps chatting with it, as chat keeps answering through a
+purchase outage; anyone else gets the 503 database_unavailable. A refusal or a withdrawal forgets the
+pair at once; at most `KEPT_MAX` pairs are kept (the oldest go first). This is the same memory as the
+one above, kept longer and used only when nothing else can answer (`model_for`).
+
 Chat keeps its own projection, `chat_ownership` (one row per purchase id), fed in batches:
 `purchase.completed` grants (never over an existing row), `purchase.revoked` (a full refund, a dispute
 lost) and `purchase.suspended` (a dispute open) take access away, `purchase.restored` (a dispute won, a
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from events.bus import Bus, BusUnavailable
@@ -47,8 +54,8 @@ from events.catalog import (
 )
 from studio.catalog import Catalog, CatalogModel
 from studio.clients.ollama import normalise
-from studio.runtime.database import Database, utcnow
-from studio.runtime.errors import Forbidden, NotFound
+from studio.runtime.database import Database, DatabaseUnavailable, utcnow
+from studio.runtime.errors import Forbidden, NotFound, report_database_down
 from studio.runtime.identity import Identity
 
 log = logging.getLogger("studio.functions.chat")
@@ -58,6 +65,8 @@ WARN_EVERY_S = 60.0
 MEMORY_MAX = 100_000  # owned pairs remembered at most (past it, the expired ones go, or all)
 OWNER_TIMEOUT_S = 5.0  # purchase down: NATS says "no responders" at once; alive but busy: worth the wait
 REMEMBER_S = 60.0  # how long an owned pair is trusted from memory before the projection is read again
+KEEP_S = 3600.0  # through a database outage, a pair seen owned this recently still answers
+KEPT_MAX = 50_000  # pairs kept for an outage at most (the oldest go first)
 
 GRANT = (
     "INSERT INTO chat_ownership (purchase_id, user_id, model, revoked, updated_at, event_time) "
@@ -83,12 +92,14 @@ Pair = tuple[str, str]  # (user id, normalised model)
 class Ownership:
     """The chat function's projection of purchases (table chat_ownership), and this replica's memory of it."""
 
-    def __init__(self, db: Database, *, remember_s: float = REMEMBER_S) -> None:
+    def __init__(self, db: Database, *, remember_s: float = REMEMBER_S, keep_s: float = KEEP_S) -> None:
         self.db = db
         self.warned_at = float("-inf")  # when chat last said it answers from the projection
         self.remember_s = remember_s
+        self.keep_s = keep_s
         self._owned: dict[Pair, float] = {}  # owned pairs -> until when (monotonic) memory may say so
         self._withdrawn: dict[Pair, float] = {}  # pairs revoked or suspended lately -> when heard
+        self._seen: OrderedDict[Pair, float] = OrderedDict()  # owned pairs -> when last seen (for an outage)
 
     # -- memory ----------------------------------------------------------------------------------
 
@@ -114,6 +125,7 @@ class Ownership:
         applied the change too (within REMEMBER_S: the consumers' lag is far shorter)."""
         pair = (user_id, normalise(model))
         self._owned.pop(pair, None)
+        self._seen.pop(pair, None)
         now = time.monotonic()
         self._withdrawn = {p: at for p, at in self._withdrawn.items() if now - at < self.remember_s}
         self._withdrawn[pair] = now
@@ -124,6 +136,24 @@ class Ownership:
 
     def restored(self, user_id: str, model: str) -> None:
         self._withdrawn.pop((user_id, normalise(model)), None)
+
+    # -- what an outage falls back to ------------------------------------------------------------
+
+    def saw(self, user_id: str, model: str) -> None:
+        """`user_id` was just answered as an owner of `model` (kept `keep_s` for a database outage)."""
+        pair = (user_id, normalise(model))
+        self._seen[pair] = time.monotonic()
+        self._seen.move_to_end(pair)
+        while len(self._seen) > KEPT_MAX:
+            self._seen.popitem(last=False)
+
+    def unsee(self, user_id: str, model: str) -> None:
+        """Refused (403): not kept for an outage either."""
+        self._seen.pop((user_id, normalise(model)), None)
+
+    def seen_lately(self, user_id: str, model: str) -> bool:
+        at = self._seen.get((user_id, normalise(model)))
+        return at is not None and time.monotonic() - at <= self.keep_s
 
     # -- the projection --------------------------------------------------------------------------
 
@@ -216,6 +246,25 @@ async def chattable_model(
     raise Forbidden(
         f"you do not own {model.name} ({model.id}); buy it in the marketplace to chat with it", code="not_owned"
     )
+
+
+async def model_for(catalog: Catalog, bus: Bus, ownership: Ownership, who: Identity, model_id: str) -> CatalogModel:
+    """`chattable_model`, and through a database outage what this replica saw owned lately (module doc)."""
+    try:
+        model = await chattable_model(catalog, bus, ownership, who, model_id)
+    except DatabaseUnavailable as exc:
+        known = catalog.get(model_id)
+        if known is None or not who.user_id or not ownership.seen_lately(who.user_id, known.id):
+            raise
+        report_database_down(exc)
+        return known
+    except Forbidden:
+        if who.user_id:
+            ownership.unsee(who.user_id, model_id)
+        raise
+    if who.user_id and not model.free:
+        ownership.saw(who.user_id, model.id)
+    return model
 
 
 async def usable_models(catalog: Catalog, ownership: Ownership, who: Identity) -> list[str]:

@@ -83,8 +83,7 @@ from functions.chat.contract import (
 from functions.chat.conversation import ChatRequest, Conversation, model_name, parse
 from functions.chat.disconnects import Disconnects
 from functions.chat.embeddings import EmbeddingBody, embedding_list, parse_embedding
-from functions.chat.entitlements import Ownership, chattable_model, usable_models
-from functions.chat.known import KnownOwners
+from functions.chat.entitlements import Ownership, chattable_model, model_for, usable_models
 from functions.chat.limits import SharedLimits, Slot, seconds_to_midnight, usage_of
 from functions.chat.messages import CountTokensRequest, MessagesRequest, MessagesWire
 from functions.chat.responses import ResponsesRequest, ResponsesWire, parse_responses
@@ -114,7 +113,6 @@ LIMITS = Key[SharedLimits]("limits")
 DISCONNECTS = Key[Disconnects]("disconnects")
 REPORTS = Key[UsageReports]("reports")
 OWNERSHIP = Key[Ownership]("ownership")
-KNOWN = Key[KnownOwners]("known_owners")
 
 
 @function.reports_load
@@ -140,7 +138,6 @@ async def dependencies(fn: Function) -> AsyncIterator[None]:
     )
     fn[DISCONNECTS] = disconnects = Disconnects()
     fn[OWNERSHIP] = Ownership(fn.db)
-    fn[KNOWN] = KnownOwners()
     yield
     await disconnects.close()
     await reports.drain()
@@ -168,7 +165,6 @@ async def hear_access_change(change: PurchaseRevoked | PurchaseSuspended | Purch
         function[OWNERSHIP].restored(change.user_id, change.model)
     else:
         function[OWNERSHIP].forget(change.user_id, change.model)
-        function[KNOWN].forget(change.user_id, change.model)
 
 
 def chat_body_limit(settings: Settings) -> int:
@@ -337,7 +333,7 @@ async def embeddings(request: web.Request) -> web.Response:
     with openai_errors():
         who, user_id = identity(request), caller(request)
         wanted = parse_embedding(await bodies.read(request, EmbeddingBody), function.settings)
-        model = await function[KNOWN].model_for(function[CATALOG], function.bus, function[OWNERSHIP], who, wanted.model)
+        model = await model_for(function[CATALOG], function.bus, function[OWNERSHIP], who, wanted.model)
         if not model.can("embedding"):
             raise BadRequest(
                 f"{model.name} does not make embeddings; pick a model with embedding, such as nomic-embed-text",
@@ -448,12 +444,10 @@ async def converse(
     tokens per caller (limits.py)."""
     who = identity(request)
     user_id = caller(request)
-    model = await function[KNOWN].model_for(
-        function[CATALOG], function.bus, function[OWNERSHIP], who, conversation.model
-    )
+    model = await model_for(function[CATALOG], function.bus, function[OWNERSHIP], who, conversation.model)
     conversation = conversation.for_model(model)  # images need vision; thinking on by default where it exists
     answer = Answer(model.id, user_id, started, key_id=who.key_id, api=api or wire.api)
-    response = web.StreamResponse(headers=wire.headers) if conversation.stream else None
+    response = relay.event_stream(wire) if conversation.stream else None
     async with function[LIMITS].admit(user_id, early=True) as slot:
         conversation = within_daily_tokens(conversation, slot.remaining)  # a refusal records nothing
         with function[DISCONNECTS].watch(request) as watch:

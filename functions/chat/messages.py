@@ -488,6 +488,7 @@ class MessagesWire(Wire):
         self._index = -1
         self._thought = hashlib.sha256()
         self._calls = 0
+        self._text_head = b""  # the open text block's content_block_delta up to its text
         self._delta = {
             kind: b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": %d, "delta": {"type": "'
             + kind.encode()
@@ -546,8 +547,11 @@ class MessagesWire(Wire):
         )
 
     def token(self, content: str) -> bytes:
+        if self._open == "text":  # the hot path, one per token: the open block's head is made once per block
+            return self._text_head + json_text(content) + b"}}\n\n"
         head = self._switch("text", {"type": "text", "text": ""})
-        return head + self._text(self._delta["text_delta"], content)
+        self._text_head = self._delta["text_delta"] % self._index
+        return head + self._text_head + json_text(content) + b"}}\n\n"
 
     def thinking(self, text: str) -> bytes:
         head = self._switch("thinking", {"type": "thinking", "thinking": "", "signature": ""})

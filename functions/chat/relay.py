@@ -12,7 +12,10 @@ Streaming wire format (`text/event-stream`, never buffered by nginx or the gatew
 
 What one read from Ollama brought (a batch of lines, decoded in one call) is written in one write, and
 producers yield to the event loop every few writes: aiohttp's `write()` does not, so a fast stream
-would otherwise starve every other one (docs/performance.md).
+would otherwise starve every other one (docs/performance.md). The response's headers go out with its
+first event, and the last tokens, the `done` event and the end of the response in one write: a short
+answer is one or two writes to the socket, not four (every write is a system call, which under a burst
+of answers is what the relay costs; tests/bench/relay_bench.py).
 """
 
 from __future__ import annotations
@@ -110,10 +113,24 @@ class Wire:
 STUDIO_WIRE = Wire()
 
 
+class EventStream(web.StreamResponse):
+    """A streamed answer whose headers wait for its first bytes and leave with them, in one write (aiohttp's
+    StreamResponse sends them alone at `prepare`; its Response buffers them this way)."""
+
+    _send_headers_immediately = False
+
+
+def event_stream(wire: Wire) -> web.StreamResponse:
+    return EventStream(headers=wire.headers)
+
+
 class Admission(Protocol):
     """An admission that may still be committing as the answer starts (functions/chat/limits.py's Slot)."""
 
     def refusal(self) -> BaseException | None: ...
+
+    @property
+    def known(self) -> bool: ...
 
     async def admitted(self) -> None: ...
 
@@ -177,24 +194,29 @@ def parse_chunk(line: dict[str, Any]) -> Chunk:
 
 
 def _events(batch: Batch, answer: Answer, wire: Wire, out: list[bytes]) -> dict[str, Any] | None:
-    """The wire's bytes for a batch of Ollama's lines, appended to `out`; Ollama's last line if it is there."""
-    for line in batch:
-        if line.get("done"):
-            return line
-        message = line.get("message")
-        if not isinstance(message, dict):
-            continue
-        thinking, content, calls = message.get("thinking"), message.get("content"), message.get("tool_calls")
-        if thinking:
-            answer.thought()
-            out.append(wire.thinking(thinking))
-        if content:
-            answer.token()
-            out.append(wire.token(content))
-        if calls and isinstance(calls, list):
-            answer.called()
-            out.append(wire.tool_calls(calls))
-    return None
+    """The wire's bytes for a batch of Ollama's lines, appended to `out`; Ollama's last line if it is there.
+    The hot path, once per token: its names are bound once per batch and its tokens counted once."""
+    token, append, tokens = wire.token, out.append, 0
+    try:
+        for line in batch:
+            if line.get("done"):
+                return line
+            message = line.get("message")
+            if not isinstance(message, dict):
+                continue
+            thinking, content, calls = message.get("thinking"), message.get("content"), message.get("tool_calls")
+            if thinking:
+                answer.thought()
+                append(wire.thinking(thinking))
+            if content:
+                tokens += 1
+                append(token(content))
+            if calls and isinstance(calls, list):
+                answer.called()
+                append(wire.tool_calls(calls))
+        return None
+    finally:
+        answer.tokens(tokens)
 
 
 async def stream(
@@ -209,16 +231,18 @@ async def stream(
     """Relay the answer as server-sent events on `response`; a visitor who leaves ends it.
 
     What one read from Ollama brought is written in one write (whatever is ready in this turn of the
-    loop), and the producer yields to the loop every `YIELD_EVERY` writes. An `admission` still being
-    committed is checked as the answer goes and waited for before its end: refused, the answer ends
-    with an `error` event."""
+    loop), and the producer yields to the loop every `YIELD_EVERY` writes; the last batch's events, the
+    `done` event and the response's end go in one write. An `admission` still being committed is checked
+    as the answer goes and waited for before its end: refused, the answer ends with an `error` event."""
     try:
         await response.prepare(request)
         batch, writes = first, 0
         out: list[bytes] = []
         while True:
             final = _events(batch, answer, wire, out)
-            if out:
+            if final is not None:
+                break
+            if out or not writes:  # (a first batch without events sends the headers alone: they wait for nothing)
                 await response.write(out[0] if len(out) == 1 else b"".join(out))
                 out.clear()
                 writes += 1
@@ -226,13 +250,15 @@ async def stream(
                     await asyncio.sleep(0)
             if admission is not None and (refused := admission.refusal()) is not None:
                 raise refused
-            if final is not None:
-                break
             batch = await anext(lines)
-        if admission is not None:
+        if admission is not None and not (admission.known and admission.refusal() is None):
+            if out:  # the last tokens do not wait for the admission, nor go unsent if it was refused
+                await response.write(b"".join(out))
+                out.clear()
             await admission.admitted()
         answer.complete(final)
-        await response.write(wire.done(answer))
+        out.append(wire.done(answer))
+        await response.write_eof(b"".join(out))
     except ConnectionResetError:  # the visitor stopped the answer or went away
         answer.cancel()
         return response

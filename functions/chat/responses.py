@@ -614,7 +614,11 @@ class ResponsesWire(Wire):
         return b'%s%s, "sequence_number": %d}\n\n' % (self._delta, json_text(text), self.sequence - 1)
 
     def token(self, content: str) -> bytes:
-        return self._more(content) if self._kind == "message" else self._write("message", content)
+        if self._kind != "message":
+            return self._write("message", content)
+        self.text.append(content)  # `_more`, inlined: the hot path, one per token
+        self.sequence += 1
+        return b'%s%s, "sequence_number": %d}\n\n' % (self._delta, json_text(content), self.sequence - 1)
 
     def thinking(self, text: str) -> bytes:
         return self._more(text) if self._kind == "reasoning" else self._write("reasoning", text)

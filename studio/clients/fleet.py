@@ -146,6 +146,8 @@ class Fleet:
 
     def candidates(self, model: str, queue_max: int | None = None) -> list[Node]:
         """Every node, the best to ask first (see the module's docstring)."""
+        if len(self.nodes) == 1:  # a fleet of one (the default): nothing to choose, on every request
+            return list(self.nodes)
         key = normalise(model)
         full = queue_max if queue_max is not None else 1 << 30
         having = sorted(

@@ -2,7 +2,9 @@
 
 Built on aiohttp's client (one shared session, keep-alive): measured here, it relays a token stream
 several times faster than httpx (on which the official `ollama` client rides) and keeps its time to
-first byte flat under concurrency (see tests/bench/chat_bench.py).
+first byte flat under concurrency (see tests/bench/chat_bench.py). Chat's streamed answers
+(`chat_batches`), one request per answer, go through the lean client of studio/clients/http1.py on a
+plain http:// node: less than half of aiohttp's CPU per request (docs/benchmarks.md).
 
 Facts this follows (docs/ollama-api.md): streams are NDJSON; an error that happens after
 the stream started arrives as a final `{"error": ...}` line under HTTP 200; a stream that ends with
@@ -22,6 +24,8 @@ from typing import Any
 
 import aiohttp
 import orjson
+
+from studio.clients.http1 import Http1Error, LeanClient, Response, lean_url
 
 # Host-less names only (see the pull-host rule): [namespace/]model[:tag].
 SAFE_MODEL_NAME = re.compile(
@@ -107,6 +111,8 @@ class OllamaClient:
         self.read_timeout = read_timeout
         self._session: aiohttp.ClientSession | None = None
         self._read_timeouts: dict[float, aiohttp.ClientTimeout] = {}
+        lean = lean_url(self.base_url)  # chat's streams: the lean client (a plain http:// node), else aiohttp
+        self._lean = LeanClient(*lean) if lean is not None else None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -119,6 +125,8 @@ class OllamaClient:
         return self._session
 
     async def close(self) -> None:
+        if self._lean is not None:
+            self._lean.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -252,11 +260,17 @@ class OllamaClient:
         """`chat`, its lines in batches: every whole line one read from the socket brought, decoded together.
 
         The relay writes a batch as one write (one syscall, not one per token) and decodes it with one
-        call (tests/bench/relay_bench.py). Never an empty batch; the same errors as `chat`.
+        call (tests/bench/relay_bench.py). Never an empty batch; the same errors as `chat`. Asked of a
+        plain http:// node with the lean client (studio/clients/http1.py: a chat answer's request costs
+        less than half of aiohttp's), else with aiohttp.
         """
-        async with self._stream(
-            "/api/chat", {**body, "stream": True}, idle_timeout, first_byte_timeout=first_token_timeout, batched=True
-        ) as batches:
+        body = {**body, "stream": True}
+        opened = (
+            self._lean_stream("/api/chat", body, idle_timeout, first_token_timeout)
+            if self._lean is not None
+            else self._stream("/api/chat", body, idle_timeout, first_byte_timeout=first_token_timeout, batched=True)
+        )
+        async with opened as batches:
 
             async def checked() -> AsyncIterator[list[dict[str, Any]]]:
                 done = False
@@ -296,6 +310,42 @@ class OllamaClient:
             yield _ndjson_batches(resp, self.base_url) if batched else _ndjson(resp, self.base_url)
         finally:
             resp.close()  # closes the connection if the stream was not read to the end
+
+    @asynccontextmanager
+    async def _lean_stream(
+        self, path: str, body: dict[str, Any], idle_timeout: float, first_byte_timeout: float
+    ) -> AsyncIterator[AsyncIterator[list[dict[str, Any]]]]:
+        """`_stream(..., batched=True)` through the lean client: the same batches, the same errors."""
+        assert self._lean is not None
+        try:
+            async with asyncio.timeout(first_byte_timeout):
+                resp = await self._lean.post(path, _encode(body), connect_timeout=self.connect_timeout)
+        except (TimeoutError, Http1Error) as exc:
+            raise OllamaUnavailable(f"Ollama is unreachable at {self.base_url}: {_describe(exc)}") from None
+        try:
+            if resp.status >= 400:
+                try:
+                    raw = await resp.read(self.request_timeout)
+                except (TimeoutError, Http1Error) as exc:
+                    raise OllamaUnavailable(f"Ollama is unreachable at {self.base_url}: {_describe(exc)}") from None
+                raise _error_for(resp.status, raw)
+            yield _lean_batches(resp, idle_timeout, self.base_url)
+        finally:
+            resp.close()  # closes the connection if the stream was not read to the end
+
+
+async def _lean_batches(resp: Response, idle_timeout: float, base_url: str) -> AsyncIterator[list[dict[str, Any]]]:
+    rest = b""
+    try:
+        async for chunk in resp.chunks(idle_timeout):
+            *lines, rest = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
+            whole = [raw for raw in lines if raw.strip()]
+            if whole:
+                yield _decode(whole)
+        if rest.strip():
+            yield _decode([rest])
+    except (TimeoutError, Http1Error) as exc:
+        raise OllamaUnavailable(f"the stream from Ollama at {base_url} broke: {_describe(exc)}") from None
 
 
 async def _ndjson(resp: aiohttp.ClientResponse, base_url: str) -> AsyncIterator[dict[str, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from events.bus import STREAM, Bus
+from events.bus import STREAM, Bus, BusUnavailable
 from events.catalog import EventDeadLettered
 from events.delivery import Backoff, Delivery, Reject
 from events.envelope import Event, nats_subject
@@ -172,3 +172,17 @@ async def test_a_changed_consumer_config_is_applied_to_the_existing_durable(bus:
 
     info = await bus.nc.jsm().consumer_info(STREAM, "tests__resized")
     assert info.config.max_ack_pending == 256
+
+
+@pytest.mark.parametrize("transport", ["nats"], indirect=True)
+async def test_a_batch_published_together_is_stored_once_and_refused_whole_without_a_stream(bus: Bus) -> None:
+    """publish_many's acknowledgements come to one inbox: every event stored, a second publish of the same
+    ids dropped by the stream, and with no stream to take them the lot fails (the outbox keeps them)."""
+    events = [sample(n) for n in range(60)]
+    await bus.publish_many(events)
+    await bus.publish_many(events)  # the outbox publishing again after a failure: stored once
+    info = await bus.nc.jsm().stream_info(STREAM)
+    assert info.state.messages == 60
+    await bus.nc.jsm().delete_stream(STREAM)
+    with pytest.raises(BusUnavailable, match="could not publish 2 events"):
+        await bus.publish_many([sample(100), sample(101)], timeout=5)
