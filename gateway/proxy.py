@@ -1,6 +1,6 @@
 """Distributed mode: the gateway forwards a request to its function's container over HTTP.
 
-Requests go through `gateway.upstream` (a lean keep-alive HTTP/1.1 client). Small bodies are read
+Requests go through `studio.clients.upstream` (a lean keep-alive HTTP/1.1 client). Small bodies are read
 and sent whole; large or chunked ones are streamed, counted against the route's limit (and a chunked
 one against the bodies in flight, `gateway.inflight`: its declared length took its share before). Responses
 with a known small length are relayed whole; streams (server-sent events, chunked) chunk by chunk,
@@ -18,7 +18,7 @@ from yarl import URL
 
 from gateway.inflight import BODY_SHARE_KEY, BodyShare
 from gateway.routes import Route
-from gateway.upstream import UpstreamConnectError, UpstreamError, UpstreamPool, UpstreamResponse
+from studio.clients.upstream import UpstreamConnectError, UpstreamError, UpstreamPool, UpstreamResponse
 from studio.runtime.addresses import client_address
 from studio.runtime.errors import BadGateway, ClientHungUp, PayloadTooLarge, UpstreamUnavailable
 from studio.runtime.identity import IDENTITY_HEADERS, Identity, to_headers

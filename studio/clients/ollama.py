@@ -3,8 +3,8 @@
 Built on aiohttp's client (one shared session, keep-alive): measured here, it relays a token stream
 several times faster than httpx (on which the official `ollama` client rides) and keeps its time to
 first byte flat under concurrency (see tests/bench/chat_bench.py). Chat's streamed answers
-(`chat_batches`), one request per answer, go through the lean client of studio/clients/http1.py on a
-plain http:// node: less than half of aiohttp's CPU per request (docs/benchmarks.md).
+(`chat_batches`), one request per answer, go through the lean client of studio/clients/upstream.py on a
+plain http:// node (the gateway's own): less than half of aiohttp's CPU per request (docs/benchmarks.md).
 
 Facts this follows (docs/ollama-api.md): streams are NDJSON; an error that happens after
 the stream started arrives as a final `{"error": ...}` line under HTTP 200; a stream that ends with
@@ -21,11 +21,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
-from studio.clients.http1 import Http1Error, LeanClient, Response, lean_url
+from studio.clients.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
 # Host-less names only (see the pull-host rule): [namespace/]model[:tag].
 SAFE_MODEL_NAME = re.compile(
@@ -34,6 +35,7 @@ SAFE_MODEL_NAME = re.compile(
 
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+LEAN_JSON_HEADERS = [("Content-Type", "application/json")]
 
 
 class OllamaError(Exception):
@@ -112,7 +114,8 @@ class OllamaClient:
         self._session: aiohttp.ClientSession | None = None
         self._read_timeouts: dict[float, aiohttp.ClientTimeout] = {}
         lean = lean_url(self.base_url)  # chat's streams: the lean client (a plain http:// node), else aiohttp
-        self._lean = LeanClient(*lean) if lean is not None else None
+        self._lean = UpstreamPool(lean[0], lean[1], connect_timeout=connect_timeout) if lean is not None else None
+        self._lean_prefix = lean[2] if lean is not None else ""
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -126,7 +129,7 @@ class OllamaClient:
 
     async def close(self) -> None:
         if self._lean is not None:
-            self._lean.close()
+            await self._lean.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -261,7 +264,7 @@ class OllamaClient:
 
         The relay writes a batch as one write (one syscall, not one per token) and decodes it with one
         call (tests/bench/relay_bench.py). Never an empty batch; the same errors as `chat`. Asked of a
-        plain http:// node with the lean client (studio/clients/http1.py: a chat answer's request costs
+        plain http:// node with the lean client (studio/clients/upstream.py: a chat answer's request costs
         less than half of aiohttp's), else with aiohttp.
         """
         body = {**body, "stream": True}
@@ -315,26 +318,45 @@ class OllamaClient:
     async def _lean_stream(
         self, path: str, body: dict[str, Any], idle_timeout: float, first_byte_timeout: float
     ) -> AsyncIterator[AsyncIterator[list[dict[str, Any]]]]:
-        """`_stream(..., batched=True)` through the lean client: the same batches, the same errors."""
+        """`_stream(..., batched=True)` through the lean client: the same batches, the same errors. A chat
+        has no side effect, so its POST is sent again when a kept-alive connection turns out closed."""
         assert self._lean is not None
         try:
             async with asyncio.timeout(first_byte_timeout):
-                resp = await self._lean.post(path, _encode(body), connect_timeout=self.connect_timeout)
-        except (TimeoutError, Http1Error) as exc:
+                resp = await self._lean.request(
+                    "POST", self._lean_prefix + path, LEAN_JSON_HEADERS, _encode(body), replay=True
+                )
+        except (TimeoutError, UpstreamError, ConnectionError) as exc:
             raise OllamaUnavailable(f"Ollama is unreachable at {self.base_url}: {_describe(exc)}") from None
         try:
             if resp.status >= 400:
                 try:
-                    raw = await resp.read(self.request_timeout)
-                except (TimeoutError, Http1Error) as exc:
+                    async with asyncio.timeout(self.request_timeout):
+                        raw = await resp.read()
+                except (TimeoutError, UpstreamError, ConnectionError) as exc:
                     raise OllamaUnavailable(f"Ollama is unreachable at {self.base_url}: {_describe(exc)}") from None
                 raise _error_for(resp.status, raw)
             yield _lean_batches(resp, idle_timeout, self.base_url)
         finally:
-            resp.close()  # closes the connection if the stream was not read to the end
+            resp.release()  # closes the connection if the stream was not read to the end
 
 
-async def _lean_batches(resp: Response, idle_timeout: float, base_url: str) -> AsyncIterator[list[dict[str, Any]]]:
+def lean_url(base_url: str) -> tuple[str, int, str] | None:
+    """(host, port, path prefix) of a node the lean client serves (plain http://, no credentials in the
+    URL); None for one left to aiohttp."""
+    parts = urlsplit(base_url)
+    if parts.scheme != "http" or parts.username or parts.password or not parts.hostname:
+        return None
+    try:
+        port = parts.port or 80
+    except ValueError:
+        return None
+    return parts.hostname, port, parts.path.rstrip("/")
+
+
+async def _lean_batches(
+    resp: UpstreamResponse, idle_timeout: float, base_url: str
+) -> AsyncIterator[list[dict[str, Any]]]:
     rest = b""
     try:
         async for chunk in resp.chunks(idle_timeout):
@@ -344,7 +366,7 @@ async def _lean_batches(resp: Response, idle_timeout: float, base_url: str) -> A
                 yield _decode(whole)
         if rest.strip():
             yield _decode([rest])
-    except (TimeoutError, Http1Error) as exc:
+    except (TimeoutError, UpstreamError, ConnectionError) as exc:
         raise OllamaUnavailable(f"the stream from Ollama at {base_url} broke: {_describe(exc)}") from None
 
 

@@ -1,4 +1,4 @@
-"""What the distributed gateway's hop costs its client: gateway.upstream vs. aiohttp's ClientSession.
+"""What the distributed gateway's hop costs its client: studio.clients.upstream vs. aiohttp's ClientSession.
 
     .venv/bin/python -m tests.bench.upstream_bench [--requests 20000] [--rounds 5]
 
@@ -6,7 +6,7 @@ The ping function runs in its own process (as its container would); this process
 through each client, 50 in flight and one at a time, on uvloop as the gateway runs, and reads this
 process's CPU time per request: what the proxy would spend on the hop, the function's own work
 excluded. aiohttp's client (one shared session, keep-alive, the usual way) is the baseline; the
-ratio is gateway.upstream's CPU per request over aiohttp's. Medians of interleaved rounds.
+ratio is studio.clients.upstream's CPU per request over aiohttp's. Medians of interleaved rounds.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 import aiohttp
 
 from events.server import NatsServer
-from gateway.upstream import UpstreamPool
 from studio.app.runner import install_event_loop_policy
+from studio.clients.upstream import UpstreamPool
 from tests.bench.common import free_port, process
 
 Get = Callable[[], Awaitable[bytes]]
@@ -57,7 +57,7 @@ async def measure(port: int, requests: int, rounds: int) -> dict[str, dict[int, 
         async with session.get(url) as resp:
             return await resp.read()
 
-    clients: dict[str, Get] = {"aiohttp ClientSession": with_aiohttp, "gateway.upstream": with_upstream}
+    clients: dict[str, Get] = {"aiohttp ClientSession": with_aiohttp, "studio.clients.upstream": with_upstream}
     runs: dict[str, dict[int, list[float]]] = {name: {50: [], 1: []} for name in clients}
     try:
         for get in clients.values():

@@ -1,16 +1,19 @@
-"""A lean HTTP/1.1 client for the gateway's hop to function containers.
+"""A lean HTTP/1.1 client: the gateway's hop to function containers, and chat's streams from Ollama nodes.
 
 aiohttp's client costs more CPU per request than the whole function it calls, so the proxy speaks
 HTTP/1.1 itself. tests/bench/upstream_bench.py measures the client's CPU per GET against the ping
 function: 65 us with this module vs 163 us with one shared aiohttp ClientSession at 50 in flight
-(0.40x), 77 vs 274 us one at a time (0.28x); 2 cores, loaded, medians of 3 rounds. A keep-alive
-pool per upstream, requests written in one `write`, responses parsed by httptools (the C parser uvicorn
-uses), bodies relayed as they arrive with flow control both ways.
+(0.40x), 77 vs 274 us one at a time (0.28x); 2 cores, loaded, medians of 3 rounds. A chat answer is
+one request too, so studio/clients/ollama.py asks a plain http:// node for its streams with it
+(tests/bench/relay_bench.py measures the relay whole). A keep-alive pool per upstream, requests written
+in one `write`, responses parsed by httptools (the C parser uvicorn uses), bodies relayed as they arrive
+with flow control both ways; a response left before its end closes its connection (how Ollama learns to
+stop generating).
 
-Only what the gateway needs: no redirects, no cookies, no compression, no proxies, no pipelining
+Only what its callers need: no redirects, no cookies, no compression, no proxies, no pipelining
 (a connection carries one exchange at a time; bytes beyond a response drop the connection).
 Interim 1xx responses are skipped, bodies may be delimited by length, chunks or the upstream
-closing, and response headers are capped at MAX_HEAD_BYTES. tests/gateway/test_upstream.py holds
+closing, and response headers are capped at MAX_HEAD_BYTES. tests/studio/test_upstream.py holds
 the tests an HTTP client library would have, against real sockets.
 """
 
@@ -336,17 +339,24 @@ class UpstreamPool:
             self._idle.remove(conn)
 
     async def request(
-        self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes] | None
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes | AsyncIterator[bytes] | None,
+        *,
+        replay: bool = False,
     ) -> UpstreamResponse:
-        """Send the request and wait for the response's status and headers."""
+        """Send the request and wait for the response's status and headers. A kept-alive connection the
+        server closed meanwhile is replaced, and the request sent again, when that is safe: an idempotent
+        method, or `replay` (a request without side effects whatever its method, as a chat's POST)."""
         conn = self._take_idle()
         if conn is not None:
             try:
                 return await self._exchange(conn, method, target, headers, body)
             except (ConnectionError, UpstreamError):
-                # A kept-alive connection the server had closed meanwhile: retry once on a new one when safe.
                 replayable = not hasattr(body, "__aiter__")
-                if conn.got_bytes or not replayable or method not in IDEMPOTENT:
+                if conn.got_bytes or not replayable or not (replay or method in IDEMPOTENT):
                     raise
         return await self._exchange(await self._connect(), method, target, headers, body)
 

@@ -1,4 +1,4 @@
-"""gateway.upstream, the proxy's own HTTP/1.1 client, tested the way an HTTP library is: against a real
+"""studio.clients.upstream, the proxy's own HTTP/1.1 client, tested the way an HTTP library is: against a real
 socket, an asyncio server in the test that writes exactly the bytes each case needs (well-formed,
 cut short, oversized, unsolicited), and counts the connections and requests it sees."""
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gateway.upstream import MAX_HEAD_BYTES, UpstreamConnectError, UpstreamError, UpstreamPool, UpstreamResponse
+from studio.clients.upstream import MAX_HEAD_BYTES, UpstreamConnectError, UpstreamError, UpstreamPool, UpstreamResponse
 from tests.conftest import free_port
 
 NO_HANG_S = 10.0  # a bound on a test that would otherwise hang, not a timing assertion
@@ -115,8 +115,10 @@ async def pools() -> AsyncIterator[Callable[[Server], UpstreamPool]]:
         await pool.close()
 
 
-async def fetch(pool: UpstreamPool, method: str = "GET", body: bytes | None = None) -> tuple[UpstreamResponse, bytes]:
-    resp = await asyncio.wait_for(pool.request(method, "/x", [], body), NO_HANG_S)
+async def fetch(
+    pool: UpstreamPool, method: str = "GET", body: bytes | None = None, *, replay: bool = False
+) -> tuple[UpstreamResponse, bytes]:
+    resp = await asyncio.wait_for(pool.request(method, "/x", [], body, replay=replay), NO_HANG_S)
     try:
         data = await asyncio.wait_for(resp.read(), NO_HANG_S)
     finally:
@@ -303,6 +305,13 @@ async def test_a_kept_connection_the_upstream_dropped_is_retried_for_idempotent_
         assert [r.method for r in server.requests] == ["GET", "POST"]
         _, data = await fetch(pool)  # and the broken connection is not reused
         assert data == b"hello" and server.connections == 2
+
+    async with Server(script) as server:
+        pool = pools(server)
+        await fetch(pool)
+        _, data = await fetch(pool, "POST", b"a chat", replay=True)  # no side effect: its caller says so
+        assert data == b"hello" and server.connections == 2
+        assert [r.method for r in server.requests] == ["GET", "POST", "POST"]
 
 
 async def test_an_upstream_that_is_down_is_a_connect_error(pools) -> None:

@@ -1,6 +1,7 @@
-"""The lean HTTP/1.1 client chat's answers are asked with (studio/clients/http1.py), against a real server on
-loopback that writes exactly the bytes each test needs: chunks cut anywhere, kept-alive connections,
-a connection closed while pooled, a reader who leaves, a server that cannot be reached."""
+"""Chat's streams from a plain http:// Ollama node (studio/clients/ollama.py `chat_batches` through the lean
+client of studio/clients/upstream.py), against a real server on a loopback socket that writes exactly the
+bytes each case needs: what a chat relies on (whole lines, kept connections, the connection closed when the
+reader leaves, Ollama's errors, a silent or cut stream). The client's own HTTP cases: tests/studio/test_upstream.py."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from studio.clients import http1
-from studio.clients.http1 import Http1Error, LeanClient, lean_url
-from studio.clients.ollama import OllamaClient, OllamaUnavailable
+from studio.clients.ollama import OllamaClient, OllamaError, OllamaUnavailable, lean_url
 from tests.bench.common import free_port
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -67,16 +66,14 @@ LINES = [b'{"message":{"role":"assistant","content":"%d"},"done":false}\n' % i f
 LAST = b'{"message":{"role":"assistant","content":""},"done":true,"eval_count":20}\n'
 
 
-def client(url: str) -> LeanClient:
-    target = lean_url(url)
-    assert target is not None
-    return LeanClient(*target)
+async def lines_of(ollama: OllamaClient, idle_timeout: float = 5) -> list[dict]:
+    async with ollama.chat_batches({"model": "m", "messages": []}, idle_timeout=idle_timeout) as batches:
+        return [line async for batch in batches for line in batch]
 
 
-async def body_of(c: LeanClient) -> bytes:
-    resp = await c.post("/api/chat", b"{}", connect_timeout=3)
-    assert resp.status == 200
-    return b"".join([piece async for piece in resp.chunks(5)])
+WHOLE = [{"message": {"role": "assistant", "content": str(i)}, "done": False} for i in range(20)] + [
+    {"message": {"role": "assistant", "content": ""}, "done": True, "eval_count": 20}
+]
 
 
 async def test_a_chunked_stream_cut_anywhere_arrives_whole_and_the_connection_is_kept(serve) -> None:
@@ -89,12 +86,12 @@ async def test_a_chunked_stream_cut_anywhere_arrives_whole_and_the_connection_is
             await asyncio.sleep(0)
 
     server, url = await serve(dribble)
-    c = client(url)
-    assert await body_of(c) == b"".join(LINES) + LAST
-    assert await body_of(c) == b"".join(LINES) + LAST
-    assert server.connections == 1  # the second request reused the first one's connection
+    ollama = OllamaClient(url + "/")
+    assert await lines_of(ollama) == WHOLE
+    assert await lines_of(ollama) == WHOLE
+    assert server.connections == 1  # the second answer reused the first one's connection
     assert server.requests[0].startswith(b"POST /api/chat HTTP/1.1\r\nHost: 127.0.0.1:")
-    c.close()
+    await ollama.close()
 
 
 async def test_a_connection_the_server_closed_while_pooled_is_replaced_without_an_error(serve) -> None:
@@ -104,12 +101,12 @@ async def test_a_connection_the_server_closed_while_pooled_is_replaced_without_a
         writer.close()  # as a server whose keep-alive ran out
 
     server, url = await serve(once)
-    c = client(url)
-    assert await body_of(c) == LAST
+    ollama = OllamaClient(url)
+    assert await lines_of(ollama) == WHOLE[-1:]
     await asyncio.wait_for(server.closed.wait(), 5)
-    assert await body_of(c) == LAST
+    assert await lines_of(ollama) == WHOLE[-1:]  # a chat's POST sent again on a new connection
     assert server.connections == 2
-    c.close()
+    await ollama.close()
 
 
 async def test_a_reader_who_leaves_before_the_end_closes_the_connection(serve) -> None:
@@ -121,27 +118,26 @@ async def test_a_reader_who_leaves_before_the_end_closes_the_connection(serve) -
             await asyncio.sleep(0.001)
 
     server, url = await serve(endless)
-    c = client(url)
-    resp = await c.post("/api/chat", b"{}", connect_timeout=3)
-    async for piece in resp.chunks(5):
-        assert piece.startswith(LINES[0])
-        break
-    resp.close()
+    ollama = OllamaClient(url)
+    async with ollama.chat_batches({"model": "m", "messages": []}) as batches:
+        async for batch in batches:
+            assert batch[0] == WHOLE[0]
+            break
     await asyncio.wait_for(server.closed.wait(), 5)  # the server saw it go: Ollama stops generating
-    c.close()
+    await ollama.close()
 
 
-async def test_an_error_with_a_length_is_read_whole_and_a_cut_stream_raises(serve) -> None:
+async def test_an_error_with_a_length_is_ollamas_error_and_a_cut_stream_is_unavailable(serve) -> None:
     async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         body = b'{"error":"model \\"x\\" not found"}'
         writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
         await writer.drain()
 
     _, url = await serve(refuse)
-    c = client(url)
-    resp = await c.post("/api/chat", b"{}", connect_timeout=3)
-    assert resp.status == 404 and await resp.read(5) == b'{"error":"model \\"x\\" not found"}'
-    c.close()
+    ollama = OllamaClient(url)
+    with pytest.raises(OllamaError, match="not found"):
+        await lines_of(ollama)
+    await ollama.close()
 
     async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(HEAD + chunked(LINES[0])[:-5])
@@ -149,50 +145,23 @@ async def test_an_error_with_a_length_is_read_whole_and_a_cut_stream_raises(serv
         writer.close()
 
     _, url = await serve(cut)
-    c = client(url)
-    with pytest.raises(Http1Error, match="closed"):
-        await body_of(c)
-    c.close()
+    ollama = OllamaClient(url)
+    with pytest.raises(OllamaUnavailable, match="broke"):
+        await lines_of(ollama)
+    await ollama.close()
 
 
-async def test_a_silent_server_times_out_between_chunks(serve) -> None:
+async def test_a_silent_server_is_unavailable_after_the_idle_timeout(serve) -> None:
     async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(HEAD + chunked(LINES[0])[:-5])
         await writer.drain()
         await asyncio.sleep(30)
 
     _, url = await serve(stall)
-    c = client(url)
-    resp = await c.post("/api/chat", b"{}", connect_timeout=3)
-    pieces = resp.chunks(0.2)
-    assert (await anext(pieces)).startswith(LINES[0])
-    with pytest.raises(TimeoutError):
-        await anext(pieces)
-    resp.close()
-    c.close()
-
-
-async def test_a_reader_that_lags_pauses_the_server_and_gets_everything(serve) -> None:
-    big = [b"x" * 60_000 + b"\n" for _ in range(40)]  # 2.4 MB: past the high-water mark many times
-
-    async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(HEAD)
-        for piece in big:
-            writer.write(chunked(piece)[:-5])
-            await writer.drain()
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-
-    _, url = await serve(flood)
-    c = client(url)
-    resp = await c.post("/api/chat", b"{}", connect_timeout=3)
-    got = []
-    async for piece in resp.chunks(5):
-        assert len(resp.conn.buf) <= http1.HIGH_WATER + 65_536
-        got.append(piece)
-        await asyncio.sleep(0.001)  # a slow visitor
-    assert b"".join(got) == b"".join(big)
-    c.close()
+    ollama = OllamaClient(url)
+    with pytest.raises(OllamaUnavailable, match=r"sent nothing for 0\.2 s"):
+        await lines_of(ollama, idle_timeout=0.2)
+    await ollama.close()
 
 
 async def test_an_unreachable_node_is_ollama_unavailable_and_other_urls_stay_with_aiohttp() -> None:
