@@ -26,7 +26,7 @@ from events import asyncapi
 from events.bus import Bus
 from functions import NAMES, load
 from gateway.credentials import Credentials
-from gateway.docs import docs_page, events_docs_page, events_page
+from gateway.docs import PAGE, events_page, html_page
 from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, is_https, not_found
 from gateway.live import LiveFeed
 from gateway.openapi import document
@@ -107,7 +107,7 @@ def gateway_app(
 
     async def api_docs(request: web.Request) -> web.Response:
         edge.operator_only(request[IDENTITY_KEY])
-        return docs_page()
+        return html_page(PAGE)
 
     app.router.add_get("/api/docs", api_docs)
 
@@ -142,7 +142,7 @@ def gateway_app(
 
     async def events_docs(request: web.Request) -> web.Response:
         edge.operator_only(request[IDENTITY_KEY])
-        return events_docs_page(once("events page", lambda: events_page(asyncapi.document())))
+        return html_page(once("events page", lambda: events_page(asyncapi.document())))
 
     app.router.add_get("/api/asyncapi.json", asyncapi_json)
     app.router.add_get("/api/docs/events", events_docs)
