@@ -2,7 +2,8 @@
 directory, a free port, started once per test session; each test gets a fresh database.
 
 `PostgresServer.start()` -> `server.new_database()` -> a `postgresql://` URL of an empty database
-(`CREATE DATABASE ... TEMPLATE template0`, a few tens of milliseconds). The server runs as the
+(`CREATE DATABASE ... TEMPLATE template0`, a few tens of milliseconds), or of a copy of another
+(`template=`: tests/conftest.py copies one holding the studio's schema, migrated once a session). The server runs as the
 `postgres` user when the tests run as root (initdb refuses root), else as the current user.
 """
 
@@ -100,10 +101,10 @@ class PostgresServer:
             raise PostgresUnavailable(f"psql failed: {result.stderr.strip()}")
         return result.stdout.strip()
 
-    def new_database(self, prefix: str = "t") -> str:
-        """A fresh, empty database on this server; returns its URL."""
+    def new_database(self, prefix: str = "t", *, template: str = "template0") -> str:
+        """A fresh database on this server, a copy of `template` (default: empty); returns its URL."""
         name = f"{prefix}_{os.getpid()}_{next(self._names)}"
-        self.psql("postgres", f"CREATE DATABASE {name} TEMPLATE template0")
+        self.psql("postgres", f"CREATE DATABASE {name} TEMPLATE {template}")
         return self.url_of(name)
 
     def drop_database(self, url: str) -> None:
