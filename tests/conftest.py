@@ -15,12 +15,15 @@ folder here, so `-m "not browser"` and friends select without anyone remembering
 
 from __future__ import annotations
 
+import itertools
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from _pytest.mark.expression import Expression
 
 from events import memory
 from events.bus import Bus
@@ -72,6 +75,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="write to FILE the tiers (browser, nginx, stack, clients, postgres, bench_smoke) the selected tests "
         "need; tests/run reads it",
     )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A tier's folder or file (TIERS) that `-m` deselects whatever other markers its tests carry is not even
+    collected: importing its modules (the agent SDKs, Playwright) costs every xdist worker ~2 s of CPU."""
+    markexpr = config.getoption("markexpr")
+    if not markexpr or not collection_path.is_relative_to(HERE):
+        return None
+    where = collection_path.relative_to(HERE).as_posix()
+    tier = next((m for m, prefixes in TIERS.items() if where in prefixes or f"{where}/" in prefixes), None)
+    if tier is None:
+        return None
+    expression = Expression.compile(markexpr)
+    others = [m for m in (*TIERS, "slow", "postgres", "nats", "bench_smoke") if m != tier]
+    for chosen in itertools.product((False, True), repeat=len(others)):
+        marked = {tier, *(m for m, on in zip(others, chosen, strict=True) if on)}
+        if expression.evaluate(lambda name, /, marked=marked, **kwargs: name in marked):
+            return None  # some test there could be selected
+    return True
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -257,19 +279,23 @@ async def embedded_studio(settings: Settings, aiohttp_client):
     from gateway.app import gateway_app
     from studio.runtime.host import Host
 
-    hosts: list[Host] = []
+    started: list[tuple[Host, Any]] = []
 
     async def start(fns, *, settings_override: Settings | None = None):
         s = settings_override or settings
         host = Host(fns, s)
         await host.start()
-        hosts.append(host)
         client = await aiohttp_client(gateway_app(s, functions=fns, bus=host.bus))
         client.host_runtime = host
+        started.append((host, client))
         return client
 
     yield start
-    for host in reversed(hosts):
+    # As `localai-studio up` stops: the HTTP side first (requests under way finish: an answer still writing
+    # its usage keeps its database connection until then), then the functions. The other way round, closing
+    # the database waited out its grace (5 s) for the connection such an answer held.
+    for host, client in reversed(started):
+        await client.close()
         await host.stop()
 
 
