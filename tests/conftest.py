@@ -185,7 +185,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     bin_dir = postgres_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed: apt-get install postgresql (tests/run does, for these tests)")
-    server = PostgresServer(bin_dir, spares=True)
+    server = PostgresServer(bin_dir, spares=True, in_memory=True)
     try:
         server.start()
     except PostgresUnavailable as exc:

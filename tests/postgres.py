@@ -1,6 +1,6 @@
 """A real PostgreSQL server for tests (docs/postgres-in-tests.md): Debian's binaries, a temporary
-directory (in memory, /dev/shm, when it has room), a free port, started once per test session; each test
-gets a fresh database.
+directory (the test session's in memory, /dev/shm, when it has room), a free port, started once per test
+session; each test gets a fresh database.
 
 `PostgresServer.start()` -> `server.new_database()` -> a `postgresql://` URL of an empty database
 (`CREATE DATABASE ... TEMPLATE template0`, a few tens of milliseconds), or of a copy of another
@@ -50,12 +50,20 @@ def _in_memory() -> str | None:
 
 
 class PostgresServer:
-    def __init__(self, bin_dir: Path, user: str = "studio", *, durable: bool = False, spares: bool = False) -> None:
+    def __init__(
+        self,
+        bin_dir: Path,
+        user: str = "studio",
+        *,
+        durable: bool = False,
+        spares: bool = False,
+        in_memory: bool = False,
+    ) -> None:
         self.bin = bin_dir
         self.durable = durable  # fsync on, as in production (benchmarks); tests turn it off
         self.user = user
         self.port = _free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="studio-pg-", dir=None if durable else _in_memory()))
+        self.dir = Path(tempfile.mkdtemp(prefix="studio-pg-", dir=_in_memory() if in_memory and not durable else None))
         self.data = self.dir / "data"
         self._names = itertools.count(1)
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres-databases")
