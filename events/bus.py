@@ -780,6 +780,8 @@ class NatsBus(Bus):
         return sub
 
     async def request(self, subject: str, data: bytes, *, timeout: float) -> bytes:
+        if not self.connected:  # nobody can answer: at once, not after `timeout` (nats.py would hold it meanwhile)
+            raise BusUnavailable("not connected to NATS")
         try:
             msg = await self.nc.request(subject, data, timeout=timeout)
         except (TimeoutError, nats.errors.Error, OSError) as exc:
@@ -804,6 +806,8 @@ class NatsBus(Bus):
         return psub
 
     async def consumer_lags(self) -> list[ConsumerLag]:
+        if not self.connected:  # at once, not after JetStream's API timeout
+            raise BusUnavailable("not connected to NATS")
         infos = await self.nc.jsm().consumers_info(STREAM)
         now = datetime.now(UTC)
         out = []
@@ -846,6 +850,8 @@ class NatsBus(Bus):
         self, start: datetime | None, *, limit: int = 100_000, subjects: Sequence[str] | None = None
     ) -> list[Event]:
         """Read by an ephemeral consumer."""
+        if not self.connected:  # at once, not after JetStream's API timeout
+            raise BusUnavailable("not connected to NATS")
         js = self.nc.jetstream()
         by_time = {"deliver_policy": api.DeliverPolicy.BY_START_TIME, "opt_start_time": start}
         only = (

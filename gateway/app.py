@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import resource
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -24,7 +26,7 @@ from events import asyncapi
 from events.bus import Bus
 from functions import NAMES, load
 from gateway.credentials import Credentials
-from gateway.docs import docs_page, events_docs_page, events_page
+from gateway.docs import PAGE, events_page, html_page
 from gateway.edge import REQUEST_ID_KEY, ROUTE_KEY, Edge, is_https, not_found
 from gateway.inflight import BodyBudget
 from gateway.live import LiveFeed
@@ -91,16 +93,24 @@ def gateway_app(
 
     app.router.add_get("/healthz", healthz)
 
-    contract = web.json_response(document(table.routes)).body  # the same bytes for every request
+    # The contracts are built at their first request, then the same bytes for every request: building them
+    # (msgspec's schemas of every type) costs ~15 ms of CPU, which a studio that nobody asks them of never pays.
+    built: dict[str, bytes] = {}
+
+    def once(name: str, build: Callable[[], bytes]) -> bytes:
+        if name not in built:
+            built[name] = build()
+        return built[name]
 
     async def openapi(request: web.Request) -> web.Response:
+        contract = once("openapi", lambda: _json(document(table.routes)))
         return web.Response(body=contract, content_type="application/json")
 
     app.router.add_get("/api/openapi.json", openapi)
 
     async def api_docs(request: web.Request) -> web.Response:
         edge.operator_only(request[IDENTITY_KEY])
-        return docs_page()
+        return html_page(PAGE)
 
     app.router.add_get("/api/docs", api_docs)
 
@@ -128,16 +138,14 @@ def gateway_app(
     app.router.add_delete("/api/operator/session", close_operator_pass)
 
     # The event catalog's contract, for the operator (it names every internal event and its fields).
-    events_contract = web.json_response(asyncapi.document()).body
-    events_reference = events_page(asyncapi.document())
-
     async def asyncapi_json(request: web.Request) -> web.Response:
         edge.operator_only(request[IDENTITY_KEY])
+        events_contract = once("asyncapi", lambda: _json(asyncapi.document()))
         return web.Response(body=events_contract, content_type="application/json")
 
     async def events_docs(request: web.Request) -> web.Response:
         edge.operator_only(request[IDENTITY_KEY])
-        return events_docs_page(events_reference)
+        return html_page(once("events page", lambda: events_page(asyncapi.document())))
 
     app.router.add_get("/api/asyncapi.json", asyncapi_json)
     app.router.add_get("/api/docs/events", events_docs)
@@ -183,6 +191,10 @@ def gateway_app(
 
     app.router.add_route("*", "/{tail:.*}", fallback)
     return app
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document).encode()  # as web.json_response would
 
 
 def _live_feed(settings: Settings, shared: Bus | None, credentials: Credentials, presence: Presence):

@@ -3,7 +3,7 @@ the event reference at /api/docs/events: the AsyncAPI document of the event cata
 also at /api/asyncapi.json) as a page, rendered here (no script: it is the same for every request).
 
 Operator only, refused the way the route table's operator routes are (`Edge.operator_only`): the
-token (`Authorization: Bearer`) or a signed-in operator account. The page's shell lives here rather
+token (`Authorization: Bearer`) or a signed-in operator account. The pages' one shell (`_shell`) lives here rather
 than in frontend/ because the gateway's container has no frontend/, and everything in frontend/ is
 public (nginx serves it); the renderer it loads, frontend/assets/js/api-docs.js, is code only, and
 the document it renders is public at /api/openapi.json anyway. No CDN: the shell, its script and its
@@ -18,17 +18,24 @@ from typing import Any
 
 from aiohttp import web
 
-PAGE = b"""<!doctype html>
+NAV = (("Console", "/admin"), ("API", "/api/docs"), ("Events", "/api/docs/events"))
+
+
+def _shell(*, title: str, current: str, main: str, script: str = "") -> bytes:
+    """One page of the operator's references: the studio's header, its nav (`current` marked) and `main`."""
+    marked = ' aria-current="page"'
+    nav = "".join(f'<li><a href="{href}"{marked if href == current else ""}>{label}</a></li>' for label, href in NAV)
+    module = f'\n  <script type="module" src="{script}"></script>' if script else ""
+    return f"""<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
   <meta name="viewport" content="width=device-width, initial-scale=1">
   <meta name="robots" content="noindex">
-  <title>API reference &middot; Local AI Studio</title>
+  <title>{title} &middot; Local AI Studio</title>
   <link rel="icon" href="/assets/icon.svg" type="image/svg+xml">
   <link rel="stylesheet" href="/assets/css/studio.css">
-  <link rel="stylesheet" href="/assets/css/api-docs.css">
-  <script type="module" src="/assets/js/api-docs.js"></script>
+  <link rel="stylesheet" href="/assets/css/api-docs.css">{module}
 </head>
 <body>
   <a class="skip-link" href="#main">Skip to content</a>
@@ -37,15 +44,24 @@ PAGE = b"""<!doctype html>
       <a class="brand" href="/"><img src="/assets/icon.svg" alt="" width="28" height="28"
         ><span class="brand-name">Local AI Studio</span></a>
       <nav class="nav" aria-label="Main">
-        <ul>
-          <li><a href="/admin">Console</a></li>
-          <li><a href="/api/docs" aria-current="page">API</a></li>
-        </ul>
+        <ul>{nav}</ul>
       </nav>
     </div>
   </header>
   <main id="main" class="wrap">
-    <div class="page-head">
+{main}
+  </main>
+</body>
+</html>
+""".encode()
+
+
+# The API reference: frontend/assets/js/api-docs.js fills it from /api/openapi.json.
+PAGE = _shell(
+    title="API reference",
+    current="/api/docs",
+    script="/assets/js/api-docs.js",
+    main="""    <div class="page-head">
       <h1 id="title">API reference</h1>
       <p id="summary">Rendered from <a href="/api/openapi.json">/api/openapi.json</a>.</p>
       <p>The events the studio publishes on NATS: <a href="/api/docs/events">the event reference</a>
@@ -54,15 +70,12 @@ PAGE = b"""<!doctype html>
     <div id="problem" class="notice error" role="alert" hidden></div>
     <nav id="toc" class="api-toc" aria-label="Routes"></nav>
     <div id="operations"></div>
-    <section id="components"></section>
-  </main>
-</body>
-</html>
-"""
+    <section id="components"></section>""",
+)
 
 
-def docs_page() -> web.Response:
-    return web.Response(body=PAGE, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-store"})
+def html_page(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-store"})
 
 
 def _type(schema: dict[str, Any]) -> str:
@@ -109,53 +122,12 @@ def events_page(document: dict[str, Any]) -> bytes:
             f'<p class="api-who"><code>{html.escape(channel["address"])}</code>: {html.escape(channel["description"])}'
             f"</p><p>{html.escape(message['description'])}</p>{_fields(schemas[name])}</section>"
         )
-    info = document["info"]
-    page = EVENTS_PAGE.format(
-        description=html.escape(info["description"]), toc="".join(toc), sections="".join(sections)
-    )
-    return page.encode()
-
-
-def events_docs_page(body: bytes) -> web.Response:
-    return web.Response(body=body, content_type="text/html", charset="utf-8", headers={"Cache-Control": "no-store"})
-
-
-EVENTS_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <meta name="robots" content="noindex">
-  <title>Event reference &middot; Local AI Studio</title>
-  <link rel="icon" href="/assets/icon.svg" type="image/svg+xml">
-  <link rel="stylesheet" href="/assets/css/studio.css">
-  <link rel="stylesheet" href="/assets/css/api-docs.css">
-</head>
-<body>
-  <a class="skip-link" href="#main">Skip to content</a>
-  <header class="site-header">
-    <div class="wrap">
-      <a class="brand" href="/"><img src="/assets/icon.svg" alt="" width="28" height="28"
-        ><span class="brand-name">Local AI Studio</span></a>
-      <nav class="nav" aria-label="Main">
-        <ul>
-          <li><a href="/admin">Console</a></li>
-          <li><a href="/api/docs">API</a></li>
-          <li><a href="/api/docs/events" aria-current="page">Events</a></li>
-        </ul>
-      </nav>
-    </div>
-  </header>
-  <main id="main" class="wrap">
-    <div class="page-head">
+    main = f"""    <div class="page-head">
       <h1>Event reference</h1>
-      <p>{description}</p>
+      <p>{html.escape(document["info"]["description"])}</p>
       <p>Rendered from <a href="/api/asyncapi.json">/api/asyncapi.json</a> (AsyncAPI 3.0). Each message is a
         CloudEvents 1.0 JSON envelope; the fields below are its <code>data</code>.</p>
     </div>
-    <nav class="api-toc" aria-label="Event types"><ul>{toc}</ul></nav>
-    {sections}
-  </main>
-</body>
-</html>
-"""
+    <nav class="api-toc" aria-label="Event types"><ul>{"".join(toc)}</ul></nav>
+    {"".join(sections)}"""
+    return _shell(title="Event reference", current="/api/docs/events", main=main)

@@ -15,12 +15,15 @@ folder here, so `-m "not browser"` and friends select without anyone remembering
 
 from __future__ import annotations
 
+import itertools
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from _pytest.mark.expression import Expression
 
 from events import memory
 from events.bus import Bus
@@ -74,6 +77,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A tier's folder or file (TIERS) that `-m` deselects whatever other markers its tests carry is not even
+    collected: importing its modules (the agent SDKs, Playwright) costs every xdist worker ~2 s of CPU."""
+    markexpr = config.getoption("markexpr")
+    if not markexpr or not collection_path.is_relative_to(HERE):
+        return None
+    where = collection_path.relative_to(HERE).as_posix()
+    tier = next((m for m, prefixes in TIERS.items() if where in prefixes or f"{where}/" in prefixes), None)
+    if tier is None:
+        return None
+    expression = Expression.compile(markexpr)
+    others = [m for m in (*TIERS, "slow", "postgres", "nats", "bench_smoke") if m != tier]
+    for chosen in itertools.product((False, True), repeat=len(others)):
+        marked = {tier, *(m for m, on in zip(others, chosen, strict=True) if on)}
+        if expression.evaluate(lambda name, /, marked=marked, **kwargs: name in marked):
+            return None  # some test there could be selected
+    return True
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     where = (
         metafunc.definition.path.relative_to(HERE).as_posix() if metafunc.definition.path.is_relative_to(HERE) else ""
@@ -82,8 +104,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("db_backend", BACKENDS, indirect=True)
 
 
+# Files holding one long test (tens of seconds of CPU), run first: in parallel, a long test that starts last
+# would leave the other workers idle at the end.
+LONG_FIRST = ("gateway/test_contract.py",)
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not _where(item).startswith(LONG_FIRST))  # stable: the rest keep their order
     for item in items:
         where = item.path.relative_to(HERE).as_posix() if item.path.is_relative_to(HERE) else ""
         for marker, prefixes in TIERS.items():
@@ -103,6 +131,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             if item.get_closest_marker(marker)
         }
         Path(target).write_text("".join(f"{marker}\n" for marker in sorted(needed)))
+
+
+def _where(item: pytest.Item) -> str:
+    return item.path.relative_to(HERE).as_posix() if item.path.is_relative_to(HERE) else ""
 
 
 def free_port() -> int:
@@ -153,7 +185,7 @@ def postgres_server() -> Iterator[PostgresServer]:
     bin_dir = postgres_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed: apt-get install postgresql (tests/run does, for these tests)")
-    server = PostgresServer(bin_dir)
+    server = PostgresServer(bin_dir, spares=True, in_memory=True)
     try:
         server.start()
     except PostgresUnavailable as exc:
@@ -171,6 +203,37 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     postgres_server.drop_database(url)
 
 
+_studio_templates: dict[int, str] = {}  # PostgreSQL server port -> its database holding the studio's schema
+
+
+async def studio_template(server: PostgresServer) -> str:
+    """A database on `server` with every migration of the runtime and of every function applied, made once a
+    session: a studio's database copied from it starts with nothing left to migrate (as at any restart) instead
+    of applying 19 migrations in a few dozen transactions. Migrating from empty stays tested: here, once per
+    session, and by tests/studio/runtime/test_database.py's own empty databases."""
+    if server.port not in _studio_templates:
+        from functions import NAMES, load
+        from studio.runtime.database import RUNTIME_MIGRATIONS, Database
+
+        url = server.new_database("studio_template")
+        db = Database(DatabaseUrl.parse(url))
+        await db.open()
+        try:
+            await db.migrate([RUNTIME_MIGRATIONS, *(m for m in (load(n).migrations for n in NAMES) if m)])
+        finally:
+            await db.close()
+        _studio_templates[server.port] = url.rsplit("/", 1)[-1]
+    return _studio_templates[server.port]
+
+
+@pytest.fixture
+async def studio_postgres_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    """A fresh database holding the studio's schema already (`studio_template`), dropped after the test."""
+    url = postgres_server.new_database(template=await studio_template(postgres_server))
+    yield url
+    postgres_server.drop_database(url)
+
+
 @pytest.fixture
 def db_backend(request: pytest.FixtureRequest) -> str:
     """`sqlite` (every test), or `postgres` for DATABASE_TESTS' second run."""
@@ -179,16 +242,19 @@ def db_backend(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def database_url(db_backend: str, request: pytest.FixtureRequest) -> DatabaseUrl | None:
-    """STUDIO_DATABASE_URL for this test: None (SQLite in the data dir) or a fresh PostgreSQL database."""
+    """STUDIO_DATABASE_URL for this test's studio: None (SQLite in the data dir) or a fresh PostgreSQL
+    database that holds the studio's schema already (`studio_postgres_url`)."""
     if db_backend == "postgres":
-        return DatabaseUrl.parse(request.getfixturevalue("postgres_url"))
+        return DatabaseUrl.parse(request.getfixturevalue("studio_postgres_url"))
     return None
 
 
 @pytest.fixture
-def db_target(tmp_path: Path, database_url: DatabaseUrl | None) -> Path | DatabaseUrl:
-    """What `Database(...)` opens in this test: a SQLite file in tmp_path, or the fresh PostgreSQL database."""
-    return database_url if database_url is not None else tmp_path / "studio.db"
+def db_target(tmp_path: Path, db_backend: str, request: pytest.FixtureRequest) -> Path | DatabaseUrl:
+    """What `Database(...)` opens in this test: a SQLite file in tmp_path, or a fresh, empty PostgreSQL database."""
+    if db_backend == "postgres":
+        return DatabaseUrl.parse(request.getfixturevalue("postgres_url"))
+    return tmp_path / "studio.db"
 
 
 @pytest.fixture
@@ -223,28 +289,33 @@ async def embedded_studio(settings: Settings, aiohttp_client):
     from gateway.app import gateway_app
     from studio.runtime.host import Host
 
-    hosts: list[Host] = []
+    started: list[tuple[Host, Any]] = []
 
     async def start(fns, *, settings_override: Settings | None = None):
         s = settings_override or settings
         host = Host(fns, s)
         await host.start()
-        hosts.append(host)
         client = await aiohttp_client(gateway_app(s, functions=fns, bus=host.bus))
         client.host_runtime = host
+        started.append((host, client))
         return client
 
     yield start
-    for host in reversed(hosts):
+    # As `localai-studio up` stops: the HTTP side first (requests under way finish: an answer still writing
+    # its usage keeps its database connection until then), then the functions. The other way round, closing
+    # the database waited out its grace (5 s) for the connection such an answer held.
+    for host, client in reversed(started):
+        await client.close()
         await host.stop()
 
 
 @pytest.fixture
 async def ollama():
-    """The Ollama stand-in over real HTTP; pulls take a moment so progress can be watched."""
+    """The Ollama stand-in over real HTTP; pulls take a moment so progress can be watched (12 KB a progress
+    line, a line every 50 ms: the catalog's biggest models, scaled, take under two seconds)."""
     from tests.doubles.ollama import OllamaDouble
 
-    async with OllamaDouble(pull_speed=60_000, pull_interval=0.05) as double:
+    async with OllamaDouble(pull_speed=240_000, pull_interval=0.05) as double:
         yield double
 
 

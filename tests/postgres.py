@@ -1,9 +1,12 @@
 """A real PostgreSQL server for tests (docs/postgres-in-tests.md): Debian's binaries, a temporary
-directory, a free port, started once per test session; each test gets a fresh database.
+directory (the test session's in memory, /dev/shm, when it has room), a free port, started once per test
+session; each test gets a fresh database.
 
 `PostgresServer.start()` -> `server.new_database()` -> a `postgresql://` URL of an empty database
-(`CREATE DATABASE ... TEMPLATE template0`, a few tens of milliseconds). The server runs as the
-`postgres` user when the tests run as root (initdb refuses root), else as the current user.
+(`CREATE DATABASE ... TEMPLATE template0`, a few tens of milliseconds), or of a copy of another
+(`template=`: tests/conftest.py copies one holding the studio's schema, migrated once a session). The
+server runs as the `postgres` user when the tests run as root (initdb refuses root), else as the current
+user.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -35,15 +39,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _in_memory() -> str | None:
+    """/dev/shm when it has room (a container's is often 64 MB): a test server's files in memory, where creating
+    a database takes ~30 ms instead of 0.1-0.4 s on a busy disk (fsync is off either way: nothing here must
+    survive a power loss). None: the default temporary directory."""
+    try:
+        return "/dev/shm" if shutil.disk_usage("/dev/shm").free >= 2 * 1024**3 else None
+    except OSError:
+        return None
+
+
 class PostgresServer:
-    def __init__(self, bin_dir: Path, user: str = "studio", *, durable: bool = False) -> None:
+    def __init__(
+        self,
+        bin_dir: Path,
+        user: str = "studio",
+        *,
+        durable: bool = False,
+        spares: bool = False,
+        in_memory: bool = False,
+    ) -> None:
         self.bin = bin_dir
         self.durable = durable  # fsync on, as in production (benchmarks); tests turn it off
         self.user = user
         self.port = _free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="studio-pg-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="studio-pg-", dir=_in_memory() if in_memory and not durable else None))
         self.data = self.dir / "data"
         self._names = itertools.count(1)
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres-databases")
+        self.spares = spares  # make the next copy of a template in the background (the test session's server)
+        self._spares: dict[str, Future[str]] = {}  # template -> its next copy, being made
         self._run_as = "postgres" if os.geteuid() == 0 else None
 
     @property
@@ -85,6 +110,8 @@ class PostgresServer:
         )
 
     def stop(self) -> None:
+        self._background.shutdown(wait=True, cancel_futures=True)  # the server's data goes below, spares with it
+        self._spares.clear()
         with contextlib.suppress(PostgresUnavailable, subprocess.TimeoutExpired):
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop")
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -100,13 +127,27 @@ class PostgresServer:
             raise PostgresUnavailable(f"psql failed: {result.stderr.strip()}")
         return result.stdout.strip()
 
-    def new_database(self, prefix: str = "t") -> str:
-        """A fresh, empty database on this server; returns its URL."""
-        name = f"{prefix}_{os.getpid()}_{next(self._names)}"
-        self.psql("postgres", f"CREATE DATABASE {name} TEMPLATE template0")
+    def new_database(self, prefix: str = "t", *, template: str = "template0") -> str:
+        """A fresh database on this server, a copy of `template` (default: empty); returns its URL.
+
+        Copying a database writes its pages anew (~30 ms in memory, 0.1-0.4 s on a busy disk); with `spares`
+        the next copy of the same template is made meanwhile, in the background: a test that asks for one gets
+        the one made while the previous test ran. (Off for benchmarks: nothing runs beside what they measure.)"""
+        spare = self._spares.pop(template, None)
+        name = spare.result() if spare is not None else self._create(prefix, template)
+        if self.spares:
+            self._spares[template] = self._background.submit(self._create, prefix, template)
         return self.url_of(name)
 
+    def _create(self, prefix: str, template: str) -> str:
+        name = f"{prefix}_{os.getpid()}_{next(self._names)}"
+        self.psql("postgres", f"CREATE DATABASE {name} TEMPLATE {template}")
+        return name
+
     def drop_database(self, url: str) -> None:
-        name = url.rsplit("/", 1)[-1]
+        """Drop the database, in the background (the caller does not wait for the server's files to go)."""
+        self._background.submit(self._drop, url.rsplit("/", 1)[-1])
+
+    def _drop(self, name: str) -> None:
         with contextlib.suppress(PostgresUnavailable, subprocess.TimeoutExpired):
             self.psql("postgres", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -1,14 +1,24 @@
-"""Helpers for tests: wait on a condition (never a bare sleep), record what handlers saw."""
+"""Helpers for tests: wait on a condition (never a bare sleep), record what handlers saw, SDK clients' HTTP."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+_TLS = ssl.create_default_context()
+
+
+def sdk_http(sdk: Any) -> Any:
+    """`http_client=` for a client of the `openai` or `anthropic` SDK: the SDK's own default HTTP client, with
+    one TLS context for the process instead of one per client, whose CA bundle costs ~30 ms of CPU to load
+    (the studio answers plain HTTP here; a few hundred tests make a client)."""
+    return sdk.DefaultAsyncHttpxClient(verify=_TLS)
 
 
 async def eventually(

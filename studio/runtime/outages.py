@@ -3,9 +3,9 @@
 A request or a handler that meets an outage reports it (`studio.runtime.errors.report_database_down`,
 `report_bus_down`): the shortage is counted, logged once a minute and alerted (`resource.exhausted`
 database_unavailable / bus_unavailable). `OutageWatch` notices an idle process's database going too
-(a `SELECT 1` every `probe_s`), and ends each outage (`resource.recovered`, one info line) as soon as
-the database answers again or NATS is connected; `database_back()` lets an event handler wait for that
-instead of spending its attempts on an outage.
+(a `SELECT 1` every `probe_s`), looks at once when an outage is reported, and ends each outage
+(`resource.recovered`, one info line) as soon as the database answers again or NATS is connected;
+`database_back()` lets an event handler wait for that instead of spending its attempts on an outage.
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ class OutageWatch:
         self.during_s = during_s  # how often, during an outage, whether it is over
         self.shortages = shortages
         self._back = asyncio.Event()
+        self._wake = asyncio.Event()  # an outage was reported: look now, then every `during_s`
+
+    def _on_shortage(self, kind: str, message: str, count: int | None) -> None:
+        if count is not None and kind in (DATABASE_DOWN, BUS_DOWN):
+            self._wake.set()
 
     def _database_down(self) -> bool:
         return DATABASE_DOWN in self.shortages.active()
@@ -56,11 +61,20 @@ class OutageWatch:
             self.shortages.recovered(BUS_DOWN, "NATS is reachable again")
 
     async def run(self) -> None:
-        while True:
-            with contextlib.suppress(Exception):  # the watch itself must never stop
-                await self.check()
-            down = self._database_down() or BUS_DOWN in self.shortages.active()
-            await asyncio.sleep(self.during_s if down else self.probe_s)
+        self.shortages.listeners.append(self._on_shortage)
+        try:
+            while True:
+                with contextlib.suppress(Exception):  # the watch itself must never stop
+                    await self.check()
+                down = self._database_down() or BUS_DOWN in self.shortages.active()
+                self._wake.clear()
+                # An outage reported meanwhile (by a request, a handler) is looked at at once: its end is then
+                # noticed within `during_s`, not after the rest of a healthy `probe_s`.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.during_s if down else self.probe_s)
+        finally:
+            with contextlib.suppress(ValueError):
+                self.shortages.listeners.remove(self._on_shortage)
 
     async def database_back(self) -> None:
         """Return once the database answers again (at once when no outage is known)."""

@@ -146,8 +146,8 @@ class DiskWatch:
         self.interval_s = interval_s
         self.shortages = shortages
 
-    def check(self) -> None:
-        free_mb = shutil.disk_usage(self.path).free // MB
+    def check(self, free_bytes: int) -> None:
+        free_mb = free_bytes // MB
         if free_mb < self.min_free_mb:
             self.shortages.report(
                 "disk_low",
@@ -160,8 +160,11 @@ class DiskWatch:
 
     async def run(self) -> None:
         while True:
-            try:
-                await asyncio.to_thread(self.check)
+            try:  # only the look at the disk in a thread: a shortage is reported on the loop, where its listeners
+                # (the host's announcement) run
+                usage = await asyncio.to_thread(shutil.disk_usage, self.path)
             except OSError as exc:
                 log.warning("cannot read free disk space", extra={"path": str(self.path), "error": str(exc)})
+            else:
+                self.check(usage.free)
             await asyncio.sleep(self.interval_s)

@@ -93,8 +93,9 @@ def private(path: Path) -> None:
 
 
 class SqliteDatabase(Database):
-    def __init__(self, target: Path | str | DatabaseUrl) -> None:
+    def __init__(self, target: Path | str | DatabaseUrl, *, busy_timeout_s: float = 10.0) -> None:
         super().__init__(target)
+        self.busy_timeout_s = busy_timeout_s  # how long a write waits for another process's lock, then unavailable
         if isinstance(target, DatabaseUrl):
             target = target.sqlite_path(Path.cwd())
         elif isinstance(target, str) and "://" in target:
@@ -118,7 +119,7 @@ class SqliteDatabase(Database):
     async def _connect(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
         conn.row_factory = sqlite3.Row
-        for pragma in ("busy_timeout=10000", "synchronous=FULL", "foreign_keys=ON"):
+        for pragma in (f"busy_timeout={round(self.busy_timeout_s * 1000)}", "synchronous=FULL", "foreign_keys=ON"):
             await conn.execute_fetchall(f"PRAGMA {pragma}")
         return conn
 

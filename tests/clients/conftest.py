@@ -6,6 +6,7 @@ The npm programs (Codex CLI, ...) are installed by tests/run into tests/.npm (gi
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import openai
@@ -18,6 +19,34 @@ from tests.support import eventually
 
 NPM_BIN = Path(__file__).resolve().parent.parent / ".npm" / "node_modules" / ".bin"
 THINKER = "deepseek-r1:7b"
+
+
+async def run_cli(
+    program: str, *args: str, env: dict[str, str], cwd: Path, timeout: float = 90
+) -> tuple[int, str, str]:
+    """Run one of the npm client programs (tests/.npm) to its end, offline, with nothing on stdin: its exit
+    code, stdout and stderr. A program still running after `timeout` is killed and fails the test with what
+    it printed."""
+    path = NPM_BIN / program
+    assert path.exists(), f"{program} is not installed: tests/run installs it (tests/.npm)"
+    process = await asyncio.create_subprocess_exec(
+        str(path),
+        *args,
+        env=env,
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        out, err = await process.communicate()
+        printed = (out + err).decode(errors="replace")
+        pytest.fail(f"{program} did not finish within {timeout:g} s; it printed: {printed}")
+    return process.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
 
 @pytest.fixture

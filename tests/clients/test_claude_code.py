@@ -5,18 +5,17 @@ in the test's folder. It streams with tools and thinking at once (this version d
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from pathlib import Path
 
 import pytest
 
+from tests.clients.conftest import run_cli
 from tests.doubles.ollama import DEFAULT_REPLY, DEFAULT_THINKING, OllamaDouble
 from tests.functions.accounts.conftest import FREE
 from tests.functions.accounts.test_anthropic_client import AGENT, bought, catalog_with_agent
 
-CLAUDE = Path(__file__).resolve().parent.parent / ".npm" / "node_modules" / ".bin" / "claude"
 OFFLINE = {"DISABLE_AUTOUPDATER": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_TELEMETRY": "1"}
 
 
@@ -28,7 +27,6 @@ async def double():
 
 async def claude(studio, key: str, home: Path, *args: str, auth: str = "ANTHROPIC_AUTH_TOKEN") -> tuple[int, str]:
     """`claude -p ...` against the studio; its exit code and what it printed."""
-    assert CLAUDE.exists(), "Claude Code is not installed: tests/run installs it (tests/.npm)"
     home.mkdir(exist_ok=True)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -37,23 +35,8 @@ async def claude(studio, key: str, home: Path, *args: str, auth: str = "ANTHROPI
         auth: key,
         **OFFLINE,
     }
-    process = await asyncio.create_subprocess_exec(
-        str(CLAUDE),
-        *args,
-        env=env,
-        cwd=home,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        async with asyncio.timeout(90):
-            out, _ = await process.communicate()
-    except TimeoutError:
-        process.kill()
-        out, _ = await process.communicate()
-        pytest.fail(f"claude did not finish within 90 s; it printed: {out.decode(errors='replace')}")
-    return process.returncode or 0, out.decode(errors="replace")
+    code, out, err = await run_cli("claude", *args, env=env, cwd=home)
+    return code, out + err
 
 
 @pytest.mark.parametrize("auth", ["ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_API_KEY"])  # Bearer, or x-api-key

@@ -4,11 +4,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
-from tests.clients.conftest import NPM_BIN
+from tests.clients.conftest import run_cli
 from tests.doubles.ollama import DEFAULT_REPLY
 
 CONFIG = """\
@@ -35,24 +34,7 @@ async def codex(home: Path, workdir: Path, key: str, prompt: str) -> tuple[int, 
         "STUDIO_KEY": key,
         "NO_COLOR": "1",
     }
-    process = await asyncio.create_subprocess_exec(
-        str(NPM_BIN / "codex"),
-        "exec",
-        "--skip-git-repo-check",
-        prompt,
-        cwd=workdir,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(90):
-            out, err = await process.communicate()
-    except TimeoutError:
-        process.kill()
-        out, err = await process.communicate()
-    return process.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+    return await run_cli("codex", "exec", "--skip-git-repo-check", prompt, env=env, cwd=workdir)
 
 
 async def test_codex_exec_answers_on_a_bought_model(bought, double, tmp_path: Path) -> None:

@@ -21,9 +21,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from functions import load
+from studio.runtime.shortages import SHORTAGES
 from tests.conftest import free_port
 from tests.studio.test_cli import CLI, studio_env
-from tests.support import eventually
+from tests.support import Recorder, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "resources-test-admin-token"
@@ -435,3 +437,24 @@ def test_a_shortage_is_logged_once_a_minute_with_its_count_and_announced_then_it
         shortages.recovered("disk_full", "space again")  # once
         assert heard[-1] == ("disk_full", None) and len(heard) == 3
         assert shortages.active() == {}
+
+
+async def test_a_disk_running_low_is_announced_and_the_disk_watch_keeps_watching(
+    embedded_studio, settings, bus
+) -> None:
+    seen = Recorder()
+    await bus.listen("resource.exhausted", seen)
+    more_than_any_disk = 1 << 40  # MB
+    client = await embedded_studio(
+        [load("webhook")], settings_override=settings.replace(disk_min_free_mb=more_than_any_disk)
+    )
+
+    try:
+        announced = await eventually(
+            lambda: [e for e in seen.items if e.data["kind"] == "disk_low"], message="disk_low"
+        )
+        assert "STUDIO_DISK_MIN_FREE_MB" in announced[0].data["message"]
+        (watch,) = [t for t in client.host_runtime._tasks if t.get_name() == "disk-watch"]
+        assert not watch.done(), "the watch goes on looking (it reported from a thread before, and died of it)"
+    finally:
+        SHORTAGES.recovered("disk_low", "the test is over")  # the process's other tests see no shortage

@@ -16,7 +16,7 @@ from studio.catalog import DEFAULT_PATH
 from tests.doubles.ollama import DEFAULT_REPLY, DEFAULT_THINKING, OllamaDouble
 from tests.functions.accounts.conftest import FREE, OTHER_PAID, PAID
 from tests.functions.accounts.test_openai_client import signed_up_with_key
-from tests.support import eventually
+from tests.support import eventually, sdk_http
 
 AGENT = "qwen3:8b"  # thinks and calls tools in one answer (what Claude Code asks of a model)
 VISION, THINKER = "llava:7b", "deepseek-r1:7b"
@@ -72,7 +72,9 @@ async def bought(studio, *models: str):
 async def signed_up(make_studio, tmp_path):
     studio = await make_studio(first_user_is_operator=False, catalog_path=catalog_with_agent(tmp_path))
     browser, key = await bought(studio, AGENT, VISION, THINKER)
-    client = anthropic.AsyncAnthropic(api_key=key, base_url=studio.url(""), max_retries=0)
+    client = anthropic.AsyncAnthropic(
+        api_key=key, base_url=studio.url(""), max_retries=0, http_client=sdk_http(anthropic)
+    )
     yield studio, browser, key, client
     await client.close()
 
@@ -185,7 +187,9 @@ async def test_the_stream_names_each_event_as_its_data_and_keeps_anthropics_orde
 
 async def test_the_key_works_as_a_bearer_token_too(signed_up) -> None:
     studio, _, key, _ = signed_up
-    async with anthropic.AsyncAnthropic(auth_token=key, base_url=studio.url(""), max_retries=0) as client:
+    async with anthropic.AsyncAnthropic(
+        auth_token=key, base_url=studio.url(""), max_retries=0, http_client=sdk_http(anthropic)
+    ) as client:
         reply = await client.messages.create(model=FREE, max_tokens=20, messages=[{"role": "user", "content": "Hello"}])
     assert text_of(reply) == DEFAULT_REPLY
 
@@ -378,7 +382,9 @@ async def test_errors_are_the_clients_exception_classes(signed_up) -> None:
         await client.messages.create(model="nope:1b", max_tokens=10, messages=hello)
     with pytest.raises(anthropic.BadRequestError) as bad:
         await client.messages.create(model=FREE, max_tokens=10, messages=[{"role": "user", "content": 5}])
-    async with anthropic.AsyncAnthropic(api_key="sk-studio-nope", base_url=studio.url(""), max_retries=0) as stranger:
+    async with anthropic.AsyncAnthropic(
+        api_key="sk-studio-nope", base_url=studio.url(""), max_retries=0, http_client=sdk_http(anthropic)
+    ) as stranger:
         with pytest.raises(anthropic.AuthenticationError) as unknown:
             await stranger.messages.create(model=FREE, max_tokens=10, messages=hello)
 
@@ -403,7 +409,9 @@ async def test_the_rate_limit_is_anthropics_rate_limit_error(make_studio) -> Non
     studio = await make_studio(first_user_is_operator=False, chat_requests_per_minute=1)
     _, key = await bought(studio)
     hello: Any = [{"role": "user", "content": "Hello"}]
-    async with anthropic.AsyncAnthropic(api_key=key, base_url=studio.url(""), max_retries=0) as client:
+    async with anthropic.AsyncAnthropic(
+        api_key=key, base_url=studio.url(""), max_retries=0, http_client=sdk_http(anthropic)
+    ) as client:
         await client.messages.create(model=FREE, max_tokens=10, messages=hello)
         with pytest.raises(anthropic.RateLimitError) as limited:
             await client.messages.create(model=FREE, max_tokens=10, messages=hello)

@@ -7,7 +7,7 @@ import pytest
 
 from tests.doubles.ollama import DEFAULT_REPLY, tokenize
 from tests.functions.accounts.conftest import FREE, OTHER_PAID, PAID
-from tests.support import eventually
+from tests.support import eventually, sdk_http
 
 
 async def signed_up_with_key(studio, email: str = "dev@example.com"):
@@ -17,7 +17,9 @@ async def signed_up_with_key(studio, email: str = "dev@example.com"):
     assert status == 201
     status, created, _ = await browser.request("POST", "/api/account/keys", {"name": "script"})
     assert status == 201
-    client = openai.AsyncOpenAI(api_key=created["key"], base_url=studio.url("/v1"), max_retries=0)
+    client = openai.AsyncOpenAI(
+        api_key=created["key"], base_url=studio.url("/v1"), max_retries=0, http_client=sdk_http(openai)
+    )
     return browser, created, client
 
 

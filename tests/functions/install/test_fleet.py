@@ -18,7 +18,7 @@ MODEL = "tinyllama:latest"
 
 @pytest.fixture
 async def second():
-    async with OllamaDouble(pull_speed=60_000, pull_interval=0.05) as double:
+    async with OllamaDouble(pull_speed=240_000, pull_interval=0.05) as double:
         yield double
 
 
@@ -99,7 +99,7 @@ async def test_a_node_that_joins_later_receives_the_models_and_its_absence_is_al
     assert late_url in down[0].data["message"]
     assert (await studio.model(MODEL))["install"]["state"] == "installed"  # on one node: buyers can chat
 
-    late = await OllamaDouble(pull_speed=60_000, pull_interval=0.05).start(port=late_port)
+    late = await OllamaDouble(pull_speed=240_000, pull_interval=0.05).start(port=late_port)
     try:
         await eventually(lambda: late.is_installed(MODEL), timeout=20, message="the model on the node that joined")
         requested = studio.of_type("install.requested", MODEL)

@@ -104,13 +104,23 @@ async def test_the_last_attempt_leaves_a_failed_state_instead_of_retrying(test_m
 
 async def test_two_visitors_buying_one_model_share_one_pull(test_mode) -> None:
     studio = test_mode
-    studio.ollama.pull_speed = 30_000
+    studio.ollama.pull_speed = 30_000  # seconds: the second purchase reaches the installer while the first pulls
     async with studio.visitor() as other:
         await asyncio.gather(buy(studio, "llama3.2:3b"), buy(studio, "llama3.2:3b", other))
+        await studio.wait_for_event("purchase.completed", "llama3.2:3b", count=2)
+        await eventually(lambda: _both_handed_over(studio), message="both purchases at the installer")
+        assert not studio.ollama.is_installed("llama3.2:3b"), "the first pull is still under way"
+        studio.ollama.pull_speed = 0  # the rest of the pull at once
         await studio.wait_for_event("install.completed", "llama3.2:3b")
         assert len(studio.of_type("purchase.completed", "llama3.2:3b")) == 2
         assert studio.ollama.pull_count("llama3.2:3b") == 1
         assert (await studio.model("llama3.2:3b", other))["owned"] is True
+
+
+async def _both_handed_over(studio) -> bool:
+    """The installer has been given both purchases: one pulling (unacknowledged), nothing left to deliver."""
+    (lag,) = [lag for lag in await studio.bus.consumer_lags() if lag.consumer == "install__install_model"]
+    return lag.pending == 0 and lag.ack_pending <= 1
 
 
 async def test_an_installed_model_is_not_pulled_again(test_mode) -> None:

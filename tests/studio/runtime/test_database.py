@@ -17,6 +17,7 @@ from studio.runtime.database import (
     DatabaseError,
     DatabaseUnavailable,
     Migrations,
+    SqliteDatabase,
     split_statements,
 )
 from studio.runtime.dialect import DatabaseUrl
@@ -189,11 +190,12 @@ async def test_the_database_file_and_its_wal_are_readable_by_their_owner_only(tm
 
 
 async def test_a_sqlite_file_another_process_keeps_locked_is_unavailable_not_a_driver_error(tmp_path: Path) -> None:
-    db = await open_db(tmp_path / "studio.db")
+    db = SqliteDatabase(tmp_path / "studio.db", busy_timeout_s=0.5)  # the studio's is 10 s: the same, sooner
+    await db.open()
     await db.migrate([RUNTIME_MIGRATIONS])
     other = sqlite3.connect(tmp_path / "studio.db", isolation_level=None)
     try:
-        other.execute("BEGIN EXCLUSIVE")  # held past the studio's busy timeout (10 s)
+        other.execute("BEGIN EXCLUSIVE")  # held past the busy timeout
         with pytest.raises(DatabaseUnavailable, match="unavailable"):
             async with db.transaction() as tx:
                 await tx.execute("DELETE FROM outbox")
