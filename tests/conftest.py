@@ -104,16 +104,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("db_backend", BACKENDS, indirect=True)
 
 
-# Files holding one long test (tens of seconds of CPU), run first: in parallel, a long test that starts last
-# would leave the other workers idle at the end.
-LONG_FIRST = ("gateway/test_contract.py",)
-
-
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: not _where(item).startswith(LONG_FIRST))  # stable: the rest keep their order
     for item in items:
-        where = item.path.relative_to(HERE).as_posix() if item.path.is_relative_to(HERE) else ""
+        where = _where(item)
         for marker, prefixes in TIERS.items():
             if where.startswith(prefixes):
                 item.add_marker(marker)

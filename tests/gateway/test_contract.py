@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -110,6 +111,7 @@ def fuzz(operation, url: str, visitor: requests.Session, db: Path) -> dict[int, 
     return seen
 
 
+@pytest.mark.slow  # about a thousand generated requests to a real studio: 12 s of CPU, CI's full run
 def test_fuzzing_the_contract_finds_no_server_error_no_schema_break_and_no_change_on_refusal(tmp_path: Path) -> None:
     proc, url = start_studio(tmp_path)
     db = tmp_path / "data" / "studio.db"

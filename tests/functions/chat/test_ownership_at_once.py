@@ -50,6 +50,7 @@ def paid_models() -> list[str]:
     return [m.id for m in catalog.load() if not m.free]
 
 
+@pytest.mark.slow  # a load test: buyers and chats at once, ~6 s of CPU per database
 async def test_buyers_who_chat_right_after_their_200_are_never_refused_under_load(
     embedded_studio, settings, ollama, stripe_api, paid_models
 ) -> None:
