@@ -16,7 +16,6 @@ folder here, so `-m "not browser"` and friends select without anyone remembering
 from __future__ import annotations
 
 import itertools
-import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from events.server import NatsServer
 from studio.runtime.dialect import DatabaseUrl
 from studio.runtime.settings import Settings
 from tests.postgres import PostgresServer, PostgresUnavailable, postgres_bin
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `tests.support` importable from every test module
@@ -129,12 +129,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def _where(item: pytest.Item) -> str:
     return item.path.relative_to(HERE).as_posix() if item.path.is_relative_to(HERE) else ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

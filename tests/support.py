@@ -1,9 +1,13 @@
-"""Helpers for tests: wait on a condition (never a bare sleep), record what handlers saw, SDK clients' HTTP."""
+"""Helpers for tests: wait on a condition (never a bare sleep), record what handlers saw, SDK clients' HTTP,
+ports for the servers tests start."""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
+import os
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -12,6 +16,29 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _TLS = ssl.create_default_context()
+
+# Ports for servers a test starts itself (nats-server, a studio, PostgreSQL), picked now and bound a moment
+# later by another process. Picked below the kernel's ephemeral range (32768-60999 here), because every
+# outgoing connection takes its local port from that range and could take a port picked there before its
+# server binds it ("port ... is already in use"); and in a block of its own per xdist worker, so two
+# workers never pick the same one. A port still held (a server of an earlier test) is passed over.
+PORTS_FROM, PORTS_PER_WORKER, WORKER_BLOCKS = 20_000, 1_000, 12
+_next_port = itertools.count()
+
+
+def free_port() -> int:
+    """A port nobody holds now, for a server about to start (see PORTS_FROM)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = PORTS_FROM + (int(worker) if worker.isdigit() else 0) % WORKER_BLOCKS * PORTS_PER_WORKER
+    for _ in range(PORTS_PER_WORKER):
+        port = first + next(_next_port) % PORTS_PER_WORKER
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port among {first}-{first + PORTS_PER_WORKER - 1}")
 
 
 def sdk_http(sdk: Any) -> Any:

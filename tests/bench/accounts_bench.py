@@ -39,7 +39,8 @@ from events.server import NatsServer
 from gateway.credentials import Credentials
 from studio.app.runner import install_event_loop_policy
 from tests.bench.chat_bench import MODEL, SHORT_REPLY, Double, Stream, read_ndjson, read_openai, read_sse, reply_of
-from tests.bench.common import free_port, process
+from tests.bench.common import process
+from tests.support import free_port
 
 PASSWORD = "correct horse battery"
 LITELLM_KEY = "sk-bench-" + "0" * 48  # LiteLLM's master key (it refuses to start without one)

@@ -41,7 +41,8 @@ import aiohttp
 from events.server import NatsServer
 from studio.app.runner import install_event_loop_policy
 from studio.clients.ollama import OllamaClient
-from tests.bench.common import free_port, process
+from tests.bench.common import process
+from tests.support import free_port
 
 MODEL = "tinyllama:latest"
 V1 = "embedded, /v1 (OpenAI)"

@@ -35,8 +35,8 @@ from studio.runtime.database import RUNTIME_MIGRATIONS, Database
 from studio.runtime.host import Host
 from studio.runtime.logs import configure
 from studio.runtime.settings import Settings
-from tests.bench.common import free_port
 from tests.bench.studio_process import Studio, buyers, ollama_double
+from tests.support import free_port
 
 
 def purchases(n: int) -> list[Event]:

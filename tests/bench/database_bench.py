@@ -34,9 +34,10 @@ import aiohttp
 
 from events.bus import Bus
 from events.envelope import Event
-from tests.bench.common import ROOT, free_port
+from tests.bench.common import ROOT
 from tests.bench.studio_process import Studio, visitor, wait_for_port
 from tests.postgres import PostgresServer, postgres_bin
+from tests.support import free_port
 
 WARMUP = 10
 

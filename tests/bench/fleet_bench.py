@@ -45,8 +45,9 @@ from tests.bench.chat_bench import (
     read_sse,
     visitor_cookie,
 )
-from tests.bench.common import ROOT, free_port, process
+from tests.bench.common import ROOT, process
 from tests.bench.studio_process import wait_for_port
+from tests.support import free_port
 
 WORD = " word"
 

@@ -18,7 +18,8 @@ import urllib.request
 from pathlib import Path
 
 from events.server import NatsServer
-from tests.bench.common import free_port, process, wrk
+from tests.bench.common import process, wrk
+from tests.support import free_port
 
 
 def visitor_cookie(url: str) -> str:

@@ -57,7 +57,8 @@ from studio.app.runner import install_event_loop_policy
 from tests.bench.accounts_bench import LITELLM_KEY, litellm_proxy, wait_until_up
 from tests.bench.chat_bench import SHORT_REPLY, Double, Stream, pct, reply_of
 from tests.bench.chat_serve import PAID_MODEL
-from tests.bench.common import ROOT, free_port, process
+from tests.bench.common import ROOT, process
+from tests.support import free_port
 
 PASSWORD = "correct horse battery"
 PROMPT = "Tell me a story."

@@ -20,7 +20,8 @@ import aiohttp
 from events.bus import NatsLogin
 from studio import catalog
 from studio.runtime.nats_users import password_of
-from tests.bench.common import ROOT, free_port
+from tests.bench.common import ROOT
+from tests.support import free_port
 
 CLI = str(Path(sys.executable).parent / "localai-studio")
 MODELS = [m.id for m in catalog.load()]

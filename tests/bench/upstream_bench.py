@@ -24,7 +24,8 @@ import aiohttp
 from events.server import NatsServer
 from studio.app.runner import install_event_loop_policy
 from studio.clients.upstream import UpstreamPool
-from tests.bench.common import free_port, process
+from tests.bench.common import process
+from tests.support import free_port
 
 Get = Callable[[], Awaitable[bytes]]
 

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 import time
 from datetime import datetime
@@ -33,6 +32,7 @@ from tests.doubles.ollama import (
     parse_name,
     tokenize,
 )
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -918,12 +918,6 @@ async def test_control_endpoints():
         assert state["installed"] == ["tinyllama:latest"] and len(state["chat_requests"]) == 2
     async with OllamaDouble() as d, aiohttp.ClientSession() as http, http.get(d.url + "/_double/state") as r:
         assert r.status == 404
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_standalone_process_serves_and_exits_cleanly_on_sigterm(http):

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from studio.clients.ollama import OllamaClient, OllamaError, OllamaUnavailable, lean_url
-from tests.bench.common import free_port
+from tests.support import free_port
 
 Answer = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
