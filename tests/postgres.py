@@ -16,11 +16,12 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+
+from tests.support import free_port
 
 
 class PostgresUnavailable(RuntimeError):
@@ -31,12 +32,6 @@ def postgres_bin() -> Path | None:
     """The newest installed server binaries (`/usr/lib/postgresql/<version>/bin`), or None."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name))
     return found[-1].parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _in_memory() -> str | None:
@@ -62,7 +57,7 @@ class PostgresServer:
         self.bin = bin_dir
         self.durable = durable  # fsync on, as in production (benchmarks); tests turn it off
         self.user = user
-        self.port = _free_port()
+        self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="studio-pg-", dir=_in_memory() if in_memory and not durable else None))
         self.data = self.dir / "data"
         self._names = itertools.count(1)
