@@ -134,21 +134,23 @@ async def test_wrong_passwords_are_limited_with_retry_after_and_unknown_emails_a
     assert 1 <= int(headers["Retry-After"]) <= 15 * 60
 
 
-async def test_unknown_and_known_emails_take_about_the_same_time(studio) -> None:
+async def test_unknown_and_known_emails_cost_about_the_same_work(studio) -> None:
     await studio.browser().signup("timing@example.com")
     browser = studio.browser()
 
     attempts = iter(range(100))
 
-    async def took(email: str) -> float:
+    async def work(email: str) -> float:
+        """The CPU the studio (in this process, its hashing thread included) spent on one refused sign-in:
+        the work an answer costs, which the machine's load does not change as it changes the wall time."""
         address = {"X-Forwarded-For": f"192.0.2.{next(attempts)}"}  # each its own: no backoff in the figures
-        started = time.perf_counter()
+        started = time.process_time()
         status, _, _ = await browser.login(email, "not the password", headers=address)
         assert status == 401
-        return time.perf_counter() - started
+        return time.process_time() - started
 
-    known = sorted([await took("timing@example.com") for _ in range(3)])[1]
-    unknown = sorted([await took(f"ghost{i}@example.com") for i in range(3)])[1]
+    known = sorted([await work("timing@example.com") for _ in range(3)])[1]
+    unknown = sorted([await work(f"ghost{i}@example.com") for i in range(3)])[1]
     # An unknown e-mail is hashed against a dummy: never the near-instant answer a lookup alone gives.
     assert unknown > known / 3, (known, unknown)
 
