@@ -4,11 +4,13 @@ ports for the servers tests start."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import inspect
 import itertools
 import os
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -39,6 +41,21 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError(f"no free port among {first}-{first + PORTS_PER_WORKER - 1}")
+
+
+def imported_when_used(name: str) -> Any:
+    """The module `name`, imported at its first attribute use rather than now (importlib's LazyLoader): the
+    client SDKs cost ~1 s of CPU each to import, and every xdist worker collects every test module while
+    only the workers that run a test of it use one."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None, name
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def sdk_http(sdk: Any) -> Any:

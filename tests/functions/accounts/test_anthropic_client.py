@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import anthropic
 import pytest
 
 from studio.catalog import DEFAULT_PATH
 from tests.doubles.ollama import DEFAULT_REPLY, DEFAULT_THINKING, OllamaDouble
 from tests.functions.accounts.conftest import FREE, OTHER_PAID, PAID
 from tests.functions.accounts.test_openai_client import signed_up_with_key
-from tests.support import eventually, sdk_http
+from tests.support import eventually, imported_when_used, sdk_http
+
+if TYPE_CHECKING:
+    import anthropic
+else:  # imported by the first test that uses it (tests/support.py)
+    anthropic = imported_when_used("anthropic")
+
 
 AGENT = "qwen3:8b"  # thinks and calls tools in one answer (what Claude Code asks of a model)
 VISION, THINKER = "llava:7b", "deepseek-r1:7b"

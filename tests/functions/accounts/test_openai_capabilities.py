@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import TYPE_CHECKING
 
-import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
@@ -15,7 +15,13 @@ from pydantic import BaseModel
 from tests.doubles.ollama import DEFAULT_REPLY, DEFAULT_THINKING, OllamaDouble, tokenize
 from tests.functions.accounts.conftest import FREE, OPERATOR_TOKEN, OTHER_PAID, PAID
 from tests.functions.accounts.test_openai_client import signed_up_with_key
-from tests.support import eventually
+from tests.support import eventually, imported_when_used
+
+if TYPE_CHECKING:
+    import openai
+else:  # imported by the first test that uses it (tests/support.py)
+    openai = imported_when_used("openai")
+
 
 VISION, THINKER, EMBEDDER, TOOLER = "llava:7b", "deepseek-r1:7b", "nomic-embed-text:latest", "qwen2.5:0.5b"
 PNG = bytes.fromhex(

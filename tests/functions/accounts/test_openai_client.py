@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import openai
+from typing import TYPE_CHECKING
+
 import pytest
 
 from tests.doubles.ollama import DEFAULT_REPLY, tokenize
 from tests.functions.accounts.conftest import FREE, OTHER_PAID, PAID
-from tests.support import eventually, sdk_http
+from tests.support import eventually, imported_when_used, sdk_http
+
+if TYPE_CHECKING:
+    import openai
+else:  # imported by the first test that uses it (tests/support.py)
+    openai = imported_when_used("openai")
 
 
 async def signed_up_with_key(studio, email: str = "dev@example.com"):

@@ -7,15 +7,23 @@ from __future__ import annotations
 import hashlib
 from importlib.resources import files
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import openai
 import pytest
-from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from pydantic import BaseModel
 
 from tests.doubles.ollama import DEFAULT_REPLY, OllamaDouble, tokenize
 from tests.functions.accounts.conftest import FREE, OTHER_PAID, PAID
 from tests.functions.accounts.test_openai_client import signed_up_with_key
+from tests.support import imported_when_used
+
+if TYPE_CHECKING:
+    import langchain_openai
+    import openai
+else:  # imported by the first test that uses it (tests/support.py)
+    openai = imported_when_used("openai")
+    langchain_openai = imported_when_used("langchain_openai")
+
 
 EMBEDDER, TOOLER = "nomic-embed-text:latest", "qwen2.5:0.5b"
 CL100K_URL = "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken"
@@ -124,12 +132,12 @@ async def test_langchain_structured_output_and_embeddings_with_their_defaults(
     (cache / hashlib.sha1(CL100K_URL.encode()).hexdigest()).write_bytes(shipped)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
 
-    chat = ChatOpenAI(model=TOOLER, base_url=base, api_key=key, max_retries=0)
+    chat = langchain_openai.ChatOpenAI(model=TOOLER, base_url=base, api_key=key, max_retries=0)
     answer = await chat.with_structured_output(Answer, method="function_calling").ainvoke("Weather in Paris?")
     assert isinstance(answer, Answer)
     assert double.chat_requests[-1]["tools"][0]["function"]["name"] == "Answer"
 
-    embeddings = OpenAIEmbeddings(model=EMBEDDER, base_url=base, api_key=key, max_retries=0)
+    embeddings = langchain_openai.OpenAIEmbeddings(model=EMBEDDER, base_url=base, api_key=key, max_retries=0)
     vectors = await embeddings.aembed_documents(["hello world", "a cat"])
     assert len(vectors) == 2 and len(vectors[0]) == len(await embeddings.aembed_query("hello world"))
     assert vectors[0] == pytest.approx(await embeddings.aembed_query("hello world"))

@@ -4,8 +4,8 @@ whole and streamed answers, tools round trips, images, reasoning, and the 400s t
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-import openai
 import pytest
 from pydantic import BaseModel
 
@@ -15,7 +15,13 @@ from tests.doubles.ollama import DEFAULT_REPLY, DEFAULT_THINKING, OllamaDouble, 
 from tests.functions.accounts.conftest import FREE, OTHER_PAID, PAID
 from tests.functions.accounts.test_openai_capabilities import PNG, data_url
 from tests.functions.accounts.test_openai_client import signed_up_with_key
-from tests.support import eventually
+from tests.support import eventually, imported_when_used
+
+if TYPE_CHECKING:
+    import openai
+else:  # imported by the first test that uses it (tests/support.py)
+    openai = imported_when_used("openai")
+
 
 VISION, THINKER, TOOLER = "llava:7b", "deepseek-r1:7b", "qwen2.5:0.5b"
 WEATHER = {
