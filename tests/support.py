@@ -4,7 +4,7 @@ ports for the servers tests start."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
+import importlib
 import inspect
 import itertools
 import os
@@ -43,19 +43,25 @@ def free_port() -> int:
     raise RuntimeError(f"no free port among {first}-{first + PORTS_PER_WORKER - 1}")
 
 
+class _ImportedWhenUsed:
+    """A module's public names, the module imported at the first use of one. Names with an underscore raise
+    AttributeError unimported: pytest looks for its own (`__pytest_wrapped__`, `_fixture_function_marker`)
+    on every object of a test module while it collects (importlib's LazyLoader would import there)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return getattr(importlib.import_module(self._name), attr)
+
+
 def imported_when_used(name: str) -> Any:
-    """The module `name`, imported at its first attribute use rather than now (importlib's LazyLoader): the
-    client SDKs cost ~1 s of CPU each to import, and every xdist worker collects every test module while
-    only the workers that run a test of it use one."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.loader is not None, name
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The module `name`, imported by the first test that uses it rather than now: the client SDKs cost
+    ~1 s of CPU each to import, every xdist worker collects every test module, and only the workers that
+    run a test of one use it."""
+    return sys.modules.get(name) or _ImportedWhenUsed(name)
 
 
 def sdk_http(sdk: Any) -> Any:
