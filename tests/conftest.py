@@ -26,7 +26,7 @@ from _pytest.mark.expression import Expression
 
 from events import memory
 from events.bus import Bus
-from events.server import NatsServer
+from events.server import NatsServer, NatsServerError
 from studio.runtime.dialect import DatabaseUrl
 from studio.runtime.settings import Settings
 from tests.postgres import PostgresServer, PostgresUnavailable, postgres_bin
@@ -133,8 +133,14 @@ def _where(item: pytest.Item) -> str:
 
 @pytest.fixture
 async def nats_server(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    server = NatsServer(tmp_path / "nats", port=free_port())
-    await server.start()
+    for attempt in range(3):  # a port picked free can be taken before the server binds it: pick another
+        server = NatsServer(tmp_path / "nats", port=free_port())
+        try:
+            await server.start()
+            break
+        except NatsServerError as exc:
+            if "already in use" not in str(exc) or attempt == 2:
+                raise
     yield server
     server.stop()
 
