@@ -46,7 +46,7 @@ import msgspec
 
 from functions.chat.answer import Answer
 from functions.chat.conversation import Conversation, image, parse
-from functions.chat.relay import Wire, text
+from functions.chat.relay import Wire, joined, text, unescape
 from functions.chat.tools import calls_from_ollama, calls_to_ollama, parse_response_format, parse_tools
 from studio.runtime.bodies import convert
 from studio.runtime.errors import OPENAI, BadRequest, StudioError
@@ -281,7 +281,12 @@ class CompletionWire(Wire):
     def token(self, content: str) -> bytes:
         if self._first:
             return self._delta(b'"content": ', content)
-        return self._content + text(content) + b'}, "finish_reason": null}]}\n\n'  # the hot path, one per token
+        return self._content + text(content) + b'}, "finish_reason": null}]}\n\n'
+
+    def tokens(self, texts: list[bytes]) -> bytes:
+        if self._first:  # the first delta names the role
+            return self.token(unescape(texts[0])) + (self.tokens(texts[1:]) if len(texts) > 1 else b"")
+        return joined(self._content, texts, b'}, "finish_reason": null}]}\n\n')  # the hot path
 
     def thinking(self, text: str) -> bytes:
         """A reasoning model's thinking: `delta.reasoning_content` (DeepSeek's API, vLLM and LiteLLM)."""
@@ -438,6 +443,9 @@ class TextCompletionWire(CompletionWire):
 
     def token(self, content: str) -> bytes:
         return self._head + text(content) + b', "logprobs": null, "finish_reason": null}]}\n\n'
+
+    def tokens(self, texts: list[bytes]) -> bytes:
+        return joined(self._head, texts, b', "logprobs": null, "finish_reason": null}]}\n\n')
 
     def thinking(self, text: str) -> bytes:
         return b""  # never asked for (think false); a model thinking anyway is not shown as text

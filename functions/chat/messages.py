@@ -52,7 +52,7 @@ from msgspec import Meta, Struct
 
 from functions.chat.answer import Answer
 from functions.chat.conversation import Conversation, image, parse
-from functions.chat.relay import SSE_HEADERS, Wire
+from functions.chat.relay import SSE_HEADERS, Wire, joined, unescape
 from functions.chat.relay import text as json_text
 from studio.runtime.errors import BadRequest, StudioError, anthropic_error_type
 from studio.runtime.settings import Settings
@@ -552,6 +552,11 @@ class MessagesWire(Wire):
         head = self._switch("text", {"type": "text", "text": ""})
         self._text_head = self._delta["text_delta"] % self._index
         return head + self._text_head + json_text(content) + b"}}\n\n"
+
+    def tokens(self, texts: list[bytes]) -> bytes:
+        if self._open != "text":  # the text block opens with the first
+            return self.token(unescape(texts[0])) + (self.tokens(texts[1:]) if len(texts) > 1 else b"")
+        return joined(self._text_head, texts, b"}}\n\n")  # the hot path
 
     def thinking(self, text: str) -> bytes:
         head = self._switch("thinking", {"type": "thinking", "thinking": "", "signature": ""})

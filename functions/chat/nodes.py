@@ -24,7 +24,7 @@ from typing import Any
 from studio.catalog import CatalogModel
 from studio.clients.cloud import CloudFallback
 from studio.clients.fleet import Fleet, Node
-from studio.clients.ollama import Embeddings, ModelNotFound, OllamaError, OllamaUnavailable
+from studio.clients.ollama import Embeddings, Lines, ModelNotFound, OllamaError, OllamaUnavailable
 
 FALLBACK = "fallback"
 log = logging.getLogger("studio.functions.chat")
@@ -35,19 +35,16 @@ def worth_another_node(exc: OllamaError) -> bool:
     return exc.status is None or exc.status >= 500 or isinstance(exc, ModelNotFound)
 
 
-Batch = list[dict[str, Any]]  # Ollama's lines that arrived together (never empty)
-
-
 @dataclass
 class Opened:
     node: str  # the node's URL, or "fallback"
-    first: Batch  # the first lines (the first of them holds the first token, or the end)
-    lines: AsyncIterator[Batch]  # the batches that follow
+    first: Lines  # the first lines (the first of them holds the first token, or the end)
+    lines: AsyncIterator[Lines]  # the batches that follow
 
 
-async def _one_by_one(lines: AsyncIterator[dict[str, Any]]) -> AsyncIterator[Batch]:
+async def _one_by_one(lines: AsyncIterator[dict[str, Any]]) -> AsyncIterator[Lines]:
     async for line in lines:
-        yield [line]
+        yield Lines(decoded=[line])
 
 
 @asynccontextmanager

@@ -32,8 +32,7 @@ import orjson
 from aiohttp import web
 
 from functions.chat.answer import COMPLETED, Answer
-from functions.chat.nodes import Batch
-from studio.clients.ollama import ModelNotFound, OllamaBusy, OllamaError, OllamaUnavailable
+from studio.clients.ollama import Lines, ModelNotFound, OllamaBusy, OllamaError, OllamaUnavailable
 from studio.runtime.errors import BadGateway, Conflict, StudioError, UpstreamUnavailable
 
 log = logging.getLogger("studio.functions.chat")
@@ -53,6 +52,22 @@ def text(value: str) -> bytes:
 
 def token_event(content: str) -> bytes:
     return b'event: token\ndata: {"content": ' + text(content) + b"}\n\n"
+
+
+def unescape(escaped: bytes) -> str:
+    """The text of a JSON string's body (Ollama's escapes, as `Lines.texts` gives them)."""
+    try:
+        return orjson.loads(b'"' + escaped + b'"')
+    except orjson.JSONDecodeError:  # a lone surrogate (orjson refuses them)
+        return json.loads(b'"' + escaped + b'"')
+
+
+def joined(head: bytes, texts: list[bytes], tail: bytes) -> bytes:
+    """`head + text + tail` for each text (a JSON string's body, written between quotes), in one join."""
+    return head + b'"' + (b'"' + tail + head + b'"').join(texts) + b'"' + tail
+
+
+_TOKEN_HEAD, _TOKEN_TAIL = b'event: token\ndata: {"content": ', b"}\n\n"
 
 
 def thinking_event(thinking: str) -> bytes:
@@ -80,6 +95,11 @@ class Wire:
 
     def token(self, content: str) -> bytes:
         return token_event(content)
+
+    def tokens(self, texts: list[bytes]) -> bytes:
+        """The events of several tokens at once, each given as Ollama escaped it (a JSON string's body,
+        `Lines.texts`): written on as they are, nothing decoded or encoded. The hot path."""
+        return joined(_TOKEN_HEAD, texts, _TOKEN_TAIL)
 
     def thinking(self, text: str) -> bytes:
         return thinking_event(text)
@@ -161,7 +181,7 @@ def ollama_failure(exc: OllamaError, model: str) -> StudioError:
     return BadGateway(f"the model failed to answer: {exc.message}", code="ollama_error")
 
 
-async def read_to_the_end(lines: AsyncIterator[Batch]) -> None:
+async def read_to_the_end(lines: AsyncIterator[Lines]) -> None:
     """After `done`, read Ollama's response to its end, so its connection goes back to the pool for the
     next answer (leaving at `done` would close it: a new TCP connection to Ollama for every answer)."""
     with contextlib.suppress(OllamaError, TimeoutError):
@@ -193,12 +213,18 @@ def parse_chunk(line: dict[str, Any]) -> Chunk:
     return Chunk(content, thinking) if content or thinking else _NOTHING
 
 
-def _events(batch: Batch, answer: Answer, wire: Wire, out: list[bytes]) -> dict[str, Any] | None:
+def _events(batch: Lines, answer: Answer, wire: Wire, out: list[bytes]) -> dict[str, Any] | None:
     """The wire's bytes for a batch of Ollama's lines, appended to `out`; Ollama's last line if it is there.
-    The hot path, once per token: its names are bound once per batch and its tokens counted once."""
+    The hot path, once per batch: plain token lines are written on as Ollama escaped them (`Lines.texts`);
+    any other batch is decoded, its names bound once and its tokens counted once."""
+    texts = batch.texts
+    if texts is not None:
+        answer.tokens(len(texts))
+        out.append(wire.tokens(texts))
+        return None
     token, append, tokens = wire.token, out.append, 0
     try:
-        for line in batch:
+        for line in batch.decoded:
             if line.get("done"):
                 return line
             message = line.get("message")
@@ -222,8 +248,8 @@ def _events(batch: Batch, answer: Answer, wire: Wire, out: list[bytes]) -> dict[
 async def stream(
     request: web.Request,
     response: web.StreamResponse,
-    first: Batch,
-    lines: AsyncIterator[Batch],
+    first: Lines,
+    lines: AsyncIterator[Lines],
     answer: Answer,
     wire: Wire = STUDIO_WIRE,
     admission: Admission | None = None,
@@ -281,7 +307,7 @@ async def stream(
     return response
 
 
-async def collect(first: Batch, lines: AsyncIterator[Batch], answer: Answer, wire: Wire = STUDIO_WIRE) -> web.Response:
+async def collect(first: Lines, lines: AsyncIterator[Lines], answer: Answer, wire: Wire = STUDIO_WIRE) -> web.Response:
     """The whole answer as one JSON object; Ollama failing on the way is a JSON error."""
     parts: list[str] = []
     thoughts: list[str] = []
@@ -290,7 +316,11 @@ async def collect(first: Batch, lines: AsyncIterator[Batch], answer: Answer, wir
     try:
         while True:
             final = None
-            for line in batch:
+            texts = batch.texts
+            if texts is not None:
+                answer.tokens(len(texts))
+                parts.append(unescape(b"".join(texts)))
+            for line in () if texts is not None else batch.decoded:
                 if line.get("done"):
                     final = line
                     break

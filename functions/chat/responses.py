@@ -46,7 +46,7 @@ import msgspec
 from functions.chat.answer import Answer
 from functions.chat.completions import EFFORTS, data_url_image
 from functions.chat.conversation import Conversation, parse
-from functions.chat.relay import SSE_HEADERS, Wire
+from functions.chat.relay import SSE_HEADERS, Wire, unescape
 from functions.chat.relay import text as json_text
 from functions.chat.tools import TOOL_NAME, bounded, calls_from_ollama, parse_tools
 from studio.runtime.bodies import convert
@@ -469,7 +469,7 @@ class ResponsesWire(Wire):
         self.sequence = 0
         self.output: list[dict[str, Any]] = []  # items finished
         self.open: dict[str, Any] | None = None  # the reasoning or message item being written
-        self.text: list[str] = []  # the open item's text so far
+        self.text: list[str | bytes] = []  # the open item's text so far (bytes: as Ollama escaped it)
         self.calls = 0
         self.started = False
         self._delta = b""  # the open item's delta event, up to the delta itself
@@ -585,7 +585,7 @@ class ResponsesWire(Wire):
     def _close(self) -> bytes:
         if self.open is None:
             return b""
-        item, text = self.open, "".join(self.text)
+        item, text = self.open, "".join(p if isinstance(p, str) else unescape(p) for p in self.text)
         where = self._where()
         if item["type"] == "message":
             part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
@@ -619,6 +619,14 @@ class ResponsesWire(Wire):
         self.text.append(content)  # `_more`, inlined: the hot path, one per token
         self.sequence += 1
         return b'%s%s, "sequence_number": %d}\n\n' % (self._delta, json_text(content), self.sequence - 1)
+
+    def tokens(self, texts: list[bytes]) -> bytes:
+        if self._kind != "message":  # the message item opens with the first
+            return self.token(unescape(texts[0])) + (self.tokens(texts[1:]) if len(texts) > 1 else b"")
+        self.text.append(b"".join(texts))  # (escaped pieces joined: the escaped whole)
+        start, delta = self.sequence, self._delta
+        self.sequence += len(texts)
+        return b"".join([b'%s"%s", "sequence_number": %d}\n\n' % (delta, t, n) for n, t in enumerate(texts, start)])
 
     def thinking(self, text: str) -> bytes:
         return self._more(text) if self._kind == "reasoning" else self._write("reasoning", text)

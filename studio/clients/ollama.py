@@ -259,8 +259,8 @@ class OllamaClient:
     @asynccontextmanager
     async def chat_batches(
         self, body: dict[str, Any], *, first_token_timeout: float = 120.0, idle_timeout: float = 60.0
-    ) -> AsyncIterator[AsyncIterator[list[dict[str, Any]]]]:
-        """`chat`, its lines in batches: every whole line one read from the socket brought, decoded together.
+    ) -> AsyncIterator[AsyncIterator[Lines]]:
+        """`chat`, its lines in batches: every whole line one read from the socket brought (`Lines`).
 
         The relay writes a batch as one write (one syscall, not one per token) and decodes it with one
         call (tests/bench/relay_bench.py). Never an empty batch; the same errors as `chat`. Asked of a
@@ -275,15 +275,17 @@ class OllamaClient:
         )
         async with opened as batches:
 
-            async def checked() -> AsyncIterator[list[dict[str, Any]]]:
+            async def checked() -> AsyncIterator[Lines]:
                 done = False
                 async for batch in batches:
-                    for i, line in enumerate(batch):
-                        if "error" in line:  # the lines before it are the answer's: they go first
-                            if i:
-                                yield batch[:i]
-                            raise OllamaError(str(line["error"]))
-                    done = bool(batch[-1].get("done"))
+                    if batch.texts is None:  # (plain token lines are neither an error nor the end)
+                        lines = batch.decoded
+                        for i, line in enumerate(lines):
+                            if "error" in line:  # the lines before it are the answer's: they go first
+                                if i:
+                                    yield Lines(decoded=lines[:i])
+                                raise OllamaError(str(line["error"]))
+                        done = bool(lines[-1].get("done"))
                     yield batch
                 if not done:
                     raise OllamaUnavailable("the chat stream ended before done (connection cut)")
@@ -317,7 +319,7 @@ class OllamaClient:
     @asynccontextmanager
     async def _lean_stream(
         self, path: str, body: dict[str, Any], idle_timeout: float, first_byte_timeout: float
-    ) -> AsyncIterator[AsyncIterator[list[dict[str, Any]]]]:
+    ) -> AsyncIterator[AsyncIterator[Lines]]:
         """`_stream(..., batched=True)` through the lean client: the same batches, the same errors. A chat
         has no side effect, so its POST is sent again when a kept-alive connection turns out closed."""
         assert self._lean is not None
@@ -354,18 +356,19 @@ def lean_url(base_url: str) -> tuple[str, int, str] | None:
     return parts.hostname, port, parts.path.rstrip("/")
 
 
-async def _lean_batches(
-    resp: UpstreamResponse, idle_timeout: float, base_url: str
-) -> AsyncIterator[list[dict[str, Any]]]:
+async def _lean_batches(resp: UpstreamResponse, idle_timeout: float, base_url: str) -> AsyncIterator[Lines]:
     rest = b""
     try:
         async for chunk in resp.chunks(idle_timeout):
-            *lines, rest = (rest + chunk).split(b"\n") if rest else chunk.split(b"\n")
-            whole = [raw for raw in lines if raw.strip()]
-            if whole:
-                yield _decode(whole)
+            if rest:
+                chunk, rest = rest + chunk, b""
+            end = chunk.rfind(b"\n") + 1
+            if end < len(chunk):
+                chunk, rest = chunk[:end], chunk[end:]
+            if chunk.strip():
+                yield Lines(chunk)
         if rest.strip():
-            yield _decode([rest])
+            yield Lines(rest + b"\n")
     except (TimeoutError, UpstreamError, ConnectionError) as exc:
         raise OllamaUnavailable(f"the stream from Ollama at {base_url} broke: {_describe(exc)}") from None
 
@@ -393,18 +396,72 @@ def _encode(body: dict[str, Any]) -> bytes:
         return json.dumps(body).encode()
 
 
-async def _ndjson_batches(resp: aiohttp.ClientResponse, base_url: str) -> AsyncIterator[list[dict[str, Any]]]:
+async def _ndjson_batches(resp: aiohttp.ClientResponse, base_url: str) -> AsyncIterator[Lines]:
     rest = b""
     try:
         async for chunk in resp.content.iter_any():
-            *lines, rest = (rest + chunk).split(b"\n")
-            whole = [raw for raw in lines if raw.strip()]
-            if whole:
-                yield _decode(whole)
+            if rest:
+                chunk, rest = rest + chunk, b""
+            end = chunk.rfind(b"\n") + 1
+            if end < len(chunk):
+                chunk, rest = chunk[:end], chunk[end:]
+            if chunk.strip():
+                yield Lines(chunk)
         if rest.strip():
-            yield _decode([rest])
+            yield Lines(rest + b"\n")
     except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
         raise OllamaUnavailable(f"the stream from Ollama at {base_url} broke: {_describe(exc)}") from None
+
+
+# A chat's steady state: `{"model":..,"created_at":..,"message":{"role":"assistant","content":"<text>"},"done":false}`
+# (docs/ollama-api.md: Go writes its fields in this order, compact). The text is a JSON string's body as the
+# grammar has it (no raw quote, backslash or control character; escapes whole), so it can be written on
+# as it is. Matched from `"message"` on (the regex engine looks for that literal first: twice as fast as
+# matching from the line's start); `_plain_tokens` checks the rest of each line.
+_TOKEN_LINE = re.compile(
+    rb'"message":\{"role":"assistant","content":"((?:[^"\\\x00-\x1f]++|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))++)"\},"done":false\}\n'
+)
+_LINE_START = b'{"model":"'
+
+
+def _plain_tokens(raw: bytes) -> list[bytes] | None:
+    found = _TOKEN_LINE.findall(raw) if raw.startswith(_LINE_START) else []
+    n = len(found)  # at most one per line (a match ends its line); one per line if n == lines
+    plain = n and raw.count(b"\n") == n and raw.count(b'\n{"model":"') == n - 1 and _utf8(raw)
+    return found if plain else None
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+class Lines:
+    """Lines of Ollama's NDJSON that arrived together (never empty): their bytes, decoded when first asked.
+
+    The relay's hot path (functions/chat/relay.py) looks at `texts` first: when every line is a plain
+    token line, their texts as Ollama escaped them, found by one regular expression over the whole
+    batch and nothing decoded (a fifth of decoding each line; tests/bench/relay_bench.py). Any other
+    batch (thinking, tool calls, the last line, an error) is decoded whole, as before."""
+
+    __slots__ = ("_decoded", "raw", "texts")
+
+    def __init__(self, raw: bytes = b"", decoded: list[dict[str, Any]] | None = None) -> None:
+        self.raw = raw  # whole lines, each ending in a line break
+        self._decoded = decoded
+        # Each line's text (the body of a JSON string, without its quotes) if every line is a plain token
+        # line; None if any is not.
+        self.texts = _plain_tokens(raw) if raw else None
+
+    @property
+    def decoded(self) -> list[dict[str, Any]]:
+        """The lines as JSON objects; a line that is not one is an OllamaError."""
+        if self._decoded is None:
+            self._decoded = _decode([line for line in self.raw.split(b"\n") if line.strip()])
+        return self._decoded
 
 
 def _decode(lines: list[bytes]) -> list[dict[str, Any]]:

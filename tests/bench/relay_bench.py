@@ -322,6 +322,12 @@ async def bench(
         print(f"written to {args.markdown}")
 
 
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` on `cpus` (sched_setaffinity on a pid moves its main thread only)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), cpus)
+
+
 @contextlib.contextmanager
 def profiled(pid: int, out: str) -> Iterator[None]:
     """py-spy sampling `pid` while the block runs (py-spy is not a dependency: `pip install py-spy`)."""
@@ -356,6 +362,11 @@ def main() -> None:
         default=None,
         help="record the studio with py-spy into this file (collapsed stacks; .svg: a flame graph)",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the Ollama stand-in alone on CPU 0, the studio, NATS and this client on the others",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny parameters: check that the bench runs")
     args = parser.parse_args()
     if args.smoke:
@@ -363,6 +374,8 @@ def main() -> None:
         args.rate_runs = 1
 
     install_event_loop_policy()
+    if args.pin:  # what this process starts inherits it; the stand-in is moved to CPU 0 once it runs
+        os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
     baseline = Path(args.baseline) if args.baseline else None
     if baseline is not None:  # the older studio, served by this branch's chat_serve
         shutil.copy(ROOT / "tests/bench/chat_serve.py", baseline / "tests/bench/chat_serve.py")
@@ -374,7 +387,9 @@ def main() -> None:
         double_url = f"http://127.0.0.1:{dport}"
         serve = ("-m", "tests.bench.chat_serve")
         with contextlib.ExitStack() as stack:
-            stack.enter_context(process(*serve, "ollama", str(dport), ready="ready"))
+            ollama = stack.enter_context(process(*serve, "ollama", str(dport), ready="ready"))
+            if args.pin:
+                pin(ollama.pid, {0})
             studio = stack.enter_context(process(*serve, "store", str(sport), natses[0].url, double_url, ready="ready"))
             studios = {"": (f"http://127.0.0.1:{sport}", studio.pid)}
             if args.profile:

@@ -68,7 +68,7 @@ LAST = b'{"message":{"role":"assistant","content":""},"done":true,"eval_count":2
 
 async def lines_of(ollama: OllamaClient, idle_timeout: float = 5) -> list[dict]:
     async with ollama.chat_batches({"model": "m", "messages": []}, idle_timeout=idle_timeout) as batches:
-        return [line async for batch in batches for line in batch]
+        return [line async for batch in batches for line in batch.decoded]
 
 
 WHOLE = [{"message": {"role": "assistant", "content": str(i)}, "done": False} for i in range(20)] + [
@@ -121,7 +121,7 @@ async def test_a_reader_who_leaves_before_the_end_closes_the_connection(serve) -
     ollama = OllamaClient(url)
     async with ollama.chat_batches({"model": "m", "messages": []}) as batches:
         async for batch in batches:
-            assert batch[0] == WHOLE[0]
+            assert batch.decoded[0] == WHOLE[0]
             break
     await asyncio.wait_for(server.closed.wait(), 5)  # the server saw it go: Ollama stops generating
     await ollama.close()
