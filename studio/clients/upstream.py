@@ -105,8 +105,9 @@ class UpstreamResponse:
 
     async def chunks(self, idle_timeout: float | None = None) -> AsyncIterator[bytes]:
         while True:
-            if self._chunks:
-                chunk = self._chunks.popleft()
+            if self._chunks:  # everything that is waiting, in one piece: one write for the reader, not one each
+                chunk = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+                self._chunks.clear()
                 self._buffered -= len(chunk)
                 if self._buffered <= HIGH_WATER // 4:
                     self._conn.resume()

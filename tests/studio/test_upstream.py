@@ -159,6 +159,37 @@ async def test_a_chunked_body_is_relayed_chunk_by_chunk_as_it_is_sent(pools) -> 
     assert resp.content_length is None and resp.complete
 
 
+async def test_chunks_that_arrived_while_the_reader_was_busy_come_in_one_piece(pools) -> None:
+    """A reader that falls behind (the relay writing to a slow visitor) takes what waits in one go: one
+    write onwards, not one per chunk the upstream sent."""
+    sent = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
+        await server.next_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await sent.wait()
+        writer.write(b"6\r\nsecond\r\n5\r\nthird\r\n0\r\n\r\n")  # two chunks for the client's parser
+        await writer.drain()
+        await server.next_request(reader)
+
+    async with Server(script) as server:
+        resp = await pools(server).request("GET", "/stream", [], None)
+        got = []
+        async for chunk in resp.chunks(idle_timeout=NO_HANG_S):
+            got.append(chunk)
+            if len(got) == 1:
+                sent.set()
+                await asyncio.wait_for(until(lambda: resp.complete), NO_HANG_S)  # busy while the rest arrives
+        resp.release()
+    assert got == [b"first", b"secondthird"]
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.005)
+
+
 async def test_a_body_delimited_by_the_upstream_closing_is_complete(pools) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
         await server.next_request(reader)
