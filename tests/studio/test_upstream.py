@@ -12,6 +12,7 @@ import pytest
 
 from studio.clients.upstream import MAX_HEAD_BYTES, UpstreamConnectError, UpstreamError, UpstreamPool, UpstreamResponse
 from tests.conftest import free_port
+from tests.support import eventually
 
 NO_HANG_S = 10.0  # a bound on a test that would otherwise hang, not a timing assertion
 
@@ -180,14 +181,9 @@ async def test_chunks_that_arrived_while_the_reader_was_busy_come_in_one_piece(p
             got.append(chunk)
             if len(got) == 1:
                 sent.set()
-                await asyncio.wait_for(until(lambda: resp.complete), NO_HANG_S)  # busy while the rest arrives
+                await eventually(lambda: resp.complete, interval=0.005)  # busy while the rest arrives
         resp.release()
     assert got == [b"first", b"secondthird"]
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(0.005)
 
 
 async def test_a_body_delimited_by_the_upstream_closing_is_complete(pools) -> None:
