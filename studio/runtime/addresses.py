@@ -16,6 +16,7 @@ for every service); a client that is itself a trusted address (loopback) comes t
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from aiohttp import web
 from studio.runtime.settings import IPNetwork
 
 
+@functools.lru_cache(maxsize=4096)  # a few peers ask again and again: parsed once each, not twice a request
 def is_trusted(address: str, proxies: tuple[IPNetwork, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)

@@ -198,7 +198,7 @@ async def measure(double: Double, targets: list[Target], args: argparse.Namespac
             add(t.name, "burst_p99", pct(ttfts, 0.99))
         await double.configure(0, reply_of(args.tokens))
         for t in order:  # `--rate-runs` runs of `--streams` streams in a row: one run is ~0.1 s, too short alone
-            before = cpu_ns(t.pids)
+            before, ollama_before, client_before = cpu_ns(t.pids), cpu_ns([args.ollama_pid]), cpu_ns([os.getpid()])
             wall, tokens = 0.0, 0
             for _ in range(args.rate_runs):
                 t0 = time.perf_counter()
@@ -208,6 +208,8 @@ async def measure(double: Double, targets: list[Target], args: argparse.Namespac
             add(t.name, "rate", tokens / wall)
             if t.pids:
                 add(t.name, "cpu_ms_per_1k", (cpu_ns(t.pids) - before) / tokens / 1e3)
+            add(t.name, "ollama_cpu_ms_per_1k", (cpu_ns([args.ollama_pid]) - ollama_before) / tokens / 1e3)
+            add(t.name, "client_cpu_ms_per_1k", (cpu_ns([os.getpid()]) - client_before) / tokens / 1e3)
     figures: dict[str, dict[str, float]] = {}
     for name, samples in out.items():
         f = {k: statistics.median(v) for k, v in samples.items() if k != "ttft"}
@@ -251,7 +253,7 @@ def write_markdown(path: Path, rows: list[str], args: argparse.Namespace) -> Non
             START,
             f"Measured {when} on {machine()}; `python -m tests.bench.relay_bench --ttft-requests "
             f"{args.ttft_requests} --streams {args.streams} --tokens {args.tokens} --rounds {args.rounds} "
-            f"--rate-runs {args.rate_runs}`.",
+            f"--rate-runs {args.rate_runs}{' --pin' if args.pin else ''}`.",
             "",
             *rows,
             END,
@@ -301,10 +303,17 @@ async def bench(
     print(
         f"first token over {args.ttft_requests} sequential requests per round; a burst of {args.streams} at once; "
         f"{args.streams} streams of {args.tokens} tokens flat out ({args.rate_runs} runs in a row); "
-        f"medians of {args.rounds} rounds"
+        f"medians of {args.rounds} rounds" + ("; the Ollama stand-in alone on CPU 0 (--pin)" if args.pin else "")
     )
     rows = table(figures, absent, args)
     print("\n".join(rows))
+    print(
+        f"CPU ms per 1,000 tokens at {args.streams} streams in the other processes: "
+        + "; ".join(
+            f"{name}: Ollama stand-in {f['ollama_cpu_ms_per_1k']:.1f}, client {f['client_cpu_ms_per_1k']:.1f}"
+            for name, f in figures.items()
+        )
+    )
     base = figures["direct Ollama"]
     for name, f in figures.items():
         if name in ("direct Ollama", LITELLM):
@@ -388,6 +397,7 @@ def main() -> None:
         serve = ("-m", "tests.bench.chat_serve")
         with contextlib.ExitStack() as stack:
             ollama = stack.enter_context(process(*serve, "ollama", str(dport), ready="ready"))
+            args.ollama_pid = ollama.pid
             if args.pin:
                 pin(ollama.pid, {0})
             studio = stack.enter_context(process(*serve, "store", str(sport), natses[0].url, double_url, ready="ready"))
