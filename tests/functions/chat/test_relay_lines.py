@@ -5,7 +5,7 @@ whichever path a batch takes: the events decoded from both are compared, for tex
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from functions.chat.answer import Answer
 from functions.chat.completions import CompletionWire, TextCompletionWire
 from functions.chat.messages import MessagesWire
-from functions.chat.relay import STUDIO_WIRE, Wire, _events, unescape
+from functions.chat.relay import STUDIO_WIRE, Wire, _events, collect, unescape
 from functions.chat.responses import ResponsesWire
 from studio.clients.ollama import Lines
 from tests.doubles.ollama import go_json
@@ -132,3 +132,23 @@ def strings(value: Any) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in strings(v)]
     return [value] if isinstance(value, str) else []
+
+
+@pytest.mark.parametrize("dialect", list(WIRES))
+async def test_a_whole_answer_is_the_same_from_undecoded_lines(dialect: str) -> None:
+    lines = [line(t) for t in TEXTS]
+    fast = [Lines(b"".join(lines[:4])), Lines(b"".join(lines[4:])), Lines(LAST)]
+    slow = [Lines(decoded=[json.loads(x) for x in batch.raw.splitlines()]) for batch in fast]
+
+    async def whole(batches: list[Lines]) -> Any:
+        async def rest() -> AsyncIterator[Lines]:
+            for batch in batches[1:]:
+                yield batch
+
+        response = await collect(batches[0], rest(), Answer("llama3.2:1b", "usr_1", started=0.0), WIRES[dialect]())
+        assert response.body is not None
+        return without_ids(json.loads(response.body))  # type: ignore[arg-type]
+
+    answer = await whole(fast)
+    assert answer == await whole(slow)
+    assert "".join(TEXTS) in strings(answer)
