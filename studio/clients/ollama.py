@@ -357,20 +357,26 @@ def lean_url(base_url: str) -> tuple[str, int, str] | None:
 
 
 async def _lean_batches(resp: UpstreamResponse, idle_timeout: float, base_url: str) -> AsyncIterator[Lines]:
-    rest = b""
     try:
-        async for chunk in resp.chunks(idle_timeout):
-            if rest:
-                chunk, rest = rest + chunk, b""
-            end = chunk.rfind(b"\n") + 1
-            if end < len(chunk):
-                chunk, rest = chunk[:end], chunk[end:]
-            if chunk.strip():
-                yield Lines(chunk)
-        if rest.strip():
-            yield Lines(rest + b"\n")
+        async for batch in _whole_lines(resp.chunks(idle_timeout)):
+            yield batch
     except (TimeoutError, UpstreamError, ConnectionError) as exc:
         raise OllamaUnavailable(f"the stream from Ollama at {base_url} broke: {_describe(exc)}") from None
+
+
+async def _whole_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[Lines]:
+    """The whole lines each chunk completes, as one `Lines` (a line cut by the chunk waits for the next)."""
+    rest = b""
+    async for chunk in chunks:
+        if rest:
+            chunk, rest = rest + chunk, b""
+        end = chunk.rfind(b"\n") + 1
+        if end < len(chunk):
+            chunk, rest = chunk[:end], chunk[end:]
+        if chunk.strip():
+            yield Lines(chunk)
+    if rest.strip():
+        yield Lines(rest + b"\n")
 
 
 async def _ndjson(resp: aiohttp.ClientResponse, base_url: str) -> AsyncIterator[dict[str, Any]]:
@@ -397,18 +403,9 @@ def _encode(body: dict[str, Any]) -> bytes:
 
 
 async def _ndjson_batches(resp: aiohttp.ClientResponse, base_url: str) -> AsyncIterator[Lines]:
-    rest = b""
     try:
-        async for chunk in resp.content.iter_any():
-            if rest:
-                chunk, rest = rest + chunk, b""
-            end = chunk.rfind(b"\n") + 1
-            if end < len(chunk):
-                chunk, rest = chunk[:end], chunk[end:]
-            if chunk.strip():
-                yield Lines(chunk)
-        if rest.strip():
-            yield Lines(rest + b"\n")
+        async for batch in _whole_lines(resp.content.iter_any()):
+            yield batch
     except (TimeoutError, aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
         raise OllamaUnavailable(f"the stream from Ollama at {base_url} broke: {_describe(exc)}") from None
 

@@ -137,19 +137,24 @@ async def test_a_content_length_body_arrives_whole_with_status_and_headers(pools
     assert resp.content_length == 5 and resp.header("content-type") == "text/plain"
 
 
-async def test_a_chunked_body_is_relayed_chunk_by_chunk_as_it_is_sent(pools) -> None:
-    first_seen = asyncio.Event()
+def first_chunk_then(rest: bytes, go_on: asyncio.Event) -> Script:
+    """A chunked response: its first chunk ("first"), then `rest` once `go_on` is set."""
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
         await server.next_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
         await writer.drain()
-        await first_seen.wait()  # the second chunk only once the client holds the first: no buffering
-        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
+        await go_on.wait()
+        writer.write(rest)
         await writer.drain()
         await server.next_request(reader)
 
-    async with Server(script) as server:
+    return script
+
+
+async def test_a_chunked_body_is_relayed_chunk_by_chunk_as_it_is_sent(pools) -> None:
+    first_seen = asyncio.Event()  # the second chunk only once the client holds the first: no buffering
+    async with Server(first_chunk_then(b"6\r\nsecond\r\n0\r\n\r\n", first_seen)) as server:
         resp = await pools(server).request("GET", "/stream", [], None)
         got = []
         async for chunk in resp.chunks(idle_timeout=NO_HANG_S):
@@ -164,17 +169,8 @@ async def test_chunks_that_arrived_while_the_reader_was_busy_come_in_one_piece(p
     """A reader that falls behind (the relay writing to a slow visitor) takes what waits in one go: one
     write onwards, not one per chunk the upstream sent."""
     sent = asyncio.Event()
-
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, server: Server) -> None:
-        await server.next_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
-        await writer.drain()
-        await sent.wait()
-        writer.write(b"6\r\nsecond\r\n5\r\nthird\r\n0\r\n\r\n")  # two chunks for the client's parser
-        await writer.drain()
-        await server.next_request(reader)
-
-    async with Server(script) as server:
+    two_chunks = b"6\r\nsecond\r\n5\r\nthird\r\n0\r\n\r\n"  # two chunks for the client's parser
+    async with Server(first_chunk_then(two_chunks, sent)) as server:
         resp = await pools(server).request("GET", "/stream", [], None)
         got = []
         async for chunk in resp.chunks(idle_timeout=NO_HANG_S):
