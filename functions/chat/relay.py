@@ -216,15 +216,13 @@ def parse_chunk(line: dict[str, Any]) -> Chunk:
 def _events(batch: Lines, answer: Answer, wire: Wire, out: list[bytes]) -> dict[str, Any] | None:
     """The wire's bytes for a batch of Ollama's lines, appended to `out`; Ollama's last line if it is there.
     The hot path, once per batch: plain token lines are written on as Ollama escaped them (`Lines.texts`);
-    any other batch is decoded, its names bound once and its tokens counted once."""
-    texts = batch.texts
-    if texts is not None:
+    the lines after them are decoded, the wire's names bound once and their tokens counted once."""
+    if texts := batch.texts:
         answer.tokens(len(texts))
         out.append(wire.tokens(texts))
-        return None
     token, append, tokens = wire.token, out.append, 0
     try:
-        for line in batch.decoded:
+        for line in batch.rest:
             if line.get("done"):
                 return line
             message = line.get("message")
@@ -316,11 +314,10 @@ async def collect(first: Lines, lines: AsyncIterator[Lines], answer: Answer, wir
     try:
         while True:
             final = None
-            texts = batch.texts
-            if texts is not None:
+            if texts := batch.texts:
                 answer.tokens(len(texts))
                 parts.append(unescape(b"".join(texts)))
-            for line in () if texts is not None else batch.decoded:
+            for line in batch.rest:
                 if line.get("done"):
                     final = line
                     break

@@ -278,14 +278,13 @@ class OllamaClient:
             async def checked() -> AsyncIterator[Lines]:
                 done = False
                 async for batch in batches:
-                    if batch.texts is None:  # (plain token lines are neither an error nor the end)
-                        lines = batch.decoded
-                        for i, line in enumerate(lines):
-                            if "error" in line:  # the lines before it are the answer's: they go first
-                                if i:
-                                    yield Lines(decoded=lines[:i])
-                                raise OllamaError(str(line["error"]))
-                        done = bool(lines[-1].get("done"))
+                    rest = batch.rest  # (plain token lines are neither an error nor the end)
+                    for i, line in enumerate(rest):
+                        if "error" in line:  # the lines before it are the answer's: they go first
+                            if i or batch.texts:
+                                yield batch.cut(i)
+                            raise OllamaError(str(line["error"]))
+                    done = bool(rest and rest[-1].get("done"))
                     yield batch
                 if not done:
                     raise OllamaUnavailable("the chat stream ended before done (connection cut)")
@@ -421,10 +420,26 @@ _TOKEN_LINE = re.compile(
 _LINE_START = b'{"model":"'
 
 
-def _plain_tokens(raw: bytes) -> list[bytes] | None:
+def _plain_tokens(raw: bytes) -> tuple[list[bytes], bytes]:
+    """(the texts of the plain token lines `raw` starts with, the lines after them): every line, or every
+    line but the last (the answer's end, an error, tool calls), or none."""
+    found = _all_plain(raw)
+    if found:
+        return found, b""
+    if found is None:  # some plain lines, not all: are they all but the last?
+        last = raw.rfind(b"\n", 0, len(raw) - 1) + 1
+        if last and (head := _all_plain(raw[:last])):
+            return head, raw[last:]
+    return [], raw
+
+
+def _all_plain(raw: bytes) -> list[bytes] | None:
+    """Each line's text if every line is a plain token line; [] if none is; None if some are."""
     found = _TOKEN_LINE.findall(raw) if raw.startswith(_LINE_START) else []
     n = len(found)  # at most one per line (a match ends its line); one per line if n == lines
-    plain = n and raw.count(b"\n") == n and raw.count(b'\n{"model":"') == n - 1 and _utf8(raw)
+    if not n:
+        return []
+    plain = raw.count(b"\n") == n and raw.count(b'\n{"model":"') == n - 1 and _utf8(raw)
     return found if plain else None
 
 
@@ -439,26 +454,42 @@ def _utf8(raw: bytes) -> bool:
 class Lines:
     """Lines of Ollama's NDJSON that arrived together (never empty): their bytes, decoded when first asked.
 
-    The relay's hot path (functions/chat/relay.py) looks at `texts` first: when every line is a plain
-    token line, their texts as Ollama escaped them, found by one regular expression over the whole
-    batch and nothing decoded (a fifth of decoding each line; tests/bench/relay_bench.py). Any other
-    batch (thinking, tool calls, the last line, an error) is decoded whole, as before."""
+    The relay's hot path (functions/chat/relay.py) takes `texts` first: the plain token lines the batch
+    starts with (all of them, or all but the last: the answer's end), their texts as Ollama escaped them,
+    found by one regular expression over the batch, nothing decoded (a fifth of decoding each line;
+    tests/bench/relay_bench.py). The lines after them (`rest`: thinking, tool calls, the end, an error)
+    are decoded, as every line used to be."""
 
-    __slots__ = ("_decoded", "raw", "texts")
+    __slots__ = ("_rest", "raw", "texts")
 
     def __init__(self, raw: bytes = b"", decoded: list[dict[str, Any]] | None = None) -> None:
         self.raw = raw  # whole lines, each ending in a line break
-        self._decoded = decoded
-        # Each line's text (the body of a JSON string, without its quotes) if every line is a plain token
-        # line; None if any is not.
-        self.texts = _plain_tokens(raw) if raw else None
+        self.texts: list[bytes]  # each a JSON string's body, without its quotes
+        self._rest: list[dict[str, Any]] | bytes
+        if decoded is not None:
+            self.texts, self._rest = [], decoded
+        else:
+            self.texts, self._rest = _plain_tokens(raw)
+
+    @property
+    def rest(self) -> list[dict[str, Any]]:
+        """The lines after `texts`, as JSON objects; a line that is not one is an OllamaError."""
+        if isinstance(self._rest, bytes):
+            self._rest = _decode([line for line in self._rest.split(b"\n") if line.strip()]) if self._rest else []
+        return self._rest
 
     @property
     def decoded(self) -> list[dict[str, Any]]:
-        """The lines as JSON objects; a line that is not one is an OllamaError."""
-        if self._decoded is None:
-            self._decoded = _decode([line for line in self.raw.split(b"\n") if line.strip()])
-        return self._decoded
+        """Every line as a JSON object."""
+        if not self.texts:
+            return self.rest
+        return _decode([line for line in self.raw.split(b"\n") if line.strip()])
+
+    def cut(self, n: int) -> Lines:
+        """`texts` and the first `n` lines of `rest` (what came before an error line)."""
+        out = Lines()
+        out.raw, out.texts, out._rest = b"", self.texts, self.rest[:n]
+        return out
 
 
 def _decode(lines: list[bytes]) -> list[dict[str, Any]]:

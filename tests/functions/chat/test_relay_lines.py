@@ -45,35 +45,44 @@ LAST = (
 
 def test_plain_token_lines_give_their_texts_as_ollama_escaped_them() -> None:
     raw = b"".join(line(t) for t in TEXTS)
-    texts = Lines(raw).texts
-    assert texts is not None
-    assert [unescape(t) for t in texts] == TEXTS
-    assert texts[4] == rb" \u003cb\u003e\u0026\u003c/b\u003e"  # written on as they came
-    assert Lines(raw).decoded == [json.loads(x) for x in raw.splitlines()]
+    batch = Lines(raw)
+    assert [unescape(t) for t in batch.texts] == TEXTS and batch.rest == []
+    assert batch.texts[4] == rb" \u003cb\u003e\u0026\u003c/b\u003e"  # written on as they came
+    assert batch.decoded == [json.loads(x) for x in raw.splitlines()]
+
+
+ERROR = b'{"error":"out of memory"}\n'
 
 
 @pytest.mark.parametrize(
-    "raw",
+    ("raw", "plain"),
     [
-        line("Hi") + LAST,  # the end
-        line("") + line("Hi"),  # an empty line of text
-        line("", thinking="hmm"),  # a thinking model
-        line("Hi", thinking="hmm"),
-        line("", tool_calls=[{"function": {"name": "f", "arguments": {"content": "x"}}}]),
-        line("Hi") + b'{"error":"out of memory"}\n',
-        line("Hi") + b"\n",  # a blank line
-        line("Hi").replace(b'"done":false', b'"done":false,"logprobs":[]'),  # a field we do not know
-        b'{"created_at":"x","model":"m","message":{"role":"assistant","content":"Hi"},"done":false}\n',  # order
-        b'junk{"model":"m","created_at":"x","message":{"role":"assistant","content":"Hi"},"done":false}\n',
-        line("Hi").replace(b"Hi", b"H\\qi"),  # not a JSON escape
-        line("Hi").replace(b"Hi", b"H\\u12i"),
-        line("Hi").replace(b"Hi", b"H\ti"),  # a raw control character
-        line("Hi").replace(b"Hi", b"H\xffi"),  # not UTF-8
-        line("Hi").replace(b'"assistant"', b'"tool"'),
+        (line("Hi") + line("there") + LAST, 2),  # the end, after the last tokens
+        (line("Hi") + ERROR, 1),
+        (line("Hi") + b"\n", 1),  # a blank line
+        (LAST, 0),
+        (line("") + line("Hi"), 0),  # an empty line of text
+        (line("", thinking="hmm") + line("Hi"), 0),  # a thinking model
+        (line("Hi", thinking="hmm"), 0),
+        (line("Hi") + line("", tool_calls=[{"function": {"name": "f", "arguments": {"content": "x"}}}]) + LAST, 0),
+        (line("Hi").replace(b'"done":false', b'"done":false,"logprobs":[]'), 0),  # a field we do not know
+        (b'{"created_at":"x","model":"m","message":{"role":"assistant","content":"Hi"},"done":false}\n', 0),
+        (b'junk{"model":"m","created_at":"x","message":{"role":"assistant","content":"Hi"},"done":false}\n', 0),
+        (line("Hi").replace(b"Hi", b"H\\qi"), 0),  # not a JSON escape
+        (line("Hi").replace(b"Hi", b"H\\u12i"), 0),
+        (line("Hi").replace(b"Hi", b"H\ti"), 0),  # a raw control character
+        (line("Hi").replace(b"Hi", b"H\xffi"), 0),  # not UTF-8
+        (line("Hi").replace(b'"assistant"', b'"tool"'), 0),
     ],
 )
-def test_any_other_batch_is_decoded(raw: bytes) -> None:
-    assert Lines(raw).texts is None
+def test_the_lines_after_the_plain_ones_are_decoded(raw: bytes, plain: int) -> None:
+    assert len(Lines(raw).texts) == plain
+
+
+def test_the_end_after_plain_lines_is_the_one_line_decoded() -> None:
+    batch = Lines(line("Hi") + line("there") + LAST)
+    assert [unescape(t) for t in batch.texts] == ["Hi", "there"]
+    assert batch.rest == [json.loads(LAST)]
 
 
 WIRES: dict[str, Callable[[], Wire]] = {
@@ -115,10 +124,10 @@ def without_ids(value: Any) -> Any:
 @pytest.mark.parametrize("dialect", list(WIRES))
 def test_every_dialect_writes_the_same_answer_from_undecoded_lines(dialect: str) -> None:
     lines = [line(t) for t in TEXTS]
-    fast = [Lines(b"".join(lines[:1])), Lines(b"".join(lines[1:5])), Lines(b"".join(lines[5:])), Lines(LAST)]
-    assert all(batch.texts is not None for batch in fast[:3])
+    fast = [Lines(b"".join(lines[:1])), Lines(b"".join(lines[1:5])), Lines(b"".join(lines[5:]) + LAST)]
+    assert [len(batch.texts) for batch in fast] == [1, 4, len(TEXTS) - 5]
     slow = [Lines(decoded=[json.loads(x) for x in batch.raw.splitlines()]) for batch in fast]
-    assert all(batch.texts is None for batch in slow)
+    assert not any(batch.texts for batch in slow)
     fast_events, fast_answer = relayed(WIRES[dialect](), fast)
     slow_events, slow_answer = relayed(WIRES[dialect](), slow)
     assert fast_events == slow_events
@@ -138,6 +147,7 @@ def strings(value: Any) -> list[str]:
 async def test_a_whole_answer_is_the_same_from_undecoded_lines(dialect: str) -> None:
     lines = [line(t) for t in TEXTS]
     fast = [Lines(b"".join(lines[:4])), Lines(b"".join(lines[4:])), Lines(LAST)]
+    assert [len(batch.texts) for batch in fast] == [4, len(TEXTS) - 4, 0]
     slow = [Lines(decoded=[json.loads(x) for x in batch.raw.splitlines()]) for batch in fast]
 
     async def whole(batches: list[Lines]) -> Any:
