@@ -486,10 +486,11 @@ class Lines:
         return _decode([line for line in self.raw.split(b"\n") if line.strip()])
 
     def cut(self, n: int) -> Lines:
-        """`texts` and the first `n` lines of `rest` (what came before an error line)."""
-        out = Lines()
-        out.raw, out.texts, out._rest = b"", self.texts, self.rest[:n]
-        return out
+        """The lines before the `n`th line of `rest` (what came before an error line)."""
+        if not self.raw:
+            return Lines(decoded=self.rest[:n])
+        kept = [line for line in self.raw.split(b"\n") if line.strip()][: len(self.texts) + n]
+        return Lines(b"\n".join(kept) + b"\n")
 
 
 def _decode(lines: list[bytes]) -> list[dict[str, Any]]:

@@ -79,6 +79,17 @@ def test_the_lines_after_the_plain_ones_are_decoded(raw: bytes, plain: int) -> N
     assert len(Lines(raw).texts) == plain
 
 
+def test_the_lines_before_an_error_are_the_answers() -> None:
+    batch = Lines(line("Hi") + line("there") + ERROR)
+    assert [unescape(t) for t in batch.texts] == ["Hi", "there"] and batch.rest == [{"error": "out of memory"}]
+    before = batch.cut(0)
+    assert [unescape(t) for t in before.texts] == ["Hi", "there"] and before.rest == []
+    assert [x["message"]["content"] for x in before.decoded] == ["Hi", "there"]
+    thinking = Lines(line("", thinking="hmm") + ERROR)
+    assert thinking.cut(1).decoded == thinking.rest[:1] == [json.loads(line("", thinking="hmm"))]
+    assert Lines(decoded=[{"done": False}, {"error": "x"}]).cut(1).decoded == [{"done": False}]
+
+
 def test_the_end_after_plain_lines_is_the_one_line_decoded() -> None:
     batch = Lines(line("Hi") + line("there") + LAST)
     assert [unescape(t) for t in batch.texts] == ["Hi", "there"]
