@@ -15,6 +15,7 @@ import pytest
 BENCH = Path(__file__).resolve().parent / "bench"
 ROOT = BENCH.parents[1]
 BENCHMARKS = sorted(p.stem for p in BENCH.glob("*_bench.py"))
+MODES = {"relay_bench --pin": ["--pin"]}  # a benchmark's other ways to run, smoked too
 FIGURE = re.compile(r"\d[\d,.]*\s*(?:ms|us|µs|ns|s|%|x|MB|KB|/s)?")
 
 pytestmark = pytest.mark.bench_smoke
@@ -25,10 +26,10 @@ def test_every_benchmark_is_here() -> None:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("name", BENCHMARKS)
+@pytest.mark.parametrize("name", BENCHMARKS + list(MODES))
 def test_a_benchmark_runs_with_tiny_parameters_and_prints_its_figures(name: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", f"tests.bench.{name}", "--smoke"],
+        [sys.executable, "-m", f"tests.bench.{name.split()[0]}", "--smoke", *MODES.get(name, [])],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -384,7 +384,9 @@ def main() -> None:
 
     install_event_loop_policy()
     if args.pin:  # what this process starts inherits it; the stand-in is moved to CPU 0 once it runs
-        os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
+        if len(os.sched_getaffinity(0)) < 2 or 0 not in os.sched_getaffinity(0):
+            parser.error("--pin needs CPU 0 and at least one other CPU")
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - {0})
     baseline = Path(args.baseline) if args.baseline else None
     if baseline is not None:  # the older studio, served by this branch's chat_serve
         shutil.copy(ROOT / "tests/bench/chat_serve.py", baseline / "tests/bench/chat_serve.py")
