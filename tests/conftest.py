@@ -15,8 +15,11 @@ folder here, so `-m "not browser"` and friends select without anyone remembering
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import shutil
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -228,6 +231,31 @@ async def studio_postgres_url(postgres_server: PostgresServer) -> AsyncIterator[
     postgres_server.drop_database(url)
 
 
+@pytest.fixture(scope="session")
+def sqlite_studio_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with every migration of the runtime and of every function applied, made once a session: a
+    studio's SQLite database (`settings`) is a copy of it and starts with nothing left to migrate, as at any
+    restart, instead of applying 19 migrations (~15 ms of CPU and a few dozen fsyncs). Migrating from empty
+    stays tested: here, and by tests/studio/runtime/test_database.py's own empty databases."""
+    path = tmp_path_factory.mktemp("sqlite-template") / "studio.db"
+
+    async def migrate() -> None:
+        from functions import NAMES, load
+        from studio.runtime.database import RUNTIME_MIGRATIONS, Database
+
+        db = Database(path)
+        await db.open()
+        try:
+            await db.migrate([RUNTIME_MIGRATIONS, *(m for m in (load(n).migrations for n in NAMES) if m)])
+        finally:
+            await db.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(migrate(),))  # whatever loop the calling test runs
+    thread.start()
+    thread.join()
+    return path
+
+
 @pytest.fixture
 def db_backend(request: pytest.FixtureRequest) -> str:
     """`sqlite` (every test), or `postgres` for DATABASE_TESTS' second run."""
@@ -252,7 +280,13 @@ def db_target(tmp_path: Path, db_backend: str, request: pytest.FixtureRequest) -
 
 
 @pytest.fixture
-def settings(tmp_path: Path, nats_url: str, database_url: DatabaseUrl | None) -> Settings:
+def settings(
+    tmp_path: Path, nats_url: str, database_url: DatabaseUrl | None, request: pytest.FixtureRequest
+) -> Settings:
+    if database_url is None:  # the studio's SQLite file, migrated already (`sqlite_studio_template`)
+        (tmp_path / "data").mkdir(exist_ok=True)
+        if not (tmp_path / "data" / "studio.db").exists():
+            shutil.copyfile(request.getfixturevalue("sqlite_studio_template"), tmp_path / "data" / "studio.db")
     return Settings.from_env(
         {},
         data_dir=tmp_path / "data",
