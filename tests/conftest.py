@@ -194,12 +194,15 @@ def postgres_server() -> Iterator[PostgresServer]:
     bin_dir = postgres_bin()
     if bin_dir is None:
         pytest.skip("PostgreSQL is not installed: apt-get install postgresql (tests/run does, for these tests)")
-    server = PostgresServer(bin_dir, spares=True, in_memory=True)
-    try:
-        server.start()
-    except PostgresUnavailable as exc:
-        server.stop()
-        pytest.skip(f"PostgreSQL did not start: {exc}")
+    for attempt in range(3):  # its port, picked free, can be taken before it binds (another session's server)
+        server = PostgresServer(bin_dir, spares=True, in_memory=True)
+        try:
+            server.start()
+            break
+        except PostgresUnavailable as exc:
+            server.stop()
+            if attempt == 2:
+                pytest.skip(f"PostgreSQL did not start: {exc}")
     yield server
     server.stop()
 
