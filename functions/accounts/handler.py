@@ -52,7 +52,7 @@ from functions.accounts.contract import (
     SessionAnswer,
 )
 from functions.accounts.mail import Mailer
-from functions.accounts.passwords import check_strength, hash_password, verify_password
+from functions.accounts.passwords import check_strength, hash_password, prepare, verify_password
 from functions.accounts.store import SESSION_IDLE, Account, Accounts, normalise_email
 from functions.accounts.throttle import Attempt, SignInThrottle
 from studio.runtime.addresses import client_address
@@ -91,6 +91,7 @@ async def dependencies(fn: Function):
     fn[MAILER] = Mailer(s.smtp_url.get(), sender) if s.smtp_url else None
     mails: set[asyncio.Task[None]] = set()
     fn[MAILS] = mails
+    await prepare()  # the dummy hash a missing account's sign-in is checked against
     yield
     if mails:
         await asyncio.wait(mails, timeout=10)

@@ -253,7 +253,9 @@ async def run_embedded(settings: Settings) -> None:
     healer: asyncio.Task[None] | None = None
     try:
         with explained_startup_failures("check STUDIO_NATS_URL, or unset it to let the studio start its own"):
-            await host.start(connect_timeout=5 if settings.nats_url else 10)
+            # At most 5 s for a NATS the operator named (one that does not answer is reported soon), 10 s for
+            # our own server to accept connections; STUDIO_NATS_CONNECT_TIMEOUT_S when it is shorter.
+            await host.start(connect_timeout=min(settings.nats_connect_timeout_s, 5 if settings.nats_url else 10))
         try:
             app = gateway_app(settings, functions=fns, bus=host.bus)
         except RouteTableMismatch as exc:

@@ -35,7 +35,7 @@ log = logging.getLogger("studio.outbox")
 
 BATCH = 100
 LEASE_S = OUTBOX_LEASE_S  # a row is its writer's to publish for so long; then anyone's
-ADOPT_EVERY_S = 1.0  # how often a relay looks for rows nobody publishes
+ADOPT_EVERY_S = 1.0  # how often a relay looks for rows nobody publishes (at once again after a full batch)
 # The longest wait between tries while NATS refuses: each relay publishes only its own rows, so its
 # studio's events wait out its own backoff (a stream leader lost in a cluster: about 5 s).
 RETRY_MAX_S = 5.0
@@ -81,6 +81,7 @@ class OutboxRelay:
     def start(self) -> None:
         self.db.outbox_owner = self.owner  # rows this process writes are this relay's to publish
         self.db.on_events_committed.append(self._on_commit)
+        self._wake.set()  # a backlog from before this start (a restart, a CLI command) goes now, not at the first poll
         self._task = asyncio.create_task(self._run(), name="outbox-relay")
 
     def _on_commit(self, events: list[Event]) -> None:
@@ -133,8 +134,12 @@ class OutboxRelay:
         rows = await self.db.fetch_all(_MINE, (self.owner, BATCH))
         now = asyncio.get_running_loop().time()
         if len(rows) < BATCH and now >= self._adopt_after:
-            self._adopt_after = now + self.adopt_every_s
-            rows += await self._adopt_orphans(BATCH - len(rows))
+            most = BATCH - len(rows)
+            adopted = await self._adopt_orphans(most)
+            # The look is throttled while there is nothing to adopt; a full batch adopted says more may wait (a
+            # dead studio's backlog, a CLI command's rows): the next flush looks again at once, not in a second.
+            self._adopt_after = now if len(adopted) == most else now + self.adopt_every_s
+            rows += adopted
         self.backlog = len(rows)
         if not rows:
             return 0

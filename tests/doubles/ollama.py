@@ -551,7 +551,7 @@ class OllamaDouble:
                 self.add_model(name, spec)
         self.pull_speed = pull_speed  # bytes/s per layer; 0 = no waiting
         self.pull_interval = pull_interval  # seconds between progress lines while downloading
-        self.tokens_per_s = tokens_per_s  # 0 = as fast as possible
+        self.tokens_per_s = tokens_per_s  # 0 = at once; read at every token (0 mid-answer: the rest at once)
         self.reply: Reply = reply
         self.thinking: Reply = thinking  # what a thinking model thinks (`think` on) before its reply
         self.load_delay = load_delay  # seconds before the first token when the model is not loaded yet
@@ -1719,12 +1719,14 @@ class _Handlers:
                 d._notify()
                 await asyncio.sleep(0)
             return n
-        loop = asyncio.get_running_loop()
-        start, delay = loop.time(), 1.0 / rate
+        due = asyncio.get_running_loop().time()  # when the previous token was due
         step = 1 if already else 0  # content after thinking waits one token's time too
         for i, tok in enumerate(encoded):
-            if (i or step) and not await _sleep_until(request, start + (i + step) * delay):
-                return -1
+            if i or step:
+                next_due = await self._next_token(request, due)
+                if next_due is None:
+                    return -1
+                due = next_due
             if not await _write(request, resp, b"".join((head, created_at().encode(), mid, tok, tail))):
                 return -1
             rec.tokens_sent = rec.lines_sent = already + i + 1
@@ -1735,12 +1737,33 @@ class _Handlers:
         await asyncio.sleep(0)
         return n
 
+    async def _next_token(self, request: web.Request, previous: float) -> float | None:
+        """Wait until one token's time after `previous` (the previous token's due time) and return this one's;
+        None as soon as the client has gone. The speed is read again while waiting: a test that has seen what it
+        came for sets `tokens_per_s = 0` and the rest of the answer comes at once."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if _gone(request):
+                return None
+            rate = self.d.tokens_per_s
+            due = previous + 1.0 / rate if rate > 0 else loop.time()
+            remaining = due - loop.time()
+            if remaining <= 0:
+                await asyncio.sleep(0)
+                return None if _gone(request) else due
+            await asyncio.sleep(min(remaining, _POLL))
+
     async def _pace(self, request: web.Request, n_tokens: int) -> bool:
         """Spend the time generating `n_tokens` would take (non-streamed replies); False if the client left."""
-        rate = self.d.tokens_per_s
-        loop = asyncio.get_running_loop()
-        seconds = (n_tokens - 1) / rate if rate > 0 and n_tokens > 1 else 0.0
-        return await _sleep_until(request, loop.time() + seconds)
+        due = asyncio.get_running_loop().time()
+        for _ in range(n_tokens - 1):
+            if self.d.tokens_per_s <= 0:
+                break
+            next_due = await self._next_token(request, due)
+            if next_due is None:
+                return False
+            due = next_due
+        return await _sleep_until(request, asyncio.get_running_loop().time())
 
     def _set_loaded(self, name: ModelName, inst: InstalledModel, keep_alive: float) -> None:
         if keep_alive == 0:

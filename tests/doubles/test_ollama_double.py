@@ -547,6 +547,21 @@ async def test_client_disconnect_mid_stream_is_seen_and_generation_stops(double,
     assert rec.ended is not None and not double.active_streams()
 
 
+async def test_a_slow_answer_finishes_at_once_when_its_speed_is_set_to_zero_mid_way(double, http):
+    double.preinstall("tinyllama")
+    double.tokens_per_s = 1  # ten minutes for 600 tokens
+    double.reply = "word " * 600
+    resp = await http.post(double.url + "/api/chat", json={"model": "tinyllama", "messages": USER_HI})
+    assert json.loads(await resp.content.readline())["done"] is False
+    assert double.active_streams()[0].tokens_sent == 1
+
+    double.tokens_per_s = 0  # the test has seen what it came for: the rest at once
+    lines = [json.loads(line) for line in (await resp.read()).splitlines()]
+
+    assert lines[-1]["done"] is True and double.streams[-1].state == "done"
+    assert double.streams[-1].tokens_sent == 1 + len(lines[:-1]) >= 600  # every token, the first one read above
+
+
 async def test_client_leaving_a_pull_is_seen_and_the_partial_kept(double, http):
     double.add_model("big:1b", [1_000_000, 100])
     double.pull_speed, double.pull_interval = 100_000, 0.01  # ten seconds for the first layer

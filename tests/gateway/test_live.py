@@ -13,7 +13,6 @@ from tests.functions.pipeline import OPERATOR, start_studio
 
 @pytest.fixture
 async def test_mode(embedded_studio, settings, ollama, stripe_api, bus):
-    ollama.pull_speed = 50_000  # slow enough to reconnect in the middle
     return await start_studio(embedded_studio, settings, ollama, stripe_api, bus, skip_payment=True)
 
 
@@ -92,12 +91,14 @@ async def test_reconnecting_mid_install_starts_from_the_current_progress(test_mo
     studio = test_mode
     first = await open_stream(studio.client)
     await first.next()
+    studio.ollama.pull_speed = 20_000  # seconds: slow enough to reconnect in the middle
     await studio.client.post("/api/models/purchase/llama3.2:3b")
     _, progress = await first.until("install.progressed")
     first.resp.close()  # the visitor reloads the page
 
     second = await open_stream(studio.client)
     event, state = await second.next()
+    studio.ollama.pull_speed = 0  # reconnected mid-way: the rest of the pull at once
 
     assert event == "state"
     model = next(m for m in state["models"] if m["id"] == "llama3.2:3b")

@@ -151,7 +151,7 @@ async def test_backup_while_purchases_are_written_restores_every_committed_purch
     live = await run_studio(tmp_path / "live", ollama_double.url)
     buyers = Buyers(live.url)
     workers = [asyncio.create_task(buyers.buy(i)) for i in range(4)]
-    await eventually(lambda: len(buyers.committed) >= 100, timeout=30, message="purchases before the backup")
+    await eventually(lambda: len(buyers.committed) >= 40, timeout=30, message="purchases before the backup")
 
     checkout = tmp_path / "checkout"  # the deployment's own files, as on a VPS
     (checkout / "compose").mkdir(parents=True)
@@ -163,7 +163,7 @@ async def test_backup_while_purchases_are_written_restores_every_committed_purch
     backup_ended = time.monotonic()
     during = sum(1 for _, at in buyers.committed if backup_started <= at <= backup_ended)
     await eventually(
-        lambda: len(buyers.committed) >= 50 + len([1 for _, at in buyers.committed if at <= backup_ended]),
+        lambda: len(buyers.committed) >= 20 + len([1 for _, at in buyers.committed if at <= backup_ended]),
         timeout=30,
         message="purchases after the backup",
     )

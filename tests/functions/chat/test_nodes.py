@@ -145,6 +145,8 @@ async def test_the_node_holding_the_model_in_memory_is_preferred_then_the_least_
     streams = [await studio.visitor().chat(model=FREE, message="hello", stream=True) for _ in range(4)]
     await eventually(lambda: len(a.chat_requests) + len(b.chat_requests) == 4, message="4 answers started")
     assert len(a.chat_requests) == 2 and len(b.chat_requests) == 2
+    for double in (a, b):
+        double.tokens_per_s = 0  # seen how they split: the rest of every answer at once
     for resp in streams:
         assert (await read_events(resp))[-1][0] == "done"
 
@@ -198,6 +200,8 @@ async def test_the_cloud_fallback_answers_only_when_every_node_is_saturated(
         lambda: [e for e in visitor.events() if e.type == "chat.completed" and e.data["fallback"]], message="usage"
     )
     assert usage[0].data["node"] == "fallback" and usage[0].data["completion_tokens"] == len(DEFAULT_REPLY.split())
+    for double in (a, b):
+        double.tokens_per_s = 0  # the saturated nodes' answers: the rest at once
     for resp in (first, second):
         assert (await read_events(resp))[-1][0] == "done"
     report = await (await studio.client.get("/health", headers=OPERATOR)).json()
@@ -223,7 +227,11 @@ async def test_without_a_fallback_a_saturated_fleet_still_answers_locally(
     for resp in streams:
         await read_events(resp, limit=1)
 
-    status, _ = await ask(visitor)
+    answer = asyncio.create_task(ask(visitor))
+    await eventually(lambda: len(a.chat_requests) + len(b.chat_requests) == 3, message="a node asked a third time")
+    for double in (a, b):
+        double.tokens_per_s = 0  # the third answer is with a node: every answer's rest at once
+    status, _ = await answer
 
     assert status == 200 and len(a.chat_requests) + len(b.chat_requests) == 3
     await asyncio.gather(*(read_events(resp) for resp in streams))
@@ -247,7 +255,11 @@ async def test_a_cloud_fallback_that_fails_leaves_the_answer_to_the_nodes(
     for resp in streams:
         await read_events(resp, limit=1)
 
-    status, body = await ask(studio.visitor())
+    answer = asyncio.create_task(ask(studio.visitor()))
+    await eventually(lambda: len(a.chat_requests) + len(b.chat_requests) == 3, message="a node asked a third time")
+    for double in (a, b):
+        double.tokens_per_s = 0  # the third answer is with a node: every answer's rest at once
+    status, body = await answer
 
     assert len(cloud.requests) == 1  # asked, refused (401: a wrong key)
     assert status == 200 and body["response"] != DEFAULT_REPLY

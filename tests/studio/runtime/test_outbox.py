@@ -102,6 +102,33 @@ async def test_a_studio_publishes_its_own_rows_and_adopts_those_of_one_that_died
     assert await unpublished_after(db_target) == 0
 
 
+async def test_a_backlog_nobody_owns_is_published_batch_after_batch_without_waiting_between_them(
+    db_target: Path | DatabaseUrl, nats_server: NatsServer, bus: Bus
+) -> None:
+    seen = Recorder()
+    await bus.listen(SampleRecorded.TYPE, seen)
+    await bus.nc.flush()
+    db = Database(db_target)
+    relay_bus = Bus(nats_server.url, name="survivor", source="/tests")
+    relay = OutboxRelay(db, relay_bus, owner="survivor", adopt_every_s=3600)  # one look an hour when nothing waits
+    try:
+        await db.open()
+        await relay_bus.connect()
+        await db.migrate([RUNTIME_MIGRATIONS])
+        async with db.transaction() as tx:  # 350 rows of a process without a relay (or one that died)
+            for n in range(350):
+                data = SampleRecorded(n=n)
+                await tx.publish(Event(type=data.TYPE, source="/tests", data=data.to_data(), subject=str(n)))
+
+        relay.start()
+        await eventually(lambda: _is(unpublished(db), 0), message="the whole backlog adopted and published")
+    finally:
+        await relay.stop()
+        await relay_bus.close(1)
+        await db.close()
+    await eventually(lambda: len(seen) == 350, message="every event on the bus")
+
+
 async def unpublished_after(db_target: Path | DatabaseUrl) -> int:
     db = Database(db_target)
     await db.open()
