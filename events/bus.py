@@ -767,6 +767,11 @@ class NatsBus(Bus):
             raise BusUnavailable(f"could not publish to {subject}: {type(exc).__name__}") from None
 
     async def flush(self) -> None:
+        # nats-py's flush() writes its PING straight to the socket, ahead of the commands still queued for
+        # its flusher task (a SUB just made): the PONG can come back before the server has seen them, and
+        # a subscriber then misses what is published next (tests/cluster/test_one_replica.py, seen under
+        # load). The first round trip lets the flusher write what was queued; the second PING follows it.
+        await self.nc.flush()
         await self.nc.flush()
 
     async def send(self, subject: str, data: bytes) -> None:

@@ -86,7 +86,7 @@ async def purchase_to_pull(studio: Studio, names: list[str]) -> list[float]:
     bus = Bus(studio.nats_url, name="bench-database", source="/bench", login=studio.nats_login())
     await bus.connect()
     await bus.listen("install.started", on_started)
-    await bus.nc.flush()
+    await bus.flush()
     latencies = []
     try:
         async with visitor() as session:

@@ -22,7 +22,7 @@ async def test_one_replica_listeners_split_live_events_and_broadcast_ones_see_al
             await bus.connect()
             await bus.listen(SampleTicked.TYPE, one, queue="monitor__alert_shortage")
             await bus.listen(SampleTicked.TYPE, all_)
-            await bus.nc.flush()  # the server has both subscriptions before anything is published
+            await bus.flush()  # the server has both subscriptions before anything is published
         for n in range(40):
             await servers[0].publish(tick(n))
 

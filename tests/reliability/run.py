@@ -781,7 +781,7 @@ async def two_studios_one_outbox(lab: Lab, seconds: float = 8.0) -> tuple[str, s
     try:
         await bus.connect()
         await bus.listen("*", count)
-        await bus.nc.flush()  # listening before the studios start (start() blocks this loop while it waits)
+        await bus.flush()  # listening before the studios start (start() blocks this loop while it waits)
         first.start()
         second.start()
         stop = asyncio.Event()
@@ -794,7 +794,7 @@ async def two_studios_one_outbox(lab: Lab, seconds: float = 8.0) -> tuple[str, s
             timeout=30,
             message="the outbox to drain",
         )
-        await bus.nc.flush()
+        await bus.flush()
         outboxed = [r[0] for r in first.rows("SELECT event_id FROM outbox")]
         with contextlib.suppress(AssertionError):  # (those never seen are counted below)
             await eventually(lambda: all(seen[e] for e in outboxed), timeout=10, message="every event on the bus")

@@ -84,7 +84,7 @@ async def test_a_forged_catalog_change_from_a_function_that_does_not_publish_it_
         with pytest.raises(BusUnavailable):  # JetStream never stores it: the server drops it
             await bus.publish(event, timeout=0.2)  # never answered: any wait ends in a refusal
         await bus.nc.publish(event.nats_subject, event.to_json())  # plain NATS, to every listener: dropped too
-        await bus.nc.flush()
+        await bus.flush()
         await bus.close(0)
 
     purchase = await connected(server, credentials, "purchase")  # the owner of the catalog may

@@ -28,7 +28,7 @@ async def test_three_relays_on_one_database_publish_each_row_once(
 ) -> None:
     seen = Recorder()
     await bus.listen(SampleRecorded.TYPE, seen)  # sees every publish, duplicates the stream drops included
-    await bus.nc.flush()
+    await bus.flush()
     dbs = [Database(db_target) for _ in range(3)]
     buses = [Bus(nats_server.url, name=f"studio-{i}", source="/tests") for i in range(3)]
     relays: list[OutboxRelay] = []
@@ -72,7 +72,7 @@ async def test_a_studio_publishes_its_own_rows_and_adopts_those_of_one_that_died
 ) -> None:
     seen = Recorder()
     await bus.listen(SampleRecorded.TYPE, seen)
-    await bus.nc.flush()
+    await bus.flush()
     db = Database(db_target)
     relay_bus = Bus(nats_server.url, name="alive", source="/tests")
     try:
@@ -107,7 +107,7 @@ async def test_a_backlog_nobody_owns_is_published_batch_after_batch_without_wait
 ) -> None:
     seen = Recorder()
     await bus.listen(SampleRecorded.TYPE, seen)
-    await bus.nc.flush()
+    await bus.flush()
     db = Database(db_target)
     relay_bus = Bus(nats_server.url, name="survivor", source="/tests")
     relay = OutboxRelay(db, relay_bus, owner="survivor", adopt_every_s=3600)  # one look an hour when nothing waits
