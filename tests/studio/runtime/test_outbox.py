@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from events.bus import Bus
@@ -67,18 +69,30 @@ async def _is(awaitable, expected) -> bool:
     return (await awaitable) == expected
 
 
-async def test_a_studio_publishes_its_own_rows_and_adopts_those_of_one_that_died_when_their_lease_lapses(
-    db_target: Path | DatabaseUrl, nats_server: NatsServer, bus: Bus
-) -> None:
+@asynccontextmanager
+async def one_studio(
+    db_target: Path | DatabaseUrl, nats_server: NatsServer, bus: Bus, name: str
+) -> AsyncIterator[tuple[Recorder, Database, Bus]]:
+    """What the bus hears, and a studio's migrated database and its own bus, closed at the end."""
     seen = Recorder()
     await bus.listen(SampleRecorded.TYPE, seen)
     await bus.flush()
     db = Database(db_target)
-    relay_bus = Bus(nats_server.url, name="alive", source="/tests")
+    relay_bus = Bus(nats_server.url, name=name, source="/tests")
     try:
         await db.open()
         await relay_bus.connect()
         await db.migrate([RUNTIME_MIGRATIONS])
+        yield seen, db, relay_bus
+    finally:
+        await relay_bus.close(1)
+        await db.close()
+
+
+async def test_a_studio_publishes_its_own_rows_and_adopts_those_of_one_that_died_when_their_lease_lapses(
+    db_target: Path | DatabaseUrl, nats_server: NatsServer, bus: Bus
+) -> None:
+    async with one_studio(db_target, nats_server, bus, "alive") as (seen, db, relay_bus):
         alive = OutboxRelay(db, relay_bus, owner="alive", adopt_every_s=0)  # (looks for orphans at every flush)
         for owner, n in (("died", 1), ("died", 2), (None, 3)):  # two of a studio now gone, one of a CLI command
             db.outbox_owner = owner
@@ -95,9 +109,6 @@ async def test_a_studio_publishes_its_own_rows_and_adopts_those_of_one_that_died
         assert await alive.flush() == 2  # the lease lapsed: adopted
         assert await alive.flush() == 0
         await eventually(lambda: len(seen) == 4, message="every event on the bus")
-    finally:
-        await relay_bus.close(1)
-        await db.close()
     assert sorted(e.data["n"] for e in seen.items) == [1, 2, 3, 4]
     assert await unpublished_after(db_target) == 0
 
@@ -105,27 +116,17 @@ async def test_a_studio_publishes_its_own_rows_and_adopts_those_of_one_that_died
 async def test_a_backlog_nobody_owns_is_published_batch_after_batch_without_waiting_between_them(
     db_target: Path | DatabaseUrl, nats_server: NatsServer, bus: Bus
 ) -> None:
-    seen = Recorder()
-    await bus.listen(SampleRecorded.TYPE, seen)
-    await bus.flush()
-    db = Database(db_target)
-    relay_bus = Bus(nats_server.url, name="survivor", source="/tests")
-    relay = OutboxRelay(db, relay_bus, owner="survivor", adopt_every_s=3600)  # one look an hour when nothing waits
-    try:
-        await db.open()
-        await relay_bus.connect()
-        await db.migrate([RUNTIME_MIGRATIONS])
+    async with one_studio(db_target, nats_server, bus, "survivor") as (seen, db, relay_bus):
+        relay = OutboxRelay(db, relay_bus, owner="survivor", adopt_every_s=3600)  # one look an hour when idle
         async with db.transaction() as tx:  # 350 rows of a process without a relay (or one that died)
             for n in range(350):
                 data = SampleRecorded(n=n)
                 await tx.publish(Event(type=data.TYPE, source="/tests", data=data.to_data(), subject=str(n)))
-
         relay.start()
-        await eventually(lambda: _is(unpublished(db), 0), message="the whole backlog adopted and published")
-    finally:
-        await relay.stop()
-        await relay_bus.close(1)
-        await db.close()
+        try:
+            await eventually(lambda: _is(unpublished(db), 0), message="the whole backlog adopted and published")
+        finally:
+            await relay.stop()
     await eventually(lambda: len(seen) == 350, message="every event on the bus")
 
 
